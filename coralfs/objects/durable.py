@@ -1,0 +1,76 @@
+"""The one durable-write helper: temp file in the target directory, write, fsync,
+rename, fsync the directory. A crash at any point leaves either the old file or the
+new one, never a torn one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durable(
+    path: str,
+    data: bytes | bytearray | memoryview | Iterable[bytes],
+    *,
+    mode: int = 0o644,
+    sync_dir: bool = True,
+    exclusive: bool = False,
+) -> bool:
+    """Write ``data`` to ``path`` atomically and durably.
+
+    Args:
+        path: the final file name.
+        data: bytes, or an iterable of byte blocks (streamed, never joined).
+        mode: permission bits of the new file.
+        sync_dir: fsync the directory after the rename. Callers that write many files in
+            one directory may pass False and call :func:`fsync_dir` once at the end.
+        exclusive: write-once semantics: if ``path`` already exists, leave it and return
+            False (objects are never rewritten).
+
+    Returns:
+        True if the file was written.
+    """
+    directory = os.path.dirname(path) or "."
+    if exclusive and os.path.exists(path):
+        return False
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                for block in data:
+                    f.write(block)
+            # fsync before rename: otherwise a crash can leave the new name pointing at
+            # an empty or partial file (delayed allocation).
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if sync_dir:
+        fsync_dir(directory)
+    return True
+
+
+def append_durable(path: str, line: bytes) -> None:
+    """Append one record and fsync (used by reflogs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,235 @@
+"""gc (remove what nothing reaches) and fsck (prove the repository is whole)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from . import codecs
+from .errors import CoralError, CorruptObject, ObjectNotFound
+from .ids import ObjectId, from_hex, hash_bytes, to_hex
+from .objects import BytesSegment, Commit, File, Tag, Tensor, Tree, object_type
+from .refs import HEADS, TAGS
+
+log = logging.getLogger(__name__)
+
+
+def staging_roots(repo) -> set[ObjectId]:
+    """Ids the staging area keeps alive: ``staging/**/*.roots`` list one hex id a line."""
+    out: set[ObjectId] = set()
+    base = os.path.join(repo.path, "staging")
+    for dirpath, _d, files in os.walk(base):
+        for f in files:
+            if f.endswith(".roots"):
+                with open(os.path.join(dirpath, f), encoding="utf-8") as fh:
+                    for line in fh:
+                        try:
+                            out.add(from_hex(line.strip()))
+                        except ValueError:
+                            continue
+    return out
+
+
+def root_ids(repo) -> set[ObjectId]:
+    roots: set[ObjectId] = set()
+    for prefix in (HEADS, TAGS):
+        roots.update(repo.refs.list(prefix).values())
+    head = repo.refs.read("HEAD") if repo.refs.head_target() is None else None
+    if head:
+        roots.add(head)
+    for _name, entries in repo.refs.all_logs():
+        for e in entries:
+            roots.update(x for x in (e.old, e.new) if x)
+    roots.update(staging_roots(repo))
+    return roots
+
+
+class _Marker:
+    """Walks everything reachable; records problems instead of stopping at the first."""
+
+    def __init__(self, repo, check_chunks: bool) -> None:
+        self.repo = repo
+        self.check_chunks = check_chunks
+        self.seen: set[ObjectId] = set()
+        self.problems: list[str] = []
+
+    def _obj(self, oid: ObjectId, kind, where: str):
+        try:
+            return self.repo.odb.get_object(oid, kind)
+        except (ObjectNotFound, CorruptObject) as e:
+            self.problems.append(f"{where}: {e}")
+            return None
+
+    def root(self, oid: ObjectId, where: str) -> None:
+        if oid in self.seen:
+            return
+        if not self.repo.odb.store.has(oid):
+            self.problems.append(f"{where}: missing object {to_hex(oid)}")
+            return
+        try:
+            data = codecs.decode(self.repo.odb.store.get(oid), oid)
+        except CorruptObject as e:
+            self.problems.append(f"{where}: {e}")
+            self.seen.add(oid)
+            return
+        kind = object_type(data)
+        if kind == "commit":
+            self.commit(oid, where)
+        elif kind == "tag":
+            self.seen.add(oid)
+            t = self._obj(oid, Tag, where)
+            if t is not None:
+                self.root(t.target, f"tag {t.name}")
+        else:
+            # staging roots may name trees, files or chunks
+            self.seen.add(oid)
+            if kind == "tree":
+                self.tree(oid, where)
+            elif kind == "file":
+                self.file(oid, where)
+            elif kind is None:
+                self.chunk(oid, where)
+
+    def commit(self, oid: ObjectId, where: str) -> None:
+        stack = [oid]
+        while stack:
+            c_id = stack.pop()
+            if c_id in self.seen:
+                continue
+            self.seen.add(c_id)
+            c = self._obj(c_id, Commit, where)
+            if c is None:
+                continue
+            here = f"commit {to_hex(c_id)[:12]}"
+            self.tree(c.tree, here)
+            stack.extend(c.parents)
+
+    def tree(self, oid: ObjectId, where: str) -> None:
+        if oid in self.seen:
+            return
+        self.seen.add(oid)
+        t = self._obj(oid, Tree, where)
+        if t is None:
+            return
+        for path, e in t.entries.items():
+            self.file(e.file, f"{where}:{path}")
+
+    def file(self, oid: ObjectId, where: str) -> None:
+        if oid in self.seen:
+            return
+        self.seen.add(oid)
+        f = self._obj(oid, File, where)
+        if f is None:
+            return
+        for s in f.segments:
+            if isinstance(s, BytesSegment):
+                for c, _n in s.chunks:
+                    self.chunk(c, where)
+            else:
+                if s.tensor in self.seen:
+                    continue
+                self.seen.add(s.tensor)
+                t = self._obj(s.tensor, Tensor, f"{where}[{s.name}]")
+                if t is None:
+                    continue
+                if t.nbytes != s.length:
+                    self.problems.append(f"{where}[{s.name}]: tensor length {t.nbytes} != segment {s.length}")
+                for c in t.chunks:
+                    self.chunk(c, f"{where}[{s.name}]")
+
+    def chunk(self, oid: ObjectId, where: str) -> None:
+        while oid is not None and oid not in self.seen:
+            self.seen.add(oid)
+            try:
+                if self.check_chunks:
+                    self.repo.odb.verify_chunk(oid)
+                h = self.repo.odb.chunk_header(oid)
+            except (ObjectNotFound, CorruptObject) as e:
+                self.problems.append(f"{where}: {e}")
+                return
+            oid = h.base  # a delta's base must stay alive too
+            where = f"base of {where}"
+
+
+@dataclass
+class FsckReport:
+    objects: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def fsck(repo, progress=None) -> FsckReport:
+    """Re-verify every stored object (SHA-256 of decoded bytes) and every reference."""
+    rep = FsckReport()
+    odb = repo.odb
+    ids = list(odb.store)
+    for i, oid in enumerate(ids):
+        rep.objects += 1
+        try:
+            frame = odb.store.get(oid)
+            h = codecs.parse_header(frame, oid)
+            data = codecs.decode(frame, oid, odb.read_chunk, header=h)
+            if hash_bytes(data) != oid:
+                raise CorruptObject(to_hex(oid), "content does not hash to its id")
+        except (CorruptObject, ObjectNotFound) as e:
+            rep.problems.append(str(e))
+        if progress:
+            progress(i + 1, len(ids))
+    m = _Marker(repo, check_chunks=False)
+    for name, oid in _named_roots(repo):
+        m.root(oid, name)
+    rep.problems.extend(p for p in m.problems if p not in rep.problems)
+    return rep
+
+
+def _named_roots(repo):
+    for prefix in (HEADS, TAGS):
+        for short, oid in repo.refs.list(prefix).items():
+            yield prefix + short, oid
+    if repo.refs.head_target() is None:
+        head = repo.refs.read("HEAD")
+        if head:
+            yield "HEAD", head
+    for oid in staging_roots(repo):
+        yield "staging", oid
+
+
+@dataclass
+class GcReport:
+    kept: int = 0
+    removed: int = 0
+    freed: int = 0
+
+
+def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
+    """Remove objects no ref, reflog entry or staging root reaches.
+
+    Objects younger than ``grace_seconds`` are spared: a commit in progress writes its
+    objects before any ref reaches them.
+    """
+    m = _Marker(repo, check_chunks=False)
+    for oid in root_ids(repo):
+        m.root(oid, "root")
+    if m.problems:
+        raise CoralError("gc refused: the repository has problems (" + m.problems[0]
+                         + "); run `coralfs fsck`")
+    rep = GcReport()
+    store = repo.odb.store
+    for oid in list(store):
+        if oid in m.seen:
+            rep.kept += 1
+            continue
+        if store.age(oid) < grace_seconds:
+            rep.kept += 1
+            continue
+        rep.freed += store.size(oid)
+        rep.removed += 1
+        if not dry_run:
+            store.delete(oid)
+    if not dry_run and repo.similarity is not None:
+        repo.similarity.remove_missing(set(store))
+    return rep

@@ -1,0 +1,389 @@
+"""The object kinds: Tensor, File, Tree, Commit, Tag (chunks are raw bytes in frames).
+
+Each kind is one class with a ``type_name``, ``_serialize``/``_deserialize`` and public
+``to_bytes()``/``from_bytes()``. Serialization is canonical (equal content gives equal
+bytes gives an equal id) and versioned: every object starts with ``b"CRO"``, a type byte
+and a version byte. Golden-byte tests pin these formats.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from dataclasses import dataclass
+from typing import ClassVar
+
+from . import dtypes
+from .errors import CoralError
+from .ids import ObjectId, from_hex, hash_bytes, to_hex
+from .wire import Reader, WireError, Writer
+
+OBJ_MAGIC = b"CRO"
+MAX_NDIM = 64
+MODE_FILE = 0o644
+MODE_EXEC = 0o755
+
+
+class InvalidObject(CoralError):
+    """Object content that violates its kind's rules (raised before anything is stored)."""
+
+
+class ShaObject:
+    """Base of every structured object."""
+
+    __slots__ = ()
+    type_name: ClassVar[str]
+    type_num: ClassVar[int]
+    version: ClassVar[int] = 1
+
+    def _serialize(self, w: Writer) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _deserialize(cls, r: Reader):
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        w = Writer()
+        w.raw(OBJ_MAGIC)
+        w.u8(self.type_num)
+        w.u8(self.version)
+        self._serialize(w)
+        return w.getvalue()
+
+    @property
+    def id(self) -> ObjectId:
+        return hash_bytes(self.to_bytes())
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_bytes() == other.to_bytes()  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+
+def parse_object(data: bytes) -> ShaObject:
+    """Parse any structured object; WireError on malformed bytes."""
+    if len(data) < 5 or data[:3] != OBJ_MAGIC:
+        raise WireError("not a structured object")
+    cls = REGISTRY.get(data[3])
+    if cls is None:
+        raise WireError(f"unknown object type {data[3]}")
+    if data[4] != cls.version:
+        raise WireError(f"unsupported {cls.type_name} version {data[4]}")
+    r = Reader(data, 5)
+    obj = cls._deserialize(r)
+    r.end()
+    return obj
+
+
+def object_type(data: bytes) -> str | None:
+    """The type name of serialized bytes, or None for raw chunk bytes."""
+    if len(data) >= 5 and data[:3] == OBJ_MAGIC and data[3] in REGISTRY:
+        return REGISTRY[data[3]].type_name
+    return None
+
+
+# -- Tensor -------------------------------------------------------------------------------
+
+class Tensor(ShaObject):
+    """A typed array: dtype, shape and the ids of the chunks holding its bytes.
+
+    Chunk i covers bytes ``[i * chunk_size, (i + 1) * chunk_size)`` (the last may be short),
+    so a reader finds the chunk of any offset without loading anything else.
+    """
+
+    __slots__ = ("dtype", "shape", "chunk_size", "chunks")
+    type_name = "tensor"
+    type_num = 1
+
+    def __init__(self, dtype: str, shape: tuple[int, ...], chunk_size: int,
+                 chunks: list[ObjectId]) -> None:
+        self.dtype = dtype
+        self.shape = tuple(int(s) for s in shape)
+        self.chunk_size = chunk_size
+        self.chunks = list(chunks)
+        self._check()
+
+    @property
+    def width(self) -> int:
+        return dtypes.lookup(self.dtype).width
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.width
+
+    def chunk_lengths(self) -> list[int]:
+        n = self.nbytes
+        return [min(self.chunk_size, n - i * self.chunk_size) for i in range(len(self.chunks))]
+
+    def _check(self) -> None:
+        try:
+            dt = dtypes.lookup(self.dtype)
+        except ValueError as e:
+            raise InvalidObject(str(e)) from None
+        if len(self.shape) > MAX_NDIM or any(s < 0 for s in self.shape):
+            raise InvalidObject(f"bad tensor shape {self.shape}")
+        if self.chunk_size <= 0 or self.chunk_size % dt.width:
+            raise InvalidObject(f"chunk size {self.chunk_size} is not a multiple of {dt.width}")
+        want = -(-self.nbytes // self.chunk_size)
+        if len(self.chunks) != want:
+            raise InvalidObject(f"tensor of {self.nbytes} bytes needs {want} chunks, has {len(self.chunks)}")
+
+    def _serialize(self, w: Writer) -> None:
+        w.text(self.dtype)
+        w.u8(len(self.shape))
+        for s in self.shape:
+            w.u64(s)
+        w.u64(self.chunk_size)
+        w.u32(len(self.chunks))
+        for c in self.chunks:
+            w.oid(c)
+
+    @classmethod
+    def _deserialize(cls, r: Reader) -> Tensor:
+        dtype = r.text()
+        ndim = r.u8()
+        if ndim > MAX_NDIM:
+            raise WireError("too many dimensions")
+        shape = tuple(r.u64() for _ in range(ndim))
+        chunk_size = r.u64()
+        chunks = [r.oid() for _ in range(r.count(32))]
+        try:
+            return cls(dtype, shape, chunk_size, chunks)
+        except InvalidObject as e:
+            raise WireError(str(e)) from None
+
+
+# -- File ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BytesSegment:
+    """Literal bytes stored as content-defined chunks: ((chunk id, length), ...)."""
+
+    chunks: tuple[tuple[ObjectId, int], ...]
+
+    @property
+    def length(self) -> int:
+        return sum(n for _, n in self.chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSegment:
+    """A typed region: the tensor's id, its name inside the file and its byte length
+    (kept here so a reader can lay out a file without loading every tensor)."""
+
+    name: str
+    tensor: ObjectId
+    length: int
+
+
+Segment = BytesSegment | TensorSegment
+
+
+class File(ShaObject):
+    """A file as ordered segments; concatenating them gives back the file exactly."""
+
+    __slots__ = ("size", "format", "segments")
+    type_name = "file"
+    type_num = 2
+
+    def __init__(self, format: str, segments: list[Segment]) -> None:
+        self.format = format
+        self.segments = list(segments)
+        self.size = sum(s.length for s in self.segments)
+
+    def tensors(self) -> dict[str, TensorSegment]:
+        return {s.name: s for s in self.segments if isinstance(s, TensorSegment)}
+
+    def _serialize(self, w: Writer) -> None:
+        w.text(self.format)
+        w.u64(self.size)
+        w.u32(len(self.segments))
+        for s in self.segments:
+            if isinstance(s, BytesSegment):
+                w.u8(0)
+                w.u32(len(s.chunks))
+                for oid, n in s.chunks:
+                    w.oid(oid)
+                    w.u64(n)
+            else:
+                w.u8(1)
+                w.text(s.name, wide=True)
+                w.oid(s.tensor)
+                w.u64(s.length)
+
+    @classmethod
+    def _deserialize(cls, r: Reader) -> File:
+        fmt = r.text()
+        size = r.u64()
+        segs: list[Segment] = []
+        for _ in range(r.count(5)):
+            kind = r.u8()
+            if kind == 0:
+                segs.append(BytesSegment(tuple((r.oid(), r.u64()) for _ in range(r.count(40)))))
+            elif kind == 1:
+                segs.append(TensorSegment(r.text(wide=True), r.oid(), r.u64()))
+            else:
+                raise WireError(f"unknown segment kind {kind}")
+        f = cls(fmt, segs)
+        if f.size != size:
+            raise WireError(f"file size {size} does not match its segments ({f.size})")
+        return f
+
+
+# -- Tree ---------------------------------------------------------------------------------
+
+def validate_path(path: str) -> str:
+    """A tree path: relative, '/'-separated, no empty, '.' or '..' parts, no NUL."""
+    if not path or path.startswith("/") or "\0" in path or "\\" in path:
+        raise InvalidObject(f"invalid path {path!r}: paths are relative and use '/'")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidObject(f"invalid path {path!r}: no empty, '.' or '..' parts")
+    if parts[0] == ".coral":
+        raise InvalidObject(f"invalid path {path!r}: .coral/ is reserved")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    file: ObjectId
+    mode: int = MODE_FILE
+
+
+class Tree(ShaObject):
+    """A flat, sorted map of path -> file (directories are implied by the paths)."""
+
+    __slots__ = ("entries",)
+    type_name = "tree"
+    type_num = 3
+
+    def __init__(self, entries: dict[str, TreeEntry]) -> None:
+        for p in entries:
+            validate_path(p)
+        self.entries = dict(sorted(entries.items(), key=lambda kv: kv[0].encode("utf-8")))
+        dirs = {posixpath.dirname(p) for p in self.entries}
+        prefixes = set()
+        for d in dirs:
+            while d:
+                prefixes.add(d)
+                d = posixpath.dirname(d)
+        clash = prefixes & self.entries.keys()
+        if clash:
+            raise InvalidObject(f"path {sorted(clash)[0]!r} is both a file and a directory")
+
+    def _serialize(self, w: Writer) -> None:
+        w.u32(len(self.entries))
+        for path, e in self.entries.items():
+            w.text(path)
+            w.u32(e.mode)
+            w.oid(e.file)
+
+    @classmethod
+    def _deserialize(cls, r: Reader) -> Tree:
+        entries: dict[str, TreeEntry] = {}
+        last = None
+        for _ in range(r.count(38)):
+            p = r.text()
+            mode = r.u32()
+            e = TreeEntry(r.oid(), mode)
+            key = p.encode("utf-8")
+            if last is not None and key <= last:
+                raise WireError("tree entries are not sorted and unique")
+            last = key
+            entries[p] = e
+        try:
+            return cls(entries)
+        except InvalidObject as e:
+            raise WireError(str(e)) from None
+
+
+# -- Commit and Tag -----------------------------------------------------------------------
+
+def canonical_json(obj) -> bytes:
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except ValueError as e:
+        raise InvalidObject(f"metadata must be finite JSON values: {e}") from None
+
+
+class _JsonObject(ShaObject):
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]]
+
+    def _serialize(self, w: Writer) -> None:
+        w.raw(canonical_json(self._to_json()))
+
+    @classmethod
+    def _deserialize(cls, r: Reader):
+        body = r.buf[r.pos:]
+        r.pos = len(r.buf)
+        try:
+            d = json.loads(body.decode("utf-8"))
+            if not isinstance(d, dict) or set(d) != set(cls._fields):
+                raise WireError(f"{cls.type_name} fields are {sorted(d) if isinstance(d, dict) else d}")
+            return cls._from_json(d)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise WireError(f"bad {cls.type_name}: {e}") from None
+
+
+class Commit(_JsonObject):
+    """A snapshot: tree, parents (two or more for a merge), author, time, message and
+    structured metadata (metrics, config, dataset hashes, source model...)."""
+
+    __slots__ = ("tree", "parents", "author", "time", "message", "metadata")
+    type_name = "commit"
+    type_num = 4
+    _fields = ("tree", "parents", "author", "time", "message", "metadata")
+
+    def __init__(self, tree: ObjectId, parents: list[ObjectId], author: str, time: int,
+                 message: str, metadata: dict | None = None) -> None:
+        self.tree = tree
+        self.parents = list(parents)
+        self.author = author
+        self.time = int(time)
+        self.message = message
+        self.metadata = dict(metadata or {})
+        canonical_json(self.metadata)
+
+    def _to_json(self) -> dict:
+        return {"tree": to_hex(self.tree), "parents": [to_hex(p) for p in self.parents],
+                "author": self.author, "time": self.time, "message": self.message,
+                "metadata": self.metadata}
+
+    @classmethod
+    def _from_json(cls, d: dict) -> Commit:
+        return cls(from_hex(d["tree"]), [from_hex(p) for p in d["parents"]], str(d["author"]),
+                   int(d["time"]), str(d["message"]), dict(d["metadata"]))
+
+
+class Tag(_JsonObject):
+    """An annotated tag: a name for a commit with a message (semantic versions live here)."""
+
+    __slots__ = ("target", "name", "tagger", "time", "message")
+    type_name = "tag"
+    type_num = 5
+    _fields = ("target", "name", "tagger", "time", "message")
+
+    def __init__(self, target: ObjectId, name: str, tagger: str, time: int, message: str) -> None:
+        self.target = target
+        self.name = name
+        self.tagger = tagger
+        self.time = int(time)
+        self.message = message
+
+    def _to_json(self) -> dict:
+        return {"target": to_hex(self.target), "name": self.name, "tagger": self.tagger,
+                "time": self.time, "message": self.message}
+
+    @classmethod
+    def _from_json(cls, d: dict) -> Tag:
+        return cls(from_hex(d["target"]), str(d["name"]), str(d["tagger"]), int(d["time"]),
+                   str(d["message"]))
+
+
+REGISTRY: dict[int, type[ShaObject]] = {c.type_num: c for c in (Tensor, File, Tree, Commit, Tag)}
+BY_TYPE_NAME: dict[str, type[ShaObject]] = {c.type_name: c for c in REGISTRY.values()}

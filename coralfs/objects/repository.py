@@ -1,0 +1,421 @@
+"""The repository: one directory holding objects, refs, reflogs, config and staging.
+
+```
+repo/
+  config.toml   HEAD   refs/heads/*   refs/tags/*   logs/   objects/ab/cdef...
+  staging/      index/similarity.sqlite
+```
+
+A commit first makes all its objects durable, then moves its branch by compare-and-swap,
+so a crash at any point leaves the repository valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time as _time
+from collections.abc import Iterator
+
+from . import history, maintenance
+from .config import FORMAT_VERSION, Config
+from .durable import fsync_dir, write_durable
+from .errors import CoralError, NotARepository, ObjectNotFound
+from .history import BadRevision
+from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
+from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_strategy
+from .objects import Commit, File, ShaObject, Tag, Tree, TreeEntry
+from .odb import ObjectDB
+from .reader import FileView
+from .refs import HEAD, HEADS, TAGS, RefContainer, RefNotFound, check_ref_name, default_identity
+from .similarity import SimilarityIndex
+from .store import DiskStore
+from .writer import IngestStats, Region, Settings, Source, Writer
+
+log = logging.getLogger(__name__)
+
+MARKERS = ("HEAD", "objects", "refs", "config.toml")
+DEFAULT_BRANCH = "main"
+
+
+class Repository:
+    """A coralfs repository on disk. Open with :meth:`open`, create with :meth:`init`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        for m in MARKERS:
+            if not os.path.exists(os.path.join(self.path, m)):
+                raise NotARepository(path, f"no {m}")
+        self.config = Config(os.path.join(self.path, "config.toml"))
+        fmt = self.config.get("core.format")
+        if fmt != FORMAT_VERSION:
+            raise NotARepository(path, f"format {fmt}; this coralfs reads format {FORMAT_VERSION}")
+        self.store = DiskStore(os.path.join(self.path, "objects"))
+        self.odb = ObjectDB(self.store, cache_bytes=int(self.config.get("cache.size")),
+                            level=int(self.config.get("storage.literal_level")))
+        self.refs = RefContainer(self.path)
+        self._writer: Writer | None = None
+        self._similarity: SimilarityIndex | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: str, *, default_branch: str = DEFAULT_BRANCH) -> Repository:
+        check_ref_name(default_branch)
+        path = os.path.abspath(path)
+        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+            if all(os.path.exists(os.path.join(path, m)) for m in MARKERS):
+                raise CoralError(f"{path} is already a coralfs repository")
+            raise CoralError(f"cannot init {path}: it exists and is not an empty directory")
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise CoralError(f"cannot init {path}: parent directory {parent} does not exist")
+        os.makedirs(path, exist_ok=True)
+        for d in ("objects", "refs/heads", "refs/tags", "logs", "staging", "index"):
+            os.makedirs(os.path.join(path, d), exist_ok=True)
+        cfg = Config(os.path.join(path, "config.toml"))
+        cfg.data = {"core": {"format": FORMAT_VERSION}}
+        cfg.save()
+        # HEAD last: until it exists the directory is not yet a repository.
+        write_durable(os.path.join(path, "HEAD"), f"ref: {HEADS}{default_branch}\n".encode())
+        fsync_dir(path)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str) -> Repository:
+        if not os.path.isdir(path):
+            raise NotARepository(path, "no such directory")
+        return cls(path)
+
+    @staticmethod
+    def discover(start: str = ".") -> str:
+        """The repository at ``start`` or its nearest parent."""
+        p = os.path.abspath(start)
+        while True:
+            if all(os.path.exists(os.path.join(p, m)) for m in MARKERS):
+                return p
+            up = os.path.dirname(p)
+            if up == p:
+                raise NotARepository(os.path.abspath(start), "nor any of its parents")
+            p = up
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- components ----------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        c = self.config
+        return Settings(chunk_size=int(c.get("storage.chunk_size")),
+                        tensor_level=int(c.get("storage.tensor_level")),
+                        literal_level=int(c.get("storage.literal_level")),
+                        max_chain=int(c.get("storage.max_chain")))
+
+    @property
+    def similarity(self) -> SimilarityIndex | None:
+        if self._similarity is None and self.config.get("storage.similarity"):
+            self._similarity = SimilarityIndex(os.path.join(self.path, "index", "similarity.sqlite"))
+        return self._similarity
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            self._writer = Writer(self.odb, self.settings, self.similarity)
+        return self._writer
+
+    # -- objects -------------------------------------------------------------------------
+    def put(self, obj: ShaObject) -> ObjectId:
+        return self.odb.put_object(obj)
+
+    def read_commit(self, oid: ObjectId) -> Commit:
+        return self.odb.get_object(oid, Commit)
+
+    def read_tree(self, oid: ObjectId) -> Tree:
+        return self.odb.get_object(oid, Tree)
+
+    def read_file(self, oid: ObjectId) -> File:
+        return self.odb.get_object(oid, File)
+
+    def open_file(self, oid: ObjectId) -> FileView:
+        return FileView(self.odb, self.read_file(oid))
+
+    def write_file(self, source: str | Source, regions: list[Region] | None = None,
+                   fmt: str = "bytes", base: File | None = None) -> tuple[ObjectId, IngestStats]:
+        """Store one file (streamed) described by ``regions``; unlisted bytes are literal."""
+        if isinstance(source, str):
+            with Source(source) as src:
+                return self.writer.write_file(src, regions or [], fmt, base)
+        return self.writer.write_file(source, regions or [], fmt, base)
+
+    def tree_of(self, rev: str | ObjectId | None) -> Tree:
+        if rev is None:
+            return Tree({})
+        oid = rev if isinstance(rev, bytes) else self.resolve(rev)
+        return self.read_tree(self.read_commit(oid).tree)
+
+    # -- refs ----------------------------------------------------------------------------
+    def head_branch(self) -> str | None:
+        t = self.refs.head_target()
+        return t[len(HEADS):] if t else None
+
+    def head(self) -> ObjectId | None:
+        return self.refs.read(HEAD)
+
+    def branches(self) -> dict[str, ObjectId]:
+        return self.refs.list(HEADS)
+
+    def tags(self) -> dict[str, ObjectId]:
+        """Tag name -> the tag's own id (annotated) or commit id (lightweight)."""
+        return self.refs.list(TAGS)
+
+    def branch_head(self, name: str) -> ObjectId | None:
+        check_ref_name(name)
+        return self.refs.read(HEADS + name)
+
+    def create_branch(self, name: str, start: str | None = None, force: bool = False) -> ObjectId:
+        check_ref_name(name)
+        oid = self.resolve(start or "HEAD")
+        old = self.refs.read(HEADS + name)
+        if old is not None and not force:
+            raise CoralError(f"branch {name} already exists; use another name or -f to move it")
+        self._check_ref_dirs(HEADS, name)
+        self.refs.set_if_equals(HEADS + name, old, oid, f"branch: created from {start or 'HEAD'}")
+        return oid
+
+    def delete_branch(self, name: str) -> ObjectId:
+        check_ref_name(name)
+        old = self.refs.read(HEADS + name)
+        if old is None:
+            raise RefNotFound(f"branch {name}")
+        if self.head_branch() == name:
+            raise CoralError(f"cannot delete branch {name}: HEAD is on it; checkout another first")
+        self.refs.set_if_equals(HEADS + name, old, None, "branch: deleted")
+        return old
+
+    def create_tag(self, name: str, target: str = "HEAD", message: str = "",
+                   tagger: str | None = None, force: bool = False) -> ObjectId:
+        check_ref_name(name, "tag")
+        commit = self.resolve(target)
+        old = self.refs.read(TAGS + name)
+        if old is not None and not force:
+            raise CoralError(f"tag {name} already exists; delete it first or use -f")
+        self._check_ref_dirs(TAGS, name)
+        tag = Tag(commit, name, tagger or self.identity(), int(_time.time()), message)
+        tid = self.put(tag)
+        self.store.sync()
+        self.refs.set_if_equals(TAGS + name, old, tid, f"tag: {name} -> {to_hex(commit)[:12]}")
+        return tid
+
+    def delete_tag(self, name: str) -> None:
+        check_ref_name(name, "tag")
+        old = self.refs.read(TAGS + name)
+        if old is None:
+            raise RefNotFound(f"tag {name}")
+        self.refs.set_if_equals(TAGS + name, old, None, "tag: deleted")
+
+    def _check_ref_dirs(self, prefix: str, name: str) -> None:
+        """Refuse names that clash as file vs directory with existing ones (a vs a/b)."""
+        existing = self.refs.list(prefix)
+        for other in existing:
+            if other.startswith(name + "/") or name.startswith(other + "/"):
+                raise CoralError(f"{name!r} conflicts with existing {prefix.split('/')[1][:-1]} {other!r}")
+
+    def peel(self, oid: ObjectId) -> ObjectId:
+        """Follow annotated tags to the commit they name."""
+        for _ in range(16):
+            obj = self.odb.get_object(oid)
+            if isinstance(obj, Tag):
+                oid = obj.target
+                continue
+            if isinstance(obj, Commit):
+                return oid
+            raise BadRevision(to_hex(oid), f"is a {obj.type_name}, not a commit")
+        raise BadRevision(to_hex(oid), "tag chain too long")
+
+    def resolve(self, spec: str) -> ObjectId:
+        """A revision spec -> commit id: HEAD, branch, tag, full or unique short id
+        (4+ hex digits), followed by any of ``~N``, ``^`` and ``^N``."""
+        if not spec:
+            raise BadRevision(spec, "empty revision")
+        name, ops = history.split_spec(spec)
+        oid = self._resolve_name(name, spec)
+        for op, n in ops:
+            c = self.read_commit(oid)
+            if op == "~":
+                for _ in range(n):
+                    c = self.read_commit(oid)
+                    if not c.parents:
+                        raise BadRevision(spec, f"{to_hex(oid)[:12]} has no parent")
+                    oid = c.parents[0]
+            else:
+                if n == 0:
+                    continue
+                if len(c.parents) < n:
+                    raise BadRevision(spec, f"{to_hex(oid)[:12]} has no parent number {n}")
+                oid = c.parents[n - 1]
+        return oid
+
+    def _resolve_name(self, name: str, spec: str) -> ObjectId:
+        if name in ("HEAD", "@", ""):
+            oid = self.refs.read(HEAD)
+            if oid is None:
+                raise BadRevision(spec, f"HEAD ({self.head_branch() or 'detached'}) has no commits yet")
+            return oid
+        for prefix in (HEADS, TAGS):
+            try:
+                check_ref_name(name)
+            except CoralError:
+                break
+            oid = self.refs.read(prefix + name)
+            if oid is not None:
+                return self.peel(oid)
+        for prefix in (HEADS, TAGS):
+            if name.startswith(prefix):
+                oid = self.refs.read(name)
+                if oid is not None:
+                    return self.peel(oid)
+        low = name.lower()
+        if is_hex_prefix(low):
+            if len(low) == 64:
+                oid = from_hex(low)
+                if self.store.has(oid):
+                    return self.peel(oid)
+            elif len(low) >= 4:
+                matches = [o for o in self.store.iter_prefix(low) if self._is_commitish(o)]
+                if len(matches) == 1:
+                    return self.peel(matches[0])
+                if len(matches) > 1:
+                    raise BadRevision(spec, f"short id {name} is ambiguous ({len(matches)} commits); give more digits")
+        raise BadRevision(spec, "no branch, tag or commit by that name (see `coralfs branch`, `coralfs tag`, `coralfs log`)")
+
+    def _is_commitish(self, oid: ObjectId) -> bool:
+        try:
+            return isinstance(self.odb.get_object(oid), (Commit, Tag))
+        except CoralError:
+            return False
+
+    def identity(self) -> str:
+        return self.config.get("user.name") or default_identity()
+
+    # -- committing ----------------------------------------------------------------------
+    def commit(self, tree: Tree | ObjectId, message: str, *, branch: str | None = None,
+               parents: list[ObjectId] | None = None, author: str | None = None,
+               time: int | None = None, metadata: dict | None = None,
+               expected_head: ObjectId | None | bool = True) -> ObjectId:
+        """Record a commit of ``tree`` and move ``branch`` (default: HEAD's) to it.
+
+        ``parents`` defaults to the branch head. ``expected_head`` is the value the branch
+        must still hold (True: the head read now). If another commit moved the branch in
+        between, RefMoved is raised and the branch is left as it was.
+        """
+        tree_id = tree if isinstance(tree, bytes) else self.put(tree)
+        detached = False
+        if branch is None:
+            branch = self.head_branch()
+            detached = branch is None
+        if not detached:
+            check_ref_name(branch)
+            current = self.refs.read(HEADS + branch)
+        else:
+            current = self.refs.read(HEAD)
+        if expected_head is True:
+            expected_head = current
+        if parents is None:
+            parents = [expected_head] if expected_head else []
+        c = Commit(tree_id, parents, author or self.identity(),
+                   int(_time.time()) if time is None else time, message, metadata)
+        cid = self.put(c)
+        # Every object of the commit is durable before any ref can reach it.
+        self.store.sync()
+        summary = message.splitlines()[0] if message else ""
+        if detached:
+            self.refs.set_detached(cid, f"commit: {summary}")
+        else:
+            kind = "commit (merge)" if len(parents) > 1 else ("commit" if parents else "commit (initial)")
+            self.refs.set_if_equals(HEADS + branch, expected_head or None, cid, f"{kind}: {summary}")
+        return cid
+
+    def checkout(self, spec: str) -> tuple[str | None, ObjectId | None]:
+        """Move HEAD: to a branch (attached) or to any other revision (detached)."""
+        try:
+            check_ref_name(spec)
+            is_branch = self.refs.read(HEADS + spec) is not None
+        except CoralError:
+            is_branch = False
+        if is_branch:
+            self.refs.set_symbolic(HEAD, HEADS + spec, f"checkout: moving to {spec}")
+            return spec, self.refs.read(HEADS + spec)
+        oid = self.resolve(spec)
+        self.refs.set_detached(oid, f"checkout: moving to {spec}")
+        return None, oid
+
+    # -- history -------------------------------------------------------------------------
+    def log(self, start: str | ObjectId = "HEAD", limit: int | None = None,
+            first_parent: bool = False) -> Iterator[tuple[ObjectId, Commit]]:
+        oid = start if isinstance(start, bytes) else self.resolve(start)
+        for i, c in enumerate(history.walk(self, [oid], first_parent)):
+            if limit is not None and i >= limit:
+                return
+            yield c, self.read_commit(c)
+
+    def merge_base(self, a: str | ObjectId, b: str | ObjectId) -> ObjectId | None:
+        a_id = a if isinstance(a, bytes) else self.resolve(a)
+        b_id = b if isinstance(b, bytes) else self.resolve(b)
+        bases = history.merge_bases(self, a_id, b_id)
+        return bases[0] if bases else None
+
+    def merge(self, theirs: str, strategy: str | Strategy = "fail", *, message: str | None = None,
+              author: str | None = None, no_ff: bool = False) -> tuple[str, ObjectId, MergeReport]:
+        """Merge ``theirs`` into HEAD's branch.
+
+        Returns (outcome, commit id, report), outcome one of ``up-to-date``,
+        ``fast-forward`` and ``merged``. Raises MergeConflict with nothing changed when
+        the strategy leaves conflicts.
+        """
+        s = parse_strategy(strategy) if isinstance(strategy, str) else strategy
+        branch = self.head_branch()
+        ours = self.refs.read(HEAD)
+        if ours is None:
+            raise CoralError("cannot merge into a branch with no commits; commit first")
+        their_id = self.resolve(theirs)
+        if history.is_ancestor(self, their_id, ours):
+            return "up-to-date", ours, MergeReport()
+        if not no_ff and history.is_ancestor(self, ours, their_id):
+            if branch is None:
+                self.refs.set_detached(their_id, f"merge {theirs}: fast-forward")
+            else:
+                self.refs.set_if_equals(HEADS + branch, ours, their_id, f"merge {theirs}: fast-forward")
+            return "fast-forward", their_id, MergeReport()
+        base_id = self.merge_base(ours, their_id)
+        base_tree = self.tree_of(base_id) if base_id else None
+        tree, rep = merge_trees(self.odb, base_tree, self.tree_of(ours), self.tree_of(their_id), s)
+        if tree is None:
+            raise MergeConflict(rep.conflicts)
+        msg = message or f"Merge {theirs} into {branch or 'HEAD'} ({s.kind}{'' if s.kind != 'weighted' else f':{s.alpha}'})"
+        meta = {"merge": {"strategy": s.kind, "alpha": s.alpha if s.combines else None,
+                          "combined": rep.combined, "resolved": rep.resolved,
+                          "base": to_hex(base_id) if base_id else None}}
+        cid = self.commit(tree, msg, parents=[ours, their_id], author=author, metadata=meta,
+                          expected_head=ours)
+        return "merged", cid, rep
+
+    # -- maintenance ---------------------------------------------------------------------
+    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> maintenance.GcReport:
+        return maintenance.gc(self, grace_seconds, dry_run)
+
+    def fsck(self, progress=None) -> maintenance.FsckReport:
+        return maintenance.fsck(self, progress)
+
+
+def tree_entries(tree: Tree) -> dict[str, TreeEntry]:
+    return dict(tree.entries)
+
+
+__all__ = ["Repository", "Region", "Source", "IngestStats", "ObjectNotFound"]

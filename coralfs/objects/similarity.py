@@ -1,0 +1,98 @@
+"""A persistent similarity index: finds a delta base for a tensor with no same-path base.
+
+A tensor's sketch is the sign bits of 128 elements at fixed positions (a fine-tune of a
+model keeps the signs of almost all of its weights). Sketches are split into 8 bands of 16
+bits; tensors sharing a band with the same element width and byte length are candidates,
+ranked by Hamming distance. The index lives in SQLite on disk (bounded memory, shared by
+processes, survives restarts); it is a cache, so a lost index costs only compression.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+
+import numpy as np
+
+from .ids import ObjectId
+
+SAMPLES = 128
+BANDS = 8
+BAND_BITS = SAMPLES // BANDS
+MAX_DISTANCE = 32  # of 128 bits: beyond this a delta is unlikely to help
+
+
+class SimilarityIndex:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS tensors (id BLOB PRIMARY KEY, width INT, "
+                       "nbytes INT, sketch BLOB)")
+            db.execute("CREATE TABLE IF NOT EXISTS bands (key INT, id BLOB)")
+            db.execute("CREATE INDEX IF NOT EXISTS bands_key ON bands(key)")
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    @staticmethod
+    def sketch(src, region, dt) -> bytes:
+        """Sign bits of SAMPLES elements spread evenly over the tensor."""
+        n = region.length // dt.width
+        pos = np.linspace(0, n - 1, SAMPLES).astype(np.int64)
+        top = []
+        for p in pos:
+            # The sign bit lives in the last byte of a little-endian element.
+            b = src.read_at(region.offset + int(p) * dt.width + dt.width - 1, 1)
+            top.append(b[0] >> 7)
+        return np.packbits(np.array(top, dtype=np.uint8)).tobytes()
+
+    @staticmethod
+    def _keys(width: int, nbytes: int, sketch: bytes) -> list[int]:
+        # blake2b, not hash(): keys must be equal across processes.
+        keys = []
+        for b in range(BANDS):
+            band = sketch[b * 2:(b + 1) * 2]
+            d = hashlib.blake2b(f"{width}:{nbytes}:{b}:".encode() + band, digest_size=7).digest()
+            keys.append(int.from_bytes(d, "little"))
+        return keys
+
+    def add(self, tid: ObjectId, width: int, nbytes: int, sketch: bytes) -> None:
+        db = self._db()
+        with db:
+            cur = db.execute("INSERT OR IGNORE INTO tensors VALUES (?,?,?,?)",
+                             (bytes(tid), width, nbytes, sketch))
+            if cur.rowcount:
+                db.executemany("INSERT INTO bands VALUES (?,?)",
+                               [(k, bytes(tid)) for k in self._keys(width, nbytes, sketch)])
+
+    def find(self, width: int, nbytes: int, sketch: bytes) -> ObjectId | None:
+        keys = self._keys(width, nbytes, sketch)
+        db = self._db()
+        q = ",".join("?" * len(keys))
+        rows = db.execute(f"SELECT DISTINCT t.id, t.sketch FROM bands b JOIN tensors t ON t.id=b.id "
+                          f"WHERE b.key IN ({q}) AND t.width=? AND t.nbytes=? LIMIT 64",
+                          (*keys, width, nbytes)).fetchall()
+        best, best_d = None, MAX_DISTANCE + 1
+        mine = int.from_bytes(sketch, "little")
+        for tid, sk in rows:
+            d = (mine ^ int.from_bytes(sk, "little")).bit_count()
+            if d < best_d:
+                best, best_d = ObjectId(tid), d
+        return best
+
+    def remove_missing(self, alive: set[ObjectId]) -> int:
+        """Forget tensors gc removed."""
+        db = self._db()
+        gone = [r[0] for r in db.execute("SELECT id FROM tensors") if ObjectId(r[0]) not in alive]
+        with db:
+            db.executemany("DELETE FROM tensors WHERE id=?", [(g,) for g in gone])
+            db.executemany("DELETE FROM bands WHERE id=?", [(g,) for g in gone])
+        return len(gone)

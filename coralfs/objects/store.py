@@ -1,0 +1,172 @@
+"""Object stores: where frames live, keyed by object id.
+
+One interface, a memory and a disk implementation, and one conformance test class that
+runs against both (later also against remote stores).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+from .durable import fsync_dir, write_durable
+from .errors import ObjectNotFound
+from .ids import HEX_LEN, ObjectId, from_hex, to_hex
+
+
+class ObjectStore:
+    """Write-once storage of frames."""
+
+    def has(self, oid: ObjectId) -> bool:
+        raise NotImplementedError
+
+    def put(self, oid: ObjectId, frame: bytes) -> bool:
+        """Store a frame unless one is there already. Returns True if written."""
+        raise NotImplementedError
+
+    def get(self, oid: ObjectId) -> bytes:
+        """The stored frame; ObjectNotFound if absent."""
+        raise NotImplementedError
+
+    def size(self, oid: ObjectId) -> int:
+        raise NotImplementedError
+
+    def age(self, oid: ObjectId) -> float:
+        """Seconds since the object was stored (gc spares young objects)."""
+        raise NotImplementedError
+
+    def delete(self, oid: ObjectId) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[ObjectId]:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Make every put so far durable (called before a ref moves)."""
+
+
+class MemoryStore(ObjectStore):
+    def __init__(self) -> None:
+        self._d: dict[ObjectId, bytes] = {}
+        self._t: dict[ObjectId, float] = {}
+        self._lock = threading.Lock()
+
+    def has(self, oid: ObjectId) -> bool:
+        return oid in self._d
+
+    def put(self, oid: ObjectId, frame: bytes) -> bool:
+        import time
+        with self._lock:
+            if oid in self._d:
+                return False
+            self._d[oid] = bytes(frame)
+            self._t[oid] = time.time()
+            return True
+
+    def get(self, oid: ObjectId) -> bytes:
+        try:
+            return self._d[oid]
+        except KeyError:
+            raise ObjectNotFound(to_hex(oid)) from None
+
+    def size(self, oid: ObjectId) -> int:
+        return len(self.get(oid))
+
+    def age(self, oid: ObjectId) -> float:
+        import time
+        return time.time() - self._t[oid]
+
+    def delete(self, oid: ObjectId) -> None:
+        with self._lock:
+            self._d.pop(oid, None)
+            self._t.pop(oid, None)
+
+    def __iter__(self) -> Iterator[ObjectId]:
+        return iter(list(self._d))
+
+
+class DiskStore(ObjectStore):
+    """Loose objects: ``objects/ab/cdef...``, each written once, durably.
+
+    Files are fsynced before their rename; the fan-out directories touched are fsynced
+    together in :meth:`sync`, which a commit calls before it moves a ref.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _path(self, oid: ObjectId) -> str:
+        h = to_hex(oid)
+        return os.path.join(self.root, h[:2], h[2:])
+
+    def has(self, oid: ObjectId) -> bool:
+        return os.path.exists(self._path(oid))
+
+    def put(self, oid: ObjectId, frame: bytes) -> bool:
+        path = self._path(oid)
+        if os.path.exists(path):
+            return False
+        d = os.path.dirname(path)
+        if not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+            with self._lock:
+                self._dirty.add(self.root)
+        written = write_durable(path, frame, mode=0o444, sync_dir=False, exclusive=True)
+        if written:
+            with self._lock:
+                self._dirty.add(d)
+        return written
+
+    def get(self, oid: ObjectId) -> bytes:
+        try:
+            with open(self._path(oid), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectNotFound(to_hex(oid)) from None
+
+    def size(self, oid: ObjectId) -> int:
+        try:
+            return os.stat(self._path(oid)).st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(to_hex(oid)) from None
+
+    def age(self, oid: ObjectId) -> float:
+        import time
+        return time.time() - os.stat(self._path(oid)).st_mtime
+
+    def delete(self, oid: ObjectId) -> None:
+        try:
+            os.unlink(self._path(oid))
+        except FileNotFoundError:
+            pass
+
+    def __iter__(self) -> Iterator[ObjectId]:
+        for d in sorted(os.listdir(self.root)):
+            if len(d) != 2:
+                continue
+            sub = os.path.join(self.root, d)
+            for name in sorted(os.listdir(sub)):
+                if len(name) == HEX_LEN - 2 and not name.startswith("."):
+                    try:
+                        yield from_hex(d + name)
+                    except ValueError:
+                        continue
+
+    def iter_prefix(self, prefix: str) -> Iterator[ObjectId]:
+        """Ids starting with a hex prefix of at least two digits."""
+        sub = os.path.join(self.root, prefix[:2])
+        if not os.path.isdir(sub):
+            return
+        for name in os.listdir(sub):
+            if name.startswith(prefix[2:]) and len(name) == HEX_LEN - 2:
+                yield from_hex(prefix[:2] + name)
+
+    def sync(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        # Subdirectories first, then the root that lists them.
+        for d in sorted(dirty, key=len, reverse=True):
+            fsync_dir(d)
