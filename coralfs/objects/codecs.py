@@ -37,10 +37,11 @@ DELTA_CODECS = (XOR, SUB)
 
 MAGIC = b"CRAL"
 VERSION = 1
-# magic, version, codec, width, key, depth, reserved, decoded_len, xxh3(decoded), oid, base
+# magic, version, codec, width, key, depth, flags, decoded_len, xxh3(decoded), oid, base
 _HEAD = struct.Struct("<4sBBBBHHQQ32s32s")
 _CHECK = struct.Struct("<Q")
 HEADER_SIZE = _HEAD.size + _CHECK.size
+FLAG_STRUCTURED = 1  # the frame holds a structured object (tensor, file, tree, commit, tag)
 
 # The largest object a frame may claim to decode to; protects against lying headers.
 MAX_DECODED = 1 << 34
@@ -82,6 +83,11 @@ class FrameHeader:
     check: int
     oid: ObjectId
     base: ObjectId | None
+    flags: int = 0
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.flags & FLAG_STRUCTURED)
 
     @property
     def codec_name(self) -> str:
@@ -96,7 +102,7 @@ def parse_header(frame: bytes | memoryview, oid: ObjectId) -> FrameHeader:
     (stored_check,) = _CHECK.unpack_from(frame, _HEAD.size)
     if checksum(head) != stored_check:
         raise CorruptObject(to_hex(oid), "frame header checksum mismatch")
-    magic, version, codec, width, key, depth, _res, dlen, check, foid, base = _HEAD.unpack(head)
+    magic, version, codec, width, key, depth, flags, dlen, check, foid, base = _HEAD.unpack(head)
     if magic != MAGIC:
         raise CorruptObject(to_hex(oid), "bad frame magic")
     if version != VERSION:
@@ -111,12 +117,12 @@ def parse_header(frame: bytes | memoryview, oid: ObjectId) -> FrameHeader:
     if has_base == (base == ZERO_ID):
         raise CorruptObject(to_hex(oid), "delta base inconsistent with codec")
     return FrameHeader(codec, width, key, depth, dlen, check, ObjectId(foid),
-                       ObjectId(base) if has_base else None)
+                       ObjectId(base) if has_base else None, flags)
 
 
 def _pack(codec: int, width: int, key: int, depth: int, data_len: int, check: int,
-          oid: ObjectId, base: ObjectId | None, payload) -> bytes:
-    head = _HEAD.pack(MAGIC, VERSION, codec, width, key, depth, 0, data_len, check,
+          oid: ObjectId, base: ObjectId | None, payload, flags: int = 0) -> bytes:
+    head = _HEAD.pack(MAGIC, VERSION, codec, width, key, depth, flags, data_len, check,
                       oid, base if base is not None else ZERO_ID)
     return b"".join((head, _CHECK.pack(checksum(head)), payload))
 
@@ -234,7 +240,7 @@ class Base:
 
 
 def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
-           base: Base | None = None, literal: bool = False) -> bytes:
+           base: Base | None = None, literal: bool = False, structured: bool = False) -> bytes:
     """Encode ``data`` (the decoded bytes whose id is ``oid``) into a frame.
 
     Literal bytes get plain zstd. Tensor bytes get byte-grouped zstd, or, when ``base`` is
@@ -272,7 +278,8 @@ def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
             use_base, depth = base.oid, base.depth + 1
     if len(payload) >= n and codec != RAW:
         codec, payload, use_base, depth = RAW, data, None, 0
-    return _pack(codec, width, key, depth, n, check, oid, use_base, payload)
+    return _pack(codec, width, key, depth, n, check, oid, use_base, payload,
+                 FLAG_STRUCTURED if structured else 0)
 
 
 def decode(frame: bytes | memoryview, oid: ObjectId,

@@ -43,7 +43,7 @@ class ObjectDB:
         data = obj.to_bytes()
         oid = hash_bytes(data)
         if not self.store.has(oid):
-            self.store.put(oid, codecs.encode(data, oid, level=self.level, literal=True))
+            self.store.put(oid, codecs.encode(data, oid, level=self.level, literal=True, structured=True))
         return oid
 
     def get_object(self, oid: ObjectId, kind: type[T] | None = None) -> T:

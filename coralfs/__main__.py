@@ -1,0 +1,3 @@
+from coralfs.cli.main import run
+
+run()

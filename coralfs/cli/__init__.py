@@ -1,0 +1,1 @@
+"""The coralfs command line (typer). Each command parses, calls one function, prints."""

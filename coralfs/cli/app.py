@@ -1,0 +1,106 @@
+"""The root typer app, its global options and the group that handles errors, aliases
+and custom commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from ..objects.errors import CoralError
+from .common import State, click, find_repo_path, state
+
+
+class CoralGroup(TyperGroup):
+    """User errors become one line and an exit code, the same under CliRunner and in a
+    real process; ``-v`` adds the traceback. Unknown command names are looked up as
+    aliases (``alias.NAME`` in the repo config), then as executables in
+    ``REPO/commands/NAME`` or ``coralfs-NAME`` on PATH."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CoralError as e:
+            self._fail(ctx, str(e), e.exit_code)
+        except BrokenPipeError:
+            # The reader went away (| head): stop quietly, like other Unix tools.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
+        except KeyboardInterrupt:
+            self._fail(ctx, "interrupted", 130)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            self._fail(ctx, f"{e.strerror or e}{where}", 1)
+
+    def _fail(self, ctx: click.Context, msg: str, code: int):
+        st = ctx.obj if isinstance(ctx.obj, State) else None
+        if st is not None and st.verbose:
+            traceback.print_exc()
+        click.echo(f"coralfs: error: {msg}", err=True)
+        ctx.exit(code)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else None
+        if name and name not in self.commands and not name.startswith("-"):
+            repo_path = None
+            try:
+                repo_path = find_repo_path(ctx.params.get("repo"))
+                from ..objects.config import Config
+                alias = Config(os.path.join(repo_path, "config.toml")).data.get("alias", {}).get(name)
+            except CoralError:
+                alias = None
+            if alias:
+                return super().resolve_command(ctx, shlex.split(alias) + args[1:])
+            exe = None
+            if repo_path:
+                cand = os.path.join(repo_path, "commands", name)
+                if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                    exe = cand
+            exe = exe or shutil.which(f"coralfs-{name}")
+            if exe:
+                return name, _external(name, exe, repo_path), args[1:]
+        return super().resolve_command(ctx, args)
+
+
+def _external(name: str, exe: str, repo_path: str | None) -> click.Command:
+    @click.command(name=name, context_settings={"ignore_unknown_options": True,
+                                                 "allow_extra_args": True, "help_option_names": []})
+    @click.pass_context
+    def run(ctx: click.Context) -> None:
+        env = dict(os.environ)
+        if repo_path:
+            env["CORALFS_REPO"] = os.path.abspath(repo_path)
+        ctx.exit(subprocess.call([exe, *ctx.args], env=env))
+    return run
+
+
+app = typer.Typer(
+    cls=CoralGroup,
+    name="coralfs",
+    help="Version control for neural-network weights, used through the file system.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    repo: Annotated[str | None, typer.Option("--repo", "-R", help="Repository path (else CORALFS_REPO, else the current directory or a parent)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks")] = False,
+) -> None:
+    st = state(ctx)
+    st.repo_path = repo
+    st.verbose = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

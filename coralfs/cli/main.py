@@ -1,0 +1,31 @@
+"""Entry point: ``coralfs`` and ``python -m coralfs``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from . import admin_cmds, ref_cmds, repo_cmds  # noqa: F401  (register commands)
+from .app import app
+from .common import click
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmd = typer.main.get_command(app)
+    try:
+        rc = cmd.main(args=argv if argv is not None else sys.argv[1:], prog_name="coralfs",
+                      standalone_mode=False, complete_var="_CORALFS_COMPLETE")
+    except typer.Abort:
+        typer.echo("coralfs: aborted", err=True)
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:  # usage errors: click's own message, exit 2
+        e.show()
+        return e.exit_code
+    return rc if isinstance(rc, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""branch, tag, checkout, export, merge."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..objects.errors import CoralError
+from ..objects.ids import short
+from .app import app
+from .common import RefArg, complete_ref, open_repo
+
+
+@app.command()
+def branch(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Branch to create")] = None,
+    start: Annotated[str | None, typer.Argument(help="Where it starts (default HEAD)", autocompletion=complete_ref)] = None,
+    delete: Annotated[str | None, typer.Option("-d", "--delete", help="Delete this branch", autocompletion=complete_ref)] = None,
+    force: Annotated[bool, typer.Option("-f", "--force", help="Move an existing branch")] = False,
+) -> None:
+    """List, create or delete branches."""
+    repo = open_repo(ctx)
+    if delete:
+        old = repo.delete_branch(delete)
+        typer.echo(f"Deleted branch {delete} (was {short(old)})")
+        return
+    if name:
+        oid = repo.create_branch(name, start, force=force)
+        typer.echo(f"Branch {name} at {short(oid)}")
+        return
+    current = repo.head_branch()
+    for b, oid in repo.branches().items():
+        mark = "*" if b == current else " "
+        c = repo.read_commit(oid)
+        typer.echo(f"{mark} {b:<24} {short(oid)} {c.message.splitlines()[0] if c.message else ''}")
+
+
+@app.command()
+def tag(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Tag to create")] = None,
+    ref: Annotated[str, typer.Argument(help="Commit to tag", autocompletion=complete_ref)] = "HEAD",
+    message: Annotated[str, typer.Option("-m", "--message", help="Tag message")] = "",
+    delete: Annotated[str | None, typer.Option("-d", "--delete", help="Delete this tag")] = None,
+    force: Annotated[bool, typer.Option("-f", "--force", help="Replace an existing tag")] = False,
+) -> None:
+    """List, create (annotated) or delete tags."""
+    repo = open_repo(ctx)
+    if delete:
+        repo.delete_tag(delete)
+        typer.echo(f"Deleted tag {delete}")
+        return
+    if name:
+        tid = repo.create_tag(name, ref, message, force=force)
+        typer.echo(f"Tagged {short(repo.peel(tid))} as {name}")
+        return
+    for t, oid in repo.tags().items():
+        typer.echo(f"{t:<24} {short(repo.peel(oid))}")
+
+
+@app.command()
+def checkout(ctx: typer.Context, ref: RefArg) -> None:
+    """Move HEAD to a branch (attached) or any revision (detached)."""
+    repo = open_repo(ctx)
+    b, oid = repo.checkout(ref)
+    if b:
+        typer.echo(f"Switched to branch {b}" + (f" at {short(oid)}" if oid else ""))
+    else:
+        typer.echo(f"HEAD is now detached at {short(oid)}")
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    ref: RefArg,
+    dest: Annotated[str, typer.Argument(help="Directory to write the files into")],
+    include: Annotated[list[str] | None, typer.Option("--include", help="Only tensors matching this glob (safetensors files are rewritten; repeatable)")] = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="Only these files or directories (repeatable)")] = None,
+) -> None:
+    """Write the files of a revision, byte-identical to what was committed."""
+    repo = open_repo(ctx)
+    written = repo.export(ref, dest, include=include, paths=path)
+    typer.echo(f"exported {len(written)} files of {ref} to {dest}")
+
+
+@app.command()
+def merge(
+    ctx: typer.Context,
+    ref: RefArg,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="ours | theirs | fail | average | weighted:A (A = weight of theirs)")] = "fail",
+    message: Annotated[str | None, typer.Option("-m", "--message", help="Merge commit message")] = None,
+    no_ff: Annotated[bool, typer.Option("--no-ff", help="Record a merge commit even when a fast-forward is possible")] = False,
+) -> None:
+    """Three-way, per-tensor merge of REF into the current branch."""
+    repo = open_repo(ctx)
+    outcome, oid, rep = repo.merge(ref, strategy, message=message, no_ff=no_ff)
+    if outcome == "up-to-date":
+        typer.echo("Already up to date.")
+    elif outcome == "fast-forward":
+        typer.echo(f"Fast-forward to {short(oid)}")
+    else:
+        typer.echo(f"Merged {ref}: {short(oid)}; {len(rep.from_theirs)} taken from theirs, "
+                   f"{len(rep.combined)} tensors combined, {len(rep.resolved)} conflicts resolved by strategy")
+        for line in rep.resolved + [f"combined {c}" for c in rep.combined]:
+            typer.echo(f"  {line}")
+
+

@@ -1,0 +1,270 @@
+"""init, commit, import, status, log, show, diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Annotated
+
+import typer
+
+from ..objects.errors import CoralError
+from ..objects.ids import short, to_hex
+from ..objects.objects import Tensor, TensorSegment
+from .app import app
+from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricOpt, RefArg, complete_ref,
+                     human, is_tty, open_repo, parse_kv)
+
+
+@app.command()
+def init(path: Annotated[str, typer.Argument(help="Directory to create")],
+         branch: Annotated[str, typer.Option("--branch", "-b", help="Name of the first branch")] = "main") -> None:
+    """Create an empty repository."""
+    from ..api import Repository
+    r = Repository.init(path, default_branch=branch)
+    typer.echo(f"Initialized empty coralfs repository in {r.path}")
+
+
+def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
+    repo = open_repo(ctx)
+    total = sum(os.path.getsize(os.path.join(d, f)) for s in sources
+                for d, _, fs in (os.walk(s) if os.path.isdir(s) else [(os.path.dirname(s) or ".", [], [os.path.basename(s)])])
+                for f in fs if os.path.isfile(os.path.join(d, f)))
+    bar = None
+    if is_tty() and total > 64 << 20:
+        bar = typer.progressbar(length=total, label="ingesting", file=None)
+        bar.__enter__()
+    t0 = time.perf_counter()
+    try:
+        res = repo.commit_paths(sources, message, branch=branch, author=author, metadata=metadata,
+                                progress=(lambda _p, n: bar.update(n)) if bar else None)
+    finally:
+        if bar:
+            bar.__exit__(None, None, None)
+        repo.close()
+    dt = time.perf_counter() - t0
+    st = res.stats
+    b = branch or repo.head_branch() or "HEAD"
+    typer.echo(f"[{b} {short(res.commit)}] {message.splitlines()[0] if message else ''}")
+    ratio = st.stored / st.logical if st.logical else 0
+    typer.echo(f"{len(res.files)} files, {human(st.logical)} logical, {human(st.stored)} newly stored "
+               f"({ratio:.1%}); chunks: {st.chunks_new} new, {st.chunks_dedup} deduplicated; "
+               f"{st.logical / dt / 1e6:.0f} MB/s")
+    if st.codecs:
+        typer.echo("codecs: " + ", ".join(f"{k} {v}" for k, v in sorted(st.codecs.items())))
+
+
+@app.command()
+def commit(
+    ctx: typer.Context,
+    sources: Annotated[list[str] | None, typer.Argument(help="Checkpoint directories or files (a directory's contents become the tree)")] = None,
+    message: MessageOpt = None,
+    branch: BranchOpt = None,
+    author: AuthorOpt = None,
+    metric: MetricOpt = None,
+    meta: MetaOpt = None,
+) -> None:
+    """Record checkpoint files or directories as a new commit."""
+    if not sources:
+        raise CoralError("nothing to commit: name checkpoint directories or files (coralfs commit DIR -m MSG)")
+    if message is None:
+        raise CoralError("a commit needs a message: add -m MSG")
+    metadata = parse_kv(meta or [], "meta")
+    if metric:
+        metadata["metrics"] = parse_kv(metric, "metric")
+    _do_commit(ctx, sources, message, branch, author, metadata)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="A .pt/.bin/.safetensors/.npz/.h5 checkpoint or a checkpoint directory")],
+    message: MessageOpt = None,
+    branch: BranchOpt = None,
+    author: AuthorOpt = None,
+) -> None:
+    """Import a checkpoint (file or directory) with an automatic commit."""
+    if not os.path.exists(path):
+        raise CoralError(f"{path}: no such file or directory")
+    name = os.path.basename(os.path.normpath(path))
+    metadata: dict = {"source": os.path.abspath(path)}
+    m = re.search(r"(?:checkpoint|step|ckpt)[-_]?(\d+)", name)
+    if m:
+        metadata["step"] = int(m.group(1))
+    _do_commit(ctx, [path], message or f"import {name}", branch, author, metadata)
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Where HEAD is and what the head commit holds."""
+    repo = open_repo(ctx)
+    b = repo.head_branch()
+    head = repo.head()
+    info = {"branch": b, "head": to_hex(head) if head else None, "files": 0, "bytes": 0}
+    if head:
+        tree = repo.tree_of(head)
+        info["files"] = len(tree.entries)
+        info["bytes"] = sum(repo.read_file(e.file).size for e in tree.entries.values())
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(f"On branch {b}" if b else f"HEAD detached at {short(head)}")
+    if head is None:
+        typer.echo("No commits yet (coralfs commit DIR -m MSG)")
+    else:
+        c = repo.read_commit(head)
+        typer.echo(f"At {short(head)} {c.message.splitlines()[0] if c.message else ''}")
+        typer.echo(f"{info['files']} files, {human(info['bytes'])}")
+
+
+def _graph_rows(repo, commits):
+    """A compact lane graph: one column per line of history in flight."""
+    lanes: list = []
+    for oid, c in commits:
+        if oid not in lanes:
+            lanes.append(oid)
+        col = lanes.index(oid)
+        row = "".join("* " if i == col else "| " for i in range(len(lanes)))
+        parents = list(c.parents)
+        new = lanes[:col] + ([parents[0]] if parents else []) + lanes[col + 1:]
+        for p in parents[1:]:
+            if p not in new:
+                new.append(p)
+        seen, lanes = set(), []
+        for x in new:
+            if x not in seen:
+                seen.add(x)
+                lanes.append(x)
+        yield row, len(parents) > 1
+
+
+@app.command()
+def log(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Where to start", autocompletion=complete_ref)] = "HEAD",
+    oneline: Annotated[bool, typer.Option("--oneline", help="One line per commit")] = False,
+    n: Annotated[int | None, typer.Option("-n", "--max-count", help="Show at most N commits")] = None,
+    graph: Annotated[bool, typer.Option("--graph", help="Draw the history graph")] = False,
+    first_parent: Annotated[bool, typer.Option("--first-parent", help="Follow only first parents")] = False,
+) -> None:
+    """Show commit history."""
+    repo = open_repo(ctx)
+    commits = list(repo.log(ref, n, first_parent))
+    decorations: dict = {}
+    for name, oid in repo.branches().items():
+        decorations.setdefault(oid, []).append(name)
+    for name, oid in repo.tags().items():
+        decorations.setdefault(repo.peel(oid), []).append(f"tag: {name}")
+    rows = list(_graph_rows(repo, commits)) if graph else [("", False)] * len(commits)
+    for (oid, c), (prefix, _merge) in zip(commits, rows):
+        deco = f" ({', '.join(decorations[oid])})" if oid in decorations else ""
+        first = c.message.splitlines()[0] if c.message else ""
+        if oneline:
+            typer.echo(f"{prefix}{short(oid)}{deco} {first}")
+            continue
+        typer.echo(f"{prefix}commit {to_hex(oid)}{deco}")
+        pad = prefix.replace("*", "|")
+        if len(c.parents) > 1:
+            typer.echo(f"{pad}Merge: {' '.join(short(p, 8) for p in c.parents)}")
+        typer.echo(f"{pad}Author: {c.author}")
+        typer.echo(f"{pad}Date:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(c.time))}")
+        if c.metadata.get("metrics"):
+            typer.echo(f"{pad}Metrics: " + ", ".join(f"{k}={v}" for k, v in c.metadata["metrics"].items()))
+        typer.echo(pad)
+        for line in (c.message or "").splitlines() or [""]:
+            typer.echo(f"{pad}    {line}")
+        typer.echo(pad)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="REF or REF:PATH", autocompletion=complete_ref)] = "HEAD",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a commit and its files, or one file's tensors (REF:PATH)."""
+    from ..api import describe_commit
+    repo = open_repo(ctx)
+    ref, _, path = target.partition(":")
+    oid = repo.resolve(ref or "HEAD")
+    tree = repo.tree_of(oid)
+    if not path:
+        info = describe_commit(repo, oid)
+        files = []
+        for p, e in tree.entries.items():
+            f = repo.read_file(e.file)
+            files.append({"path": p, "format": f.format, "size": f.size, "stored": repo.file_stored_bytes(f),
+                          "tensors": len(f.tensors()), "id": to_hex(e.file)})
+        info["files"] = files
+        if as_json:
+            typer.echo(json.dumps(info, indent=2))
+            return
+        typer.echo(f"commit {info['id']}")
+        for p in info["parents"]:
+            typer.echo(f"parent {p}")
+        typer.echo(f"Author: {info['author']}\nDate:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(info['time']))}")
+        if info["metadata"]:
+            typer.echo(f"Metadata: {json.dumps(info['metadata'], sort_keys=True)}")
+        typer.echo(f"\n    {info['message']}\n")
+        for fi in files:
+            typer.echo(f"{fi['format']:>11} {human(fi['size']):>10} stored {human(fi['stored']):>10}  "
+                       f"{fi['tensors']:>4} tensors  {fi['path']}")
+        return
+    e = tree.entries.get(path)
+    if e is None:
+        raise CoralError(f"{path}: not in {ref or 'HEAD'} (see `coralfs show {ref or 'HEAD'}`)")
+    f = repo.read_file(e.file)
+    rows = []
+    for s in f.segments:
+        if isinstance(s, TensorSegment):
+            t = repo.odb.get_object(s.tensor, Tensor)
+            stored, codecs = repo.tensor_stored_bytes(t)
+            rows.append({"name": s.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
+                         "stored": stored, "codecs": dict(codecs)})
+    if as_json:
+        typer.echo(json.dumps({"path": path, "format": f.format, "size": f.size, "id": to_hex(e.file),
+                               "tensors": rows}, indent=2))
+        return
+    typer.echo(f"{path}: {f.format}, {human(f.size)}, stored {human(repo.file_stored_bytes(f))}, {len(rows)} tensors")
+    for r in rows:
+        codecs = ",".join(f"{k}" + (f"x{v}" if v > 1 else "") for k, v in r["codecs"].items())
+        typer.echo(f"  {r['name']:<50} {r['dtype']:>7} {str(r['shape']):<16} {human(r['bytes']):>10} "
+                   f"stored {human(r['stored']):>10} {codecs}")
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    ref1: RefArg,
+    ref2: Annotated[str, typer.Argument(help="Compared against (default HEAD)", autocompletion=complete_ref)] = "HEAD",
+    stat: Annotated[bool, typer.Option("--stat", help="One line per file")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-file and per-tensor changes between two revisions."""
+    repo = open_repo(ctx)
+    changes = repo.diff(ref1, ref2, tensors=True)
+    if as_json:
+        typer.echo(json.dumps([{"path": c.path, "status": c.status, "size_old": c.size_old, "size_new": c.size_new,
+                                "tensors": [t.__dict__ | {"shape": list(t.shape)} for t in c.tensors]}
+                               for c in changes], indent=2))
+        return
+    if not changes:
+        typer.echo("no changes")
+        return
+    for c in changes:
+        if stat:
+            n = sum(1 for t in c.tensors if t.status != "unchanged")
+            typer.echo(f" {c.path:<50} {c.status:<8} {n:>5} tensors changed  {human(c.size_old)} -> {human(c.size_new)}")
+            continue
+        typer.echo(f"{c.status} {c.path} ({human(c.size_old)} -> {human(c.size_new)})")
+        for t in c.tensors:
+            extra = ""
+            if t.max_abs is not None:
+                extra = f" max|Δ|={t.max_abs:.3g}"
+            if t.rel_l2 is not None:
+                extra += f" relL2={t.rel_l2:.3g}"
+            typer.echo(f"  {t.status:<8} {t.name:<50} {t.dtype:>6} {str(list(t.shape)):<14}{extra} stored {human(t.stored)}")
+    if stat:
+        typer.echo(f" {len(changes)} files changed")

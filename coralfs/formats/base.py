@@ -1,0 +1,55 @@
+"""What every reader returns, and the one error they raise."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..objects.errors import CoralError
+from ..objects.writer import Region
+
+# Caps that keep a lying header from making us allocate or loop without bound.
+MAX_HEADER = 100 << 20
+MAX_MEMBERS = 1_000_000
+
+
+class FormatError(CoralError):
+    """A malformed input file: one line naming the file and the problem."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}; nothing was committed")
+
+
+@dataclass
+class Layout:
+    format: str
+    regions: list[Region] = field(default_factory=list)
+
+    def check(self, path: str, size: int) -> Layout:
+        """Reject overlapping or out-of-range regions (a lying header)."""
+        pos = 0
+        for r in sorted(self.regions, key=lambda r: r.offset):
+            if r.offset < pos:
+                raise FormatError(path, f"tensor {r.name!r} overlaps another region at byte {r.offset}")
+            if r.offset + r.length > size:
+                raise FormatError(path, f"tensor {r.name!r} ends at byte {r.offset + r.length}, past the end of the file ({size} bytes)")
+            pos = r.offset + r.length
+        return self
+
+
+def safe_member_name(path: str, name: str) -> str:
+    """Zip member names must be relative, without '..' (defends against traversal)."""
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise FormatError(path, f"archive member {name!r} has an absolute path")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise FormatError(path, f"archive member {name!r} escapes the archive with '..'")
+    return name
+
+
+def file_size(path: str) -> int:
+    return os.stat(path).st_size

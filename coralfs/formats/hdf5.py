@@ -1,0 +1,39 @@
+"""HDF5 through h5py: contiguous, unfiltered datasets are numeric regions at their file
+offset; chunked or compressed datasets and all metadata stay literal bytes."""
+
+from __future__ import annotations
+
+import h5py
+
+from ..objects import dtypes
+from ..objects.writer import Region
+from .base import FormatError, Layout
+
+MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def parse(path: str, size: int) -> Layout:
+    regions: list[Region] = []
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise FormatError(path, f"HDF5 file does not open ({str(e).splitlines()[0]})") from None
+    with f:
+        def visit(name, obj) -> None:
+            if not isinstance(obj, h5py.Dataset):
+                return
+            if obj.chunks is not None or obj.compression or obj.is_virtual or obj.external:
+                return
+            off = obj.id.get_offset()
+            if off is None:  # not yet allocated (empty dataset)
+                return
+            n = obj.id.get_storage_size()
+            dt = obj.dtype
+            cdt = dtypes.from_numpy(dt) if dt.fields is None and dt.subdtype is None and dt.kind in "fiub" \
+                else dtypes.lookup(f"B{dt.itemsize}") if 0 < dt.itemsize < 256 else None
+            if cdt is None or n % cdt.width:
+                return
+            shape = tuple(obj.shape) if n == obj.size * cdt.width else (n // cdt.width,)
+            regions.append(Region(off, n, "/" + name, cdt.name, shape))
+        f.visititems(visit)
+    return Layout("hdf5", regions)
