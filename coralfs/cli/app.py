@@ -13,7 +13,7 @@ import traceback
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ..objects.errors import CoralError
 from .common import State, click, find_repo_path, state
@@ -66,20 +66,24 @@ class CoralGroup(TyperGroup):
                     exe = cand
             exe = exe or shutil.which(f"coralfs-{name}")
             if exe:
-                return name, _external(name, exe, repo_path), args[1:]
+                return name, _External(name, exe, repo_path), args[1:]
         return super().resolve_command(ctx, args)
 
 
-def _external(name: str, exe: str, repo_path: str | None) -> click.Command:
-    @click.command(name=name, context_settings={"ignore_unknown_options": True,
-                                                 "allow_extra_args": True, "help_option_names": []})
-    @click.pass_context
-    def run(ctx: click.Context) -> None:
+class _External(TyperCommand):
+    """Runs a custom executable (REPO/commands/NAME or coralfs-NAME) with the remaining
+    arguments and CORALFS_REPO set, exiting with its status."""
+
+    def __init__(self, name: str, exe: str, repo_path: str | None) -> None:
+        super().__init__(name, add_help_option=False,
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        self.exe, self.repo_path = exe, repo_path
+
+    def invoke(self, ctx):
         env = dict(os.environ)
-        if repo_path:
-            env["CORALFS_REPO"] = os.path.abspath(repo_path)
-        ctx.exit(subprocess.call([exe, *ctx.args], env=env))
-    return run
+        if self.repo_path:
+            env["CORALFS_REPO"] = os.path.abspath(self.repo_path)
+        ctx.exit(subprocess.call([self.exe, *ctx.args], env=env))
 
 
 app = typer.Typer(

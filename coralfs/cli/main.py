@@ -12,6 +12,10 @@ from .common import click
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Typer's shell-completion handlers (complete_bash, complete_zsh, ...) are registered
+    # only on request; the scripts from `coralfs completions` call them.
+    from typer._completion_classes import completion_init
+    completion_init()
     cmd = typer.main.get_command(app)
     try:
         rc = cmd.main(args=argv if argv is not None else sys.argv[1:], prog_name="coralfs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -49,6 +50,24 @@ def safe_member_name(path: str, name: str) -> str:
     if ".." in parts:
         raise FormatError(path, f"archive member {name!r} escapes the archive with '..'")
     return name
+
+
+def guarded(kind: str):
+    """Readers face untrusted bytes: any failure other than a FormatError becomes one,
+    naming the file and what went wrong (never a traceback, never a crash)."""
+    def wrap(parse):
+        @functools.wraps(parse)
+        def run(path: str, size: int) -> Layout:
+            try:
+                return parse(path, size)
+            except FormatError:
+                raise
+            except MemoryError:
+                raise FormatError(path, f"malformed {kind} file (sizes too large to hold)") from None
+            except Exception as e:  # noqa: BLE001 - the boundary of untrusted input
+                raise FormatError(path, f"malformed {kind} file ({type(e).__name__}: {e})") from None
+        return run
+    return wrap
 
 
 def file_size(path: str) -> int:

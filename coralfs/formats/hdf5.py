@@ -7,11 +7,12 @@ import h5py
 
 from ..objects import dtypes
 from ..objects.writer import Region
-from .base import FormatError, Layout
+from .base import guarded, FormatError, Layout
 
 MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
+@guarded("HDF5")
 def parse(path: str, size: int) -> Layout:
     regions: list[Region] = []
     try:

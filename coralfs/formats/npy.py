@@ -10,7 +10,7 @@ import numpy as np
 
 from ..objects import dtypes
 from ..objects.writer import Region
-from .base import FormatError, Layout
+from .base import guarded, FormatError, Layout
 
 MAGIC = b"\x93NUMPY"
 MAX_NPY_HEADER = 1 << 20
@@ -72,6 +72,7 @@ def region_at(path: str, head: bytes, base: int, avail: int, name: str) -> Regio
     return Region(base + off, n, name, cdt.name, tuple(shape))
 
 
+@guarded("npy")
 def parse(path: str, size: int) -> Layout:
     with open(path, "rb") as f:
         head = f.read(12 + MAX_NPY_HEADER)

@@ -14,7 +14,7 @@ import struct
 
 from ..objects import dtypes
 from ..objects.writer import Region
-from .base import MAX_HEADER, FormatError, Layout
+from .base import guarded, MAX_HEADER, FormatError, Layout
 
 # safetensors dtype names -> coralfs dtype names (the same where they match).
 DTYPES = {
@@ -45,6 +45,7 @@ def read_header(path: str, f) -> tuple[int, dict]:
     return n, header
 
 
+@guarded("safetensors")
 def parse(path: str, size: int) -> Layout:
     with open(path, "rb") as f:
         n, header = read_header(path, f)

@@ -16,7 +16,7 @@ import zipfile
 
 from ..objects.writer import Region
 from . import npy
-from .base import MAX_MEMBERS, FormatError, Layout, safe_member_name
+from .base import guarded, MAX_MEMBERS, FormatError, Layout, safe_member_name
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 
@@ -97,6 +97,7 @@ def _member_data_offset(path: str, f, info: zipfile.ZipInfo, size: int) -> int:
     return off
 
 
+@guarded("zip")
 def parse(path: str, size: int) -> Layout:
     try:
         zf = zipfile.ZipFile(path)

@@ -82,8 +82,7 @@ class _Marker:
             if t is not None:
                 self.root(t.target, f"tag {t.name}")
         else:
-            # staging roots may name trees, files or chunks
-            self.seen.add(oid)
+            # Staging roots may name trees, files or chunks; each walker marks its own.
             if kind == "tree":
                 self.tree(oid, where)
             elif kind == "file":

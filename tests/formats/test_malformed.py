@@ -1,0 +1,191 @@
+"""Malformed inputs: a one-line error naming the file and the problem, a non-zero exit,
+and a repository left exactly as it was. Readers are fuzzed for crashes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import save_file
+
+from coralfs.formats import FormatError, layout_of
+from tests.conftest import run_cli
+
+
+def _st_bytes(header: dict, data: bytes) -> bytes:
+    h = json.dumps(header).encode()
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def _good_st() -> bytes:
+    buf = io.BytesIO()
+    from safetensors.numpy import save
+    buf.write(save({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, np.int8)}))
+    return buf.getvalue()
+
+
+def _zip_with(name: str, payload: bytes = b"x") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr(name, payload)
+    return buf.getvalue()
+
+
+def _non_utf8_zip() -> bytes:
+    raw = bytearray(_zip_with("archive/data/caf\u00e9"))
+    # Clear the UTF-8 flag (bit 11) in every local and central header: the name is then
+    # read as cp437, which is not UTF-8.
+    for sig, flag_off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = raw.find(sig)
+        while i != -1:
+            flags = struct.unpack_from("<H", raw, i + flag_off)[0]
+            struct.pack_into("<H", raw, i + flag_off, flags & ~0x800)
+            i = raw.find(sig, i + 4)
+    return bytes(raw)
+
+
+MALFORMED = {
+    "truncated.safetensors": (lambda: _good_st()[:-5], "past the end|outside the data area|not indexed"),
+    "truncated-header.safetensors": (lambda: _good_st()[:20], "truncated safetensors header"),
+    "tiny.safetensors": (lambda: b"\x01\x02", "no 8-byte header length"),
+    "lying.safetensors": (lambda: _st_bytes({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1600]}}, b"\0" * 16),
+                          "outside the data area"),
+    "huge-header.safetensors": (lambda: struct.pack("<Q", 1 << 40) + b"{}", "over the"),
+    "overlap.safetensors": (lambda: _st_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                                               "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12),
+                            "overlaps"),
+    "hole.safetensors": (lambda: _st_bytes({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8),
+                         "hole"),
+    "absurd-shape.safetensors": (lambda: _st_bytes({"a": {"dtype": "F32", "shape": [1 << 40, 1 << 40], "data_offsets": [0, 8]}}, b"\0" * 8),
+                                 "needs"),
+    "bad-dtype.safetensors": (lambda: _st_bytes({"a": {"dtype": "F33", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
+                              "unknown dtype"),
+    "not-utf8.safetensors": (lambda: struct.pack("<Q", 4) + b"\xff\xfe{}" + b"", "not UTF-8 JSON"),
+    "bad.npy": (lambda: b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    \n", "descr|needs exactly"),
+    "short.npy": (lambda: np.lib.format.header_data_from_array_1_0(np.zeros(10)) and
+                  _npy_prefix(np.zeros(100)) + b"\0" * 10, "needs more than"),
+    "traversal.pt": (lambda: _zip_with("archive/../../etc/passwd"), "escapes the archive"),
+    "absolute.pt": (lambda: _zip_with("/etc/passwd"), "absolute path"),
+    "names.pt": (_non_utf8_zip, "not UTF-8"),
+    "broken.npz": (lambda: b"PK\x03\x04" + b"\0" * 40, "not a readable zip"),
+    "bad.h5": (lambda: b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "HDF5"),
+    "fake.h5": (lambda: b"not hdf5 at all", "not an HDF5 file"),
+}
+
+
+def _npy_prefix(arr) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(arr))
+    return buf.getvalue()
+
+
+def _snapshot(repo_path):
+    objs = sorted(os.path.relpath(os.path.join(d, f), repo_path)
+                  for d, _, fs in os.walk(os.path.join(repo_path, "objects")) for f in fs)
+    with open(os.path.join(repo_path, "refs", "heads", "main")) as f:
+        return objs, f.read()
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_input_one_line_error_nothing_committed(tmp_path, name):
+    make, pattern = MALFORMED[name]
+    repo = str(tmp_path / "repo")
+    run_cli("init", repo)
+    good = tmp_path / "good"
+    good.mkdir()
+    save_file({"x": np.ones(3, np.float32)}, str(good / "ok.safetensors"))
+    run_cli("commit", str(good), "-m", "good", repo=repo)
+    before = _snapshot(repo)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "fine.safetensors").write_bytes(_good_st())  # a valid file beside the bad one
+    (src / name).write_bytes(make())
+    p = run_cli("commit", str(src), "-m", "bad", repo=repo, check=False)
+    assert p.returncode != 0
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and name in err and "nothing was committed" in err
+    import re
+    assert re.search(pattern, err), err
+    assert _snapshot(repo) == before
+    assert "no problems" in run_cli("fsck", repo=repo).stdout
+
+
+# -- fuzzing ------------------------------------------------------------------------------
+
+def _check(path):
+    try:
+        lay = layout_of(path)
+    except FormatError:
+        return
+    size = os.path.getsize(path)
+    for r in lay.regions:
+        assert 0 <= r.offset and r.offset + r.length <= size
+
+
+def _fuzz_bytes(seed_bytes: bytes):
+    return st.lists(st.tuples(st.integers(0, max(0, len(seed_bytes) - 1)), st.integers(0, 255)),
+                    max_size=8).map(lambda edits: _apply(seed_bytes, edits)) | \
+        st.integers(0, len(seed_bytes)).map(lambda n: seed_bytes[:n])
+
+
+def _apply(b: bytes, edits) -> bytes:
+    out = bytearray(b)
+    for i, v in edits:
+        if i < len(out):
+            out[i] = v
+    return bytes(out)
+
+
+def _npz_seed() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, a=np.arange(20, dtype=np.float32), b=np.ones((3, 3)))
+    return buf.getvalue()
+
+
+def _pt_seed() -> bytes:
+    import torch
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(12, dtype=torch.float32), "h": torch.ones(4, dtype=torch.bfloat16)}, buf)
+    return buf.getvalue()
+
+
+SEEDS = {".safetensors": _good_st(), ".npy": _npy_prefix(np.zeros(8)) + np.zeros(8).tobytes(),
+         ".npz": _npz_seed(), ".pt": _pt_seed()}
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("ext", sorted(SEEDS))
+def test_fuzz_readers_never_crash(tmp_path_factory, ext):
+    d = tmp_path_factory.mktemp("fuzz")
+    path = str(d / f"f{ext}")
+
+    @FUZZ
+    @given(data=_fuzz_bytes(SEEDS[ext]))
+    def run(data):
+        with open(path, "wb") as f:
+            f.write(data)
+        _check(path)
+
+    run()
+
+
+def test_fuzz_hdf5_truncations(tmp_path):
+    p = tmp_path / "seed.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("w", data=np.ones((32, 32), np.float32))
+    full = p.read_bytes()
+    for n in list(range(0, len(full), max(1, len(full) // 40))) + [len(full) - 1]:
+        q = tmp_path / f"t{n}.h5"
+        q.write_bytes(full[:n])
+        _check(str(q))
