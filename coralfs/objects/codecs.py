@@ -37,8 +37,8 @@ DELTA_CODECS = (XOR, SUB)
 
 MAGIC = b"CRAL"
 VERSION = 1
-# magic, version, codec, width, key, depth, flags, decoded_len, xxh3(decoded), oid, base
-_HEAD = struct.Struct("<4sBBBBHHQQ32s32s")
+# magic, version, codec, width, key, depth, flags, gen, decoded_len, xxh3(decoded), oid, base
+_HEAD = struct.Struct("<4sBBBBHBBQQ32s32s")
 _CHECK = struct.Struct("<Q")
 HEADER_SIZE = _HEAD.size + _CHECK.size
 FLAG_STRUCTURED = 1  # the frame holds a structured object (tensor, file, tree, commit, tag)
@@ -84,6 +84,7 @@ class FrameHeader:
     oid: ObjectId
     base: ObjectId | None
     flags: int = 0
+    gen: int = 0  # keyframes: how many older versions of this group chain into it
 
     @property
     def structured(self) -> bool:
@@ -102,7 +103,7 @@ def parse_header(frame: bytes | memoryview, oid: ObjectId) -> FrameHeader:
     (stored_check,) = _CHECK.unpack_from(frame, _HEAD.size)
     if checksum(head) != stored_check:
         raise CorruptObject(to_hex(oid), "frame header checksum mismatch")
-    magic, version, codec, width, key, depth, flags, dlen, check, foid, base = _HEAD.unpack(head)
+    magic, version, codec, width, key, depth, flags, gen, dlen, check, foid, base = _HEAD.unpack(head)
     if magic != MAGIC:
         raise CorruptObject(to_hex(oid), "bad frame magic")
     if version != VERSION:
@@ -117,12 +118,12 @@ def parse_header(frame: bytes | memoryview, oid: ObjectId) -> FrameHeader:
     if has_base == (base == ZERO_ID):
         raise CorruptObject(to_hex(oid), "delta base inconsistent with codec")
     return FrameHeader(codec, width, key, depth, dlen, check, ObjectId(foid),
-                       ObjectId(base) if has_base else None, flags)
+                       ObjectId(base) if has_base else None, flags, gen)
 
 
 def _pack(codec: int, width: int, key: int, depth: int, data_len: int, check: int,
-          oid: ObjectId, base: ObjectId | None, payload, flags: int = 0) -> bytes:
-    head = _HEAD.pack(MAGIC, VERSION, codec, width, key, depth, flags, data_len, check,
+          oid: ObjectId, base: ObjectId | None, payload, flags: int = 0, gen: int = 0) -> bytes:
+    head = _HEAD.pack(MAGIC, VERSION, codec, width, key, depth, flags, gen, data_len, check,
                       oid, base if base is not None else ZERO_ID)
     return b"".join((head, _CHECK.pack(checksum(head)), payload))
 
@@ -240,7 +241,8 @@ class Base:
 
 
 def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
-           base: Base | None = None, literal: bool = False, structured: bool = False) -> bytes:
+           base: Base | None = None, literal: bool = False, structured: bool = False,
+           gen: int = 0) -> bytes:
     """Encode ``data`` (the decoded bytes whose id is ``oid``) into a frame.
 
     Literal bytes get plain zstd. Tensor bytes get byte-grouped zstd, or, when ``base`` is
@@ -279,7 +281,7 @@ def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
     if len(payload) >= n and codec != RAW:
         codec, payload, use_base, depth = RAW, data, None, 0
     return _pack(codec, width, key, depth, n, check, oid, use_base, payload,
-                 FLAG_STRUCTURED if structured else 0)
+                 FLAG_STRUCTURED if structured else 0, gen if use_base is None else 0)
 
 
 def decode(frame: bytes | memoryview, oid: ObjectId,

@@ -4,9 +4,17 @@ new one, never a torn one."""
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
+import threading
 from collections.abc import Iterable
+
+_counter = itertools.count()
+
+
+def _temp_name(directory: str) -> str:
+    # Unique per process and call (pid, thread, counter): no random names, no retries.
+    return os.path.join(directory, f".tmp-{os.getpid()}-{threading.get_ident()}-{next(_counter)}.part")
 
 
 def fsync_dir(path: str) -> None:
@@ -42,18 +50,20 @@ def write_durable(
     directory = os.path.dirname(path) or "."
     if exclusive and os.path.exists(path):
         return False
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    tmp = _temp_name(directory)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as f:
+        try:
             if isinstance(data, (bytes, bytearray, memoryview)):
-                f.write(data)
+                _write_all(fd, data)
             else:
                 for block in data:
-                    f.write(block)
+                    _write_all(fd, block)
             # fsync before rename: otherwise a crash can leave the new name pointing at
             # an empty or partial file (delayed allocation).
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -64,6 +74,13 @@ def write_durable(
     if sync_dir:
         fsync_dir(directory)
     return True
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def append_durable(path: str, line: bytes) -> None:

@@ -90,8 +90,7 @@ def combine(odb, tensors: list[Tensor], weights: list[float], name: str) -> Tens
         data = acc.astype(dt.numpy).tobytes()
         oid = hash_bytes(data)
         base_oid = first.chunks[i]
-        h = odb.chunk_header(base_oid)
-        base = codecs.Base(base_oid, odb.read_chunk(base_oid), h.depth)
+        base = codecs.Base(base_oid, odb.read_chunk(base_oid), odb.chain_depth(base_oid))
         odb.put_chunk(data, oid, width=dt.width, key=dt.key, base=base, level=1)
         out.append(oid)
     return Tensor(first.dtype, first.shape, first.chunk_size, out)

@@ -9,7 +9,11 @@ decode it once (single flight).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from . import codecs
@@ -34,6 +38,7 @@ class ObjectDB:
         self._objects: dict[ObjectId, ShaObject] = {}
         self._inflight: dict[ObjectId, threading.Event] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         # Decoded bytes produced by chunk decodes, for laziness accounting.
         self.decoded_bytes = 0
         self.decoded_chunks = 0
@@ -67,19 +72,27 @@ class ObjectDB:
     # -- chunks --------------------------------------------------------------------------
     def put_chunk(self, data: bytes, oid: ObjectId, *, width: int = 1, key: int = 0,
                   base: codecs.Base | None = None, literal: bool = False,
-                  level: int | None = None) -> tuple[bool, int, str]:
+                  level: int | None = None, gen: int = 0) -> tuple[bool, int, str]:
         """Store a chunk unless present. Returns (written, stored size, codec name)."""
-        if self.store.has(oid):
-            return False, 0, "dedup"
         frame = codecs.encode(data, oid, width=width, key=key, base=base, literal=literal,
-                              level=self.level if level is None else level)
+                              level=self.level if level is None else level, gen=gen)
         written = self.store.put(oid, frame)
         h = codecs.parse_header(frame, oid)
         return written, len(frame) if written else 0, h.codec_name
 
     def chunk_header(self, oid: ObjectId) -> codecs.FrameHeader:
-        frame = self.store.get(oid)
-        return codecs.parse_header(frame[: codecs.HEADER_SIZE], oid)
+        get_head = getattr(self.store, "get_head", None)
+        head = get_head(oid, codecs.HEADER_SIZE) if get_head else self.store.get(oid)[: codecs.HEADER_SIZE]
+        return codecs.parse_header(head, oid)
+
+    def chain_depth(self, oid: ObjectId, limit: int = 64) -> int:
+        """How many decodes a read of ``oid`` needs beyond its own (follows bases)."""
+        d = 0
+        h = self.chunk_header(oid)
+        while h.base is not None and d < limit:
+            d += 1
+            h = self.chunk_header(h.base)
+        return d
 
     def read_chunk(self, oid: ObjectId) -> bytes:
         """Decoded, verified bytes of a chunk (through the cache, decoded once)."""
@@ -106,6 +119,22 @@ class ObjectDB:
             with self._lock:
                 del self._inflight[oid]
             ev.set()
+
+    def read_chunks(self, oids: Iterable[ObjectId], ahead: int = 4) -> Iterator[bytes]:
+        """Decoded chunks in order, decoding up to ``ahead`` of them in parallel
+        (zstd and numpy release the GIL)."""
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)),
+                                                    thread_name_prefix="coralfs-decode")
+        pending: deque = deque()
+        for oid in oids:
+            pending.append(self._pool.submit(self.read_chunk, oid))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def _decode(self, oid: ObjectId) -> bytes:
         frame = self.store.get(oid)

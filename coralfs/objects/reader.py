@@ -79,10 +79,10 @@ class FileView:
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The whole file, chunk by chunk (streaming export)."""
-        for i in range(len(self.file.segments)):
-            _starts, ids, _lens = self._seg_chunks(i)
-            for oid in ids:
-                yield self.odb.read_chunk(oid)
+        def ids():
+            for i in range(len(self.file.segments)):
+                yield from self._seg_chunks(i)[1]
+        yield from self.odb.read_chunks(ids())
 
     def segment_at(self, offset: int) -> tuple[int, int]:
         """(segment index, segment start) holding ``offset``."""

@@ -40,19 +40,28 @@ class SimilarityIndex:
         if db is None:
             db = self._local.db = sqlite3.connect(self.path, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
+            # A cache: losing its last writes to a crash costs compression, never data.
+            db.execute("PRAGMA synchronous=OFF")
         return db
 
     @staticmethod
-    def sketch(src, region, dt) -> bytes:
-        """Sign bits of SAMPLES elements spread evenly over the tensor."""
-        n = region.length // dt.width
-        pos = np.linspace(0, n - 1, SAMPLES).astype(np.int64)
-        top = []
-        for p in pos:
-            # The sign bit lives in the last byte of a little-endian element.
-            b = src.read_at(region.offset + int(p) * dt.width + dt.width - 1, 1)
-            top.append(b[0] >> 7)
-        return np.packbits(np.array(top, dtype=np.uint8)).tobytes()
+    def positions(length: int, width: int) -> np.ndarray:
+        """Byte offsets (within a tensor) of the bytes holding the sampled sign bits: the
+        last byte of each sampled little-endian element."""
+        n = length // width
+        return np.linspace(0, n - 1, SAMPLES).astype(np.int64) * width + (width - 1)
+
+    @staticmethod
+    def sketch_from(top_bytes: np.ndarray) -> bytes:
+        return np.packbits((top_bytes >> 7).astype(np.uint8)).tobytes()
+
+    @classmethod
+    def sketch(cls, src, region, dt) -> bytes:
+        """Sign bits of SAMPLES elements spread evenly over the tensor (read from disk;
+        the writer takes them from chunks it has in memory when it can)."""
+        pos = cls.positions(region.length, dt.width)
+        top = np.array([src.read_at(region.offset + int(p), 1)[0] for p in pos], dtype=np.uint8)
+        return cls.sketch_from(top)
 
     @staticmethod
     def _keys(width: int, nbytes: int, sketch: bytes) -> list[int]:

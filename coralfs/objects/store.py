@@ -29,6 +29,15 @@ class ObjectStore:
         """The stored frame; ObjectNotFound if absent."""
         raise NotImplementedError
 
+    def replace(self, oid: ObjectId, frame: bytes) -> None:
+        """Atomically swap the frame of an existing object for another encoding of the
+        same content (reverse deltas re-encode a parent against its child). Readers see
+        the old frame or the new one, both of which decode to the same bytes."""
+        raise NotImplementedError
+
+    def sync_object(self, oid: ObjectId) -> None:
+        """Make one object's name durable now (before another frame may reference it)."""
+
     def size(self, oid: ObjectId) -> int:
         raise NotImplementedError
 
@@ -69,6 +78,12 @@ class MemoryStore(ObjectStore):
             return self._d[oid]
         except KeyError:
             raise ObjectNotFound(to_hex(oid)) from None
+
+    def replace(self, oid: ObjectId, frame: bytes) -> None:
+        with self._lock:
+            if oid not in self._d:
+                raise ObjectNotFound(to_hex(oid))
+            self._d[oid] = bytes(frame)
 
     def size(self, oid: ObjectId) -> int:
         return len(self.get(oid))
@@ -126,6 +141,24 @@ class DiskStore(ObjectStore):
                 return f.read()
         except FileNotFoundError:
             raise ObjectNotFound(to_hex(oid)) from None
+
+    def get_head(self, oid: ObjectId, n: int) -> bytes:
+        try:
+            with open(self._path(oid), "rb") as f:
+                return f.read(n)
+        except FileNotFoundError:
+            raise ObjectNotFound(to_hex(oid)) from None
+
+    def replace(self, oid: ObjectId, frame: bytes) -> None:
+        path = self._path(oid)
+        if not os.path.exists(path):
+            raise ObjectNotFound(to_hex(oid))
+        write_durable(path, frame, mode=0o444, sync_dir=False)
+        with self._lock:
+            self._dirty.add(os.path.dirname(path))
+
+    def sync_object(self, oid: ObjectId) -> None:
+        fsync_dir(os.path.dirname(self._path(oid)))
 
     def size(self, oid: ObjectId) -> int:
         try:

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import codecs, dtypes
 from .cdc import Chunker
+from .errors import CorruptObject, ObjectNotFound
 from .ids import ObjectId, hash_bytes
 from .objects import BytesSegment, File, InvalidObject, Segment, Tensor, TensorSegment
 from .odb import ObjectDB
@@ -77,12 +78,15 @@ class Source:
         self.close()
 
 
+MIN_INDEXED = 4096  # tensors smaller than this are not worth a similarity lookup
+
+
 @dataclass(frozen=True)
 class Settings:
     chunk_size: int = 4 << 20
     tensor_level: int = 1
     literal_level: int = 3
-    max_chain: int = 8
+    max_chain: int = 8  # at most this many decodes for any read (reverse-delta group size)
     workers: int = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -120,65 +124,83 @@ class Writer:
     # -- one file ------------------------------------------------------------------------
     def write_file(self, src: Source, regions: list[Region], fmt: str = "bytes",
                    base: File | None = None) -> tuple[ObjectId, IngestStats]:
+        """Store one file. Every chunk of every segment goes through one bounded window
+        on the pool, so small tensors are encoded in parallel too."""
         stats = IngestStats()
         base_tensors = base.tensors() if base is not None else {}
-        segments: list[Segment] = []
-        for r in tile(src.size, regions):
+        batch = _Batch(self, stats)
+        plans: list[tuple] = []
+        for k, r in enumerate(tile(src.size, regions)):
             if r.name is None:
-                segments.append(self._literal(src, r, stats))
+                lengths = []
+                for piece in self._literal_pieces(src, r):
+                    batch.submit(k, piece, None, literal=True)
+                    lengths.append(len(piece))
+                plans.append(("bytes", r, lengths))
             else:
-                segments.append(self._tensor(src, r, base_tensors.get(r.name), stats))
-        f = File(fmt, segments)
-        return self.odb.put_object(f), stats
+                plans.append(("tensor", r, self._submit_tensor(k, src, r, base_tensors.get(r.name), batch)))
+        ids = batch.finish()
+        segments: list[Segment] = []
+        for k, (kind, r, extra) in enumerate(plans):
+            got = ids.get(k, [])
+            if kind == "bytes":
+                segments.append(BytesSegment(tuple(zip(got, extra))))
+                continue
+            dt, shape, cs, sketch = extra
+            tid = self.odb.put_object(Tensor(dt.name, shape, cs, got))
+            if sketch is not None:
+                self.similarity.add(tid, dt.width, r.length, sketch)
+            segments.append(TensorSegment(r.name, tid, r.length))
+        return self.odb.put_object(File(fmt, segments)), stats
 
-    def _literal(self, src: Source, r: Region, stats: IngestStats) -> BytesSegment:
-        batch = self._batch(stats)
-        lengths: list[int] = []
+    def _literal_pieces(self, src: Source, r: Region):
+        """Content-defined chunks of a literal region, read in blocks (streaming)."""
         buf = b""
         pos, end = r.offset, r.offset + r.length
-        read_block = 8 << 20
         while True:
             final = pos >= end
             cut = self.chunker.next_cut(buf, final)
             if cut is None:
-                n = min(read_block, end - pos)
+                n = min(8 << 20, end - pos)
                 buf = buf + src.read_at(pos, n)
                 pos += n
                 continue
             piece, buf = buf[:cut], buf[cut:]
-            batch.submit(piece, None, literal=True)
-            lengths.append(len(piece))
+            yield piece
             if final and not buf:
-                break
-        return BytesSegment(tuple(zip(batch.finish(), lengths)))
+                return
 
-    def _tensor(self, src: Source, r: Region, base_seg: TensorSegment | None,
-                stats: IngestStats) -> TensorSegment:
+    def _submit_tensor(self, k: int, src: Source, r: Region, base_seg: TensorSegment | None,
+                       batch: _Batch) -> tuple:
         dt = dtypes.lookup(r.dtype or "U8")
         shape = tuple(r.shape) if r.shape is not None else (r.length // dt.width,)
         if int(np.prod(shape, dtype=object)) * dt.width != r.length:
             raise InvalidObject(f"tensor {r.name!r}: shape {shape} of {r.dtype} is not {r.length} bytes")
         cs = max(dt.width, (self.settings.chunk_size // dt.width) * dt.width)
         base_t = self._base_tensor(base_seg, dt, r.length, cs)
+        from_parent = base_t is not None
         sketch = None
-        if base_t is None and self.similarity is not None and r.length >= 4096:
+        indexed = self.similarity is not None and r.length >= MIN_INDEXED
+        if indexed and base_t is None:
+            # Only a tensor with no same-name base needs its sketch before chunking.
             sketch = self.similarity.sketch(src, r, dt)
             cand = self.similarity.find(dt.width, r.length, sketch)
             if cand is not None:
                 base_t = self._base_tensor(TensorSegment("", cand, r.length), dt, r.length, cs)
-        batch = self._batch(stats)
+        pos = self.similarity.positions(r.length, dt.width) if indexed and sketch is None else None
+        top = np.empty(len(pos), dtype=np.uint8) if pos is not None else None
         for i, off in enumerate(range(r.offset, r.offset + r.length, cs)):
             n = min(cs, r.offset + r.length - off)
             data = src.read_at(off, n)
+            if pos is not None:
+                lo = off - r.offset
+                sel = (pos >= lo) & (pos < lo + n)
+                top[sel] = np.frombuffer(data, np.uint8)[pos[sel] - lo]
             base_oid = base_t.chunks[i] if base_t is not None and i < len(base_t.chunks) else None
-            batch.submit(data, (dt, base_oid), literal=False)
-        t = Tensor(dt.name, shape, cs, batch.finish())
-        tid = self.odb.put_object(t)
-        if self.similarity is not None and r.length >= 4096:
-            if sketch is None:
-                sketch = self.similarity.sketch(src, r, dt)
-            self.similarity.add(tid, dt.width, r.length, sketch)
-        return TensorSegment(r.name, tid, r.length)
+            batch.submit(k, data, (dt, base_oid, from_parent), literal=False)
+        if pos is not None:
+            sketch = self.similarity.sketch_from(top)
+        return dt, shape, cs, sketch
 
     def _base_tensor(self, seg: TensorSegment | None, dt: dtypes.DType, length: int,
                      cs: int) -> Tensor | None:
@@ -194,9 +216,6 @@ class Writer:
         return t
 
     # -- the pool ------------------------------------------------------------------------
-    def _batch(self, stats: IngestStats) -> _Batch:
-        return _Batch(self, stats)
-
     def _store_chunk(self, data: bytes, tinfo, literal: bool):
         oid = hash_bytes(data)
         if self.odb.store.has(oid):
@@ -205,43 +224,90 @@ class Writer:
             written, size, codec = self.odb.put_chunk(data, oid, literal=True,
                                                       level=self.settings.literal_level)
             return oid, len(data), written, size, codec
-        dt, base_oid = tinfo
-        base = None
+        dt, base_oid, from_parent = tinfo
         if base_oid is not None and base_oid != oid:
             try:
-                h = self.odb.chunk_header(base_oid)
-                if h.depth < self.settings.max_chain and h.decoded_len == len(data):
-                    base = codecs.Base(base_oid, self.odb.read_chunk(base_oid), h.depth)
-            except Exception as e:
+                return self._store_delta(data, oid, dt, base_oid, from_parent)
+            except (ObjectNotFound, CorruptObject) as e:
+                # A damaged base only costs compression, never correctness.
                 log.warning("delta base chunk %s unusable: %s", base_oid.hex(), e)
-        written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key, base=base,
+        written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key,
                                                   level=self.settings.tensor_level)
+        return oid, len(data), written, size, codec
+
+    def _store_delta(self, data: bytes, oid: ObjectId, dt: dtypes.DType, base_oid: ObjectId,
+                     from_parent: bool):
+        """Reverse deltas keep the newest version of a chunk a keyframe: reads of a
+        branch head decode once. The parent's chunk is re-encoded as a delta against the
+        new one (same content, same id, a smaller frame) while its group has room;
+        every ``max_chain`` versions a group closes. Where the parent is itself already a
+        delta (a fork from an older commit) or the base came from the similarity index,
+        the new chunk is a forward delta against the nearest chunk of that chain that
+        keeps a read under ``max_chain`` decodes."""
+        K = self.settings.max_chain
+        lvl = self.settings.tensor_level
+        hp = self.odb.chunk_header(base_oid)
+        if hp.decoded_len != len(data):
+            written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key, level=lvl)
+            return oid, len(data), written, size, codec
+        if from_parent and hp.base is None and hp.gen + 1 < K:
+            written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key, level=lvl,
+                                                      gen=hp.gen + 1)
+            if not written:
+                return oid, len(data), False, 0, "dedup"
+            # The new keyframe's name must be durable before any frame references it.
+            self.odb.store.sync_object(oid)
+            pframe = codecs.encode(self.odb.read_chunk(base_oid), base_oid, width=dt.width, key=dt.key,
+                                   level=lvl, base=codecs.Base(oid, data, 0))
+            ph = codecs.parse_header(pframe, base_oid)
+            if ph.base is not None:
+                old = self.odb.store.size(base_oid)
+                self.odb.store.replace(base_oid, pframe)
+                size += len(pframe) - old
+                codec = ph.codec_name
+            return oid, len(data), True, size, codec
+        if from_parent and hp.base is None:
+            # The parent's group is full: the new version opens a group as a keyframe.
+            written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key, level=lvl)
+            return oid, len(data), written, size, codec
+        # Forward: walk the base's chain to a node whose depth leaves room.
+        chain = [base_oid]
+        h = hp
+        while h.base is not None and len(chain) <= K:
+            chain.append(h.base)
+            h = self.odb.chunk_header(h.base)
+        depth_of = {c: len(chain) - 1 - i for i, c in enumerate(chain)}
+        pick = next((c for c in chain if depth_of[c] + 1 < K), None)
+        base = None
+        if pick is not None:
+            base = codecs.Base(pick, self.odb.read_chunk(pick), depth_of[pick])
+        written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key, base=base, level=lvl)
         return oid, len(data), written, size, codec
 
 
 class _Batch:
-    """Chunks of one segment in flight on the pool, collected in order; at most
-    ``window`` are pending, which bounds memory."""
+    """Chunks in flight on the pool, collected in submission order; at most ``window``
+    are pending (which bounds memory). Results are grouped by segment key."""
 
     def __init__(self, writer: Writer, stats: IngestStats) -> None:
         self.w = writer
         self.stats = stats
-        self.pending: deque[Future] = deque()
-        self.ids: list[ObjectId] = []
+        self.pending: deque[tuple[int, Future]] = deque()
+        self.ids: dict[int, list[ObjectId]] = {}
 
-    def submit(self, data: bytes, tinfo, literal: bool) -> None:
+    def submit(self, key: int, data: bytes, tinfo, literal: bool) -> None:
         if len(self.pending) >= self.w._window:
-            self._collect(self.pending.popleft())
-        self.pending.append(self.w._pool.submit(self.w._store_chunk, data, tinfo, literal))
+            self._collect(*self.pending.popleft())
+        self.pending.append((key, self.w._pool.submit(self.w._store_chunk, data, tinfo, literal)))
 
-    def finish(self) -> list[ObjectId]:
+    def finish(self) -> dict[int, list[ObjectId]]:
         while self.pending:
-            self._collect(self.pending.popleft())
+            self._collect(*self.pending.popleft())
         return self.ids
 
-    def _collect(self, fut: Future) -> None:
+    def _collect(self, key: int, fut: Future) -> None:
         oid, n, written, size, codec = fut.result()
-        self.ids.append(oid)
+        self.ids.setdefault(key, []).append(oid)
         st = self.stats
         st.logical += n
         if written:
