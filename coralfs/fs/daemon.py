@@ -1,0 +1,339 @@
+"""Mount lifecycle: checks, the daemon process, readiness, unmounting, listing.
+
+``mount`` checks everything it can before anything is mounted (one-line errors with the
+fix), then runs the FUSE loop in this process (``foreground``) or in a detached daemon
+process. Either way it returns only once the mount answers a stat(), so the caller can
+use it at once. A state file per mount (under the runtime directory) records repo, ref,
+commit, pid and log; /proc/mounts is the truth about what is mounted.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..objects.errors import CoralError
+
+log = logging.getLogger(__name__)
+
+FSNAME = "coralfs"
+FSTYPE = "fuse.coralfs"
+READY_TIMEOUT = 60.0
+
+
+class MountError(CoralError):
+    exit_code = 6
+
+
+@dataclass
+class MountSpec:
+    repo: str
+    mountpoint: str
+    ref: str | None = None
+    include: list[str] | None = None
+    cache_size: int | None = None
+    log_file: str | None = None
+    threads: int = 2
+    commit: str | None = None
+    pid: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """``/mnt/model@v1.2.0`` -> ("/mnt/model", "v1.2.0"); a path holding '@' that exists
+    as a directory is taken literally."""
+    if os.path.isdir(target) or "@" not in target:
+        return target, None
+    path, _, ref = target.rpartition("@")
+    if not ref or "/" in ref and not ref.startswith(("refs/",)):
+        return target, None
+    return path, ref
+
+
+def runtime_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/coralfs-{os.getuid()}"
+    d = os.path.join(base, "coralfs-mounts") if os.environ.get("XDG_RUNTIME_DIR") else os.path.join(base, "mounts")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return d
+
+
+def state_path(mountpoint: str) -> str:
+    h = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
+    return os.path.join(runtime_dir(), f"{h}.json")
+
+
+def proc_mounts() -> list[tuple[str, str, str]]:
+    """(source, mountpoint, fstype) of every mount."""
+    out = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                mp = parts[1].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+                out.append((parts[0], mp, parts[2]))
+    return out
+
+
+def is_mounted(mountpoint: str) -> str | None:
+    """The fstype mounted at ``mountpoint``, or None."""
+    real = os.path.realpath(mountpoint)
+    for _src, mp, fstype in proc_mounts():
+        if mp == real:
+            return fstype
+    return None
+
+
+def _stale(mountpoint: str) -> bool:
+    try:
+        os.stat(mountpoint)
+        return False
+    except OSError as e:
+        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+def _fusermount(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["fusermount3", *args], capture_output=True, text=True)
+
+
+def preflight(spec: MountSpec) -> None:
+    """Every check that can fail before mounting, each with its fix."""
+    mp = spec.mountpoint
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("/dev/fuse is missing: load the fuse module (modprobe fuse) or run with --device /dev/fuse")
+    if shutil.which("fusermount3") is None:
+        raise MountError("fusermount3 is not installed: apt-get install fuse3 (or run scripts/setup)")
+    fstype = is_mounted(mp)
+    if fstype is not None:
+        if fstype == FSTYPE and _stale(mp):
+            log.warning("cleaning up a stale coralfs mount at %s (its daemon died)", mp)
+            unmount(mp, lazy=False, quiet=True)
+        else:
+            raise MountError(f"{mp} is already mounted ({fstype}); `coralfs umount {mp}` first")
+    if not os.path.exists(mp):
+        raise MountError(f"mountpoint {mp} does not exist; create it with `mkdir -p {mp}`")
+    if not os.path.isdir(mp):
+        raise MountError(f"mountpoint {mp} is not a directory")
+    if os.listdir(mp):
+        raise MountError(f"mountpoint {mp} is not empty; use an empty directory")
+
+
+def serve(spec: MountSpec, status_fd: int | None = None) -> None:
+    """Mount and serve until unmounted or signalled (SIGTERM/SIGINT unmount cleanly)."""
+    import pyfuse3
+    import trio
+
+    from ..api import Repository
+    from .operations import CoralOperations
+    from .vfs import VFS
+
+    repo = Repository.open(spec.repo)
+    if spec.cache_size:
+        repo.odb.chunks.budget = spec.cache_size
+    ops_holder: list = []
+    vfs = VFS(repo, spec.ref, spec.include, stats=lambda: ops_holder[0].stats())
+    ops = CoralOperations(vfs, threads=spec.threads)
+    ops_holder.append(ops)
+    spec.commit = vfs.root_commit.hex() if vfs.root_commit else None
+    spec.pid = os.getpid()
+    # Everything that touches the mountpoint happens before mounting: afterwards it would
+    # wait for this very process to answer.
+    state_file = state_path(spec.mountpoint)
+    options = set(pyfuse3.default_options)
+    options |= {f"fsname={FSNAME}", "subtype=coralfs", "ro"}
+    if os.getuid() == 0:
+        options.add("allow_other")
+    pyfuse3.init(ops, spec.mountpoint, options)
+    with open(state_file, "w") as f:
+        json.dump(asdict(spec), f)
+
+    def announce() -> None:
+        # The mount answers only once the loop below runs: stat() blocks until then.
+        try:
+            os.stat(spec.mountpoint)
+            msg = "READY\n"
+        except OSError as e:
+            msg = f"ERROR the mount does not answer ({e})\n"
+        if status_fd is not None:
+            os.write(status_fd, msg.encode())
+            os.close(status_fd)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
+
+            async def signals() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as rx:
+                    async for _sig in rx:
+                        log.info("signal received: unmounting %s", spec.mountpoint)
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(signals)
+            threading.Thread(target=announce, daemon=True).start()
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        try:
+            pyfuse3.close(unmount=True)
+        finally:
+            try:
+                os.unlink(state_file)
+            except FileNotFoundError:
+                pass
+            repo.close()
+
+
+def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
+    """Check, then mount; returns once the mount answers (background) or when it is
+    unmounted (foreground)."""
+    from ..api import Repository
+    spec.mountpoint = os.path.abspath(spec.mountpoint)
+    spec.repo = os.path.abspath(spec.repo)
+    repo = Repository.open(spec.repo)
+    commit = repo.resolve(spec.ref) if spec.ref is not None else None  # unknown ref: fail here
+    spec.commit = commit.hex() if commit else None
+    preflight(spec)
+    if foreground:
+        r, w = os.pipe()
+
+        def report() -> None:
+            msg = os.read(r, 4096).decode()
+            if msg.startswith("READY"):
+                print(f"mounted {spec.ref or 'repository'} at {spec.mountpoint} (Ctrl-C or `coralfs umount` to stop)",
+                      flush=True)
+        threading.Thread(target=report, daemon=True).start()
+        serve(spec, status_fd=w)
+        return spec
+    log_file = spec.log_file or os.path.join(runtime_dir(), os.path.basename(state_path(spec.mountpoint))[:-5] + ".log")
+    spec.log_file = log_file
+    r, w = os.pipe()
+    with open(log_file, "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "coralfs.fs.daemon", json.dumps(asdict(spec)), str(w)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(w,), start_new_session=True,
+            close_fds=True)
+    os.close(w)
+    deadline = time.monotonic() + READY_TIMEOUT
+    buf = b""
+    os.set_blocking(r, False)
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(r, 4096)
+        except BlockingIOError:
+            chunk = None
+        if chunk:
+            buf += chunk
+            if b"\n" in buf:
+                break
+        elif chunk == b"" and proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    os.close(r)
+    msg = buf.decode().strip()
+    if msg == "READY":
+        spec.pid = proc.pid
+        return spec
+    if proc.poll() is None:
+        proc.terminate()
+    tail = ""
+    try:
+        with open(log_file, errors="replace") as f:
+            lines = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
+            tail = lines[-1] if lines else ""
+    except OSError:
+        pass
+    raise MountError(f"the mount daemon did not start: {msg or tail or 'no answer'} (log: {log_file})")
+
+
+def unmount(mountpoint: str, lazy: bool = False, quiet: bool = False, timeout: float = 20.0) -> None:
+    """Unmount a coralfs mount (also one whose daemon died) and wait for its daemon."""
+    mp = os.path.abspath(mountpoint)
+    fstype = is_mounted(mp)
+    if fstype is None:
+        if quiet:
+            return
+        raise MountError(f"{mp} is not mounted")
+    if fstype != FSTYPE:
+        raise MountError(f"{mp} is not a coralfs mount ({fstype})")
+    pid = None
+    try:
+        with open(state_path(mp)) as f:
+            pid = json.load(f).get("pid")
+    except (OSError, ValueError):
+        pass
+    p = _fusermount("-z", "-u", mp) if lazy else _fusermount("-u", mp)
+    if p.returncode != 0:
+        if _stale(mp):
+            p = _fusermount("-z", "-u", mp)
+        if p.returncode != 0:
+            why = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "fusermount3 failed"
+            if "busy" in why.lower():
+                raise MountError(f"{mp} is busy (files are open or a shell is inside it): close them, "
+                                 "or `coralfs umount --lazy`")
+            raise MountError(f"cannot unmount {mp}: {why}")
+    if pid:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+    try:
+        os.unlink(state_path(mp))
+    except FileNotFoundError:
+        pass
+
+
+def list_mounts() -> list[dict]:
+    out = []
+    for _src, mp, fstype in proc_mounts():
+        if fstype != FSTYPE:
+            continue
+        info: dict = {"mountpoint": mp}
+        try:
+            with open(state_path(mp)) as f:
+                info.update(json.load(f))
+        except (OSError, ValueError):
+            pass
+        alive = True
+        if info.get("pid"):
+            try:
+                os.kill(info["pid"], 0)
+            except ProcessLookupError:
+                alive = False
+        info["alive"] = alive and not _stale(mp)
+        out.append(info)
+    return out
+
+
+def _daemon_main() -> None:
+    spec = MountSpec(**json.loads(sys.argv[1]))
+    status_fd = int(sys.argv[2])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        serve(spec, status_fd=status_fd)
+    except Exception as e:  # reported to the waiting parent, then logged
+        try:
+            os.write(status_fd, f"ERROR {e}\n".encode())
+        except OSError:
+            pass
+        log.exception("mount failed")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    _daemon_main()

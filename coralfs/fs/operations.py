@@ -1,0 +1,255 @@
+"""The pyfuse3 adapter: translates kernel requests into vfs calls, nothing more.
+
+Only FUSEError leaves a handler: domain errors become errno in :func:`_errno` (missing ->
+ENOENT, corrupt -> EIO with the object id logged). Decoding runs in worker threads
+under a CapacityLimiter; cache hits are answered on the event loop. Sequential reads
+prefetch the chunks that follow. Snapshots never change, so files are opened with
+keep_cache and entries carry long timeouts; ref listings get short ones.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from ..objects.errors import CorruptObject, ObjectNotFound
+from .content import Content
+from .vfs import LONG, SHORT, VFS, Node, NotFound
+
+log = logging.getLogger(__name__)
+
+BLKSIZE = 1 << 20
+PREFETCH_CHUNKS = 2
+
+
+def _errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
+    """The one place domain errors become errno."""
+    if isinstance(e, pyfuse3.FUSEError):
+        return e
+    if isinstance(e, CorruptObject):
+        log.error("%s: corrupt object %s: %s", where, e.object_id, e.why)
+        return pyfuse3.FUSEError(errno.EIO)
+    if isinstance(e, ObjectNotFound):
+        log.error("%s: missing object %s", where, e.object_id)
+        return pyfuse3.FUSEError(errno.EIO if where == "read" else errno.ENOENT)
+    if isinstance(e, (NotFound, KeyError)):
+        return pyfuse3.FUSEError(errno.ENOENT)
+    if isinstance(e, NotADirectoryError):
+        return pyfuse3.FUSEError(errno.ENOTDIR)
+    if isinstance(e, IsADirectoryError):
+        return pyfuse3.FUSEError(errno.EISDIR)
+    log.exception("%s: unexpected error", where)
+    return pyfuse3.FUSEError(errno.EIO)
+
+
+def handler(fn):
+    @functools.wraps(fn)
+    async def run(self, *args, **kwargs):
+        try:
+            return await fn(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as e:  # noqa: BLE001 - translated to errno in one place
+            raise _errno(e, fn.__name__) from None
+    return run
+
+
+def erofs(*names: str):
+    """Every write-side request answers EROFS: the mount is read-only."""
+    def deco(cls):
+        for n in names:
+            async def refuse(self, *args, **kwargs):
+                raise pyfuse3.FUSEError(errno.EROFS)
+            refuse.__name__ = n
+            setattr(cls, n, refuse)
+        return cls
+    return deco
+
+
+@dataclass
+class _Open:
+    content: Content
+    last_end: int = -1
+
+
+@erofs("setattr", "mknod", "mkdir", "unlink", "rmdir", "symlink", "rename", "link", "write",
+       "create", "setxattr", "removexattr", "fsync", "fsyncdir")
+class CoralOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, vfs: VFS, threads: int = 2) -> None:
+        super().__init__()
+        self.vfs = vfs
+        self.limiter = trio.CapacityLimiter(max(1, threads))
+        self.files: dict[int, _Open] = {}
+        self.dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._next_fh = 1
+        self.nursery: trio.Nursery | None = None
+        self._prefetching: set = set()
+        self.counters = {"reads": 0, "bytes_served": 0, "cache_fast_path": 0, "prefetched_chunks": 0}
+        self.uid, self.gid = os.getuid(), os.getgid()
+
+    # -- attributes ----------------------------------------------------------------------
+    def _attr(self, node: Node, entry_timeout: float = LONG) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.ino
+        a.st_mode = node.mode
+        a.st_nlink = 2 if node.kind == "dir" else 1
+        a.st_uid, a.st_gid = self.uid, self.gid
+        size = node.size
+        if node.kind == "link":
+            size = len(self.vfs.readlink(node.ino))
+        a.st_size = size
+        a.st_blksize = BLKSIZE
+        a.st_blocks = (size + 511) // 512
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
+        a.generation = 0
+        short = node.volatile or node.kind == "link"
+        a.attr_timeout = 0 if node.key[-1] == "stats.json" else (SHORT if short else LONG)
+        a.entry_timeout = entry_timeout
+        return a
+
+    # -- lookups -------------------------------------------------------------------------
+    @handler
+    async def lookup(self, parent_inode, name, ctx=None):
+        node = self.vfs.lookup(parent_inode, os.fsdecode(name))
+        return self._attr(node, self.vfs.entry_timeout(parent_inode))
+
+    @handler
+    async def getattr(self, inode, ctx=None):
+        return self._attr(self.vfs.node(inode))
+
+    @handler
+    async def forget(self, inode_list):
+        for ino, n in inode_list:
+            self.vfs.forget(ino, n)
+
+    @handler
+    async def readlink(self, inode, ctx=None):
+        return self.vfs.readlink(inode)
+
+    @handler
+    async def access(self, inode, mode, ctx=None):
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        self.vfs.node(inode)
+        return True
+
+    # -- directories ---------------------------------------------------------------------
+    @handler
+    async def opendir(self, inode, ctx=None):
+        entries = sorted(self.vfs.children(inode).items())
+        fh = self._next_fh
+        self._next_fh += 1
+        self.dirs[fh] = entries
+        return fh
+
+    @handler
+    async def readdir(self, fh, start_id, token):
+        entries = self.dirs[fh]
+        for i in range(start_id, len(entries)):
+            name, node = entries[i]
+            self.vfs._register(node)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(node), i + 1):
+                return
+            self.vfs.remember(node)  # readdirplus: the kernel now holds a reference
+
+    @handler
+    async def releasedir(self, fh):
+        self.dirs.pop(fh, None)
+
+    # -- files ---------------------------------------------------------------------------
+    @handler
+    async def open(self, inode, flags, ctx=None):
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self.vfs.node(inode)
+        content = self.vfs.open(inode)
+        fh = self._next_fh
+        self._next_fh += 1
+        self.files[fh] = _Open(content)
+        fi = pyfuse3.FileInfo(fh=fh)
+        dynamic = node.key[-1] == "stats.json"
+        fi.keep_cache = not dynamic
+        fi.direct_io = dynamic
+        return fi
+
+    @handler
+    async def read(self, fh, off, size):
+        f = self.files[fh]
+        data = f.content.cached(off, size)
+        if data is None:
+            data = await trio.to_thread.run_sync(f.content.read, off, size, limiter=self.limiter)
+        else:
+            self.counters["cache_fast_path"] += 1
+        if off == f.last_end or off == 0:
+            self._prefetch(f.content, off + len(data))
+        f.last_end = off + len(data)
+        self.counters["reads"] += 1
+        self.counters["bytes_served"] += len(data)
+        return data
+
+    def _prefetch(self, content: Content, off: int) -> None:
+        if self.nursery is None or off >= content.size:
+            return
+        odb = self.vfs.repo.odb
+        ids = content.chunk_ids(off, 1)
+        if ids:  # the chunk holding `off`, then the ones after it
+            nxt = content.chunk_ids(off, PREFETCH_CHUNKS * (8 << 20))
+            ids = list(dict.fromkeys(ids + nxt))[: PREFETCH_CHUNKS + 1]
+        for oid in ids:
+            if oid in self._prefetching or oid in odb.chunks:
+                continue
+            self._prefetching.add(oid)
+            self.nursery.start_soon(self._prefetch_one, oid)
+
+    async def _prefetch_one(self, oid) -> None:
+        try:
+            await trio.to_thread.run_sync(self.vfs.repo.odb.read_chunk, oid, limiter=self.limiter)
+            self.counters["prefetched_chunks"] += 1
+        except Exception as e:  # noqa: BLE001 - a failed prefetch is retried by the read itself
+            log.debug("prefetch of %s failed: %s", oid.hex(), e)
+        finally:
+            self._prefetching.discard(oid)
+
+    @handler
+    async def release(self, fh):
+        self.files.pop(fh, None)
+
+    @handler
+    async def flush(self, fh):
+        return None
+
+    # -- the rest ------------------------------------------------------------------------
+    @handler
+    async def statfs(self, ctx=None):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = BLKSIZE
+        s.f_blocks = s.f_bfree = s.f_bavail = 0
+        s.f_files = s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    @handler
+    async def getxattr(self, inode, name, ctx=None):
+        self.vfs.node(inode)
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @handler
+    async def listxattr(self, inode, ctx=None):
+        self.vfs.node(inode)
+        return []
+
+    def stats(self) -> dict:
+        odb = self.vfs.repo.odb
+        return {**self.counters, "decoded_bytes": odb.decoded_bytes, "decoded_chunks": odb.decoded_chunks,
+                "cache_used": odb.chunks.used, "cache_budget": odb.chunks.budget,
+                "cache_hits": odb.chunks.hits, "cache_misses": odb.chunks.misses,
+                "inodes_known": self.vfs.known(), "open_files": len(self.files)}

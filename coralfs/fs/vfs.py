@@ -1,0 +1,406 @@
+"""What a mount shows: inodes, directory entries and file contents, over the store.
+
+Two shapes of mount:
+
+- one snapshot (``MNT@REF``): the tree of a commit at the root;
+- the whole repository (``MNT``): ``branches/NAME/``, ``tags/NAME/``, ``commits/ID/`` (any
+  id or unique prefix resolves on lookup) and a ``HEAD`` symlink.
+
+Every snapshot root has a hidden ``.coral/`` with ``commit.json``, ``stats.json`` (the
+daemon's counters) and ``tensors/FILE/NAME.npy``: one valid .npy per tensor, served from
+the same chunks as the file. ``include`` narrows a mount to tensors matching globs:
+safetensors files are then served with a rewritten header holding just those tensors.
+
+Inode numbers are derived from what a node is (commit and path), so they are stable
+across lookups, forgets and remounts. The kernel's lookup counts are kept, and a node is
+dropped from the table only when ``forget`` brings its count to zero. Nothing here
+imports pyfuse3: operations.py translates.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+import posixpath
+import stat
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..formats import safetensors as st_format
+from ..objects.errors import CoralError
+from ..objects.history import BadRevision, walk
+from ..objects.ids import ObjectId, is_hex_prefix, to_hex
+from ..objects.objects import MODE_EXEC, File, Tensor, TensorSegment
+from ..objects.reader import FileView
+from .content import Content, Literal, Pieces, Stored
+
+log = logging.getLogger(__name__)
+
+ROOT_INO = 1
+STATS_SIZE = 4096
+LONG = 3600.0   # snapshots never change
+SHORT = 1.0     # branch and tag listings do
+
+NPY_DESCR = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "F8_E4M3": "|u1", "F8_E5M2": "|u1",
+    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "|i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
+    "U8": "|u1", "BOOL": "|b1", "C64": "<c8", "C128": "<c16",
+}
+
+
+class NotFound(CoralError):
+    """No such entry (ENOENT)."""
+
+
+@dataclass
+class Node:
+    kind: str  # "dir", "file" or "link"
+    key: tuple
+    perm: int = 0o555
+    mtime_ns: int = 0
+    volatile: bool = False  # its listing can change (refs); short kernel timeouts
+    ino: int = 0
+    size: int = 0
+
+    @property
+    def mode(self) -> int:
+        t = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "link": stat.S_IFLNK}[self.kind]
+        return t | self.perm
+
+
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """The header of an .npy file holding a C-ordered array of this dtype and shape."""
+    descr = NPY_DESCR.get(dtype) or f"|V{int(dtype[1:])}"
+    buf = io.BytesIO()
+    d = {"descr": descr, "fortran_order": False, "shape": tuple(shape)}
+    try:
+        np.lib.format.write_array_header_1_0(buf, d)
+    except ValueError:  # header over 64 KiB: version 2
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, d)
+    return buf.getvalue()
+
+
+def _safe_parts(name: str) -> list[str]:
+    """Path components for a tensor name ('/' nests; '.', '..' and empties escaped)."""
+    parts = [p for p in name.split("/") if p]
+    return [p if p not in (".", "..") else p.replace(".", "%2E") for p in parts] or ["%00"]
+
+
+class Snapshot:
+    """The directory structure and contents of one commit (built once, cached)."""
+
+    def __init__(self, repo, cid: ObjectId, include: list[str] | None) -> None:
+        self.repo = repo
+        self.cid = cid
+        self.include = include
+        c = repo.read_commit(cid)
+        self.commit = c
+        self.mtime_ns = c.time * 1_000_000_000
+        tree = repo.read_tree(c.tree)
+        self.files = tree.entries
+        self.dirs: dict[str, dict[str, str]] = {"": {}}
+        for path in self.files:
+            parent, name = posixpath.split(path)
+            self._add_dir(parent)
+            self.dirs[parent][name] = "f"
+        self._contents: dict[str, Content] = {}
+        self._tensor_dirs: dict[str, dict[str, tuple]] | None = None
+
+    def _add_dir(self, d: str) -> None:
+        if d in self.dirs:
+            return
+        parent, name = posixpath.split(d)
+        self._add_dir(parent)
+        self.dirs[d] = {}
+        self.dirs[parent][name] = "d"
+
+    def wanted(self, tensor_name: str) -> bool:
+        return self.include is None or any(fnmatch.fnmatchcase(tensor_name, p) for p in self.include)
+
+    def file(self, path: str) -> File:
+        return self.repo.read_file(self.files[path].file)
+
+    def content(self, path: str) -> Content:
+        c = self._contents.get(path)
+        if c is None:
+            f = self.file(path)
+            view = FileView(self.repo.odb, f)
+            if self.include is not None and f.format == "safetensors":
+                c = self._subset(view)
+            else:
+                c = Stored(view)
+            self._contents[path] = c
+        return c
+
+    def _subset(self, view: FileView) -> Content:
+        n = int.from_bytes(view.read(0, 8), "little")
+        _, header = st_format.read_header("<stored>", io.BytesIO(view.read(0, 8 + n)))
+        head, pieces = st_format.subset(header, self.include or [])
+        return Pieces([head] + [(view, 8 + n + off, length) for off, length in pieces])
+
+    def commit_json(self) -> bytes:
+        c = self.commit
+        return (json.dumps({"id": to_hex(self.cid), "tree": to_hex(c.tree), "parents": [to_hex(p) for p in c.parents],
+                            "author": c.author, "time": c.time, "message": c.message, "metadata": c.metadata},
+                           indent=2, sort_keys=True) + "\n").encode()
+
+    def tensor_dirs(self) -> dict[str, dict[str, tuple]]:
+        """``.coral/tensors`` as dir path -> name -> ("d",) or ("f", file path, segment)."""
+        if self._tensor_dirs is None:
+            dirs: dict[str, dict[str, tuple]] = {"": {}}
+
+            def add(d: str) -> None:
+                if d in dirs:
+                    return
+                parent, name = posixpath.split(d)
+                add(parent)
+                dirs[d] = {}
+                dirs[parent][name] = ("d",)
+
+            for path in self.files:
+                f = self.file(path)
+                tens = [s for s in f.segments if isinstance(s, TensorSegment) and self.wanted(s.name)]
+                if not tens:
+                    continue
+                for s in tens:
+                    parts = _safe_parts(s.name)
+                    d = posixpath.join(path, *parts[:-1])
+                    add(d)
+                    dirs[d][parts[-1] + ".npy"] = ("f", path, s)
+            self._tensor_dirs = dirs
+        return self._tensor_dirs
+
+    def npy_content(self, path: str, seg: TensorSegment) -> Content:
+        key = f".coral/{path}/{seg.name}"
+        c = self._contents.get(key)
+        if c is None:
+            t = self.repo.odb.get_object(seg.tensor, Tensor)
+            view = FileView(self.repo.odb, self.file(path))
+            start = next(off for off, _n, s in view.segment_ranges() if s is seg or s == seg)
+            c = Pieces([npy_header(t.dtype, t.shape), (view, start, seg.length)])
+            self._contents[key] = c
+        return c
+
+
+@dataclass
+class _Entry:
+    node: Node
+    lookups: int = 0
+
+
+@dataclass
+class VFS:
+    repo: object
+    ref: str | None = None
+    include: list[str] | None = None
+    stats: Callable[[], dict] = dict
+    _table: dict[int, _Entry] = field(default_factory=dict)
+    _snaps: OrderedDict = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        if self.ref is not None:
+            self.root_commit = self.repo.resolve(self.ref)
+            root = self._snap_node(self.root_commit, "")
+        else:
+            self.root_commit = None
+            root = Node("dir", ("root",), volatile=True)
+        root.ino = ROOT_INO
+        self._table[ROOT_INO] = _Entry(root, 1)
+
+    # -- the inode table -----------------------------------------------------------------
+    def _ino_for(self, key: tuple) -> int:
+        h = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little") & ((1 << 63) - 1)
+        while h <= ROOT_INO or (h in self._table and self._table[h].node.key != key):
+            h = (h + 1) & ((1 << 63) - 1)  # a collision: probe (deterministic per table)
+        return h
+
+    def _register(self, node: Node) -> Node:
+        if node.key == self._table[ROOT_INO].node.key:
+            return self._table[ROOT_INO].node
+        node.ino = self._ino_for(node.key)
+        e = self._table.get(node.ino)
+        if e is None:
+            self._table[node.ino] = _Entry(node)
+        else:
+            e.node = node
+        return node
+
+    def remember(self, node: Node) -> None:
+        """The kernel now knows this node once more (a lookup or a readdirplus entry)."""
+        self._register(node)
+        self._table[node.ino].lookups += 1
+
+    def forget(self, ino: int, n: int) -> None:
+        e = self._table.get(ino)
+        if e is None or ino == ROOT_INO:
+            return
+        e.lookups -= n
+        if e.lookups <= 0:
+            del self._table[ino]
+
+    def known(self) -> int:
+        return len(self._table)
+
+    def node(self, ino: int) -> Node:
+        e = self._table.get(ino)
+        if e is None:
+            raise NotFound(f"inode {ino}")
+        return e.node
+
+    # -- snapshots -----------------------------------------------------------------------
+    def snapshot(self, cid: ObjectId) -> Snapshot:
+        s = self._snaps.get(cid)
+        if s is None:
+            s = Snapshot(self.repo, cid, self.include)
+            self._snaps[cid] = s
+            if len(self._snaps) > 64:
+                self._snaps.popitem(last=False)
+        else:
+            self._snaps.move_to_end(cid)
+        return s
+
+    def _snap_node(self, cid: ObjectId, path: str) -> Node:
+        s = self.snapshot(cid)
+        if path in s.dirs:
+            return Node("dir", ("snap", cid, path), 0o555, s.mtime_ns)
+        if path not in s.files:
+            raise NotFound(path)
+        e = s.files[path]
+        perm = 0o555 if e.mode == MODE_EXEC else 0o444
+        return Node("file", ("snap", cid, path), perm, s.mtime_ns, size=s.content(path).size)
+
+    def _coral_node(self, cid: ObjectId | None, sub: str) -> Node:
+        mtime = self.snapshot(cid).mtime_ns if cid is not None else 0
+        if sub in ("", "tensors") or (sub.startswith("tensors/") and cid is not None
+                                       and sub[8:] in self.snapshot(cid).tensor_dirs()):
+            if cid is None and sub:
+                raise NotFound(sub)
+            return Node("dir", ("coral", cid, sub), 0o555, mtime)
+        if sub == "commit.json" and cid is not None:
+            return Node("file", ("coral", cid, sub), 0o444, mtime, size=len(self.snapshot(cid).commit_json()))
+        if sub == "stats.json":
+            return Node("file", ("coral", cid, sub), 0o444, mtime, volatile=True, size=STATS_SIZE)
+        if sub.startswith("tensors/") and cid is not None:
+            d, name = posixpath.split(sub[8:])
+            item = self.snapshot(cid).tensor_dirs().get(d, {}).get(name)
+            if item and item[0] == "f":
+                c = self.snapshot(cid).npy_content(item[1], item[2])
+                return Node("file", ("coral", cid, sub), 0o444, mtime, size=c.size)
+        raise NotFound(sub)
+
+    # -- resolving names -----------------------------------------------------------------
+    def _ref_names(self, kind: str) -> dict[str, ObjectId]:
+        if kind == "branches":
+            return self.repo.branches()
+        return {k: self.repo.peel(v) for k, v in self.repo.tags().items()}
+
+    def children(self, ino: int) -> dict[str, Node]:
+        """Every entry of a directory (for readdir)."""
+        n = self.node(ino)
+        key = n.key
+        if n.kind != "dir":
+            raise NotADirectoryError(ino)
+        kind = key[0]
+        if kind == "root":
+            out = {name: Node("dir", ("top", name), volatile=True) for name in ("branches", "tags", "commits")}
+            out["HEAD"] = Node("link", ("link", "HEAD"), 0o777, volatile=True)
+            out[".coral"] = self._coral_node(None, "")
+            return out
+        if kind == "top" and key[1] == "commits":
+            heads = list(self.repo.branches().values()) + [self.repo.peel(t) for t in self.repo.tags().values()]
+            return {to_hex(c): self._snap_node(c, "") for c in (walk(self.repo, heads) if heads else [])}
+        if kind in ("top", "refdir"):
+            refkind = key[1]
+            prefix = key[2] + "/" if kind == "refdir" else ""
+            out = {}
+            for name, cid in self._ref_names(refkind).items():
+                if not name.startswith(prefix):
+                    continue
+                rest = name[len(prefix):]
+                first = rest.split("/", 1)[0]
+                if "/" in rest:
+                    out[first] = Node("dir", ("refdir", refkind, prefix + first), volatile=True)
+                else:
+                    out[first] = self._snap_node(cid, "")
+            return out
+        if kind == "snap":
+            cid, path = key[1], key[2]
+            s = self.snapshot(cid)
+            out = {name: self._snap_node(cid, posixpath.join(path, name)) for name in s.dirs[path]}
+            if path == "":
+                out[".coral"] = self._coral_node(cid, "")
+            return out
+        if kind == "coral":
+            cid, sub = key[1], key[2]
+            if sub == "":
+                names = ["stats.json"] + (["commit.json", "tensors"] if cid is not None else [])
+                return {nm: self._coral_node(cid, nm) for nm in names}
+            d = sub[8:] if sub.startswith("tensors/") else ""
+            items = self.snapshot(cid).tensor_dirs().get(d, {})
+            return {nm: self._coral_node(cid, posixpath.join("tensors", d, nm)) for nm in items}
+        raise NotFound(str(key))
+
+    def lookup(self, parent: int, name: str) -> Node:
+        """Resolve one name and count the kernel's new reference to it."""
+        pnode = self.node(parent)
+        if pnode.key == ("top", "commits"):
+            node = self._lookup_commit(name)
+        else:
+            node = self.children(parent).get(name)
+            if node is None:
+                raise NotFound(name)
+        self.remember(node)
+        return node
+
+    def _lookup_commit(self, name: str) -> Node:
+        if not is_hex_prefix(name.lower()) or len(name) < 4:
+            raise NotFound(name)
+        try:
+            cid = self.repo.resolve(name)
+        except BadRevision:
+            raise NotFound(name) from None
+        return self._snap_node(cid, "")
+
+    def readlink(self, ino: int) -> bytes:
+        n = self.node(ino)
+        if n.key != ("link", "HEAD"):
+            raise NotFound("not a link")
+        b = self.repo.head_branch()
+        if b is not None:
+            return f"branches/{b}".encode()
+        head = self.repo.head()
+        return f"commits/{to_hex(head)}".encode() if head else b"branches/main"
+
+    def open(self, ino: int) -> Content:
+        n = self.node(ino)
+        if n.kind != "file":
+            raise IsADirectoryError(ino)
+        kind = n.key[0]
+        if kind == "snap":
+            return self.snapshot(n.key[1]).content(n.key[2])
+        cid, sub = n.key[1], n.key[2]
+        if sub == "commit.json":
+            return Literal(self.snapshot(cid).commit_json())
+        if sub == "stats.json":
+            body = json.dumps(self.stats(), indent=1, sort_keys=True).encode()
+            return Literal(body.ljust(STATS_SIZE - 1)[: STATS_SIZE - 1] + b"\n")
+        d, name = posixpath.split(sub[8:])
+        item = self.snapshot(cid).tensor_dirs()[d][name]
+        return self.snapshot(cid).npy_content(item[1], item[2])
+
+    def entry_timeout(self, parent: int) -> float:
+        try:
+            return SHORT if self.node(parent).volatile else LONG
+        except NotFound:
+            return SHORT
+
+
+__all__ = ["VFS", "Node", "NotFound", "npy_header", "struct"]
