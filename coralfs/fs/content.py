@@ -25,6 +25,16 @@ class Content:
     def chunk_ids(self, off: int, size: int) -> list[ObjectId]:
         return []
 
+    def prefetch_ids(self, off: int, size: int) -> list[ObjectId]:
+        """Chunks worth decoding ahead of a sequential reader at ``off``: those of the
+        next ``size`` bytes within the same tensor or literal run (a reader of one tensor
+        does not pay for the next one)."""
+        return []
+
+    def region_start(self, off: int) -> int:
+        """Where the tensor or literal run holding ``off`` begins."""
+        return 0
+
 
 class Stored(Content):
     """A committed file, byte-identical to what was committed."""
@@ -47,6 +57,16 @@ class Stored(Content):
 
     def chunk_ids(self, off: int, size: int) -> list[ObjectId]:
         return [oid for oid, *_ in self.view.chunks_for(off, size)]
+
+    def region_start(self, off: int) -> int:
+        return self.view.segment_at(min(off, max(0, self.size - 1)))[1]
+
+    def prefetch_ids(self, off: int, size: int) -> list[ObjectId]:
+        if off >= self.size:
+            return []
+        i, start = self.view.segment_at(off)
+        end = start + self.view.file.segments[i].length
+        return self.chunk_ids(off, min(size, end - off))
 
 
 class Pieces(Content):
@@ -94,6 +114,20 @@ class Pieces(Content):
             if not isinstance(p, bytes):
                 ids.extend(oid for oid, *_ in p[0].chunks_for(p[1] + rel, n))
         return ids
+
+    def region_start(self, off: int) -> int:
+        for start, p in zip(self.starts, self.pieces):
+            n = len(p) if isinstance(p, bytes) else p[2]
+            if start <= off < start + n:
+                return start
+        return 0
+
+    def prefetch_ids(self, off: int, size: int) -> list[ObjectId]:
+        for p, rel, n in self._spans(off, size):
+            if isinstance(p, bytes):
+                return []
+            return [oid for oid, *_ in p[0].chunks_for(p[1] + rel, min(size, n))]
+        return []
 
 
 class Literal(Content):

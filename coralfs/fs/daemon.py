@@ -94,8 +94,9 @@ def is_mounted(mountpoint: str) -> str | None:
 
 
 def _stale(mountpoint: str) -> bool:
+    # statvfs always reaches the daemon; stat() may be answered from cached attributes.
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
         return False
     except OSError as e:
         return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
@@ -286,16 +287,21 @@ def unmount(mountpoint: str, lazy: bool = False, quiet: bool = False, timeout: f
             raise MountError(f"cannot unmount {mp}: {why}")
     if pid:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and _pid_alive(pid):
             time.sleep(0.05)
     try:
         os.unlink(state_path(mp))
     except FileNotFoundError:
         pass
+
+
+def _pid_alive(pid: int) -> bool:
+    """Running (a killed daemon nobody reaped yet is a zombie, not alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def list_mounts() -> list[dict]:
@@ -309,12 +315,7 @@ def list_mounts() -> list[dict]:
                 info.update(json.load(f))
         except (OSError, ValueError):
             pass
-        alive = True
-        if info.get("pid"):
-            try:
-                os.kill(info["pid"], 0)
-            except ProcessLookupError:
-                alive = False
+        alive = _pid_alive(info["pid"]) if info.get("pid") else True
         info["alive"] = alive and not _stale(mp)
         out.append(info)
     return out
@@ -323,7 +324,10 @@ def list_mounts() -> list[dict]:
 def _daemon_main() -> None:
     spec = MountSpec(**json.loads(sys.argv[1]))
     status_fd = int(sys.argv[2])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("CORALFS_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("h5py").setLevel(logging.WARNING)
     try:
         serve(spec, status_fd=status_fd)
     except Exception as e:  # reported to the waiting parent, then logged

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BLKSIZE = 1 << 20
 PREFETCH_CHUNKS = 2
+PREFETCH_AFTER = 2 << 20
 
 
 def _errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
@@ -76,6 +77,7 @@ def erofs(*names: str):
 class _Open:
     content: Content
     last_end: int = -1
+    run_start: int = 0  # where the current run of sequential reads began
 
 
 @erofs("setattr", "mknod", "mkdir", "unlink", "rmdir", "symlink", "rename", "link", "write",
@@ -184,12 +186,19 @@ class CoralOperations(pyfuse3.Operations):
     @handler
     async def read(self, fh, off, size):
         f = self.files[fh]
+        log.debug("read fh=%d off=%d size=%d", fh, off, size)
         data = f.content.cached(off, size)
         if data is None:
             data = await trio.to_thread.run_sync(f.content.read, off, size, limiter=self.limiter)
         else:
             self.counters["cache_fast_path"] += 1
-        if off == f.last_end or off == 0:
+        if off != f.last_end:
+            f.run_start = off
+        # Prefetch once a reader has gone PREFETCH_AFTER bytes sequentially within one
+        # tensor: the kernel's aligned readahead touching the next tensor is not a reason
+        # to decode more of it.
+        run = off + len(data) - max(f.run_start, f.content.region_start(off))
+        if run >= PREFETCH_AFTER:
             self._prefetch(f.content, off + len(data))
         f.last_end = off + len(data)
         self.counters["reads"] += 1
@@ -200,10 +209,8 @@ class CoralOperations(pyfuse3.Operations):
         if self.nursery is None or off >= content.size:
             return
         odb = self.vfs.repo.odb
-        ids = content.chunk_ids(off, 1)
-        if ids:  # the chunk holding `off`, then the ones after it
-            nxt = content.chunk_ids(off, PREFETCH_CHUNKS * (8 << 20))
-            ids = list(dict.fromkeys(ids + nxt))[: PREFETCH_CHUNKS + 1]
+        # The chunk holding `off` and the ones after it, within the same tensor.
+        ids = list(dict.fromkeys(content.prefetch_ids(off, PREFETCH_CHUNKS * (8 << 20))))[: PREFETCH_CHUNKS + 1]
         for oid in ids:
             if oid in self._prefetching or oid in odb.chunks:
                 continue

@@ -26,6 +26,11 @@ class ByteLRU:
             self.hits += 1
             return v
 
+    def peek(self, key: Hashable) -> bytes | None:
+        """A lookup that counts neither a hit nor a miss."""
+        with self._lock:
+            return self._d.get(key)
+
     def put(self, key: Hashable, value: bytes) -> None:
         n = len(value)
         if n > self.budget:

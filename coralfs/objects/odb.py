@@ -100,6 +100,10 @@ class ObjectDB:
         if data is not None:
             return data
         with self._lock:
+            # Re-check under the lock: a leader may have finished since the miss above.
+            data = self.chunks.peek(oid)
+            if data is not None:
+                return data
             ev = self._inflight.get(oid)
             leader = ev is None
             if leader:
