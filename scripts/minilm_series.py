@@ -61,10 +61,16 @@ def _save(torch, model, original, out_dir: str, bf16: bool) -> None:
         tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in tensors.items()}
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    for f in ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        p = os.path.join(minilm_dir(), f)
-        if os.path.exists(p):
-            shutil.copyfile(p, os.path.join(out_dir, f))
+    # Every other file of the packaged model (tokenizer, configs, pooling), so that each
+    # checkpoint directory loads with transformers and sentence-transformers.
+    src = minilm_dir()
+    for root, _dirs, files in os.walk(src):
+        for f in files:
+            if f == "model.safetensors":
+                continue
+            rel = os.path.relpath(os.path.join(root, f), src)
+            os.makedirs(os.path.dirname(os.path.join(out_dir, rel)), exist_ok=True)
+            shutil.copyfile(os.path.join(root, f), os.path.join(out_dir, rel))
 
 
 def build(root: str, checkpoints: int = 8, steps: int = 20, finetunes: int = 2, finetune_steps: int = 20,

@@ -140,10 +140,8 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     repo = Repository.open(spec.repo)
     if spec.cache_size:
         repo.odb.chunks.budget = spec.cache_size
-    ops_holder: list = []
-    vfs = VFS(repo, spec.ref, spec.include, stats=lambda: ops_holder[0].stats())
+    vfs = VFS(repo, spec.ref, spec.include)
     ops = CoralOperations(vfs, threads=spec.threads)
-    ops_holder.append(ops)
     spec.commit = vfs.root_commit.hex() if vfs.root_commit else None
     spec.pid = os.getpid()
     # Everything that touches the mountpoint happens before mounting: afterwards it would

@@ -25,8 +25,8 @@ from .vfs import LONG, SHORT, VFS, Node, NotFound
 log = logging.getLogger(__name__)
 
 BLKSIZE = 1 << 20
-PREFETCH_CHUNKS = 2
-PREFETCH_AFTER = 2 << 20
+PREFETCH_CHUNKS = 4
+PREFETCH_AFTER = 512 << 10
 
 
 def _errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
@@ -97,6 +97,7 @@ class CoralOperations(pyfuse3.Operations):
         self._prefetching: set = set()
         self.counters = {"reads": 0, "bytes_served": 0, "cache_fast_path": 0, "prefetched_chunks": 0}
         self.uid, self.gid = os.getuid(), os.getgid()
+        vfs.stats = self.stats  # .coral/stats.json shows these counters
 
     # -- attributes ----------------------------------------------------------------------
     def _attr(self, node: Node, entry_timeout: float = LONG) -> pyfuse3.EntryAttributes:

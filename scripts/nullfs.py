@@ -1,0 +1,94 @@
+"""A null pyfuse3 filesystem: one file served from RAM. The ceiling of this FUSE stack
+(pyfuse3 + trio + the kernel) on this machine, for the mount benchmark.
+
+    python scripts/nullfs.py FILE MOUNTPOINT   (prints READY when mounted)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import sys
+import threading
+
+import pyfuse3
+import trio
+
+
+class NullFS(pyfuse3.Operations):
+    def __init__(self, name: str, data: bytes) -> None:
+        super().__init__()
+        self.name = name.encode()
+        self.data = data
+
+    def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = (stat.S_IFDIR | 0o555) if ino == pyfuse3.ROOT_INODE else (stat.S_IFREG | 0o444)
+        a.st_size = 0 if ino == pyfuse3.ROOT_INODE else len(self.data)
+        a.st_blksize = 1 << 20
+        a.attr_timeout = a.entry_timeout = 3600
+        return a
+
+    async def getattr(self, inode, ctx=None):
+        return self._attr(inode)
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        if parent_inode != pyfuse3.ROOT_INODE or name != self.name:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attr(2)
+
+    async def opendir(self, inode, ctx):
+        return inode
+
+    async def readdir(self, fh, start_id, token):
+        if start_id == 0:
+            pyfuse3.readdir_reply(token, self.name, self._attr(2), 1)
+
+    async def open(self, inode, flags, ctx):
+        fi = pyfuse3.FileInfo(fh=inode)
+        fi.keep_cache = True
+        return fi
+
+    async def read(self, fh, off, size):
+        return self.data[off:off + size]
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 1 << 20
+        s.f_namemax = 255
+        return s
+
+
+def main() -> None:
+    path, mnt = sys.argv[1], sys.argv[2]
+    with open(path, "rb") as f:
+        data = f.read()
+    ops = NullFS(os.path.basename(path), data)
+    pyfuse3.init(ops, mnt, {"fsname=nullfs", "ro", "default_permissions"})
+
+    def ready() -> None:
+        os.statvfs(mnt)
+        print("READY", flush=True)
+
+    async def run() -> None:
+        async with trio.open_nursery() as n:
+            async def sig():
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as rx:
+                    async for _ in rx:
+                        n.cancel_scope.cancel()
+                        return
+            n.start_soon(sig)
+            threading.Thread(target=ready, daemon=True).start()
+            await pyfuse3.main()
+            n.cancel_scope.cancel()
+    try:
+        trio.run(run)
+    finally:
+        pyfuse3.close(unmount=True)
+
+
+if __name__ == "__main__":
+    main()
