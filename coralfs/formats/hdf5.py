@@ -30,9 +30,10 @@ def parse(path: str, size: int) -> Layout:
                 return
             n = obj.id.get_storage_size()
             dt = obj.dtype
-            cdt = dtypes.from_numpy(dt) if dt.fields is None and dt.subdtype is None and dt.kind in "fiub" \
-                else dtypes.lookup(f"B{dt.itemsize}") if 0 < dt.itemsize < 256 else None
-            if cdt is None or n % cdt.width:
+            if not 0 < dt.itemsize < 256:
+                return
+            cdt = dtypes.from_array_dtype(dt) if dt.kind in "fiubc" else dtypes.lookup(f"B{dt.itemsize}")
+            if n % cdt.width:
                 return
             shape = tuple(obj.shape) if n == obj.size * cdt.width else (n // cdt.width,)
             regions.append(Region(off, n, "/" + name, cdt.name, shape))

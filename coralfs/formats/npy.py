@@ -16,9 +16,9 @@ MAGIC = b"\x93NUMPY"
 MAX_NPY_HEADER = 1 << 20
 
 
-def parse_header(path: str, head: bytes) -> tuple[int, np.dtype, tuple[int, ...]] | None:
-    """(data offset, dtype, shape) from the first bytes of an .npy stream; None when the
-    array holds Python objects (its body is a pickle: literal bytes)."""
+def parse_header(path: str, head: bytes) -> tuple[int, np.dtype, tuple[int, ...], bool] | None:
+    """(data offset, dtype, shape, fortran order) from the first bytes of an .npy stream;
+    None when the array holds Python objects (its body is a pickle: literal bytes)."""
     if head[:6] != MAGIC:
         raise FormatError(path, "not an .npy file (bad magic)")
     if len(head) < 10:
@@ -54,7 +54,7 @@ def parse_header(path: str, head: bytes) -> tuple[int, np.dtype, tuple[int, ...]
         raise FormatError(path, f".npy descr {d['descr']!r} is invalid ({e})") from None
     if dt.hasobject:
         return None
-    return start + hlen, dt, shape
+    return start + hlen, dt, shape, bool(d["fortran_order"])
 
 
 def region_at(path: str, head: bytes, base: int, avail: int, name: str) -> Region | None:
@@ -62,13 +62,17 @@ def region_at(path: str, head: bytes, base: int, avail: int, name: str) -> Regio
     parsed = parse_header(path, head)
     if parsed is None:
         return None
-    off, dt, shape = parsed
+    off, dt, shape, fortran = parsed
     n = math.prod(shape) * dt.itemsize
     if off + n > avail:
         raise FormatError(path, f"{name}: array of {n} bytes needs more than the {avail - off} bytes present")
-    cdt = dtypes.from_numpy(dt) if dt.fields is None and dt.subdtype is None else dtypes.lookup(f"B{dt.itemsize}")
-    if dt.itemsize == 0 or cdt.width != dt.itemsize:
-        return Region(base + off, n, name, f"B{max(1, dt.itemsize)}", (n // max(1, dt.itemsize),)) if dt.itemsize else None
+    if dt.itemsize == 0:
+        return None
+    cdt = dtypes.from_array_dtype(dt)
+    if fortran:
+        # Column-major bytes: a C-ordered view of the logical shape would be transposed,
+        # so the tensor is recorded flat (its bytes, and so the file, are unchanged).
+        shape = (math.prod(shape),)
     return Region(base + off, n, name, cdt.name, tuple(shape))
 
 

@@ -25,10 +25,11 @@ class Content:
     def chunk_ids(self, off: int, size: int) -> list[ObjectId]:
         return []
 
-    def prefetch_ids(self, off: int, size: int) -> list[ObjectId]:
+    def prefetch_ids(self, off: int, size: int, cross: bool = False) -> list[ObjectId]:
         """Chunks worth decoding ahead of a sequential reader at ``off``: those of the
         next ``size`` bytes within the same tensor or literal run (a reader of one tensor
-        does not pay for the next one)."""
+        does not pay for the next one); with ``cross``, also the first chunk after the
+        run's end (which the kernel's aligned readahead touches anyway)."""
         return []
 
     def region_start(self, off: int) -> int:
@@ -61,12 +62,15 @@ class Stored(Content):
     def region_start(self, off: int) -> int:
         return self.view.segment_at(min(off, max(0, self.size - 1)))[1]
 
-    def prefetch_ids(self, off: int, size: int) -> list[ObjectId]:
+    def prefetch_ids(self, off: int, size: int, cross: bool = False) -> list[ObjectId]:
         if off >= self.size:
             return []
         i, start = self.view.segment_at(off)
         end = start + self.view.file.segments[i].length
-        return self.chunk_ids(off, min(size, end - off))
+        ids = self.chunk_ids(off, min(size, end - off))
+        if cross and off + size > end and end < self.size:
+            ids += self.chunk_ids(end, 1)
+        return ids
 
 
 class Pieces(Content):
@@ -122,7 +126,7 @@ class Pieces(Content):
                 return start
         return 0
 
-    def prefetch_ids(self, off: int, size: int) -> list[ObjectId]:
+    def prefetch_ids(self, off: int, size: int, cross: bool = False) -> list[ObjectId]:
         for p, rel, n in self._spans(off, size):
             if isinstance(p, bytes):
                 return []

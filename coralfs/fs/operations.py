@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 BLKSIZE = 1 << 20
 PREFETCH_CHUNKS = 4
 PREFETCH_AFTER = 512 << 10
+CROSS_AFTER = 16 << 20  # a streaming reader: prefetch one chunk into the next tensor
 
 
 def _errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
@@ -89,12 +90,15 @@ class CoralOperations(pyfuse3.Operations):
     def __init__(self, vfs: VFS, threads: int = 2) -> None:
         super().__init__()
         self.vfs = vfs
+        # Demand reads and prefetches have their own threads: a read never queues behind
+        # prefetches of chunks it does not need yet.
         self.limiter = trio.CapacityLimiter(max(1, threads))
+        self.prefetch_limiter = trio.CapacityLimiter(max(1, threads))
         self.files: dict[int, _Open] = {}
         self.dirs: dict[int, list[tuple[str, Node]]] = {}
         self._next_fh = 1
         self.nursery: trio.Nursery | None = None
-        self._prefetching: set = set()
+        self._prefetching: dict = {}  # chunk id -> trio.Event set when decoded
         self.counters = {"reads": 0, "bytes_served": 0, "cache_fast_path": 0, "prefetched_chunks": 0}
         self.uid, self.gid = os.getuid(), os.getgid()
         vfs.stats = self.stats  # .coral/stats.json shows these counters
@@ -190,6 +194,13 @@ class CoralOperations(pyfuse3.Operations):
         log.debug("read fh=%d off=%d size=%d", fh, off, size)
         data = f.content.cached(off, size)
         if data is None:
+            # Chunks being prefetched: wait for them rather than decode them again.
+            for oid in f.content.chunk_ids(off, size):
+                ev = self._prefetching.get(oid)
+                if ev is not None:
+                    await ev.wait()
+            data = f.content.cached(off, size)
+        if data is None:
             data = await trio.to_thread.run_sync(f.content.read, off, size, limiter=self.limiter)
         else:
             self.counters["cache_fast_path"] += 1
@@ -200,32 +211,32 @@ class CoralOperations(pyfuse3.Operations):
         # to decode more of it.
         run = off + len(data) - max(f.run_start, f.content.region_start(off))
         if run >= PREFETCH_AFTER:
-            self._prefetch(f.content, off + len(data))
+            self._prefetch(f.content, off + len(data), cross=run >= CROSS_AFTER)
         f.last_end = off + len(data)
         self.counters["reads"] += 1
         self.counters["bytes_served"] += len(data)
         return data
 
-    def _prefetch(self, content: Content, off: int) -> None:
+    def _prefetch(self, content: Content, off: int, cross: bool = False) -> None:
         if self.nursery is None or off >= content.size:
             return
         odb = self.vfs.repo.odb
         # The chunk holding `off` and the ones after it, within the same tensor.
-        ids = list(dict.fromkeys(content.prefetch_ids(off, PREFETCH_CHUNKS * (8 << 20))))[: PREFETCH_CHUNKS + 1]
+        ids = list(dict.fromkeys(content.prefetch_ids(off, PREFETCH_CHUNKS * (4 << 20), cross)))
         for oid in ids:
             if oid in self._prefetching or oid in odb.chunks:
                 continue
-            self._prefetching.add(oid)
+            self._prefetching[oid] = trio.Event()
             self.nursery.start_soon(self._prefetch_one, oid)
 
     async def _prefetch_one(self, oid) -> None:
         try:
-            await trio.to_thread.run_sync(self.vfs.repo.odb.read_chunk, oid, limiter=self.limiter)
+            await trio.to_thread.run_sync(self.vfs.repo.odb.read_chunk, oid, limiter=self.prefetch_limiter)
             self.counters["prefetched_chunks"] += 1
         except Exception as e:  # noqa: BLE001 - a failed prefetch is retried by the read itself
             log.debug("prefetch of %s failed: %s", oid.hex(), e)
         finally:
-            self._prefetching.discard(oid)
+            self._prefetching.pop(oid).set()
 
     @handler
     async def release(self, fh):

@@ -289,7 +289,7 @@ def decode(frame: bytes | memoryview, oid: ObjectId,
            header: FrameHeader | None = None) -> bytes:
     """Decode and verify a frame; ``get_base`` returns the decoded bytes of a base id."""
     h = header or parse_header(frame, oid)
-    payload = frame[HEADER_SIZE:]
+    payload = memoryview(frame)[HEADER_SIZE:]  # no copy of the payload
     try:
         if h.codec == RAW:
             out = bytes(payload)

@@ -77,3 +77,13 @@ def from_numpy(dt: np.dtype) -> DType:
     if name is None:
         return lookup(f"B{dt.itemsize}")
     return BY_NAME[name]
+
+
+def from_array_dtype(dt: np.dtype) -> DType:
+    """The dtype to record for an array stored in a file. Only little-endian (or
+    byte-order-free) simple types keep their name: a big-endian or structured element is
+    recorded as opaque ``B<itemsize>`` so no view ever reinterprets its bytes wrongly."""
+    if dt.fields is not None or dt.subdtype is not None or dt.byteorder == ">" \
+            or (dt.byteorder == "=" and np.little_endian is False) or not 0 < dt.itemsize < 256:
+        return lookup(f"B{max(1, min(255, dt.itemsize))}")
+    return from_numpy(dt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import zipfile
@@ -222,3 +223,29 @@ def test_zip_without_pickle_or_npy_is_kept_exactly(repo, tmp_path):
     repo.export("main", str(out))
     assert sha(out / "misc.zip") == sha(d / "misc.zip")
     shutil.rmtree(out)
+
+
+def test_byte_order_and_fortran_order_never_mislabel_views(repo, tmp_path):
+    from coralfs.fs.vfs import npy_header
+    src = tmp_path / "bo"
+    src.mkdir()
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(src / "big.npy", a.astype(">f4"))
+    np.save(src / "fortran.npy", np.asfortranarray(a))
+    with h5py.File(src / "be.h5", "w") as f:
+        f.create_dataset("w", data=a.astype(">f8"))
+    big = layout_of(str(src / "big.npy")).regions[0]
+    assert big.dtype == "B4"  # opaque: never read as little-endian floats
+    fort = layout_of(str(src / "fortran.npy")).regions[0]
+    assert fort.dtype == "F32" and fort.shape == (12,)  # flat: no transposed view
+    be = layout_of(str(src / "be.h5")).regions[0]
+    assert be.dtype == "B8"
+    repo.commit_paths([str(src)], "byte orders")
+    out = tmp_path / "out"
+    repo.export("main", str(out))
+    assert tree_sha(out) == tree_sha(src)
+    # a flat view of the Fortran array holds its column-major elements, correctly typed
+    hdr = npy_header(fort.dtype, fort.shape)
+    raw = (src / "fortran.npy").read_bytes()[fort.offset:fort.offset + fort.length]
+    view = np.load(io.BytesIO(hdr + raw))
+    np.testing.assert_array_equal(view, a.flatten(order="F"))
