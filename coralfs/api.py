@@ -7,8 +7,6 @@ byte-identical files, diffs per tensor and storage statistics.
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import os
 import stat as _stat
 from collections import Counter
@@ -283,4 +281,4 @@ def describe_commit(repo: Repository, oid: ObjectId) -> dict:
             "author": c.author, "time": c.time, "message": c.message, "metadata": c.metadata}
 
 
-__all__ = ["Repository", "CommitResult", "FileChange", "TensorChange", "describe_commit", "json"]
+__all__ = ["Repository", "CommitResult", "FileChange", "TensorChange", "describe_commit"]

@@ -13,9 +13,7 @@ committing a 2 GB file.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -114,8 +112,6 @@ def reconstruct(repo_path: str, rev: str) -> tuple[float, int]:
 
 def verify(repo: Repository, root: str, idx: dict) -> bool:
     import hashlib
-    for c in idx["main"]:
-        pass
     out = tempfile.mkdtemp()
     try:
         ok = True

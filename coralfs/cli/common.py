@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 try:  # typer >= 0.26 vendors click
-    from typer import _click as click  # noqa: F401
+    from typer import _click as click
 except ImportError:  # pragma: no cover
-    import click  # noqa: F401
+    import click
 
 from ..objects.errors import CoralError
 
@@ -93,6 +93,9 @@ def human(n: int | float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+__all__ = ["click"]  # the click that typer runs on, for app.py and main.py
 
 
 def err(msg: str) -> None:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..objects.errors import CoralError
 from ..objects.ids import short
 from .app import app
 from .common import RefArg, complete_ref, open_repo

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..objects.ids import ObjectId
-from ..objects.odb import ObjectDB
 from ..objects.reader import FileView
 
 
@@ -146,4 +145,4 @@ class Literal(Content):
         return self.read(off, size)
 
 
-__all__ = ["Content", "Stored", "Pieces", "Literal", "ObjectDB"]
+__all__ = ["Content", "Stored", "Pieces", "Literal"]

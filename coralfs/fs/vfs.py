@@ -26,7 +26,6 @@ import json
 import logging
 import posixpath
 import stat
-import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,6 +111,7 @@ class Snapshot:
             self._add_dir(parent)
             self.dirs[parent][name] = "f"
         self._contents: dict[str, Content] = {}
+        self._views: dict[str, tuple[FileView, dict[str, int]]] = {}
         self._tensor_dirs: dict[str, dict[str, tuple]] | None = None
 
     def _add_dir(self, d: str) -> None:
@@ -132,7 +132,7 @@ class Snapshot:
         c = self._contents.get(path)
         if c is None:
             f = self.file(path)
-            view = FileView(self.repo.odb, f)
+            view = self._view(path)[0]
             if self.include is not None and f.format == "safetensors":
                 c = self._subset(view)
             else:
@@ -178,14 +178,22 @@ class Snapshot:
             self._tensor_dirs = dirs
         return self._tensor_dirs
 
+    def _view(self, path: str) -> tuple[FileView, dict[str, int]]:
+        """One FileView per file, with the start offset of each named tensor."""
+        got = self._views.get(path)
+        if got is None:
+            view = FileView(self.repo.odb, self.file(path))
+            starts = {s.name: off for off, _n, s in view.segment_ranges() if isinstance(s, TensorSegment)}
+            got = self._views[path] = (view, starts)
+        return got
+
     def npy_content(self, path: str, seg: TensorSegment) -> Content:
         key = f".coral/{path}/{seg.name}"
         c = self._contents.get(key)
         if c is None:
             t = self.repo.odb.get_object(seg.tensor, Tensor)
-            view = FileView(self.repo.odb, self.file(path))
-            start = next(off for off, _n, s in view.segment_ranges() if s is seg or s == seg)
-            c = Pieces([npy_header(t.dtype, t.shape), (view, start, seg.length)])
+            view, starts = self._view(path)
+            c = Pieces([npy_header(t.dtype, t.shape), (view, starts[seg.name], seg.length)])
             self._contents[key] = c
         return c
 
@@ -403,4 +411,4 @@ class VFS:
             return SHORT
 
 
-__all__ = ["VFS", "Node", "NotFound", "npy_header", "struct"]
+__all__ = ["VFS", "Node", "NotFound", "npy_header"]

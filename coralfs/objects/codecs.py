@@ -29,7 +29,7 @@ import zstandard
 
 from .dtypes import KEY_FLOAT, KEY_SIGNED
 from .errors import CorruptObject
-from .ids import ID_LEN, ZERO_ID, ObjectId, to_hex
+from .ids import ZERO_ID, ObjectId, to_hex
 
 RAW, ZSTD, GROUPED, XOR, SUB = 0, 1, 2, 3, 4
 CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", GROUPED: "grouped", XOR: "xor", SUB: "sub"}

@@ -87,6 +87,8 @@ class _Marker:
                 self.tree(oid, where)
             elif kind == "file":
                 self.file(oid, where)
+            elif kind == "tensor":
+                self.tensor(oid, where)
             elif kind is None:
                 self.chunk(oid, where)
 
@@ -126,16 +128,19 @@ class _Marker:
                 for c, _n in s.chunks:
                     self.chunk(c, where)
             else:
-                if s.tensor in self.seen:
-                    continue
-                self.seen.add(s.tensor)
-                t = self._obj(s.tensor, Tensor, f"{where}[{s.name}]")
-                if t is None:
-                    continue
-                if t.nbytes != s.length:
+                t = self.tensor(s.tensor, f"{where}[{s.name}]")
+                if t is not None and t.nbytes != s.length:
                     self.problems.append(f"{where}[{s.name}]: tensor length {t.nbytes} != segment {s.length}")
-                for c in t.chunks:
-                    self.chunk(c, f"{where}[{s.name}]")
+
+    def tensor(self, oid: ObjectId, where: str) -> Tensor | None:
+        if oid in self.seen:
+            return None
+        self.seen.add(oid)
+        t = self._obj(oid, Tensor, where)
+        if t is not None:
+            for c in t.chunks:
+                self.chunk(c, where)
+        return t
 
     def chunk(self, oid: ObjectId, where: str) -> None:
         while oid is not None and oid not in self.seen:

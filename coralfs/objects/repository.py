@@ -24,7 +24,7 @@ from .errors import CoralError, NotARepository, ObjectNotFound
 from .history import BadRevision
 from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
 from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_strategy
-from .objects import Commit, File, ShaObject, Tag, Tree, TreeEntry
+from .objects import Commit, File, ShaObject, Tag, Tree
 from .odb import ObjectDB
 from .reader import FileView
 from .refs import HEAD, HEADS, TAGS, RefContainer, RefNotFound, check_ref_name, default_identity
@@ -412,10 +412,6 @@ class Repository:
 
     def fsck(self, progress=None) -> maintenance.FsckReport:
         return maintenance.fsck(self, progress)
-
-
-def tree_entries(tree: Tree) -> dict[str, TreeEntry]:
-    return dict(tree.entries)
 
 
 __all__ = ["Repository", "Region", "Source", "IngestStats", "ObjectNotFound"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -10,28 +9,11 @@ import zipfile
 
 import h5py
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from coralfs.formats import layout_of
-
-
-def sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
-def tree_sha(d) -> dict:
-    out = {}
-    for root, _, files in os.walk(d):
-        for f in files:
-            p = os.path.join(root, f)
-            out[os.path.relpath(p, d)] = sha(p)
-    return out
+from tests.conftest import sha, tree_sha
 
 
 def _net():

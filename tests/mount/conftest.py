@@ -4,7 +4,6 @@ then kill), and a shared repository of real checkpoints."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -17,27 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import minilm_dir, run_cli
+from tests.conftest import minilm_dir, run_cli, sha, tree_sha
 
 pytestmark = pytest.mark.mount
-
-
-def sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
-def tree_sha(d) -> dict:
-    out = {}
-    for root, dirs, files in os.walk(d):
-        dirs[:] = [x for x in dirs if x != ".coral"]
-        for f in files:
-            p = os.path.join(root, f)
-            out[os.path.relpath(p, d)] = sha(p)
-    return out
 
 
 def force_unmount(mp: str, pid: int | None = None) -> None:

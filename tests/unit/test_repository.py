@@ -245,13 +245,23 @@ def test_gc_keeps_reachable_and_reflog(repo, tmp_path):
 
 def test_gc_keeps_staging_roots(repo, tmp_path):
     from coralfs.objects.objects import Tree, TreeEntry
-    fid, _ = repo.write_file(str(_ckpt(tmp_path / "s", _model(3))) + "/model.safetensors")
+    from coralfs.formats import layout_of
+    path = str(_ckpt(tmp_path / "s", _model(3))) + "/model.safetensors"
+    fid, _ = repo.write_file(path, layout_of(path).regions, "safetensors")
     tid = repo.put(Tree({"m": TreeEntry(fid)}))
     os.makedirs(os.path.join(repo.path, "staging", "x"), exist_ok=True)
     with open(os.path.join(repo.path, "staging", "x", "pending.roots"), "w") as f:
         f.write(tid.hex() + "\n")
     assert repo.gc(grace_seconds=0).removed == 0
     assert repo.store.has(fid)
+    # a root naming a tensor keeps its chunks
+    f = repo.read_file(fid)
+    tensor_id = next(iter(f.tensors().values())).tensor
+    with open(os.path.join(repo.path, "staging", "x", "pending.roots"), "w") as fh:
+        fh.write(tensor_id.hex() + "\n")
+    repo.gc(grace_seconds=0)
+    assert all(repo.store.has(c) for c in repo.odb.get_object(tensor_id).chunks)
+    assert not repo.store.has(fid)
 
 
 def _flip(path: str, offset: int) -> None:
