@@ -133,7 +133,7 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     import pyfuse3
     import trio
 
-    from ..api import Repository
+    from ..objects.repository import Repository
     from .operations import CoralOperations
     from .vfs import VFS
 
@@ -198,7 +198,7 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
 def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     """Check, then mount; returns once the mount answers (background) or when it is
     unmounted (foreground)."""
-    from ..api import Repository
+    from ..objects.repository import Repository
     spec.mountpoint = os.path.abspath(spec.mountpoint)
     spec.repo = os.path.abspath(spec.repo)
     repo = Repository.open(spec.repo)

@@ -130,11 +130,12 @@ def _pack(codec: int, width: int, key: int, depth: int, data_len: int, check: in
 
 # -- element transforms ------------------------------------------------------------------
 
-def group(buf: np.ndarray, width: int) -> bytes:
+def group(buf: np.ndarray, width: int) -> np.ndarray:
     """Split elements into byte planes: all first bytes, then all second bytes, ...
-    A tail shorter than one element is appended as is."""
+    A tail shorter than one element is appended as is. Returns a uint8 array (zstd reads
+    it through the buffer protocol: no copy into a bytes object)."""
     if width == 1:
-        return buf.tobytes()
+        return buf
     n = len(buf) // width
     out = np.empty(len(buf), dtype=np.uint8)
     planes = out[: n * width].reshape(width, n)
@@ -143,7 +144,7 @@ def group(buf: np.ndarray, width: int) -> bytes:
     for i in range(width):
         planes[i] = src[:, i]
     out[n * width:] = buf[n * width:]
-    return out.tobytes()
+    return out
 
 
 def ungroup(data: bytes, width: int) -> np.ndarray:

@@ -30,3 +30,20 @@ def test_formats_layer_does_not_import_fuse_or_cli():
     code = CODE.replace("'coralfs.formats', ", "").replace("coralfs.objects.__path__", "__import__('coralfs.formats').formats.__path__").replace("'coralfs.objects.' + m.name", "'coralfs.formats.' + m.name").replace("import pkgutil, importlib, coralfs.objects", "import pkgutil, importlib, coralfs.formats")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_fs_layer_never_imports_the_cli_or_the_api():
+    code = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(('coralfs.cli', 'coralfs.api', 'typer')):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import pkgutil, importlib, coralfs.fs
+for m in pkgutil.iter_modules(coralfs.fs.__path__):
+    importlib.import_module('coralfs.fs.' + m.name)
+print('ok')
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
