@@ -60,8 +60,16 @@ def tag(
 
 
 @app.command()
-def checkout(ctx: typer.Context, ref: RefArg) -> None:
+def checkout(
+    ctx: typer.Context,
+    ref: RefArg,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only show what would change (like `coralfs preview`)")] = False,
+) -> None:
     """Move HEAD to a branch (attached) or any revision (detached)."""
+    if dry_run:
+        from .repo_cmds import preview
+        preview(ctx, ref)
+        return
     repo = open_repo(ctx)
     b, oid = repo.checkout(ref)
     if b:

@@ -234,22 +234,7 @@ def show(
                    f"stored {human(r['stored']):>10} {codecs}")
 
 
-@app.command()
-def diff(
-    ctx: typer.Context,
-    ref1: RefArg,
-    ref2: Annotated[str, typer.Argument(help="Compared against (default HEAD)", autocompletion=complete_ref)] = "HEAD",
-    stat: Annotated[bool, typer.Option("--stat", help="One line per file")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Per-file and per-tensor changes between two revisions."""
-    repo = open_repo(ctx)
-    changes = repo.diff(ref1, ref2, tensors=True)
-    if as_json:
-        typer.echo(json.dumps([{"path": c.path, "status": c.status, "size_old": c.size_old, "size_new": c.size_new,
-                                "tensors": [t.__dict__ | {"shape": list(t.shape)} for t in c.tensors]}
-                               for c in changes], indent=2))
-        return
+def _print_changes(changes, stat: bool) -> None:
     if not changes:
         typer.echo("no changes")
         return
@@ -268,3 +253,72 @@ def diff(
             typer.echo(f"  {t.status:<8} {t.name:<50} {t.dtype:>6} {str(list(t.shape)):<14}{extra} stored {human(t.stored)}")
     if stat:
         typer.echo(f" {len(changes)} files changed")
+
+
+def _changes_json(changes) -> str:
+    return json.dumps([{"path": c.path, "status": c.status, "size_old": c.size_old, "size_new": c.size_new,
+                        "tensors": [t.__dict__ | {"shape": list(t.shape)} for t in c.tensors]}
+                       for c in changes], indent=2)
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    ref1: RefArg,
+    ref2: Annotated[str, typer.Argument(help="Compared against (default HEAD)", autocompletion=complete_ref)] = "HEAD",
+    stat: Annotated[bool, typer.Option("--stat", help="One line per file")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-file and per-tensor changes between two revisions."""
+    repo = open_repo(ctx)
+    changes = repo.diff(ref1, ref2, tensors=True)
+    typer.echo(_changes_json(changes)) if as_json else _print_changes(changes, stat)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    ref: RefArg,
+    stat: Annotated[bool, typer.Option("--stat", help="One line per file")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """What checking out REF would change, file by file and tensor by tensor (changes nothing)."""
+    repo = open_repo(ctx)
+    head = repo.head()
+    target = repo.resolve(ref)
+    changes = repo.diff(head.hex() if head else None, target.hex(), tensors=True)
+    if as_json:
+        typer.echo(_changes_json(changes))
+        return
+    here = repo.head_branch() or (short(head) if head else "an empty HEAD")
+    typer.echo(f"checking out {ref} ({short(target)}) from {here} would change {len(changes)} files:")
+    _print_changes(changes, stat)
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    directory: Annotated[str, typer.Argument(help="The directory a trainer saves checkpoints into")],
+    branch: BranchOpt = None,
+    debounce: Annotated[float, typer.Option("--debounce", help="Seconds without file events before an entry counts as settled")] = 30.0,
+    pattern: Annotated[str, typer.Option("--pattern", help="Which entries of DIRECTORY are checkpoints")] = "checkpoint-*",
+    exit_after: Annotated[int | None, typer.Option("--exit-after", help="Stop after this many commits")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds")] = None,
+) -> None:
+    """Commit each settled checkpoint a trainer writes into DIRECTORY (inotify)."""
+    from ..watch import Watcher
+    repo = open_repo(ctx)
+
+    def report(entry: str, res) -> None:
+        st = res.stats
+        typer.echo(f"[{w.branch} {short(res.commit)}] {os.path.basename(entry)}: {human(st.logical)} logical, "
+                   f"{human(st.stored)} newly stored", )
+
+    w = Watcher(repo, directory, branch=branch, pattern=pattern, debounce=debounce, on_commit=report)
+    typer.echo(f"watching {w.directory} for {pattern} (settled after {debounce:g} s) -> branch {w.branch}")
+    try:
+        n = w.run(exit_after=exit_after, timeout=timeout)
+    except KeyboardInterrupt:
+        n = None
+    if n is not None:
+        typer.echo(f"{n} checkpoints committed")

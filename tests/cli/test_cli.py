@@ -222,7 +222,8 @@ def test_verbose_shows_traceback(tmp_path):
 def test_help_lists_every_command():
     out = run_cli("--help").stdout
     for c in ("init", "commit", "import", "status", "log", "show", "diff", "branch", "tag", "checkout",
-              "export", "merge", "gc", "fsck", "stats", "config", "alias", "completions"):
+              "export", "merge", "gc", "fsck", "stats", "config", "alias", "completions", "mount", "umount",
+              "mounts", "preview", "watch"):
         assert c in out
 
 
