@@ -141,16 +141,23 @@ class Writer:
                 plans.append(("tensor", r, self._submit_tensor(k, src, r, base_tensors.get(r.name), batch)))
         ids = batch.finish()
         segments: list[Segment] = []
+        puts = []
         for k, (kind, r, extra) in enumerate(plans):
             got = ids.get(k, [])
             if kind == "bytes":
                 segments.append(BytesSegment(tuple(zip(got, extra))))
                 continue
             dt, shape, cs, sketch = extra
-            tid = self.odb.put_object(Tensor(dt.name, shape, cs, got))
+            t = Tensor(dt.name, shape, cs, got)
+            tid = t.id
+            # Each tensor object is one durable write (create, fsync, rename): on the pool,
+            # they overlap instead of queueing on this thread.
+            puts.append(self._pool.submit(self.odb.put_object, t))
             if sketch is not None:
                 self.similarity.add(tid, dt.width, r.length, sketch)
             segments.append(TensorSegment(r.name, tid, r.length))
+        for p in puts:
+            p.result()
         return self.odb.put_object(File(fmt, segments)), stats
 
     def _literal_pieces(self, src: Source, r: Region):
