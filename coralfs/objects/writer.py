@@ -79,6 +79,7 @@ class Source:
 
 
 MIN_INDEXED = 4096  # tensors smaller than this are not worth a similarity lookup
+SMALL_CHUNK = 64 << 10  # chunks smaller than this are stored whole: deltas would not pay
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,10 @@ class Writer:
         keeps a read under ``max_chain`` decodes."""
         K = self.settings.max_chain
         lvl = self.settings.tensor_level
+        if len(data) < SMALL_CHUNK:
+            # A delta of a tiny chunk saves less than the durable write of re-encoding it.
+            written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key, level=lvl)
+            return oid, len(data), written, size, codec
         hp = self.odb.chunk_header(base_oid)
         if hp.decoded_len != len(data):
             written, size, codec = self.odb.put_chunk(data, oid, width=dt.width, key=dt.key, level=lvl)
