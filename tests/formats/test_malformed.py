@@ -180,6 +180,28 @@ def test_fuzz_readers_never_crash(tmp_path_factory, ext):
     run()
 
 
+def _h5_seed() -> bytes:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("w", data=np.ones((32, 32), np.float32))
+        f.attrs["a"] = 1
+        f.create_dataset("c", data=np.arange(100), chunks=(10,), compression="gzip")
+    return buf.getvalue()
+
+
+def test_fuzz_hdf5_byte_mutations(tmp_path):
+    path = str(tmp_path / "f.h5")
+
+    @FUZZ
+    @given(data=_fuzz_bytes(_h5_seed()))
+    def run(data):
+        with open(path, "wb") as f:
+            f.write(data)
+        _check(path)
+
+    run()
+
+
 def test_fuzz_hdf5_truncations(tmp_path):
     p = tmp_path / "seed.h5"
     with h5py.File(p, "w") as f:
