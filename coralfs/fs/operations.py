@@ -2,8 +2,8 @@
 
 Only FUSEError leaves a handler: domain errors become errno in :func:`_errno` (missing ->
 ENOENT, corrupt -> EIO with the object id logged). Decoding runs in worker threads
-under a CapacityLimiter; cache hits are answered on the event loop. Sequential reads
-prefetch the chunks that follow. Snapshots never change, so files are opened with
+under a CapacityLimiter; cache hits are answered on the event loop; the chunks
+readahead.py expects a reader to want next are decoded in the background. Snapshots never change, so files are opened with
 keep_cache and entries carry long timeouts; ref listings get short ones.
 """
 
@@ -13,21 +13,19 @@ import errno
 import functools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfuse3
 import trio
 
 from ..objects.errors import CorruptObject, ObjectNotFound
 from .content import Content
+from .readahead import ReadAhead
 from .vfs import LONG, SHORT, VFS, Node, NotFound
 
 log = logging.getLogger(__name__)
 
 BLKSIZE = 1 << 20
-PREFETCH_CHUNKS = 4
-PREFETCH_AFTER = 512 << 10
-CROSS_AFTER = 16 << 20  # a streaming reader: prefetch one chunk into the next tensor
 
 
 def _errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
@@ -77,8 +75,7 @@ def erofs(*names: str):
 @dataclass
 class _Open:
     content: Content
-    last_end: int = -1
-    run_start: int = 0  # where the current run of sequential reads began
+    ahead: ReadAhead = field(default_factory=ReadAhead)
 
 
 @erofs("setattr", "mknod", "mkdir", "unlink", "rmdir", "symlink", "rename", "link", "write",
@@ -204,25 +201,18 @@ class CoralOperations(pyfuse3.Operations):
             data = await trio.to_thread.run_sync(f.content.read, off, size, limiter=self.limiter)
         else:
             self.counters["cache_fast_path"] += 1
-        if off != f.last_end:
-            f.run_start = off
-        # Prefetch once a reader has gone PREFETCH_AFTER bytes sequentially within one
-        # tensor: the kernel's aligned readahead touching the next tensor is not a reason
-        # to decode more of it.
-        run = off + len(data) - max(f.run_start, f.content.region_start(off))
-        if run >= PREFETCH_AFTER:
-            self._prefetch(f.content, off + len(data), cross=run >= CROSS_AFTER)
-        f.last_end = off + len(data)
+        ahead = f.ahead.after_read(f.content, off, len(data))
+        if ahead:
+            self._prefetch(ahead)
         self.counters["reads"] += 1
         self.counters["bytes_served"] += len(data)
         return data
 
-    def _prefetch(self, content: Content, off: int, cross: bool = False) -> None:
-        if self.nursery is None or off >= content.size:
+    def _prefetch(self, ids) -> None:
+        """Decode these chunks in the background (the policy lives in readahead.py)."""
+        if self.nursery is None:
             return
         odb = self.vfs.repo.odb
-        # The chunk holding `off` and the ones after it, within the same tensor.
-        ids = list(dict.fromkeys(content.prefetch_ids(off, PREFETCH_CHUNKS * (4 << 20), cross)))
         for oid in ids:
             if oid in self._prefetching or oid in odb.chunks:
                 continue

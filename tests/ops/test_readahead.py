@@ -1,0 +1,64 @@
+"""The read-ahead policy, without a kernel: when it prefetches, how far, and where it stops."""
+
+from __future__ import annotations
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from coralfs.fs.content import Stored
+from coralfs.fs.readahead import PREFETCH_AFTER, STEP, ReadAhead
+
+
+def _content(repo, tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    # three tensors of 8 chunks (32 MiB) each
+    save_file({f"t{i}": rng.standard_normal(8 << 20).astype(np.float32) for i in range(3)},
+              str(d / "model.safetensors"))
+    repo.commit_paths([str(d)], "m")
+    c = Stored(repo.open_file(repo.tree_of("main").entries["model.safetensors"].file))
+    starts = [off for off, _n, s in c.view.segment_ranges() if hasattr(s, "tensor")]
+    return c, starts
+
+
+def test_random_reads_never_prefetch(repo, tmp_path):
+    c, starts = _content(repo, tmp_path)
+    ra = ReadAhead()
+    rng = np.random.default_rng(1)
+    for off in rng.integers(0, c.size - (1 << 17), 50):
+        assert ra.after_read(c, int(off), 1 << 17) == []
+
+
+def test_sequential_reads_plan_once_per_chunk_within_the_tensor(repo, tmp_path):
+    c, starts = _content(repo, tmp_path)
+    t1 = starts[1]
+    ra = ReadAhead()
+    plans = []
+    off = t1
+    while off < t1 + (12 << 20):
+        ids = ra.after_read(c, off, 1 << 17)
+        if ids:
+            plans.append((off - t1, ids))
+        off += 1 << 17
+    assert plans and plans[0][0] + (1 << 17) >= PREFETCH_AFTER  # not before 512 KiB in
+    assert plans[0][0] < PREFETCH_AFTER + (1 << 17)
+    # planned again about once per chunk of progress, not on every 128 KiB read
+    assert 2 <= len(plans) <= 12 // 4 + 2
+    gaps = [b[0] - a[0] for a, b in zip(plans, plans[1:])]
+    assert all(g >= STEP - (1 << 17) for g in gaps)
+    # everything planned lies within tensor t1 (a short run does not cross)
+    inside = set(c.chunk_ids(t1, starts[2] - t1))
+    assert all(set(ids) <= inside for _, ids in plans)
+
+
+def test_a_streaming_reader_crosses_one_chunk_into_the_next_tensor(repo, tmp_path):
+    c, starts = _content(repo, tmp_path)
+    ra = ReadAhead()
+    planned = set()
+    off = starts[0]
+    while off < starts[1]:
+        planned.update(ra.after_read(c, off, 1 << 17))
+        off += 1 << 17
+    next_tensor = c.chunk_ids(starts[1], starts[2] - starts[1])
+    assert next_tensor[0] in planned and not (set(next_tensor[1:]) & planned)
