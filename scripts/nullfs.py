@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import stat
 import sys
-import threading
 
 import pyfuse3
-import trio
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from coralfs.fs.daemon import serve_mounted  # noqa: E402
 
 
 class NullFS(pyfuse3.Operations):
@@ -68,26 +68,8 @@ def main() -> None:
         data = f.read()
     ops = NullFS(os.path.basename(path), data)
     pyfuse3.init(ops, mnt, {"fsname=nullfs", "ro", "default_permissions"})
-
-    def ready() -> None:
-        os.statvfs(mnt)
-        print("READY", flush=True)
-
-    async def run() -> None:
-        async with trio.open_nursery() as n:
-            async def sig():
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as rx:
-                    async for _ in rx:
-                        n.cancel_scope.cancel()
-                        return
-            n.start_soon(sig)
-            threading.Thread(target=ready, daemon=True).start()
-            await pyfuse3.main()
-            n.cancel_scope.cancel()
-    try:
-        trio.run(run)
-    finally:
-        pyfuse3.close(unmount=True)
+    # The same serving loop as coralfs's daemon, so only the filesystems differ.
+    serve_mounted(mnt, lambda error: print("READY" if error is None else f"ERROR {error}", flush=True))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,6 @@ def preflight(spec: MountSpec) -> None:
 def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (SIGTERM/SIGINT unmount cleanly)."""
     import pyfuse3
-    import trio
 
     from ..objects.repository import Repository
     from .operations import CoralOperations
@@ -155,44 +154,61 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     with open(state_file, "w") as f:
         json.dump(asdict(spec), f)
 
-    def announce() -> None:
-        # The mount answers only once the loop below runs: stat() blocks until then.
-        try:
-            os.stat(spec.mountpoint)
-            msg = "READY\n"
-        except OSError as e:
-            msg = f"ERROR the mount does not answer ({e})\n"
+    def announce(error: OSError | None) -> None:
+        msg = "READY\n" if error is None else f"ERROR the mount does not answer ({error})\n"
         if status_fd is not None:
             os.write(status_fd, msg.encode())
             os.close(status_fd)
 
+    def started(nursery) -> None:
+        ops.nursery = nursery
+
+    try:
+        serve_mounted(spec.mountpoint, announce, started)
+    finally:
+        try:
+            os.unlink(state_file)
+        except FileNotFoundError:
+            pass
+        repo.close()
+
+
+def serve_mounted(mountpoint: str, on_ready, on_nursery=None) -> None:
+    """Run the FUSE loop of a session ``pyfuse3.init`` has mounted, until it is unmounted
+    or SIGTERM/SIGINT/SIGHUP arrives, then close it (unmounting). ``on_ready(error)`` runs
+    in a thread once the mount answers (statvfs blocks until the loop serves it);
+    ``on_nursery(nursery)`` gets the loop's nursery for background work."""
+    import pyfuse3
+    import trio
+
+    def probe() -> None:
+        try:
+            os.statvfs(mountpoint)
+            on_ready(None)
+        except OSError as e:
+            on_ready(e)
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            ops.nursery = nursery
+            if on_nursery is not None:
+                on_nursery(nursery)
 
             async def signals() -> None:
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as rx:
                     async for _sig in rx:
-                        log.info("signal received: unmounting %s", spec.mountpoint)
+                        log.info("signal received: unmounting %s", mountpoint)
                         nursery.cancel_scope.cancel()
                         return
 
             nursery.start_soon(signals)
-            threading.Thread(target=announce, daemon=True).start()
+            threading.Thread(target=probe, daemon=True).start()
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
     try:
         trio.run(main)
     finally:
-        try:
-            pyfuse3.close(unmount=True)
-        finally:
-            try:
-                os.unlink(state_file)
-            except FileNotFoundError:
-                pass
-            repo.close()
+        pyfuse3.close(unmount=True)
 
 
 def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
