@@ -34,7 +34,10 @@ def force_unmount(mp: str, pid: int | None = None) -> None:
 
 @contextlib.contextmanager
 def mounted(repo: str, mountpoint: str, ref: str | None = None, *extra: str):
-    os.makedirs(mountpoint, exist_ok=True)
+    try:
+        os.makedirs(mountpoint)
+    except FileExistsError:  # also a stale mountpoint, which isdir() cannot see
+        pass
     target = f"{mountpoint}@{ref}" if ref else mountpoint
     p = run_cli("mount", repo, target, *extra)
     assert "mounted" in p.stdout
