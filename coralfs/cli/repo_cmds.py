@@ -28,10 +28,9 @@ def init(path: Annotated[str, typer.Argument(help="Directory to create")],
 
 
 def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
+    from ..api import collect_sources
     repo = open_repo(ctx)
-    total = sum(os.path.getsize(os.path.join(d, f)) for s in sources
-                for d, _, fs in (os.walk(s) if os.path.isdir(s) else [(os.path.dirname(s) or ".", [], [os.path.basename(s)])])
-                for f in fs if os.path.isfile(os.path.join(d, f)))
+    total = sum(os.path.getsize(p) for p in collect_sources(sources).values())
     bar = None
     if is_tty() and total > 64 << 20:
         bar = typer.progressbar(length=total, label="ingesting", file=None)

@@ -48,9 +48,8 @@ def root_ids(repo) -> set[ObjectId]:
 class _Marker:
     """Walks everything reachable; records problems instead of stopping at the first."""
 
-    def __init__(self, repo, check_chunks: bool) -> None:
+    def __init__(self, repo) -> None:
         self.repo = repo
-        self.check_chunks = check_chunks
         self.seen: set[ObjectId] = set()
         self.problems: list[str] = []
 
@@ -146,8 +145,6 @@ class _Marker:
         while oid is not None and oid not in self.seen:
             self.seen.add(oid)
             try:
-                if self.check_chunks:
-                    self.repo.odb.verify_chunk(oid)
                 h = self.repo.odb.chunk_header(oid)
             except (ObjectNotFound, CorruptObject) as e:
                 self.problems.append(f"{where}: {e}")
@@ -183,7 +180,7 @@ def fsck(repo, progress=None) -> FsckReport:
             rep.problems.append(str(e))
         if progress:
             progress(i + 1, len(ids))
-    m = _Marker(repo, check_chunks=False)
+    m = _Marker(repo)
     for name, oid in _named_roots(repo):
         m.root(oid, name)
     rep.problems.extend(p for p in m.problems if p not in rep.problems)
@@ -215,7 +212,7 @@ def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
     Objects younger than ``grace_seconds`` are spared: a commit in progress writes its
     objects before any ref reaches them.
     """
-    m = _Marker(repo, check_chunks=False)
+    m = _Marker(repo)
     for oid in root_ids(repo):
         m.root(oid, "root")
     if m.problems:

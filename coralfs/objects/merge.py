@@ -22,7 +22,7 @@ import numpy as np
 
 from . import codecs, dtypes
 from .errors import CoralError
-from .ids import ObjectId, hash_bytes
+from .ids import hash_bytes
 from .objects import BytesSegment, File, Segment, Tensor, TensorSegment, Tree, TreeEntry
 
 
@@ -207,5 +207,4 @@ def merge_trees(odb, base: Tree | None, ours: Tree, theirs: Tree, s: Strategy) -
     return Tree(out), rep
 
 
-__all__ = ["MergeConflict", "MergeReport", "Strategy", "combine", "merge_trees", "parse_strategy",
-           "ObjectId"]
+__all__ = ["MergeConflict", "MergeReport", "Strategy", "combine", "merge_trees", "parse_strategy"]

@@ -148,10 +148,3 @@ class ObjectDB:
             self.decoded_bytes += len(data)
             self.decoded_chunks += 1
         return data
-
-    def verify_chunk(self, oid: ObjectId) -> None:
-        """Full check: decode (through its chain) and re-hash with SHA-256."""
-        frame = self.store.get(oid)
-        data = codecs.decode(frame, oid, self.read_chunk)
-        if hash_bytes(data) != oid:
-            raise CorruptObject(to_hex(oid), "decoded bytes do not hash to the id")

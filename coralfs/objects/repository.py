@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from . import history, maintenance
 from .config import FORMAT_VERSION, Config
 from .durable import fsync_dir, write_durable
-from .errors import CoralError, NotARepository, ObjectNotFound
+from .errors import CoralError, NotARepository
 from .history import BadRevision
 from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
 from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_strategy
@@ -414,4 +414,4 @@ class Repository:
         return maintenance.fsck(self, progress)
 
 
-__all__ = ["Repository", "Region", "Source", "IngestStats", "ObjectNotFound"]
+__all__ = ["Repository", "Region", "Source", "IngestStats"]

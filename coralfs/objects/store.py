@@ -122,8 +122,6 @@ class DiskStore(ObjectStore):
 
     def put(self, oid: ObjectId, frame: bytes) -> bool:
         path = self._path(oid)
-        if os.path.exists(path):
-            return False
         d = os.path.dirname(path)
         if not os.path.isdir(d):
             os.makedirs(d, exist_ok=True)

@@ -43,7 +43,6 @@ class IngestStats:
     chunks_new: int = 0
     chunks_dedup: int = 0
     codecs: Counter = field(default_factory=Counter)
-    delta_raw: int = 0  # decoded bytes of chunks stored as deltas (for the entropy report)
 
     def add(self, other: IngestStats) -> None:
         self.logical += other.logical
@@ -51,7 +50,6 @@ class IngestStats:
         self.chunks_new += other.chunks_new
         self.chunks_dedup += other.chunks_dedup
         self.codecs.update(other.codecs)
-        self.delta_raw += other.delta_raw
 
 
 class Source:
@@ -163,19 +161,22 @@ class Writer:
 
     def _literal_pieces(self, src: Source, r: Region):
         """Content-defined chunks of a literal region, read in blocks (streaming)."""
-        buf = b""
+        # `buf[start:]` is what is read but not yet cut: cutting moves `start`, so bytes
+        # are copied once per read block, not once per chunk cut from it.
+        buf, start = b"", 0
         pos, end = r.offset, r.offset + r.length
         while True:
             final = pos >= end
-            cut = self.chunker.next_cut(buf, final)
+            view = memoryview(buf)[start:]
+            cut = self.chunker.next_cut(view, final)
             if cut is None:
                 n = min(8 << 20, end - pos)
-                buf = buf + src.read_at(pos, n)
+                buf, start = bytes(view) + src.read_at(pos, n), 0
                 pos += n
                 continue
-            piece, buf = buf[:cut], buf[cut:]
-            yield piece
-            if final and not buf:
+            yield bytes(view[:cut])
+            start += cut
+            if final and start == len(buf):
                 return
 
     def _submit_tensor(self, k: int, src: Source, r: Region, base_seg: TensorSegment | None,
@@ -326,7 +327,5 @@ class _Batch:
             st.chunks_new += 1
             st.stored += size
             st.codecs[codec] += 1
-            if codec in ("xor", "sub"):
-                st.delta_raw += n
         else:
             st.chunks_dedup += 1
