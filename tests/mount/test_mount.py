@@ -266,3 +266,12 @@ def test_ls_lR_and_foreground(series, tmp_path):
         assert os.path.realpath(mnt) not in open("/proc/mounts").read()
     finally:
         force_unmount(mnt, p.pid)
+
+
+def test_cache_size_bounds_the_decoded_chunk_cache(series, mnt):
+    with mounted(series["repo"], mnt, "main", "--cache-size", "16m"):
+        assert sha(os.path.join(mnt, "model.safetensors")) == sha(os.path.join(series["src"][2], "model.safetensors"))
+        s = stats(mnt)
+        assert s["cache_budget"] == 16 << 20
+        assert 0 < s["cache_used"] <= 16 << 20
+        assert s["decoded_bytes"] >= os.path.getsize(os.path.join(mnt, "model.safetensors")) * 0.9
