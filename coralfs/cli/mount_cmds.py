@@ -21,17 +21,27 @@ def mount(
     cache_size: Annotated[str | None, typer.Option("--cache-size", help="Decoded-chunk cache budget, e.g. 512m, 2g")] = None,
     log_file: Annotated[str | None, typer.Option("--log", help="Daemon log file")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Decoding threads")] = 2,
+    write: Annotated[bool, typer.Option("--write", "-w", help="A writable staging mount of a branch")] = False,
+    branch: Annotated[str | None, typer.Option("--branch", "-b", help="Branch a writable mount shows and commits to (default: HEAD's)")] = None,
+    auto_commit: Annotated[float | None, typer.Option("--auto-commit", metavar="SECONDS", help="With --write: commit once nothing was written for SECONDS (rules: `coralfs config list staging`)")] = None,
 ) -> None:
-    """Mount a commit, branch or tag (MNT@REF) read-only, or the whole repository (MNT)."""
-    from ..fs.daemon import MountSpec, mount as do_mount, split_target
+    """Mount a commit, branch or tag (MNT@REF) read-only, the whole repository (MNT), or a
+    branch writable (MNT --write [--branch B]) so trainers can save into it."""
+    from ..fs.daemon import MountError, MountSpec, mount as do_mount, split_target
     from ..objects.config import _parse_value
     mp, ref = split_target(target)
+    if not write and (branch is not None or auto_commit is not None):
+        raise MountError("--branch and --auto-commit belong to writable mounts: add --write "
+                         "(a read-only mount of a branch is MNT@BRANCH)")
     size = _parse_value("--cache-size", cache_size, int) if cache_size else None
     spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None, cache_size=size,
-                     log_file=log_file, threads=threads)
+                     log_file=log_file, threads=threads, write=write, branch=branch, auto_commit=auto_commit)
     spec = do_mount(spec, foreground=foreground)
     if not foreground:
-        what = f"{ref} ({spec.commit[:12]})" if ref else "repository"
+        if write:
+            what = f"branch {spec.branch} ({spec.commit[:12] if spec.commit else 'no commits yet'}), writable"
+        else:
+            what = f"{ref} ({spec.commit[:12]})" if ref else "repository"
         typer.echo(f"mounted {what} at {spec.mountpoint} (pid {spec.pid}, log {spec.log_file})")
 
 
@@ -39,10 +49,25 @@ def mount(
 def umount(
     mountpoint: Annotated[str, typer.Argument(help="Where it is mounted")],
     lazy: Annotated[bool, typer.Option("--lazy", "-z", help="Detach now even if busy")] = False,
+    commit: Annotated[bool, typer.Option("--commit", help="Writable mount: commit the staged changes first (needs -m)")] = False,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Message of the --commit")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Writable mount: leave uncommitted changes staged for the next mount --write")] = False,
 ) -> None:
-    """Unmount a coralfs mount (also one whose daemon was killed)."""
-    from ..fs.daemon import unmount
-    unmount(mountpoint, lazy=lazy)
+    """Unmount a coralfs mount (also one whose daemon was killed). A writable mount with
+    uncommitted changes needs --commit -m MSG or --keep."""
+    from ..fs.daemon import MountError, mount_info, unmount, unmount_staging
+    if commit and keep:
+        raise MountError("--commit and --keep exclude each other")
+    if commit and not message:
+        raise MountError("--commit needs a message: add -m MSG")
+    if mount_info(mountpoint).get("write"):
+        answer = unmount_staging(mountpoint, message if commit else None, keep=keep, lazy=lazy)
+        if answer and answer.get("commit"):
+            typer.echo(f"committed {answer['commit'][:12]} on {answer.get('branch')}")
+    else:
+        if commit or keep:
+            raise MountError(f"{mountpoint} is not a writable mount: --commit and --keep do not apply")
+        unmount(mountpoint, lazy=lazy)
     typer.echo(f"unmounted {mountpoint}")
 
 
@@ -57,7 +82,7 @@ def mounts(as_json: JsonOpt = False) -> None:
     if not ms:
         typer.echo("no coralfs mounts")
     for m in ms:
-        ref = m.get("ref") or "(repository)"
+        ref = f"{m.get('branch')} (writable)" if m.get("write") else (m.get("ref") or "(repository)")
         commit = (m.get("commit") or "")[:12]
         status = "" if m.get("alive", True) else "  [daemon dead: coralfs umount it]"
         typer.echo(f"{m['mountpoint']}  {ref} {commit}  repo {m.get('repo', '?')}  pid {m.get('pid', '?')}{status}")

@@ -64,16 +64,39 @@ def commit(
     author: AuthorOpt = None,
     metric: MetricOpt = None,
     meta: MetaOpt = None,
+    mount: Annotated[str | None, typer.Option("--mount", help="Commit what was saved into this writable mount")] = None,
 ) -> None:
-    """Record checkpoint files or directories as a new commit."""
-    if not sources:
-        raise CoralError("nothing to commit: name checkpoint directories or files (coralfs commit DIR -m MSG)")
+    """Record checkpoint files or directories (or a writable mount's changes) as a new commit."""
+    if mount and sources:
+        raise CoralError("name checkpoint paths or --mount MNT, not both")
+    if not sources and not mount:
+        raise CoralError("nothing to commit: name checkpoint directories or files (coralfs commit DIR -m MSG), "
+                         "or a writable mount (--mount MNT)")
     if message is None:
         raise CoralError("a commit needs a message: add -m MSG")
     metadata = parse_kv(meta or [], "meta")
     if metric:
         metadata["metrics"] = parse_kv(metric, "metric")
+    if mount:
+        _commit_mount(mount, message, branch, author, metadata)
+        return
     _do_commit(ctx, sources, message, branch, author, metadata)
+
+
+def _commit_mount(mount: str, message: str, branch: str | None, author: str | None, metadata: dict) -> None:
+    from .staging_cmds import control, print_changes
+    if branch is not None:
+        raise CoralError("a writable mount commits to the branch it was mounted with; drop --branch")
+    got = control(mount, {"op": "commit", "message": message, "author": author, "metadata": metadata or None})
+    if not got.get("commit"):
+        typer.echo("nothing to commit (the mount holds the branch head unchanged)")
+        return
+    typer.echo(f"[{got['branch']} {got['commit'][:12]}] {message.splitlines()[0] if message else ''}")
+    print_changes(got["changes"])
+    logical, stored, dt = got["logical"], got["stored"], got["seconds"]
+    rate = f"; {logical / dt / 1e6:.0f} MB/s" if dt > 0 and logical else ""
+    typer.echo(f"{human(logical)} ingested, {human(stored)} newly stored"
+               f" ({stored / logical if logical else 0:.1%}){rate}")
 
 
 @app.command("import")
@@ -96,8 +119,13 @@ def import_(
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Where HEAD is and what the head commit holds."""
+def status(ctx: typer.Context, as_json: JsonOpt = False,
+           mount: Annotated[str | None, typer.Option("--mount", help="List what a writable mount has staged")] = None) -> None:
+    """Where HEAD is, what the head commit holds, and staged changes of writable mounts."""
+    if mount:
+        _mount_status(mount, as_json)
+        return
+    from ..fs.stage import staged_branches, staged_changes
     repo = open_repo(ctx)
     b = repo.head_branch()
     head = repo.head()
@@ -106,6 +134,12 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         tree = repo.tree_of(head)
         info["files"] = len(tree.entries)
         info["bytes"] = sum(repo.read_file(e.file).size for e in tree.entries.values())
+    staged = {}
+    for sb in staged_branches(repo):
+        ch = staged_changes(repo, sb)
+        if ch:
+            staged[sb] = [{"status": c.status, "path": c.path, "size": c.size} for c in ch]
+    info["staged"] = staged
     if as_json:
         typer.echo(json.dumps(info))
         return
@@ -116,6 +150,29 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         c = repo.read_commit(head)
         typer.echo(f"At {short(head)} {c.message.splitlines()[0] if c.message else ''}")
         typer.echo(f"{info['files']} files, {human(info['bytes'])}")
+    from .staging_cmds import print_changes
+    for sb, ch in staged.items():
+        typer.echo(f"Staged on branch {sb} (uncommitted; `coralfs mount REPO MNT --write -b {sb}` resumes them):")
+        print_changes(ch)
+
+
+def _mount_status(mount: str, as_json: bool) -> None:
+    from .staging_cmds import control, print_changes
+    st = control(mount, {"op": "status"})
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    base = st["base"][:12] if st["base"] else "no commits yet"
+    typer.echo(f"Writable mount of branch {st['branch']} at {base}")
+    if st["head"] != st["base"]:
+        typer.echo(f"  the branch moved to {(st['head'] or '')[:12]} since; commit refuses until you stash and pop")
+    if not st["changes"]:
+        typer.echo("nothing staged")
+    else:
+        typer.echo(f"{len(st['changes'])} staged change(s):")
+        print_changes(st["changes"])
+    if st["open_for_writing"]:
+        typer.echo("open for writing: " + ", ".join(st["open_for_writing"]))
 
 
 def _graph_rows(repo, commits):

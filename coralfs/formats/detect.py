@@ -12,15 +12,15 @@ STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchi
 ZIP_EXT = {".pt", ".pth", ".bin", ".ckpt", ".zip"}
 
 
-def layout_of(path: str) -> Layout:
-    """The layout of the file at ``path``.
+def layout_of(path: str, name: str | None = None) -> Layout:
+    """The layout of the file at ``path`` (recognised by ``name``, default ``path``).
 
     Files named as a format (.safetensors, .npy, .npz, .h5) must be valid or a
     FormatError names the problem. Others are recognised by their magic (zip, HDF5, npy);
     anything else is a generic file of content-defined chunks.
     """
     size = os.stat(path).st_size
-    ext = os.path.splitext(path)[1].lower()
+    ext = os.path.splitext(name or path)[1].lower()
     with open(path, "rb") as f:
         magic = f.read(8)
     if ext in STRICT:

@@ -46,6 +46,9 @@ class MountSpec:
     threads: int = 2
     commit: str | None = None
     pid: int | None = None
+    write: bool = False               # a writable staging mount of ``branch``
+    branch: str | None = None
+    auto_commit: float | None = None  # seconds of quiet before an automatic commit
     extra: dict = field(default_factory=dict)
 
 
@@ -139,15 +142,22 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     repo = Repository.open(spec.repo)
     if spec.cache_size:
         repo.odb.chunks.budget = spec.cache_size
-    vfs = VFS(repo, spec.ref, spec.include)
-    ops = CoralOperations(vfs, threads=spec.threads)
-    spec.commit = vfs.root_commit.hex() if vfs.root_commit else None
+    stage = None
+    if spec.write:
+        ops, stage = _staging_ops(repo, spec)
+        spec.commit = stage.base.hex() if stage.base else None
+    else:
+        vfs = VFS(repo, spec.ref, spec.include)
+        ops = CoralOperations(vfs, threads=spec.threads)
+        spec.commit = vfs.root_commit.hex() if vfs.root_commit else None
     spec.pid = os.getpid()
     # Everything that touches the mountpoint happens before mounting: afterwards it would
     # wait for this very process to answer.
     state_file = state_path(spec.mountpoint)
     options = set(pyfuse3.default_options)
-    options |= {f"fsname={FSNAME}", "subtype=coralfs", "ro"}
+    options |= {f"fsname={FSNAME}", "subtype=coralfs"}
+    if not spec.write:
+        options.add("ro")
     if os.getuid() == 0:
         options.add("allow_other")
     pyfuse3.init(ops, spec.mountpoint, options)
@@ -162,6 +172,8 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
 
     def started(nursery) -> None:
         ops.nursery = nursery
+        if stage is not None and ops.sfs.auto is not None:
+            nursery.start_soon(ops.auto_commit_loop)
 
     try:
         serve_mounted(spec.mountpoint, announce, started)
@@ -170,7 +182,24 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
             os.unlink(state_file)
         except FileNotFoundError:
             pass
+        if stage is not None:
+            ops.sfs.close()
+            stage.close()
         repo.close()
+
+
+def _staging_ops(repo, spec: MountSpec):
+    from .stage import Stage
+    from .stagefs import AutoCommit, StageFS
+    from .staging_ops import StagingOperations
+    stage = Stage(repo, spec.branch)
+    auto = None
+    if spec.auto_commit is not None:
+        cfg = repo.config
+        paths = [p.strip() for p in cfg.get("staging.auto_commit_paths").split(",") if p.strip()]
+        auto = AutoCommit(spec.auto_commit, paths, float(cfg.get("staging.min_interval")),
+                          cfg.get("staging.keep_last"))
+    return StagingOperations(StageFS(repo, stage, auto), threads=spec.threads), stage
 
 
 def serve_mounted(mountpoint: str, on_ready, on_nursery=None) -> None:
@@ -218,7 +247,11 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     spec.mountpoint = os.path.abspath(spec.mountpoint)
     spec.repo = os.path.abspath(spec.repo)
     repo = Repository.open(spec.repo)
-    commit = repo.resolve(spec.ref) if spec.ref is not None else None  # unknown ref: fail here
+    if spec.write:
+        _check_staging(repo, spec)
+        commit = repo.branch_head(spec.branch)
+    else:
+        commit = repo.resolve(spec.ref) if spec.ref is not None else None  # unknown ref: fail here
     spec.commit = commit.hex() if commit else None
     preflight(spec)
     if foreground:
@@ -271,6 +304,57 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     except OSError:
         pass
     raise MountError(f"the mount daemon did not start: {msg or tail or 'no answer'} (log: {log_file})")
+
+
+def _check_staging(repo, spec: MountSpec) -> None:
+    from ..objects.refs import check_ref_name
+    from .stage import Stage
+    if spec.ref is not None:
+        raise MountError(f"a writable mount shows a branch: use `--branch {spec.ref}` instead of @{spec.ref}")
+    if spec.include:
+        raise MountError("--include narrows read-only mounts; a writable mount shows whole files")
+    if spec.branch is None:
+        spec.branch = repo.head_branch()
+        if spec.branch is None:
+            raise MountError("HEAD is detached: name the branch to write to with --branch B")
+    check_ref_name(spec.branch)
+    if spec.auto_commit is not None and spec.auto_commit < 0:
+        raise MountError("--auto-commit takes a number of seconds >= 0")
+    # Open (and recover) the staging area now: a second writable mount of this branch,
+    # or a staging area another daemon holds, fails here with its fix.
+    Stage(repo, spec.branch).close()
+
+
+def unmount_staging(mountpoint: str, commit_message: str | None = None, keep: bool = False,
+                    lazy: bool = False) -> dict | None:
+    """Unmount a writable mount: with uncommitted changes, refuse unless ``keep`` (they
+    stay in the spool for the next ``mount --write``) or ``commit_message`` (commit first)."""
+    from .stagefs import request
+    answer = None
+    if not _stale(mountpoint):
+        if commit_message is not None:
+            answer = request(mountpoint, {"op": "commit", "message": commit_message})
+            if not answer.get("ok"):
+                raise MountError(f"not unmounted: the commit failed: {answer.get('error')}")
+        elif not keep:
+            st = request(mountpoint, {"op": "status"})
+            changes = st.get("changes", [])
+            if changes:
+                names = ", ".join(c["path"] for c in changes[:3]) + (" ..." if len(changes) > 3 else "")
+                raise MountError(f"{mountpoint} has {len(changes)} uncommitted change(s) ({names}): "
+                                 f"`coralfs umount {mountpoint} --commit -m MSG` records them, "
+                                 "`--keep` leaves them staged for the next `mount --write`")
+    unmount(mountpoint, lazy=lazy)
+    return answer
+
+
+def mount_info(mountpoint: str) -> dict:
+    """The state file of the mount at ``mountpoint`` ({} if none)."""
+    try:
+        with open(state_path(os.path.abspath(mountpoint))) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def unmount(mountpoint: str, lazy: bool = False, quiet: bool = False, timeout: float = 20.0) -> None:

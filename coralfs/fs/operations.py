@@ -13,6 +13,7 @@ import errno
 import functools
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass, field
 
 import pyfuse3
@@ -44,6 +45,13 @@ def _errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
         return pyfuse3.FUSEError(errno.ENOTDIR)
     if isinstance(e, IsADirectoryError):
         return pyfuse3.FUSEError(errno.EISDIR)
+    if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+        log.error("%s: %s", where, e)
+        return pyfuse3.FUSEError(errno.ENOSPC)
+    if isinstance(e, OSError) and e.errno:
+        if e.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
+            log.info("%s: %s", where, e)
+        return pyfuse3.FUSEError(e.errno)
     log.exception("%s: unexpected error", where)
     return pyfuse3.FUSEError(errno.EIO)
 

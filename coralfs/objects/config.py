@@ -22,6 +22,12 @@ DEFAULTS: dict[str, tuple[Any, type]] = {
     "storage.similarity": (True, bool),
     "cache.size": (512 << 20, int),
     "user.name": ("", str),
+    # Auto-commit rules of writable mounts (`coralfs mount --write --auto-commit S`):
+    # comma-separated globs of the paths whose changes count (empty: all), the fewest
+    # seconds between two auto-commits, and how many `auto/BRANCH/N` tags to keep (0: none).
+    "staging.auto_commit_paths": ("", str),
+    "staging.min_interval": (0, int),
+    "staging.keep_last": (0, int),
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time as _time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import history, maintenance
 from .config import FORMAT_VERSION, Config
@@ -308,12 +308,15 @@ class Repository:
     def commit(self, tree: Tree | ObjectId, message: str, *, branch: str | None = None,
                parents: list[ObjectId] | None = None, author: str | None = None,
                time: int | None = None, metadata: dict | None = None,
-               expected_head: ObjectId | None | bool = True) -> ObjectId:
+               expected_head: ObjectId | None | bool = True,
+               before_move: Callable[[ObjectId], None] | None = None) -> ObjectId:
         """Record a commit of ``tree`` and move ``branch`` (default: HEAD's) to it.
 
         ``parents`` defaults to the branch head. ``expected_head`` is the value the branch
         must still hold (True: the head read now). If another commit moved the branch in
-        between, RefMoved is raised and the branch is left as it was.
+        between, RefMoved is raised and the branch is left as it was. ``before_move(cid)``
+        runs once the commit is durable, just before the branch moves (a caller records
+        what it is about to publish, to finish it after a crash).
         """
         tree_id = tree if isinstance(tree, bytes) else self.put(tree)
         detached = False
@@ -334,6 +337,8 @@ class Repository:
         cid = self.put(c)
         # Every object of the commit is durable before any ref can reach it.
         self.store.sync()
+        if before_move is not None:
+            before_move(cid)
         summary = message.splitlines()[0] if message else ""
         if detached:
             self.refs.set_detached(cid, f"commit: {summary}")

@@ -1,0 +1,632 @@
+"""What a writable (staging) mount shows: inodes, open files and control files over a Stage.
+
+Inode numbers are handed out per path as the kernel looks names up and follow their file
+through renames; a file unlinked while open keeps its inode (and spool) until the last
+handle closes. Unchanged files are read lazily from the repository; a file is copied into
+the spool at its first write (or created there), and its bytes are then read and written
+with pread/pwrite on one shared descriptor per spool file.
+
+``.coral/`` at the root holds ``commit.json`` (the base commit), ``status.json`` (the staged
+changes) and ``control``: write one JSON request line, then read the JSON answer from the
+same open file (see :func:`request`). Nothing here imports pyfuse3 or trio: errors are
+OSError with the errno the kernel should see; staging_ops.py translates.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import json
+import os
+import posixpath
+import stat
+import time
+from dataclasses import dataclass, field
+
+from ..objects.errors import CoralError
+from ..objects.ids import ObjectId, to_hex
+from ..objects.reader import FileView
+from .stage import RESERVED, Entry, Stage, StagingError
+
+ROOT_INO = 1
+CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = 2, 3, 4, 5
+VIRTUAL = {CORAL_INO: ".coral", CONTROL_INO: ".coral/control", STATUS_INO: ".coral/status.json",
+           COMMIT_INO: ".coral/commit.json"}
+FIRST_INO = 16
+MAX_REQUEST = 1 << 20
+
+
+@dataclass
+class Attr:
+    ino: int
+    mode: int
+    size: int
+    mtime_ns: int
+    nlink: int = 1
+
+
+@dataclass
+class Handle:
+    ino: int
+    writable: bool
+    spool: str | None = None     # set once the file's bytes live in the spool
+    view: FileView | None = None  # committed bytes, read lazily
+    dirty: bool = False
+    request: bytearray = field(default_factory=bytearray)  # .coral/control
+    answer: bytes = b""
+    body: bytes = b""             # .coral/status.json, .coral/commit.json at open
+
+
+@dataclass
+class AutoCommit:
+    """When to commit by itself: ``debounce`` seconds after the last file matching
+    ``paths`` was closed, no such file open for writing, at most once per ``min_interval``;
+    with ``keep_last`` > 0 each auto-commit is tagged ``auto/BRANCH/N`` and only the newest
+    N of those tags are kept."""
+    debounce: float
+    paths: list[str] = field(default_factory=list)
+    min_interval: float = 0.0
+    keep_last: int = 0
+
+    def counts(self, path: str) -> bool:
+        return not self.paths or any(fnmatch.fnmatchcase(path, p) for p in self.paths)
+
+
+class StageFS:
+    def __init__(self, repo, stage: Stage, auto: AutoCommit | None = None) -> None:
+        self.repo = repo
+        self.stage = stage
+        self.auto = auto
+        self.paths: dict[int, str] = {ROOT_INO: ""}
+        self.inos: dict[str, int] = {"": ROOT_INO}
+        self.lookups: dict[int, int] = {}
+        self._next_ino = FIRST_INO
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
+        self.dead: set[str] = set()             # spools unlinked from the tree, still open
+        self.sizes: dict[ObjectId, int] = {}
+        self.last_write = 0.0                    # when a counted file was last written or closed
+        self.last_commit = 0.0
+        self.counters = {"commits": 0, "auto_commits": 0, "bytes_written": 0, "copy_ups": 0}
+        self.uid_mtime = time.time_ns()
+
+    # -- inodes --------------------------------------------------------------------------
+    def _ino(self, path: str) -> int:
+        ino = self.inos.get(path)
+        if ino is None:
+            ino = self._next_ino
+            self._next_ino += 1
+            self.inos[path] = ino
+            self.paths[ino] = path
+        return ino
+
+    def path(self, ino: int) -> str:
+        p = self.paths.get(ino)
+        if p is None:
+            raise OSError(errno.ENOENT, f"inode {ino}")
+        return p
+
+    def _entry(self, ino: int) -> tuple[str, Entry]:
+        p = self.path(ino)
+        e = self.stage.get(p)
+        if e is None:
+            raise OSError(errno.ENOENT, p)
+        return p, e
+
+    def _detach(self, path: str) -> None:
+        """``path`` and everything under it left the tree; their inodes live on only for
+        the handles that hold them."""
+        prefix = path + "/"
+        for p in [p for p in self.inos if p == path or p.startswith(prefix)]:
+            ino = self.inos.pop(p)
+            self.paths.pop(ino, None)
+
+    def _move(self, old: str, new: str) -> None:
+        prefix = old + "/"
+        moved = {p: ino for p, ino in self.inos.items() if p == old or p.startswith(prefix)}
+        for p in moved:
+            del self.inos[p]
+        for p, ino in moved.items():
+            np = new + p[len(old):]
+            self.inos[np] = ino
+            self.paths[ino] = np
+
+    def remember(self, ino: int) -> None:
+        self.lookups[ino] = self.lookups.get(ino, 0) + 1
+
+    def forget(self, ino: int, n: int) -> None:
+        left = self.lookups.get(ino, 0) - n
+        if left > 0:
+            self.lookups[ino] = left
+            return
+        self.lookups.pop(ino, None)
+        if ino < FIRST_INO or any(h.ino == ino for h in self.handles.values()):
+            return
+        p = self.paths.pop(ino, None)
+        if p is not None:
+            self.inos.pop(p, None)
+
+    # -- attributes ----------------------------------------------------------------------
+    def _size(self, e: Entry) -> int:
+        if e.spool:
+            return os.stat(self.stage.spool_path(e.spool)).st_size
+        s = self.sizes.get(e.fid)
+        if s is None:
+            s = self.sizes[e.fid] = self.repo.read_file(e.fid).size
+        return s
+
+    def attr(self, ino: int) -> Attr:
+        if ino in VIRTUAL:
+            if ino == CORAL_INO:
+                return Attr(ino, stat.S_IFDIR | 0o555, 0, self.uid_mtime, 2)
+            mode = 0o666 if ino == CONTROL_INO else 0o444
+            return Attr(ino, stat.S_IFREG | mode, 0 if ino == CONTROL_INO else 1 << 20, time.time_ns())
+        path = self.paths.get(ino)
+        if path is None:  # unlinked while open
+            for h in self.handles.values():
+                if h.ino == ino and h.spool:
+                    st = os.fstat(self.fds[h.spool][0])
+                    return Attr(ino, stat.S_IFREG | 0o644, st.st_size, st.st_mtime_ns, 0)
+            raise OSError(errno.ENOENT, f"inode {ino}")
+        e = self.stage.get(path)
+        if e is None:
+            raise OSError(errno.ENOENT, path)
+        if e.kind == "d":
+            return Attr(ino, stat.S_IFDIR | e.mode, 0, e.mtime_ns or self.uid_mtime, 2)
+        if e.spool:
+            st = os.stat(self.stage.spool_path(e.spool))
+            return Attr(ino, stat.S_IFREG | e.mode, st.st_size, st.st_mtime_ns)
+        return Attr(ino, stat.S_IFREG | e.mode, self._size(e), e.mtime_ns)
+
+    # -- names ---------------------------------------------------------------------------
+    def _child(self, parent: int, name: str) -> str:
+        if parent == CORAL_INO:
+            return ".coral/" + name
+        p = self.path(parent)
+        if "/" in name or name in ("", ".", ".."):
+            raise OSError(errno.EINVAL, name)
+        return posixpath.join(p, name) if p else name
+
+    def lookup(self, parent: int, name: str) -> Attr:
+        path = self._child(parent, name)
+        virtual = {v: k for k, v in VIRTUAL.items()}.get(path)
+        if virtual is not None:
+            ino = virtual
+        else:
+            e = self.stage.get(path)
+            if e is None:
+                raise OSError(errno.ENOENT, path)
+            ino = self._ino(path)
+        self.remember(ino)
+        return self.attr(ino)
+
+    def readdir(self, ino: int) -> list[tuple[str, Attr]]:
+        if ino == CORAL_INO:
+            return [(VIRTUAL[i].split("/")[1], self.attr(i)) for i in (COMMIT_INO, CONTROL_INO, STATUS_INO)]
+        path, e = self._entry(ino) if ino != ROOT_INO else ("", Entry("d", 0o755, 0))
+        if e.kind != "d":
+            raise OSError(errno.ENOTDIR, path)
+        out = [(".coral", self.attr(CORAL_INO))] if ino == ROOT_INO else []
+        for name in self.stage.children(path):
+            child = posixpath.join(path, name) if path else name
+            out.append((name, self.attr(self._ino(child))))
+        return out
+
+    def _parent_writable(self, parent: int) -> None:
+        if parent in VIRTUAL:
+            raise OSError(errno.EPERM, ".coral is read-only")
+
+    def mkdir(self, parent: int, name: str, mode: int) -> Attr:
+        self._parent_writable(parent)
+        path = self._child(parent, name)
+        self.stage.mkdir(path, mode)
+        ino = self._ino(path)
+        self.remember(ino)
+        return self.attr(ino)
+
+    def _release_spool(self, e: Entry) -> None:
+        if e.spool is None:
+            return
+        if e.spool in self.fds:
+            self.dead.add(e.spool)
+        else:
+            self.stage._unlink_spool(e.spool)
+
+    def unlink(self, parent: int, name: str) -> None:
+        self._parent_writable(parent)
+        path = self._child(parent, name)
+        e = self.stage.unlink(path)
+        self._detach(path)
+        self._release_spool(e)
+
+    def rmdir(self, parent: int, name: str) -> None:
+        self._parent_writable(parent)
+        path = self._child(parent, name)
+        self.stage.rmdir(path)
+        self._detach(path)
+
+    def rename(self, p_old: int, n_old: str, p_new: int, n_new: str, flags: int = 0) -> None:
+        self._parent_writable(p_old)
+        self._parent_writable(p_new)
+        old, new = self._child(p_old, n_old), self._child(p_new, n_new)
+        noreplace, exchange = bool(flags & 1), bool(flags & 2)
+        replaced = self.stage.rename(old, new, noreplace=noreplace, exchange=exchange)
+        if exchange:
+            tmp = "\0swap"
+            self._move(old, tmp)
+            self._move(new, old)
+            self._move(tmp, new)
+            return
+        if replaced:
+            self._detach(new)
+            for e in replaced:
+                self._release_spool(e)
+        self._move(old, new)
+
+    # -- open files ----------------------------------------------------------------------
+    def _fh(self, h: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = h
+        return fh
+
+    def _attach(self, h: Handle, spool: str) -> None:
+        h.spool = spool
+        got = self.fds.get(spool)
+        if got is None:
+            fd = os.open(self.stage.spool_path(spool), os.O_RDWR)
+            self.fds[spool] = [fd, 1]
+        else:
+            got[1] += 1
+
+    def create(self, parent: int, name: str, mode: int) -> tuple[int, Attr]:
+        self._parent_writable(parent)
+        path = self._child(parent, name)
+        old = self.stage.get(path)
+        e = self.stage.create(path, mode)
+        if old is not None:
+            self._release_spool(old)
+        ino = self._ino(path)
+        self.remember(ino)
+        h = Handle(ino, True)
+        self._attach(h, e.spool)
+        self._touch(path)
+        return self._fh(h), self.attr(ino)
+
+    def needs_copy(self, ino: int, flags: int) -> bool:
+        """Opening for writing a file whose bytes are still only in the repository: the
+        caller runs :meth:`copy_up` (in a worker thread) first."""
+        if ino in VIRTUAL or flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC:
+            return False
+        _p, e = self._entry(ino)
+        return e.kind == "f" and e.spool is None
+
+    def copy_up(self, ino: int, truncate: bool) -> None:
+        path, e = self._entry(ino)
+        if e.spool is None:
+            view = None if truncate else self.repo.open_file(e.fid)
+            self.stage.write_into_spool(path, view.read if view else None, truncate)
+            self.counters["copy_ups"] += 1
+
+    def open(self, ino: int, flags: int) -> int:
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if ino in VIRTUAL:
+            if ino == CORAL_INO:
+                raise OSError(errno.EISDIR, ".coral")
+            if writable and ino != CONTROL_INO:
+                raise OSError(errno.EACCES, VIRTUAL[ino])
+            h = Handle(ino, writable)
+            if ino == STATUS_INO:
+                h.body = (json.dumps(self.status(), indent=1) + "\n").encode()
+            elif ino == COMMIT_INO:
+                h.body = (json.dumps(self.commit_info(), indent=1) + "\n").encode()
+            return self._fh(h)
+        path, e = self._entry(ino)
+        if e.kind == "d":
+            raise OSError(errno.EISDIR, path)
+        h = Handle(ino, writable)
+        if e.spool:
+            self._attach(h, e.spool)
+            if flags & os.O_TRUNC and writable:
+                os.ftruncate(self.fds[e.spool][0], 0)
+                self._touch(path)
+        elif writable:
+            raise OSError(errno.EIO, f"{path}: open for writing before its copy")
+        else:
+            h.view = self.repo.open_file(e.fid)
+        if writable:
+            self._touch(path)
+        return self._fh(h)
+
+    def handle(self, fh: int) -> Handle:
+        h = self.handles.get(fh)
+        if h is None:
+            raise OSError(errno.EBADF, f"handle {fh}")
+        return h
+
+    def _spool_of(self, h: Handle) -> str | None:
+        """The spool a handle reads: its own, or one the file got after it was opened
+        (another handle wrote to it)."""
+        if h.spool is None and h.view is not None:
+            p = self.paths.get(h.ino)
+            e = self.stage.get(p) if p is not None else None
+            if e is not None and e.spool:
+                self._attach(h, e.spool)
+                h.view = None
+        return h.spool
+
+    def read_view(self, fh: int) -> FileView | None:
+        """The committed bytes this handle reads (decoding: call from a thread)."""
+        h = self.handle(fh)
+        return None if self._spool_of(h) else h.view
+
+    def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self.handle(fh)
+        if h.ino in VIRTUAL:
+            return (h.answer if h.ino == CONTROL_INO else h.body)[off:off + size]
+        spool = self._spool_of(h)
+        if spool is not None:
+            return os.pread(self.fds[spool][0], size, off)
+        return h.view.read(off, size)
+
+    def write(self, fh: int, off: int, data: bytes) -> int:
+        h = self.handle(fh)
+        if not h.writable:
+            raise OSError(errno.EBADF, "not open for writing")
+        if h.ino == CONTROL_INO:
+            if len(h.request) + len(data) > MAX_REQUEST:
+                raise OSError(errno.EFBIG, "control request too long")
+            h.request += data
+            return len(data)
+        n = os.pwrite(self.fds[h.spool][0], data, off)
+        h.dirty = True
+        self.counters["bytes_written"] += n
+        self._count_write(h.ino)
+        return n
+
+    def _count_write(self, ino: int) -> None:
+        p = self.paths.get(ino)
+        if p is not None and (self.auto is None or self.auto.counts(p)):
+            self.last_write = time.monotonic()
+
+    def _touch(self, path: str) -> None:
+        if self.auto is None or self.auto.counts(path):
+            self.last_write = time.monotonic()
+
+    def fsync(self, fh: int) -> None:
+        h = self.handle(fh)
+        if h.spool is not None and h.dirty:
+            os.fsync(self.fds[h.spool][0])
+            h.dirty = False
+
+    def flush(self, fh: int) -> None:
+        """A close(): what this handle wrote becomes durable before close returns."""
+        self.fsync(fh)
+
+    def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        if h.spool is not None:
+            if h.dirty:
+                os.fsync(self.fds[h.spool][0])
+            got = self.fds[h.spool]
+            got[1] -= 1
+            if got[1] == 0:
+                os.close(got[0])
+                del self.fds[h.spool]
+                if h.spool in self.dead:
+                    self.dead.discard(h.spool)
+                    self.stage._unlink_spool(h.spool)
+        if h.writable:
+            self._count_write(h.ino)
+
+    def truncate(self, ino: int, size: int, fh: int | None = None) -> None:
+        path = self.paths.get(ino)
+        spool = None
+        if fh is not None and fh in self.handles:
+            spool = self._spool_of(self.handles[fh])
+        if spool is None:
+            _p, e = self._entry(ino)
+            if e.kind == "d":
+                raise OSError(errno.EISDIR, path)
+            if e.spool is None:
+                raise OSError(errno.EIO, f"{path}: truncate before its copy")
+            spool = e.spool
+        if spool in self.fds:
+            os.ftruncate(self.fds[spool][0], size)
+        else:
+            os.truncate(self.stage.spool_path(spool), size)
+        if path is not None:
+            self._touch(path)
+
+    def needs_copy_for_truncate(self, ino: int) -> bool:
+        if ino in VIRTUAL:
+            raise OSError(errno.EPERM, VIRTUAL[ino])
+        _p, e = self._entry(ino)
+        return e.kind == "f" and e.spool is None
+
+    def chmod(self, ino: int, mode: int) -> None:
+        if ino in VIRTUAL or ino == ROOT_INO:
+            raise OSError(errno.EPERM, "cannot change this mode")
+        self.stage.chmod(self.path(ino), mode)
+
+    def set_mtime(self, ino: int, mtime_ns: int) -> None:
+        if ino in VIRTUAL or ino == ROOT_INO:
+            return
+        self.stage.set_mtime(self.path(ino), mtime_ns)
+
+    def close(self) -> None:
+        """The mount ends: what open files wrote is made durable."""
+        for fd, _n in self.fds.values():
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.fds.clear()
+        self.handles.clear()
+
+    def writers(self) -> list[str]:
+        """Paths open for writing now."""
+        out = []
+        for h in self.handles.values():
+            if h.writable and h.ino not in VIRTUAL:
+                out.append(self.paths.get(h.ino, f"(unlinked inode {h.ino})"))
+        return sorted(set(out))
+
+    def busy_spools(self) -> set[str]:
+        return {h.spool for h in self.handles.values() if h.writable and h.spool}
+
+    # -- xattrs --------------------------------------------------------------------------
+    def _xpath(self, ino: int) -> str:
+        if ino in VIRTUAL:
+            raise OSError(errno.ENOTSUP, "no xattrs here")
+        p, _e = self._entry(ino) if ino != ROOT_INO else ("", None)
+        return p
+
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        return self.stage.getxattr(self._xpath(ino), name)
+
+    def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+        self.stage.setxattr(self._xpath(ino), name, value)
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        if ino in VIRTUAL:
+            return []
+        return self.stage.listxattr(self._xpath(ino))
+
+    def removexattr(self, ino: int, name: bytes) -> None:
+        self.stage.removexattr(self._xpath(ino), name)
+
+    # -- status, commits and the control file --------------------------------------------
+    def status(self) -> dict:
+        st = self.stage
+        head = st.head()
+        return {"branch": st.branch, "base": to_hex(st.base) if st.base else None,
+                "head": to_hex(head) if head else None,
+                "changes": [{"status": c.status, "path": c.path, "size": c.size} for c in st.changes()],
+                "open_for_writing": self.writers(),
+                "auto_commit": None if self.auto is None else {
+                    "debounce": self.auto.debounce, "paths": self.auto.paths,
+                    "min_interval": self.auto.min_interval, "keep_last": self.auto.keep_last},
+                "counters": self.counters}
+
+    def commit_info(self) -> dict:
+        st = self.stage
+        if st.base is None:
+            return {"id": None, "branch": st.branch}
+        c = self.repo.read_commit(st.base)
+        return {"id": to_hex(st.base), "branch": st.branch, "tree": to_hex(c.tree),
+                "parents": [to_hex(p) for p in c.parents], "author": c.author, "time": c.time,
+                "message": c.message, "metadata": c.metadata}
+
+    def commit(self, message: str, author: str | None = None, metadata: dict | None = None) -> dict:
+        """Ingest the staged changes (call from a worker thread, with no other change to
+        the stage running)."""
+        t0 = time.perf_counter()
+        changes = self.stage.changes()
+        cid, stats = self.stage.commit(message, author=author, metadata=metadata, busy=self.busy_spools())
+        if cid is None:
+            return {"ok": True, "commit": None, "message": "nothing to commit"}
+        self.last_commit = time.monotonic()
+        self.counters["commits"] += 1
+        dt = time.perf_counter() - t0
+        return {"ok": True, "commit": to_hex(cid), "branch": self.stage.branch,
+                "changes": [{"status": c.status, "path": c.path} for c in changes],
+                "logical": stats.logical, "stored": stats.stored, "seconds": round(dt, 3),
+                "codecs": dict(stats.codecs)}
+
+    def auto_due(self, now: float) -> bool:
+        a = self.auto
+        if a is None or self.last_write == 0.0 or now - self.last_write < a.debounce:
+            return False
+        if a.min_interval and self.last_commit and now - self.last_commit < a.min_interval:
+            return False
+        if any(a.counts(p) for p in self.writers()):
+            return False
+        return any(a.counts(c.path) for c in self.stage.changes())
+
+    def auto_commit(self) -> dict:
+        """The auto-commit (call like :meth:`commit`)."""
+        changes = [c.path for c in self.stage.changes()]
+        named = ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
+        self.last_write = 0.0
+        out = self.commit(f"auto-commit: {named}", metadata={"auto_commit": True})
+        if out.get("commit"):
+            self.counters["auto_commits"] += 1
+            if self.auto and self.auto.keep_last > 0:
+                self._rotate_tags(out["commit"])
+        return out
+
+    def _rotate_tags(self, cid: str) -> None:
+        prefix = f"auto/{self.stage.branch}/"
+        nums = sorted(int(n[len(prefix):]) for n in self.repo.tags() if n.startswith(prefix)
+                      and n[len(prefix):].isdigit())
+        nxt = (nums[-1] + 1) if nums else 1
+        self.repo.create_tag(f"{prefix}{nxt}", cid, message="auto-commit")
+        nums.append(nxt)
+        for n in nums[:-self.auto.keep_last]:
+            self.repo.delete_tag(f"{prefix}{n}")
+
+    def stash(self, message: str = "") -> dict:
+        if self.writers():
+            raise StagingError(f"files are open for writing ({', '.join(self.writers()[:3])}): close them first")
+        n = self.stage.stash(message)
+        self._forget_all_paths()
+        return {"ok": True, "stash": n}
+
+    def stash_pop(self, index: int | None) -> dict:
+        got = self.stage.stash_pop(index)
+        self._forget_all_paths()
+        return {"ok": True, "stash": got["index"], "changes": got["changes"]}
+
+    def _forget_all_paths(self) -> None:
+        """The tree changed under the kernel: inodes of paths that are gone are detached."""
+        for p in [p for p in self.inos if p and self.stage.get(p) is None]:
+            self._detach(p)
+
+    def run_request(self, req: dict) -> dict:
+        """One control request (from a worker thread, changes to the stage paused)."""
+        op = req.get("op")
+        try:
+            if op == "commit":
+                return self.commit(req.get("message") or "", req.get("author"), req.get("metadata"))
+            if op == "status":
+                return {"ok": True, **self.status()}
+            if op == "stash":
+                return self.stash(req.get("message") or "")
+            if op == "stash-pop":
+                return self.stash_pop(req.get("index"))
+            return {"ok": False, "error": f"unknown control request {op!r}", "exit_code": 2}
+        except CoralError as e:
+            return {"ok": False, "error": str(e), "exit_code": e.exit_code}
+        except OSError as e:
+            return {"ok": False, "error": f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "exit_code": 1}
+
+
+def request(mountpoint: str, req: dict) -> dict:
+    """Send one request to the writable mount at ``mountpoint`` and return its answer."""
+    path = os.path.join(mountpoint, RESERVED, "control")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        raise StagingError(f"{mountpoint} is not a writable coralfs mount (no {RESERVED}/control); "
+                           "mount it with `coralfs mount REPO MNT --write`") from None
+    try:
+        os.write(fd, (json.dumps(req) + "\n").encode())
+        buf = b""
+        while True:
+            got = os.pread(fd, 1 << 20, len(buf))
+            if not got:
+                break
+            buf += got
+    finally:
+        os.close(fd)
+    try:
+        return json.loads(buf)
+    except ValueError:
+        raise StagingError(f"{mountpoint}: the mount gave no answer to {req.get('op')!r}") from None
+
+
+__all__ = ["StageFS", "AutoCommit", "Attr", "request"]

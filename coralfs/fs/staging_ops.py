@@ -1,0 +1,297 @@
+"""The pyfuse3 adapter of a writable (staging) mount: translates kernel requests into
+StageFS calls.
+
+Changes to the staging area (namespace changes, writes, copies into the spool, commits,
+stashes) run one at a time under ``mutex``; reads run alongside. Copies of committed files
+into the spool, reads of committed bytes and commits run in worker threads. Errors become
+errno in operations._errno (an OSError keeps its errno: ENOSPC from the spool reaches the
+writer as ENOSPC).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import time
+
+import pyfuse3
+import trio
+
+from .operations import BLKSIZE, handler
+from .stagefs import CONTROL_INO, VIRTUAL, Attr, StageFS
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 1.0
+AUTO_POLL = 0.2
+
+
+class StagingOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, sfs: StageFS, threads: int = 2) -> None:
+        super().__init__()
+        self.sfs = sfs
+        self.mutex = trio.Lock()
+        self.limiter = trio.CapacityLimiter(max(1, threads))
+        self.dirs: dict[int, list[tuple[str, Attr]]] = {}
+        self._next_dh = 1
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.nursery: trio.Nursery | None = None
+
+    def _entry(self, a: Attr) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = a.ino
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_uid, e.st_gid = self.uid, self.gid
+        e.st_size = a.size
+        e.st_blksize = BLKSIZE
+        e.st_blocks = (a.size + 511) // 512
+        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = a.mtime_ns
+        e.attr_timeout = 0 if a.ino in VIRTUAL else TIMEOUT
+        e.entry_timeout = TIMEOUT
+        return e
+
+    async def _thread(self, fn, *args):
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    # -- names ---------------------------------------------------------------------------
+    @handler
+    async def lookup(self, parent_inode, name, ctx=None):
+        return self._entry(self.sfs.lookup(parent_inode, os.fsdecode(name)))
+
+    @handler
+    async def getattr(self, inode, ctx=None):
+        return self._entry(self.sfs.attr(inode))
+
+    @handler
+    async def forget(self, inode_list):
+        for ino, n in inode_list:
+            self.sfs.forget(ino, n)
+
+    @handler
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        async with self.mutex:
+            if fields.update_size:
+                if self.sfs.needs_copy_for_truncate(inode):
+                    await self._thread(self.sfs.copy_up, inode, attr.st_size == 0)
+                self.sfs.truncate(inode, attr.st_size, fh)
+            if fields.update_mode:
+                self.sfs.chmod(inode, attr.st_mode)
+            if fields.update_mtime:
+                self.sfs.set_mtime(inode, attr.st_mtime_ns)
+        return self._entry(self.sfs.attr(inode))
+
+    @handler
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        async with self.mutex:
+            return self._entry(self.sfs.mkdir(parent_inode, os.fsdecode(name), mode))
+
+    @handler
+    async def unlink(self, parent_inode, name, ctx):
+        async with self.mutex:
+            self.sfs.unlink(parent_inode, os.fsdecode(name))
+
+    @handler
+    async def rmdir(self, parent_inode, name, ctx):
+        async with self.mutex:
+            self.sfs.rmdir(parent_inode, os.fsdecode(name))
+
+    @handler
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        async with self.mutex:
+            self.sfs.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new, os.fsdecode(name_new), flags)
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    @handler
+    async def access(self, inode, mode, ctx=None):
+        self.sfs.attr(inode)
+        return True
+
+    # -- directories ---------------------------------------------------------------------
+    @handler
+    async def opendir(self, inode, ctx=None):
+        entries = self.sfs.readdir(inode)
+        dh = self._next_dh
+        self._next_dh += 1
+        self.dirs[dh] = entries
+        return dh
+
+    @handler
+    async def readdir(self, fh, start_id, token):
+        entries = self.dirs[fh]
+        for i in range(start_id, len(entries)):
+            name, a = entries[i]
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(a), i + 1):
+                return
+            self.sfs.remember(a.ino)
+
+    @handler
+    async def releasedir(self, fh):
+        self.dirs.pop(fh, None)
+
+    @handler
+    async def fsyncdir(self, fh, datasync):
+        return None  # every namespace change is durable when it returns
+
+    # -- files ---------------------------------------------------------------------------
+    def _info(self, fh: int, ino: int) -> pyfuse3.FileInfo:
+        fi = pyfuse3.FileInfo(fh=fh)
+        fi.keep_cache = False
+        fi.direct_io = ino in VIRTUAL
+        return fi
+
+    @handler
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        async with self.mutex:
+            fh, a = self.sfs.create(parent_inode, os.fsdecode(name), mode)
+        return self._info(fh, a.ino), self._entry(a)
+
+    @handler
+    async def open(self, inode, flags, ctx=None):
+        if self.sfs.needs_copy(inode, flags):
+            async with self.mutex:
+                if self.sfs.needs_copy(inode, flags):
+                    await self._thread(self.sfs.copy_up, inode, bool(flags & os.O_TRUNC))
+                return self._info(self.sfs.open(inode, flags), inode)
+        if flags & os.O_ACCMODE != os.O_RDONLY and inode not in VIRTUAL:
+            async with self.mutex:
+                return self._info(self.sfs.open(inode, flags), inode)
+        return self._info(self.sfs.open(inode, flags), inode)
+
+    @handler
+    async def read(self, fh, off, size):
+        view = self.sfs.read_view(fh)
+        if view is not None:
+            return await self._thread(view.read, off, size)
+        return self.sfs.read(fh, off, size)
+
+    @handler
+    async def write(self, fh, off, buf):
+        h = self.sfs.handle(fh)
+        async with self.mutex:
+            n = self.sfs.write(fh, off, buf)
+            if h.ino == CONTROL_INO and b"\n" in h.request:
+                await self._control(h)
+        return n
+
+    async def _control(self, h) -> None:
+        line, _, rest = bytes(h.request).partition(b"\n")
+        h.request = bytearray(rest)
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            h.answer = json.dumps({"ok": False, "error": f"a control request is one JSON object a line ({e})",
+                                   "exit_code": 2}).encode()
+            return
+        log.info("control request: %s", req.get("op"))
+        op = req.get("op")
+        answer = await trio.to_thread.run_sync(self.sfs.run_request, req)
+        if op in ("stash", "stash-pop") and answer.get("ok"):
+            self._invalidate_soon()
+        h.answer = json.dumps(answer).encode()
+
+    def _invalidate_soon(self) -> None:
+        """After a stash the tree changed behind the kernel: drop what it cached."""
+        if self.nursery is None:
+            return
+        inos = list(self.sfs.lookups)
+
+        async def run() -> None:
+            for ino in inos:
+                try:
+                    await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
+                except (OSError, pyfuse3.FUSEError):
+                    pass
+        self.nursery.start_soon(run)
+
+    @handler
+    async def flush(self, fh):
+        h = self.sfs.handles.get(fh)
+        if h is not None and h.dirty:
+            await self._thread(self.sfs.flush, fh)
+
+    @handler
+    async def fsync(self, fh, datasync):
+        await self._thread(self.sfs.fsync, fh)
+
+    @handler
+    async def release(self, fh):
+        async with self.mutex:
+            self.sfs.release(fh)
+
+    # -- the rest ------------------------------------------------------------------------
+    @handler
+    async def statfs(self, ctx=None):
+        v = os.statvfs(self.sfs.stage.spool_dir)
+        s = pyfuse3.StatvfsData()
+        s.f_bsize, s.f_frsize = v.f_bsize, v.f_frsize
+        s.f_blocks, s.f_bfree, s.f_bavail = v.f_blocks, v.f_bfree, v.f_bavail
+        s.f_files, s.f_ffree, s.f_favail = v.f_files, v.f_ffree, v.f_favail
+        s.f_namemax = 255
+        return s
+
+    @handler
+    async def getxattr(self, inode, name, ctx=None):
+        try:
+            return self.sfs.getxattr(inode, name)
+        except OSError as e:
+            if e.errno == errno.ENODATA:
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+            raise
+
+    @handler
+    async def setxattr(self, inode, name, value, ctx=None):
+        async with self.mutex:
+            self.sfs.setxattr(inode, name, value)
+
+    @handler
+    async def listxattr(self, inode, ctx=None):
+        return self.sfs.listxattr(inode)
+
+    @handler
+    async def removexattr(self, inode, name, ctx=None):
+        async with self.mutex:
+            try:
+                self.sfs.removexattr(inode, name)
+            except OSError as e:
+                if e.errno == errno.ENODATA:
+                    raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+                raise
+
+    # -- auto-commit ---------------------------------------------------------------------
+    async def auto_commit_loop(self) -> None:
+        """Commit by itself when the rules in StageFS.auto say so."""
+        while True:
+            await trio.sleep(AUTO_POLL)
+            if not self.sfs.auto_due(time.monotonic()):
+                continue
+            async with self.mutex:
+                if not self.sfs.auto_due(time.monotonic()):
+                    continue
+                try:
+                    out = await trio.to_thread.run_sync(self.sfs.auto_commit)
+                    log.info("auto-commit: %s", out.get("commit") or out.get("message"))
+                except Exception as e:  # noqa: BLE001 - logged; the spool keeps the changes
+                    log.error("auto-commit failed: %s", e)
+                    self.sfs.last_write = time.monotonic()  # retry after another debounce
+
+    def stats(self) -> dict:
+        return self.sfs.status()
+
+
+__all__ = ["StagingOperations"]
