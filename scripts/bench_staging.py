@@ -3,7 +3,7 @@ save to local disk, and the commit of that file, measured in one run.
 
     .venv/bin/python scripts/bench_staging.py [--size-mb 1024] [--repeat 3]
 
-Prints a table (medians over --repeat runs). The local-disk save is safetensors'
+Prints a table (medians over --repeat runs; each save starts after a sync). The local-disk save is safetensors'
 save_file to a directory beside the repository (no fsync, as a trainer does it); the mount
 makes every file durable on close (fsync), so that row is also given for local disk.
 "Commit (fresh)" ingests the file into a new branch; "commit (delta)" ingests the next
@@ -49,6 +49,7 @@ def weights(total_mb: int, step: int) -> dict[str, torch.Tensor]:
 
 
 def timed(fn) -> float:
+    os.sync()  # every save starts with no dirty pages, so write-back throttling is alike
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0

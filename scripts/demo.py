@@ -33,6 +33,21 @@ print(bool(np.array_equal(a, b)))
 """
 
 
+TRAIN_STEP = """
+import json, os, sys, torch
+from safetensors.torch import load_file, save_file
+stage = sys.argv[1]
+sd = load_file(os.path.join(stage, "model.safetensors"))
+g = torch.Generator().manual_seed(7)
+sd = {k: v + 1e-4 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in sd.items()}
+tmp = os.path.join(stage, "model.safetensors.tmp")
+save_file(sd, tmp)                                   # the trainer's temp-then-rename save
+os.replace(tmp, os.path.join(stage, "model.safetensors"))
+with open(os.path.join(stage, "trainer_state.json"), "w") as f:
+    json.dump({"global_step": 20}, f)
+"""
+
+
 def sha(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -74,6 +89,18 @@ def main() -> None:
         sh("mounts")
     finally:
         sh("umount", mnt)
+    print("== a writable staging mount: a training step saves into it by path, then a commit", flush=True)
+    stage = os.path.join(WORK, "stage")
+    subprocess.run(["fusermount3", "-u", stage], capture_output=True)
+    os.makedirs(stage, exist_ok=True)
+    sh("mount", repo, stage, "--write", "--branch", "finetune")
+    try:
+        subprocess.run([sys.executable, "-c", TRAIN_STEP, stage], check=True)
+        sh("status", "--mount", stage)
+        sh("commit", "--mount", stage, "-m", "continued fine-tune, step 20", "--metric", "loss=0.9")
+    finally:
+        sh("umount", stage, "--keep")
+    sh("log", "--oneline", "finetune")
     sh("fsck")
 
 

@@ -171,9 +171,10 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
             os.close(status_fd)
 
     def started(nursery) -> None:
-        ops.nursery = nursery
-        if stage is not None and ops.sfs.auto is not None:
-            nursery.start_soon(ops.auto_commit_loop)
+        if stage is not None:
+            ops.start(nursery)
+        else:
+            ops.nursery = nursery
 
     try:
         serve_mounted(spec.mountpoint, announce, started)

@@ -86,6 +86,10 @@ class StageFS:
         self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
         self.dead: set[str] = set()             # spools unlinked from the tree, still open
         self.sizes: dict[ObjectId, int] = {}
+        # Write-behind (see staging_ops): writes accepted but not yet in their spool file.
+        self.pending: dict[str, int] = {}       # spool -> writes in flight
+        self.pending_end: dict[str, int] = {}   # spool -> furthest byte they reach
+        self.errors: dict[str, OSError] = {}    # spool -> a failed write, told at the next call
         self.last_write = 0.0                    # when a counted file was last written or closed
         self.last_commit = 0.0
         self.counters = {"commits": 0, "auto_commits": 0, "bytes_written": 0, "copy_ups": 0}
@@ -167,7 +171,7 @@ class StageFS:
             for h in self.handles.values():
                 if h.ino == ino and h.spool:
                     st = os.fstat(self.fds[h.spool][0])
-                    return Attr(ino, stat.S_IFREG | 0o644, st.st_size, st.st_mtime_ns, 0)
+                    return Attr(ino, stat.S_IFREG | 0o644, self._spool_size(h.spool, st.st_size), st.st_mtime_ns, 0)
             raise OSError(errno.ENOENT, f"inode {ino}")
         e = self.stage.get(path)
         if e is None:
@@ -176,8 +180,11 @@ class StageFS:
             return Attr(ino, stat.S_IFDIR | e.mode, 0, e.mtime_ns or self.uid_mtime, 2)
         if e.spool:
             st = os.stat(self.stage.spool_path(e.spool))
-            return Attr(ino, stat.S_IFREG | e.mode, st.st_size, st.st_mtime_ns)
+            return Attr(ino, stat.S_IFREG | e.mode, self._spool_size(e.spool, st.st_size), st.st_mtime_ns)
         return Attr(ino, stat.S_IFREG | e.mode, self._size(e), e.mtime_ns)
+
+    def _spool_size(self, spool: str, on_disk: int) -> int:
+        return max(on_disk, self.pending_end.get(spool, 0)) if self.pending.get(spool) else on_disk
 
     # -- names ---------------------------------------------------------------------------
     def _child(self, parent: int, name: str) -> str:
@@ -379,11 +386,43 @@ class StageFS:
                 raise OSError(errno.EFBIG, "control request too long")
             h.request += data
             return len(data)
-        n = os.pwrite(self.fds[h.spool][0], data, off)
-        h.dirty = True
-        self.counters["bytes_written"] += n
-        self._count_write(h.ino)
+        fd = self.begin_write(fh, off, len(data))
+        try:
+            n = os.pwrite(fd, data, off)
+        except OSError as e:
+            self.end_write(h.spool, None)
+            raise e
+        self.end_write(h.spool, None)
         return n
+
+    def begin_write(self, fh: int, off: int, size: int) -> int:
+        """Account for a write of ``size`` bytes at ``off`` through ``fh``; returns the
+        descriptor to pwrite to. A failure of an earlier write to this file is raised here."""
+        h = self.handle(fh)
+        if not h.writable or h.spool is None:
+            raise OSError(errno.EBADF, "not open for writing")
+        self.raise_deferred(h.spool)
+        h.dirty = True
+        self.pending[h.spool] = self.pending.get(h.spool, 0) + 1
+        self.pending_end[h.spool] = max(self.pending_end.get(h.spool, 0), off + size)
+        self.counters["bytes_written"] += size
+        self._count_write(h.ino)
+        return self.fds[h.spool][0]
+
+    def end_write(self, spool: str, error: OSError | None) -> None:
+        left = self.pending[spool] - 1
+        if left:
+            self.pending[spool] = left
+        else:
+            del self.pending[spool]
+            self.pending_end.pop(spool, None)
+        if error is not None and spool not in self.errors:
+            self.errors[spool] = error
+
+    def raise_deferred(self, spool: str | None) -> None:
+        err = self.errors.pop(spool, None) if spool else None
+        if err is not None:
+            raise OSError(err.errno, err.strerror)
 
     def _count_write(self, ino: int) -> None:
         p = self.paths.get(ino)
@@ -396,6 +435,7 @@ class StageFS:
 
     def fsync(self, fh: int) -> None:
         h = self.handle(fh)
+        self.raise_deferred(h.spool)
         if h.spool is not None and h.dirty:
             os.fsync(self.fds[h.spool][0])
             h.dirty = False
