@@ -204,7 +204,12 @@ class Stage:
             self.dirs.setdefault(parent, set()).add(name)
 
     def _write_roots(self) -> None:
-        ids = [x for x in (self.base, from_hex(self._meta("pending")) if self._meta("pending") else None) if x]
+        """What gc must keep: the base commit, a commit being recorded, and committed files
+        the working tree holds that the base does not (brought back by `stash pop`)."""
+        pending = self._meta("pending")
+        ids = [x for x in (self.base, from_hex(pending) if pending else None) if x]
+        in_base = {e.file for e in (self.repo.tree_of(self.base).entries.values() if self.base else ())}
+        ids += sorted({e.fid for e in self.entries.values() if e.fid and e.fid not in in_base})
         write_durable(os.path.join(self.dir, "base.roots"), "".join(to_hex(i) + "\n" for i in ids).encode())
 
     def head(self) -> ObjectId | None:
@@ -670,6 +675,7 @@ class Stage:
             with open(self.spool_path(name), "rb+") as f:
                 os.fsync(f.fileno())
         fsync_dir(self.spool_dir)
+        self._write_roots()  # before the stash (and its roots) goes
         shutil.rmtree(d)
         fsync_dir(self.stash_dir())
         return pick

@@ -436,4 +436,28 @@ def test_auto_commit_rules(repo, committed):
         f.put("ckpt/a.bin", bytes([i]) * 10)
     tags = sorted(t for t in repo.tags() if t.startswith("auto/main/"))
     assert tags == ["auto/main/2", "auto/main/3"]
+    s.auto.min_interval = 60
+    assert not s.auto_due(s.last_write + 10)  # the last auto-commit was moments ago
+    assert s.auto_due(s.last_commit + 61)
+    f.close_all()
+
+
+def test_gc_keeps_what_the_staging_area_and_stashes_need(repo, committed, tmp_path):
+    f = FS(repo, "side")  # based on nothing: a new branch
+    f.put("x.bin", b"x" * 5000)
+    f.stage.commit("on side")
+    f.rename("x.bin", "y.bin")  # a staged rename of a committed file: no spool copy
+    f.put("z.bin", b"z")
+    assert f.control({"op": "stash"})["ok"]
+    f.close_all()
+    repo.delete_branch("side")
+    os.unlink(repo.refs._log_path("refs/heads/side"))  # the reflog expired too
+    f = FS(repo, "side")  # the staging area follows the branch: nothing now
+    assert f.ls() == [".coral"]
+    assert repo.gc(grace_seconds=0).removed == 0  # the stash keeps its base commit
+    assert f.control({"op": "stash-pop"})["ok"]  # y.bin is staged again; the stash is gone
+    assert repo.gc(grace_seconds=0).removed > 0  # the commit of "side" goes now...
+    assert f.cat("y.bin") == b"x" * 5000 and f.cat("z.bin") == b"z"  # ...what is staged stays
+    cid, _ = f.stage.commit("side again")
+    assert repo.fsck().ok
     f.close_all()
