@@ -55,7 +55,9 @@ def umount(
 ) -> None:
     """Unmount a coralfs mount (also one whose daemon was killed). A writable mount with
     uncommitted changes needs --commit -m MSG or --keep."""
-    from ..fs.daemon import MountError, mount_info, unmount, unmount_staging
+    from ..fs.daemon import MountError, is_mounted, mount_info, unmount, unmount_staging
+    if not is_mounted(mountpoint):
+        raise MountError(f"{mountpoint} is not mounted")
     if commit and keep:
         raise MountError("--commit and --keep exclude each other")
     if commit and not message:

@@ -249,12 +249,17 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     spec.repo = os.path.abspath(spec.repo)
     repo = Repository.open(spec.repo)
     if spec.write:
-        _check_staging(repo, spec)
+        _check_staging_args(repo, spec)
         commit = repo.branch_head(spec.branch)
     else:
         commit = repo.resolve(spec.ref) if spec.ref is not None else None  # unknown ref: fail here
     spec.commit = commit.hex() if commit else None
     preflight(spec)
+    if spec.write:
+        # Open (and recover) the staging area now: a second writable mount of this
+        # branch, or a staging area another daemon holds, fails here with its fix.
+        from .stage import Stage
+        Stage(repo, spec.branch).close()
     if foreground:
         r, w = os.pipe()
 
@@ -307,9 +312,8 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     raise MountError(f"the mount daemon did not start: {msg or tail or 'no answer'} (log: {log_file})")
 
 
-def _check_staging(repo, spec: MountSpec) -> None:
+def _check_staging_args(repo, spec: MountSpec) -> None:
     from ..objects.refs import check_ref_name
-    from .stage import Stage
     if spec.ref is not None:
         raise MountError(f"a writable mount shows a branch: use `--branch {spec.ref}` instead of @{spec.ref}")
     if spec.include:
@@ -321,9 +325,6 @@ def _check_staging(repo, spec: MountSpec) -> None:
     check_ref_name(spec.branch)
     if spec.auto_commit is not None and spec.auto_commit < 0:
         raise MountError("--auto-commit takes a number of seconds >= 0")
-    # Open (and recover) the staging area now: a second writable mount of this branch,
-    # or a staging area another daemon holds, fails here with its fix.
-    Stage(repo, spec.branch).close()
 
 
 def unmount_staging(mountpoint: str, commit_message: str | None = None, keep: bool = False,
@@ -332,19 +333,23 @@ def unmount_staging(mountpoint: str, commit_message: str | None = None, keep: bo
     stay in the spool for the next ``mount --write``) or ``commit_message`` (commit first)."""
     from .stagefs import request
     answer = None
-    if not _stale(mountpoint):
+    if _stale(mountpoint):
+        unmount(mountpoint, lazy=lazy)
         if commit_message is not None:
-            answer = request(mountpoint, {"op": "commit", "message": commit_message})
-            if not answer.get("ok"):
-                raise MountError(f"not unmounted: the commit failed: {answer.get('error')}")
-        elif not keep:
-            st = request(mountpoint, {"op": "status"})
-            changes = st.get("changes", [])
-            if changes:
-                names = ", ".join(c["path"] for c in changes[:3]) + (" ..." if len(changes) > 3 else "")
-                raise MountError(f"{mountpoint} has {len(changes)} uncommitted change(s) ({names}): "
-                                 f"`coralfs umount {mountpoint} --commit -m MSG` records them, "
-                                 "`--keep` leaves them staged for the next `mount --write`")
+            raise MountError(f"the daemon of {mountpoint} had died, so nothing was committed; it is unmounted and its "
+                             "staged changes are kept: `coralfs mount REPO MNT --write` and commit again")
+        return None
+    if commit_message is not None:
+        answer = request(mountpoint, {"op": "commit", "message": commit_message})
+        if not answer.get("ok"):
+            raise MountError(f"not unmounted: the commit failed: {answer.get('error')}")
+    elif not keep:
+        changes = request(mountpoint, {"op": "status"}).get("changes", [])
+        if changes:
+            names = ", ".join(c["path"] for c in changes[:3]) + (" ..." if len(changes) > 3 else "")
+            raise MountError(f"{mountpoint} has {len(changes)} uncommitted change(s) ({names}): "
+                             f"`coralfs umount {mountpoint} --commit -m MSG` records them, "
+                             "`--keep` leaves them staged for the next `mount --write`")
     unmount(mountpoint, lazy=lazy)
     return answer
 

@@ -71,18 +71,35 @@ class StagingOperations(pyfuse3.Operations):
             nursery.start_soon(self.auto_commit_loop)
 
     async def _apply_writes(self, recv) -> None:
-        async for spool, fd, off, buf in recv:
-            err = None
-            try:
-                await trio.to_thread.run_sync(_write_out, fd, buf, off)
-            except OSError as e:
-                log.error("write to the spool of %s failed: %s", spool, e)
-                err = e
-            self.sfs.end_write(spool, err)
-            if spool not in self.sfs.pending:
-                ev = self._drained.pop(spool, None)
-                if ev is not None:
-                    ev.set()
+        try:
+            async for spool, fd, off, buf in recv:
+                err = None
+                try:
+                    await trio.to_thread.run_sync(_write_out, fd, buf, off)
+                except OSError as e:
+                    err = e
+                self._applied(spool, err)
+        finally:  # shutting down (a signal): what was acknowledged still reaches the spool
+            while True:
+                try:
+                    spool, fd, off, buf = recv.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                try:
+                    _write_out(fd, buf, off)
+                    err = None
+                except OSError as e:
+                    err = e
+                self._applied(spool, err)
+
+    def _applied(self, spool: str, err: OSError | None) -> None:
+        if err is not None:
+            log.error("write to the spool of %s failed: %s", spool, err)
+        self.sfs.end_write(spool, err)
+        if spool not in self.sfs.pending:
+            ev = self._drained.pop(spool, None)
+            if ev is not None:
+                ev.set()
 
     async def _drain(self, spool: str | None) -> None:
         while spool is not None and spool in self.sfs.pending:

@@ -148,7 +148,7 @@ def test_frameworks_save_into_the_mount_then_commits_are_exact_and_deltas(repo, 
 
 
 TRAIN = r"""
-import os, sys, time, torch
+import hashlib, os, sys, time, torch
 from safetensors.torch import save_file
 mp, every, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
@@ -158,41 +158,34 @@ for step in range(1, steps + 1):
     x = torch.randn(16, 32)
     loss = ((net(x) - x.sum(1, keepdim=True)) ** 2).mean()
     opt.zero_grad(); loss.backward(); opt.step()
+    time.sleep(0.75)  # the rest of a training step
     if step % every == 0:
         d = os.path.join(mp, "checkpoint")
         os.makedirs(d, exist_ok=True)
-        save_file(dict(net.state_dict()), os.path.join(d, "model.safetensors.tmp"), metadata={"step": str(step)})
-        os.replace(os.path.join(d, "model.safetensors.tmp"), os.path.join(d, "model.safetensors"))
+        tmp = os.path.join(d, "model.safetensors.tmp")
+        save_file(dict(net.state_dict()), tmp, metadata={"step": str(step)})
+        os.replace(tmp, os.path.join(d, "model.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "step": step}, os.path.join(d, "optimizer.pt"))
-        print("saved", step, flush=True)
-        sys.stdin.readline()  # the test lets training go on once the commit landed
+        with open(os.path.join(d, "model.safetensors"), "rb") as f:
+            print(step, hashlib.sha256(f.read()).hexdigest(), flush=True)
 """
 
 
 def test_training_loop_with_auto_commit_gives_one_commit_per_checkpoint(repo, tmp_path):
+    """A trainer saving every 4 steps (3 s apart) into a mount with a 1 s auto-commit."""
+    import hashlib
     mp = str(tmp_path / "stage")
-    with staging(repo, mp, "--auto-commit", "0.5"):
-        proc = subprocess.Popen([PYTHON, "-c", TRAIN, mp, "2", "6"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
-        heads, saved = [], []
-        try:
-            for _ in range(3):
-                line = proc.stdout.readline()
-                assert line.startswith("saved"), line
-                before = head(repo)
-                deadline = time.monotonic() + 30
-                while head(repo) == before and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                assert head(repo) != before, "no auto-commit after the checkpoint"
-                heads.append(head(repo))
-                saved.append(sha(os.path.join(mp, "checkpoint", "model.safetensors")))
-                proc.stdin.write("\n")
-                proc.stdin.flush()
-            assert proc.wait(60) == 0
-        finally:
-            proc.kill()
-        time.sleep(1.5)  # no further commit once nothing changes
-        assert head(repo) == heads[-1]
+    with staging(repo, mp, "--auto-commit", "1"):
+        out = subprocess.run([PYTHON, "-c", TRAIN, mp, "4", "12"], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+        saved = [line.split()[1] for line in out.splitlines()]
+        assert len(saved) == 3
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and request(mp, {"op": "status"})["changes"]:
+            time.sleep(0.1)
+        time.sleep(1.5)  # and no further commit once nothing changes
+        st = request(mp, {"op": "status"})
+        assert st["changes"] == [] and st["counters"]["auto_commits"] == 3
     from coralfs import Repository
     r = Repository.open(repo)
     log = list(r.log("main"))
@@ -201,7 +194,6 @@ def test_training_loop_with_auto_commit_gives_one_commit_per_checkpoint(repo, tm
         assert c.message.startswith("auto-commit: checkpoint/")
         assert c.metadata.get("auto_commit") is True
         f = r.open_file(r.tree_of(cid).entries["checkpoint/model.safetensors"].file)
-        import hashlib
         assert hashlib.sha256(f.read(0, f.size)).hexdigest() == digest
     r.close()
 
@@ -459,3 +451,54 @@ def test_writable_mount_errors(repo, tmp_path):
         os.unlink(os.path.join(mp, "bad.safetensors"))
         p = run_cli("mounts", repo=repo)
         assert "main (writable)" in p.stdout
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"daemon {pid} still runs")
+
+
+def test_sigterm_keeps_acknowledged_writes(repo, tmp_path):
+    import hashlib
+    mp = str(tmp_path / "stage")
+    with staging(repo, mp) as pid:
+        data = os.urandom(24 << 20)
+        fd = os.open(os.path.join(mp, "open.bin"), os.O_WRONLY | os.O_CREAT)
+        try:
+            os.write(fd, data)  # acknowledged, not fsynced, still open
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    force_unmount(mp)
+    with staging(repo, mp):
+        assert sha(os.path.join(mp, "open.bin")) == hashlib.sha256(data).hexdigest()
+
+
+def test_umount_commit_of_a_killed_daemon_commits_nothing_and_keeps_the_changes(repo, tmp_path):
+    mp = str(tmp_path / "stage")
+    with staging(repo, mp) as pid:
+        with open(os.path.join(mp, "a.txt"), "w") as f:
+            f.write("kept")
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
+        p = run_cli("umount", mp, "--commit", "-m", "too late", check=False)
+        assert p.returncode == 6 and "nothing was committed" in p.stderr
+        assert head(repo) is None
+        p = run_cli("umount", mp, check=False)
+        assert p.returncode == 6 and "not mounted" in p.stderr
+    with staging(repo, mp):
+        run_cli("umount", mp, "--commit", "-m", "now")
+    from coralfs import Repository
+    r = Repository.open(repo)
+    assert r.open_file(r.tree_of("main").entries["a.txt"].file).read(0, 4) == b"kept"
+    r.close()

@@ -461,3 +461,27 @@ def test_gc_keeps_what_the_staging_area_and_stashes_need(repo, committed, tmp_pa
     cid, _ = f.stage.commit("side again")
     assert repo.fsck().ok
     f.close_all()
+
+
+def test_write_behind_applies_in_order_and_drains_when_cancelled(repo, committed):
+    """Writes answered from the queue reach the spool in order, reads see them, and a
+    shutdown (the nursery cancelled, as SIGTERM does) still applies what was queued."""
+    f = FS(repo)
+    fh = f.create("queued.bin")
+    chunks = [bytes([i]) * (1 << 20) for i in range(12)]
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            f.ops.start(nursery)
+            await f.ops.write(fh, 0, b"x" * (12 << 20))
+            assert await f.ops.read(fh, 0, 4) == b"xxxx"  # a read waits for the queue
+            for i, c in enumerate(chunks):  # answered before they are written
+                assert await f.ops.write(fh, i << 20, c) == len(c)
+            assert f.sfs.pending, "the writes should still be queued"
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert not f.sfs.pending
+    f.close(fh)
+    assert f.cat("queued.bin") == b"".join(chunks)
+    f.close_all()
