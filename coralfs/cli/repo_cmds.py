@@ -69,6 +69,8 @@ def commit(
     """Record checkpoint files or directories (or a writable mount's changes) as a new commit."""
     if mount and sources:
         raise CoralError("name checkpoint paths or --mount MNT, not both")
+    if sources and len(sources) == 1 and _writable_mount(sources[0]):
+        mount, sources = sources[0], None  # `coralfs commit MNT -m MSG` of a writable mount
     if not sources and not mount:
         raise CoralError("nothing to commit: name checkpoint directories or files (coralfs commit DIR -m MSG), "
                          "or a writable mount (--mount MNT)")
@@ -81,6 +83,11 @@ def commit(
         _commit_mount(mount, message, branch, author, metadata)
         return
     _do_commit(ctx, sources, message, branch, author, metadata)
+
+
+def _writable_mount(path: str) -> bool:
+    from ..fs.daemon import is_mounted, mount_info
+    return os.path.isdir(path) and is_mounted(path) is not None and bool(mount_info(path).get("write"))
 
 
 def _commit_mount(mount: str, message: str, branch: str | None, author: str | None, metadata: dict) -> None:

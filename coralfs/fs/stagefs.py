@@ -32,6 +32,7 @@ ROOT_INO = 1
 CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = 2, 3, 4, 5
 VIRTUAL = {CORAL_INO: ".coral", CONTROL_INO: ".coral/control", STATUS_INO: ".coral/status.json",
            COMMIT_INO: ".coral/commit.json"}
+BY_PATH = {v: k for k, v in VIRTUAL.items()}
 FIRST_INO = 16
 MAX_REQUEST = 1 << 20
 
@@ -197,7 +198,7 @@ class StageFS:
 
     def lookup(self, parent: int, name: str) -> Attr:
         path = self._child(parent, name)
-        virtual = {v: k for k, v in VIRTUAL.items()}.get(path)
+        virtual = BY_PATH.get(path)
         if virtual is not None:
             ino = virtual
         else:

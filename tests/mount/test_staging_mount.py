@@ -396,7 +396,8 @@ def test_stash_through_the_cli(repo, tmp_path):
     with staging(repo, mp):
         with open(os.path.join(mp, "a.txt"), "w") as f:
             f.write("one")
-        run_cli("commit", "--mount", mp, "-m", "one", repo=repo)
+        p = run_cli("commit", mp, "-m", "one", repo=repo)  # the mount as a source commits through it
+        assert "A a.txt" in p.stdout
         with open(os.path.join(mp, "a.txt"), "w") as f:
             f.write("two")
         p = run_cli("stash", "--mount", mp, "-m", "try two", repo=repo)
