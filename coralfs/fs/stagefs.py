@@ -530,6 +530,10 @@ class StageFS:
         return self.stage.getxattr(self._xpath(ino), name)
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+        # Only user.* attributes are kept: ACLs (system.posix_acl_*) and security labels
+        # would have to change what the mount enforces, so tools fall back to chmod.
+        if not name.startswith(b"user."):
+            raise OSError(errno.ENOTSUP, f"xattr {name.decode(errors='replace')}: only user.* attributes are kept")
         self.stage.setxattr(self._xpath(ino), name, value)
 
     def listxattr(self, ino: int) -> list[bytes]:

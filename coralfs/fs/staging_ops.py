@@ -146,8 +146,8 @@ class StagingOperations(pyfuse3.Operations):
     @handler
     async def setattr(self, inode, attr, fields, fh, ctx):
         async with self.mutex:
+            await self._drain_all()  # queued writes would move the size and mtime set here
             if fields.update_size:
-                await self._drain_all()
                 if self.sfs.needs_copy_for_truncate(inode):
                     await self._thread(self.sfs.copy_up, inode, attr.st_size == 0)
                 self.sfs.truncate(inode, attr.st_size, fh)

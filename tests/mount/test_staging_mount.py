@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -502,4 +503,28 @@ def test_umount_commit_of_a_killed_daemon_commits_nothing_and_keeps_the_changes(
     from coralfs import Repository
     r = Repository.open(repo)
     assert r.open_file(r.tree_of("main").entries["a.txt"].file).read(0, 4) == b"kept"
+    r.close()
+
+
+def test_cp_a_and_shutil_copy_keep_modes_times_and_bytes(repo, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(src / "run.sh", 0o755)
+    (src / "sub" / "w.bin").write_bytes(os.urandom(300_000))
+    os.utime(src / "sub" / "w.bin", ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    mp = str(tmp_path / "stage")
+    with staging(repo, mp):
+        subprocess.run(["cp", "-a", str(src), os.path.join(mp, "copy")], check=True)
+        shutil.copytree(src, os.path.join(mp, "tree"))  # copy2: chmod, utime, user xattrs
+        for d in ("copy", "tree"):
+            for rel in ("run.sh", "sub/w.bin"):
+                a, b = os.stat(src / rel), os.stat(os.path.join(mp, d, rel))
+                assert (a.st_mode, a.st_mtime_ns) == (b.st_mode, b.st_mtime_ns), (d, rel)
+                assert sha(src / rel) == sha(os.path.join(mp, d, rel))
+            assert os.stat(os.path.join(mp, d, "sub")).st_mode & 0o777 == os.stat(src / "sub").st_mode & 0o777
+        request(mp, {"op": "commit", "message": "copied"})
+    from coralfs import Repository
+    r = Repository.open(repo)
+    assert r.tree_of("main").entries["copy/run.sh"].mode == 0o755
     r.close()

@@ -280,6 +280,7 @@ def test_chmod_and_xattrs(fs):
     run(fs.ops.setattr, fs.ino("run.sh"), attr, _Fields(update_mode=True), None, None)
     assert run(fs.ops.getattr, fs.ino("run.sh"), None).st_mode & 0o777 == 0o755
     ino = fs.ino("run.sh")
+    assert errno_of(run, fs.ops.setxattr, ino, b"system.posix_acl_access", b"\x02", None) == errno.ENOTSUP
     run(fs.ops.setxattr, ino, b"user.step", b"600", None)
     assert run(fs.ops.getxattr, ino, b"user.step", None) == b"600"
     assert run(fs.ops.listxattr, ino, None) == [b"user.step"]
