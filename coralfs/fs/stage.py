@@ -565,6 +565,9 @@ class Stage:
                 progress(path, st.logical)
         new_tree = Tree(tree)
         if self.base and self.repo.put(new_tree) == base_tree.id:
+            # Written, but back to what the base holds (a file opened for writing and left
+            # as it was): the spool copies go, the tree stays as it is.
+            self._finalize(self.base, busy)
             return None, stats
 
         def record(cid: ObjectId) -> None:

@@ -313,6 +313,11 @@ def test_commit_through_the_control_file_records_deltas_and_keeps_serving(fs, co
     assert fs.stage.changes() == [] and os.listdir(fs.stage.spool_dir) == []
     assert fs.cat("model.safetensors") == bytes(data)
     assert fs.control({"op": "commit", "message": "again"})["commit"] is None
+    fh = fs.open("sub/new.txt", RDWR)  # opened for writing (a copy), left as it was
+    fs.close(fh)
+    assert [c.path for c in fs.stage.changes()] == ["sub/new.txt"]
+    assert fs.control({"op": "commit", "message": "same bytes"})["commit"] is None
+    assert fs.stage.changes() == [] and os.listdir(fs.stage.spool_dir) == []
 
 
 def test_commit_of_a_malformed_file_names_it_and_keeps_the_spool(fs):
