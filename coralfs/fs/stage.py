@@ -149,8 +149,12 @@ class Stage:
             self.base = from_hex(base) if base else None
             self._load()
             self._recover()
-            if self.base != self.head() and not self.changes():
-                self._reset(self.head())  # nothing staged: follow the branch
+            if self.base != self.head():
+                if not self.changes():
+                    self._reset(self.head())  # nothing staged: follow the branch
+                else:
+                    with contextlib.suppress(StagingError):  # a conflict is reported by commit
+                        self.rebase()
         self._drop_orphan_spools()
         self._ensure_reserve()
 
@@ -533,12 +537,8 @@ class Stage:
         """Record the working tree as a commit on the branch. Returns (None, stats) when
         nothing changed. ``busy`` names spool files still open for writing: they are
         committed as they are now and stay in the spool."""
-        head = self.head()
-        if head != self.base:
-            def s(x):
-                return to_hex(x)[:12] if x else "nothing"
-            raise StagingError(f"branch {self.branch!r} moved to {s(head)} after this staging area was based on "
-                               f"{s(self.base)}; `coralfs stash` the changes, then `coralfs stash pop` them on the new head")
+        if self.head() != self.base:
+            self.rebase()
         if not self.changes():
             return None, IngestStats()
         base_tree = self.repo.tree_of(self.base) if self.base else Tree({})
@@ -579,6 +579,42 @@ class Stage:
                                expected_head=self.base, before_move=record)
         self._finalize(cid, busy)
         return cid, stats
+
+    def rebase(self) -> None:
+        """The branch moved (another commit landed on it): put the staged changes on its
+        new head. Files the branch changed and the staging area did not are taken from
+        the head; a file both changed is a conflict, and nothing changes."""
+        head = self.head()
+        if head == self.base:
+            return
+        old = self.repo.tree_of(self.base).entries if self.base else {}
+        new = self.repo.tree_of(head).entries if head else {}
+        theirs = {p for p in set(old) | set(new) if old.get(p) != new.get(p)}
+        ours = {c.path for c in self.changes()}
+        both = sorted(ours & theirs)
+        if both:
+            def s(x):
+                return to_hex(x)[:12] if x else "nothing"
+            raise StagingError(
+                f"branch {self.branch!r} moved to {s(head)} after this staging area was based on {s(self.base)}, "
+                f"and both changed {', '.join(both[:3])}{' ...' if len(both) > 3 else ''}: `coralfs stash` the "
+                "changes, then `coralfs stash pop` them onto the new head")
+        now = time.time_ns()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for path in sorted(theirs):
+                cur = self.entries.get(path)
+                if path in new:
+                    te = new[path]
+                    if cur is not None and cur.kind == "d":
+                        raise StagingError(f"cannot rebase onto the branch head: {path} is a directory here")
+                    self._add_parents_live(path, now)
+                    self._put(path, Entry("f", 0o755 if te.mode == MODE_EXEC else 0o644, now, te.file))
+                elif cur is not None and cur.kind == "f":
+                    self._drop(path)
+            self._set_meta("base", to_hex(head) if head else "")
+        self.base = head
+        self._write_roots()
 
     def _finalize(self, cid: ObjectId, busy: set[str]) -> None:
         """The branch is at ``cid``: committed spool rows become File rows."""
@@ -621,9 +657,9 @@ class Stage:
                 row["mode"] = e.mode
                 if e.spool:
                     row["spool"] = e.spool
-                    shutil.copyfile(self.spool_path(e.spool), os.path.join(tmp, e.spool))
-                    with open(os.path.join(tmp, e.spool), "rb+") as f:
-                        os.fsync(f.fileno())
+                    # A second name for the same bytes (instant; the spool's data is durable
+                    # already): the stage's name goes with the reset below.
+                    os.link(self.spool_path(e.spool), os.path.join(tmp, e.spool))
                 else:
                     row["fid"] = to_hex(e.fid)
                     roots.append(e.fid)
@@ -653,7 +689,6 @@ class Stage:
             raise StagingError("the staging area has changes: commit or stash them before `stash pop`")
         d = os.path.join(self.stash_dir(), str(pick["index"]))
         now = time.time_ns()
-        moved = []
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for row in pick["changes"]:
@@ -664,8 +699,7 @@ class Stage:
                     continue
                 if row.get("spool"):
                     name = secrets.token_hex(8)
-                    shutil.copyfile(os.path.join(d, row["spool"]), self.spool_path(name))
-                    moved.append(name)
+                    os.link(os.path.join(d, row["spool"]), self.spool_path(name))
                     e = Entry("f", row["mode"], now, None, name)
                 else:
                     e = Entry("f", row["mode"], now, from_hex(row["fid"]))
@@ -674,9 +708,6 @@ class Stage:
                     raise StagingError(f"cannot pop the stash: {path} is a directory now")
                 self._add_parents_live(path, now)
                 self._put(path, e)
-        for name in moved:
-            with open(self.spool_path(name), "rb+") as f:
-                os.fsync(f.fileno())
         fsync_dir(self.spool_dir)
         self._write_roots()  # before the stash (and its roots) goes
         shutil.rmtree(d)

@@ -632,13 +632,17 @@ class StageFS:
             self._detach(p)
 
     def run_request(self, req: dict) -> dict:
-        """One control request (from a worker thread, changes to the stage paused)."""
+        """One control request (changes to the stage paused; a commit may run in a
+        worker thread once :meth:`Stage.rebase` ran on the serving thread)."""
         op = req.get("op")
         try:
             if op == "commit":
                 return self.commit(req.get("message") or "", req.get("author"), req.get("metadata"))
             if op == "status":
                 return {"ok": True, **self.status()}
+            if op == "rebase":
+                self.stage.rebase()
+                return {"ok": True}
             if op == "stash":
                 return self.stash(req.get("message") or "")
             if op == "stash-pop":

@@ -281,7 +281,15 @@ class StagingOperations(pyfuse3.Operations):
             return
         log.info("control request: %s", req.get("op"))
         op = req.get("op")
-        answer = await trio.to_thread.run_sync(self.sfs.run_request, req)
+        # The tree the kernel reads is only changed on this thread: a commit first moves
+        # the staged changes onto a branch head that moved (quick), then ingests in a
+        # worker thread; stashes (hard links and one transaction) run here.
+        if op == "commit":
+            answer = self.sfs.run_request({"op": "rebase"})
+            if answer.get("ok"):
+                answer = await trio.to_thread.run_sync(self.sfs.run_request, req)
+        else:
+            answer = self.sfs.run_request(req)
         if op in ("stash", "stash-pop") and answer.get("ok"):
             self._invalidate_soon()
         h.answer = json.dumps(answer).encode()
@@ -372,6 +380,7 @@ class StagingOperations(pyfuse3.Operations):
                     continue
                 await self._drain_all()
                 try:
+                    self.sfs.stage.rebase()
                     out = await trio.to_thread.run_sync(self.sfs.auto_commit)
                     log.info("auto-commit: %s", out.get("commit") or out.get("message"))
                 except Exception as e:  # noqa: BLE001 - logged; the spool keeps the changes

@@ -329,14 +329,27 @@ def test_commit_of_a_malformed_file_names_it_and_keeps_the_spool(fs):
     assert [c.path for c in fs.stage.changes()] == ["bad.safetensors"]
 
 
-def test_commit_refuses_when_the_branch_moved(fs, repo, tmp_path):
+def test_a_branch_that_moved_is_rebased_onto_unless_both_changed_a_file(fs, repo, tmp_path):
     fs.put("x", b"1")
     other = tmp_path / "other"
-    other.mkdir()
+    (other / "sub").mkdir(parents=True)
     (other / "y").write_text("2")
-    repo.commit_paths([str(other)], "elsewhere")
-    got = fs.control({"op": "commit", "message": "x"})
-    assert not got["ok"] and "moved" in got["error"] and "stash" in got["error"]
+    (other / "sub" / "notes.txt").write_text("theirs")
+    repo.commit_paths([str(other)], "elsewhere")  # replaces the tree: model.safetensors goes
+    moved = repo.branch_head("main")
+    got = fs.control({"op": "commit", "message": "mine"})
+    assert got["ok"], got
+    c = repo.read_commit(repo.branch_head("main"))
+    assert c.parents == [moved]
+    assert sorted(repo.tree_of(repo.branch_head("main")).entries) == ["sub/notes.txt", "x", "y"]
+    assert fs.cat("y") == b"2" and "model.safetensors" not in fs.ls()
+    fs.put("y", b"mine")
+    (other / "y").write_text("theirs again")
+    repo.commit_paths([str(other)], "elsewhere again")
+    head = repo.branch_head("main")
+    got = fs.control({"op": "commit", "message": "conflict"})
+    assert not got["ok"] and "both changed y" in got["error"] and "stash" in got["error"]
+    assert repo.branch_head("main") == head and fs.cat("y") == b"mine"
 
 
 class Crash(BaseException):
