@@ -172,7 +172,7 @@ def _mount_status(mount: str, as_json: bool) -> None:
     base = st["base"][:12] if st["base"] else "no commits yet"
     typer.echo(f"Writable mount of branch {st['branch']} at {base}")
     if st["head"] != st["base"]:
-        typer.echo(f"  the branch moved to {(st['head'] or '')[:12]} since; commit refuses until you stash and pop")
+        typer.echo(f"  the branch moved to {(st['head'] or '')[:12]} since; the next commit puts these changes on it")
     if not st["changes"]:
         typer.echo("nothing staged")
     else:
