@@ -107,10 +107,11 @@ def main() -> None:
         shutil.rmtree(repo)
     med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"1 safetensors file, {mb:.0f} MB fp32, {args.repeat} runs (medians)\n")
-    print(f"{'':34} {'seconds':>8} {'MB/s':>8} {'vs local':>9}")
+    print(f"{'':34} {'seconds':>8} {'MB/s':>8} {'vs local':>9}   range (s)")
     for key, label in (("local", "save to local disk"), ("local_fsync", "save to local disk + fsync"),
                        ("mount", "save into the staging mount")):
-        print(f"{label:34} {med[key]:8.2f} {mb / med[key]:8.0f} {med['local'] / med[key]:8.2f}x")
+        print(f"{label:34} {med[key]:8.2f} {mb / med[key]:8.0f} {med['local'] / med[key]:8.2f}x"
+              f"   {min(rows[key]):.2f}-{max(rows[key]):.2f}")
     for key, label in (("commit_fresh", "commit (fresh)"), ("commit_delta", "commit (delta vs step 0)")):
         st = statistics.median(stored[key])
         print(f"{label:34} {med[key]:8.2f} {mb / med[key]:8.0f}   stored {st / nbytes:.3f} of the file")
