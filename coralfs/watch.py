@@ -44,6 +44,9 @@ class Watcher:
     pattern: str = "checkpoint-*"
     debounce: float = 30.0
     on_commit: Callable[[str, CommitResult], None] | None = None
+    min_interval: float = 0.0   # seconds between two commits (a settled entry waits)
+    keep_last: int = 0          # > 0: tag each commit auto/BRANCH/N, keep the newest N tags
+    _last_commit: float = 0.0
     _last_event: dict[str, float] = field(default_factory=dict)
     _done: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,6 +109,9 @@ class Watcher:
         if step is not None:
             meta["step"] = step
         res = self.repo.commit_paths([entry], f"{name}", branch=self.branch, metadata=meta)
+        self._last_commit = time.monotonic()
+        if self.keep_last > 0:
+            self.repo.tag_rotating(f"auto/{self.branch}", res.commit, self.keep_last, f"watch: {name}")
         with self._lock:
             self._done.add(entry)
             self._last_event.pop(entry, None)
@@ -125,6 +131,9 @@ class Watcher:
             self.catch_up()
             while True:
                 for entry in self.settled():
+                    if self.min_interval and self._last_commit and \
+                            time.monotonic() - self._last_commit < self.min_interval:
+                        break  # too soon after the last commit: it waits for the interval
                     if self.commit(entry) is not None:
                         made += 1
                         if exit_after is not None and made >= exit_after:

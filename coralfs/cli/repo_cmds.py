@@ -367,17 +367,24 @@ def watch(
     pattern: Annotated[str, typer.Option("--pattern", help="Which entries of DIRECTORY are checkpoints")] = "checkpoint-*",
     exit_after: Annotated[int | None, typer.Option("--exit-after", help="Stop after this many commits")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds")] = None,
+    min_interval: Annotated[float | None, typer.Option("--min-interval", help="Seconds between two commits (default: config staging.min_interval)")] = None,
+    keep_last: Annotated[int | None, typer.Option("--keep-last", help="Tag each commit auto/BRANCH/N and keep the newest N tags (default: config staging.keep_last; 0: no tags)")] = None,
 ) -> None:
     """Commit each settled checkpoint a trainer writes into DIRECTORY (inotify)."""
     from ..watch import Watcher
     repo = open_repo(ctx)
+    if min_interval is None:
+        min_interval = float(repo.config.get("staging.min_interval"))
+    if keep_last is None:
+        keep_last = repo.config.get("staging.keep_last")
 
     def report(entry: str, res) -> None:
         st = res.stats
         typer.echo(f"[{w.branch} {short(res.commit)}] {os.path.basename(entry)}: {human(st.logical)} logical, "
                    f"{human(st.stored)} newly stored", )
 
-    w = Watcher(repo, directory, branch=branch, pattern=pattern, debounce=debounce, on_commit=report)
+    w = Watcher(repo, directory, branch=branch, pattern=pattern, debounce=debounce, on_commit=report,
+                min_interval=min_interval, keep_last=keep_last)
     typer.echo(f"watching {w.directory} for {pattern} (settled after {debounce:g} s) -> branch {w.branch}")
     try:
         n = w.run(exit_after=exit_after, timeout=timeout)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..objects.errors import CoralError
-from ..objects.ids import ObjectId, to_hex
+from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.reader import FileView
 from .stage import RESERVED, Entry, Stage, StagingError
 
@@ -605,14 +605,7 @@ class StageFS:
         return out
 
     def _rotate_tags(self, cid: str) -> None:
-        prefix = f"auto/{self.stage.branch}/"
-        nums = sorted(int(n[len(prefix):]) for n in self.repo.tags() if n.startswith(prefix)
-                      and n[len(prefix):].isdigit())
-        nxt = (nums[-1] + 1) if nums else 1
-        self.repo.create_tag(f"{prefix}{nxt}", cid, message="auto-commit")
-        nums.append(nxt)
-        for n in nums[:-self.auto.keep_last]:
-            self.repo.delete_tag(f"{prefix}{n}")
+        self.repo.tag_rotating(f"auto/{self.stage.branch}", from_hex(cid), self.auto.keep_last, "auto-commit")
 
     def stash(self, message: str = "") -> dict:
         if self.writers():

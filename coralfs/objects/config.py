@@ -22,7 +22,8 @@ DEFAULTS: dict[str, tuple[Any, type]] = {
     "storage.similarity": (True, bool),
     "cache.size": (512 << 20, int),
     "user.name": ("", str),
-    # Auto-commit rules of writable mounts (`coralfs mount --write --auto-commit S`):
+    # Auto-commit rules of writable mounts (`coralfs mount --write --auto-commit S`; the
+    # last two also for `coralfs watch`):
     # comma-separated globs of the paths whose changes count (empty: all), the fewest
     # seconds between two auto-commits, and how many `auto/BRANCH/N` tags to keep (0: none).
     "staging.auto_commit_paths": ("", str),

@@ -213,6 +213,19 @@ class Repository:
         self.refs.set_if_equals(TAGS + name, old, tid, f"tag: {name} -> {to_hex(commit)[:12]}")
         return tid
 
+    def tag_rotating(self, prefix: str, target: ObjectId, keep: int, message: str = "") -> str:
+        """Tag ``target`` as ``PREFIX/N`` (one more than the highest N) and delete all but
+        the newest ``keep`` of the ``PREFIX/N`` tags. Returns the new tag's name."""
+        prefix = prefix.rstrip("/") + "/"
+        nums = sorted(int(n[len(prefix):]) for n in self.tags()
+                      if n.startswith(prefix) and n[len(prefix):].isdigit())
+        name = f"{prefix}{(nums[-1] + 1) if nums else 1}"
+        self.create_tag(name, to_hex(target), message=message)
+        nums.append(int(name[len(prefix):]))
+        for n in nums[:-keep] if keep > 0 else []:
+            self.delete_tag(f"{prefix}{n}")
+        return name
+
     def delete_tag(self, name: str) -> None:
         check_ref_name(name, "tag")
         old = self.refs.read(TAGS + name)

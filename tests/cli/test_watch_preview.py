@@ -75,6 +75,28 @@ def test_watch_commits_each_settled_checkpoint(tmp_path):
     assert len(list(Repository.open(repo).log("main"))) == 3
 
 
+def test_watch_rules_min_interval_and_keep_last_tags(tmp_path):
+    repo = str(tmp_path / "repo")
+    run_cli("init", repo)
+    run_cli("config", "set", "staging.keep_last", "2", repo=repo)  # the rules writable mounts use
+    out = tmp_path / "run"
+    for step in (1, 2, 3, 4):
+        d = out / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        (d / "w.bin").write_bytes(os.urandom(1000))
+    t0 = time.monotonic()
+    p = run_cli("watch", str(out), "--debounce", "0", "--min-interval", "1", "--exit-after", "4",
+                "--timeout", "60", repo=repo)
+    took = time.monotonic() - t0
+    assert "4 checkpoints committed" in p.stdout
+    assert took >= 3.0  # three waits of at least min-interval between four commits
+    r = Repository.open(repo)
+    tags = {n: r.peel(t) for n, t in r.tags().items()}
+    head = r.branch_head("main")
+    assert sorted(tags) == ["auto/main/3", "auto/main/4"] and tags["auto/main/4"] == head
+    assert r.read_commit(tags["auto/main/3"]).metadata["step"] == 3
+
+
 def test_watch_errors(tmp_path):
     repo = str(tmp_path / "repo")
     run_cli("init", repo)
