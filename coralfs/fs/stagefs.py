@@ -94,7 +94,7 @@ class StageFS:
         self.last_write = 0.0                    # when a counted file was last written or closed
         self.last_commit = 0.0
         self.counters = {"commits": 0, "auto_commits": 0, "bytes_written": 0, "copy_ups": 0}
-        self.uid_mtime = time.time_ns()
+        self.mounted_ns = time.time_ns()  # the time shown for .coral and the root
 
     # -- inodes --------------------------------------------------------------------------
     def _ino(self, path: str) -> int:
@@ -164,7 +164,7 @@ class StageFS:
     def attr(self, ino: int) -> Attr:
         if ino in VIRTUAL:
             if ino == CORAL_INO:
-                return Attr(ino, stat.S_IFDIR | 0o555, 0, self.uid_mtime, 2)
+                return Attr(ino, stat.S_IFDIR | 0o555, 0, self.mounted_ns, 2)
             mode = 0o666 if ino == CONTROL_INO else 0o444
             return Attr(ino, stat.S_IFREG | mode, 0 if ino == CONTROL_INO else 1 << 20, time.time_ns())
         path = self.paths.get(ino)
@@ -178,7 +178,7 @@ class StageFS:
         if e is None:
             raise OSError(errno.ENOENT, path)
         if e.kind == "d":
-            return Attr(ino, stat.S_IFDIR | e.mode, 0, e.mtime_ns or self.uid_mtime, 2)
+            return Attr(ino, stat.S_IFDIR | e.mode, 0, e.mtime_ns or self.mounted_ns, 2)
         if e.spool:
             st = os.stat(self.stage.spool_path(e.spool))
             return Attr(ino, stat.S_IFREG | e.mode, self._spool_size(e.spool, st.st_size), st.st_mtime_ns)

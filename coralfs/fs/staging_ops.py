@@ -75,7 +75,10 @@ class StagingOperations(pyfuse3.Operations):
             async for spool, fd, off, buf in recv:
                 err = None
                 try:
-                    await trio.to_thread.run_sync(_write_out, fd, buf, off)
+                    # Shielded: a write taken off the queue is applied even when shutdown
+                    # begins (an unshielded call could be cancelled before it starts).
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(_write_out, fd, buf, off)
                 except OSError as e:
                     err = e
                 self._applied(spool, err)
