@@ -282,3 +282,30 @@ def describe_commit(repo: Repository, oid: ObjectId) -> dict:
 
 
 __all__ = ["Repository", "CommitResult", "FileChange", "TensorChange", "describe_commit"]
+
+
+# -- writable mounts ---------------------------------------------------------------------
+def commit_mount(mountpoint: str, message: str, *, author: str | None = None,
+                 metadata: dict | None = None) -> dict:
+    """Commit what was saved into the writable mount at ``mountpoint`` (what ``coralfs
+    commit --mount`` does), from a training script. Returns the daemon's answer: ``commit``
+    (hex id, or None when nothing changed), ``changes``, ``logical`` and ``stored`` bytes.
+    Raises CoralError with the mount's one-line message when it refuses."""
+    return _mount_request(mountpoint, {"op": "commit", "message": message, "author": author,
+                                       "metadata": metadata})
+
+
+def mount_status(mountpoint: str) -> dict:
+    """What the writable mount at ``mountpoint`` has staged (``changes``, ``base``, ...)."""
+    return _mount_request(mountpoint, {"op": "status"})
+
+
+def _mount_request(mountpoint: str, req: dict) -> dict:
+    from .fs.stagefs import request
+    answer = request(mountpoint, req)
+    if not answer.get("ok"):
+        err = CoralError(answer.get("error") or "the mount refused the request")
+        err.exit_code = answer.get("exit_code") or 1
+        raise err
+    return answer
+

@@ -13,21 +13,10 @@ from .app import app
 from .common import JsonOpt, open_repo
 
 
-class ControlError(CoralError):
-    """A writable mount answered a control request with an error."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def control(mountpoint: str, req: dict) -> dict:
     """Send ``req`` to the writable mount at ``mountpoint``; its error becomes ours."""
-    from ..fs.stagefs import request
-    answer = request(mountpoint, req)
-    if not answer.get("ok"):
-        raise ControlError(answer.get("error") or "the mount refused the request", answer.get("exit_code") or 1)
-    return answer
+    from ..api import _mount_request
+    return _mount_request(mountpoint, req)
 
 
 def print_changes(changes: list[dict]) -> None:

@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import coralfs
 from coralfs.fs.stagefs import request
 from tests.conftest import PYTHON, minilm_dir, run_cli, sha, tree_sha
 from tests.mount.conftest import force_unmount, mounted
@@ -129,7 +130,7 @@ def test_frameworks_save_into_the_mount_then_commits_are_exact_and_deltas(repo, 
         _save_everything(os.path.join(mp, "ckpt"), 2, sd2)
         _check_loads(os.path.join(mp, "ckpt"), 2, sd2)
         saved2 = tree_sha(mp)
-        got = request(mp, {"op": "commit", "message": "step 2"})
+        got = coralfs.commit_mount(mp, "step 2", metadata={"step": 2})  # from a training script
         assert got["ok"] and got["commit"]
         changed = {c["path"] for c in got["changes"]}
         assert "ckpt/model.safetensors" in changed and not any(p.startswith("hf/") for p in changed)
@@ -251,6 +252,7 @@ def test_kill9_during_writes_loses_nothing_fsynced(repo, tmp_path):
 
 COMMITTER = r"""
 import sys
+import coralfs
 from coralfs.fs.stagefs import request
 print(request(sys.argv[1], {"op": "commit", "message": "interrupted"}), flush=True)
 """
