@@ -86,25 +86,74 @@ class _Open:
     ahead: ReadAhead = field(default_factory=ReadAhead)
 
 
+class ChunkReads:
+    """Reads of stored content for an Operations class: cache hits answered on the event
+    loop, misses decoded in worker threads, and the chunks readahead.py expects next
+    decoded in the background (each once: a read needing one waits for it)."""
+
+    def _init_reads(self, odb, threads: int) -> None:
+        self.odb = odb
+        # Demand reads and prefetches have their own threads: a read never queues behind
+        # prefetches of chunks it does not need yet.
+        self.limiter = trio.CapacityLimiter(max(1, threads))
+        self.prefetch_limiter = trio.CapacityLimiter(max(1, threads))
+        self.nursery: trio.Nursery | None = None
+        self._prefetching: dict = {}  # chunk id -> trio.Event set when decoded
+        self.counters = {"reads": 0, "bytes_served": 0, "cache_fast_path": 0, "prefetched_chunks": 0}
+
+    async def read_content(self, content: Content, ahead: ReadAhead, off: int, size: int) -> bytes:
+        data = content.cached(off, size)
+        if data is None:
+            # Chunks being prefetched: wait for them rather than decode them again.
+            for oid in content.chunk_ids(off, size):
+                ev = self._prefetching.get(oid)
+                if ev is not None:
+                    await ev.wait()
+            data = content.cached(off, size)
+        if data is None:
+            data = await trio.to_thread.run_sync(content.read, off, size, limiter=self.limiter)
+        else:
+            self.counters["cache_fast_path"] += 1
+        wanted = ahead.after_read(content, off, len(data))
+        if wanted:
+            self._prefetch(wanted)
+        self.counters["reads"] += 1
+        self.counters["bytes_served"] += len(data)
+        return data
+
+    def _prefetch(self, ids) -> None:
+        """Decode these chunks in the background (the policy lives in readahead.py)."""
+        if self.nursery is None:
+            return
+        for oid in ids:
+            if oid in self._prefetching or oid in self.odb.chunks:
+                continue
+            self._prefetching[oid] = trio.Event()
+            self.nursery.start_soon(self._prefetch_one, oid)
+
+    async def _prefetch_one(self, oid) -> None:
+        try:
+            await trio.to_thread.run_sync(self.odb.read_chunk, oid, limiter=self.prefetch_limiter)
+            self.counters["prefetched_chunks"] += 1
+        except Exception as e:  # noqa: BLE001 - a failed prefetch is retried by the read itself
+            log.debug("prefetch of %s failed: %s", oid.hex(), e)
+        finally:
+            self._prefetching.pop(oid).set()
+
+
 @erofs("setattr", "mknod", "mkdir", "unlink", "rmdir", "symlink", "rename", "link", "write",
        "create", "setxattr", "removexattr", "fsync", "fsyncdir")
-class CoralOperations(pyfuse3.Operations):
+class CoralOperations(ChunkReads, pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
     def __init__(self, vfs: VFS, threads: int = 2) -> None:
         super().__init__()
         self.vfs = vfs
-        # Demand reads and prefetches have their own threads: a read never queues behind
-        # prefetches of chunks it does not need yet.
-        self.limiter = trio.CapacityLimiter(max(1, threads))
-        self.prefetch_limiter = trio.CapacityLimiter(max(1, threads))
+        self._init_reads(vfs.repo.odb, threads)
         self.files: dict[int, _Open] = {}
         self.dirs: dict[int, list[tuple[str, Node]]] = {}
         self._next_fh = 1
-        self.nursery: trio.Nursery | None = None
-        self._prefetching: dict = {}  # chunk id -> trio.Event set when decoded
-        self.counters = {"reads": 0, "bytes_served": 0, "cache_fast_path": 0, "prefetched_chunks": 0}
         self.uid, self.gid = os.getuid(), os.getgid()
         vfs.stats = self.stats  # .coral/stats.json shows these counters
 
@@ -197,44 +246,7 @@ class CoralOperations(pyfuse3.Operations):
     async def read(self, fh, off, size):
         f = self.files[fh]
         log.debug("read fh=%d off=%d size=%d", fh, off, size)
-        data = f.content.cached(off, size)
-        if data is None:
-            # Chunks being prefetched: wait for them rather than decode them again.
-            for oid in f.content.chunk_ids(off, size):
-                ev = self._prefetching.get(oid)
-                if ev is not None:
-                    await ev.wait()
-            data = f.content.cached(off, size)
-        if data is None:
-            data = await trio.to_thread.run_sync(f.content.read, off, size, limiter=self.limiter)
-        else:
-            self.counters["cache_fast_path"] += 1
-        ahead = f.ahead.after_read(f.content, off, len(data))
-        if ahead:
-            self._prefetch(ahead)
-        self.counters["reads"] += 1
-        self.counters["bytes_served"] += len(data)
-        return data
-
-    def _prefetch(self, ids) -> None:
-        """Decode these chunks in the background (the policy lives in readahead.py)."""
-        if self.nursery is None:
-            return
-        odb = self.vfs.repo.odb
-        for oid in ids:
-            if oid in self._prefetching or oid in odb.chunks:
-                continue
-            self._prefetching[oid] = trio.Event()
-            self.nursery.start_soon(self._prefetch_one, oid)
-
-    async def _prefetch_one(self, oid) -> None:
-        try:
-            await trio.to_thread.run_sync(self.vfs.repo.odb.read_chunk, oid, limiter=self.prefetch_limiter)
-            self.counters["prefetched_chunks"] += 1
-        except Exception as e:  # noqa: BLE001 - a failed prefetch is retried by the read itself
-            log.debug("prefetch of %s failed: %s", oid.hex(), e)
-        finally:
-            self._prefetching.pop(oid).set()
+        return await self.read_content(f.content, f.ahead, off, size)
 
     @handler
     async def release(self, fh):
@@ -265,7 +277,7 @@ class CoralOperations(pyfuse3.Operations):
         return []
 
     def stats(self) -> dict:
-        odb = self.vfs.repo.odb
+        odb = self.odb
         return {**self.counters, "decoded_bytes": odb.decoded_bytes, "decoded_chunks": odb.decoded_chunks,
                 "cache_used": odb.chunks.used, "cache_budget": odb.chunks.budget,
                 "cache_hits": odb.chunks.hits, "cache_misses": odb.chunks.misses,

@@ -28,7 +28,9 @@ import pyfuse3
 import trio
 
 from ..objects.durable import start_writeback
-from .operations import BLKSIZE, handler
+from .content import Stored
+from .operations import BLKSIZE, ChunkReads, handler
+from .readahead import ReadAhead
 from .stagefs import CONTROL_INO, VIRTUAL, Attr, StageFS
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def _write_out(fd: int, buf: bytes, off: int) -> None:
     start_writeback(fd, off, n)  # so the fsync at close has little left to do
 
 
-class StagingOperations(pyfuse3.Operations):
+class StagingOperations(ChunkReads, pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
@@ -53,11 +55,11 @@ class StagingOperations(pyfuse3.Operations):
         super().__init__()
         self.sfs = sfs
         self.mutex = trio.Lock()
-        self.limiter = trio.CapacityLimiter(max(1, threads))
+        self._init_reads(sfs.repo.odb, threads)
+        self._committed: dict[int, tuple[Stored, ReadAhead]] = {}  # fh -> reads of committed bytes
         self.dirs: dict[int, list[tuple[str, Attr]]] = {}
         self._next_dh = 1
         self.uid, self.gid = os.getuid(), os.getgid()
-        self.nursery: trio.Nursery | None = None
         self._queue: trio.MemorySendChannel | None = None
         self._drained: dict[str, trio.Event] = {}
 
@@ -250,8 +252,12 @@ class StagingOperations(pyfuse3.Operations):
     @handler
     async def read(self, fh, off, size):
         view = self.sfs.read_view(fh)
-        if view is not None:
-            return await self._thread(view.read, off, size)
+        if view is not None:  # committed bytes: decoded lazily, with read-ahead
+            got = self._committed.get(fh)
+            if got is None or got[0].view is not view:
+                got = self._committed[fh] = (Stored(view), ReadAhead())
+            return await self.read_content(got[0], got[1], off, size)
+        self._committed.pop(fh, None)
         await self._drain(self.sfs.handle(fh).spool)
         return self.sfs.read(fh, off, size)
 
@@ -328,6 +334,7 @@ class StagingOperations(pyfuse3.Operations):
 
     @handler
     async def release(self, fh):
+        self._committed.pop(fh, None)
         h = self.sfs.handles.get(fh)
         if h is not None:
             await self._drain(h.spool)
