@@ -504,3 +504,23 @@ def test_write_behind_applies_in_order_and_drains_when_cancelled(repo, committed
     f.close(fh)
     assert f.cat("queued.bin") == b"".join(chunks)
     f.close_all()
+
+
+def test_a_handle_follows_its_file_through_renames_and_ftruncate(fs):
+    fh = fs.create("ckpt.tmp")
+    fs.write(fh, 0, b"0123456789")
+    fs.rename("ckpt.tmp", "ckpt.bin")  # renamed while open (a save finishing early)
+    fs.write(fh, 10, b"abc")
+    attr = pyfuse3.EntryAttributes()
+    attr.st_size = 4
+    run(fs.ops.setattr, fs.ino("ckpt.bin"), attr, _Fields(update_size=True), fh, None)  # ftruncate
+    fs.close(fh)
+    assert fs.cat("ckpt.bin") == b"0123"
+    assert [c.path for c in fs.stage.changes()] == ["ckpt.bin"]
+
+
+def test_read_only_handles_never_copy_and_refuse_writes(fs):
+    fh = fs.open("model.safetensors")
+    assert errno_of(fs.write, fh, 0, b"x") == errno.EBADF
+    fs.close(fh)
+    assert fs.sfs.counters["copy_ups"] == 0 and fs.stage.changes() == []
