@@ -303,12 +303,18 @@ class StageFS:
         return self._fh(h), self.attr(ino)
 
     def needs_copy(self, ino: int, flags: int) -> bool:
-        """Opening for writing a file whose bytes are still only in the repository: the
-        caller runs :meth:`copy_up` (in a worker thread) first."""
-        if ino in VIRTUAL or flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC:
+        """Opening with O_TRUNC a file whose bytes are still only in the repository: the
+        caller runs :meth:`copy_up` (an empty spool file) first. Other opens for writing
+        copy at their first write (:meth:`needs_copy_for_write`), so a file opened
+        read-write and only read (h5py "a", numpy "r+") is never copied."""
+        if ino in VIRTUAL or not (flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY):
             return False
         _p, e = self._entry(ino)
         return e.kind == "f" and e.spool is None
+
+    def needs_copy_for_write(self, fh: int) -> bool:
+        h = self.handle(fh)
+        return h.writable and h.ino not in VIRTUAL and self._spool_of(h) is None
 
     def copy_up(self, ino: int, truncate: bool) -> None:
         path, e = self._entry(ino)
@@ -339,8 +345,6 @@ class StageFS:
             if flags & os.O_TRUNC and writable:
                 os.ftruncate(self.fds[e.spool][0], 0)
                 self._touch(path)
-        elif writable:
-            raise OSError(errno.EIO, f"{path}: open for writing before its copy")
         else:
             h.view = self.repo.open_file(e.fid)
         if writable:

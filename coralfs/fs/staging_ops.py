@@ -242,7 +242,7 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
         if self.sfs.needs_copy(inode, flags):
             async with self.mutex:
                 if self.sfs.needs_copy(inode, flags):
-                    await self._thread(self.sfs.copy_up, inode, bool(flags & os.O_TRUNC))
+                    await self._thread(self.sfs.copy_up, inode, True)
                 return self._info(self.sfs.open(inode, flags), inode, flags)
         if flags & os.O_ACCMODE != os.O_RDONLY and inode not in VIRTUAL:
             async with self.mutex:
@@ -271,6 +271,11 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
                     await self._drain_all()
                     await self._control(h)
             return n
+        if self.sfs.needs_copy_for_write(fh):  # the first write to a committed file
+            async with self.mutex:
+                if self.sfs.needs_copy_for_write(fh):
+                    await self._thread(self.sfs.copy_up, h.ino, False)
+                    self.sfs.needs_copy_for_write(fh)  # the handle now writes to the copy
         if self._queue is None:  # not serving (the ops tests): write through
             async with self.mutex:
                 return self.sfs.write(fh, off, buf)

@@ -313,7 +313,8 @@ def test_commit_through_the_control_file_records_deltas_and_keeps_serving(fs, co
     assert fs.stage.changes() == [] and os.listdir(fs.stage.spool_dir) == []
     assert fs.cat("model.safetensors") == bytes(data)
     assert fs.control({"op": "commit", "message": "again"})["commit"] is None
-    fh = fs.open("sub/new.txt", RDWR)  # opened for writing (a copy), left as it was
+    fh = fs.open("sub/new.txt", RDWR)
+    fs.write(fh, 0, b"added")  # written (so copied), but with the bytes it had
     fs.close(fh)
     assert [c.path for c in fs.stage.changes()] == ["sub/new.txt"]
     assert fs.control({"op": "commit", "message": "same bytes"})["commit"] is None
@@ -519,8 +520,16 @@ def test_a_handle_follows_its_file_through_renames_and_ftruncate(fs):
     assert [c.path for c in fs.stage.changes()] == ["ckpt.bin"]
 
 
-def test_read_only_handles_never_copy_and_refuse_writes(fs):
+def test_only_a_write_copies_a_committed_file(fs, committed):
     fh = fs.open("model.safetensors")
     assert errno_of(fs.write, fh, 0, b"x") == errno.EBADF
     fs.close(fh)
+    fh = fs.open("model.safetensors", RDWR)  # h5py "a", numpy "r+": opened read-write, read
+    assert fs.read(fh, 0, 8) == (committed / "model.safetensors").read_bytes()[:8]
+    fs.close(fh)
     assert fs.sfs.counters["copy_ups"] == 0 and fs.stage.changes() == []
+    fh = fs.open("model.safetensors", RDWR)
+    fs.write(fh, 8, b"{")  # the first write copies, then lands on the copy
+    assert fs.sfs.counters["copy_ups"] == 1 and fs.read(fh, 8, 1) == b"{"
+    fs.close(fh)
+    assert [c.status for c in fs.stage.changes()] == ["modified"]
