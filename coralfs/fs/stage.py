@@ -228,28 +228,17 @@ class Stage:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("DELETE FROM entries")
             self.db.execute("DELETE FROM xattrs")
-            self.entries = {}
+            self.entries, self.dirs = {}, {"": set()}
             for path, te in tree.entries.items():
                 self._add_parents(path, mtime)
-                e = Entry("f", 0o755 if te.mode == MODE_EXEC else 0o644, mtime, te.file)
-                self.entries[path] = e
-                self._row(path, e)
+                self._put(path, Entry("f", 0o755 if te.mode == MODE_EXEC else 0o644, mtime, te.file))
             self._set_meta("base", to_hex(base) if base else "")
             self._set_meta("branch", self.branch)
             self._set_meta("pending", None)
         self.base = base
-        self._load()
         self._write_roots()
         for s in old_spools:
             self._unlink_spool(s)
-
-    def _add_parents(self, path: str, mtime: int) -> None:
-        d = posixpath.dirname(path)
-        while d and d not in self.entries:
-            e = Entry("d", 0o755, mtime)
-            self.entries[d] = e
-            self._row(d, e)
-            d = posixpath.dirname(d)
 
     def _recover(self) -> None:
         """Finish a commit the previous daemon recorded but did not see through."""
@@ -608,7 +597,7 @@ class Stage:
                     te = new[path]
                     if cur is not None and cur.kind == "d":
                         raise StagingError(f"cannot rebase onto the branch head: {path} is a directory here")
-                    self._add_parents_live(path, now)
+                    self._add_parents(path, now)
                     self._put(path, Entry("f", 0o755 if te.mode == MODE_EXEC else 0o644, now, te.file))
                 elif cur is not None and cur.kind == "f":
                     self._drop(path)
@@ -706,7 +695,7 @@ class Stage:
                 old = self.entries.get(path)
                 if old is not None and old.kind == "d":
                     raise StagingError(f"cannot pop the stash: {path} is a directory now")
-                self._add_parents_live(path, now)
+                self._add_parents(path, now)
                 self._put(path, e)
         fsync_dir(self.spool_dir)
         self._write_roots()  # before the stash (and its roots) goes
@@ -714,7 +703,8 @@ class Stage:
         fsync_dir(self.stash_dir())
         return pick
 
-    def _add_parents_live(self, path: str, mtime: int) -> None:
+    def _add_parents(self, path: str, mtime: int) -> None:
+        """Directory rows for every parent of ``path`` that has none."""
         parts = path.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             d = "/".join(parts[:i])
@@ -722,7 +712,7 @@ class Stage:
             if e is None:
                 self._put(d, Entry("d", 0o755, mtime))
             elif e.kind != "d":
-                raise StagingError(f"cannot pop the stash: {d} is a file now")
+                raise StagingError(f"{path} cannot be placed: {d} is a file in the staging area")
 
 
 def staged_changes(repo, branch: str) -> list[Change]:
