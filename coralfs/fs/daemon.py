@@ -266,8 +266,8 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
         def report() -> None:
             msg = os.read(r, 4096).decode()
             if msg.startswith("READY"):
-                print(f"mounted {spec.ref or 'repository'} at {spec.mountpoint} (Ctrl-C or `coralfs umount` to stop)",
-                      flush=True)
+                what = f"branch {spec.branch}, writable," if spec.write else (spec.ref or "repository")
+                print(f"mounted {what} at {spec.mountpoint} (Ctrl-C or `coralfs umount` to stop)", flush=True)
         threading.Thread(target=report, daemon=True).start()
         serve(spec, status_fd=w)
         return spec
