@@ -530,3 +530,31 @@ def test_cp_a_and_shutil_copy_keep_modes_times_and_bytes(repo, tmp_path):
     r = Repository.open(repo)
     assert r.tree_of("main").entries["copy/run.sh"].mode == 0o755
     r.close()
+
+
+def test_foreground_writable_mount_auto_commits_and_stops_on_ctrl_c(repo, tmp_path):
+    mp = str(tmp_path / "stage")
+    os.makedirs(mp)
+    proc = subprocess.Popen([PYTHON, "-m", "coralfs", "mount", repo, mp, "--write", "--foreground",
+                             "--auto-commit", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("mounted branch main, writable,"), line + proc.stderr.read()
+        with open(os.path.join(mp, "x.txt"), "w") as f:
+            f.write("auto")
+        deadline = time.monotonic() + 20
+        while head(repo) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert head(repo) is not None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        with open("/proc/mounts") as f:
+            assert not any(ln.split()[1] == os.path.realpath(mp) for ln in f)
+    finally:
+        proc.kill()
+        force_unmount(mp)
+    from coralfs import Repository
+    r = Repository.open(repo)
+    c = r.read_commit(r.branch_head("main"))
+    assert c.message == "auto-commit: x.txt"
+    r.close()
