@@ -28,7 +28,8 @@ def print_changes(changes: list[dict]) -> None:
 MountOpt = Annotated[str | None, typer.Option("--mount", help="A writable mount (its daemon does it)")]
 StashBranchOpt = Annotated[str | None, typer.Option("--branch", "-b", help="Branch whose staging area (default: HEAD's)")]
 
-stash_app = typer.Typer(help="Set staged changes of a writable mount aside, and bring them back.",
+stash_app = typer.Typer(help="`coralfs stash` sets a branch's staged changes aside (the writable mount then shows "
+                             "the branch head); `stash pop` brings them back; `stash list` lists them.",
                         invoke_without_command=True)
 app.add_typer(stash_app, name="stash")
 
