@@ -34,17 +34,25 @@ print(bool(np.array_equal(a, b)))
 
 
 TRAIN_STEP = """
-import json, os, sys, torch
+import json, os, sys, torch, transformers
 from safetensors.torch import load_file, save_file
-stage = sys.argv[1]
+stage, scripts = sys.argv[1], sys.argv[2]
+sys.path.insert(0, scripts)
+from minilm_series import _steps
+cfg = transformers.BertConfig.from_pretrained(stage)          # read through the mount
+model = transformers.BertModel(cfg)
 sd = load_file(os.path.join(stage, "model.safetensors"))
-g = torch.Generator().manual_seed(7)
-sd = {k: v + 1e-4 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in sd.items()}
+model.load_state_dict(sd, strict=False)
+opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
+loss = _steps(torch, model, cfg, opt, 5, torch.Generator().manual_seed(7))   # 5 real AdamW steps
+new = model.state_dict()
+out = {k: (new[k] if k in new else v).detach().contiguous() for k, v in sd.items()}
 tmp = os.path.join(stage, "model.safetensors.tmp")
-save_file(sd, tmp)                                   # the trainer's temp-then-rename save
+save_file(out, tmp, metadata={"format": "pt"})                 # the trainer's temp-then-rename save
 os.replace(tmp, os.path.join(stage, "model.safetensors"))
 with open(os.path.join(stage, "trainer_state.json"), "w") as f:
-    json.dump({"global_step": 20}, f)
+    json.dump({"global_step": 15, "loss": loss}, f)
+print(f"{loss:.3g}")
 """
 
 
@@ -95,9 +103,11 @@ def main() -> None:
     os.makedirs(stage, exist_ok=True)
     sh("mount", repo, stage, "--write", "--branch", "finetune")
     try:
-        subprocess.run([sys.executable, "-c", TRAIN_STEP, stage], check=True)
+        loss = subprocess.run([sys.executable, "-c", TRAIN_STEP, stage, os.path.dirname(os.path.abspath(__file__))],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        print(f"5 AdamW steps on the weights read from the mount, saved back into it (loss {loss})", flush=True)
         sh("status", "--mount", stage)
-        sh("commit", "--mount", stage, "-m", "continued fine-tune, step 20", "--metric", "loss=0.9")
+        sh("commit", "--mount", stage, "-m", "continued fine-tune, 5 more steps", "--metric", f"loss={loss}")
     finally:
         sh("umount", stage, "--keep")
     sh("log", "--oneline", "finetune")
