@@ -628,6 +628,21 @@ class StageFS:
         for p in [p for p in self.inos if p and self.stage.get(p) is None]:
             self._detach(p)
 
+    def next_request(self, h: Handle) -> dict | None:
+        """The first request line written to a control handle, or None (and an error
+        answer on the handle) when it is not one JSON object."""
+        line, _, rest = bytes(h.request).partition(b"\n")
+        h.request = bytearray(rest)
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            h.answer = json.dumps({"ok": False, "error": f"a control request is one JSON object a line ({e})",
+                                   "exit_code": 2}).encode()
+            return None
+        return req
+
     def run_request(self, req: dict) -> dict:
         """One control request (changes to the stage paused; a commit may run in a
         worker thread once :meth:`Stage.rebase` ran on the serving thread)."""

@@ -285,16 +285,9 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
         return len(buf)
 
     async def _control(self, h) -> None:
-        line, _, rest = bytes(h.request).partition(b"\n")
-        h.request = bytearray(rest)
-        try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-        except ValueError as e:
-            h.answer = json.dumps({"ok": False, "error": f"a control request is one JSON object a line ({e})",
-                                   "exit_code": 2}).encode()
-            return
+        req = self.sfs.next_request(h)
+        if req is None:
+            return  # malformed: the handle holds the error answer
         log.info("control request: %s", req.get("op"))
         op = req.get("op")
         # The tree the kernel reads is only changed on this thread: a commit first moves

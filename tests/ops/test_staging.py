@@ -533,3 +533,12 @@ def test_only_a_write_copies_a_committed_file(fs, committed):
     assert fs.sfs.counters["copy_ups"] == 1 and fs.read(fh, 8, 1) == b"{"
     fs.close(fh)
     assert [c.status for c in fs.stage.changes()] == ["modified"]
+
+
+def test_a_malformed_control_request_is_answered_not_run(fs):
+    fh = run(fs.ops.open, CONTROL_INO, RDWR, None).fh
+    fs.write(fh, 0, b"commit please\n")
+    got = json.loads(fs.read(fh))
+    fs.close(fh)
+    assert not got["ok"] and got["exit_code"] == 2 and "one JSON object a line" in got["error"]
+    assert fs.control({"op": "nope"})["error"] == "unknown control request 'nope'"
