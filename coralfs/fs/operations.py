@@ -56,6 +56,22 @@ def _errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.EIO)
 
 
+def entry_attributes(ino: int, mode: int, nlink: int, size: int, mtime_ns: int, uid: int, gid: int,
+                     attr_timeout: float, entry_timeout: float) -> pyfuse3.EntryAttributes:
+    """What the kernel is told about an inode (the same shape for every mount)."""
+    a = pyfuse3.EntryAttributes()
+    a.st_ino, a.st_mode, a.st_nlink = ino, mode, nlink
+    a.st_uid, a.st_gid = uid, gid
+    a.st_size = size
+    a.st_blksize = BLKSIZE
+    a.st_blocks = (size + 511) // 512
+    a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = mtime_ns
+    a.generation = 0
+    a.attr_timeout = attr_timeout
+    a.entry_timeout = entry_timeout
+    return a
+
+
 def handler(fn):
     @functools.wraps(fn)
     async def run(self, *args, **kwargs):
@@ -159,23 +175,11 @@ class CoralOperations(ChunkReads, pyfuse3.Operations):
 
     # -- attributes ----------------------------------------------------------------------
     def _attr(self, node: Node, entry_timeout: float = LONG) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = node.ino
-        a.st_mode = node.mode
-        a.st_nlink = 2 if node.kind == "dir" else 1
-        a.st_uid, a.st_gid = self.uid, self.gid
-        size = node.size
-        if node.kind == "link":
-            size = len(self.vfs.readlink(node.ino))
-        a.st_size = size
-        a.st_blksize = BLKSIZE
-        a.st_blocks = (size + 511) // 512
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
-        a.generation = 0
+        size = len(self.vfs.readlink(node.ino)) if node.kind == "link" else node.size
         short = node.volatile or node.kind == "link"
-        a.attr_timeout = 0 if node.key[-1] == "stats.json" else (SHORT if short else LONG)
-        a.entry_timeout = entry_timeout
-        return a
+        return entry_attributes(node.ino, node.mode, 2 if node.kind == "dir" else 1, size, node.mtime_ns,
+                                self.uid, self.gid,
+                                0 if node.key[-1] == "stats.json" else (SHORT if short else LONG), entry_timeout)
 
     # -- lookups -------------------------------------------------------------------------
     @handler

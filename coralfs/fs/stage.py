@@ -94,6 +94,15 @@ def staged_branches(repo) -> list[str]:
     return sorted(unquote(n) for n in os.listdir(d) if os.path.exists(os.path.join(d, n, "stage.db")))
 
 
+def _perm(tree_mode: int) -> int:
+    """Permission bits of a file from its tree mode (and back, below)."""
+    return 0o755 if tree_mode == MODE_EXEC else 0o644
+
+
+def _tree_mode(perm: int) -> int:
+    return MODE_EXEC if perm & 0o100 else MODE_FILE
+
+
 def _check_path(path: str) -> None:
     if path.split("/", 1)[0] == RESERVED:
         raise OSError(errno.EPERM, f"{RESERVED} is reserved for coralfs")
@@ -138,6 +147,8 @@ class Stage:
         self.entries: dict[str, Entry] = {}
         self.dirs: dict[str, set[str]] = {}
         self.readonly = readonly
+        self._base_tree: tuple[ObjectId | None, dict] = (None, {})
+        self._sizes: dict[ObjectId, int] = {}
         base = self._meta("base")
         if readonly:  # a look at the staged changes (a daemon may own the area)
             self.base = from_hex(base) if base else None
@@ -212,12 +223,18 @@ class Stage:
         the working tree holds that the base does not (brought back by `stash pop`)."""
         pending = self._meta("pending")
         ids = [x for x in (self.base, from_hex(pending) if pending else None) if x]
-        in_base = {e.file for e in (self.repo.tree_of(self.base).entries.values() if self.base else ())}
+        in_base = {e.file for e in self.base_entries().values()}
         ids += sorted({e.fid for e in self.entries.values() if e.fid and e.fid not in in_base})
         write_durable(os.path.join(self.dir, "base.roots"), "".join(to_hex(i) + "\n" for i in ids).encode())
 
     def head(self) -> ObjectId | None:
         return self.repo.refs.read(HEADS + self.branch)
+
+    def base_entries(self) -> dict:
+        """The tree of the base commit (path -> TreeEntry), read once per base."""
+        if self._base_tree[0] != self.base:
+            self._base_tree = (self.base, self.repo.tree_of(self.base).entries if self.base else {})
+        return self._base_tree[1]
 
     def _reset(self, base: ObjectId | None) -> None:
         """Make the working tree the tree of ``base`` (dropping every row and spool)."""
@@ -231,7 +248,7 @@ class Stage:
             self.entries, self.dirs = {}, {"": set()}
             for path, te in tree.entries.items():
                 self._add_parents(path, mtime)
-                self._put(path, Entry("f", 0o755 if te.mode == MODE_EXEC else 0o644, mtime, te.file))
+                self._put(path, Entry("f", _perm(te.mode), mtime, te.file))
             self._set_meta("base", to_hex(base) if base else "")
             self._set_meta("branch", self.branch)
             self._set_meta("pending", None)
@@ -253,8 +270,8 @@ class Stage:
                 self._set_meta("pending", None)
             self._write_roots()
 
-    def _drop_orphan_spools(self, keep: set[str] = frozenset()) -> None:
-        used = {e.spool for e in self.entries.values() if e.spool} | set(keep)
+    def _drop_orphan_spools(self) -> None:
+        used = {e.spool for e in self.entries.values() if e.spool}
         for name in os.listdir(self.spool_dir):
             if name not in used:
                 self._unlink_spool(name)
@@ -288,21 +305,24 @@ class Stage:
     def size_of(self, e: Entry) -> int:
         if e.spool:
             return os.stat(self.spool_path(e.spool)).st_size
-        return self.repo.read_file(e.fid).size
+        size = self._sizes.get(e.fid)
+        if size is None:
+            size = self._sizes[e.fid] = self.repo.read_file(e.fid).size
+        return size
 
-    def changes(self) -> list[Change]:
-        """Files added, modified and deleted since the base commit, by path."""
-        base = self.repo.tree_of(self.base).entries if self.base else {}
+    def changes(self, sizes: bool = False) -> list[Change]:
+        """Files added, modified and deleted since the base commit, by path (with their
+        sizes when asked: a stat or an object read per change)."""
+        base = self.base_entries()
         out = []
         for path, e in self.entries.items():
             if e.kind != "f":
                 continue
             was = base.get(path)
-            mode = MODE_EXEC if e.mode & 0o100 else MODE_FILE
             if was is None:
-                out.append(Change("added", path, self.size_of(e)))
-            elif e.spool or was.file != e.fid or was.mode != mode:
-                out.append(Change("modified", path, self.size_of(e)))
+                out.append(Change("added", path, self.size_of(e) if sizes else 0))
+            elif e.spool or was.file != e.fid or was.mode != _tree_mode(e.mode):
+                out.append(Change("modified", path, self.size_of(e) if sizes else 0))
         for path in base:
             e = self.entries.get(path)
             if e is None or e.kind != "f":
@@ -526,17 +546,16 @@ class Stage:
         """Record the working tree as a commit on the branch. Returns (None, stats) when
         nothing changed. ``busy`` names spool files still open for writing: they are
         committed as they are now and stay in the spool."""
-        if self.head() != self.base:
-            self.rebase()
+        self.rebase()
         if not self.changes():
             return None, IngestStats()
-        base_tree = self.repo.tree_of(self.base) if self.base else Tree({})
+        base = self.base_entries()
         stats = IngestStats()
         tree: dict[str, TreeEntry] = {}
         for path, e in sorted(self.entries.items()):
             if e.kind != "f":
                 continue
-            mode = MODE_EXEC if e.mode & 0o100 else MODE_FILE
+            mode = _tree_mode(e.mode)
             if e.fid is not None:
                 tree[path] = TreeEntry(e.fid, mode)
                 continue
@@ -545,7 +564,7 @@ class Stage:
                 layout = layout_of(sp, name=path)
             except FormatError as err:
                 raise FormatError(path, err.problem) from None
-            prev = base_tree.entries.get(path)
+            prev = base.get(path)
             fid, st = self.repo.write_file(sp, layout.regions, layout.format,
                                            self.repo.read_file(prev.file) if prev else None)
             stats.add(st)
@@ -553,7 +572,7 @@ class Stage:
             if progress:
                 progress(path, st.logical)
         new_tree = Tree(tree)
-        if self.base and self.repo.put(new_tree) == base_tree.id:
+        if self.base and self.repo.put(new_tree) == self.repo.read_commit(self.base).tree:
             # Written, but back to what the base holds (a file opened for writing and left
             # as it was): the spool copies go, the tree stays as it is.
             self._finalize(self.base, busy)
@@ -576,7 +595,7 @@ class Stage:
         head = self.head()
         if head == self.base:
             return
-        old = self.repo.tree_of(self.base).entries if self.base else {}
+        old = self.base_entries()
         new = self.repo.tree_of(head).entries if head else {}
         theirs = {p for p in set(old) | set(new) if old.get(p) != new.get(p)}
         ours = {c.path for c in self.changes()}
@@ -598,7 +617,7 @@ class Stage:
                     if cur is not None and cur.kind == "d":
                         raise StagingError(f"cannot rebase onto the branch head: {path} is a directory here")
                     self._add_parents(path, now)
-                    self._put(path, Entry("f", 0o755 if te.mode == MODE_EXEC else 0o644, now, te.file))
+                    self._put(path, Entry("f", _perm(te.mode), now, te.file))
                 elif cur is not None and cur.kind == "f":
                     self._drop(path)
             self._set_meta("base", to_hex(head) if head else "")
@@ -663,12 +682,9 @@ class Stage:
         self._reset(self.head())
         return n
 
-    def stashes(self) -> list[dict]:
-        return list_stashes(self.repo, self.branch)
-
     def stash_pop(self, index: int | None = None) -> dict:
         """Apply a stash (the newest by default) onto the working tree, then drop it."""
-        items = self.stashes()
+        items = list_stashes(self.repo, self.branch)
         if not items:
             raise StagingError(f"no stashes for branch {self.branch!r}")
         pick = items[0] if index is None else next((s for s in items if s["index"] == index), None)
@@ -719,7 +735,7 @@ def staged_changes(repo, branch: str) -> list[Change]:
     """The staged changes of a branch, read without disturbing a daemon that serves them."""
     st = Stage(repo, branch, readonly=True)
     try:
-        return st.changes()
+        return st.changes(sizes=True)
     finally:
         st.close()
 

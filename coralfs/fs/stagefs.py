@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..objects.errors import CoralError
-from ..objects.ids import ObjectId, from_hex, to_hex
+from ..objects.ids import from_hex, to_hex
 from ..objects.reader import FileView
 from .stage import RESERVED, Entry, Stage, StagingError
 
@@ -86,7 +86,6 @@ class StageFS:
         self._next_fh = 1
         self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
         self.dead: set[str] = set()             # spools unlinked from the tree, still open
-        self.sizes: dict[ObjectId, int] = {}
         # Write-behind (see staging_ops): writes accepted but not yet in their spool file.
         self.pending: dict[str, int] = {}       # spool -> writes in flight
         self.pending_end: dict[str, int] = {}   # spool -> furthest byte they reach
@@ -153,14 +152,6 @@ class StageFS:
             self.inos.pop(p, None)
 
     # -- attributes ----------------------------------------------------------------------
-    def _size(self, e: Entry) -> int:
-        if e.spool:
-            return os.stat(self.stage.spool_path(e.spool)).st_size
-        s = self.sizes.get(e.fid)
-        if s is None:
-            s = self.sizes[e.fid] = self.repo.read_file(e.fid).size
-        return s
-
     def attr(self, ino: int) -> Attr:
         if ino in VIRTUAL:
             if ino == CORAL_INO:
@@ -182,7 +173,7 @@ class StageFS:
         if e.spool:
             st = os.stat(self.stage.spool_path(e.spool))
             return Attr(ino, stat.S_IFREG | e.mode, self._spool_size(e.spool, st.st_size), st.st_mtime_ns)
-        return Attr(ino, stat.S_IFREG | e.mode, self._size(e), e.mtime_ns)
+        return Attr(ino, stat.S_IFREG | e.mode, self.stage.size_of(e), e.mtime_ns)
 
     def _spool_size(self, spool: str, on_disk: int) -> int:
         return max(on_disk, self.pending_end.get(spool, 0)) if self.pending.get(spool) else on_disk
@@ -344,7 +335,6 @@ class StageFS:
             self._attach(h, e.spool)
             if flags & os.O_TRUNC and writable:
                 os.ftruncate(self.fds[e.spool][0], 0)
-                self._touch(path)
         else:
             h.view = self.repo.open_file(e.fid)
         if writable:
@@ -411,7 +401,7 @@ class StageFS:
         self.pending[h.spool] = self.pending.get(h.spool, 0) + 1
         self.pending_end[h.spool] = max(self.pending_end.get(h.spool, 0), off + size)
         self.counters["bytes_written"] += size
-        self._count_write(h.ino)
+        self._touch(self.paths.get(h.ino))
         return self.fds[h.spool][0]
 
     def end_write(self, spool: str, error: OSError | None) -> None:
@@ -429,13 +419,10 @@ class StageFS:
         if err is not None:
             raise OSError(err.errno, err.strerror)
 
-    def _count_write(self, ino: int) -> None:
-        p = self.paths.get(ino)
-        if p is not None and (self.auto is None or self.auto.counts(p)):
-            self.last_write = time.monotonic()
-
-    def _touch(self, path: str) -> None:
-        if self.auto is None or self.auto.counts(path):
+    def _touch(self, path: str | None) -> None:
+        """A file was written, or opened or closed for writing: the auto-commit debounce
+        starts again if the file counts (None: a file no longer in the tree)."""
+        if path is not None and (self.auto is None or self.auto.counts(path)):
             self.last_write = time.monotonic()
 
     def fsync(self, fh: int) -> None:
@@ -465,7 +452,7 @@ class StageFS:
                     self.dead.discard(h.spool)
                     self.stage._unlink_spool(h.spool)
         if h.writable:
-            self._count_write(h.ino)
+            self._touch(self.paths.get(h.ino))
 
     def truncate(self, ino: int, size: int, fh: int | None = None) -> None:
         path = self.paths.get(ino)
@@ -483,8 +470,7 @@ class StageFS:
             os.ftruncate(self.fds[spool][0], size)
         else:
             os.truncate(self.stage.spool_path(spool), size)
-        if path is not None:
-            self._touch(path)
+        self._touch(path)
 
     def needs_copy_for_truncate(self, ino: int) -> bool:
         if ino in VIRTUAL:
@@ -554,7 +540,7 @@ class StageFS:
         head = st.head()
         return {"branch": st.branch, "base": to_hex(st.base) if st.base else None,
                 "head": to_hex(head) if head else None,
-                "changes": [{"status": c.status, "path": c.path, "size": c.size} for c in st.changes()],
+                "changes": [{"status": c.status, "path": c.path, "size": c.size} for c in st.changes(sizes=True)],
                 "open_for_writing": self.writers(),
                 "auto_commit": None if self.auto is None else {
                     "debounce": self.auto.debounce, "paths": self.auto.paths,

@@ -29,7 +29,7 @@ import trio
 
 from ..objects.durable import start_writeback
 from .content import Stored
-from .operations import BLKSIZE, ChunkReads, handler
+from .operations import ChunkReads, entry_attributes, handler
 from .readahead import ReadAhead
 from .stagefs import CONTROL_INO, VIRTUAL, Attr, StageFS
 
@@ -40,11 +40,16 @@ AUTO_POLL = 0.2
 WRITE_QUEUE = 16
 
 
-def _write_out(fd: int, buf: bytes, off: int) -> None:
-    n = os.pwrite(fd, buf, off)
+def _write_out(fd: int, buf: bytes, off: int) -> OSError | None:
+    """Apply one queued write; its failure is returned, to be told to the writer later."""
+    try:
+        n = os.pwrite(fd, buf, off)
+    except OSError as e:
+        return e
     if n != len(buf):
-        raise OSError(errno.EIO, f"short write to the spool ({n} of {len(buf)} bytes)")
+        return OSError(errno.EIO, f"short write to the spool ({n} of {len(buf)} bytes)")
     start_writeback(fd, off, n)  # so the fsync at close has little left to do
+    return None
 
 
 class StagingOperations(ChunkReads, pyfuse3.Operations):
@@ -75,14 +80,10 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
     async def _apply_writes(self, recv) -> None:
         try:
             async for spool, fd, off, buf in recv:
-                err = None
-                try:
-                    # Shielded: a write taken off the queue is applied even when shutdown
-                    # begins (an unshielded call could be cancelled before it starts).
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(_write_out, fd, buf, off)
-                except OSError as e:
-                    err = e
+                # Shielded: a write taken off the queue is applied even when shutdown
+                # begins (an unshielded call could be cancelled before it starts).
+                with trio.CancelScope(shield=True):
+                    err = await trio.to_thread.run_sync(_write_out, fd, buf, off)
                 self._applied(spool, err)
         finally:  # shutting down (a signal): what was acknowledged still reaches the spool
             while True:
@@ -90,12 +91,7 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
                     spool, fd, off, buf = recv.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
-                try:
-                    _write_out(fd, buf, off)
-                    err = None
-                except OSError as e:
-                    err = e
-                self._applied(spool, err)
+                self._applied(spool, _write_out(fd, buf, off))
 
     def _applied(self, spool: str, err: OSError | None) -> None:
         if err is not None:
@@ -118,18 +114,8 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
             await self._drain(spool)
 
     def _entry(self, a: Attr) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
-        e.st_ino = a.ino
-        e.st_mode = a.mode
-        e.st_nlink = a.nlink
-        e.st_uid, e.st_gid = self.uid, self.gid
-        e.st_size = a.size
-        e.st_blksize = BLKSIZE
-        e.st_blocks = (a.size + 511) // 512
-        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = a.mtime_ns
-        e.attr_timeout = 0 if a.ino in VIRTUAL else TIMEOUT
-        e.entry_timeout = TIMEOUT
-        return e
+        return entry_attributes(a.ino, a.mode, a.nlink, a.size, a.mtime_ns, self.uid, self.gid,
+                                0 if a.ino in VIRTUAL else TIMEOUT, TIMEOUT)
 
     async def _thread(self, fn, *args):
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -396,9 +382,6 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
                 except Exception as e:  # noqa: BLE001 - logged; the spool keeps the changes
                     log.error("auto-commit failed: %s", e)
                     self.sfs.last_write = time.monotonic()  # retry after another debounce
-
-    def stats(self) -> dict:
-        return self.sfs.status()
 
 
 __all__ = ["StagingOperations"]
