@@ -558,3 +558,30 @@ def test_foreground_writable_mount_auto_commits_and_stops_on_ctrl_c(repo, tmp_pa
     c = r.read_commit(r.branch_head("main"))
     assert c.message == "auto-commit: x.txt"
     r.close()
+
+
+def test_auto_commit_follows_the_config_rules(repo, tmp_path):
+    run_cli("config", "set", "staging.auto_commit_paths", "ckpt/*", repo=repo)
+    run_cli("config", "set", "staging.keep_last", "1", repo=repo)
+    mp = str(tmp_path / "stage")
+    with staging(repo, mp, "--auto-commit", "0.3"):
+        assert request(mp, {"op": "status"})["auto_commit"]["paths"] == ["ckpt/*"]
+        with open(os.path.join(mp, "log.txt"), "w") as f:
+            f.write("not a checkpoint")
+        time.sleep(1.5)
+        assert head(repo) is None  # log.txt does not count
+        os.mkdir(os.path.join(mp, "ckpt"))
+        for i in (1, 2):
+            before = head(repo)
+            with open(os.path.join(mp, "ckpt", "w.bin"), "wb") as f:
+                f.write(os.urandom(1000))
+            deadline = time.monotonic() + 20
+            while head(repo) == before and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert head(repo) != before
+    from coralfs import Repository
+    r = Repository.open(repo)
+    assert sorted(r.tags()) == ["auto/main/2"]  # keep_last 1
+    assert "log.txt" in r.tree_of("main").entries  # counted or not, what is staged is committed
+    r.close()
+

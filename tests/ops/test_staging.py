@@ -498,12 +498,15 @@ def test_write_behind_applies_in_order_and_drains_when_cancelled(repo, committed
             for i, c in enumerate(chunks):  # answered before they are written
                 assert await f.ops.write(fh, i << 20, c) == len(c)
             assert f.sfs.pending, "the writes should still be queued"
+            await f.ops.write(fh, 12 << 20, b"tail")  # past the end, while the queue is full
+            attr = await f.ops.getattr(f.sfs.handles[fh].ino, None)
+            assert attr.st_size == (12 << 20) + 4  # the size queued writes reach, already
             nursery.cancel_scope.cancel()
 
     trio.run(main)
     assert not f.sfs.pending
     f.close(fh)
-    assert f.cat("queued.bin") == b"".join(chunks)
+    assert f.cat("queued.bin") == b"".join(chunks) + b"tail"
     f.close_all()
 
 
