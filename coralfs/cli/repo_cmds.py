@@ -20,10 +20,11 @@ from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricO
 
 @app.command()
 def init(path: Annotated[str, typer.Argument(help="Directory to create")],
-         branch: Annotated[str, typer.Option("--branch", "-b", help="Name of the first branch")] = "main") -> None:
-    """Create an empty repository."""
+         branch: Annotated[str, typer.Option("--branch", "-b", help="Name of the first branch")] = "main",
+         shared: Annotated[bool, typer.Option("--shared", help="Readable by the directory's group (0750/0640; default: private, 0700/0600)")] = False) -> None:
+    """Create an empty repository (private to you unless --shared)."""
     from ..api import Repository
-    r = Repository.init(path, default_branch=branch)
+    r = Repository.init(path, default_branch=branch, shared=shared)
     typer.echo(f"Initialized empty coralfs repository in {r.path}")
 
 

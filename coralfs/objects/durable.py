@@ -57,9 +57,10 @@ def fsync_dir(path: str) -> None:
 # -- permissions inside a repository --------------------------------------------------------
 
 def dir_perm(directory: str | int) -> int:
-    """Permission bits (rwx, no setuid/setgid/sticky) of a directory (path or fd)."""
+    """Permission bits of a directory (path or fd): rwx and setgid (which makes a
+    shared repository's group stick), never setuid or sticky."""
     st = os.fstat(directory) if isinstance(directory, int) else os.stat(directory)
-    return stat.S_IMODE(st.st_mode) & 0o777
+    return stat.S_IMODE(st.st_mode) & 0o2777
 
 
 def inherited_file_mode(directory: str | int) -> int:
@@ -97,6 +98,12 @@ def open_private(path: str, flags: int) -> int:
     fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, mode)
     _widen(fd, mode)
     return fd
+
+
+def create_file(path: str) -> None:
+    """Create ``path`` empty with the inherited mode unless it exists (a database file
+    before SQLite opens it: SQLite gives its -wal and -shm files the database's mode)."""
+    os.close(open_private(path, os.O_RDONLY))
 
 
 def _widen(fd: int, mode: int) -> None:

@@ -1,0 +1,126 @@
+"""Other users stay out of a repository: it is created 0700 with 0600 files (0750/0640
+with --shared), and everything a commit, a writable mount's staging area, a stash and the
+similarity index create later keeps those bits. Repositories made before keep working."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from tests.conftest import run_cli
+from tests.mount.conftest import mounted
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _modes(repo: str) -> dict[str, int]:
+    out = {".": stat.S_IMODE(os.stat(repo).st_mode)}
+    for root, dirs, files in os.walk(repo):
+        for x in dirs + files:
+            p = os.path.join(root, x)
+            out[os.path.relpath(p, repo)] = stat.S_IMODE(os.lstat(p).st_mode)
+    return out
+
+
+def _ckpt(d, seed: int) -> str:
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    save_file({"w": rng.standard_normal((128, 128)).astype(np.float32)}, os.path.join(d, "model.safetensors"))
+    return str(d)
+
+
+def _use(repo: str, tmp_path) -> None:
+    """Commit, stage through a writable mount (kept staged), stash and tag."""
+    run_cli("commit", _ckpt(tmp_path / "c0", 0), "-m", "step 0", repo=repo)
+    run_cli("commit", _ckpt(tmp_path / "c1", 1), "-m", "step 1", repo=repo)
+    run_cli("branch", "exp", repo=repo)
+    run_cli("tag", "v1", "-m", "first", repo=repo)
+    mp = str(tmp_path / "stage")
+    with mounted(repo, mp, None, "--write"):
+        rng = np.random.default_rng(5)
+        save_file({"w": rng.standard_normal((64, 64)).astype(np.float32)}, os.path.join(mp, "new.safetensors"))
+        with open(os.path.join(mp, "notes.txt"), "w") as f:
+            f.write("staged")
+        run_cli("stash", "--mount", mp, "-m", "aside", repo=repo)
+        with open(os.path.join(mp, "later.txt"), "w") as f:
+            f.write("staged, kept")
+        run_cli("umount", mp, "--keep", repo=repo)
+    assert any(p.startswith("staging/") and p.endswith("stage.db") for p in _modes(repo))
+    assert os.path.exists(os.path.join(repo, "index", "similarity.sqlite"))
+
+
+def test_default_repository_is_private_to_its_owner(tmp_path):
+    repo = str(tmp_path / "repo")
+    with umask(0o022):  # the usual umask, which alone would leave files world-readable
+        run_cli("init", repo)
+        _use(repo, tmp_path)
+    modes = _modes(repo)
+    assert len(modes) > 20
+    bad = {p: oct(m) for p, m in modes.items() if m & 0o077}
+    assert not bad, bad
+    assert modes["."] == 0o700 and modes["HEAD"] == 0o600 and modes["config.toml"] == 0o600
+    objects = [m for p, m in modes.items() if p.startswith("objects/") and p.count("/") == 2]
+    assert objects and set(objects) == {0o400}
+
+
+def test_shared_repository_is_group_readable_even_under_a_strict_umask(tmp_path):
+    repo = str(tmp_path / "repo")
+    with umask(0o077):
+        run_cli("init", "--shared", repo)
+        _use(repo, tmp_path)
+    modes = _modes(repo)
+    assert modes["."] == 0o2750
+    for p, m in modes.items():
+        assert not m & 0o007, (p, oct(m))  # never for others
+        is_dir = stat.S_ISDIR(os.lstat(os.path.join(repo, p)).st_mode)
+        if is_dir:
+            assert m & 0o050 == 0o050, (p, oct(m))
+        elif not p.startswith("staging/"):  # a user's staged bytes stay theirs (spool 0600)
+            assert m & 0o040, (p, oct(m))
+    objects = [m for p, m in modes.items() if p.startswith("objects/") and p.count("/") == 2]
+    assert set(objects) == {0o440}
+
+
+def test_repository_made_before_the_rule_keeps_working(tmp_path):
+    repo = str(tmp_path / "repo")
+    run_cli("init", repo)
+    run_cli("commit", _ckpt(tmp_path / "c0", 0), "-m", "step 0", repo=repo)
+    # what an older coralfs left: 0755 directories, 0644 files, 0444 objects
+    for root, dirs, files in os.walk(repo):
+        os.chmod(root, 0o755)
+        for f in files:
+            p = os.path.join(root, f)
+            os.chmod(p, 0o444 if "/objects/" in p else 0o644)
+    with umask(0o022):
+        run_cli("commit", _ckpt(tmp_path / "c1", 1), "-m", "step 1", repo=repo)
+        run_cli("export", "main", str(tmp_path / "out"), repo=repo)
+    run_cli("fsck", repo=repo)
+    modes = _modes(repo)
+    assert modes["."] == 0o755  # its owner's choice is left alone
+    assert {m for p, m in modes.items() if p.startswith("objects/") and p.count("/") == 2} == {0o444}
+    assert modes["HEAD"] == 0o644 and modes["refs/heads/main"] == 0o644
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_api_init_modes(tmp_path, shared):
+    from coralfs import Repository
+    with umask(0o022):
+        r = Repository.init(str(tmp_path / "r"), shared=shared)
+        r.close()
+    want_dir, want_file = (0o2750, 0o640) if shared else (0o700, 0o600)
+    modes = _modes(str(tmp_path / "r"))
+    for p, m in modes.items():
+        is_dir = stat.S_ISDIR(os.lstat(os.path.join(tmp_path, "r", p)).st_mode)
+        assert m == (want_dir if is_dir else want_file), (p, oct(m))
