@@ -14,8 +14,8 @@ from ..objects.errors import CoralError
 from ..objects.ids import short, to_hex
 from ..objects.objects import Tensor, TensorSegment
 from .app import app
-from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricOpt, RefArg, complete_ref,
-                     human, is_tty, open_repo, parse_kv)
+from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricOpt, RefArg, complete_ref, esc,
+                     first_line, human, is_tty, open_repo, parse_kv)
 
 
 @app.command()
@@ -25,7 +25,7 @@ def init(path: Annotated[str, typer.Argument(help="Directory to create")],
     """Create an empty repository (private to you unless --shared)."""
     from ..api import Repository
     r = Repository.init(path, default_branch=branch, shared=shared)
-    typer.echo(f"Initialized empty coralfs repository in {r.path}")
+    typer.echo(f"Initialized empty {'shared ' if shared else ''}coralfs repository in {esc(r.path)}")
 
 
 def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
@@ -47,7 +47,7 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
     dt = time.perf_counter() - t0
     st = res.stats
     b = branch or repo.head_branch() or "HEAD"
-    typer.echo(f"[{b} {short(res.commit)}] {message.splitlines()[0] if message else ''}")
+    typer.echo(f"[{esc(b)} {short(res.commit)}] {first_line(message)}")
     ratio = st.stored / st.logical if st.logical else 0
     typer.echo(f"{len(res.files)} files, {human(st.logical)} logical, {human(st.stored)} newly stored "
                f"({ratio:.1%}); chunks: {st.chunks_new} new, {st.chunks_dedup} deduplicated; "
@@ -99,7 +99,7 @@ def _commit_mount(mount: str, message: str, branch: str | None, author: str | No
     if not got.get("commit"):
         typer.echo("nothing to commit (the mount holds the branch head unchanged)")
         return
-    typer.echo(f"[{got['branch']} {got['commit'][:12]}] {message.splitlines()[0] if message else ''}")
+    typer.echo(f"[{esc(got['branch'])} {got['commit'][:12]}] {first_line(message)}")
     print_changes(got["changes"])
     logical, stored, dt = got["logical"], got["stored"], got["seconds"]
     rate = f"; {logical / dt / 1e6:.0f} MB/s" if dt > 0 and logical else ""
@@ -151,16 +151,16 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
     if as_json:
         typer.echo(json.dumps(info))
         return
-    typer.echo(f"On branch {b}" if b else f"HEAD detached at {short(head)}")
+    typer.echo(f"On branch {esc(b)}" if b else f"HEAD detached at {short(head)}")
     if head is None:
         typer.echo("No commits yet (coralfs commit DIR -m MSG)")
     else:
         c = repo.read_commit(head)
-        typer.echo(f"At {short(head)} {c.message.splitlines()[0] if c.message else ''}")
+        typer.echo(f"At {short(head)} {first_line(c.message)}")
         typer.echo(f"{info['files']} files, {human(info['bytes'])}")
     from .staging_cmds import print_changes
     for sb, ch in staged.items():
-        typer.echo(f"Staged on branch {sb} (uncommitted; `coralfs mount REPO MNT --write -b {sb}` resumes them):")
+        typer.echo(f"Staged on branch {esc(sb)} (uncommitted; `coralfs mount REPO MNT --write -b {esc(sb)}` resumes them):")
         print_changes(ch)
 
 
@@ -171,7 +171,7 @@ def _mount_status(mount: str, as_json: bool) -> None:
         typer.echo(json.dumps(st))
         return
     base = st["base"][:12] if st["base"] else "no commits yet"
-    typer.echo(f"Writable mount of branch {st['branch']} at {base}")
+    typer.echo(f"Writable mount of branch {esc(st['branch'])} at {base}")
     if st["head"] != st["base"]:
         typer.echo(f"  the branch moved to {(st['head'] or '')[:12]} since; the next commit puts these changes on it")
     if not st["changes"]:
@@ -180,7 +180,7 @@ def _mount_status(mount: str, as_json: bool) -> None:
         typer.echo(f"{len(st['changes'])} staged change(s):")
         print_changes(st["changes"])
     if st["open_for_writing"]:
-        typer.echo("open for writing: " + ", ".join(st["open_for_writing"]))
+        typer.echo("open for writing: " + ", ".join(esc(p) for p in st["open_for_writing"]))
 
 
 def _graph_rows(repo, commits):
@@ -218,13 +218,13 @@ def log(
     commits = list(repo.log(ref, n, first_parent))
     decorations: dict = {}
     for name, oid in repo.branches().items():
-        decorations.setdefault(oid, []).append(name)
+        decorations.setdefault(oid, []).append(esc(name))
     for name, oid in repo.tags().items():
-        decorations.setdefault(repo.peel(oid), []).append(f"tag: {name}")
+        decorations.setdefault(repo.peel(oid), []).append(f"tag: {esc(name)}")
     rows = list(_graph_rows(repo, commits)) if graph else [("", False)] * len(commits)
     for (oid, c), (prefix, _merge) in zip(commits, rows):
         deco = f" ({', '.join(decorations[oid])})" if oid in decorations else ""
-        first = c.message.splitlines()[0] if c.message else ""
+        first = first_line(c.message)
         if oneline:
             typer.echo(f"{prefix}{short(oid)}{deco} {first}")
             continue
@@ -232,13 +232,13 @@ def log(
         pad = prefix.replace("*", "|")
         if len(c.parents) > 1:
             typer.echo(f"{pad}Merge: {' '.join(short(p, 8) for p in c.parents)}")
-        typer.echo(f"{pad}Author: {c.author}")
+        typer.echo(f"{pad}Author: {esc(c.author)}")
         typer.echo(f"{pad}Date:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(c.time))}")
         if c.metadata.get("metrics"):
-            typer.echo(f"{pad}Metrics: " + ", ".join(f"{k}={v}" for k, v in c.metadata["metrics"].items()))
+            typer.echo(f"{pad}Metrics: " + ", ".join(esc(f"{k}={v}") for k, v in c.metadata["metrics"].items()))
         typer.echo(pad)
         for line in (c.message or "").splitlines() or [""]:
-            typer.echo(f"{pad}    {line}")
+            typer.echo(f"{pad}    {esc(line)}")
         typer.echo(pad)
 
 
@@ -268,13 +268,13 @@ def show(
         typer.echo(f"commit {info['id']}")
         for p in info["parents"]:
             typer.echo(f"parent {p}")
-        typer.echo(f"Author: {info['author']}\nDate:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(info['time']))}")
+        typer.echo(f"Author: {esc(info['author'])}\nDate:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(info['time']))}")
         if info["metadata"]:
             typer.echo(f"Metadata: {json.dumps(info['metadata'], sort_keys=True)}")
-        typer.echo(f"\n    {info['message']}\n")
+        typer.echo("\n" + "\n".join(f"    {esc(line)}" for line in (info["message"] or "").splitlines() or [""]) + "\n")
         for fi in files:
             typer.echo(f"{fi['format']:>11} {human(fi['size']):>10} stored {human(fi['stored']):>10}  "
-                       f"{fi['tensors']:>4} tensors  {fi['path']}")
+                       f"{fi['tensors']:>4} tensors  {esc(fi['path'])}")
         return
     e = tree.entries.get(path)
     if e is None:
@@ -291,10 +291,10 @@ def show(
         typer.echo(json.dumps({"path": path, "format": f.format, "size": f.size, "id": to_hex(e.file),
                                "tensors": rows}, indent=2))
         return
-    typer.echo(f"{path}: {f.format}, {human(f.size)}, stored {human(repo.file_stored_bytes(f))}, {len(rows)} tensors")
+    typer.echo(f"{esc(path)}: {f.format}, {human(f.size)}, stored {human(repo.file_stored_bytes(f))}, {len(rows)} tensors")
     for r in rows:
         codecs = ",".join(f"{k}" + (f"x{v}" if v > 1 else "") for k, v in r["codecs"].items())
-        typer.echo(f"  {r['name']:<50} {r['dtype']:>7} {str(r['shape']):<16} {human(r['bytes']):>10} "
+        typer.echo(f"  {esc(r['name']):<50} {r['dtype']:>7} {str(r['shape']):<16} {human(r['bytes']):>10} "
                    f"stored {human(r['stored']):>10} {codecs}")
 
 
@@ -305,16 +305,16 @@ def _print_changes(changes, stat: bool) -> None:
     for c in changes:
         if stat:
             n = sum(1 for t in c.tensors if t.status != "unchanged")
-            typer.echo(f" {c.path:<50} {c.status:<8} {n:>5} tensors changed  {human(c.size_old)} -> {human(c.size_new)}")
+            typer.echo(f" {esc(c.path):<50} {c.status:<8} {n:>5} tensors changed  {human(c.size_old)} -> {human(c.size_new)}")
             continue
-        typer.echo(f"{c.status} {c.path} ({human(c.size_old)} -> {human(c.size_new)})")
+        typer.echo(f"{c.status} {esc(c.path)} ({human(c.size_old)} -> {human(c.size_new)})")
         for t in c.tensors:
             extra = ""
             if t.max_abs is not None:
                 extra = f" max|Δ|={t.max_abs:.3g}"
             if t.rel_l2 is not None:
                 extra += f" relL2={t.rel_l2:.3g}"
-            typer.echo(f"  {t.status:<8} {t.name:<50} {t.dtype:>6} {str(list(t.shape)):<14}{extra} stored {human(t.stored)}")
+            typer.echo(f"  {t.status:<8} {esc(t.name):<50} {esc(t.dtype):>6} {str(list(t.shape)):<14}{extra} stored {human(t.stored)}")
     if stat:
         typer.echo(f" {len(changes)} files changed")
 
@@ -355,7 +355,7 @@ def preview(
         typer.echo(_changes_json(changes))
         return
     here = repo.head_branch() or (short(head) if head else "an empty HEAD")
-    typer.echo(f"checking out {ref} ({short(target)}) from {here} would change {len(changes)} files:")
+    typer.echo(f"checking out {esc(ref)} ({short(target)}) from {esc(here)} would change {len(changes)} files:")
     _print_changes(changes, stat)
 
 
@@ -381,12 +381,12 @@ def watch(
 
     def report(entry: str, res) -> None:
         st = res.stats
-        typer.echo(f"[{w.branch} {short(res.commit)}] {os.path.basename(entry)}: {human(st.logical)} logical, "
+        typer.echo(f"[{esc(w.branch)} {short(res.commit)}] {esc(os.path.basename(entry))}: {human(st.logical)} logical, "
                    f"{human(st.stored)} newly stored", )
 
     w = Watcher(repo, directory, branch=branch, pattern=pattern, debounce=debounce, on_commit=report,
                 min_interval=min_interval, keep_last=keep_last)
-    typer.echo(f"watching {w.directory} for {pattern} (settled after {debounce:g} s) -> branch {w.branch}")
+    typer.echo(f"watching {esc(w.directory)} for {esc(pattern)} (settled after {debounce:g} s) -> branch {esc(w.branch)}")
     try:
         n = w.run(exit_after=exit_after, timeout=timeout)
     except KeyboardInterrupt:
