@@ -124,3 +124,62 @@ def test_api_init_modes(tmp_path, shared):
     for p, m in modes.items():
         is_dir = stat.S_ISDIR(os.lstat(os.path.join(tmp_path, "r", p)).st_mode)
         assert m == (want_dir if is_dir else want_file), (p, oct(m))
+
+
+def _as_other_user(gid: int, fn) -> str:
+    """Run ``fn`` in a forked child as uid nobody with only group ``gid``; its result or
+    error as text."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(65534)
+            msg = repr(fn())
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            msg = f"error {type(e).__name__}: {e}"
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        return f.read().decode()
+
+
+def test_group_reads_a_shared_repository_others_read_nothing():
+    import shutil
+    import tempfile
+
+    from coralfs import Repository
+    base = tempfile.mkdtemp(dir="/tmp")  # pytest's own tmp dirs are 0700
+    try:
+        os.chmod(base, 0o755)
+        os.mkdir(os.path.join(base, "outs"))
+        os.chmod(os.path.join(base, "outs"), 0o1777)
+        shared, private = os.path.join(base, "shared"), os.path.join(base, "private")
+        run_cli("init", "--shared", shared)
+        for root, dirs, files in os.walk(shared):  # `chgrp -R`: what is made later keeps it (setgid)
+            for x in [root] + [os.path.join(root, x) for x in dirs + files]:
+                os.chown(x, -1, 4242)
+            assert os.stat(root).st_mode & 0o2000
+        run_cli("init", private)
+        for repo in (shared, private):
+            run_cli("commit", _ckpt(os.path.join(base, "c"), 0), "-m", "step 0", repo=repo)
+        assert {os.stat(os.path.join(root, f)).st_gid for root, _, files in os.walk(shared)
+                for f in files} == {4242}
+
+        def export(repo: str):
+            def run():
+                out = os.path.join(base, "outs", f"{os.path.basename(repo)}-{os.getgid()}")
+                with Repository.open(repo) as r:
+                    return r.export("HEAD", out)
+            return run
+
+        assert _as_other_user(4242, export(shared)) == "['model.safetensors']"
+        assert _as_other_user(4243, export(shared)).startswith("error")
+        assert _as_other_user(4242, export(private)).startswith("error")
+        got = _as_other_user(4242, lambda: open(os.path.join(private, "config.toml")).read())
+        assert got.startswith("error PermissionError")
+    finally:
+        shutil.rmtree(base)
