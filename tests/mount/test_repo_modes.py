@@ -42,7 +42,7 @@ def _ckpt(d, seed: int) -> str:
 
 
 def _use(repo: str, tmp_path) -> None:
-    """Commit, stage through a writable mount (kept staged), stash and tag."""
+    """Commit, stage through a writable mount (kept staged), stash, tag, gc and fsck."""
     run_cli("commit", _ckpt(tmp_path / "c0", 0), "-m", "step 0", repo=repo)
     run_cli("commit", _ckpt(tmp_path / "c1", 1), "-m", "step 1", repo=repo)
     run_cli("branch", "exp", repo=repo)
@@ -57,6 +57,8 @@ def _use(repo: str, tmp_path) -> None:
         with open(os.path.join(mp, "later.txt"), "w") as f:
             f.write("staged, kept")
         run_cli("umount", mp, "--keep", repo=repo)
+    run_cli("gc", "--prune-age", "0", repo=repo)
+    run_cli("fsck", repo=repo)
     assert any(p.startswith("staging/") and p.endswith("stage.db") for p in _modes(repo))
     assert os.path.exists(os.path.join(repo, "index", "similarity.sqlite"))
 
