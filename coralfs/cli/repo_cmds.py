@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import time
 from typing import Annotated
 
@@ -142,12 +143,19 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
         tree = repo.tree_of(head)
         info["files"] = len(tree.entries)
         info["bytes"] = sum(repo.read_file(e.file).size for e in tree.entries.values())
-    staged = {}
+    staged, unreadable = {}, []
     for sb in staged_branches(repo):
-        ch = staged_changes(repo, sb)
+        try:
+            ch = staged_changes(repo, sb)
+        except (sqlite3.Error, PermissionError):
+            # Another user's staging area in a --shared repository: theirs to read.
+            unreadable.append(sb)
+            continue
         if ch:
             staged[sb] = [{"status": c.status, "path": c.path, "size": c.size} for c in ch]
     info["staged"] = staged
+    if unreadable:
+        info["staged_unreadable"] = unreadable
     if as_json:
         typer.echo(json.dumps(info))
         return
@@ -162,6 +170,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
     for sb, ch in staged.items():
         typer.echo(f"Staged on branch {esc(sb)} (uncommitted; `coralfs mount REPO MNT --write -b {esc(sb)}` resumes them):")
         print_changes(ch)
+    for sb in unreadable:
+        typer.echo(f"Staged on branch {esc(sb)}: not readable by you (another user's staging area)")
 
 
 def _mount_status(mount: str, as_json: bool) -> None:

@@ -183,5 +183,21 @@ def test_group_reads_a_shared_repository_others_read_nothing():
         assert _as_other_user(4242, export(private)).startswith("error")
         got = _as_other_user(4242, lambda: open(os.path.join(private, "config.toml")).read())
         assert got.startswith("error PermissionError")
+        # the owner's staged changes: the group's `status` says it cannot read them
+        from typer.testing import CliRunner
+
+        from coralfs.cli.main import app
+        from coralfs.fs.stage import Stage
+        with Repository.open(shared) as r:
+            st = Stage(r, "main")
+            st.create("staged.bin", 0o644)
+            st.close()
+
+        def status():
+            res = CliRunner().invoke(app, ["-R", shared, "status"])
+            return res.exit_code, res.output.splitlines()[-1]
+        assert status() == (0, "  A staged.bin")  # (also imports what the child needs)
+        assert _as_other_user(4242, status) == \
+            "(0, \"Staged on branch main: not readable by you (another user's staging area)\")"
     finally:
         shutil.rmtree(base)
