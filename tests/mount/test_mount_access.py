@@ -260,3 +260,19 @@ def test_a_failing_auto_commit_shows_in_status_and_backs_off(public):
             time.sleep(0.1)
         assert head(repo) != before
         assert "auto-commit failed" not in _status(mp)
+
+
+def test_allow_other_without_root_needs_user_allow_other(tmp_path, monkeypatch):
+    from coralfs.fs import daemon
+    conf = tmp_path / "fuse.conf"
+    conf.write_text("# user_allow_other\nmount_max = 1000\n")
+    assert not daemon._user_allow_other(str(conf)) and not daemon._user_allow_other(str(tmp_path / "none"))
+    conf.write_text("mount_max = 1000\n  user_allow_other  # let users share mounts\n")
+    assert daemon._user_allow_other(str(conf))
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    monkeypatch.setattr(daemon.os, "getuid", lambda: 1000)  # an ordinary user...
+    monkeypatch.setattr(daemon, "_user_allow_other", lambda: False)  # ...on a host without it
+    with pytest.raises(daemon.MountError, match="user_allow_other"):
+        daemon.preflight(daemon.MountSpec(repo=str(tmp_path), mountpoint=str(mp), allow_other=True))
+    daemon.preflight(daemon.MountSpec(repo=str(tmp_path), mountpoint=str(mp)))  # fine without it
