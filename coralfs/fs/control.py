@@ -43,16 +43,12 @@ def error_answer(error: str, exit_code: int = 2) -> dict:
     return {"ok": False, "error": error, "exit_code": exit_code}
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_request(line: bytes) -> dict:
     """The request on one control line, checked field by field (BadRequest otherwise)."""
     if len(line) > MAX_REQUEST:
         raise BadRequest(f"a control request is at most {MAX_REQUEST} bytes (got {len(line)})")
     try:
-        req = json.loads(line.decode("utf-8"), parse_constant=_no_constant)
+        req = json.loads(line.decode("utf-8"))
     except RecursionError:
         raise BadRequest("a control request is nested too deeply") from None
     except ValueError as e:  # also UnicodeDecodeError
@@ -90,7 +86,7 @@ def _check_value(v, where: str, depth: int) -> None:
         except UnicodeEncodeError:
             raise BadRequest(f"{where} holds a string that is not valid Unicode (a lone surrogate)") from None
     elif isinstance(v, float) and not math.isfinite(v):
-        raise BadRequest(f"{where} holds a number out of range")
+        raise BadRequest(f"{where} holds a number that is not finite (NaN or infinity): commits keep finite JSON")
     elif isinstance(v, dict):
         for k, x in v.items():
             _check_value(k, where, depth + 1)
