@@ -202,11 +202,11 @@ def test_control_protocol_and_long_names_through_the_kernel(public, tmp_path):
                 os.close(fd)
             assert not answer["ok"] and why in answer["error"], (line[:40], answer)
         long = "n" * 256
-        for name, fn in [("create", lambda: open(os.path.join(mp, long), "w")),
+        for name, fn in [("create", lambda: _open(os.path.join(mp, long), os.O_WRONLY | os.O_CREAT)),
                          ("mkdir", lambda: os.mkdir(os.path.join(mp, long))),
                          ("rename", lambda: os.rename(os.path.join(mp, "run.sh"), os.path.join(mp, long))),
                          ("component", lambda: os.stat(os.path.join(mp, "sub", long, "x"))),
-                         ("wide", lambda: open(os.path.join(mp, "é" * 128), "w"))]:
+                         ("wide", lambda: _open(os.path.join(mp, "é" * 128), os.O_WRONLY | os.O_CREAT))]:
             with pytest.raises(OSError) as e:
                 fn()
             assert e.value.errno == errno.ENAMETOOLONG, name
