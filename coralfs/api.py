@@ -283,14 +283,13 @@ __all__ = ["Repository", "CommitResult", "FileChange", "TensorChange", "describe
 
 
 # -- writable mounts ---------------------------------------------------------------------
-def commit_mount(mountpoint: str, message: str, *, author: str | None = None,
-                 metadata: dict | None = None) -> dict:
+def commit_mount(mountpoint: str, message: str, *, metadata: dict | None = None) -> dict:
     """Commit what was saved into the writable mount at ``mountpoint`` (what ``coralfs
     commit --mount`` does), from a training script. Returns the daemon's answer: ``commit``
     (hex id, or None when nothing changed), ``changes``, ``logical`` and ``stored`` bytes.
-    Raises CoralError with the mount's one-line message when it refuses."""
-    return _mount_request(mountpoint, {"op": "commit", "message": message, "author": author,
-                                       "metadata": metadata})
+    The author is the mount's owner (its ``user.name``). Raises CoralError with the
+    mount's one-line message when it refuses."""
+    return _mount_request(mountpoint, {"op": "commit", "message": message, "metadata": metadata})
 
 
 def mount_status(mountpoint: str) -> dict:

@@ -24,6 +24,7 @@ def mount(
     write: Annotated[bool, typer.Option("--write", "-w", help="A writable staging mount of a branch")] = False,
     branch: Annotated[str | None, typer.Option("--branch", "-b", help="Branch a writable mount shows and commits to (default: HEAD's)")] = None,
     auto_commit: Annotated[float | None, typer.Option("--auto-commit", metavar="SECONDS", help="With --write: commit once nothing was written for SECONDS (rules: `coralfs config list staging`)")] = None,
+    allow_other: Annotated[bool, typer.Option("--allow-other", help="Let other local users in, as the files' modes allow (default: only you); control requests stay yours")] = False,
 ) -> None:
     """Mount a commit, branch or tag (MNT@REF) read-only, the whole repository (MNT), or a
     branch writable (MNT --write [--branch B]) so trainers can save into it."""
@@ -35,7 +36,8 @@ def mount(
                          "(a read-only mount of a branch is MNT@BRANCH)")
     size = _parse_value("--cache-size", cache_size, int) if cache_size else None
     spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None, cache_size=size,
-                     log_file=log_file, threads=threads, write=write, branch=branch, auto_commit=auto_commit)
+                     log_file=log_file, threads=threads, write=write, branch=branch, auto_commit=auto_commit,
+                     allow_other=allow_other)
     spec = do_mount(spec, foreground=foreground)
     if not foreground:
         if write:

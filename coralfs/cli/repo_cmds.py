@@ -96,7 +96,10 @@ def _commit_mount(mount: str, message: str, branch: str | None, author: str | No
     from .staging_cmds import control, print_changes
     if branch is not None:
         raise CoralError("a writable mount commits to the branch it was mounted with; drop --branch")
-    got = control(mount, {"op": "commit", "message": message, "author": author, "metadata": metadata or None})
+    if author is not None:
+        raise CoralError("a writable mount records its commits as its owner (user.name, or user@host): drop --author, "
+                         "or set the name with `coralfs config set user.name NAME` before mounting")
+    got = control(mount, {"op": "commit", "message": message, "metadata": metadata or None})
     if not got.get("commit"):
         typer.echo("nothing to commit (the mount holds the branch head unchanged)")
         return
@@ -191,6 +194,12 @@ def _mount_status(mount: str, as_json: bool) -> None:
         print_changes(st["changes"])
     if st["open_for_writing"]:
         typer.echo("open for writing: " + ", ".join(esc(p) for p in st["open_for_writing"]))
+    failed = (st.get("auto_commit") or {}).get("last_error")
+    if failed:
+        when = time.strftime("%H:%M:%S", time.localtime(failed["time"]))
+        retry = (f"next try in {max(0, round(failed['next_attempt'] - time.time()))} s"
+                 if failed.get("next_attempt") else "next try after the debounce")
+        typer.echo(f"auto-commit failed at {when} ({failed['attempts']} attempt(s), {retry}): {esc(failed['error'])}")
 
 
 def _graph_rows(repo, commits):
