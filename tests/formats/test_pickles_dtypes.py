@@ -273,3 +273,33 @@ def test_real_safetensors_files_of_new_torch_dtypes(repo, tmp_path):
     assert sha(tmp_path / "out" / "new.safetensors") == sha(src / "new.safetensors")
     diff = repo.diff("main~1", "main")
     assert [t.name for t in diff[0].tensors] == ["e8m0"]
+
+
+def test_directory_of_class_pickles_from_a_script_commits_through_the_cli(tmp_path):
+    # Classes defined in a script's __main__ (which no reader could import anyway).
+    src = tmp_path / "ck"
+    src.mkdir()
+    code = f"""
+import argparse, dataclasses, torch
+@dataclasses.dataclass
+class Args:
+    lr: float = 1e-4
+    out: str = 'x'
+torch.save(Args(), {str(src / 'training_args.bin')!r})
+torch.save({{'w': torch.ones(3), 'args': argparse.Namespace(lr=1)}}, {str(src / 'state.pt')!r})
+torch.save(torch.nn.Linear(4, 2), {str(src / 'module.pt')!r})
+"""
+    import subprocess
+    subprocess.run([sys.executable, "-c", code], check=True)
+    save_file({"w": torch.randn(16, 16)}, str(src / "model.safetensors"))
+    repo = str(tmp_path / "repo")
+    run_cli("init", repo)
+    p = run_cli("commit", str(src), "-m", "trainer-like", repo=repo)
+    assert "4 files" in p.stdout
+    run_cli("export", "main", str(tmp_path / "out"), repo=repo)
+    for f in src.iterdir():
+        assert sha(tmp_path / "out" / f.name) == sha(f)
+    info = json.loads(run_cli("show", "main", "--json", repo=repo).stdout)
+    assert {f["path"]: f["format"] for f in info["files"]} == {
+        "training_args.bin": "torch", "state.pt": "torch", "module.pt": "torch", "model.safetensors": "safetensors"}
+    assert {f["path"]: f["tensors"] for f in info["files"]}["module.pt"] == 2
