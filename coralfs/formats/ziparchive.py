@@ -63,7 +63,7 @@ class _Stand:
         # A REDUCE on a stand-in class (``_rebuild_tensor_v3(storage, ..., dtype)``) is
         # where newer torch files name a storage's dtype.
         if self._scan is not None:
-            self._scan.saw_call(type(self), a)
+            _note_rebuild(self._scan.storages, self._name, a)
 
     def __call__(self, *a, **k):
         return _Stand()
@@ -91,11 +91,45 @@ class _StorageRef:
         self.key = key
 
 
-def _dtype_named(module: str, name: str) -> str | None:
-    """The coralfs dtype of a torch storage class or dtype global, if it is one."""
-    if module.startswith("torch"):
-        return TORCH_STORAGES.get(name) or TORCH_DTYPES.get(name)
-    return None
+class _Global(NamedTuple):
+    """A global as the opcode scan sees it (it never looks it up)."""
+
+    module: str
+    name: str
+
+
+def _dtype_of(x) -> str | None:
+    """The coralfs dtype a global stands for (a torch storage class or dtype), if any."""
+    if isinstance(x, type) and issubclass(x, _Stand):
+        module, name = x._module, x._name
+    elif isinstance(x, _Global):
+        module, name = x
+    else:
+        return None
+    return (TORCH_STORAGES.get(name) or TORCH_DTYPES.get(name)) if module.startswith("torch") else None
+
+
+def _note_storage(found: dict[str, str | None], pid) -> _StorageRef | None:
+    """Record the storage a persistent id ``('storage', type, key, location, numel)`` names."""
+    if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
+        return None
+    key = str(pid[2])
+    if found.get(key) is None:
+        found[key] = _dtype_of(pid[1])
+    return _StorageRef(key)
+
+
+def _note_rebuild(found: dict[str, str | None], fn: str, args) -> None:
+    """``_rebuild_tensor_v3(storage, offset, size, stride, grad, hooks, dtype)``: newer
+    torch files load storages untyped (UntypedStorage) and name the dtype here."""
+    if not (fn.startswith("_rebuild_") and isinstance(args, tuple) and args
+            and isinstance(args[0], _StorageRef)) or found.get(args[0].key) is not None:
+        return
+    for a in args[1:]:
+        dtype = _dtype_of(a)
+        if dtype is not None:
+            found[args[0].key] = dtype
+            return
 
 
 class _ScanUnpickler(pickle.Unpickler):
@@ -112,31 +146,7 @@ class _ScanUnpickler(pickle.Unpickler):
         return cls
 
     def persistent_load(self, pid):
-        if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage":
-            st, key = pid[1], str(pid[2])
-            dtype = None
-            if isinstance(st, type) and issubclass(st, _Stand):
-                dtype = _dtype_named(st._module, st._name)
-            if self.storages.get(key) is None:
-                self.storages[key] = dtype
-            return _StorageRef(key)
-        return _Stand()
-
-    def saw_call(self, cls: type[_Stand], args: tuple) -> None:
-        if not cls._name.startswith("_rebuild_") or not args or not isinstance(args[0], _StorageRef):
-            return
-        for a in args[1:]:
-            if isinstance(a, type) and issubclass(a, _Stand):
-                dtype = _dtype_named(a._module, a._name)
-                if dtype is not None and self.storages.get(args[0].key) is None:
-                    self.storages[args[0].key] = dtype
-                return
-
-
-class _Global(NamedTuple):
-    module: str
-    name: str
-
+        return _note_storage(self.storages, pid) or _Stand()
 
 
 def _opcode_scan(data: bytes) -> dict[str, str | None]:
@@ -187,24 +197,11 @@ def _opcode_scan(data: bytes) -> dict[str, str | None]:
             elif name == "DUP":
                 stack.append(stack[-1])
             elif name == "BINPERSID":
-                pid = stack.pop()
-                ref = None
-                if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage":
-                    key = str(pid[2])
-                    st = pid[1]
-                    dtype = _dtype_named(st.module, st.name) if isinstance(st, _Global) else None
-                    if found.get(key) is None:
-                        found[key] = dtype
-                    ref = _StorageRef(key)
-                stack.append(ref)
+                stack.append(_note_storage(found, stack.pop()))
             elif name == "REDUCE":
                 args, fn = stack.pop(), stack.pop()
-                if (isinstance(fn, _Global) and fn.name.startswith("_rebuild_") and isinstance(args, tuple)
-                        and args and isinstance(args[0], _StorageRef) and found.get(args[0].key) is None):
-                    for a in args[1:]:
-                        if isinstance(a, _Global) and _dtype_named(a.module, a.name):
-                            found[args[0].key] = _dtype_named(a.module, a.name)
-                            break
+                if isinstance(fn, _Global):
+                    _note_rebuild(found, fn.name, args)
                 stack.append(None)
             elif name == "STOP":
                 break

@@ -132,7 +132,9 @@ def _zip_replacing(path: str, member: str, data: bytes) -> bytes:
 
 def _state_dict_file(tmp_path) -> str:
     p = str(tmp_path / "base.pt")
-    torch.save({"w": torch.arange(8, dtype=torch.float32), "h": torch.ones(4, dtype=torch.float16)}, p)
+    # F32 and F16 are typed by their storage class, F8_E8M0 by the _rebuild_tensor_v3 call
+    torch.save({"w": torch.arange(8, dtype=torch.float32), "h": torch.ones(4, dtype=torch.float16),
+                "e": torch.ones(2, dtype=torch.float8_e8m0fnu)}, p)
     return p
 
 
@@ -149,7 +151,8 @@ def test_pickle_the_stand_ins_cannot_load_still_commits_with_dtypes(repo, tmp_pa
     (src / "odd.pt").write_bytes(_zip_replacing(base, "base/data.pkl", odd))
     lay = layout_of(str(src / "odd.pt"))
     assert lay.format == "torch"
-    assert sorted((r.name, r.dtype, r.shape) for r in lay.regions) == [("data/0", "F32", (8,)), ("data/1", "F16", (4,))]
+    assert sorted((r.name, r.dtype, r.shape) for r in lay.regions) == [
+        ("data/0", "F32", (8,)), ("data/1", "F16", (4,)), ("data/2", "F8_E8M0", (2,))]
     repo.commit_paths([str(src)], "odd")
     repo.export("main", str(tmp_path / "out"))
     assert sha(tmp_path / "out" / "odd.pt") == sha(src / "odd.pt")
@@ -161,7 +164,7 @@ def test_data_pkl_that_is_no_pickle_keeps_storages_as_bytes(repo, tmp_path):
     src.mkdir()
     (src / "junk.pt").write_bytes(_zip_replacing(base, "base/data.pkl", b"this is not a pickle \xff\x00"))
     lay = layout_of(str(src / "junk.pt"))
-    assert sorted((r.name, r.dtype, r.length) for r in lay.regions) == [("data/0", "U8", 32), ("data/1", "U8", 8)]
+    assert sorted((r.name, r.dtype, r.length) for r in lay.regions) == [("data/0", "U8", 32), ("data/1", "U8", 8), ("data/2", "U8", 2)]
     repo.commit_paths([str(src)], "junk")
     repo.export("main", str(tmp_path / "out"))
     assert sha(tmp_path / "out" / "junk.pt") == sha(src / "junk.pt")
