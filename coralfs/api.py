@@ -58,20 +58,35 @@ class FileChange:
     tensors: list[TensorChange] = field(default_factory=list)
 
 
-def collect_sources(sources: list[str]) -> dict[str, str]:
+def collect_sources(sources: list[str], *, follow_top_links: bool = True) -> dict[str, str]:
     """Map tree path -> file on disk. A directory contributes its contents at the tree
-    root; a file contributes itself by its name."""
+    root; a file contributes itself by its name.
+
+    A symbolic link inside a source is never followed (it could point anywhere, say
+    ``/etc/shadow``): it is refused, naming the link, before anything is read. A source
+    given as a link itself is followed, as git and rsync follow the path a user typed,
+    unless ``follow_top_links`` is false (watch: the entries were not typed by the user).
+    """
     out: dict[str, str] = {}
     for src in sources:
+        if not follow_top_links and os.path.islink(src):
+            raise _link_error(src)
         if not os.path.exists(src):
             raise CoralError(f"{src}: no such file or directory")
         if os.path.isdir(src):
-            for dirpath, dirnames, files in os.walk(src, followlinks=False):
+            def unreadable(e: OSError) -> None:
+                raise CoralError(f"{e.filename}: cannot be read ({e.strerror}); nothing was committed")
+
+            for dirpath, dirnames, files in os.walk(src, onerror=unreadable, followlinks=False):
                 dirnames[:] = sorted(d for d in dirnames if d != ".coral")
+                for name in dirnames + files:
+                    full = os.path.join(dirpath, name)
+                    if os.path.islink(full):
+                        raise _link_error(full)
                 for f in sorted(files):
                     full = os.path.join(dirpath, f)
-                    if not os.path.isfile(full):
-                        continue  # sockets, fifos, dangling links
+                    if not _stat.S_ISREG(os.lstat(full).st_mode):
+                        continue  # sockets, fifos, devices
                     rel = os.path.relpath(full, src).replace(os.sep, "/")
                     _add(out, rel, full)
         elif os.path.isfile(src):
@@ -81,6 +96,16 @@ def collect_sources(sources: list[str]) -> dict[str, str]:
     if not out:
         raise CoralError("nothing to commit: the sources hold no files")
     return out
+
+
+def _link_error(link: str) -> CoralError:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    return CoralError(f"{link}: is a symbolic link (to {target!r}), and coralfs does not follow links "
+                      f"inside a source; replace it by the file it points to (cp -L) or remove it; "
+                      f"nothing was committed")
 
 
 def _add(out: dict[str, str], rel: str, full: str) -> None:
@@ -97,13 +122,15 @@ class Repository(_StoreRepository):
     # -- committing ----------------------------------------------------------------------
     def commit_paths(self, sources: list[str], message: str, *, branch: str | None = None,
                      author: str | None = None, metadata: dict | None = None,
-                     progress: Progress | None = None, allow_empty: bool = True) -> CommitResult:
+                     progress: Progress | None = None, allow_empty: bool = True,
+                     follow_top_links: bool = True) -> CommitResult:
         """Commit checkpoint directories or files as the new snapshot of ``branch``.
 
         Every file is validated and split by its format first: a malformed file raises
-        FormatError before any ref moves, so nothing is committed.
+        FormatError before any ref moves, so nothing is committed. Symbolic links inside
+        the sources are refused (see :func:`collect_sources`).
         """
-        files = collect_sources(sources)
+        files = collect_sources(sources, follow_top_links=follow_top_links)
         layouts = {rel: layout_of(path) for rel, path in files.items()}
         target = branch or self.head_branch()
         head = self.refs.read(f"refs/heads/{target}") if target else self.head()

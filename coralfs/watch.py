@@ -87,8 +87,8 @@ class Watcher:
         for name in sorted(os.listdir(self.directory)):
             entry = os.path.join(self.directory, name)
             if fnmatch.fnmatchcase(name, self.pattern) and entry not in self._done:
-                newest = max((os.stat(os.path.join(d, f)).st_mtime for d, _, fs in os.walk(entry) for f in fs),
-                             default=os.stat(entry).st_mtime)
+                newest = max((os.lstat(os.path.join(d, f)).st_mtime for d, _, fs in os.walk(entry) for f in fs),
+                             default=os.lstat(entry).st_mtime)
                 with self._lock:
                     self._last_event.setdefault(entry, now - max(0.0, now_wall - newest))
 
@@ -100,7 +100,7 @@ class Watcher:
 
     def commit(self, entry: str) -> CommitResult | None:
         name = os.path.basename(entry)
-        if not os.path.exists(entry):  # deleted before it settled (rotated away)
+        if not os.path.lexists(entry):  # deleted before it settled (rotated away)
             with self._lock:
                 self._last_event.pop(entry, None)
             return None
@@ -108,7 +108,19 @@ class Watcher:
         step = step_of(name)
         if step is not None:
             meta["step"] = step
-        res = self.repo.commit_paths([entry], f"{name}", branch=self.branch, metadata=meta)
+        # An entry is a child of the watched directory, not a path the user typed: a
+        # link there is refused like any link inside a source.
+        try:
+            res = self.repo.commit_paths([entry], f"{name}", branch=self.branch, metadata=meta,
+                                         follow_top_links=False)
+        except (CoralError, OSError):
+            if os.path.lexists(entry):
+                raise
+            # Rotated away while it was read (save_total_limit): nothing was committed.
+            log.info("%s was deleted while being committed; skipped", entry)
+            with self._lock:
+                self._last_event.pop(entry, None)
+            return None
         self._last_commit = time.monotonic()
         if self.keep_last > 0:
             self.repo.tag_rotating(f"auto/{self.branch}", res.commit, self.keep_last, f"watch: {name}")

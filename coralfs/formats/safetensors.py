@@ -1,8 +1,10 @@
 """safetensors: an 8-byte little-endian header length, a JSON header, then the tensors.
 
-Validated as the format requires: header size capped, UTF-8 JSON object, known dtypes,
-``data_offsets`` inside the data area, each tensor's length equal to shape x width, and
-the offsets covering the data area without holes or overlaps.
+Validated as the format requires: header size capped, UTF-8 JSON object, ``data_offsets``
+inside the data area, each tensor's length equal to shape x width (x bits / 8 for sub-byte
+types), and the offsets covering the data area without holes or overlaps. A dtype newer
+than this reader (or a sub-byte one) is no reason to refuse a valid file: its tensor is
+stored as opaque bytes (a ``U8`` region over its ``data_offsets``), exactly as it is.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ DTYPES = {
     "F8_E4M3": "F8_E4M3", "F8_E5M2": "F8_E5M2",
     "I64": "I64", "I32": "I32", "I16": "I16", "I8": "I8",
     "U64": "U64", "U32": "U32", "U16": "U16", "U8": "U8", "BOOL": "BOOL",
+    "F8_E4M3FNUZ": "F8_E4M3FNUZ", "F8_E5M2FNUZ": "F8_E5M2FNUZ", "F8_E8M0": "F8_E8M0", "C64": "C64",
 }
+# Sub-byte element types (bits per element): stored as opaque bytes, sizes still checked.
+SUB_BYTE = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+OPAQUE = "U8"
 
 
 def read_header(path: str, f) -> tuple[int, dict]:
@@ -63,8 +69,8 @@ def parse(path: str, size: int) -> Layout:
         dt = info.get("dtype")
         shape = info.get("shape")
         offs = info.get("data_offsets")
-        if dt not in DTYPES:
-            raise FormatError(path, f"tensor {name!r}: unknown dtype {dt!r}")
+        if not isinstance(dt, str) or not dt:
+            raise FormatError(path, f"tensor {name!r}: dtype {dt!r} is not a dtype name")
         if (not isinstance(shape, list) or len(shape) > 64
                 or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 1 << 62 for s in shape)):
             raise FormatError(path, f"tensor {name!r}: bad shape {shape!r}")
@@ -72,14 +78,21 @@ def parse(path: str, size: int) -> Layout:
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
             raise FormatError(path, f"tensor {name!r}: bad data_offsets {offs!r}")
         begin, end = offs
-        width = dtypes.lookup(DTYPES[dt]).width
-        want = math.prod(shape) * width
         if not 0 <= begin <= end <= data_len:
             raise FormatError(path, f"tensor {name!r}: data_offsets {offs} outside the data area ({data_len} bytes)")
+        if dt in DTYPES:
+            want = math.prod(shape) * dtypes.lookup(DTYPES[dt]).width
+        elif dt in SUB_BYTE:
+            want = -(-math.prod(shape) * SUB_BYTE[dt] // 8)
+        else:  # a dtype this reader does not know: its bytes are what the header says
+            want = end - begin
         if end - begin != want:
             raise FormatError(path, f"tensor {name!r}: {end - begin} bytes for shape {shape} of {dt} (needs {want})")
         spans.append((begin, end, name))
-        regions.append(Region(data_start + begin, end - begin, name, DTYPES[dt], tuple(shape)))
+        if dt in DTYPES:
+            regions.append(Region(data_start + begin, end - begin, name, DTYPES[dt], tuple(shape)))
+        else:
+            regions.append(Region(data_start + begin, end - begin, name, OPAQUE, (end - begin,)))
     spans.sort()
     pos = 0
     for begin, end, name in spans:

@@ -1,22 +1,30 @@
 """Zip archives whose stored members hold arrays: ``.npz`` and torch checkpoints.
 
-``torch.save`` writes a zip whose ``*/data/N`` members are the raw bytes of storages,
-stored uncompressed; ``numpy.savez`` stores ``.npy`` members. Each stored member's bytes
-are located through its local header and become a region. Torch storage dtypes are read
-from ``data.pkl`` with an unpickler that builds nothing and imports nothing: every global
-is a placeholder, so reading a checkpoint never runs its code (and never imports torch).
+``torch.save`` (and ``torch.jit.save``) writes a zip whose ``*/data/N`` members are the
+raw bytes of storages, stored uncompressed; ``numpy.savez`` stores ``.npy`` members. Each
+stored member's bytes are located through its local header and become a region. Torch
+storage dtypes are read from ``data.pkl`` with an unpickler that imports nothing and runs
+nothing: every global is a stand-in class, so reading a checkpoint never runs its code
+(and never imports torch). A pickle even the stand-ins cannot load only loses the dtypes
+(an opcode scan recovers what it can, the rest is stored as bytes); the file is stored
+byte-identical all the same. Only a structurally broken archive is refused.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import pickle
+import pickletools
 import struct
 import zipfile
+from typing import NamedTuple
 
 from ..objects.writer import Region
 from . import npy
 from .base import guarded, MAX_MEMBERS, FormatError, Layout, safe_member_name
+
+log = logging.getLogger(__name__)
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 
@@ -25,22 +33,40 @@ TORCH_STORAGES = {
     "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
     "ByteStorage": "U8", "BoolStorage": "BOOL", "Float8_e4m3fnStorage": "F8_E4M3",
     "Float8_e5m2Storage": "F8_E5M2", "ComplexFloatStorage": "C64", "ComplexDoubleStorage": "C128",
+    "QInt8Storage": "I8", "QUInt8Storage": "U8", "QInt32Storage": "I32",
 }
 TORCH_DTYPES = {
     "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
     "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "float8_e4m3fnuz": "F8_E4M3FNUZ",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e8m0fnu": "F8_E8M0", "complex64": "C64",
+    "complex128": "C128", "uint16": "U16", "uint32": "U32", "uint64": "U64",
+    # Packed sub-byte and quantized element types: one byte of the storage per element.
+    "float4_e2m1fn_x2": "U8", "qint8": "I8", "quint8": "U8", "qint32": "I32",
 }
 
 
-class _Placeholder:
-    """Stands for any global: accepts every call and every pickle protocol hook."""
+class _Stand:
+    """Base of the stand-in classes: every global a pickle names becomes a fresh subclass
+    of this (a real type, so NEWOBJ, NEWOBJ_EX, INST and OBJ accept it), whose instances
+    take every call and every protocol hook (BUILD, SETITEMS, APPENDS, ADDITEMS) and do
+    nothing. Nothing is imported and no code of the checkpoint runs."""
+
+    _module = ""
+    _name = ""
+    _scan: _ScanUnpickler | None = None
+
+    def __new__(cls, *a, **k):
+        return object.__new__(cls)
 
     def __init__(self, *a, **k) -> None:
-        self.name = k.pop("_name", "")
+        # A REDUCE on a stand-in class (``_rebuild_tensor_v3(storage, ..., dtype)``) is
+        # where newer torch files name a storage's dtype.
+        if self._scan is not None:
+            _note_rebuild(self._scan.storages, self._name, a)
 
     def __call__(self, *a, **k):
-        return _Placeholder()
+        return _Stand()
 
     def __setstate__(self, state) -> None:
         pass
@@ -54,34 +80,171 @@ class _Placeholder:
     def extend(self, v) -> None:
         pass
 
+    def add(self, v) -> None:
+        pass
+
+
+class _StorageRef:
+    """What a persistent id ``('storage', type, key, ...)`` loads as."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class _Global(NamedTuple):
+    """A global as the opcode scan sees it (it never looks it up)."""
+
+    module: str
+    name: str
+
+
+def _dtype_of(x) -> str | None:
+    """The coralfs dtype a global stands for (a torch storage class or dtype), if any."""
+    if isinstance(x, type) and issubclass(x, _Stand):
+        module, name = x._module, x._name
+    elif isinstance(x, _Global):
+        module, name = x
+    else:
+        return None
+    return (TORCH_STORAGES.get(name) or TORCH_DTYPES.get(name)) if module.startswith("torch") else None
+
+
+def _note_storage(found: dict[str, str | None], pid) -> _StorageRef | None:
+    """Record the storage a persistent id ``('storage', type, key, location, numel)`` names."""
+    if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
+        return None
+    key = str(pid[2])
+    if found.get(key) is None:
+        found[key] = _dtype_of(pid[1])
+    return _StorageRef(key)
+
+
+def _note_rebuild(found: dict[str, str | None], fn: str, args) -> None:
+    """``_rebuild_tensor_v3(storage, offset, size, stride, grad, hooks, dtype)``: newer
+    torch files load storages untyped (UntypedStorage) and name the dtype here."""
+    if not (fn.startswith("_rebuild_") and isinstance(args, tuple) and args
+            and isinstance(args[0], _StorageRef)) or found.get(args[0].key) is not None:
+        return
+    for a in args[1:]:
+        dtype = _dtype_of(a)
+        if dtype is not None:
+            found[args[0].key] = dtype
+            return
+
 
 class _ScanUnpickler(pickle.Unpickler):
     def __init__(self, f) -> None:
         super().__init__(f)
-        self.storages: dict[str, str] = {}
+        self.storages: dict[str, str | None] = {}
+        self._classes: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
-        p = _Placeholder(_name=name)
-        p.module = module  # type: ignore[attr-defined]
-        return p
+        cls = self._classes.get((module, name))
+        if cls is None:
+            cls = type("Global", (_Stand,), {"_module": module, "_name": name, "_scan": self})
+            self._classes[(module, name)] = cls
+        return cls
 
     def persistent_load(self, pid):
-        if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage":
-            st, key = pid[1], str(pid[2])
-            dtype = None
-            if isinstance(st, _Placeholder):
-                dtype = TORCH_STORAGES.get(st.name) or TORCH_DTYPES.get(st.name)
-            self.storages[key] = dtype or "U8"
-        return _Placeholder()
+        return _note_storage(self.storages, pid) or _Stand()
+
+
+def _opcode_scan(data: bytes) -> dict[str, str | None]:
+    """Storage keys and dtypes read from the pickle's opcodes alone, for a pickle the
+    stand-in unpickler cannot load. A small stack machine tracks only strings, numbers,
+    tuples and globals (everything else is an opaque None); it builds no object, calls
+    nothing, and stops quietly at the first opcode it cannot follow, keeping what it
+    found (the storages' bytes are stored exactly either way)."""
+    found: dict[str, str | None] = {}
+    stack: list = []
+    marks: list[int] = []
+    memo: dict = {}
+
+    def to_mark() -> list:
+        k = marks.pop()
+        items = stack[k:]
+        del stack[k:]
+        return items
+
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            name = op.name
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name == "GLOBAL":
+                module, _, attr = arg.partition(" ")
+                stack.append(_Global(module, attr))
+            elif name == "STACK_GLOBAL":
+                attr, module = stack.pop(), stack.pop()
+                stack.append(_Global(module, attr) if isinstance(module, str) and isinstance(attr, str) else None)
+            elif name == "TUPLE":
+                stack.append(tuple(to_mark()))
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                n = int(name[-1])
+                items = tuple(stack[-n:])
+                if len(items) != n:
+                    break
+                del stack[-n:]
+                stack.append(items)
+            elif name == "EMPTY_TUPLE":
+                stack.append(())
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo.get(arg))
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name == "BINPERSID":
+                stack.append(_note_storage(found, stack.pop()))
+            elif name == "REDUCE":
+                args, fn = stack.pop(), stack.pop()
+                if isinstance(fn, _Global):
+                    _note_rebuild(found, fn.name, args)
+                stack.append(None)
+            elif name == "STOP":
+                break
+            else:
+                before = op.stack_before
+                if pickletools.markobject in before:
+                    to_mark()
+                    below = before.index(pickletools.markobject)
+                else:
+                    below = len(before)
+                if below:
+                    if len(stack) < below:
+                        break
+                    del stack[-below:]
+                if op.stack_after and not before and op.arg is not None \
+                        and isinstance(arg, (str, bytes, int, float)):
+                    stack.append(arg)  # a literal push (strings, numbers)
+                else:
+                    stack.extend(None for _ in op.stack_after)
+    except Exception:  # noqa: BLE001 - an opcode it cannot follow ends the scan
+        log.debug("pickle opcode scan stopped early", exc_info=True)
+    return found
 
 
 def torch_storage_dtypes(path: str, data: bytes) -> dict[str, str]:
+    """Storage key -> coralfs dtype of a torch ``data.pkl`` ("U8" where unknown).
+
+    The stand-in unpickler reads pickles of any class (TrainingArguments, nn.Module,
+    Namespace, dataclasses, TorchScript, ExportedProgram). A pickle it still cannot load
+    is not a reason to refuse the file: its storages' dtypes come from an opcode scan,
+    and the file is stored byte-identical whatever the scan learned."""
     u = _ScanUnpickler(io.BytesIO(data))
     try:
         u.load()
-    except Exception as e:  # any malformed pickle: dtypes unknown, bytes still exact
-        raise FormatError(path, f"torch data.pkl does not parse ({type(e).__name__}: {e})") from None
-    return u.storages
+        found = u.storages
+    except Exception as e:  # noqa: BLE001 - untrusted pickle: fall back, never refuse
+        log.debug("%s: data.pkl does not load with stand-ins (%s: %s); scanning its opcodes",
+                  path, type(e).__name__, e)
+        found = _opcode_scan(data)
+        for k, v in u.storages.items():
+            if found.get(k) is None:
+                found[k] = v
+    return {k: v or "U8" for k, v in found.items()}
 
 
 def _member_data_offset(path: str, f, info: zipfile.ZipInfo, size: int) -> int:
@@ -118,16 +281,17 @@ def parse(path: str, size: int) -> Layout:
             prefix = pkl[0].filename[: -len("data.pkl")]
             dtypes_by_key = torch_storage_dtypes(path, zf.read(pkl[0]))
             for i in infos:
-                if not i.filename.startswith(prefix + "data/") or i.compress_type != zipfile.ZIP_STORED:
+                member = i.filename[len(prefix):] if i.filename.startswith(prefix) else ""
+                # constants/N: the tensor constants of a TorchScript archive (bytes).
+                if not member.startswith(("data/", "constants/")) or i.compress_type != zipfile.ZIP_STORED:
                     continue
-                key = i.filename[len(prefix) + 5:]
-                dt = dtypes_by_key.get(key, "U8")
+                dt = dtypes_by_key.get(member[5:], "U8") if member.startswith("data/") else "U8"
                 off = _member_data_offset(path, f, i, size)
                 from ..objects import dtypes as _dt
                 width = _dt.lookup(dt).width
                 if i.file_size % width:
                     dt, width = "U8", 1
-                regions.append(Region(off, i.file_size, f"data/{key}", dt, (i.file_size // width,)))
+                regions.append(Region(off, i.file_size, member, dt, (i.file_size // width,)))
             fmt = "torch"
         else:
             for i in infos:

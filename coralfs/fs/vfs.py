@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..formats import safetensors as st_format
+from ..objects import dtypes
 from ..objects.errors import CoralError
 from ..objects.history import BadRevision, walk
 from ..objects.ids import ObjectId, is_hex_prefix, to_hex
@@ -76,7 +77,10 @@ class Node:
 
 def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
     """The header of an .npy file holding a C-ordered array of this dtype and shape."""
-    descr = NPY_DESCR.get(dtype) or f"|V{int(dtype[1:])}"
+    # Types numpy has no name for (fp8 variants, opaque B<n>) are served as their raw
+    # bytes: one uint8 per byte-wide element, else a void element of the type's width.
+    width = dtypes.lookup(dtype).width
+    descr = NPY_DESCR.get(dtype) or ("|u1" if width == 1 else f"|V{width}")
     buf = io.BytesIO()
     d = {"descr": descr, "fortran_order": False, "shape": tuple(shape)}
     try:

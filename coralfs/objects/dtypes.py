@@ -40,6 +40,11 @@ _ALL = [
     _d("BF16", 2, KEY_FLOAT, ml_dtypes.bfloat16),
     _d("F8_E4M3", 1, KEY_FLOAT, ml_dtypes.float8_e4m3fn),
     _d("F8_E5M2", 1, KEY_FLOAT, ml_dtypes.float8_e5m2),
+    # FNUZ fp8 (sign bit, no negative zero: 0x80 is NaN) and the MX scale type E8M0 (eight
+    # exponent bits, no sign: its bit patterns are already in value order).
+    _d("F8_E4M3FNUZ", 1, KEY_FLOAT, ml_dtypes.float8_e4m3fnuz),
+    _d("F8_E5M2FNUZ", 1, KEY_FLOAT, ml_dtypes.float8_e5m2fnuz),
+    _d("F8_E8M0", 1, KEY_UNSIGNED, ml_dtypes.float8_e8m0fnu),
     _d("I64", 8, KEY_SIGNED, np.int64),
     _d("I32", 4, KEY_SIGNED, np.int32),
     _d("I16", 2, KEY_SIGNED, np.int16),

@@ -67,8 +67,12 @@ MALFORMED = {
                          "hole"),
     "absurd-shape.safetensors": (lambda: _st_bytes({"a": {"dtype": "F32", "shape": [1 << 40, 1 << 40], "data_offsets": [0, 8]}}, b"\0" * 8),
                                  "needs"),
-    "bad-dtype.safetensors": (lambda: _st_bytes({"a": {"dtype": "F33", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
-                              "unknown dtype"),
+    # An unknown dtype *name* is stored as opaque bytes (tests/formats/test_pickles_dtypes.py);
+    # a dtype that is not a name at all is a broken header.
+    "bad-dtype.safetensors": (lambda: _st_bytes({"a": {"dtype": 33, "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
+                              "not a dtype name"),
+    "short-f4.safetensors": (lambda: _st_bytes({"a": {"dtype": "F4", "shape": [8], "data_offsets": [0, 8]}}, b"\0" * 8),
+                             "needs 4"),
     "not-utf8.safetensors": (lambda: struct.pack("<Q", 4) + b"\xff\xfe{}" + b"", "not UTF-8 JSON"),
     "bad.npy": (lambda: b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    \n", "descr|needs exactly"),
     "short.npy": (lambda: np.lib.format.header_data_from_array_1_0(np.zeros(10)) and
