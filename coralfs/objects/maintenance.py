@@ -165,6 +165,11 @@ class FsckReport:
 
 def fsck(repo, progress=None) -> FsckReport:
     """Re-verify every stored object (SHA-256 of decoded bytes) and every reference."""
+    with repo.write_session():  # holds off gc: a half-done sweep is not damage
+        return _fsck(repo, progress)
+
+
+def _fsck(repo, progress) -> FsckReport:
     rep = FsckReport()
     odb = repo.odb
     ids = list(odb.store)
@@ -209,9 +214,16 @@ class GcReport:
 def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
     """Remove objects no ref, reflog entry or staging root reaches.
 
-    Objects younger than ``grace_seconds`` are spared: a commit in progress writes its
-    objects before any ref reaches them.
+    Marks and sweeps under the repository's exclusive session lock, so no commit is
+    between storing or reusing an object and moving its ref (docs/decisions.md). Objects
+    younger than ``grace_seconds`` are spared as well (a second line of defence for
+    writers of older versions).
     """
+    with repo.exclusive_session():
+        return _gc_locked(repo, grace_seconds, dry_run)
+
+
+def _gc_locked(repo, grace_seconds: float, dry_run: bool) -> GcReport:
     m = _Marker(repo)
     for oid in root_ids(repo):
         m.root(oid, "root")
