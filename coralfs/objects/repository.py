@@ -22,7 +22,7 @@ import time as _time
 from collections.abc import Callable, Iterator
 
 from . import history, maintenance
-from .config import FORMAT_VERSION, Config
+from .config import FORMAT_VERSION, Config, ConfigError
 from .durable import fsync_dir, write_durable
 from .errors import CoralError, NotARepository
 from .history import BadRevision
@@ -57,12 +57,22 @@ def in_write_session(fn):
 class Repository:
     """A coralfs repository on disk. Open with :meth:`open`, create with :meth:`init`."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, tolerate_config: bool = False) -> None:
+        """``tolerate_config``: a config.toml that does not parse or holds refused values
+        is recorded in ``config_problem`` (defaults apply) instead of raised; for fsck,
+        which reports it with everything else."""
         self.path = os.path.abspath(path)
         for m in MARKERS:
             if not os.path.exists(os.path.join(self.path, m)):
                 raise NotARepository(path, f"no {m}")
-        self.config = Config(os.path.join(self.path, "config.toml"))
+        self.config_problem: str | None = None
+        try:
+            self.config = Config(os.path.join(self.path, "config.toml"))
+        except ConfigError as e:
+            if not tolerate_config:
+                raise
+            self.config_problem = str(e)
+            self.config = Config(os.path.join(self.path, "config.toml"), read=False)
         fmt = self.config.get("core.format")
         if fmt != FORMAT_VERSION:
             raise NotARepository(path, f"format {fmt}; this coralfs reads format {FORMAT_VERSION}")
@@ -100,10 +110,10 @@ class Repository:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str) -> Repository:
+    def open(cls, path: str, *, tolerate_config: bool = False) -> Repository:
         if not os.path.isdir(path):
             raise NotARepository(path, "no such directory")
-        return cls(path)
+        return cls(path, tolerate_config=tolerate_config)
 
     @staticmethod
     def discover(start: str = ".") -> str:
