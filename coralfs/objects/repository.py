@@ -22,7 +22,7 @@ import time as _time
 from collections.abc import Callable, Iterator
 
 from . import history, maintenance
-from .config import FORMAT_VERSION, Config, ConfigError
+from .config import FORMAT_VERSION, Config, ConfigError, user_config
 from .durable import fsync_dir, write_durable
 from .errors import CoralError, NotARepository
 from .history import BadRevision
@@ -394,7 +394,8 @@ class Repository:
             return False
 
     def identity(self) -> str:
-        return self.config.get("user.name") or default_identity()
+        """user.name of the repository, else of the user's config, else user@host."""
+        return self.config.get("user.name") or user_config().get("user.name") or default_identity()
 
     # -- committing ----------------------------------------------------------------------
     @in_write_session

@@ -1,4 +1,4 @@
-"""gc racing writers: commits, writable-mount commits and watch.
+"""gc racing writers: commits, writable-mount commits, stash and pop, and watch.
 
 Each round: commit a directory on branch ``tmp``, delete ``tmp`` and its reflog (its
 objects are now unreachable), optionally age them past the default prune age, then commit
@@ -174,3 +174,57 @@ def test_gc_racing_watch(tmp_path, prune_age):
         assert res is not None
         check(repo, res.commit, content, str(tmp_path / f"out{r}"))
         repo.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prune_age", [0.0, DEFAULT_AGE], ids=["prune-age-0", "default-age"])
+def test_gc_racing_stash_and_pop(tmp_path, prune_age):
+    """Files only the staging area keeps alive (renamed files of a base the branch left,
+    its reflog gone) move between base.roots and a stash's roots on every stash and pop.
+    gc reads the roots while it walks staging/ (slow with many other staging areas and
+    stashes): without the session lock a pop or stash in between lost them. The window
+    is narrow: without the lock this test caught the loss in about two runs of three per
+    parametrization (the commit and watch tests above catch theirs every run)."""
+    path = str(tmp_path / "repo")
+    repo = Repository.init(path)
+    src = str(tmp_path / "src")
+    content = write_content(src, 0)
+    base = repo.commit_paths([src], "base", branch="main").commit
+    st = Stage(repo, "main")
+    try:
+        st.mkdir("moved", 0o755)
+        for name in content:
+            st.rename(name, "moved/" + name)
+        os.makedirs(tmp_path / "other")
+        (tmp_path / "other" / "x").write_bytes(b"x")
+        side = repo.commit_paths([str(tmp_path / "other")], "other", branch="side").commit
+        away = repo.commit(repo.read_commit(side).tree, "away", branch="main", parents=[], expected_head=base)
+        repo.delete_branch("side")
+        shutil.rmtree(os.path.join(path, "logs"))
+        for k in range(1000):  # other branches' staging areas and stashes
+            for d, f in ((f"branches/b{k:04d}", "base.roots"), (f"stash/other/{k}", "stash.roots")):
+                os.makedirs(os.path.join(path, "staging", d))
+                with open(os.path.join(path, "staging", d, f), "w") as fh:
+                    fh.write(to_hex(away) + "\n")
+        for r in range(ROUNDS):
+            if prune_age:
+                orphan_age(path)
+            with GcLoop(path, prune_age, continuous=True) as gc:
+                for _ in range(5):
+                    st.stash(f"round {r}")
+                    st.stash_pop()
+            assert not gc.errors, (r, gc.errors)
+            rep = repo.fsck()
+            assert rep.ok, (r, rep.problems[:3])
+        cid, _ = st.commit("moved")
+    finally:
+        st.close()
+    check(repo, cid, {"moved/" + k: v for k, v in content.items()}, str(tmp_path / "out"))
+    repo.close()
+
+
+def orphan_age(path: str) -> None:
+    old = time.time() - 3 * 3600
+    for d, _, files in os.walk(os.path.join(path, "objects")):
+        for f in files:
+            os.utime(os.path.join(d, f), (old, old))

@@ -127,3 +127,14 @@ def test_commit_with_refused_config_is_one_line_error(tmp_path):
         with pytest.raises(ConfigError) as e:
             Repository.open(path).commit_paths([str(src)], "x")
         assert "storage." in str(e.value) and "takes" in str(e.value)
+
+
+def test_user_name_from_the_user_config(tmp_path):
+    from coralfs import Repository
+    from coralfs.objects.config import user_config
+    repo = Repository.init(str(tmp_path / "repo"))
+    user_config().set("user.name", "Ada <ada@example.org>")
+    assert repo.identity() == "Ada <ada@example.org>"
+    repo.config.set("user.name", "Repo Author")
+    assert repo.identity() == "Repo Author"
+    repo.close()
