@@ -140,7 +140,16 @@ class Repository:
 
     # -- write sessions ------------------------------------------------------------------
     def _open_session_lock(self) -> int:
-        return os.open(os.path.join(self.path, SESSION_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        path = os.path.join(self.path, SESSION_LOCK)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            # A repository this user may only read (fsck of someone else's): flock works
+            # on a read-only descriptor too.
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise CoralError(f"cannot open {path} ({e.strerror}): no write access to the repository") from None
 
     @contextlib.contextmanager
     def write_session(self) -> Iterator[None]:
