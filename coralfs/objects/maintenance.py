@@ -87,7 +87,9 @@ class _Marker:
             return self.repo.odb.get_object(oid, kind)
         except (ObjectNotFound, CorruptObject) as e:
             self.problems.append(f"{where}: {e}")
-            return None
+        except Exception as e:  # noqa: BLE001 - a crafted object is reported, never a crash
+            self.problems.append(f"{where}: object {to_hex(oid)} does not parse ({type(e).__name__}: {e})")
+        return None
 
     def root(self, oid: ObjectId, where: str) -> None:
         if oid in self.seen:
@@ -97,7 +99,7 @@ class _Marker:
             return
         try:
             data = codecs.decode(self.repo.odb.store.get(oid), oid)
-        except CorruptObject as e:
+        except Exception as e:  # noqa: BLE001 - CorruptObject, or a frame that does not parse
             self.problems.append(f"{where}: {e}")
             self.seen.add(oid)
             return
