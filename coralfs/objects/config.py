@@ -227,7 +227,12 @@ class Config:
 
     def set(self, key: str, text: str) -> Any:
         spec = _spec(key, self.scope)
-        value = text if spec.type is str else _parse_value(key, text, spec.type)
+        try:
+            value = text if spec.type is str else _parse_value(key, text, spec.type)
+        except ConfigError:
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            suffixes = " (k/m/g suffixes allowed)" if spec.type is int else ""
+            raise ConfigError(f"config {key} = {shown!r} is refused; {key} takes {spec.allowed()}{suffixes}") from None
         if key == "core.format" and value != FORMAT_VERSION:
             raise ConfigError("core.format is set by coralfs itself")
         check_value(key, value, self.scope)

@@ -233,8 +233,9 @@ class GcRefused(CoralError):
     exit_code = 3
 
     def __init__(self, problems: list[str]) -> None:
-        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-        super().__init__(f"gc refused, nothing was removed: {problems[0]}{more}; run `coralfs fsck`")
+        count = f" ({len(problems)} problems; the first)" if len(problems) > 1 else ""
+        hint = "" if "coralfs fsck" in problems[0] else "; run `coralfs fsck`"
+        super().__init__(f"gc refused, nothing was removed{count}: {problems[0]}{hint}")
 
 
 @dataclass

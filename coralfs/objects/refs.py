@@ -48,7 +48,7 @@ class BadRef(CoralError):
 
     def __init__(self, name: str, why: str) -> None:
         self.name = name
-        super().__init__(f"{name} is damaged: it {why}; repair or remove the file (see `coralfs fsck`)")
+        super().__init__(f"{name} is damaged: it {why}; repair or remove the file (`coralfs fsck` lists all damage)")
 
 
 class RefMoved(CoralError):
