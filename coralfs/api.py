@@ -23,6 +23,7 @@ from .objects.errors import CoralError
 from .objects.ids import ObjectId, to_hex
 from .objects.objects import MODE_EXEC, MODE_FILE, File, Tensor, TensorSegment, Tree, TreeEntry, validate_path
 from .objects.repository import Repository as _StoreRepository
+from .objects.repository import in_write_session
 from .objects.writer import IngestStats
 
 Progress = Callable[[str, int], None]
@@ -120,6 +121,7 @@ def _add(out: dict[str, str], rel: str, full: str) -> None:
 
 class Repository(_StoreRepository):
     # -- committing ----------------------------------------------------------------------
+    @in_write_session
     def commit_paths(self, sources: list[str], message: str, *, branch: str | None = None,
                      author: str | None = None, metadata: dict | None = None,
                      progress: Progress | None = None, allow_empty: bool = True,

@@ -25,6 +25,7 @@ from watchdog.observers import Observer
 
 from .api import CommitResult, Repository
 from .objects.errors import CoralError
+from .objects.repository import in_write_session
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Watcher:
             ready = [e for e, t in self._last_event.items() if now - t >= self.debounce and e not in self._done]
         return sorted(ready, key=lambda e: (step_of(os.path.basename(e)) or 0, e))
 
+    @in_write_session
     def commit(self, entry: str) -> CommitResult | None:
         name = os.path.basename(entry)
         if not os.path.lexists(entry):  # deleted before it settled (rotated away)

@@ -48,6 +48,14 @@ def minilm() -> str:
     return minilm_dir()
 
 
+@pytest.fixture(autouse=True)
+def user_config_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own user config directory (never the real ~/.config)."""
+    d = tmp_path_factory.mktemp("xdg-config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(d))
+    return d
+
+
 @pytest.fixture
 def repo(tmp_path):
     from coralfs import Repository

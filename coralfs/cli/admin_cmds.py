@@ -33,7 +33,7 @@ class FsckFailed(CoralError):
 @app.command()
 def fsck(ctx: typer.Context) -> None:
     """Re-verify every object (SHA-256) and every reference; non-zero exit on damage."""
-    repo = open_repo(ctx)
+    repo = open_repo(ctx, tolerate_config=True)
     rep = repo.fsck()
     for p in rep.problems:
         err(f"fsck: {p}")
@@ -57,37 +57,44 @@ def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         typer.echo(f"  {k:<8} {v:>7} objects {human(s['bytes_by_codec'][k]):>10}")
 
 
-config_app = typer.Typer(help="Read and change the repository config (config.toml).", no_args_is_help=True)
+config_app = typer.Typer(help="Read and change the repository config (config.toml), or with --user the "
+                         "user's own ($XDG_CONFIG_HOME/coralfs/config.toml).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+
+UserOpt = Annotated[bool, typer.Option("--user", "--global", help="The user's config (~/.config/coralfs/config.toml "
+                                       "or $XDG_CONFIG_HOME/coralfs/config.toml), not the repository's")]
+
+
+def _config(ctx: typer.Context, user: bool):
+    from ..objects.config import user_config
+    return user_config() if user else open_repo(ctx).config
 
 
 @config_app.command("get")
-def config_get(ctx: typer.Context, key: str) -> None:
+def config_get(ctx: typer.Context, key: str, user: UserOpt = False) -> None:
     """Print one value."""
-    repo = open_repo(ctx)
     try:
-        typer.echo(esc(repo.config.get(key)))
+        typer.echo(esc(_config(ctx, user).get(key)))
     except KeyError:
         raise CoralError(f"config {key} is not set (see `coralfs config list`)") from None
 
 
 @config_app.command("set")
-def config_set(ctx: typer.Context, key: str, value: str) -> None:
-    """Set one value (validated)."""
-    repo = open_repo(ctx)
-    typer.echo(esc(f"{key} = {repo.config.set(key, value)}"))
+def config_set(ctx: typer.Context, key: str, value: str, user: UserOpt = False) -> None:
+    """Set one value (validated: `coralfs config list` shows the keys, README their ranges)."""
+    typer.echo(esc(f"{key} = {_config(ctx, user).set(key, value)}"))
 
 
 @config_app.command("unset")
-def config_unset(ctx: typer.Context, key: str) -> None:
+def config_unset(ctx: typer.Context, key: str, user: UserOpt = False) -> None:
     """Remove one value (back to its default)."""
-    open_repo(ctx).config.unset(key)
+    _config(ctx, user).unset(key)
 
 
 @config_app.command("list")
-def config_list(ctx: typer.Context) -> None:
+def config_list(ctx: typer.Context, user: UserOpt = False) -> None:
     """Every value, defaults included."""
-    for k, v in open_repo(ctx).config.items().items():
+    for k, v in _config(ctx, user).items().items():
         typer.echo(esc(f"{k} = {v}"))
 
 

@@ -23,7 +23,8 @@ class CoralGroup(TyperGroup):
     """User errors become one line and an exit code, the same under CliRunner and in a
     real process; ``-v`` adds the traceback. Unknown command names are looked up as
     aliases (``alias.NAME`` in the repo config), then as executables in
-    ``REPO/commands/NAME`` or ``coralfs-NAME`` on PATH."""
+    ``REPO/commands/NAME`` (only with ``commands.trust`` in the user's config) or
+    ``coralfs-NAME`` on PATH."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -60,14 +61,29 @@ class CoralGroup(TyperGroup):
             if alias:
                 return super().resolve_command(ctx, shlex.split(alias) + args[1:])
             exe = None
+            untrusted = None
             if repo_path:
                 cand = os.path.join(repo_path, "commands", name)
                 if os.path.isfile(cand) and os.access(cand, os.X_OK):
-                    exe = cand
+                    if _trusts_repository_commands():
+                        exe = cand
+                    else:
+                        untrusted = cand
             exe = exe or shutil.which(f"coralfs-{name}")
+            if untrusted and not exe:
+                raise CoralError(
+                    f"{name!r} is not a coralfs command; {untrusted} would run code the repository "
+                    "provides, which coralfs does only once you trust repository commands: "
+                    "`coralfs config set --user commands.trust true`")
             if exe:
                 return name, _External(name, exe, repo_path), args[1:]
         return super().resolve_command(ctx, args)
+
+
+def _trusts_repository_commands() -> bool:
+    """Only the user's own config can allow REPO/commands/NAME (never a repository's)."""
+    from ..objects.config import user_config
+    return user_config().get("commands.trust") is True
 
 
 class _External(TyperCommand):

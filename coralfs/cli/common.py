@@ -46,9 +46,9 @@ def state(ctx: typer.Context) -> State:
     return root.obj
 
 
-def open_repo(ctx: typer.Context):
+def open_repo(ctx: typer.Context, *, tolerate_config: bool = False):
     from ..api import Repository
-    return Repository.open(find_repo_path(state(ctx).repo_path))
+    return Repository.open(find_repo_path(state(ctx).repo_path), tolerate_config=tolerate_config)
 
 
 def complete_ref(ctx: typer.Context, incomplete: str) -> list[str]:

@@ -46,6 +46,7 @@ from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.objects import MODE_EXEC, MODE_FILE, Tree, TreeEntry, validate_path
 from ..objects.refs import HEADS, check_ref_name
+from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
 
 RESERVED = ".coral"
@@ -542,6 +543,7 @@ class Stage:
                 raise OSError(errno.ENODATA, path)
 
     # -- committing ----------------------------------------------------------------------
+    @in_write_session
     def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None,
                busy: set[str] = frozenset(), progress=None) -> tuple[ObjectId | None, IngestStats]:
         """Record the working tree as a commit on the branch. Returns (None, stats) when
@@ -647,6 +649,7 @@ class Stage:
     def stash_dir(self) -> str:
         return os.path.join(staging_root(self.repo), "stash", _q(self.branch))
 
+    @in_write_session
     def stash(self, message: str = "") -> int:
         """Move the changes into a new stash and reset to the branch head."""
         changes = self.changes()
@@ -683,6 +686,7 @@ class Stage:
         self._reset(self.head())
         return n
 
+    @in_write_session
     def stash_pop(self, index: int | None = None) -> dict:
         """Apply a stash (the newest by default) onto the working tree, then drop it."""
         items = list_stashes(self.repo, self.branch)

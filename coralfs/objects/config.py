@@ -1,10 +1,21 @@
-"""``config.toml``: format version, storage and cache settings, aliases."""
+"""``config.toml``: format version, storage and cache settings, aliases; and the user's
+own config (``$XDG_CONFIG_HOME/coralfs/config.toml``) for what a repository must not
+decide for itself (``commands.trust``).
+
+Every key has a type and a range (strings a validator), checked by :meth:`Config.set`
+and again when a file is read, so a hand-edited value is refused with a one-line error
+naming the key and what it allows, before any command uses it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .durable import write_durable
@@ -12,28 +23,95 @@ from .errors import CoralError
 
 FORMAT_VERSION = 1
 
-# key -> (default, type). Only known keys (and alias.*) may be set.
-DEFAULTS: dict[str, tuple[Any, type]] = {
-    "core.format": (FORMAT_VERSION, int),
-    "storage.chunk_size": (4 << 20, int),
-    "storage.tensor_level": (1, int),
-    "storage.literal_level": (3, int),
-    "storage.max_chain": (8, int),
-    "storage.similarity": (True, bool),
-    "cache.size": (512 << 20, int),
-    "user.name": ("", str),
+REPO, USER = "repo", "user"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ALIAS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _plain_text(limit: int) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        if _CONTROL.search(v):
+            return "no control characters (tabs, newlines, escapes)"
+        if len(v) > limit:
+            return f"at most {limit} characters"
+        return None
+    return check
+
+
+def _alias_command(v: str) -> str | None:
+    try:
+        words = shlex.split(v)
+    except ValueError as e:
+        return f"a command line that parses ({e})"
+    if not words:
+        return "a non-empty command line"
+    return _plain_text(4096)(v)
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    type: type
+    lo: int | None = None
+    hi: int | None = None
+    check: Callable[[str], str | None] | None = None
+    scope: str = REPO
+    what: str = ""
+
+    def allowed(self) -> str:
+        if self.type is bool:
+            return "true or false"
+        if self.type is int:
+            return f"a whole number from {_human(self.lo)} to {_human(self.hi)}"
+        return self.what or "text"
+
+
+def _human(n: int | None) -> str:
+    for unit, shift in (("g", 30), ("m", 20), ("k", 10)):
+        if n and n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+KEYS: dict[str, Key] = {
+    "core.format": Key(FORMAT_VERSION, int, FORMAT_VERSION, FORMAT_VERSION),
+    # Tensor chunks: below 4 KiB the per-object cost dominates; above 256 MiB one chunk
+    # (held decoded in memory, a few per worker) costs too much memory.
+    "storage.chunk_size": Key(4 << 20, int, 4 << 10, 256 << 20),
+    # zstd levels (1 fastest .. 22 smallest).
+    "storage.tensor_level": Key(1, int, 1, 22),
+    "storage.literal_level": Key(3, int, 1, 22),
+    # Decodes a read may need (1: every version a keyframe); readers stop at 64.
+    "storage.max_chain": Key(8, int, 1, 64),
+    "storage.similarity": Key(True, bool),
+    "cache.size": Key(512 << 20, int, 0, 1 << 40),
+    "user.name": Key("", str, check=_plain_text(200), scope="both",
+                     what="a name without control characters, at most 200 characters"),
     # Auto-commit rules of writable mounts (`coralfs mount --write --auto-commit S`; the
     # last two also for `coralfs watch`):
     # comma-separated globs of the paths whose changes count (empty: all), the fewest
     # seconds between two auto-commits, and how many `auto/BRANCH/N` tags to keep (0: none).
-    "staging.auto_commit_paths": ("", str),
-    "staging.min_interval": (0, int),
-    "staging.keep_last": (0, int),
+    "staging.auto_commit_paths": Key("", str, check=_plain_text(4096),
+                                     what="comma-separated globs without control characters"),
+    "staging.min_interval": Key(0, int, 0, 365 * 86400),
+    "staging.keep_last": Key(0, int, 0, 1_000_000),
+    # Run REPO/commands/NAME as `coralfs NAME`: only when the user says so, never a
+    # repository's own config (a typo would run code someone else wrote).
+    "commands.trust": Key(False, bool, scope=USER),
 }
+ALIAS = Key("", str, check=_alias_command, what="a coralfs command line, e.g. \"commit -m checkpoint\"")
+
+# key -> (default, type), for callers that only need those.
+DEFAULTS: dict[str, tuple[Any, type]] = {k: (v.default, v.type) for k, v in KEYS.items()}
 
 
 class ConfigError(CoralError):
     exit_code = 2
+
+
+def user_config_path() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "coralfs", "config.toml")
 
 
 def _parse_value(key: str, text: str, typ: type) -> Any:
@@ -56,37 +134,109 @@ def _parse_value(key: str, text: str, typ: type) -> Any:
     return text
 
 
+def _spec(key: str, scope: str) -> Key:
+    section, _, name = key.partition(".")
+    if not name or not section:
+        raise ConfigError(f"config keys look like section.name, not {key!r}")
+    if section == "alias":
+        if scope != REPO:
+            raise ConfigError(f"aliases live in the repository config: drop --user for {key}")
+        if not _ALIAS_NAME.fullmatch(name):
+            raise ConfigError(f"alias name {name!r}: letters, digits, '-' and '_' only (at most 64)")
+        return ALIAS
+    spec = KEYS.get(key)
+    if spec is None:
+        known = ", ".join(k for k, s in sorted(KEYS.items()) if s.scope in (scope, "both"))
+        extra = ", alias.NAME" if scope == REPO else ""
+        raise ConfigError(f"unknown config key {key!r}; known: {known}{extra}")
+    if spec.scope not in (scope, "both"):
+        if spec.scope == USER:
+            raise ConfigError(f"config {key} is a user setting, never read from a repository: "
+                              f"`coralfs config set --user {key} VALUE`")
+        raise ConfigError(f"config {key} belongs to a repository's config: drop --user")
+    return spec
+
+
+def check_value(key: str, value: Any, scope: str = REPO) -> Any:
+    """``value`` if ``key`` takes it, else ConfigError naming the key and what it allows."""
+    spec = _spec(key, scope)
+
+    def refuse(why: str = "") -> ConfigError:
+        shown = value if not isinstance(value, str) or len(value) <= 60 else value[:57] + "..."
+        return ConfigError(f"config {key} = {shown!r} is refused{': ' + why if why else ''}; "
+                           f"{key} takes {spec.allowed()}")
+
+    if spec.type is bool:
+        if not isinstance(value, bool):
+            raise refuse()
+    elif spec.type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse()
+        if key == "core.format" and value != FORMAT_VERSION:
+            raise ConfigError(f"config core.format = {value!r}: this coralfs reads format {FORMAT_VERSION} "
+                              "(core.format is set by coralfs itself)")
+        if not spec.lo <= value <= spec.hi:
+            raise refuse("out of range")
+    else:
+        if not isinstance(value, str):
+            raise refuse()
+        why = spec.check(value) if spec.check else None
+        if why:
+            raise refuse(f"needs {why}")
+    return value
+
+
 class Config:
-    def __init__(self, path: str) -> None:
+    """One config file (``scope`` REPO: a repository's, USER: the user's own)."""
+
+    def __init__(self, path: str, scope: str = REPO, *, read: bool = True) -> None:
         self.path = path
+        self.scope = scope
         self.data: dict[str, dict[str, Any]] = {}
-        if os.path.exists(path):
-            try:
-                with open(path, "rb") as f:
-                    self.data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"{path} is not valid TOML ({e}); fix or remove the bad line") from None
+        if read and os.path.exists(path):
+            self.data = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{self.path} is not UTF-8 text; fix or remove it") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{self.path} is not valid TOML ({e}); fix or remove the bad line") from None
+        except OSError as e:
+            raise ConfigError(f"{self.path}: cannot read it ({e.strerror})") from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{self.path}: {section!r} must be a [section] of keys, not a value")
+            for name, value in table.items():
+                try:
+                    check_value(f"{section}.{name}", value, self.scope)
+                except ConfigError as e:
+                    raise ConfigError(f"{self.path}: {e} (edit the file to fix it)") from None
+        return data
 
     def get(self, key: str) -> Any:
         section, _, name = key.partition(".")
         if section in self.data and name in self.data[section]:
             return self.data[section][name]
-        if key in DEFAULTS:
-            return DEFAULTS[key][0]
+        if key in KEYS:
+            return KEYS[key].default
         raise KeyError(key)
 
     def set(self, key: str, text: str) -> Any:
-        section, _, name = key.partition(".")
-        if not name:
-            raise ConfigError(f"config keys look like section.name, not {key!r}")
-        if section == "alias":
-            value: Any = text
-        elif key in DEFAULTS:
-            value = _parse_value(key, text, DEFAULTS[key][1])
-        else:
-            raise ConfigError(f"unknown config key {key!r}; known: {', '.join(sorted(DEFAULTS))}, alias.NAME")
+        spec = _spec(key, self.scope)
+        try:
+            value = text if spec.type is str else _parse_value(key, text, spec.type)
+        except ConfigError:
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            suffixes = " (k/m/g suffixes allowed)" if spec.type is int else ""
+            raise ConfigError(f"config {key} = {shown!r} is refused; {key} takes {spec.allowed()}{suffixes}") from None
         if key == "core.format" and value != FORMAT_VERSION:
             raise ConfigError("core.format is set by coralfs itself")
+        check_value(key, value, self.scope)
+        section, _, name = key.partition(".")
         self.data.setdefault(section, {})[name] = value
         self.save()
         return value
@@ -99,7 +249,7 @@ class Config:
         self.save()
 
     def items(self) -> dict[str, Any]:
-        out = {k: v[0] for k, v in DEFAULTS.items()}
+        out = {k: v.default for k, v in KEYS.items() if v.scope in (self.scope, "both")}
         for section, d in self.data.items():
             for name, v in d.items():
                 out[f"{section}.{name}"] = v
@@ -120,4 +270,10 @@ class Config:
                 key = name if name.replace("-", "").replace("_", "").isalnum() else json.dumps(name)
                 lines.append(f"{key} = {txt}")
             lines.append("")
-        write_durable(self.path, "\n".join(lines).encode())
+        if self.scope == USER:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_durable(self.path, "\n".join(lines).encode(), mode=0o600 if self.scope == USER else 0o644)
+
+
+def user_config() -> Config:
+    return Config(user_config_path(), USER)

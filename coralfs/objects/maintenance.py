@@ -10,39 +10,68 @@ from . import codecs
 from .errors import CoralError, CorruptObject, ObjectNotFound
 from .ids import ObjectId, from_hex, hash_bytes, to_hex
 from .objects import BytesSegment, Commit, File, Tag, Tensor, Tree, object_type
-from .refs import HEADS, TAGS
+from .refs import HEAD, HEADS, TAGS
 
 log = logging.getLogger(__name__)
 
 
-def staging_roots(repo) -> set[ObjectId]:
-    """Ids the staging area keeps alive: ``staging/**/*.roots`` list one hex id a line."""
+def staging_roots(repo) -> tuple[set[ObjectId], list[str]]:
+    """Ids the staging area keeps alive (``staging/**/*.roots`` list one hex id a line),
+    and one problem per roots file that does not parse."""
     out: set[ObjectId] = set()
+    problems: list[str] = []
     base = os.path.join(repo.path, "staging")
     for dirpath, _d, files in os.walk(base):
-        for f in files:
-            if f.endswith(".roots"):
-                with open(os.path.join(dirpath, f), encoding="utf-8") as fh:
-                    for line in fh:
-                        try:
-                            out.add(from_hex(line.strip()))
-                        except ValueError:
-                            continue
-    return out
+        for f in sorted(files):
+            if not f.endswith(".roots"):
+                continue
+            path = os.path.join(dirpath, f)
+            rel = os.path.relpath(path, repo.path)
+            try:
+                with open(path, "rb") as fh:
+                    lines = fh.read().decode("utf-8").splitlines()
+            except FileNotFoundError:
+                continue  # a stash popped or a stage reset while we walked
+            except UnicodeDecodeError:
+                problems.append(f"{rel} is damaged: it is not UTF-8 text")
+                continue
+            for i, line in enumerate(lines, 1):
+                try:
+                    if len(line.strip()) != 64:
+                        raise ValueError
+                    out.add(from_hex(line.strip()))
+                except ValueError:
+                    problems.append(f"{rel} is damaged: line {i} is not a 64-digit hex id")
+                    break
+    return out, problems
 
 
-def root_ids(repo) -> set[ObjectId]:
-    roots: set[ObjectId] = set()
+def collect_roots(repo, with_logs: bool) -> tuple[list[tuple[str, ObjectId]], list[str]]:
+    """(where, id) of every root (refs, detached HEAD, staging roots and, ``with_logs``,
+    reflog entries), and one problem per metadata file that does not parse: a damaged
+    ref is never treated as absent."""
+    roots: list[tuple[str, ObjectId]] = []
+    problems: list[str] = []
     for prefix in (HEADS, TAGS):
-        roots.update(repo.refs.list(prefix).values())
-    head = repo.refs.read("HEAD") if repo.refs.head_target() is None else None
-    if head:
-        roots.add(head)
-    for _name, entries in repo.refs.all_logs():
-        for e in entries:
-            roots.update(x for x in (e.old, e.new) if x)
-    roots.update(staging_roots(repo))
-    return roots
+        refs, bad = repo.refs.scan(prefix)
+        roots += [(prefix + short, oid) for short, oid in refs.items()]
+        problems += [str(e) for e in bad]
+    try:
+        if repo.refs.head_target() is None:
+            head = repo.refs.read(HEAD)
+            if head:
+                roots.append((HEAD, head))
+    except CoralError as e:
+        problems.append(str(e))
+    for name, entries, bad in repo.refs.all_logs():
+        if bad is not None:
+            problems.append(str(bad))
+        if with_logs:
+            roots += [(f"logs/{name}", x) for e in entries for x in (e.old, e.new) if x]
+    ids, bad_roots = staging_roots(repo)
+    roots += [("staging", oid) for oid in sorted(ids)]
+    problems += bad_roots
+    return roots, problems
 
 
 class _Marker:
@@ -58,7 +87,9 @@ class _Marker:
             return self.repo.odb.get_object(oid, kind)
         except (ObjectNotFound, CorruptObject) as e:
             self.problems.append(f"{where}: {e}")
-            return None
+        except Exception as e:  # noqa: BLE001 - a crafted object is reported, never a crash
+            self.problems.append(f"{where}: object {to_hex(oid)} does not parse ({type(e).__name__}: {e})")
+        return None
 
     def root(self, oid: ObjectId, where: str) -> None:
         if oid in self.seen:
@@ -68,7 +99,7 @@ class _Marker:
             return
         try:
             data = codecs.decode(self.repo.odb.store.get(oid), oid)
-        except CorruptObject as e:
+        except Exception as e:  # noqa: BLE001 - CorruptObject, or a frame that does not parse
             self.problems.append(f"{where}: {e}")
             self.seen.add(oid)
             return
@@ -165,6 +196,11 @@ class FsckReport:
 
 def fsck(repo, progress=None) -> FsckReport:
     """Re-verify every stored object (SHA-256 of decoded bytes) and every reference."""
+    with repo.write_session():  # holds off gc: a half-done sweep is not damage
+        return _fsck(repo, progress)
+
+
+def _fsck(repo, progress) -> FsckReport:
     rep = FsckReport()
     odb = repo.odb
     ids = list(odb.store)
@@ -178,25 +214,28 @@ def fsck(repo, progress=None) -> FsckReport:
                 raise CorruptObject(to_hex(oid), "content does not hash to its id")
         except (CorruptObject, ObjectNotFound) as e:
             rep.problems.append(str(e))
+        except Exception as e:  # noqa: BLE001 - fsck reports every object, never stops at one
+            rep.problems.append(f"object {to_hex(oid)}: does not decode ({type(e).__name__}: {e})")
         if progress:
             progress(i + 1, len(ids))
+    roots, problems = collect_roots(repo, with_logs=False)
+    if getattr(repo, "config_problem", None):
+        rep.problems.append(repo.config_problem)
+    rep.problems.extend(problems)
     m = _Marker(repo)
-    for name, oid in _named_roots(repo):
+    for name, oid in roots:
         m.root(oid, name)
     rep.problems.extend(p for p in m.problems if p not in rep.problems)
     return rep
 
 
-def _named_roots(repo):
-    for prefix in (HEADS, TAGS):
-        for short, oid in repo.refs.list(prefix).items():
-            yield prefix + short, oid
-    if repo.refs.head_target() is None:
-        head = repo.refs.read("HEAD")
-        if head:
-            yield "HEAD", head
-    for oid in staging_roots(repo):
-        yield "staging", oid
+class GcRefused(CoralError):
+    exit_code = 3
+
+    def __init__(self, problems: list[str]) -> None:
+        count = f" ({len(problems)} problems; the first)" if len(problems) > 1 else ""
+        hint = "" if "coralfs fsck" in problems[0] else "; run `coralfs fsck`"
+        super().__init__(f"gc refused, nothing was removed{count}: {problems[0]}{hint}")
 
 
 @dataclass
@@ -209,15 +248,24 @@ class GcReport:
 def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
     """Remove objects no ref, reflog entry or staging root reaches.
 
-    Objects younger than ``grace_seconds`` are spared: a commit in progress writes its
-    objects before any ref reaches them.
+    Marks and sweeps under the repository's exclusive session lock, so no commit is
+    between storing or reusing an object and moving its ref (docs/decisions.md). Objects
+    younger than ``grace_seconds`` are spared as well (a second line of defence for
+    writers of older versions).
     """
+    with repo.exclusive_session():
+        return _gc_locked(repo, grace_seconds, dry_run)
+
+
+def _gc_locked(repo, grace_seconds: float, dry_run: bool) -> GcReport:
+    roots, problems = collect_roots(repo, with_logs=True)
+    if problems:
+        raise GcRefused(problems)
     m = _Marker(repo)
-    for oid in root_ids(repo):
-        m.root(oid, "root")
+    for where, oid in roots:
+        m.root(oid, where)
     if m.problems:
-        raise CoralError("gc refused: the repository has problems (" + m.problems[0]
-                         + "); run `coralfs fsck`")
+        raise GcRefused(m.problems)
     rep = GcReport()
     store = repo.odb.store
     for oid in list(store):

@@ -9,8 +9,10 @@ dies, so a process killed mid-commit never leaves a branch locked (docs/decision
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
+import logging
 import os
 import re
 import socket
@@ -28,12 +30,25 @@ TAGS = "refs/tags/"
 SYMREF = "ref: "
 
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_HEX = re.compile(r"[0-9a-f]+")
+
+log = logging.getLogger(__name__)
 
 
 class InvalidRefName(CoralError):
     def __init__(self, name: str, why: str) -> None:
         self.name = name
         super().__init__(f"invalid ref name {name!r}: {why}")
+
+
+class BadRef(CoralError):
+    """A ref, HEAD or reflog file that does not parse: named, never treated as absent."""
+
+    exit_code = 3
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        super().__init__(f"{name} is damaged: it {why}; repair or remove the file (`coralfs fsck` lists all damage)")
 
 
 class RefMoved(CoralError):
@@ -115,35 +130,71 @@ class RefContainer:
         return os.path.join(self.root, "logs", *name.split("/"))
 
     # -- reading -------------------------------------------------------------------------
-    def read_raw(self, name: str) -> str | None:
+    def _read_text(self, path: str, what: str) -> str | None:
+        """A metadata file's text; None if absent; BadRef if it is not UTF-8."""
         try:
-            with open(self._path(name), encoding="utf-8") as f:
-                return f.read().strip()
+            with open(path, "rb") as f:
+                data = f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRef(what, "is not UTF-8 text") from None
+
+    def read_raw(self, name: str) -> str | None:
+        raw = self._read_text(self._path(name), name)
+        return None if raw is None else raw.strip()
+
+    def _parse(self, name: str, raw: str) -> ObjectId:
+        """A ref file's text -> its id: exactly 64 lowercase hex digits."""
+        if len(raw) != HEX_LEN or not _HEX.fullmatch(raw):
+            shown = raw if len(raw) <= 80 else raw[:77] + "..."
+            raise BadRef(name, f"holds {shown!r}, not a {HEX_LEN}-digit hex id")
+        return from_hex(raw)
 
     def read(self, name: str) -> ObjectId | None:
-        """The id a ref holds, following HEAD's symbolic ref; None if unborn/absent."""
+        """The id a ref holds, following HEAD's symbolic ref; None if unborn/absent.
+
+        Raises BadRef for a file that does not parse (never treated as absent)."""
         raw = self.read_raw(name)
         if raw is None:
             return None
-        if raw.startswith(SYMREF):
-            return self.read(raw[len(SYMREF):])
+        if name == HEAD:
+            target = self._head_symref(raw)
+            if target is not None:
+                return self.read(target)
+        return self._parse(name, raw)
+
+    def _head_symref(self, raw: str) -> str | None:
+        """HEAD's branch (``refs/heads/X``) if HEAD is symbolic; BadRef if it names
+        anything but a valid branch (``ref: HEAD`` would loop)."""
+        if not raw.startswith(SYMREF):
+            return None
+        target = raw[len(SYMREF):].strip()
+        if not target.startswith(HEADS):
+            raise BadRef(HEAD, f"points at {target!r}, not at a branch (refs/heads/NAME)")
         try:
-            return from_hex(raw)
-        except ValueError:
-            raise CoralError(f"ref {name} holds {raw!r}, not an id; run `coralfs fsck`") from None
+            check_ref_name(target[len(HEADS):], "branch")
+        except InvalidRefName as e:
+            raise BadRef(HEAD, f"points at {target!r} ({e})") from None
+        return target
 
     def head_target(self) -> str | None:
         """The branch HEAD is attached to (``refs/heads/X``), or None when detached."""
         raw = self.read_raw(HEAD)
-        if raw and raw.startswith(SYMREF):
-            return raw[len(SYMREF):]
-        return None
+        if raw is None:
+            return None
+        target = self._head_symref(raw)
+        if target is None:
+            self._parse(HEAD, raw)  # detached: it must hold an id
+        return target
 
-    def list(self, prefix: str) -> dict[str, ObjectId]:
-        """Every ref under ``prefix`` (e.g. ``refs/heads/``), short name -> id."""
+    def scan(self, prefix: str) -> tuple[dict[str, ObjectId], list[BadRef]]:
+        """Every ref under ``prefix`` (e.g. ``refs/heads/``), short name -> id, and one
+        BadRef per file that does not parse."""
         out: dict[str, ObjectId] = {}
+        bad: list[BadRef] = []
         base = os.path.join(self.root, *prefix.rstrip("/").split("/"))
         for dirpath, _dirs, files in os.walk(base):
             for f in files:
@@ -151,14 +202,28 @@ class RefContainer:
                     continue
                 full = os.path.join(dirpath, f)
                 short = os.path.relpath(full, base).replace(os.sep, "/")
-                with open(full, encoding="utf-8") as fh:
-                    raw = fh.read().strip()
-                if len(raw) == HEX_LEN:
-                    try:
-                        out[short] = from_hex(raw)
-                    except ValueError:
-                        continue
-        return dict(sorted(out.items()))
+                name = prefix + short
+                try:
+                    raw = self._read_text(full, name)
+                    if raw is not None:
+                        out[short] = self._parse(name, raw.strip())
+                except BadRef as e:
+                    bad.append(e)
+        return dict(sorted(out.items())), bad
+
+    def list(self, prefix: str) -> dict[str, ObjectId]:
+        """Every ref under ``prefix`` that parses; a damaged one is logged (fsck names
+        it and gc refuses to run while it is there)."""
+        out, bad = self.scan(prefix)
+        for e in bad:
+            log.warning("%s", e)
+        return out
+
+    def _read_lenient(self, name: str) -> ObjectId | None:
+        try:
+            return self.read(name)
+        except BadRef:
+            return None
 
     # -- writing -------------------------------------------------------------------------
     def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
@@ -173,9 +238,7 @@ class RefContainer:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             current = self.read_raw(name)
-            cur = None
-            if current is not None and not current.startswith(SYMREF):
-                cur = from_hex(current)
+            cur = None if current is None else self._parse(name, current)
             if not force and cur != old:
                 raise RefMoved(name, old, cur)
             if new is None:
@@ -202,12 +265,12 @@ class RefContainer:
         """Point HEAD at a branch."""
         assert name == HEAD
         self._path(target)
-        old = self.read(HEAD)
+        old = self._read_lenient(HEAD)  # checkout is how a damaged HEAD is repaired
         write_durable(self._path(name), f"{SYMREF}{target}\n".encode())
         self._append_log(HEAD, old, self.read(target), message, who)
 
     def set_detached(self, oid: ObjectId, message: str, who: str | None = None) -> None:
-        old = self.read(HEAD)
+        old = self._read_lenient(HEAD)
         write_durable(self._path(HEAD), (to_hex(oid) + "\n").encode())
         self._append_log(HEAD, old, oid, message, who)
 
@@ -221,30 +284,67 @@ class RefContainer:
         line = (f"{to_hex(old) if old else z} {to_hex(new) if new else z} "
                 f"{int(time.time())}\t{(who or default_identity()).replace(chr(9), ' ')}\t{msg}\n")
         append_durable(path, line.encode("utf-8"))
-        if name.startswith(HEADS) and self.head_target() == name:
+        try:
+            on_head = name.startswith(HEADS) and self.head_target() == name
+        except BadRef:  # the ref has moved already; a damaged HEAD only loses its log line
+            on_head = False
+        if on_head:
             append_durable(self._log_path(HEAD), line.encode("utf-8"))
 
     def reflog(self, name: str) -> list[ReflogEntry]:
-        try:
-            with open(self._log_path(name), encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        z = "0" * HEX_LEN
-        for ln in lines:
-            try:
-                head, who, msg = ln.split("\t", 2)
-                old, new, t = head.split(" ")
-                out.append(ReflogEntry(None if old == z else from_hex(old),
-                                       None if new == z else from_hex(new), who, int(t), msg))
-            except ValueError:
-                continue  # a torn last line after a crash
-        return out
+        """The entries of a reflog (a torn last line left by a crash is skipped); BadRef
+        if the file is not UTF-8 or another line does not parse."""
+        entries, bad = self.reflog_checked(name)
+        if bad:
+            raise bad
+        return entries
 
-    def all_logs(self) -> Iterator[tuple[str, list[ReflogEntry]]]:
+    def reflog_checked(self, name: str) -> tuple[list[ReflogEntry], BadRef | None]:
+        what = f"logs/{name}"
+        try:
+            text = self._read_text(self._log_path(name), what)
+        except BadRef as e:
+            return [], e
+        if text is None:
+            return [], None
+        lines = text.split("\n")
+        torn = lines.pop()  # "" when the file ends with a newline, else a torn write
+        out = []
+        for i, ln in enumerate(lines, 1):
+            try:
+                out.append(parse_reflog_line(ln))
+            except ValueError as e:
+                return out, BadRef(what, f"line {i} does not parse ({e})")
+        if torn:
+            with contextlib.suppress(ValueError):
+                out.append(parse_reflog_line(torn))
+        return out, None
+
+    def all_logs(self) -> Iterator[tuple[str, list[ReflogEntry], BadRef | None]]:
         base = os.path.join(self.root, "logs")
         for dirpath, _d, files in os.walk(base):
-            for f in files:
+            for f in sorted(files):
+                if f.startswith("."):
+                    continue
                 name = os.path.relpath(os.path.join(dirpath, f), base).replace(os.sep, "/")
-                yield name, self.reflog(name)
+                yield (name, *self.reflog_checked(name))
+
+
+def parse_reflog_line(ln: str) -> ReflogEntry:
+    """``OLD NEW TIME\tWHO\tMESSAGE`` (ids are 64 hex digits, zeros for none)."""
+    parts = ln.split("\t", 2)
+    if len(parts) != 3:
+        raise ValueError("expected OLD NEW TIME<tab>WHO<tab>MESSAGE")
+    head, who, msg = parts
+    fields = head.split(" ")
+    if len(fields) != 3:
+        raise ValueError("expected OLD NEW TIME before the first tab")
+    old, new, t = fields
+    for x in (old, new):
+        if len(x) != HEX_LEN or not _HEX.fullmatch(x):
+            raise ValueError(f"{x[:80]!r} is not a {HEX_LEN}-digit hex id")
+    if not t.isascii() or not t.isdigit():
+        raise ValueError(f"time {t[:40]!r} is not a whole number")
+    z = "0" * HEX_LEN
+    return ReflogEntry(None if old == z else from_hex(old), None if new == z else from_hex(new),
+                       who, int(t), msg)

@@ -12,13 +12,17 @@ so a crash at any point leaves the repository valid.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import logging
 import os
+import threading
 import time as _time
 from collections.abc import Callable, Iterator
 
 from . import history, maintenance
-from .config import FORMAT_VERSION, Config
+from .config import FORMAT_VERSION, Config, ConfigError, user_config
 from .durable import fsync_dir, make_dirs, write_durable
 from .errors import CoralError, NotARepository
 from .history import BadRevision
@@ -38,17 +42,39 @@ MARKERS = ("HEAD", "objects", "refs", "config.toml")
 DEFAULT_BRANCH = "main"
 PRIVATE_MODE = 0o700
 SHARED_MODE = 0o2750
+# Held shared (flock) by every write session, exclusive by gc while it marks and sweeps.
+SESSION_LOCK = "sessions.lock"
+
+
+def in_write_session(fn):
+    """Run a method that stores or reuses objects, or points a ref at one, inside a write
+    session of its repository (``self``, or ``self.repo`` for a Stage or a Watcher)."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with getattr(self, "repo", self).write_session():
+            return fn(self, *args, **kwargs)
+    return wrapper
 
 
 class Repository:
     """A coralfs repository on disk. Open with :meth:`open`, create with :meth:`init`."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, tolerate_config: bool = False) -> None:
+        """``tolerate_config``: a config.toml that does not parse or holds refused values
+        is recorded in ``config_problem`` (defaults apply) instead of raised; for fsck,
+        which reports it with everything else."""
         self.path = os.path.abspath(path)
         for m in MARKERS:
             if not os.path.exists(os.path.join(self.path, m)):
                 raise NotARepository(path, f"no {m}")
-        self.config = Config(os.path.join(self.path, "config.toml"))
+        self.config_problem: str | None = None
+        try:
+            self.config = Config(os.path.join(self.path, "config.toml"))
+        except ConfigError as e:
+            if not tolerate_config:
+                raise
+            self.config_problem = str(e)
+            self.config = Config(os.path.join(self.path, "config.toml"), read=False)
         fmt = self.config.get("core.format")
         if fmt != FORMAT_VERSION:
             raise NotARepository(path, f"format {fmt}; this coralfs reads format {FORMAT_VERSION}")
@@ -58,6 +84,9 @@ class Repository:
         self.refs = RefContainer(self.path)
         self._writer: Writer | None = None
         self._similarity: SimilarityIndex | None = None
+        self._session_mutex = threading.Lock()
+        self._session_depth = 0
+        self._session_fd: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
@@ -89,10 +118,10 @@ class Repository:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str) -> Repository:
+    def open(cls, path: str, *, tolerate_config: bool = False) -> Repository:
         if not os.path.isdir(path):
             raise NotARepository(path, "no such directory")
-        return cls(path)
+        return cls(path, tolerate_config=tolerate_config)
 
     @staticmethod
     def discover(start: str = ".") -> str:
@@ -116,6 +145,62 @@ class Repository:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- write sessions ------------------------------------------------------------------
+    def _open_session_lock(self) -> int:
+        path = os.path.join(self.path, SESSION_LOCK)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            # A repository this user may only read (fsck of someone else's): flock works
+            # on a read-only descriptor too.
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise CoralError(f"cannot open {path} ({e.strerror}): no write access to the repository") from None
+
+    @contextlib.contextmanager
+    def write_session(self) -> Iterator[None]:
+        """Hold off gc from the first object a writer stores or reuses until its ref has
+        moved: a shared flock on ``sessions.lock`` that gc takes exclusively.
+
+        Sessions never block each other; they wait only while a gc marks and sweeps.
+        Re-entrant (nested calls and threads of one Repository share one lock).
+        """
+        with self._session_mutex:
+            if self._session_depth == 0:
+                fd = self._open_session_lock()
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._session_fd = fd
+            self._session_depth += 1
+        try:
+            yield
+        finally:
+            with self._session_mutex:
+                self._session_depth -= 1
+                if self._session_depth == 0 and self._session_fd is not None:
+                    os.close(self._session_fd)  # closing releases the flock
+                    self._session_fd = None
+
+    @contextlib.contextmanager
+    def exclusive_session(self) -> Iterator[None]:
+        """No write session runs while this is held (gc marks and sweeps under it)."""
+        if self._session_depth:
+            raise CoralError("gc cannot run inside a write session of the same repository")
+        fd = self._open_session_lock()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("gc: waiting for running commits to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     # -- components ----------------------------------------------------------------------
     @property
@@ -187,6 +272,7 @@ class Repository:
         check_ref_name(name)
         return self.refs.read(HEADS + name)
 
+    @in_write_session
     def create_branch(self, name: str, start: str | None = None, force: bool = False) -> ObjectId:
         check_ref_name(name)
         oid = self.resolve(start or "HEAD")
@@ -207,6 +293,7 @@ class Repository:
         self.refs.set_if_equals(HEADS + name, old, None, "branch: deleted")
         return old
 
+    @in_write_session
     def create_tag(self, name: str, target: str = "HEAD", message: str = "",
                    tagger: str | None = None, force: bool = False) -> ObjectId:
         check_ref_name(name, "tag")
@@ -221,6 +308,7 @@ class Repository:
         self.refs.set_if_equals(TAGS + name, old, tid, f"tag: {name} -> {to_hex(commit)[:12]}")
         return tid
 
+    @in_write_session
     def tag_rotating(self, prefix: str, target: ObjectId, keep: int, message: str = "") -> str:
         """Tag ``target`` as ``PREFIX/N`` (one more than the highest N) and delete all but
         the newest ``keep`` of the ``PREFIX/N`` tags. Returns the new tag's name."""
@@ -323,9 +411,11 @@ class Repository:
             return False
 
     def identity(self) -> str:
-        return self.config.get("user.name") or default_identity()
+        """user.name of the repository, else of the user's config, else user@host."""
+        return self.config.get("user.name") or user_config().get("user.name") or default_identity()
 
     # -- committing ----------------------------------------------------------------------
+    @in_write_session
     def commit(self, tree: Tree | ObjectId, message: str, *, branch: str | None = None,
                parents: list[ObjectId] | None = None, author: str | None = None,
                time: int | None = None, metadata: dict | None = None,
@@ -368,6 +458,7 @@ class Repository:
             self.refs.set_if_equals(HEADS + branch, expected_head or None, cid, f"{kind}: {summary}")
         return cid
 
+    @in_write_session
     def checkout(self, spec: str) -> tuple[str | None, ObjectId | None]:
         """Move HEAD: to a branch (attached) or to any other revision (detached)."""
         try:
@@ -397,6 +488,7 @@ class Repository:
         bases = history.merge_bases(self, a_id, b_id)
         return bases[0] if bases else None
 
+    @in_write_session
     def merge(self, theirs: str, strategy: str | Strategy = "fail", *, message: str | None = None,
               author: str | None = None, no_ff: bool = False) -> tuple[str, ObjectId, MergeReport]:
         """Merge ``theirs`` into HEAD's branch.

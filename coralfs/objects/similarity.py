@@ -9,7 +9,9 @@ processes, survives restarts); it is a cache, so a lost index costs only compres
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -18,6 +20,8 @@ import numpy as np
 
 from .durable import create_file, make_dirs
 from .ids import ObjectId
+
+log = logging.getLogger(__name__)
 
 SAMPLES = 128
 BANDS = 8
@@ -31,11 +35,45 @@ class SimilarityIndex:
         make_dirs(os.path.dirname(path))
         create_file(path)
         self._local = threading.local()
+        self._rebuild_lock = threading.Lock()
+        try:
+            self._create()
+        except sqlite3.DatabaseError as e:
+            self._rebuild(e)
+
+    def _create(self) -> None:
         with self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS tensors (id BLOB PRIMARY KEY, width INT, "
                        "nbytes INT, sketch BLOB)")
             db.execute("CREATE TABLE IF NOT EXISTS bands (key INT, id BLOB)")
             db.execute("CREATE INDEX IF NOT EXISTS bands_key ON bands(key)")
+            # A damaged file often opens fine and fails on its first real read.
+            db.execute("SELECT count(*) FROM (SELECT 1 FROM tensors LIMIT 1)").fetchone()
+
+    def _rebuild(self, err: Exception) -> None:
+        """The index is a cache: a damaged one is removed and started afresh (the cost
+        is compression for tensors with no same-path base until it fills again)."""
+        with self._rebuild_lock:
+            log.warning("similarity index %s is damaged (%s); rebuilding it empty", self.path, err)
+            db = getattr(self._local, "db", None)
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+                self._local.db = None
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path + suffix)
+            self._create()
+
+    def _guard(self, fn, *args):
+        """Run one index operation; on a damaged database rebuild and retry once."""
+        try:
+            return fn(*args)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            self._rebuild(e)
+            return fn(*args)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -76,6 +114,9 @@ class SimilarityIndex:
         return keys
 
     def add(self, tid: ObjectId, width: int, nbytes: int, sketch: bytes) -> None:
+        self._guard(self._add, tid, width, nbytes, sketch)
+
+    def _add(self, tid: ObjectId, width: int, nbytes: int, sketch: bytes) -> None:
         db = self._db()
         with db:
             cur = db.execute("INSERT OR IGNORE INTO tensors VALUES (?,?,?,?)",
@@ -85,6 +126,9 @@ class SimilarityIndex:
                                [(k, bytes(tid)) for k in self._keys(width, nbytes, sketch)])
 
     def find(self, width: int, nbytes: int, sketch: bytes) -> ObjectId | None:
+        return self._guard(self._find, width, nbytes, sketch)
+
+    def _find(self, width: int, nbytes: int, sketch: bytes) -> ObjectId | None:
         keys = self._keys(width, nbytes, sketch)
         db = self._db()
         q = ",".join("?" * len(keys))
@@ -101,6 +145,9 @@ class SimilarityIndex:
 
     def remove_missing(self, alive: set[ObjectId]) -> int:
         """Forget tensors gc removed."""
+        return self._guard(self._remove_missing, alive)
+
+    def _remove_missing(self, alive: set[ObjectId]) -> int:
         db = self._db()
         gone = [r[0] for r in db.execute("SELECT id FROM tensors") if ObjectId(r[0]) not in alive]
         with db:

@@ -173,6 +173,10 @@ def test_config_alias_custom_command(filled):
     with open(script, "w") as f:
         f.write('#!/bin/sh\necho "hello $1 from $CORALFS_REPO"\n')
     os.chmod(script, 0o755)
+    # Repository-provided commands run only once the user trusts them (user scope).
+    refused = run_cli("hello", "world", repo=repo, check=False)
+    assert refused.returncode == 1 and "commands.trust" in refused.stderr and "hello" not in refused.stdout
+    cli(repo, "config", "set", "--user", "commands.trust", "true")
     p = run_cli("hello", "world", repo=repo)
     assert p.stdout.strip() == f"hello world from {os.path.abspath(repo)}"
     assert os.stat(script).st_mode & stat.S_IXUSR
