@@ -17,12 +17,13 @@ import numpy as np
 
 from .formats import layout_of
 from .formats import safetensors as st_format
+from .interrupts import landing
 from .objects import dtypes
 from .objects.codecs import HEADER_SIZE
 from .objects.durable import fsync_dir, write_durable
 from .objects.errors import CoralError
 from .objects.ids import ObjectId, to_hex
-from .objects.objects import MODE_EXEC, MODE_FILE, File, Tensor, TensorSegment, Tree, TreeEntry, validate_path
+from .objects.objects import MODE_EXEC, MODE_FILE, File, PackedTensor, Tensor, TensorSegment, Tree, TreeEntry, validate_path
 from .objects.repository import Repository as _StoreRepository
 from .objects.writer import IngestStats
 
@@ -57,6 +58,22 @@ class FileChange:
     size_old: int = 0
     size_new: int = 0
     tensors: list[TensorChange] = field(default_factory=list)
+
+
+def _tensor_key(ref: TensorSegment | PackedTensor) -> tuple:
+    """What makes two versions of a tensor equal: its id, or a packed tensor's dtype,
+    shape and content digest (a tensor that moves in or out of a pack compares unequal,
+    which only costs a 'changed' line)."""
+    if isinstance(ref, TensorSegment):
+        return ("t", ref.tensor)
+    return ("p", ref.dtype, ref.shape, ref.digest)
+
+
+def _dtype_shape(ref: TensorSegment | PackedTensor, t: Tensor | None) -> tuple[str, tuple[int, ...]]:
+    if isinstance(ref, PackedTensor):
+        return ref.dtype, ref.shape
+    assert t is not None
+    return t.dtype, t.shape
 
 
 def collect_sources(sources: list[str]) -> dict[str, str]:
@@ -124,8 +141,9 @@ class Repository(_StoreRepository):
         unchanged = head is not None and self.put(tree) == parent_tree.id
         if unchanged and not allow_empty:
             return CommitResult(head, stats, {k: e.file for k, e in entries.items()}, True)
-        cid = self.commit(tree, message, branch=branch, author=author, metadata=metadata,
-                          expected_head=head)
+        with landing():  # from here a signal no longer stops the commit (coralfs/interrupts.py)
+            cid = self.commit(tree, message, branch=branch, author=author, metadata=metadata,
+                              expected_head=head)
         return CommitResult(cid, stats, {k: e.file for k, e in entries.items()}, unchanged)
 
     # -- export --------------------------------------------------------------------------
@@ -150,7 +168,7 @@ class Repository(_StoreRepository):
                 blocks = self.iter_subset(e.file, include)
             else:
                 blocks = self.open_file(e.file).iter_bytes()
-            write_durable(out, blocks, mode=e.mode, sync_dir=False)
+            write_durable(out, blocks, mode=e.mode, sync_dir=False, sparse=True)
             written.append(path)
         for d in {os.path.dirname(os.path.join(dest, *p.split("/"))) for p in written}:
             fsync_dir(d)
@@ -217,13 +235,12 @@ class Repository(_StoreRepository):
         out = []
         for name in list(ta) + [n for n in tb if n not in ta]:
             sa, sb = ta.get(name), tb.get(name)
-            if sa and sb and sa.tensor == sb.tensor:
+            if sa and sb and _tensor_key(sa) == _tensor_key(sb):
                 continue
-            t_b = self.odb.get_object(sb.tensor, Tensor) if sb else None
-            t_a = self.odb.get_object(sa.tensor, Tensor) if sa else None
-            t = t_b or t_a
-            ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed",
-                              t.dtype, t.shape)
+            t_b = self.odb.get_object(sb.tensor, Tensor) if isinstance(sb, TensorSegment) else None
+            t_a = self.odb.get_object(sa.tensor, Tensor) if isinstance(sa, TensorSegment) else None
+            dt, shape = _dtype_shape(sb or sa, t_b or t_a)
+            ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed", dt, shape)
             if t_b is not None:
                 ch.stored = self.tensor_stored_bytes(t_b)[0]
             if t_a is not None and t_b is not None:

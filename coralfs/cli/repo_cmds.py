@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ..interrupts import interruptible, late
 from ..objects.errors import CoralError
 from ..objects.ids import short, to_hex
 from ..objects.objects import Tensor, TensorSegment
@@ -37,13 +38,17 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
         bar.__enter__()
     t0 = time.perf_counter()
     try:
-        res = repo.commit_paths(sources, message, branch=branch, author=author, metadata=metadata,
-                                progress=(lambda _p, n: bar.update(n)) if bar else None)
+        with interruptible():
+            res = repo.commit_paths(sources, message, branch=branch, author=author, metadata=metadata,
+                                    progress=(lambda _p, n: bar.update(n)) if bar else None)
+            _report_commit(res, branch, message, repo, time.perf_counter() - t0)
     finally:
         if bar:
             bar.__exit__(None, None, None)
         repo.close()
-    dt = time.perf_counter() - t0
+
+
+def _report_commit(res, branch, message, repo, dt: float) -> None:
     st = res.stats
     b = branch or repo.head_branch() or "HEAD"
     typer.echo(f"[{b} {short(res.commit)}] {message.splitlines()[0] if message else ''}")
@@ -53,6 +58,8 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
                f"{st.logical / dt / 1e6:.0f} MB/s")
     if st.codecs:
         typer.echo("codecs: " + ", ".join(f"{k} {v}" for k, v in sorted(st.codecs.items())))
+    if late():
+        typer.echo(f"{', '.join(late())} arrived while the commit was landing: it is complete")
 
 
 @app.command()
@@ -280,12 +287,15 @@ def show(
         raise CoralError(f"{path}: not in {ref or 'HEAD'} (see `coralfs show {ref or 'HEAD'}`)")
     f = repo.read_file(e.file)
     rows = []
-    for s in f.segments:
+    for name, s in f.tensors().items():
         if isinstance(s, TensorSegment):
             t = repo.odb.get_object(s.tensor, Tensor)
             stored, codecs = repo.tensor_stored_bytes(t)
-            rows.append({"name": s.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
+            rows.append({"name": name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
                          "stored": stored, "codecs": dict(codecs)})
+        else:  # a small tensor in a shared pack: its bytes are counted with the file's
+            rows.append({"name": name, "dtype": s.dtype, "shape": list(s.shape), "bytes": s.length,
+                         "stored": 0, "codecs": {"packed": 1}})
     if as_json:
         typer.echo(json.dumps({"path": path, "format": f.format, "size": f.size, "id": to_hex(e.file),
                                "tensors": rows}, indent=2))

@@ -53,6 +53,7 @@ def write_durable(
     mode: int = 0o644,
     sync_dir: bool = True,
     exclusive: bool = False,
+    sparse: bool = False,
 ) -> bool:
     """Write ``data`` to ``path`` atomically and durably.
 
@@ -64,6 +65,8 @@ def write_durable(
             one directory may pass False and call :func:`fsync_dir` once at the end.
         exclusive: write-once semantics: if ``path`` already exists, leave it and return
             False (objects are never rewritten).
+        sparse: blocks of zeros are skipped over (holes), not written; the file reads
+            back the same and takes no disk space for them (exports of sparse files).
 
     Returns:
         True if the file was written.
@@ -77,6 +80,8 @@ def write_durable(
         try:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 _write_all(fd, data)
+            elif sparse:
+                _write_sparse(fd, data)
             else:
                 for block in data:
                     _write_all(fd, block)
@@ -102,6 +107,22 @@ def _write_all(fd: int, data) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _write_sparse(fd: int, blocks: Iterable[bytes]) -> None:
+    pos = 0
+    hole_end = False
+    for block in blocks:
+        n = len(block)
+        if n >= 4096 and block.count(0) == n:
+            os.lseek(fd, n, os.SEEK_CUR)
+            hole_end = True
+        else:
+            _write_all(fd, block)
+            hole_end = False
+        pos += n
+    if hole_end:
+        os.ftruncate(fd, pos)  # a trailing hole: the size comes from truncate
 
 
 def append_durable(path: str, line: bytes) -> None:

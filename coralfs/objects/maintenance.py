@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from . import codecs
 from .errors import CoralError, CorruptObject, ObjectNotFound
 from .ids import ObjectId, from_hex, hash_bytes, to_hex
-from .objects import BytesSegment, Commit, File, Tag, Tensor, Tree, object_type
+from .objects import BytesSegment, Commit, PackSegment, File, Tag, Tensor, Tree, object_type
 from .refs import HEADS, TAGS
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class _Marker:
         if f is None:
             return
         for s in f.segments:
-            if isinstance(s, BytesSegment):
+            if isinstance(s, (BytesSegment, PackSegment)):
                 for c, _n in s.chunks:
                     self.chunk(c, where)
             else:
