@@ -133,7 +133,7 @@ def parse(path: str, size: int) -> Layout:
         if len(infos) > MAX_MEMBERS:
             raise FormatError(path, f"{len(infos)} archive members is over the cap")
         for i in infos:
-            if i.flag_bits & 0x800 == 0 and any(ord(c) > 127 for c in i.filename):
+            if i.flag_bits & 0x800 == 0 and not i.filename.isascii():
                 # cp437 names decode to anything; require the UTF-8 flag for non-ASCII.
                 raise FormatError(path, f"archive member name {i.filename!r} is not UTF-8")
             safe_member_name(path, i.filename)
