@@ -93,6 +93,8 @@ def test_many_tiny_tensors_pack_into_few_objects(tmp_path):
     r.commit_paths([str(src)], "two")
     (ch,) = r.diff("HEAD~1", "HEAD")
     assert [(t.name, t.status, t.dtype, t.shape) for t in ch.tensors] == [("t.123", "changed", "F32", (4,))]
+    (t,) = ch.tensors
+    assert t.max_abs == 1.0 and t.rel_l2 is not None and 0 < t.rel_l2 < 1
     r.close()
 
 
