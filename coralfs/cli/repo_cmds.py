@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ..interrupts import interruptible, late
+from ..interrupts import interruptible, landing, late
 from ..objects.errors import CoralError
 from ..objects.ids import short, to_hex
 from ..objects.objects import Tensor, TensorSegment
@@ -98,10 +98,21 @@ def _writable_mount(path: str) -> bool:
 
 
 def _commit_mount(mount: str, message: str, branch: str | None, author: str | None, metadata: dict) -> None:
-    from .staging_cmds import control, print_changes
+    from .staging_cmds import control
     if branch is not None:
         raise CoralError("a writable mount commits to the branch it was mounted with; drop --branch")
-    got = control(mount, {"op": "commit", "message": message, "author": author, "metadata": metadata or None})
+    # The daemon commits; a signal cannot stop it there, so the client waits for the
+    # answer and reports it (a signal meanwhile is noted) instead of dying while the
+    # commit lands anyway.
+    with interruptible(), landing():
+        got = control(mount, {"op": "commit", "message": message, "author": author, "metadata": metadata or None})
+        _report_mount_commit(got, message)
+        if late():
+            typer.echo(f"{', '.join(late())} arrived while the mount was committing: its answer is above")
+
+
+def _report_mount_commit(got: dict, message: str) -> None:
+    from .staging_cmds import print_changes
     if not got.get("commit"):
         typer.echo("nothing to commit (the mount holds the branch head unchanged)")
         return
