@@ -20,7 +20,6 @@ from .formats import safetensors as st_format
 from .interrupts import landing
 from .objects import dtypes
 from .objects.codecs import HEADER_SIZE
-from .objects.durable import fsync_dir, write_durable
 from .objects.errors import CoralError
 from .objects.ids import ObjectId, to_hex
 from .objects.objects import MODE_EXEC, MODE_FILE, File, PackedTensor, Tensor, TensorSegment, Tree, TreeEntry, validate_path
@@ -179,26 +178,25 @@ class Repository(_StoreRepository):
 
         With ``include`` (globs on tensor names), safetensors files are rewritten to hold
         only the matching tensors (a valid, smaller file); other files are unchanged.
-        Each file is written durably (temp, fsync, rename).
+        Each file is written durably (temp, fsync, rename, fsync dir), only the executable
+        bit of a mode is applied, nothing is written through a symlink inside ``dest``,
+        and a failed export leaves nothing new behind (see :mod:`coralfs.export`).
         """
+        from .export import export_files
         tree = self.tree_of(rev)
-        os.makedirs(dest, exist_ok=True)
-        written = []
-        for path, e in tree.entries.items():
-            if paths and not any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths):
-                continue
-            out = os.path.join(dest, *path.split("/"))
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            f = self.read_file(e.file)
-            if include and f.format == "safetensors":
-                blocks = self.iter_subset(e.file, include)
-            else:
-                blocks = self.open_file(e.file).iter_bytes()
-            write_durable(out, blocks, mode=e.mode, sync_dir=False, sparse=True)
-            written.append(path)
-        for d in {os.path.dirname(os.path.join(dest, *p.split("/"))) for p in written}:
-            fsync_dir(d)
-        return written
+
+        def files():
+            for path, e in tree.entries.items():
+                if paths and not any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths):
+                    continue
+                yield path, bool(e.mode & 0o111), lambda e=e: self._export_blocks(e.file, include)
+
+        return export_files(dest, files())
+
+    def _export_blocks(self, file_id: ObjectId, include: list[str] | None) -> Iterator[bytes]:
+        if include and self.read_file(file_id).format == "safetensors":
+            return self.iter_subset(file_id, include)
+        return self.open_file(file_id).iter_bytes()
 
     def safetensors_header(self, file_id: ObjectId) -> tuple[int, dict]:
         view = self.open_file(file_id)
@@ -324,14 +322,13 @@ __all__ = ["Repository", "CommitResult", "FileChange", "TensorChange", "describe
 
 
 # -- writable mounts ---------------------------------------------------------------------
-def commit_mount(mountpoint: str, message: str, *, author: str | None = None,
-                 metadata: dict | None = None) -> dict:
+def commit_mount(mountpoint: str, message: str, *, metadata: dict | None = None) -> dict:
     """Commit what was saved into the writable mount at ``mountpoint`` (what ``coralfs
     commit --mount`` does), from a training script. Returns the daemon's answer: ``commit``
     (hex id, or None when nothing changed), ``changes``, ``logical`` and ``stored`` bytes.
-    Raises CoralError with the mount's one-line message when it refuses."""
-    return _mount_request(mountpoint, {"op": "commit", "message": message, "author": author,
-                                       "metadata": metadata})
+    The author is the mount's owner (its ``user.name``). Raises CoralError with the
+    mount's one-line message when it refuses."""
+    return _mount_request(mountpoint, {"op": "commit", "message": message, "metadata": metadata})
 
 
 def mount_status(mountpoint: str) -> dict:

@@ -73,12 +73,17 @@ def run_cli(*args: str, repo: str | None = None, check: bool = True, env: dict |
 
 
 def pytest_sessionstart(session) -> None:
-    # A stale coralfs mount from an earlier run breaks this one: sweep them.
+    # A stale coralfs mount (its daemon died) from an earlier run breaks this one: sweep
+    # those. Live mounts are left alone: they may be a user's, or another test run's.
     try:
         with open("/proc/mounts") as f:
             mounts = [ln.split()[1] for ln in f if ln.split()[2].startswith("fuse") and "coral" in ln.split()[0]]
     except OSError:
         return
+    from coralfs.fs.daemon import _pid_alive, mount_info
     for m in mounts:
+        pid = mount_info(m).get("pid")  # from the state file (no call into the mount: it may hang)
+        if pid and _pid_alive(pid):
+            continue
         subprocess.run(["fusermount3", "-u", m], capture_output=True)
         subprocess.run(["fusermount3", "-z", "-u", m], capture_output=True)

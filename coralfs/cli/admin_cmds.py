@@ -10,7 +10,7 @@ import typer
 
 from ..objects.errors import CoralError
 from .app import app
-from .common import JsonOpt, err, human, open_repo
+from .common import JsonOpt, err, esc, human, open_repo
 
 
 @app.command()
@@ -66,7 +66,7 @@ def config_get(ctx: typer.Context, key: str) -> None:
     """Print one value."""
     repo = open_repo(ctx)
     try:
-        typer.echo(repo.config.get(key))
+        typer.echo(esc(repo.config.get(key)))
     except KeyError:
         raise CoralError(f"config {key} is not set (see `coralfs config list`)") from None
 
@@ -75,7 +75,7 @@ def config_get(ctx: typer.Context, key: str) -> None:
 def config_set(ctx: typer.Context, key: str, value: str) -> None:
     """Set one value (validated)."""
     repo = open_repo(ctx)
-    typer.echo(f"{key} = {repo.config.set(key, value)}")
+    typer.echo(esc(f"{key} = {repo.config.set(key, value)}"))
 
 
 @config_app.command("unset")
@@ -88,7 +88,7 @@ def config_unset(ctx: typer.Context, key: str) -> None:
 def config_list(ctx: typer.Context) -> None:
     """Every value, defaults included."""
     for k, v in open_repo(ctx).config.items().items():
-        typer.echo(f"{k} = {v}")
+        typer.echo(esc(f"{k} = {v}"))
 
 
 @app.command()
@@ -102,7 +102,7 @@ def alias(
     repo = open_repo(ctx)
     if name is None:
         for k, v in repo.config.data.get("alias", {}).items():
-            typer.echo(f"{k} = {v}")
+            typer.echo(esc(f"{k} = {v}"))
         return
     from .app import app as root_app
     group = typer.main.get_command(root_app)

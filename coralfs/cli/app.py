@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ..objects.errors import CoralError
-from .common import State, click, find_repo_path, state
+from .common import State, click, esc, find_repo_path, state
 
 
 class CoralGroup(TyperGroup):
@@ -44,7 +44,7 @@ class CoralGroup(TyperGroup):
         st = ctx.obj if isinstance(ctx.obj, State) else None
         if st is not None and st.verbose:
             traceback.print_exc()
-        click.echo(f"coralfs: error: {msg}", err=True)
+        click.echo(f"coralfs: error: {esc(msg)}", err=True)
         ctx.exit(code)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):

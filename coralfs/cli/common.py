@@ -98,8 +98,45 @@ def human(n: int | float | None) -> str:
 __all__ = ["click"]  # the click that typer runs on, for app.py and main.py
 
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def esc(text: object) -> str:
+    """``text`` safe to print on a terminal, on one line: every character Python deems
+    non-printable (C0 and C1 controls such as ESC, newline, CR, DEL, Unicode separators,
+    bidi overrides, unassigned code points) becomes ``\\n``/``\\xNN``/``\\uNNNN``, and a
+    byte that was not UTF-8 (a surrogateescape'd file name) becomes ``\\xNN``. Names from
+    a repository (paths, tensor names, refs, authors, one-line messages) and error messages
+    go through here before the CLI prints them; JSON output escapes by itself."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+            continue
+        o = ord(c)
+        if c in _NAMED:
+            out.append(_NAMED[c])
+        elif 0xDC80 <= o <= 0xDCFF:  # surrogateescape: the original byte
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    return "".join(out)
+
+
+def first_line(message: str | None) -> str:
+    """The first line of a commit or stash message, escaped."""
+    return esc(message.splitlines()[0]) if message else ""
+
+
 def err(msg: str) -> None:
-    typer.echo(msg, err=True)
+    typer.echo(esc(msg), err=True)
 
 
 def is_tty() -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import sys
 
 import typer
 
 from . import admin_cmds, mount_cmds, ref_cmds, repo_cmds, staging_cmds  # noqa: F401  (importing registers the commands)
 from .app import app
-from .common import click
+from .common import click, esc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except click.ClickException as e:  # usage errors: click's own message, exit 2
-        e.show()
+        buf = io.StringIO()
+        e.show(file=buf)
+        for line in buf.getvalue().splitlines():
+            click.echo(esc(line), err=True)  # it quotes what was typed, control bytes too
         return e.exit_code
     return rc if isinstance(rc, int) else 0
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .common import JsonOpt
+from .common import JsonOpt, esc
 
 
 @app.command()
@@ -24,6 +24,7 @@ def mount(
     write: Annotated[bool, typer.Option("--write", "-w", help="A writable staging mount of a branch")] = False,
     branch: Annotated[str | None, typer.Option("--branch", "-b", help="Branch a writable mount shows and commits to (default: HEAD's)")] = None,
     auto_commit: Annotated[float | None, typer.Option("--auto-commit", metavar="SECONDS", help="With --write: commit once nothing was written for SECONDS (rules: `coralfs config list staging`)")] = None,
+    allow_other: Annotated[bool, typer.Option("--allow-other", help="Let other local users in, as the files' modes allow (default: only you); control requests stay yours")] = False,
 ) -> None:
     """Mount a commit, branch or tag (MNT@REF) read-only, the whole repository (MNT), or a
     branch writable (MNT --write [--branch B]) so trainers can save into it."""
@@ -35,14 +36,15 @@ def mount(
                          "(a read-only mount of a branch is MNT@BRANCH)")
     size = _parse_value("--cache-size", cache_size, int) if cache_size else None
     spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None, cache_size=size,
-                     log_file=log_file, threads=threads, write=write, branch=branch, auto_commit=auto_commit)
+                     log_file=log_file, threads=threads, write=write, branch=branch, auto_commit=auto_commit,
+                     allow_other=allow_other)
     spec = do_mount(spec, foreground=foreground)
     if not foreground:
         if write:
-            what = f"branch {spec.branch} ({spec.commit[:12] if spec.commit else 'no commits yet'}), writable"
+            what = f"branch {esc(spec.branch)} ({spec.commit[:12] if spec.commit else 'no commits yet'}), writable"
         else:
-            what = f"{ref} ({spec.commit[:12]})" if ref else "repository"
-        typer.echo(f"mounted {what} at {spec.mountpoint} (pid {spec.pid}, log {spec.log_file})")
+            what = f"{esc(ref)} ({spec.commit[:12]})" if ref else "repository"
+        typer.echo(f"mounted {what} at {esc(spec.mountpoint)} (pid {spec.pid}, log {esc(spec.log_file)})")
 
 
 @app.command()
@@ -65,12 +67,12 @@ def umount(
     if mount_info(mountpoint).get("write"):
         answer = unmount_staging(mountpoint, message if commit else None, keep=keep, lazy=lazy)
         if answer and answer.get("commit"):
-            typer.echo(f"committed {answer['commit'][:12]} on {answer.get('branch')}")
+            typer.echo(f"committed {answer['commit'][:12]} on {esc(answer.get('branch'))}")
     else:
         if commit or keep:
             raise MountError(f"{mountpoint} is not a writable mount: --commit and --keep do not apply")
         unmount(mountpoint, lazy=lazy)
-    typer.echo(f"unmounted {mountpoint}")
+    typer.echo(f"unmounted {esc(mountpoint)}")
 
 
 @app.command()
@@ -84,9 +86,9 @@ def mounts(as_json: JsonOpt = False) -> None:
     if not ms:
         typer.echo("no coralfs mounts")
     for m in ms:
-        ref = f"{m.get('branch')} (writable)" if m.get("write") else (m.get("ref") or "(repository)")
+        ref = esc(f"{m.get('branch')} (writable)" if m.get("write") else (m.get("ref") or "(repository)"))
         commit = (m.get("commit") or "")[:12]
         status = "" if m.get("alive", True) else "  [daemon dead: coralfs umount it]"
-        typer.echo(f"{m['mountpoint']}  {ref} {commit}  repo {m.get('repo', '?')}  pid {m.get('pid', '?')}{status}")
+        typer.echo(f"{esc(m['mountpoint'])}  {ref} {commit}  repo {esc(m.get('repo', '?'))}  pid {m.get('pid', '?')}{status}")
 
 

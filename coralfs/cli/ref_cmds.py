@@ -8,7 +8,7 @@ import typer
 
 from ..objects.ids import short
 from .app import app
-from .common import RefArg, complete_ref, open_repo
+from .common import RefArg, complete_ref, esc, first_line, open_repo
 
 
 @app.command()
@@ -23,17 +23,17 @@ def branch(
     repo = open_repo(ctx)
     if delete:
         old = repo.delete_branch(delete)
-        typer.echo(f"Deleted branch {delete} (was {short(old)})")
+        typer.echo(f"Deleted branch {esc(delete)} (was {short(old)})")
         return
     if name:
         oid = repo.create_branch(name, start, force=force)
-        typer.echo(f"Branch {name} at {short(oid)}")
+        typer.echo(f"Branch {esc(name)} at {short(oid)}")
         return
     current = repo.head_branch()
     for b, oid in repo.branches().items():
         mark = "*" if b == current else " "
         c = repo.read_commit(oid)
-        typer.echo(f"{mark} {b:<24} {short(oid)} {c.message.splitlines()[0] if c.message else ''}")
+        typer.echo(f"{mark} {esc(b):<24} {short(oid)} {first_line(c.message)}")
 
 
 @app.command()
@@ -49,14 +49,14 @@ def tag(
     repo = open_repo(ctx)
     if delete:
         repo.delete_tag(delete)
-        typer.echo(f"Deleted tag {delete}")
+        typer.echo(f"Deleted tag {esc(delete)}")
         return
     if name:
         tid = repo.create_tag(name, ref, message, force=force)
-        typer.echo(f"Tagged {short(repo.peel(tid))} as {name}")
+        typer.echo(f"Tagged {short(repo.peel(tid))} as {esc(name)}")
         return
     for t, oid in repo.tags().items():
-        typer.echo(f"{t:<24} {short(repo.peel(oid))}")
+        typer.echo(f"{esc(t):<24} {short(repo.peel(oid))}")
 
 
 @app.command()
@@ -73,7 +73,7 @@ def checkout(
     repo = open_repo(ctx)
     b, oid = repo.checkout(ref)
     if b:
-        typer.echo(f"Switched to branch {b}" + (f" at {short(oid)}" if oid else ""))
+        typer.echo(f"Switched to branch {esc(b)}" + (f" at {short(oid)}" if oid else ""))
     else:
         typer.echo(f"HEAD is now detached at {short(oid)}")
 
@@ -89,7 +89,7 @@ def export(
     """Write the files of a revision, byte-identical to what was committed."""
     repo = open_repo(ctx)
     written = repo.export(ref, dest, include=include, paths=path)
-    typer.echo(f"exported {len(written)} files of {ref} to {dest}")
+    typer.echo(f"exported {len(written)} files of {esc(ref)} to {esc(dest)}")
 
 
 @app.command()
@@ -108,9 +108,9 @@ def merge(
     elif outcome == "fast-forward":
         typer.echo(f"Fast-forward to {short(oid)}")
     else:
-        typer.echo(f"Merged {ref}: {short(oid)}; {len(rep.from_theirs)} taken from theirs, "
+        typer.echo(f"Merged {esc(ref)}: {short(oid)}; {len(rep.from_theirs)} taken from theirs, "
                    f"{len(rep.combined)} tensors combined, {len(rep.resolved)} conflicts resolved by strategy")
         for line in rep.resolved + [f"combined {c}" for c in rep.combined]:
-            typer.echo(f"  {line}")
+            typer.echo(f"  {esc(line)}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import time
 from typing import Annotated
 
@@ -15,17 +16,18 @@ from ..objects.errors import CoralError
 from ..objects.ids import short, to_hex
 from ..objects.objects import Tensor, TensorSegment
 from .app import app
-from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricOpt, RefArg, complete_ref,
-                     human, is_tty, open_repo, parse_kv)
+from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricOpt, RefArg, complete_ref, esc,
+                     first_line, human, is_tty, open_repo, parse_kv)
 
 
 @app.command()
 def init(path: Annotated[str, typer.Argument(help="Directory to create")],
-         branch: Annotated[str, typer.Option("--branch", "-b", help="Name of the first branch")] = "main") -> None:
-    """Create an empty repository."""
+         branch: Annotated[str, typer.Option("--branch", "-b", help="Name of the first branch")] = "main",
+         shared: Annotated[bool, typer.Option("--shared", help="Readable by the directory's group (0750/0640; default: private, 0700/0600)")] = False) -> None:
+    """Create an empty repository (private to you unless --shared)."""
     from ..api import Repository
-    r = Repository.init(path, default_branch=branch)
-    typer.echo(f"Initialized empty coralfs repository in {r.path}")
+    r = Repository.init(path, default_branch=branch, shared=shared)
+    typer.echo(f"Initialized empty {'shared ' if shared else ''}coralfs repository in {esc(r.path)}")
 
 
 def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
@@ -51,7 +53,7 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
 def _report_commit(res, branch, message, repo, dt: float) -> None:
     st = res.stats
     b = branch or repo.head_branch() or "HEAD"
-    typer.echo(f"[{b} {short(res.commit)}] {message.splitlines()[0] if message else ''}")
+    typer.echo(f"[{esc(b)} {short(res.commit)}] {first_line(message)}")
     ratio = st.stored / st.logical if st.logical else 0
     typer.echo(f"{len(res.files)} files, {human(st.logical)} logical, {human(st.stored)} newly stored "
                f"({ratio:.1%}); chunks: {st.chunks_new} new, {st.chunks_dedup} deduplicated; "
@@ -101,11 +103,14 @@ def _commit_mount(mount: str, message: str, branch: str | None, author: str | No
     from .staging_cmds import control
     if branch is not None:
         raise CoralError("a writable mount commits to the branch it was mounted with; drop --branch")
+    if author is not None:
+        raise CoralError("a writable mount records its commits as its owner (user.name, or user@host): drop --author, "
+                         "or set the name with `coralfs config set user.name NAME` before mounting")
     # The daemon commits; a signal cannot stop it there, so the client waits for the
     # answer and reports it (a signal meanwhile is noted) instead of dying while the
     # commit lands anyway.
     with interruptible(), landing():
-        got = control(mount, {"op": "commit", "message": message, "author": author, "metadata": metadata or None})
+        got = control(mount, {"op": "commit", "message": message, "metadata": metadata or None})
         _report_mount_commit(got, message)
         if late():
             typer.echo(f"{', '.join(late())} arrived while the mount was committing: its answer is above")
@@ -116,7 +121,7 @@ def _report_mount_commit(got: dict, message: str) -> None:
     if not got.get("commit"):
         typer.echo("nothing to commit (the mount holds the branch head unchanged)")
         return
-    typer.echo(f"[{got['branch']} {got['commit'][:12]}] {message.splitlines()[0] if message else ''}")
+    typer.echo(f"[{esc(got['branch'])} {got['commit'][:12]}] {first_line(message)}")
     print_changes(got["changes"])
     logical, stored, dt = got["logical"], got["stored"], got["seconds"]
     rate = f"; {logical / dt / 1e6:.0f} MB/s" if dt > 0 and logical else ""
@@ -159,26 +164,35 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
         tree = repo.tree_of(head)
         info["files"] = len(tree.entries)
         info["bytes"] = sum(repo.read_file(e.file).size for e in tree.entries.values())
-    staged = {}
+    staged, unreadable = {}, []
     for sb in staged_branches(repo):
-        ch = staged_changes(repo, sb)
+        try:
+            ch = staged_changes(repo, sb)
+        except (sqlite3.Error, PermissionError):
+            # Another user's staging area in a --shared repository: theirs to read.
+            unreadable.append(sb)
+            continue
         if ch:
             staged[sb] = [{"status": c.status, "path": c.path, "size": c.size} for c in ch]
     info["staged"] = staged
+    if unreadable:
+        info["staged_unreadable"] = unreadable
     if as_json:
         typer.echo(json.dumps(info))
         return
-    typer.echo(f"On branch {b}" if b else f"HEAD detached at {short(head)}")
+    typer.echo(f"On branch {esc(b)}" if b else f"HEAD detached at {short(head)}")
     if head is None:
         typer.echo("No commits yet (coralfs commit DIR -m MSG)")
     else:
         c = repo.read_commit(head)
-        typer.echo(f"At {short(head)} {c.message.splitlines()[0] if c.message else ''}")
+        typer.echo(f"At {short(head)} {first_line(c.message)}")
         typer.echo(f"{info['files']} files, {human(info['bytes'])}")
     from .staging_cmds import print_changes
     for sb, ch in staged.items():
-        typer.echo(f"Staged on branch {sb} (uncommitted; `coralfs mount REPO MNT --write -b {sb}` resumes them):")
+        typer.echo(f"Staged on branch {esc(sb)} (uncommitted; `coralfs mount REPO MNT --write -b {esc(sb)}` resumes them):")
         print_changes(ch)
+    for sb in unreadable:
+        typer.echo(f"Staged on branch {esc(sb)}: not readable by you (another user's staging area)")
 
 
 def _mount_status(mount: str, as_json: bool) -> None:
@@ -188,7 +202,7 @@ def _mount_status(mount: str, as_json: bool) -> None:
         typer.echo(json.dumps(st))
         return
     base = st["base"][:12] if st["base"] else "no commits yet"
-    typer.echo(f"Writable mount of branch {st['branch']} at {base}")
+    typer.echo(f"Writable mount of branch {esc(st['branch'])} at {base}")
     if st["head"] != st["base"]:
         typer.echo(f"  the branch moved to {(st['head'] or '')[:12]} since; the next commit puts these changes on it")
     if not st["changes"]:
@@ -197,7 +211,13 @@ def _mount_status(mount: str, as_json: bool) -> None:
         typer.echo(f"{len(st['changes'])} staged change(s):")
         print_changes(st["changes"])
     if st["open_for_writing"]:
-        typer.echo("open for writing: " + ", ".join(st["open_for_writing"]))
+        typer.echo("open for writing: " + ", ".join(esc(p) for p in st["open_for_writing"]))
+    failed = (st.get("auto_commit") or {}).get("last_error")
+    if failed:
+        when = time.strftime("%H:%M:%S", time.localtime(failed["time"]))
+        retry = (f"next try in {max(0, round(failed['next_attempt'] - time.time()))} s"
+                 if failed.get("next_attempt") else "next try after the debounce")
+        typer.echo(f"auto-commit failed at {when} ({failed['attempts']} attempt(s), {retry}): {esc(failed['error'])}")
 
 
 def _graph_rows(repo, commits):
@@ -235,13 +255,13 @@ def log(
     commits = list(repo.log(ref, n, first_parent))
     decorations: dict = {}
     for name, oid in repo.branches().items():
-        decorations.setdefault(oid, []).append(name)
+        decorations.setdefault(oid, []).append(esc(name))
     for name, oid in repo.tags().items():
-        decorations.setdefault(repo.peel(oid), []).append(f"tag: {name}")
+        decorations.setdefault(repo.peel(oid), []).append(f"tag: {esc(name)}")
     rows = list(_graph_rows(repo, commits)) if graph else [("", False)] * len(commits)
     for (oid, c), (prefix, _merge) in zip(commits, rows):
         deco = f" ({', '.join(decorations[oid])})" if oid in decorations else ""
-        first = c.message.splitlines()[0] if c.message else ""
+        first = first_line(c.message)
         if oneline:
             typer.echo(f"{prefix}{short(oid)}{deco} {first}")
             continue
@@ -249,13 +269,13 @@ def log(
         pad = prefix.replace("*", "|")
         if len(c.parents) > 1:
             typer.echo(f"{pad}Merge: {' '.join(short(p, 8) for p in c.parents)}")
-        typer.echo(f"{pad}Author: {c.author}")
+        typer.echo(f"{pad}Author: {esc(c.author)}")
         typer.echo(f"{pad}Date:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(c.time))}")
         if c.metadata.get("metrics"):
-            typer.echo(f"{pad}Metrics: " + ", ".join(f"{k}={v}" for k, v in c.metadata["metrics"].items()))
+            typer.echo(f"{pad}Metrics: " + ", ".join(esc(f"{k}={v}") for k, v in c.metadata["metrics"].items()))
         typer.echo(pad)
         for line in (c.message or "").splitlines() or [""]:
-            typer.echo(f"{pad}    {line}")
+            typer.echo(f"{pad}    {esc(line)}")
         typer.echo(pad)
 
 
@@ -285,13 +305,13 @@ def show(
         typer.echo(f"commit {info['id']}")
         for p in info["parents"]:
             typer.echo(f"parent {p}")
-        typer.echo(f"Author: {info['author']}\nDate:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(info['time']))}")
+        typer.echo(f"Author: {esc(info['author'])}\nDate:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(info['time']))}")
         if info["metadata"]:
             typer.echo(f"Metadata: {json.dumps(info['metadata'], sort_keys=True)}")
-        typer.echo(f"\n    {info['message']}\n")
+        typer.echo("\n" + "\n".join(f"    {esc(line)}" for line in (info["message"] or "").splitlines() or [""]) + "\n")
         for fi in files:
             typer.echo(f"{fi['format']:>11} {human(fi['size']):>10} stored {human(fi['stored']):>10}  "
-                       f"{fi['tensors']:>4} tensors  {fi['path']}")
+                       f"{fi['tensors']:>4} tensors  {esc(fi['path'])}")
         return
     e = tree.entries.get(path)
     if e is None:
@@ -311,10 +331,10 @@ def show(
         typer.echo(json.dumps({"path": path, "format": f.format, "size": f.size, "id": to_hex(e.file),
                                "tensors": rows}, indent=2))
         return
-    typer.echo(f"{path}: {f.format}, {human(f.size)}, stored {human(repo.file_stored_bytes(f))}, {len(rows)} tensors")
+    typer.echo(f"{esc(path)}: {f.format}, {human(f.size)}, stored {human(repo.file_stored_bytes(f))}, {len(rows)} tensors")
     for r in rows:
         codecs = ",".join(f"{k}" + (f"x{v}" if v > 1 else "") for k, v in r["codecs"].items())
-        typer.echo(f"  {r['name']:<50} {r['dtype']:>7} {str(r['shape']):<16} {human(r['bytes']):>10} "
+        typer.echo(f"  {esc(r['name']):<50} {r['dtype']:>7} {str(r['shape']):<16} {human(r['bytes']):>10} "
                    f"stored {human(r['stored']):>10} {codecs}")
 
 
@@ -325,16 +345,16 @@ def _print_changes(changes, stat: bool) -> None:
     for c in changes:
         if stat:
             n = sum(1 for t in c.tensors if t.status != "unchanged")
-            typer.echo(f" {c.path:<50} {c.status:<8} {n:>5} tensors changed  {human(c.size_old)} -> {human(c.size_new)}")
+            typer.echo(f" {esc(c.path):<50} {c.status:<8} {n:>5} tensors changed  {human(c.size_old)} -> {human(c.size_new)}")
             continue
-        typer.echo(f"{c.status} {c.path} ({human(c.size_old)} -> {human(c.size_new)})")
+        typer.echo(f"{c.status} {esc(c.path)} ({human(c.size_old)} -> {human(c.size_new)})")
         for t in c.tensors:
             extra = ""
             if t.max_abs is not None:
                 extra = f" max|Δ|={t.max_abs:.3g}"
             if t.rel_l2 is not None:
                 extra += f" relL2={t.rel_l2:.3g}"
-            typer.echo(f"  {t.status:<8} {t.name:<50} {t.dtype:>6} {str(list(t.shape)):<14}{extra} stored {human(t.stored)}")
+            typer.echo(f"  {t.status:<8} {esc(t.name):<50} {esc(t.dtype):>6} {str(list(t.shape)):<14}{extra} stored {human(t.stored)}")
     if stat:
         typer.echo(f" {len(changes)} files changed")
 
@@ -375,7 +395,7 @@ def preview(
         typer.echo(_changes_json(changes))
         return
     here = repo.head_branch() or (short(head) if head else "an empty HEAD")
-    typer.echo(f"checking out {ref} ({short(target)}) from {here} would change {len(changes)} files:")
+    typer.echo(f"checking out {esc(ref)} ({short(target)}) from {esc(here)} would change {len(changes)} files:")
     _print_changes(changes, stat)
 
 
@@ -401,12 +421,12 @@ def watch(
 
     def report(entry: str, res) -> None:
         st = res.stats
-        typer.echo(f"[{w.branch} {short(res.commit)}] {os.path.basename(entry)}: {human(st.logical)} logical, "
+        typer.echo(f"[{esc(w.branch)} {short(res.commit)}] {esc(os.path.basename(entry))}: {human(st.logical)} logical, "
                    f"{human(st.stored)} newly stored", )
 
     w = Watcher(repo, directory, branch=branch, pattern=pattern, debounce=debounce, on_commit=report,
                 min_interval=min_interval, keep_last=keep_last)
-    typer.echo(f"watching {w.directory} for {pattern} (settled after {debounce:g} s) -> branch {w.branch}")
+    typer.echo(f"watching {esc(w.directory)} for {esc(pattern)} (settled after {debounce:g} s) -> branch {esc(w.branch)}")
     try:
         n = w.run(exit_after=exit_after, timeout=timeout)
     except KeyboardInterrupt:

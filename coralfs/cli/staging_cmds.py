@@ -10,7 +10,7 @@ import typer
 
 from ..objects.errors import CoralError
 from .app import app
-from .common import JsonOpt, open_repo
+from .common import JsonOpt, esc, open_repo
 
 
 def control(mountpoint: str, req: dict) -> dict:
@@ -22,7 +22,7 @@ def control(mountpoint: str, req: dict) -> dict:
 def print_changes(changes: list[dict]) -> None:
     marks = {"added": "A", "modified": "M", "deleted": "D"}
     for c in changes:
-        typer.echo(f"  {marks.get(c['status'], '?')} {c['path']}")
+        typer.echo(f"  {marks.get(c['status'], '?')} {esc(c['path'])}")
 
 
 MountOpt = Annotated[str | None, typer.Option("--mount", help="A writable mount (its daemon does it)")]
@@ -96,4 +96,4 @@ def stash_list(ctx: typer.Context, branch: StashBranchOpt = None, as_json: JsonO
         typer.echo("no stashes")
     for s in items:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["time"]))
-        typer.echo(f"stash@{{{s['index']}}}  {when}  {len(s['changes'])} change(s)  {s['message']}")
+        typer.echo(f"stash@{{{s['index']}}}  {when}  {len(s['changes'])} change(s)  {esc(s['message'])}")

@@ -34,12 +34,22 @@ class Layout:
         """Reject overlapping or out-of-range regions (a lying header)."""
         pos = 0
         for r in sorted(self.regions, key=lambda r: r.offset):
+            if not r.name.isascii() and not _is_unicode(r.name):
+                raise FormatError(path, f"tensor name {r.name!r} is not valid Unicode (an unpaired surrogate)")
             if r.offset < pos:
                 raise FormatError(path, f"tensor {r.name!r} overlaps another region at byte {r.offset}")
             if r.offset + r.length > size:
                 raise FormatError(path, f"tensor {r.name!r} ends at byte {r.offset + r.length}, past the end of the file ({size} bytes)")
             pos = r.offset + r.length
         return self
+
+
+def _is_unicode(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def safe_member_name(path: str, name: str) -> str:

@@ -49,6 +49,7 @@ class MountSpec:
     write: bool = False               # a writable staging mount of ``branch``
     branch: str | None = None
     auto_commit: float | None = None  # seconds of quiet before an automatic commit
+    allow_other: bool = False         # other local users may use it (as the files' modes allow)
     extra: dict = field(default_factory=dict)
 
 
@@ -129,6 +130,17 @@ def preflight(spec: MountSpec) -> None:
         raise MountError(f"mountpoint {mp} is not a directory")
     if os.listdir(mp):
         raise MountError(f"mountpoint {mp} is not empty; use an empty directory")
+    if spec.allow_other and os.getuid() != 0 and not _user_allow_other():
+        raise MountError("--allow-other needs `user_allow_other` in /etc/fuse.conf (root can add it), "
+                         "or mount without --allow-other (then only you see the mount)")
+
+
+def _user_allow_other(conf: str = "/etc/fuse.conf") -> bool:
+    try:
+        with open(conf) as f:
+            return any(ln.split("#", 1)[0].strip() == "user_allow_other" for ln in f)
+    except OSError:
+        return False
 
 
 def serve(spec: MountSpec, status_fd: int | None = None) -> None:
@@ -158,7 +170,11 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     options |= {f"fsname={FSNAME}", "subtype=coralfs"}
     if not spec.write:
         options.add("ro")
-    if os.getuid() == 0:
+    # Without allow_other the kernel lets only this uid in (not even root). With it, the
+    # kernel checks each access against the modes we report (default_permissions, also
+    # in pyfuse3's defaults): files and directories as in the tree, .coral/control 0600.
+    options.add("default_permissions")
+    if spec.allow_other:
         options.add("allow_other")
     pyfuse3.init(ops, spec.mountpoint, options)
     with open(state_file, "w") as f:

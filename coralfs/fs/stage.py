@@ -41,7 +41,7 @@ from urllib.parse import quote, unquote
 
 from ..formats import layout_of
 from ..formats.base import FormatError
-from ..objects.durable import fsync_dir, write_durable
+from ..objects.durable import create_file, fsync_dir, make_dirs, write_durable
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.objects import MODE_EXEC, MODE_FILE, Tree, TreeEntry, validate_path
@@ -123,7 +123,7 @@ class Stage:
         self.dir = stage_dir(repo, branch)
         self.spool_dir = os.path.join(self.dir, "spool")
         fresh = not os.path.exists(os.path.join(self.dir, "stage.db"))
-        os.makedirs(self.spool_dir, exist_ok=True)
+        make_dirs(self.spool_dir)
         self._lock_fd = None
         if lock and not readonly:
             self._lock_fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -133,6 +133,7 @@ class Stage:
                 os.close(self._lock_fd)
                 raise StagingError(f"the staging area of branch {branch!r} is in use by a writable mount; "
                                    "use `--mount MNT`, or `coralfs umount` it first") from None
+        create_file(os.path.join(self.dir, "stage.db"))  # sqlite would make it 0644
         self.db = sqlite3.connect(os.path.join(self.dir, "stage.db"), check_same_thread=False,
                                   isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -656,7 +657,7 @@ class Stage:
         d = os.path.join(self.stash_dir(), str(n))
         tmp = d + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+        make_dirs(tmp)
         rows, roots = [], [self.base] if self.base else []
         for c in changes:
             e = self.entries.get(c.path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import json
+import logging
 import os
 import posixpath
 import stat
@@ -26,7 +27,10 @@ from dataclasses import dataclass, field
 from ..objects.errors import CoralError
 from ..objects.ids import from_hex, to_hex
 from ..objects.reader import FileView
+from .control import MAX_REQUEST, BadRequest, error_answer, parse_request
 from .stage import RESERVED, Entry, Stage, StagingError
+
+log = logging.getLogger(__name__)
 
 ROOT_INO = 1
 CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = 2, 3, 4, 5
@@ -34,7 +38,8 @@ VIRTUAL = {CORAL_INO: ".coral", CONTROL_INO: ".coral/control", STATUS_INO: ".cor
            COMMIT_INO: ".coral/commit.json"}
 BY_PATH = {v: k for k, v in VIRTUAL.items()}
 FIRST_INO = 16
-MAX_REQUEST = 1 << 20
+NAME_MAX = 255          # bytes of one name: what every local file system (and export) takes
+AUTO_RETRY_CAP = 300.0  # seconds: the longest wait between attempts of a failing auto-commit
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Handle:
     dirty: bool = False
     request: bytearray = field(default_factory=bytearray)  # .coral/control
     answer: bytes = b""
+    overflow: bool = False        # a request line over MAX_REQUEST: dropped up to its newline
     body: bytes = b""             # .coral/status.json, .coral/commit.json at open
 
 
@@ -74,10 +80,12 @@ class AutoCommit:
 
 
 class StageFS:
-    def __init__(self, repo, stage: Stage, auto: AutoCommit | None = None) -> None:
+    def __init__(self, repo, stage: Stage, auto: AutoCommit | None = None, owner: int | None = None) -> None:
         self.repo = repo
         self.stage = stage
         self.auto = auto
+        # Who may send control requests: the uid that mounted (the daemon's).
+        self.owner = os.getuid() if owner is None else owner
         self.paths: dict[int, str] = {ROOT_INO: ""}
         self.inos: dict[str, int] = {"": ROOT_INO}
         self.lookups: dict[int, int] = {}
@@ -92,6 +100,9 @@ class StageFS:
         self.errors: dict[str, OSError] = {}    # spool -> a failed write, told at the next call
         self.last_write = 0.0                    # when a counted file was last written or closed
         self.last_commit = 0.0
+        self.auto_failures = 0       # auto-commits failed in a row since the last write
+        self.auto_retry_at = 0.0     # no auto-commit attempt before this (monotonic)
+        self.auto_error: dict | None = None  # the last failed auto-commit, until a commit succeeds
         self.counters = {"commits": 0, "auto_commits": 0, "bytes_written": 0, "copy_ups": 0}
         self.mounted_ns = time.time_ns()  # the time shown for .coral and the root
 
@@ -156,7 +167,7 @@ class StageFS:
         if ino in VIRTUAL:
             if ino == CORAL_INO:
                 return Attr(ino, stat.S_IFDIR | 0o555, 0, self.mounted_ns, 2)
-            mode = 0o666 if ino == CONTROL_INO else 0o444
+            mode = 0o600 if ino == CONTROL_INO else 0o444
             return Attr(ino, stat.S_IFREG | mode, 0 if ino == CONTROL_INO else 1 << 20, time.time_ns())
         path = self.paths.get(ino)
         if path is None:  # unlinked while open
@@ -180,6 +191,9 @@ class StageFS:
 
     # -- names ---------------------------------------------------------------------------
     def _child(self, parent: int, name: str) -> str:
+        if len(os.fsencode(name)) > NAME_MAX:
+            # Longer names would commit, but no file system could export them.
+            raise OSError(errno.ENAMETOOLONG, f"a name is at most {NAME_MAX} bytes")
         if parent == CORAL_INO:
             return ".coral/" + name
         p = self.path(parent)
@@ -238,6 +252,7 @@ class StageFS:
         e = self.stage.unlink(path)
         self._detach(path)
         self._release_spool(e)
+        self._retry_soon(path)
 
     def rmdir(self, parent: int, name: str) -> None:
         self._parent_writable(parent)
@@ -251,6 +266,7 @@ class StageFS:
         old, new = self._child(p_old, n_old), self._child(p_new, n_new)
         noreplace, exchange = bool(flags & 1), bool(flags & 2)
         replaced = self.stage.rename(old, new, noreplace=noreplace, exchange=exchange)
+        self._retry_soon(new)
         if exchange:
             tmp = "\0swap"
             self._move(old, tmp)
@@ -314,11 +330,15 @@ class StageFS:
             self.stage.write_into_spool(path, view.read if view else None, truncate)
             self.counters["copy_ups"] += 1
 
-    def open(self, ino: int, flags: int) -> int:
+    def open(self, ino: int, flags: int, uid: int | None = None) -> int:
+        """Open ``ino``; ``uid`` is the caller's (None: no kernel, the owner)."""
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         if ino in VIRTUAL:
             if ino == CORAL_INO:
                 raise OSError(errno.EISDIR, ".coral")
+            if ino == CONTROL_INO and uid is not None and uid != self.owner:
+                # Also with --allow-other: commits, stashes and pops are the owner's.
+                raise OSError(errno.EACCES, f"only the mount's owner (uid {self.owner}) sends control requests")
             if writable and ino != CONTROL_INO:
                 raise OSError(errno.EACCES, VIRTUAL[ino])
             h = Handle(ino, writable)
@@ -377,9 +397,7 @@ class StageFS:
         if not h.writable:
             raise OSError(errno.EBADF, "not open for writing")
         if h.ino == CONTROL_INO:
-            if len(h.request) + len(data) > MAX_REQUEST:
-                raise OSError(errno.EFBIG, "control request too long")
-            h.request += data
+            self._take_request_bytes(h, data)
             return len(data)
         fd = self.begin_write(fh, off, len(data))
         try:
@@ -414,6 +432,21 @@ class StageFS:
         if error is not None and spool not in self.errors:
             self.errors[spool] = error
 
+    def _take_request_bytes(self, h: Handle, data: bytes) -> None:
+        """Bytes written to a control handle. A line longer than MAX_REQUEST is answered
+        with an error at once and dropped up to its newline (memory stays bounded)."""
+        if h.overflow:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            h.overflow = False
+            data = data[nl + 1:]
+        h.request += data
+        if len(h.request) > MAX_REQUEST and b"\n" not in h.request:
+            h.answer = json.dumps(error_answer(f"a control request is at most {MAX_REQUEST} bytes")).encode()
+            h.request = bytearray()
+            h.overflow = True
+
     def raise_deferred(self, spool: str | None) -> None:
         err = self.errors.pop(spool, None) if spool else None
         if err is not None:
@@ -424,6 +457,17 @@ class StageFS:
         starts again if the file counts (None: a file no longer in the tree)."""
         if path is not None and (self.auto is None or self.auto.counts(path)):
             self.last_write = time.monotonic()
+            if self.auto_failures:
+                self._retry_soon(path)
+
+    def _retry_soon(self, path: str) -> None:
+        """A change that may fix a failing auto-commit: the backoff starts over (the next
+        attempt follows the debounce)."""
+        if self.auto_failures and (self.auto is None or self.auto.counts(path)):
+            self.auto_failures = 0
+            self.auto_retry_at = 0.0
+            if self.auto_error is not None:
+                self.auto_error["next_attempt"] = None
 
     def fsync(self, fh: int) -> None:
         h = self.handle(fh)
@@ -544,7 +588,8 @@ class StageFS:
                 "open_for_writing": self.writers(),
                 "auto_commit": None if self.auto is None else {
                     "debounce": self.auto.debounce, "paths": self.auto.paths,
-                    "min_interval": self.auto.min_interval, "keep_last": self.auto.keep_last},
+                    "min_interval": self.auto.min_interval, "keep_last": self.auto.keep_last,
+                    "last_error": self.auto_error},
                 "counters": self.counters}
 
     def commit_info(self) -> dict:
@@ -556,12 +601,14 @@ class StageFS:
                 "parents": [to_hex(p) for p in c.parents], "author": c.author, "time": c.time,
                 "message": c.message, "metadata": c.metadata}
 
-    def commit(self, message: str, author: str | None = None, metadata: dict | None = None) -> dict:
+    def commit(self, message: str, metadata: dict | None = None) -> dict:
         """Ingest the staged changes (call from a worker thread, with no other change to
-        the stage running)."""
+        the stage running). The author is the repository's identity in the daemon, which
+        runs as the mount's owner: never a value a request brings."""
         t0 = time.perf_counter()
         changes = self.stage.changes()
-        cid, stats = self.stage.commit(message, author=author, metadata=metadata, busy=self.busy_spools())
+        cid, stats = self.stage.commit(message, metadata=metadata, busy=self.busy_spools())
+        self.auto_failures, self.auto_retry_at, self.auto_error = 0, 0.0, None
         if cid is None:
             return {"ok": True, "commit": None, "message": "nothing to commit"}
         self.last_commit = time.monotonic()
@@ -575,6 +622,8 @@ class StageFS:
     def auto_due(self, now: float) -> bool:
         a = self.auto
         if a is None or self.last_write == 0.0 or now - self.last_write < a.debounce:
+            return False
+        if self.auto_failures and now < self.auto_retry_at:
             return False
         if a.min_interval and self.last_commit and now - self.last_commit < a.min_interval:
             return False
@@ -593,6 +642,20 @@ class StageFS:
             if self.auto and self.auto.keep_last > 0:
                 self._rotate_tags(out["commit"])
         return out
+
+    def auto_failed(self, e: Exception, now: float) -> float:
+        """An auto-commit failed with ``e``: shown in status until a commit succeeds, and
+        retried after a wait that doubles with each failure (capped at AUTO_RETRY_CAP) and
+        starts over when a counted file changes. Returns the wait in seconds."""
+        self.auto_failures += 1
+        first = max(1.0, self.auto.debounce if self.auto else 1.0)
+        delay = min(AUTO_RETRY_CAP, first * 2 ** min(self.auto_failures - 1, 30))
+        self.auto_retry_at = now + delay
+        self.last_write = now  # still due once the wait is over
+        self.auto_error = {"path": getattr(e, "path", None), "error": str(e) or type(e).__name__,
+                           "time": time.time(), "attempts": self.auto_failures,
+                           "next_attempt": time.time() + delay}
+        return delay
 
     def _rotate_tags(self, cid: str) -> None:
         self.repo.tag_rotating(f"auto/{self.stage.branch}", from_hex(cid), self.auto.keep_last, "auto-commit")
@@ -616,18 +679,14 @@ class StageFS:
 
     def next_request(self, h: Handle) -> dict | None:
         """The first request line written to a control handle, or None (and an error
-        answer on the handle) when it is not one JSON object."""
+        answer on the handle) when it is not a valid request (control.parse_request)."""
         line, _, rest = bytes(h.request).partition(b"\n")
         h.request = bytearray(rest)
         try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-        except ValueError as e:
-            h.answer = json.dumps({"ok": False, "error": f"a control request is one JSON object a line ({e})",
-                                   "exit_code": 2}).encode()
+            return parse_request(line)
+        except BadRequest as e:
+            h.answer = json.dumps(error_answer(str(e), e.exit_code)).encode()
             return None
-        return req
 
     def run_request(self, req: dict) -> dict:
         """One control request (changes to the stage paused; a commit may run in a
@@ -635,7 +694,7 @@ class StageFS:
         op = req.get("op")
         try:
             if op == "commit":
-                return self.commit(req.get("message") or "", req.get("author"), req.get("metadata"))
+                return self.commit(req.get("message") or "", req.get("metadata"))
             if op == "status":
                 return {"ok": True, **self.status()}
             if op == "rebase":
@@ -645,11 +704,14 @@ class StageFS:
                 return self.stash(req.get("message") or "")
             if op == "stash-pop":
                 return self.stash_pop(req.get("index"))
-            return {"ok": False, "error": f"unknown control request {op!r}", "exit_code": 2}
+            return error_answer(f"unknown control request {op!r}")
         except CoralError as e:
             return {"ok": False, "error": str(e), "exit_code": e.exit_code}
         except OSError as e:
             return {"ok": False, "error": f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "exit_code": 1}
+        except Exception as e:  # a bug must not become EIO for the client: logged, answered
+            log.exception("control request %s failed", op)
+            return error_answer(f"internal error in {op}: {type(e).__name__}: {e} (see the daemon log)", 1)
 
 
 def request(mountpoint: str, req: dict) -> dict:

@@ -225,6 +225,8 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
 
     @handler
     async def open(self, inode, flags, ctx=None):
+        if inode == CONTROL_INO:  # the caller's uid decides (write() gets no request context)
+            return self._info(self.sfs.open(inode, flags, ctx.uid if ctx is not None else None), inode, flags)
         if self.sfs.needs_copy(inode, flags):
             async with self.mutex:
                 if self.sfs.needs_copy(inode, flags):
@@ -253,7 +255,7 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
         if h.ino == CONTROL_INO:
             async with self.mutex:
                 n = self.sfs.write(fh, off, buf)
-                if b"\n" in h.request:
+                while b"\n" in h.request:  # each complete line is a request; the last answers
                     await self._drain_all()
                     await self._control(h)
             return n
@@ -379,9 +381,10 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
                     self.sfs.stage.rebase()
                     out = await trio.to_thread.run_sync(self.sfs.auto_commit)
                     log.info("auto-commit: %s", out.get("commit") or out.get("message"))
-                except Exception as e:  # noqa: BLE001 - logged; the spool keeps the changes
-                    log.error("auto-commit failed: %s", e)
-                    self.sfs.last_write = time.monotonic()  # retry after another debounce
+                except Exception as e:  # noqa: BLE001 - shown in status; the spool keeps the changes
+                    delay = self.sfs.auto_failed(e, time.monotonic())
+                    log.error("auto-commit failed (attempt %d, next in %.0f s unless a file changes): %s",
+                              self.sfs.auto_failures, delay, e)
 
 
 __all__ = ["StagingOperations"]

@@ -1,11 +1,19 @@
 """The one durable-write helper: temp file in the target directory, write, fsync,
 rename, fsync the directory. A crash at any point leaves either the old file or the
-new one, never a torn one."""
+new one, never a torn one.
+
+It also holds the repository's permission rule: a file or directory created inside the
+repository takes its permission bits from the directory it is created in (files without
+the execute bits), so a repository created 0700 (the default) keeps every file 0600 and a
+``--shared`` one (0750) keeps them 0640, while repositories created before this rule
+(0755) go on making 0644 files as they always did.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
+import stat
 import threading
 from collections.abc import Iterable
 
@@ -46,38 +54,101 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_durable(
-    path: str,
+# -- permissions inside a repository --------------------------------------------------------
+
+def dir_perm(directory: str | int) -> int:
+    """Permission bits of a directory (path or fd): rwx and setgid (which makes a
+    shared repository's group stick), never setuid or sticky."""
+    st = os.fstat(directory) if isinstance(directory, int) else os.stat(directory)
+    return stat.S_IMODE(st.st_mode) & 0o2777
+
+
+def inherited_file_mode(directory: str | int) -> int:
+    """The mode of a new file in ``directory``: the directory's bits without execute."""
+    return dir_perm(directory) & 0o666
+
+
+def make_dirs(path: str) -> None:
+    """``os.makedirs`` whose new directories copy the permission bits of the nearest
+    existing parent (chmod, so the umask cannot widen or narrow what the repository
+    chose)."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    perm = dir_perm(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, perm)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+            continue  # made by a concurrent writer
+        os.chmod(d, perm)
+
+
+def open_private(path: str, flags: int) -> int:
+    """``os.open`` with O_CREAT whose new file takes the inherited mode (used for lock,
+    log and database files that are not written through :func:`write_durable`)."""
+    mode = inherited_file_mode(os.path.dirname(path) or ".")
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, mode)
+    _widen(fd, mode)
+    return fd
+
+
+def create_file(path: str) -> None:
+    """Create ``path`` empty with the inherited mode unless it exists (a database file
+    before SQLite opens it: SQLite gives its -wal and -shm files the database's mode)."""
+    os.close(open_private(path, os.O_RDONLY))
+
+
+def _widen(fd: int, mode: int) -> None:
+    # A group-shared repository needs its group bits even under a strict umask (077);
+    # a private one (no group bits) is never widened by this.
+    if mode & 0o070:
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+                os.fchmod(fd, mode)
+        except PermissionError:
+            pass  # a file created by another group member: theirs to chmod
+
+
+# -- durable writes -------------------------------------------------------------------------
+
+def write_temp(
+    directory: str,
     data: bytes | bytearray | memoryview | Iterable[bytes],
     *,
-    mode: int = 0o644,
-    sync_dir: bool = True,
-    exclusive: bool = False,
+    mode: int | None = None,
+    readonly: bool = False,
+    dir_fd: int | None = None,
     sparse: bool = False,
-) -> bool:
-    """Write ``data`` to ``path`` atomically and durably.
+) -> str:
+    """Write ``data`` to a new hidden temp file in ``directory`` and fsync it.
 
-    Args:
-        path: the final file name.
-        data: bytes, or an iterable of byte blocks (streamed, never joined).
-        mode: permission bits of the new file.
-        sync_dir: fsync the directory after the rename. Callers that write many files in
-            one directory may pass False and call :func:`fsync_dir` once at the end.
-        exclusive: write-once semantics: if ``path`` already exists, leave it and return
-            False (objects are never rewritten).
-        sparse: blocks of zeros are skipped over (holes), not written; the file reads
-            back the same and takes no disk space for them (exports of sparse files).
-
-    Returns:
-        True if the file was written.
+    Returns the temp file's path (relative to ``dir_fd`` when that is given, ``directory``
+    is then ignored). ``mode`` None: the mode the directory hands down
+    (:func:`inherited_file_mode`, without write bits if ``readonly``); an explicit mode is
+    subject to the umask. ``sparse``: blocks of zeros are skipped over (holes), not
+    written; the file reads back the same and takes no disk space for them (exports of
+    sparse files). On error the temp file is removed.
     """
-    directory = os.path.dirname(path) or "."
-    if exclusive and os.path.exists(path):
-        return False
-    tmp = _temp_name(directory)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    tmp = os.path.basename(_temp_name("")) if dir_fd is not None else _temp_name(directory)
+    inherit = mode is None
+    if inherit:
+        mode = inherited_file_mode(dir_fd if dir_fd is not None else (directory or "."))
+        if readonly:
+            mode &= 0o444
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode,
+                 dir_fd=dir_fd)
     try:
         try:
+            if inherit:
+                _widen(fd, mode)
             if isinstance(data, (bytes, bytearray, memoryview)):
                 _write_all(fd, data)
             elif sparse:
@@ -90,6 +161,45 @@ def write_durable(
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+    return tmp
+
+
+def write_durable(
+    path: str,
+    data: bytes | bytearray | memoryview | Iterable[bytes],
+    *,
+    mode: int | None = None,
+    readonly: bool = False,
+    sync_dir: bool = True,
+    exclusive: bool = False,
+) -> bool:
+    """Write ``data`` to ``path`` atomically and durably.
+
+    Args:
+        path: the final file name.
+        data: bytes, or an iterable of byte blocks (streamed, never joined).
+        mode: permission bits of the new file; None (repository files): inherited from
+            the directory (:func:`inherited_file_mode`).
+        readonly: with ``mode`` None, drop the write bits (objects are write-once).
+        sync_dir: fsync the directory after the rename. Callers that write many files in
+            one directory may pass False and call :func:`fsync_dir` once at the end.
+        exclusive: write-once semantics: if ``path`` already exists, leave it and return
+            False (objects are never rewritten).
+
+    Returns:
+        True if the file was written.
+    """
+    directory = os.path.dirname(path) or "."
+    if exclusive and os.path.exists(path):
+        return False
+    tmp = write_temp(directory, data, mode=mode, readonly=readonly)
+    try:
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -129,7 +239,7 @@ def _write_sparse(fd: int, blocks: Iterable[bytes]) -> None:
 
 def append_durable(path: str, line: bytes) -> None:
     """Append one record and fsync (used by reflogs)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
     try:
         os.write(fd, line)
         os.fsync(fd)

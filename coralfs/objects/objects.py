@@ -357,6 +357,11 @@ def validate_path(path: str) -> str:
         raise InvalidObject(f"invalid path {path!r}: no empty, '.' or '..' parts")
     if parts[0] == ".coral":
         raise InvalidObject(f"invalid path {path!r}: .coral/ is reserved")
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogateescape)
+            raise InvalidObject(f"invalid path {path!r}: not UTF-8 (tree paths are UTF-8; rename the file)") from None
     return path
 
 

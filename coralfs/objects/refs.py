@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .durable import append_durable, write_durable
+from .durable import append_durable, make_dirs, open_private, write_durable
 from .errors import CoralError
 from .ids import HEX_LEN, ObjectId, from_hex, to_hex
 
@@ -168,8 +168,8 @@ class RefContainer:
         ``new=None`` deletes the ref. With ``force`` the current value is not compared.
         """
         path = self._path(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        make_dirs(os.path.dirname(path))
+        lock_fd = open_private(path + ".lock", os.O_RDWR)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             current = self.read_raw(name)
@@ -215,7 +215,7 @@ class RefContainer:
     def _append_log(self, name: str, old: ObjectId | None, new: ObjectId | None,
                     message: str, who: str | None) -> None:
         path = self._log_path(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_dirs(os.path.dirname(path))
         z = "0" * HEX_LEN
         msg = message.replace("\n", " ").replace("\t", " ")
         line = (f"{to_hex(old) if old else z} {to_hex(new) if new else z} "

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from . import history, maintenance
 from .config import FORMAT_VERSION, Config
-from .durable import fsync_dir, write_durable
+from .durable import fsync_dir, make_dirs, write_durable
 from .errors import CoralError, NotARepository
 from .history import BadRevision
 from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MARKERS = ("HEAD", "objects", "refs", "config.toml")
 DEFAULT_BRANCH = "main"
+PRIVATE_MODE = 0o700
+SHARED_MODE = 0o2750
 
 
 class Repository:
@@ -59,7 +61,10 @@ class Repository:
 
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
-    def init(cls, path: str, *, default_branch: str = DEFAULT_BRANCH) -> Repository:
+    def init(cls, path: str, *, default_branch: str = DEFAULT_BRANCH, shared: bool = False) -> Repository:
+        """Create an empty repository at ``path``: private (0700, files 0600) or, with
+        ``shared``, readable by the directory's group (02750, files 0640). Every file and
+        directory made inside it later takes these bits from its directory."""
         check_ref_name(default_branch)
         path = os.path.abspath(path)
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -70,8 +75,11 @@ class Repository:
         if not os.path.isdir(parent):
             raise CoralError(f"cannot init {path}: parent directory {parent} does not exist")
         os.makedirs(path, exist_ok=True)
+        # chmod, not the mkdir mode: the umask must not widen nor narrow it. setgid makes
+        # new files and directories keep the repository's group.
+        os.chmod(path, SHARED_MODE if shared else PRIVATE_MODE)
         for d in ("objects", "refs/heads", "refs/tags", "logs", "staging", "index"):
-            os.makedirs(os.path.join(path, d), exist_ok=True)
+            make_dirs(os.path.join(path, d))
         cfg = Config(os.path.join(path, "config.toml"))
         cfg.data = {"core": {"format": FORMAT_VERSION}}
         cfg.save()

@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 
+from .durable import create_file, make_dirs
 from .ids import ObjectId
 
 SAMPLES = 128
@@ -27,7 +28,8 @@ MAX_DISTANCE = 32  # of 128 bits: beyond this a delta is unlikely to help
 class SimilarityIndex:
     def __init__(self, path: str) -> None:
         self.path = path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_dirs(os.path.dirname(path))
+        create_file(path)
         self._local = threading.local()
         with self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS tensors (id BLOB PRIMARY KEY, width INT, "

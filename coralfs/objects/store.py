@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from .durable import fsync_dir, write_durable
+from .durable import fsync_dir, make_dirs, write_durable
 from .errors import ObjectNotFound
 from .ids import HEX_LEN, ObjectId, from_hex, to_hex
 
@@ -124,10 +124,10 @@ class DiskStore(ObjectStore):
         path = self._path(oid)
         d = os.path.dirname(path)
         if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+            make_dirs(d)
             with self._lock:
                 self._dirty.add(self.root)
-        written = write_durable(path, frame, mode=0o444, sync_dir=False, exclusive=True)
+        written = write_durable(path, frame, readonly=True, sync_dir=False, exclusive=True)
         if written:
             with self._lock:
                 self._dirty.add(d)
@@ -151,7 +151,7 @@ class DiskStore(ObjectStore):
         path = self._path(oid)
         if not os.path.exists(path):
             raise ObjectNotFound(to_hex(oid))
-        write_durable(path, frame, mode=0o444, sync_dir=False)
+        write_durable(path, frame, readonly=True, sync_dir=False)
         with self._lock:
             self._dirty.add(os.path.dirname(path))
 
