@@ -76,3 +76,32 @@ def test_truncated_version_2_rejected():
     for n in (6, 40, len(data) - 1):
         with pytest.raises(WireError):
             parse_object(data[:n])
+
+
+def test_fsck_catches_a_packed_digest_that_lies(tmp_path):
+    """A File object whose packed tensor digest does not match its bytes (crafted: every
+    object hashes to its id) is named by fsck; the honest one is clean."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from coralfs.api import Repository
+    from coralfs.objects.ids import hash_bytes
+    from coralfs.objects.objects import Tree, TreeEntry
+
+    src = tmp_path / "ck"
+    src.mkdir()
+    save_file({f"b{i}": np.full(4, i, dtype=np.float32) for i in range(8)}, str(src / "m.safetensors"))
+    r = Repository.init(str(tmp_path / "repo"))
+    r.commit_paths([str(src)], "honest")
+    assert r.fsck().ok
+    f = r.read_file(r.tree_of("HEAD").entries["m.safetensors"].file)
+    pack_i, pack = next((i, s) for i, s in enumerate(f.segments) if isinstance(s, PackSegment))
+    lie = PackedTensor(pack.tensors[0].name, pack.tensors[0].dtype, pack.tensors[0].shape,
+                       pack.tensors[0].offset, pack.tensors[0].length, hash_bytes(b"something else"))
+    segs = list(f.segments)
+    segs[pack_i] = PackSegment(pack.chunks, (lie,) + pack.tensors[1:])
+    fid = r.put(File(f.format, segs))
+    r.commit(Tree({"m.safetensors": TreeEntry(fid)}), "crafted")
+    rep = r.fsck()
+    assert any("b0]: packed tensor digest does not match" in p for p in rep.problems), rep.problems
+    r.close()
