@@ -17,11 +17,13 @@ import numpy as np
 
 from .formats import layout_of
 from .formats import safetensors as st_format
+from .interrupts import landing
 from .objects import dtypes
 from .objects.codecs import HEADER_SIZE
 from .objects.errors import CoralError
 from .objects.ids import ObjectId, to_hex
-from .objects.objects import MODE_EXEC, MODE_FILE, File, Tensor, TensorSegment, Tree, TreeEntry, validate_path
+from .objects.objects import MODE_EXEC, MODE_FILE, File, PackedTensor, Tensor, TensorSegment, Tree, TreeEntry, validate_path
+from .objects.reader import FileView
 from .objects.repository import Repository as _StoreRepository
 from .objects.repository import in_write_session
 from .objects.writer import IngestStats
@@ -57,6 +59,47 @@ class FileChange:
     size_old: int = 0
     size_new: int = 0
     tensors: list[TensorChange] = field(default_factory=list)
+
+
+def _tensor_key(ref: TensorSegment | PackedTensor) -> tuple:
+    """What makes two versions of a tensor equal: its id, or a packed tensor's dtype,
+    shape and content digest (a tensor that moves in or out of a pack compares unequal,
+    which only costs a 'changed' line)."""
+    if isinstance(ref, TensorSegment):
+        return ("t", ref.tensor)
+    return ("p", ref.dtype, ref.shape, ref.digest)
+
+
+def _dtype_shape(ref: TensorSegment | PackedTensor, t: Tensor | None) -> tuple[str, tuple[int, ...]]:
+    if isinstance(ref, PackedTensor):
+        return ref.dtype, ref.shape
+    assert t is not None
+    return t.dtype, t.shape
+
+
+def _delta_of(dt: dtypes.DType, pairs) -> tuple[float | None, float | None]:
+    """Max |b - a| and relative L2 change over (a bytes, b bytes) blocks of one dtype."""
+    max_abs, num, den = 0.0, 0.0, 0.0
+    for xa, yb in pairs:
+        x = np.frombuffer(xa, dt.numpy).astype(np.float64)
+        y = np.frombuffer(yb, dt.numpy).astype(np.float64)
+        d = y - x
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(d)
+            if finite.any():
+                max_abs = max(max_abs, float(np.abs(d[finite]).max()))
+            num += float(np.square(d[finite]).sum())
+            den += float(np.square(x[np.isfinite(x)]).sum())
+    return max_abs, (num ** 0.5 / den ** 0.5) if den > 0 else None
+
+
+def _packed_delta_stats(views, name: str, dtype: str) -> tuple[float | None, float | None]:
+    dt = dtypes.lookup(dtype)
+    if dt.numpy is None or dt.name == "BOOL":
+        return None, None
+    (va, offs_a), (vb, offs_b) = views
+    (oa, ra), (ob, rb) = offs_a[name], offs_b[name]
+    return _delta_of(dt, [(va.read(oa, ra.length), vb.read(ob, rb.length))])
 
 
 def collect_sources(sources: list[str], *, follow_top_links: bool = True) -> dict[str, str]:
@@ -152,8 +195,9 @@ class Repository(_StoreRepository):
         unchanged = head is not None and self.put(tree) == parent_tree.id
         if unchanged and not allow_empty:
             return CommitResult(head, stats, {k: e.file for k, e in entries.items()}, True)
-        cid = self.commit(tree, message, branch=branch, author=author, metadata=metadata,
-                          expected_head=head)
+        with landing():  # from here a signal no longer stops the commit (coralfs/interrupts.py)
+            cid = self.commit(tree, message, branch=branch, author=author, metadata=metadata,
+                              expected_head=head)
         return CommitResult(cid, stats, {k: e.file for k, e in entries.items()}, unchanged)
 
     # -- export --------------------------------------------------------------------------
@@ -242,19 +286,24 @@ class Repository(_StoreRepository):
         ta = fa.tensors() if fa else {}
         tb = fb.tensors() if fb else {}
         out = []
+        views = None
         for name in list(ta) + [n for n in tb if n not in ta]:
             sa, sb = ta.get(name), tb.get(name)
-            if sa and sb and sa.tensor == sb.tensor:
+            if sa and sb and _tensor_key(sa) == _tensor_key(sb):
                 continue
-            t_b = self.odb.get_object(sb.tensor, Tensor) if sb else None
-            t_a = self.odb.get_object(sa.tensor, Tensor) if sa else None
-            t = t_b or t_a
-            ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed",
-                              t.dtype, t.shape)
+            t_b = self.odb.get_object(sb.tensor, Tensor) if isinstance(sb, TensorSegment) else None
+            t_a = self.odb.get_object(sa.tensor, Tensor) if isinstance(sa, TensorSegment) else None
+            dt, shape = _dtype_shape(sb or sa, t_b or t_a)
+            ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed", dt, shape)
             if t_b is not None:
                 ch.stored = self.tensor_stored_bytes(t_b)[0]
             if t_a is not None and t_b is not None:
                 ch.max_abs, ch.rel_l2 = self._delta_stats(t_a, t_b)
+            elif sa and sb and _dtype_shape(sa, t_a) == (dt, shape):
+                # A packed tensor on either side: compare its bytes read through the files.
+                if views is None:
+                    views = [(FileView(self.odb, f), f.tensor_offsets()) for f in (fa, fb)]
+                ch.max_abs, ch.rel_l2 = _packed_delta_stats(views, name, dt)
             out.append(ch)
         return out
 
@@ -263,18 +312,8 @@ class Repository(_StoreRepository):
         if a.dtype != b.dtype or a.shape != b.shape or dt.numpy is None or dt.name == "BOOL" \
                 or a.chunk_size != b.chunk_size:
             return None, None
-        max_abs, num, den = 0.0, 0.0, 0.0
-        for ca, cb in zip(a.chunks, b.chunks):
-            x = np.frombuffer(self.odb.read_chunk(ca), dt.numpy).astype(np.float64)
-            y = np.frombuffer(self.odb.read_chunk(cb), dt.numpy).astype(np.float64)
-            d = y - x
-            with np.errstate(invalid="ignore"):
-                finite = np.isfinite(d)
-                if finite.any():
-                    max_abs = max(max_abs, float(np.abs(d[finite]).max()))
-                num += float(np.square(d[finite]).sum())
-                den += float(np.square(x[np.isfinite(x)]).sum())
-        return max_abs, (num ** 0.5 / den ** 0.5) if den > 0 else None
+        return _delta_of(dt, ((self.odb.read_chunk(ca), self.odb.read_chunk(cb))
+                              for ca, cb in zip(a.chunks, b.chunks)))
 
     def stats(self) -> dict:
         """Logical bytes (every file of every reachable commit), stored bytes, objects by

@@ -141,7 +141,7 @@ class Destination:
             raise ExportError(f"{self.shown(path)} is a directory but the revision has a file "
                               "there (remove it or export elsewhere)")
         try:
-            tmp = write_temp("", blocks(), mode=0o777 if executable else 0o666, dir_fd=dfd)
+            tmp = write_temp("", blocks(), mode=0o777 if executable else 0o666, dir_fd=dfd, sparse=True)
         except CoralError as e:
             err = ExportError(f"cannot export {path}: {e}")
             err.exit_code = e.exit_code

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..interrupts import interruptible, landing, late
 from ..objects.errors import CoralError
 from ..objects.ids import short, to_hex
 from ..objects.objects import Tensor, TensorSegment
@@ -39,13 +40,17 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
         bar.__enter__()
     t0 = time.perf_counter()
     try:
-        res = repo.commit_paths(sources, message, branch=branch, author=author, metadata=metadata,
-                                progress=(lambda _p, n: bar.update(n)) if bar else None)
+        with interruptible():
+            res = repo.commit_paths(sources, message, branch=branch, author=author, metadata=metadata,
+                                    progress=(lambda _p, n: bar.update(n)) if bar else None)
+            _report_commit(res, branch, message, repo, time.perf_counter() - t0)
     finally:
         if bar:
             bar.__exit__(None, None, None)
         repo.close()
-    dt = time.perf_counter() - t0
+
+
+def _report_commit(res, branch, message, repo, dt: float) -> None:
     st = res.stats
     b = branch or repo.head_branch() or "HEAD"
     typer.echo(f"[{esc(b)} {short(res.commit)}] {first_line(message)}")
@@ -55,6 +60,8 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
                f"{st.logical / dt / 1e6:.0f} MB/s")
     if st.codecs:
         typer.echo("codecs: " + ", ".join(f"{k} {v}" for k, v in sorted(st.codecs.items())))
+    if late():
+        typer.echo(f"{', '.join(late())} arrived while the commit was landing: it is complete")
 
 
 @app.command()
@@ -93,13 +100,24 @@ def _writable_mount(path: str) -> bool:
 
 
 def _commit_mount(mount: str, message: str, branch: str | None, author: str | None, metadata: dict) -> None:
-    from .staging_cmds import control, print_changes
+    from .staging_cmds import control
     if branch is not None:
         raise CoralError("a writable mount commits to the branch it was mounted with; drop --branch")
     if author is not None:
         raise CoralError("a writable mount records its commits as its owner (user.name, or user@host): drop --author, "
                          "or set the name with `coralfs config set user.name NAME` before mounting")
-    got = control(mount, {"op": "commit", "message": message, "metadata": metadata or None})
+    # The daemon commits; a signal cannot stop it there, so the client waits for the
+    # answer and reports it (a signal meanwhile is noted) instead of dying while the
+    # commit lands anyway.
+    with interruptible(), landing():
+        got = control(mount, {"op": "commit", "message": message, "metadata": metadata or None})
+        _report_mount_commit(got, message)
+        if late():
+            typer.echo(f"{', '.join(late())} arrived while the mount was committing: its answer is above")
+
+
+def _report_mount_commit(got: dict, message: str) -> None:
+    from .staging_cmds import print_changes
     if not got.get("commit"):
         typer.echo("nothing to commit (the mount holds the branch head unchanged)")
         return
@@ -300,12 +318,15 @@ def show(
         raise CoralError(f"{path}: not in {ref or 'HEAD'} (see `coralfs show {ref or 'HEAD'}`)")
     f = repo.read_file(e.file)
     rows = []
-    for s in f.segments:
+    for name, s in f.tensors().items():
         if isinstance(s, TensorSegment):
             t = repo.odb.get_object(s.tensor, Tensor)
             stored, codecs = repo.tensor_stored_bytes(t)
-            rows.append({"name": s.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
+            rows.append({"name": name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
                          "stored": stored, "codecs": dict(codecs)})
+        else:  # a small tensor in a shared pack: its bytes are counted with the file's
+            rows.append({"name": name, "dtype": s.dtype, "shape": list(s.shape), "bytes": s.length,
+                         "stored": 0, "codecs": {"packed": 1}})
     if as_json:
         typer.echo(json.dumps({"path": path, "format": f.format, "size": f.size, "id": to_hex(e.file),
                                "tensors": rows}, indent=2))

@@ -27,6 +27,11 @@ from .base import guarded, MAX_MEMBERS, FormatError, Layout, safe_member_name
 log = logging.getLogger(__name__)
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
+# torch.save keeps storages in their own members, so data.pkl is only the object graph:
+# a few KiB to a few MiB even for large models. Inflating more than this is refused as
+# a pickle (a small deflate stream can claim gigabytes); the file is then stored as a
+# plain archive, byte-exact, with its storages as untyped regions.
+MAX_PICKLE = 64 << 20
 
 TORCH_STORAGES = {
     "DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
@@ -247,6 +252,23 @@ def torch_storage_dtypes(path: str, data: bytes) -> dict[str, str]:
     return {k: v or "U8" for k, v in found.items()}
 
 
+def read_pickle(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
+    """The inflated data.pkl, or None when it inflates past MAX_PICKLE. Inflation is
+    streamed and stops at the cap: neither the declared size (which can lie) nor a
+    deflate bomb decides how much memory this takes."""
+    if info.file_size > MAX_PICKLE:
+        log.warning("%s: data.pkl declares %d bytes (over the %d MiB cap): storages stored untyped",
+                    path, info.file_size, MAX_PICKLE >> 20)
+        return None
+    with zf.open(info) as m:
+        data = m.read(MAX_PICKLE + 1)
+    if len(data) > MAX_PICKLE:
+        log.warning("%s: data.pkl inflates past the %d MiB cap: storages stored untyped",
+                    path, MAX_PICKLE >> 20)
+        return None
+    return data
+
+
 def _member_data_offset(path: str, f, info: zipfile.ZipInfo, size: int) -> int:
     f.seek(info.header_offset)
     head = f.read(_LOCAL.size)
@@ -271,7 +293,7 @@ def parse(path: str, size: int) -> Layout:
         if len(infos) > MAX_MEMBERS:
             raise FormatError(path, f"{len(infos)} archive members is over the cap")
         for i in infos:
-            if i.flag_bits & 0x800 == 0 and any(ord(c) > 127 for c in i.filename):
+            if i.flag_bits & 0x800 == 0 and not i.filename.isascii():
                 # cp437 names decode to anything; require the UTF-8 flag for non-ASCII.
                 raise FormatError(path, f"archive member name {i.filename!r} is not UTF-8")
             safe_member_name(path, i.filename)
@@ -279,7 +301,8 @@ def parse(path: str, size: int) -> Layout:
         regions: list[Region] = []
         if pkl:
             prefix = pkl[0].filename[: -len("data.pkl")]
-            dtypes_by_key = torch_storage_dtypes(path, zf.read(pkl[0]))
+            pickled = read_pickle(path, zf, pkl[0])
+            dtypes_by_key = torch_storage_dtypes(path, pickled) if pickled is not None else {}
             for i in infos:
                 member = i.filename[len(prefix):] if i.filename.startswith(prefix) else ""
                 # constants/N: the tensor constants of a TorchScript archive (bytes).

@@ -37,7 +37,7 @@ from ..objects import dtypes
 from ..objects.errors import CoralError
 from ..objects.history import BadRevision, walk
 from ..objects.ids import ObjectId, is_hex_prefix, to_hex
-from ..objects.objects import MODE_EXEC, File, Tensor, TensorSegment
+from ..objects.objects import MODE_EXEC, File, PackedTensor, Tensor, TensorSegment
 from ..objects.reader import FileView
 from .content import Content, Literal, Pieces, Stored
 
@@ -171,7 +171,7 @@ class Snapshot:
 
             for path in self.files:
                 f = self.file(path)
-                tens = [s for s in f.segments if isinstance(s, TensorSegment) and self.wanted(s.name)]
+                tens = [s for s in f.tensors().values() if self.wanted(s.name)]
                 if not tens:
                     continue
                 for s in tens:
@@ -187,17 +187,21 @@ class Snapshot:
         got = self._views.get(path)
         if got is None:
             view = FileView(self.repo.odb, self.file(path))
-            starts = {s.name: off for off, _n, s in view.segment_ranges() if isinstance(s, TensorSegment)}
+            starts = {name: off for name, (off, _s) in view.file.tensor_offsets().items()}
             got = self._views[path] = (view, starts)
         return got
 
-    def npy_content(self, path: str, seg: TensorSegment) -> Content:
+    def npy_content(self, path: str, seg: TensorSegment | PackedTensor) -> Content:
         key = f".coral/{path}/{seg.name}"
         c = self._contents.get(key)
         if c is None:
-            t = self.repo.odb.get_object(seg.tensor, Tensor)
+            if isinstance(seg, TensorSegment):
+                t = self.repo.odb.get_object(seg.tensor, Tensor)
+                dtype, shape = t.dtype, t.shape
+            else:
+                dtype, shape = seg.dtype, seg.shape
             view, starts = self._view(path)
-            c = Pieces([npy_header(t.dtype, t.shape), (view, starts[seg.name], seg.length)])
+            c = Pieces([npy_header(dtype, shape), (view, starts[seg.name], seg.length)])
             self._contents[key] = c
         return c
 

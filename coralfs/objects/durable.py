@@ -126,13 +126,16 @@ def write_temp(
     mode: int | None = None,
     readonly: bool = False,
     dir_fd: int | None = None,
+    sparse: bool = False,
 ) -> str:
     """Write ``data`` to a new hidden temp file in ``directory`` and fsync it.
 
     Returns the temp file's path (relative to ``dir_fd`` when that is given, ``directory``
     is then ignored). ``mode`` None: the mode the directory hands down
     (:func:`inherited_file_mode`, without write bits if ``readonly``); an explicit mode is
-    subject to the umask. On error the temp file is removed.
+    subject to the umask. ``sparse``: blocks of zeros are skipped over (holes), not
+    written; the file reads back the same and takes no disk space for them (exports of
+    sparse files). On error the temp file is removed.
     """
     tmp = os.path.basename(_temp_name("")) if dir_fd is not None else _temp_name(directory)
     inherit = mode is None
@@ -148,6 +151,8 @@ def write_temp(
                 _widen(fd, mode)
             if isinstance(data, (bytes, bytearray, memoryview)):
                 _write_all(fd, data)
+            elif sparse:
+                _write_sparse(fd, data)
             else:
                 for block in data:
                     _write_all(fd, block)
@@ -212,6 +217,24 @@ def _write_all(fd: int, data) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _write_sparse(fd: int, blocks: Iterable[bytes]) -> None:
+    pos = 0
+    hole_end = False
+    for block in blocks:
+        n = len(block)
+        # First and last byte first: a block of weights almost never passes them, so the
+        # full count (a scan of the block) runs mostly on blocks that are zeros.
+        if n >= 4096 and block[0] == 0 and block[-1] == 0 and block.count(0) == n:
+            os.lseek(fd, n, os.SEEK_CUR)
+            hole_end = True
+        else:
+            _write_all(fd, block)
+            hole_end = False
+        pos += n
+    if hole_end:
+        os.ftruncate(fd, pos)  # a trailing hole: the size comes from truncate
 
 
 def append_durable(path: str, line: bytes) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from . import codecs, dtypes
 from .errors import CoralError
 from .ids import hash_bytes
-from .objects import BytesSegment, File, Segment, Tensor, TensorSegment, Tree, TreeEntry
+from .objects import BytesSegment, File, PackSegment, Segment, Tensor, TensorSegment, Tree, TreeEntry
 
 
 class MergeConflict(CoralError):
@@ -132,7 +132,8 @@ def merge_file(odb, path: str, base: File | None, ours: File, theirs: File, s: S
     segs: list[Segment] = []
     ok = True
     for i, (o, t) in enumerate(zip(ours.segments, theirs.segments)):
-        if isinstance(o, BytesSegment):
+        if isinstance(o, (BytesSegment, PackSegment)):
+            # A pack of small tensors merges as a whole, like literal bytes.
             b = base.segments[i] if base_layout else None
             pick = _pick3(b, o, t)
             if pick is None:
@@ -150,6 +151,7 @@ def merge_file(odb, path: str, base: File | None, ours: File, theirs: File, s: S
             continue
         assert isinstance(t, TensorSegment)
         b = base_tensors.get(o.name)
+        b = b if isinstance(b, TensorSegment) else None  # packed in the base: no tensor id
         label = f"{path}[{o.name}]"
         pick = _pick3(b.tensor if b else None, o.tensor, t.tensor)
         if pick is not None:

@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
 from . import dtypes
 from .errors import CoralError
 from .ids import ObjectId, from_hex, hash_bytes, to_hex
-from .wire import Reader, WireError, Writer
+from .wire import _U8, _U16, _U32, Reader, WireError, Writer
 
 OBJ_MAGIC = b"CRO"
 MAX_NDIM = 64
 MODE_FILE = 0o644
 MODE_EXEC = 0o755
+_TAIL = struct.Struct("<QQ")
 
 
 class InvalidObject(CoralError):
@@ -36,6 +38,12 @@ class ShaObject:
     type_name: ClassVar[str]
     type_num: ClassVar[int]
     version: ClassVar[int] = 1
+    versions: ClassVar[tuple[int, ...]] = (1,)  # every version this kind can read
+
+    def _version(self) -> int:
+        """The version this object serializes as (the oldest that can express it, so
+        objects that need nothing new keep their bytes and ids)."""
+        return self.version
 
     def _serialize(self, w: Writer) -> None:
         raise NotImplementedError
@@ -48,7 +56,7 @@ class ShaObject:
         w = Writer()
         w.raw(OBJ_MAGIC)
         w.u8(self.type_num)
-        w.u8(self.version)
+        w.u8(self._version())
         self._serialize(w)
         return w.getvalue()
 
@@ -70,11 +78,14 @@ def parse_object(data: bytes) -> ShaObject:
     cls = REGISTRY.get(data[3])
     if cls is None:
         raise WireError(f"unknown object type {data[3]}")
-    if data[4] != cls.version:
+    if data[4] not in cls.versions:
         raise WireError(f"unsupported {cls.type_name} version {data[4]}")
     r = Reader(data, 5)
     obj = cls._deserialize(r)
     r.end()
+    if obj._version() != data[4]:
+        # Canonical bytes: content that version 1 can express is never stored as 2.
+        raise WireError(f"{cls.type_name} stored as version {data[4]} but its content is version {obj._version()}")
     return obj
 
 
@@ -179,7 +190,52 @@ class TensorSegment:
     length: int
 
 
-Segment = BytesSegment | TensorSegment
+@dataclass(frozen=True, slots=True)
+class PackedTensor:
+    """A small tensor inside a PackSegment: its bytes are ``[offset, offset + length)``
+    of the segment. ``digest`` (SHA-256 of those bytes) identifies its content, as a
+    Tensor id does for a stored tensor, without an object per tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    length: int
+    digest: ObjectId
+
+
+@dataclass(frozen=True, slots=True)
+class PackSegment:
+    """A run of small tensors (and the small literal gaps between them) stored as one
+    byte range of content-defined chunks, with each tensor's metadata kept: a file of
+    300,000 tiny tensors is a few chunks, not 600,000 objects (File version 2)."""
+
+    chunks: tuple[tuple[ObjectId, int], ...]
+    tensors: tuple[PackedTensor, ...]
+
+    @property
+    def length(self) -> int:
+        return sum(n for _, n in self.chunks)
+
+
+Segment = BytesSegment | TensorSegment | PackSegment
+TensorRef = TensorSegment | PackedTensor  # what File.tensors() maps names to
+
+
+def _check_pack(seg: PackSegment) -> None:
+    pos, total = 0, seg.length
+    for t in seg.tensors:
+        try:
+            width = dtypes.lookup(t.dtype).width
+        except ValueError as e:
+            raise InvalidObject(str(e)) from None
+        if len(t.shape) > MAX_NDIM or any(x < 0 for x in t.shape):
+            raise InvalidObject(f"packed tensor {t.name!r}: bad shape {t.shape}")
+        if math.prod(t.shape) * width != t.length:
+            raise InvalidObject(f"packed tensor {t.name!r}: shape {t.shape} of {t.dtype} is not {t.length} bytes")
+        if t.offset < pos or t.offset + t.length > total:
+            raise InvalidObject(f"packed tensor {t.name!r} overlaps another or lies outside its pack")
+        pos = t.offset + t.length
 
 
 class File(ShaObject):
@@ -188,14 +244,42 @@ class File(ShaObject):
     __slots__ = ("size", "format", "segments")
     type_name = "file"
     type_num = 2
+    versions = (1, 2)  # 2: PackSegments may appear
 
     def __init__(self, format: str, segments: list[Segment]) -> None:
         self.format = format
         self.segments = list(segments)
         self.size = sum(s.length for s in self.segments)
+        for s in self.segments:
+            if isinstance(s, PackSegment):
+                _check_pack(s)
 
-    def tensors(self) -> dict[str, TensorSegment]:
-        return {s.name: s for s in self.segments if isinstance(s, TensorSegment)}
+    def _version(self) -> int:
+        return 2 if any(isinstance(s, PackSegment) for s in self.segments) else 1
+
+    def tensors(self) -> dict[str, TensorRef]:
+        out: dict[str, TensorRef] = {}
+        for s in self.segments:
+            if isinstance(s, TensorSegment):
+                out[s.name] = s
+            elif isinstance(s, PackSegment):
+                for t in s.tensors:
+                    out[t.name] = t
+        return out
+
+    def tensor_offsets(self) -> dict[str, tuple[int, TensorRef]]:
+        """Name -> (start of the tensor's bytes in the file, its TensorSegment or
+        PackedTensor)."""
+        out: dict[str, tuple[int, TensorRef]] = {}
+        pos = 0
+        for s in self.segments:
+            if isinstance(s, TensorSegment):
+                out[s.name] = (pos, s)
+            elif isinstance(s, PackSegment):
+                for t in s.tensors:
+                    out[t.name] = (pos + t.offset, t)
+            pos += s.length
+        return out
 
     def _serialize(self, w: Writer) -> None:
         w.text(self.format)
@@ -208,11 +292,25 @@ class File(ShaObject):
                 for oid, n in s.chunks:
                     w.oid(oid)
                     w.u64(n)
-            else:
+            elif isinstance(s, TensorSegment):
                 w.u8(1)
                 w.text(s.name, wide=True)
                 w.oid(s.tensor)
                 w.u64(s.length)
+            else:
+                w.u8(2)
+                w.u32(len(s.chunks))
+                for oid, n in s.chunks:
+                    w.oid(oid)
+                    w.u64(n)
+                w.u32(len(s.tensors))
+                for t in s.tensors:
+                    # One part per tensor (the same bytes as text/u8/u64/oid calls): a
+                    # pack can hold 10^5 tensors, and a part per field costs memory.
+                    name, dt = t.name.encode("utf-8"), t.dtype.encode("utf-8")
+                    w.raw(b"".join((_U32.pack(len(name)), name, _U16.pack(len(dt)), dt,
+                                    _U8.pack(len(t.shape)), struct.pack(f"<{len(t.shape)}Q", *t.shape),
+                                    _TAIL.pack(t.offset, t.length), t.digest)))
 
     @classmethod
     def _deserialize(cls, r: Reader) -> File:
@@ -225,12 +323,27 @@ class File(ShaObject):
                 segs.append(BytesSegment(tuple((r.oid(), r.u64()) for _ in range(r.count(40)))))
             elif kind == 1:
                 segs.append(TensorSegment(r.text(wide=True), r.oid(), r.u64()))
+            elif kind == 2:
+                chunks = tuple((r.oid(), r.u64()) for _ in range(r.count(40)))
+                segs.append(PackSegment(chunks, tuple(_read_packed(r) for _ in range(r.count(55)))))
             else:
                 raise WireError(f"unknown segment kind {kind}")
-        f = cls(fmt, segs)
+        try:
+            f = cls(fmt, segs)
+        except InvalidObject as e:
+            raise WireError(str(e)) from None
         if f.size != size:
             raise WireError(f"file size {size} does not match its segments ({f.size})")
         return f
+
+
+def _read_packed(r: Reader) -> PackedTensor:
+    name, dtype = r.text(wide=True), r.text()
+    ndim = r.u8()
+    if ndim > MAX_NDIM:
+        raise WireError("too many dimensions")
+    shape = tuple(r.u64() for _ in range(ndim))
+    return PackedTensor(name, dtype, shape, r.u64(), r.u64(), r.oid())
 
 
 # -- Tree ---------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ on a small thread pool (zstd, numpy and hashlib release the GIL).
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +21,8 @@ from . import codecs, dtypes
 from .cdc import Chunker
 from .errors import CorruptObject, ObjectNotFound
 from .ids import ObjectId, hash_bytes
-from .objects import BytesSegment, File, InvalidObject, Segment, Tensor, TensorSegment
+from .objects import (BytesSegment, File, InvalidObject, PackedTensor, PackSegment, Segment, Tensor,
+                      TensorSegment)
 from .odb import ObjectDB
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,42 @@ class Source:
             raise InvalidObject(f"{self.path}: short read at {offset} (file changed while committing?)")
         return out
 
+    def data_spans(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        """``[offset, offset + length)`` as (start, length, is_hole) spans, from the file
+        system's SEEK_DATA/SEEK_HOLE (a file system without them: one data span). Holes
+        read as zeros, so they need neither reading nor hashing."""
+        end = offset + length
+        out: list[tuple[int, int, bool]] = []
+        pos = offset
+        try:
+            while pos < end:
+                try:
+                    data = os.lseek(self.fd, pos, os.SEEK_DATA)
+                except OSError as e:
+                    if e.errno != errno.ENXIO:  # ENXIO: only a hole up to the end of the file
+                        raise
+                    data = end
+                data = min(data, end)
+                if data > pos:
+                    out.append((pos, data - pos, True))
+                if data >= end:
+                    break
+                hole = min(os.lseek(self.fd, data, os.SEEK_HOLE), end)
+                out.append((data, hole - data, False))
+                pos = hole
+        except (OSError, AttributeError):
+            return [(offset, length, False)]
+        # Holes smaller than a chunk are not worth a cut: they stay in their data span.
+        merged: list[tuple[int, int, bool]] = []
+        for start, n, hole in out:
+            if hole and n < HOLE_MIN:
+                hole = False
+            if merged and not hole and not merged[-1][2]:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n, False)
+            else:
+                merged.append((start, n, hole))
+        return merged
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -78,6 +117,16 @@ class Source:
 
 MIN_INDEXED = 4096  # tensors smaller than this are not worth a similarity lookup
 SMALL_CHUNK = 64 << 10  # chunks smaller than this are stored whole: deltas would not pay
+HOLE_MIN = 1 << 20  # a hole this large (in a sparse source) becomes zero chunks, never read
+ZERO_PIECE = 4 << 20  # holes are cut into zero chunks of this size: one object, hashed once
+_ZEROS = bytes(ZERO_PIECE)
+# Small tensors are packed: runs of at least PACK_MIN_TENSORS consecutive regions under
+# PACK_SMALL bytes each (tensors, and the literal gaps between them such as .npz member
+# headers) become one PackSegment of content-defined chunks, up to PACK_RUN bytes a run.
+# Each such tensor costs a few dozen bytes of metadata instead of two durable objects.
+PACK_SMALL = 64 << 10
+PACK_MIN_TENSORS = 4
+PACK_RUN = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -116,6 +165,7 @@ class Writer:
         self.chunker = Chunker()
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="coralfs-ingest")
         self._window = 2 * settings.workers
+        self._zero_ids: dict[int, ObjectId] = {}
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -126,15 +176,24 @@ class Writer:
         """Store one file. Every chunk of every segment goes through one bounded window
         on the pool, so small tensors are encoded in parallel too."""
         stats = IngestStats()
-        base_tensors = base.tensors() if base is not None else {}
+        base_tensors = {n: t for n, t in base.tensors().items()
+                        if isinstance(t, TensorSegment)} if base is not None else {}
         batch = _Batch(self, stats)
         plans: list[tuple] = []
-        for k, r in enumerate(tile(src.size, regions)):
-            if r.name is None:
+        for k, r in enumerate(_pack_runs(tile(src.size, regions))):
+            if isinstance(r, list):
+                plans.append(("pack", r, self._submit_pack(k, src, r, batch)))
+            elif r.name is None:
                 lengths = []
-                for piece in self._literal_pieces(src, r):
-                    batch.submit(k, piece, None, literal=True)
-                    lengths.append(len(piece))
+                for start, n, hole in src.data_spans(r.offset, r.length):
+                    if hole:
+                        for piece, oid in self._zero_pieces(n):
+                            batch.submit(k, piece, None, literal=True, oid=oid)
+                            lengths.append(len(piece))
+                        continue
+                    for piece in self._literal_pieces(src, Region(start, n)):
+                        batch.submit(k, piece, None, literal=True)
+                        lengths.append(len(piece))
                 plans.append(("bytes", r, lengths))
             else:
                 plans.append(("tensor", r, self._submit_tensor(k, src, r, base_tensors.get(r.name), batch)))
@@ -145,6 +204,10 @@ class Writer:
             got = ids.get(k, [])
             if kind == "bytes":
                 segments.append(BytesSegment(tuple(zip(got, extra))))
+                continue
+            if kind == "pack":
+                lengths, packed = extra
+                segments.append(PackSegment(tuple(zip(got, lengths)), packed))
                 continue
             dt, shape, cs, sketch = extra
             t = Tensor(dt.name, shape, cs, got)
@@ -158,6 +221,44 @@ class Writer:
         for p in puts:
             p.result()
         return self.odb.put_object(File(fmt, segments)), stats
+
+    def _submit_pack(self, k: int, src: Source, run: list[Region], batch: _Batch) -> tuple:
+        """A run of small regions: one read, a digest per tensor, content-defined chunks
+        of the whole run (literal codec: dtypes are mixed)."""
+        start = run[0].offset
+        data = src.read_at(start, run[-1].offset + run[-1].length - start)
+        view = memoryview(data)
+        packed = []
+        for r in run:
+            if r.name is None:
+                continue
+            dt = dtypes.lookup(r.dtype or "U8")
+            shape = tuple(r.shape) if r.shape is not None else (r.length // dt.width,)
+            if math.prod(shape) * dt.width != r.length:
+                raise InvalidObject(f"tensor {r.name!r}: shape {shape} of {r.dtype} is not {r.length} bytes")
+            lo = r.offset - start
+            packed.append(PackedTensor(r.name, dt.name, shape, lo, r.length,
+                                       hash_bytes(view[lo:lo + r.length])))
+        lengths = []
+        pos = 0
+        while pos < len(data):
+            cut = self.chunker.next_cut(view[pos:], True)
+            piece = data[pos:pos + cut]
+            batch.submit(k, piece, None, literal=True)
+            lengths.append(cut)
+            pos += cut
+        return lengths, tuple(packed)
+
+    def _zero_pieces(self, n: int):
+        """A hole as zero chunks of ZERO_PIECE bytes: (view of the shared zero buffer, id);
+        ids are computed once per length, so a 10 GiB hole costs no reading or hashing."""
+        while n > 0:
+            m = min(n, ZERO_PIECE)
+            oid = self._zero_ids.get(m)
+            if oid is None:
+                oid = self._zero_ids[m] = hash_bytes(memoryview(_ZEROS)[:m])
+            yield (_ZEROS if m == ZERO_PIECE else _ZEROS[:m]), oid
+            n -= m
 
     def _literal_pieces(self, src: Source, r: Region):
         """Content-defined chunks of a literal region, read in blocks (streaming)."""
@@ -225,8 +326,8 @@ class Writer:
         return t
 
     # -- the pool ------------------------------------------------------------------------
-    def _store_chunk(self, data: bytes, tinfo, literal: bool):
-        oid = hash_bytes(data)
+    def _store_chunk(self, data: bytes, tinfo, literal: bool, oid: ObjectId | None = None):
+        oid = oid or hash_bytes(data)
         if self.odb.store.has(oid):
             return oid, len(data), False, 0, "dedup"
         if literal:
@@ -298,6 +399,44 @@ class Writer:
         return oid, len(data), written, size, codec
 
 
+def _pack_runs(regions: list[Region]) -> list[Region | list[Region]]:
+    """Group runs of small regions holding enough tensors into lists (see PACK_SMALL)."""
+    out: list[Region | list[Region]] = []
+    run: list[Region] = []
+
+    def flush() -> None:
+        # Literal regions at the ends of a run stay outside it: a pack begins and ends
+        # with a tensor, so its layout does not depend on what surrounds it.
+        i, j = 0, len(run)
+        while i < j and run[i].name is None:
+            i += 1
+        while j > i and run[j - 1].name is None:
+            j -= 1
+        core = run[i:j]
+        out.extend(run[:i])
+        if sum(r.name is not None for r in core) >= PACK_MIN_TENSORS:
+            out.append(core)
+        else:
+            out.extend(core)
+        out.extend(run[j:])
+        run.clear()
+
+    size = 0
+    for r in regions:
+        if r.length < PACK_SMALL:
+            if run and size + r.length > PACK_RUN:
+                flush()
+                size = 0
+            run.append(r)
+            size += r.length
+        else:
+            flush()
+            size = 0
+            out.append(r)
+    flush()
+    return out
+
+
 class _Batch:
     """Chunks in flight on the pool, collected in submission order; at most ``window``
     are pending (which bounds memory). Results are grouped by segment key."""
@@ -308,10 +447,10 @@ class _Batch:
         self.pending: deque[tuple[int, Future]] = deque()
         self.ids: dict[int, list[ObjectId]] = {}
 
-    def submit(self, key: int, data: bytes, tinfo, literal: bool) -> None:
+    def submit(self, key: int, data: bytes, tinfo, literal: bool, oid: ObjectId | None = None) -> None:
         if len(self.pending) >= self.w._window:
             self._collect(*self.pending.popleft())
-        self.pending.append((key, self.w._pool.submit(self.w._store_chunk, data, tinfo, literal)))
+        self.pending.append((key, self.w._pool.submit(self.w._store_chunk, data, tinfo, literal, oid)))
 
     def finish(self) -> dict[int, list[ObjectId]]:
         while self.pending:
