@@ -272,7 +272,7 @@ class Config:
             lines.append("")
         if self.scope == USER:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        write_durable(self.path, "\n".join(lines).encode(), mode=0o600 if self.scope == USER else 0o644)
+        write_durable(self.path, "\n".join(lines).encode(), mode=0o600 if self.scope == USER else None)  # None: the repository's mode
 
 
 def user_config() -> Config:

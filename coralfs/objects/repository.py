@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 from . import history, maintenance
 from .config import FORMAT_VERSION, Config, ConfigError, user_config
-from .durable import fsync_dir, make_dirs, write_durable
+from .durable import fsync_dir, make_dirs, open_private, write_durable
 from .errors import CoralError, NotARepository
 from .history import BadRevision
 from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
@@ -150,7 +150,7 @@ class Repository:
     def _open_session_lock(self) -> int:
         path = os.path.join(self.path, SESSION_LOCK)
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            return open_private(path, os.O_RDWR)  # the repository's file mode (0600 when private)
         except OSError as e:
             # A repository this user may only read (fsck of someone else's): flock works
             # on a read-only descriptor too.
