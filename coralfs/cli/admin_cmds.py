@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..fs.stage import pin_legacy_roots
 from ..objects.errors import CoralError
 from .app import app
 from .common import JsonOpt, err, esc, human, open_repo
@@ -21,6 +22,7 @@ def gc(
 ) -> None:
     """Remove objects no ref, reflog entry or staging area reaches."""
     repo = open_repo(ctx)
+    pin_legacy_roots(repo)  # a damaged one refuses gc, as any damaged root does
     rep = repo.gc(prune_age, dry_run)
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"gc: {verb} {rep.removed} objects ({human(rep.freed)}), kept {rep.kept}")
@@ -34,11 +36,17 @@ class FsckFailed(CoralError):
 def fsck(ctx: typer.Context) -> None:
     """Re-verify every object (SHA-256) and every reference; non-zero exit on damage."""
     repo = open_repo(ctx, tolerate_config=True)
+    problems = []
+    try:
+        pin_legacy_roots(repo)
+    except CoralError as e:
+        problems.append(str(e))
     rep = repo.fsck()
-    for p in rep.problems:
+    problems += rep.problems
+    for p in problems:
         err(f"fsck: {p}")
-    if not rep.ok:
-        raise FsckFailed(f"fsck found {len(rep.problems)} problems in {rep.objects} objects (listed above)")
+    if problems:
+        raise FsckFailed(f"fsck found {len(problems)} problems in {rep.objects} objects (listed above)")
     typer.echo(f"fsck: {rep.objects} objects verified, no problems")
 
 

@@ -8,7 +8,8 @@
   SQLite in WAL mode with ``synchronous=FULL``: each namespace change (create, rename,
   unlink, mkdir, chmod) is one durable transaction.
 - ``spool/NAME``: the bytes written into files, durable once fsync or close returns.
-- ``base.roots``: ids gc must keep (the base commit, a commit being recorded).
+- the pin ``staging/<branch>/base`` (``REPO/pins/``): ids gc must keep (the base commit, a
+  commit being recorded, committed files the working tree holds that the base does not).
 - ``lock``: held (flock) by the daemon that serves the area, so only one does.
 - ``reserve``: 1 MiB set aside; released when the disk is nearly full so that deleting
   files (and recording it) still works after a writer got ENOSPC.
@@ -20,8 +21,8 @@ is recorded as ``pending`` before the branch moves, so a daemon killed in betwee
 finished on the next open: the branch always points at a complete commit and no write is
 ingested twice or lost.
 
-Stashes live under ``staging/stash/<branch>/<n>/`` (their changed rows, spool files and
-roots). Nothing here imports pyfuse3; errors are OSError with an errno, or StagingError.
+Stashes live under ``staging/stash/<branch>/<n>/`` (their changed rows and spool files);
+the committed files a stash names are kept by the pin ``staging/<branch>/stash/<n>``. Nothing here imports pyfuse3; errors are OSError with an errno, or StagingError.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from ..objects.durable import create_file, fsync_dir, make_dirs, write_durable
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.objects import MODE_EXEC, MODE_FILE, Tree, TreeEntry, validate_path
+from ..objects.pins import pin_ids
 from ..objects.refs import HEADS, check_ref_name
 from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
@@ -82,6 +84,39 @@ def _q(branch: str) -> str:
 
 def staging_root(repo) -> str:
     return os.path.join(repo.path, "staging")
+
+
+def base_pin(branch: str) -> str:
+    """The pin that keeps what the staging area of ``branch`` needs."""
+    return f"staging/{_q(branch)}/base"
+
+
+def stash_pin(branch: str, n: int) -> str:
+    """The pin that keeps the committed files stash ``n`` of ``branch`` names."""
+    return f"staging/{_q(branch)}/stash/{n}"
+
+
+def pin_legacy_roots(repo) -> None:
+    """Staging areas written before pins kept their gc roots in ``*.roots`` files beside
+    them (``branches/<b>/base.roots``, ``stash/<b>/<n>/stash.roots``): turn each into its
+    pin, then remove it. Run before gc and fsck and when a staging area opens."""
+    root = staging_root(repo)
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if f not in ("base.roots", "stash.roots"):
+                continue
+            rel = os.path.relpath(dirpath, root).split(os.sep)
+            if f == "base.roots" and len(rel) == 2 and rel[0] == "branches":
+                name = f"staging/{rel[1]}/base"
+            elif f == "stash.roots" and len(rel) == 3 and rel[0] == "stash" and rel[2].isdigit():
+                name = f"staging/{rel[1]}/stash/{rel[2]}"
+            else:
+                continue
+            path = os.path.join(dirpath, f)
+            with open(path, "rb") as fh:
+                ids = pin_ids(fh.read(), os.path.relpath(path, repo.path))
+            repo.pins.set(name, ids)
+            os.unlink(path)
 
 
 def stage_dir(repo, branch: str) -> str:
@@ -126,6 +161,8 @@ class Stage:
         fresh = not os.path.exists(os.path.join(self.dir, "stage.db"))
         make_dirs(self.spool_dir)
         self._lock_fd = None
+        if not readonly:
+            pin_legacy_roots(repo)
         if lock and not readonly:
             self._lock_fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -227,7 +264,7 @@ class Stage:
         ids = [x for x in (self.base, from_hex(pending) if pending else None) if x]
         in_base = {e.file for e in self.base_entries().values()}
         ids += sorted({e.fid for e in self.entries.values() if e.fid and e.fid not in in_base})
-        write_durable(os.path.join(self.dir, "base.roots"), "".join(to_hex(i) + "\n" for i in ids).encode())
+        self.repo.pins.set(base_pin(self.branch), ids)
 
     def head(self) -> ObjectId | None:
         return self.repo.refs.read(HEADS + self.branch)
@@ -679,7 +716,9 @@ class Stage:
         info = {"message": message or f"staged changes on {self.branch}", "time": int(time.time()),
                 "base": to_hex(self.base) if self.base else None, "changes": rows}
         write_durable(os.path.join(tmp, "stash.json"), json.dumps(info, indent=1).encode())
-        write_durable(os.path.join(tmp, "stash.roots"), "".join(to_hex(r) + "\n" for r in roots).encode())
+        # The pin first: a crash before the rename leaves a pin without a stash (it keeps
+        # objects a little longer), never a stash whose committed files gc may delete.
+        self.repo.pins.set(stash_pin(self.branch, n), roots)
         fsync_dir(tmp)
         os.rename(tmp, d)
         fsync_dir(self.stash_dir())
@@ -719,9 +758,10 @@ class Stage:
                 self._add_parents(path, now)
                 self._put(path, e)
         fsync_dir(self.spool_dir)
-        self._write_roots()  # before the stash (and its roots) goes
+        self._write_roots()  # before the stash (and its pin) goes
         shutil.rmtree(d)
         fsync_dir(self.stash_dir())
+        self.repo.pins.delete(stash_pin(self.branch, pick["index"]))
         return pick
 
     def _add_parents(self, path: str, mtime: int) -> None:

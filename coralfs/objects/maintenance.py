@@ -3,52 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 from . import codecs
 from .errors import CoralError, CorruptObject, ObjectNotFound
-from .ids import ObjectId, from_hex, hash_bytes, to_hex
+from .ids import ObjectId, hash_bytes, to_hex
 from .objects import BytesSegment, Commit, File, PackedTensor, PackSegment, Tag, Tensor, Tree, object_type
 from .refs import HEAD, HEADS, TAGS
 
 log = logging.getLogger(__name__)
 
 
-def staging_roots(repo) -> tuple[set[ObjectId], list[str]]:
-    """Ids the staging area keeps alive (``staging/**/*.roots`` list one hex id a line),
-    and one problem per roots file that does not parse."""
-    out: set[ObjectId] = set()
-    problems: list[str] = []
-    base = os.path.join(repo.path, "staging")
-    for dirpath, _d, files in os.walk(base):
-        for f in sorted(files):
-            if not f.endswith(".roots"):
-                continue
-            path = os.path.join(dirpath, f)
-            rel = os.path.relpath(path, repo.path)
-            try:
-                with open(path, "rb") as fh:
-                    lines = fh.read().decode("utf-8").splitlines()
-            except FileNotFoundError:
-                continue  # a stash popped or a stage reset while we walked
-            except UnicodeDecodeError:
-                problems.append(f"{rel} is damaged: it is not UTF-8 text")
-                continue
-            for i, line in enumerate(lines, 1):
-                try:
-                    if len(line.strip()) != 64:
-                        raise ValueError
-                    out.add(from_hex(line.strip()))
-                except ValueError:
-                    problems.append(f"{rel} is damaged: line {i} is not a 64-digit hex id")
-                    break
-    return out, problems
-
-
 def collect_roots(repo, with_logs: bool) -> tuple[list[tuple[str, ObjectId]], list[str]]:
-    """(where, id) of every root (refs, detached HEAD, staging roots and, ``with_logs``,
-    reflog entries), and one problem per metadata file that does not parse: a damaged
+    """(where, id) of every root (refs, detached HEAD, pins and, ``with_logs``, reflog
+    entries), and one problem per metadata file that does not parse: a damaged
     ref is never treated as absent."""
     roots: list[tuple[str, ObjectId]] = []
     problems: list[str] = []
@@ -68,9 +36,9 @@ def collect_roots(repo, with_logs: bool) -> tuple[list[tuple[str, ObjectId]], li
             problems.append(str(bad))
         if with_logs:
             roots += [(f"logs/{name}", x) for e in entries for x in (e.old, e.new) if x]
-    ids, bad_roots = staging_roots(repo)
-    roots += [("staging", oid) for oid in sorted(ids)]
-    problems += bad_roots
+    pins, bad_pins = repo.pins.read_all()
+    roots += [(f"pin {name}", oid) for name, ids in pins.items() for oid in sorted(ids)]
+    problems += bad_pins
     return roots, problems
 
 
@@ -113,7 +81,7 @@ class _Marker:
             if t is not None:
                 self.root(t.target, f"tag {t.name}")
         else:
-            # Staging roots may name trees, files or chunks; each walker marks its own.
+            # Pins may name trees, files or chunks; each walker marks its own.
             if kind == "tree":
                 self.tree(oid, where)
             elif kind == "file":
@@ -265,7 +233,7 @@ class GcReport:
 
 
 def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
-    """Remove objects no ref, reflog entry or staging root reaches.
+    """Remove objects no ref, reflog entry or pin reaches.
 
     Marks and sweeps under the repository's exclusive session lock, so no commit is
     between storing or reusing an object and moving its ref (docs/decisions.md). Objects

@@ -31,6 +31,7 @@ from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_stra
 from .objects import Commit, File, ShaObject, Tag, Tree
 from .odb import ObjectDB
 from .reader import FileView
+from .pins import Pins
 from .refs import HEAD, HEADS, TAGS, RefContainer, RefNotFound, check_ref_name, default_identity
 from .similarity import SimilarityIndex
 from .store import DiskStore
@@ -82,6 +83,7 @@ class Repository:
         self.odb = ObjectDB(self.store, cache_bytes=int(self.config.get("cache.size")),
                             level=int(self.config.get("storage.literal_level")))
         self.refs = RefContainer(self.path)
+        self.pins = Pins(self.path)
         self._writer: Writer | None = None
         self._similarity: SimilarityIndex | None = None
         self._session_mutex = threading.Lock()

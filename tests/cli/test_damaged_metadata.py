@@ -40,8 +40,12 @@ def truncate_branch(repo):
     shutil.rmtree(os.path.join(repo, "logs"))  # the issue's repro: no reflog to fall back on
 
 
-def _roots(repo):
+def _roots(repo):  # a staging area written before pins: turned into a pin, if it parses
     _write(repo, "staging/branches/main/base.roots", b"not an id\n")
+
+
+def _pin(repo):
+    _write(repo, "pins/staging/main/base", b"not an id\n")
 
 
 CASES = {
@@ -58,6 +62,7 @@ CASES = {
                         "logs/refs/heads/main"),
     "reflog-not-utf8": (lambda r: _write(r, "logs/HEAD", _read(r, "logs/HEAD") + b"\xff\xff\n"), "logs/HEAD"),
     "staging-roots": (_roots, "base.roots"),
+    "pin-damaged": (_pin, "pins/staging/main/base"),
     "config-not-toml": (lambda r: _write(r, "config.toml", b"[core\nformat = 1\n"), "config.toml"),
     "config-not-utf8": (lambda r: _write(r, "config.toml", b"[core]\nformat = 1\n# \xff\n"), "config.toml"),
     "config-bad-value": (lambda r: _write(r, "config.toml", b"[core]\nformat = 1\n[storage]\nchunk_size = 0\n"),
@@ -124,3 +129,25 @@ def test_torn_last_reflog_line_is_not_damage(filled):
     _write(repo, "logs/refs/heads/main", _read(repo, "logs/refs/heads/main") + b"0000abc")
     cli(repo, "fsck")
     cli(repo, "gc", "--prune-age", "0")
+
+
+def test_staging_roots_of_an_earlier_version_become_pins(filled):
+    """A staging area written before pins kept its gc roots in ``*.roots`` files: gc turns
+    each into its pin first, so what they keep survives."""
+    from coralfs import Repository
+    from coralfs.objects.objects import Tree
+    repo = filled
+    r = Repository.open(repo)
+    orphan = r.put(Tree({}))  # reached by nothing but the old roots files
+    r.close()
+    _write(repo, "staging/branches/main/base.roots", (orphan.hex() + "\n").encode())
+    _write(repo, "staging/stash/main/0/stash.roots", (orphan.hex() + "\n").encode())
+    cli(repo, "gc", "--prune-age", "0")
+    r = Repository.open(repo)
+    assert r.store.has(orphan)
+    assert r.pins.names() == ["staging/main/base", "staging/main/stash/0"]
+    assert not os.path.exists(os.path.join(repo, "staging/branches/main/base.roots"))
+    r.pins.delete("staging/main/base")
+    r.pins.delete("staging/main/stash/0")
+    assert r.gc(grace_seconds=0).removed >= 1 and not r.store.has(orphan)
+    r.close()

@@ -180,8 +180,8 @@ def test_gc_racing_watch(tmp_path, prune_age):
 @pytest.mark.parametrize("prune_age", [0.0, DEFAULT_AGE], ids=["prune-age-0", "default-age"])
 def test_gc_racing_stash_and_pop(tmp_path, prune_age):
     """Files only the staging area keeps alive (renamed files of a base the branch left,
-    its reflog gone) move between base.roots and a stash's roots on every stash and pop.
-    gc reads the roots while it walks staging/ (slow with many other staging areas and
+    its reflog gone) move between the staging area's pin and a stash's pin on every stash
+    and pop. gc reads the pins while it walks pins/ (slow with many other staging areas and
     stashes): without the session lock a pop or stash in between lost them. The window
     is narrow: without the lock this test caught the loss in about two runs of three per
     parametrization (the commit and watch tests above catch theirs every run)."""
@@ -202,9 +202,9 @@ def test_gc_racing_stash_and_pop(tmp_path, prune_age):
         repo.delete_branch("side")
         shutil.rmtree(os.path.join(path, "logs"))
         for k in range(1000):  # other branches' staging areas and stashes
-            for d, f in ((f"branches/b{k:04d}", "base.roots"), (f"stash/other/{k}", "stash.roots")):
-                os.makedirs(os.path.join(path, "staging", d))
-                with open(os.path.join(path, "staging", d, f), "w") as fh:
+            for d, f in ((f"staging/b{k:04d}", "base"), (f"staging/other/stash", str(k))):
+                os.makedirs(os.path.join(path, "pins", d), exist_ok=True)
+                with open(os.path.join(path, "pins", d, f), "w") as fh:
                     fh.write(to_hex(away) + "\n")
         for r in range(ROUNDS):
             if prune_age:

@@ -243,25 +243,46 @@ def test_gc_keeps_reachable_and_reflog(repo, tmp_path):
     assert repo.fsck().ok
 
 
-def test_gc_keeps_staging_roots(repo, tmp_path):
+def test_gc_keeps_pinned_objects(repo, tmp_path):
     from coralfs.objects.objects import Tree, TreeEntry
     from coralfs.formats import layout_of
     path = str(_ckpt(tmp_path / "s", _model(3))) + "/model.safetensors"
     fid, _ = repo.write_file(path, layout_of(path).regions, "safetensors")
     tid = repo.put(Tree({"m": TreeEntry(fid)}))
-    os.makedirs(os.path.join(repo.path, "staging", "x"), exist_ok=True)
-    with open(os.path.join(repo.path, "staging", "x", "pending.roots"), "w") as f:
-        f.write(tid.hex() + "\n")
+    repo.pins.set("staging/x/pending", [tid])
     assert repo.gc(grace_seconds=0).removed == 0
     assert repo.store.has(fid)
-    # a root naming a tensor keeps its chunks
+    # a pin naming a tensor keeps its chunks
     f = repo.read_file(fid)
     tensor_id = next(iter(f.tensors().values())).tensor
-    with open(os.path.join(repo.path, "staging", "x", "pending.roots"), "w") as fh:
-        fh.write(tensor_id.hex() + "\n")
+    repo.pins.set("staging/x/pending", [tensor_id])
     repo.gc(grace_seconds=0)
     assert all(repo.store.has(c) for c in repo.odb.get_object(tensor_id).chunks)
     assert not repo.store.has(fid)
+    assert repo.fsck().ok
+    # fsck and gc read the same roots: a pinned object that is missing fails fsck
+    missing = bytes(31) + b"\x01"
+    repo.pins.set("other/pin", [missing])
+    assert any("pin other/pin" in p and missing.hex() in p for p in repo.fsck().problems)
+    with pytest.raises(CoralError, match="gc refused"):
+        repo.gc(grace_seconds=0)
+    repo.pins.delete("other/pin")
+    assert repo.pins.names() == ["staging/x/pending"]
+    repo.pins.delete("staging/x/pending")
+    assert repo.pins.names() == [] and not os.path.exists(os.path.join(repo.path, "pins", "staging"))
+    assert repo.gc(grace_seconds=0).removed > 0  # unpinned, the tensor's objects go
+
+
+def test_damaged_pin_makes_fsck_fail_and_gc_refuse(repo):
+    os.makedirs(os.path.join(repo.path, "pins", "a"))
+    with open(os.path.join(repo.path, "pins", "a", "b"), "w") as f:
+        f.write("not an id\n")
+    assert any("pins/a/b is damaged" in p for p in repo.fsck().problems)
+    with pytest.raises(CoralError, match="pins/a/b is damaged"):
+        repo.gc(grace_seconds=0)
+    for bad in ("", "a//b", "../x", "a/.hidden", "sp ace", "a\\b"):
+        with pytest.raises(CoralError, match="invalid pin name"):
+            repo.pins.set(bad, [])
 
 
 def _flip(path: str, offset: int) -> None:
