@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..fs.stage import pin_legacy_roots
+from ..staging import pin_legacy_roots
 from ..objects.errors import CoralError
 from .app import app
 from .common import JsonOpt, err, esc, human, open_repo

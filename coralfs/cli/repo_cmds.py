@@ -155,7 +155,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
     if mount:
         _mount_status(mount, as_json)
         return
-    from ..fs.stage import staged_branches, staged_changes
+    from ..staging import staged_branches, staged_changes
     repo = open_repo(ctx)
     b = repo.head_branch()
     head = repo.head()

@@ -42,7 +42,7 @@ def _branch(repo, branch: str | None) -> str:
 
 
 def _offline(ctx: typer.Context, branch: str | None):
-    from ..fs.stage import Stage
+    from ..staging import Stage
     repo = open_repo(ctx)
     return repo, Stage(repo, _branch(repo, branch))
 
@@ -86,7 +86,7 @@ def stash_pop(ctx: typer.Context, index: Annotated[int | None, typer.Argument(he
 @stash_app.command("list")
 def stash_list(ctx: typer.Context, branch: StashBranchOpt = None, as_json: JsonOpt = False) -> None:
     """The stashes of a branch, newest first."""
-    from ..fs.stage import list_stashes
+    from ..staging import list_stashes
     repo = open_repo(ctx)
     items = list_stashes(repo, _branch(repo, branch))
     if as_json:

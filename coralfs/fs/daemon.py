@@ -206,7 +206,7 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
 
 
 def _staging_ops(repo, spec: MountSpec):
-    from .stage import Stage
+    from ..staging import Stage
     from .stagefs import AutoCommit, StageFS
     from .staging_ops import StagingOperations
     stage = Stage(repo, spec.branch)
@@ -274,7 +274,7 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     if spec.write:
         # Open (and recover) the staging area now: a second writable mount of this
         # branch, or a staging area another daemon holds, fails here with its fix.
-        from .stage import Stage
+        from ..staging import Stage
         Stage(repo, spec.branch).close()
     if foreground:
         r, w = os.pipe()

@@ -28,7 +28,7 @@ from ..objects.errors import CoralError
 from ..objects.ids import from_hex, to_hex
 from ..objects.reader import FileView
 from .control import MAX_REQUEST, BadRequest, error_answer, parse_request
-from .stage import RESERVED, Entry, Stage, StagingError
+from ..staging import RESERVED, Entry, Stage, StagingError
 
 log = logging.getLogger(__name__)
 

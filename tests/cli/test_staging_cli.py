@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from coralfs import Repository
-from coralfs.fs.stage import Stage
+from coralfs.staging import Stage
 from tests.conftest import run_cli
 
 

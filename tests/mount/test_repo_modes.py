@@ -187,7 +187,7 @@ def test_group_reads_a_shared_repository_others_read_nothing():
         from typer.testing import CliRunner
 
         from coralfs.cli.main import app
-        from coralfs.fs.stage import Stage
+        from coralfs.staging import Stage
         with Repository.open(shared) as r:
             st = Stage(r, "main")
             st.create("staged.bin", 0o644)

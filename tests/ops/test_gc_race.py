@@ -19,7 +19,7 @@ import time
 import pytest
 
 from coralfs import Repository
-from coralfs.fs.stage import Stage
+from coralfs.staging import Stage
 from coralfs.objects.ids import to_hex
 from coralfs.watch import Watcher
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 from safetensors.numpy import save_file
 
-from coralfs.fs.stage import Stage, StagingError, list_stashes, staged_changes
+from coralfs.staging import Stage, StagingError, list_stashes, staged_changes
 from coralfs.fs.stagefs import CONTROL_INO, CORAL_INO, ROOT_INO, AutoCommit, StageFS
 from coralfs.fs.staging_ops import StagingOperations
 
