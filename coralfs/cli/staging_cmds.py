@@ -42,9 +42,9 @@ def _branch(repo, branch: str | None) -> str:
 
 
 def _offline(ctx: typer.Context, branch: str | None):
-    from ..staging import Stage
+    from ..staging import StagingArea
     repo = open_repo(ctx)
-    return repo, Stage(repo, _branch(repo, branch))
+    return repo, StagingArea.open(repo, _branch(repo, branch))
 
 
 @stash_app.callback()

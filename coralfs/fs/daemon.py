@@ -206,10 +206,10 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
 
 
 def _staging_ops(repo, spec: MountSpec):
-    from ..staging import Stage
+    from ..staging import StagingArea
     from .stagefs import AutoCommit, StageFS
     from .staging_ops import StagingOperations
-    stage = Stage(repo, spec.branch)
+    stage = StagingArea.open(repo, spec.branch)
     auto = None
     if spec.auto_commit is not None:
         cfg = repo.config
@@ -274,8 +274,8 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     if spec.write:
         # Open (and recover) the staging area now: a second writable mount of this
         # branch, or a staging area another daemon holds, fails here with its fix.
-        from ..staging import Stage
-        Stage(repo, spec.branch).close()
+        from ..staging import StagingArea
+        StagingArea.open(repo, spec.branch).close()
     if foreground:
         r, w = os.pipe()
 

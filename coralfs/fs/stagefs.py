@@ -1,4 +1,4 @@
-"""What a writable (staging) mount shows: inodes, open files and control files over a Stage.
+"""What a writable (staging) mount shows: inodes, open files and control files over a StagingArea.
 
 Inode numbers are handed out per path as the kernel looks names up and follow their file
 through renames; a file unlinked while open keeps its inode (and spool) until the last
@@ -28,7 +28,7 @@ from ..objects.errors import CoralError
 from ..objects.ids import from_hex, to_hex
 from ..objects.reader import FileView
 from .control import MAX_REQUEST, BadRequest, error_answer, parse_request
-from ..staging import RESERVED, Entry, Stage, StagingError
+from ..staging import RESERVED, Entry, StagingArea, StagingError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class AutoCommit:
 
 
 class StageFS:
-    def __init__(self, repo, stage: Stage, auto: AutoCommit | None = None, owner: int | None = None) -> None:
+    def __init__(self, repo, stage: StagingArea, auto: AutoCommit | None = None, owner: int | None = None) -> None:
         self.repo = repo
         self.stage = stage
         self.auto = auto
@@ -244,7 +244,7 @@ class StageFS:
         if e.spool in self.fds:
             self.dead.add(e.spool)
         else:
-            self.stage._unlink_spool(e.spool)
+            self.stage.discard_spool(e.spool)
 
     def unlink(self, parent: int, name: str) -> None:
         self._parent_writable(parent)
@@ -494,7 +494,7 @@ class StageFS:
                 del self.fds[h.spool]
                 if h.spool in self.dead:
                     self.dead.discard(h.spool)
-                    self.stage._unlink_spool(h.spool)
+                    self.stage.discard_spool(h.spool)
         if h.writable:
             self._touch(self.paths.get(h.ino))
 
@@ -690,7 +690,7 @@ class StageFS:
 
     def run_request(self, req: dict) -> dict:
         """One control request (changes to the stage paused; a commit may run in a
-        worker thread once :meth:`Stage.rebase` ran on the serving thread)."""
+        worker thread once :meth:`StagingArea.rebase` ran on the serving thread)."""
         op = req.get("op")
         try:
             if op == "commit":

@@ -6,7 +6,7 @@ from .area import (
     RESERVED,
     Change,
     Entry,
-    Stage,
+    StagingArea,
     StagingError,
     base_pin,
     list_stashes,
@@ -17,5 +17,5 @@ from .area import (
     stash_pin,
 )
 
-__all__ = ["RESERVED", "Change", "Entry", "Stage", "StagingError", "base_pin", "list_stashes",
+__all__ = ["RESERVED", "Change", "Entry", "StagingArea", "StagingError", "base_pin", "list_stashes",
            "pin_legacy_roots", "stage_dir", "staged_branches", "staged_changes", "stash_pin"]

@@ -148,57 +148,108 @@ def _check_path(path: str) -> None:
         raise OSError(errno.EINVAL, f"invalid path {path!r}") from None
 
 
-class Stage:
-    """The manifest and spool of one branch's staging area. Methods that change it are
-    called one at a time (the mount serialises them); reads may run alongside."""
+def _manifest(path: str) -> sqlite3.Connection:
+    """The manifest database at ``path``, with its tables (created if absent)."""
+    create_file(path)  # sqlite would make it 0644
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(
+        "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, kind TEXT, mode INT, mtime INT,"
+        " fid BLOB, spool TEXT);"
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
+        "CREATE TABLE IF NOT EXISTS xattrs (path TEXT, name BLOB, value BLOB, PRIMARY KEY (path, name));")
+    return db
 
-    def __init__(self, repo, branch: str, *, lock: bool = True, readonly: bool = False) -> None:
-        check_ref_name(branch)
+
+class StagingArea:
+    """The manifest and spool of one branch's staging area. Methods that change it are
+    called one at a time (the mount serialises them); reads may run alongside.
+
+    Get one with :meth:`open` (to change it: locks, recovers, follows the branch) or
+    :meth:`look` (to read it while a daemon may hold it); the constructor only takes
+    what those opened and touches nothing."""
+
+    def __init__(self, repo, branch: str, db: sqlite3.Connection, *, lock_fd: int | None = None,
+                 readonly: bool = False) -> None:
         self.repo = repo
         self.branch = branch
         self.dir = stage_dir(repo, branch)
         self.spool_dir = os.path.join(self.dir, "spool")
-        fresh = not os.path.exists(os.path.join(self.dir, "stage.db"))
-        make_dirs(self.spool_dir)
-        self._lock_fd = None
-        if not readonly:
-            pin_legacy_roots(repo)
-        if lock and not readonly:
-            self._lock_fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._lock_fd)
-                raise StagingError(f"the staging area of branch {branch!r} is in use by a writable mount; "
-                                   "use `--mount MNT`, or `coralfs umount` it first") from None
-        create_file(os.path.join(self.dir, "stage.db"))  # sqlite would make it 0644
-        self.db = sqlite3.connect(os.path.join(self.dir, "stage.db"), check_same_thread=False,
-                                  isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(
-            "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, kind TEXT, mode INT, mtime INT,"
-            " fid BLOB, spool TEXT);"
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
-            "CREATE TABLE IF NOT EXISTS xattrs (path TEXT, name BLOB, value BLOB, PRIMARY KEY (path, name));")
-        if fresh:
-            fsync_dir(self.dir)
+        self.db = db
+        self.readonly = readonly
+        self._lock_fd = lock_fd
         self.entries: dict[str, Entry] = {}
         self.dirs: dict[str, set[str]] = {}
-        self.readonly = readonly
+        self.base: ObjectId | None = None
         self._base_tree: tuple[ObjectId | None, dict] = (None, {})
         self._sizes: dict[ObjectId, int] = {}
+
+    @classmethod
+    def open(cls, repo, branch: str) -> StagingArea:
+        """Open the staging area of ``branch`` to change it, creating it if it is new.
+
+        Opening takes the area's lock (one daemon per area), turns ``*.roots`` files of
+        older versions into pins, then recovers: a commit recorded as pending is finished (or forgotten if the
+        branch never moved), an area with nothing staged follows the branch head, one with
+        changes is rebased onto it (a conflict is left for commit to report), spool files
+        no row names are removed and the disk reserve is set aside."""
+        check_ref_name(branch)
+        pin_legacy_roots(repo)
+        area = cls._connect(repo, branch, readonly=False)
+        try:
+            area._recover()
+        except BaseException:
+            area.close()
+            raise
+        return area
+
+    @classmethod
+    def look(cls, repo, branch: str) -> StagingArea:
+        """The staging area of ``branch`` as it is on disk, to read: no lock (a daemon may
+        hold it), no recovery, nothing changed."""
+        check_ref_name(branch)
+        area = cls._connect(repo, branch, readonly=True)
+        base = area._meta("base")
+        area.base = from_hex(base) if base else None
+        area._load()
+        return area
+
+    @classmethod
+    def _connect(cls, repo, branch: str, *, readonly: bool) -> StagingArea:
+        """The area's directory, manifest (created with its tables if absent) and, to
+        change it, its lock."""
+        d = stage_dir(repo, branch)
+        fresh = not os.path.exists(os.path.join(d, "stage.db"))
+        make_dirs(os.path.join(d, "spool"))
+        lock_fd = None
+        if not readonly:
+            lock_fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                raise StagingError(f"the staging area of branch {branch!r} is in use by a writable mount; "
+                                   "use `--mount MNT`, or `coralfs umount` it first") from None
+        try:
+            db = _manifest(os.path.join(d, "stage.db"))
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        if fresh:
+            fsync_dir(d)
+        return cls(repo, branch, db, lock_fd=lock_fd, readonly=readonly)
+
+    def _recover(self) -> None:
+        """Bring a just-opened area to a state its methods can rely on (see :meth:`open`)."""
         base = self._meta("base")
-        if readonly:  # a look at the staged changes (a daemon may own the area)
-            self.base = from_hex(base) if base else None
-            self._load()
-            return
         if base is None and self._meta("branch") is None:
-            self._reset(self.repo.refs.read(HEADS + branch))
+            self._reset(self.repo.refs.read(HEADS + self.branch))
         else:
             self.base = from_hex(base) if base else None
             self._load()
-            self._recover()
+            self._finish_pending()
             if self.base != self.head():
                 if not self.changes():
                     self._reset(self.head())  # nothing staged: follow the branch
@@ -294,9 +345,9 @@ class Stage:
         self.base = base
         self._write_roots()
         for s in old_spools:
-            self._unlink_spool(s)
+            self.discard_spool(s)
 
-    def _recover(self) -> None:
+    def _finish_pending(self) -> None:
         """Finish a commit the previous daemon recorded but did not see through."""
         pending = self._meta("pending")
         if not pending:
@@ -313,9 +364,10 @@ class Stage:
         used = {e.spool for e in self.entries.values() if e.spool}
         for name in os.listdir(self.spool_dir):
             if name not in used:
-                self._unlink_spool(name)
+                self.discard_spool(name)
 
-    def _unlink_spool(self, name: str) -> None:
+    def discard_spool(self, name: str) -> None:
+        """Remove spool file ``name`` (no row names it any more and no handle has it open)."""
         try:
             os.unlink(os.path.join(self.spool_dir, name))
         except FileNotFoundError:
@@ -438,7 +490,7 @@ class Stage:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            self._unlink_spool(name)
+            self.discard_spool(name)
             raise
         os.close(fd)
         fsync_dir(self.spool_dir)
@@ -680,7 +732,7 @@ class Stage:
         self.base = cid
         self._write_roots()
         for s in dropped:
-            self._unlink_spool(s)
+            self.discard_spool(s)
 
     # -- stashes -------------------------------------------------------------------------
     def stash_dir(self) -> str:
@@ -778,7 +830,7 @@ class Stage:
 
 def staged_changes(repo, branch: str) -> list[Change]:
     """The staged changes of a branch, read without disturbing a daemon that serves them."""
-    st = Stage(repo, branch, readonly=True)
+    st = StagingArea.look(repo, branch)
     try:
         return st.changes(sizes=True)
     finally:
@@ -801,7 +853,3 @@ def list_stashes(repo, branch: str) -> list[dict]:
             info["index"] = int(name)
             out.append(info)
     return sorted(out, key=lambda s: -s["index"])
-
-
-__all__ = ["Stage", "StagingError", "Entry", "Change", "staged_branches", "staged_changes", "list_stashes",
-           "stage_dir"]

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from coralfs.cli.common import esc
 from coralfs.cli.main import app
-from coralfs.staging import Stage
+from coralfs.staging import StagingArea
 from coralfs.objects.objects import Tree, TreeEntry
 from tests.conftest import PYTHON
 
@@ -53,7 +53,7 @@ def hostile(repo, tmp_path):
     entries["m.safetensors"] = TreeEntry(repo.write_file(str(st_path), lay.regions, lay.format)[0])
     entries["nl\nx.bin"] = TreeEntry(repo.write_file(str(tmp_path / "f3"))[0])  # modified
     repo.commit(Tree(entries), MESSAGE, author="mal\x1b[8mlory")
-    st = Stage(repo, "main")
+    st = StagingArea.open(repo, "main")
     st.create("stashed\x1b[5m.bin", 0o644)
     st.stash("aside\x1b[5m\x9b")
     st.create("staged\x1b[1m\x9b.bin", 0o644)

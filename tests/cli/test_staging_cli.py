@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from coralfs import Repository
-from coralfs.staging import Stage
+from coralfs.staging import StagingArea
 from tests.conftest import run_cli
 
 
@@ -18,7 +18,7 @@ def test_offline_status_and_stash_round_trip(tmp_path):
     (src / "a.txt").write_text("committed")
     run_cli("commit", str(src), "-m", "one", repo=repo)
     r = Repository.open(repo)
-    st = Stage(r, "main")  # what a writable mount leaves behind
+    st = StagingArea.open(r, "main")  # what a writable mount leaves behind
     e = st.create("new.bin", 0o644)
     with open(st.spool_path(e.spool), "wb") as f:
         f.write(b"staged bytes")
@@ -38,7 +38,7 @@ def test_offline_status_and_stash_round_trip(tmp_path):
     p = run_cli("stash", "pop", repo=repo, check=False)
     assert p.returncode == 7 and "no stashes" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     r = Repository.open(repo)
-    st = Stage(r, "main")
+    st = StagingArea.open(r, "main")
     with open(st.spool_path(st.get("new.bin").spool), "rb") as f:
         assert f.read() == b"staged bytes"
     st.close()

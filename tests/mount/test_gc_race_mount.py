@@ -1,4 +1,4 @@
-"""gc racing commits of a real writable mount (the daemon's Stage.commit under its own
+"""gc racing commits of a real writable mount (the daemon's StagingArea.commit under its own
 write session, gc in this process): every acknowledged commit exports, fsck is clean."""
 
 from __future__ import annotations

@@ -187,9 +187,9 @@ def test_group_reads_a_shared_repository_others_read_nothing():
         from typer.testing import CliRunner
 
         from coralfs.cli.main import app
-        from coralfs.staging import Stage
+        from coralfs.staging import StagingArea
         with Repository.open(shared) as r:
-            st = Stage(r, "main")
+            st = StagingArea.open(r, "main")
             st.create("staged.bin", 0o644)
             st.close()
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from coralfs import Repository
-from coralfs.staging import Stage
+from coralfs.staging import StagingArea
 from coralfs.objects.ids import to_hex
 from coralfs.watch import Watcher
 
@@ -139,9 +139,9 @@ def test_gc_racing_commit_paths(tmp_path, prune_age):
 
 @pytest.mark.parametrize("prune_age", [0.0, DEFAULT_AGE], ids=["prune-age-0", "default-age"])
 def test_gc_racing_writable_mount_commits(tmp_path, prune_age):
-    """Stage.commit is what a writable mount's commit (and auto-commit) runs."""
+    """StagingArea.commit is what a writable mount's commit (and auto-commit) runs."""
     for r, repo, content, _src in rounds(tmp_path, prune_age):
-        st = Stage(repo, "main")
+        st = StagingArea.open(repo, "main")
         try:
             for name, data in content.items():
                 e = st.create(name, 0o644)
@@ -190,7 +190,7 @@ def test_gc_racing_stash_and_pop(tmp_path, prune_age):
     src = str(tmp_path / "src")
     content = write_content(src, 0)
     base = repo.commit_paths([src], "base", branch="main").commit
-    st = Stage(repo, "main")
+    st = StagingArea.open(repo, "main")
     try:
         st.mkdir("moved", 0o755)
         for name in content:

@@ -1,5 +1,5 @@
 """The ops tier of writable mounts: StagingOperations called directly (no kernel), over a
-real Stage and repository: write, rename, unlink and truncate edge cases, copy-on-write,
+real StagingArea and repository: write, rename, unlink and truncate edge cases, copy-on-write,
 commits (and their crash recovery), stashes and the auto-commit rules."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import trio
 from safetensors.numpy import save_file
 
-from coralfs.staging import Stage, StagingError, list_stashes, staged_changes
+from coralfs.staging import StagingArea, StagingError, list_stashes, staged_changes
 from coralfs.fs.stagefs import CONTROL_INO, CORAL_INO, ROOT_INO, AutoCommit, StageFS
 from coralfs.fs.staging_ops import StagingOperations
 
@@ -30,7 +30,7 @@ class FS:
 
     def __init__(self, repo, branch="main", auto=None):
         self.repo = repo
-        self.stage = Stage(repo, branch)
+        self.stage = StagingArea.open(repo, branch)
         self.sfs = StageFS(repo, self.stage, auto)
         self.ops = StagingOperations(self.sfs)
 
@@ -378,7 +378,7 @@ def _crash_commit(repo, monkeypatch, after_move: bool) -> None:
 
 def test_a_commit_recorded_before_a_crash_is_finished_on_the_next_open(repo, committed, monkeypatch):
     _crash_commit(repo, monkeypatch, after_move=True)
-    st = Stage(repo, "main")  # recovery
+    st = StagingArea.open(repo, "main")  # recovery
     assert st.base == repo.branch_head("main") and st.changes() == []
     assert "new.txt" in repo.tree_of(st.base).entries
     assert os.listdir(st.spool_dir) == []
@@ -388,16 +388,16 @@ def test_a_commit_recorded_before_a_crash_is_finished_on_the_next_open(repo, com
 def test_a_commit_that_never_moved_the_branch_keeps_the_changes(repo, committed, monkeypatch):
     head = repo.branch_head("main")
     _crash_commit(repo, monkeypatch, after_move=False)
-    st = Stage(repo, "main")
+    st = StagingArea.open(repo, "main")
     assert repo.branch_head("main") == head
     assert [c.path for c in st.changes()] == ["new.txt"]
     st.close()
 
 
 def test_one_daemon_per_staging_area(repo, committed):
-    st = Stage(repo, "main")
+    st = StagingArea.open(repo, "main")
     with pytest.raises(StagingError, match="in use"):
-        Stage(repo, "main")
+        StagingArea.open(repo, "main")
     st.close()
 
 
