@@ -1,151 +1,36 @@
-"""The staging area of a writable mount: what a branch will hold at its next commit.
-
-``REPO/staging/branches/<branch>/`` holds
-
-- ``stage.db``: the manifest, one row per file and directory of the working tree. A file
-  row names either a committed File object (``fid``: unchanged, or renamed, and served
-  lazily from the repository) or a spool file (``spool``: written since the base commit).
-  SQLite in WAL mode with ``synchronous=FULL``: each namespace change (create, rename,
-  unlink, mkdir, chmod) is one durable transaction.
-- ``spool/NAME``: the bytes written into files, durable once fsync or close returns.
-- the pin ``staging/<branch>/base`` (``REPO/pins/``): ids gc must keep (the base commit, a
-  commit being recorded, committed files the working tree holds that the base does not).
-- ``lock``: held (flock) by the daemon that serves the area, so only one does.
-- ``reserve``: 1 MiB set aside; released when the disk is nearly full so that deleting
-  files (and recording it) still works after a writer got ENOSPC.
-
-A file is copied into the spool only when it is written (copy-on-write). Committing
-ingests the spool files (deltas against the same path in the base commit), moves the
-branch by compare-and-swap, then turns the committed rows into ``fid`` rows. The commit id
-is recorded as ``pending`` before the branch moves, so a daemon killed in between is
-finished on the next open: the branch always points at a complete commit and no write is
-ingested twice or lost.
-
-Stashes live under ``staging/stash/<branch>/<n>/`` (their changed rows and spool files);
-the committed files a stash names are kept by the pin ``staging/<branch>/stash/<n>``. Nothing here imports pyfuse3; errors are OSError with an errno, or StagingError.
-"""
+"""The staging area of one branch: its manifest (``stage.db``), spool, disk reserve
+and lock, the namespace changes a writable mount makes, and recovery when it is opened
+(:meth:`StagingArea.open`). Committing is in commit.py, stashes in stash.py."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import posixpath
 import secrets
-import shutil
 import sqlite3
 import time
-from dataclasses import dataclass
-from urllib.parse import quote, unquote
 
-from ..formats import layout_of
-from ..formats.base import FormatError
-from ..objects.durable import create_file, fsync_dir, make_dirs, write_durable
-from ..objects.errors import CoralError
+from ..objects.durable import create_file, fsync_dir, make_dirs
 from ..objects.ids import ObjectId, from_hex, to_hex
-from ..objects.objects import MODE_EXEC, MODE_FILE, Tree, TreeEntry, validate_path
-from ..objects.pins import pin_ids
+from ..objects.objects import Tree
 from ..objects.refs import HEADS, check_ref_name
-from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
-
-RESERVED = ".coral"
-COPY_BLOCK = 4 << 20
-# Space held back on the spool's file system so the manifest can still record an unlink
-# (which frees space) when writers have filled the disk.
-RESERVE = 1 << 20
-
-
-class StagingError(CoralError):
-    exit_code = 7
-
-
-@dataclass
-class Entry:
-    kind: str                 # "f" or "d"
-    mode: int                 # permission bits
-    mtime_ns: int
-    fid: ObjectId | None = None   # committed content
-    spool: str | None = None      # written content (spool/NAME)
-
-
-@dataclass
-class Change:
-    status: str   # added, modified, deleted
-    path: str
-    size: int = 0
-
-
-def _q(branch: str) -> str:
-    return quote(branch, safe="")
-
-
-def staging_root(repo) -> str:
-    return os.path.join(repo.path, "staging")
-
-
-def base_pin(branch: str) -> str:
-    """The pin that keeps what the staging area of ``branch`` needs."""
-    return f"staging/{_q(branch)}/base"
-
-
-def stash_pin(branch: str, n: int) -> str:
-    """The pin that keeps the committed files stash ``n`` of ``branch`` names."""
-    return f"staging/{_q(branch)}/stash/{n}"
-
-
-def pin_legacy_roots(repo) -> None:
-    """Staging areas written before pins kept their gc roots in ``*.roots`` files beside
-    them (``branches/<b>/base.roots``, ``stash/<b>/<n>/stash.roots``): turn each into its
-    pin, then remove it. Run before gc and fsck and when a staging area opens."""
-    root = staging_root(repo)
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            if f not in ("base.roots", "stash.roots"):
-                continue
-            rel = os.path.relpath(dirpath, root).split(os.sep)
-            if f == "base.roots" and len(rel) == 2 and rel[0] == "branches":
-                name = f"staging/{rel[1]}/base"
-            elif f == "stash.roots" and len(rel) == 3 and rel[0] == "stash" and rel[2].isdigit():
-                name = f"staging/{rel[1]}/stash/{rel[2]}"
-            else:
-                continue
-            path = os.path.join(dirpath, f)
-            with open(path, "rb") as fh:
-                ids = pin_ids(fh.read(), os.path.relpath(path, repo.path))
-            repo.pins.set(name, ids)
-            os.unlink(path)
-
-
-def stage_dir(repo, branch: str) -> str:
-    return os.path.join(staging_root(repo), "branches", _q(branch))
-
-
-def staged_branches(repo) -> list[str]:
-    d = os.path.join(staging_root(repo), "branches")
-    if not os.path.isdir(d):
-        return []
-    return sorted(unquote(n) for n in os.listdir(d) if os.path.exists(os.path.join(d, n, "stage.db")))
-
-
-def _perm(tree_mode: int) -> int:
-    """Permission bits of a file from its tree mode (and back, below)."""
-    return 0o755 if tree_mode == MODE_EXEC else 0o644
-
-
-def _tree_mode(perm: int) -> int:
-    return MODE_EXEC if perm & 0o100 else MODE_FILE
-
-
-def _check_path(path: str) -> None:
-    if path.split("/", 1)[0] == RESERVED:
-        raise OSError(errno.EPERM, f"{RESERVED} is reserved for coralfs")
-    try:
-        validate_path(path)
-    except CoralError:
-        raise OSError(errno.EINVAL, f"invalid path {path!r}") from None
+from . import commit as committing
+from . import stash as stashing
+from .entries import (
+    COPY_BLOCK,
+    RESERVE,
+    Change,
+    Entry,
+    StagingError,
+    check_path,
+    perm_of,
+    tree_mode,
+)
+from .layout import base_pin, pin_legacy_roots, stage_dir
 
 
 def _manifest(path: str) -> sqlite3.Connection:
@@ -338,7 +223,7 @@ class StagingArea:
             self.entries, self.dirs = {}, {"": set()}
             for path, te in tree.entries.items():
                 self._add_parents(path, mtime)
-                self._put(path, Entry("f", _perm(te.mode), mtime, te.file))
+                self._put(path, Entry("f", perm_of(te.mode), mtime, te.file))
             self._set_meta("base", to_hex(base) if base else "")
             self._set_meta("branch", self.branch)
             self._set_meta("pending", None)
@@ -354,7 +239,7 @@ class StagingArea:
             return
         cid = from_hex(pending)
         if self.head() == cid:
-            self._finalize(cid, set())
+            committing.finalize(self, cid, set())
         else:  # the branch never moved: the staged changes are still to commit
             with self.db:
                 self._set_meta("pending", None)
@@ -412,7 +297,7 @@ class StagingArea:
             was = base.get(path)
             if was is None:
                 out.append(Change("added", path, self.size_of(e) if sizes else 0))
-            elif e.spool or was.file != e.fid or was.mode != _tree_mode(e.mode):
+            elif e.spool or was.file != e.fid or was.mode != tree_mode(e.mode):
                 out.append(Change("modified", path, self.size_of(e) if sizes else 0))
         for path in base:
             e = self.entries.get(path)
@@ -457,7 +342,7 @@ class StagingArea:
 
     def create(self, path: str, mode: int) -> Entry:
         """A new empty file at ``path`` (replacing a file there: O_CREAT|O_TRUNC)."""
-        _check_path(path)
+        check_path(path)
         self._need_dir(path)
         old = self.get(path)
         if old is not None and old.kind == "d":
@@ -501,7 +386,7 @@ class StagingArea:
         return ne
 
     def mkdir(self, path: str, mode: int) -> Entry:
-        _check_path(path)
+        check_path(path)
         self._need_dir(path)
         if self.get(path) is not None:
             raise OSError(errno.EEXIST, path)
@@ -537,7 +422,7 @@ class StagingArea:
     def rename(self, old: str, new: str, noreplace: bool = False, exchange: bool = False) -> list[Entry]:
         """Move ``old`` (a file or a whole directory) to ``new``; returns what the move
         replaced (the caller removes their spools once no handle uses them)."""
-        _check_path(new)
+        check_path(new)
         src = self.get(old)
         if src is None or old == "":
             raise OSError(errno.ENOENT, old)
@@ -631,190 +516,23 @@ class StagingArea:
             if self.db.execute("DELETE FROM xattrs WHERE path=? AND name=?", (path, name)).rowcount == 0:
                 raise OSError(errno.ENODATA, path)
 
-    # -- committing ----------------------------------------------------------------------
-    @in_write_session
+    # -- committing and stashes (commit.py, stash.py) ------------------------------------
     def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None,
                busy: set[str] = frozenset(), progress=None) -> tuple[ObjectId | None, IngestStats]:
-        """Record the working tree as a commit on the branch. Returns (None, stats) when
-        nothing changed. ``busy`` names spool files still open for writing: they are
-        committed as they are now and stay in the spool."""
-        self.rebase()
-        if not self.changes():
-            return None, IngestStats()
-        base = self.base_entries()
-        stats = IngestStats()
-        tree: dict[str, TreeEntry] = {}
-        for path, e in sorted(self.entries.items()):
-            if e.kind != "f":
-                continue
-            mode = _tree_mode(e.mode)
-            if e.fid is not None:
-                tree[path] = TreeEntry(e.fid, mode)
-                continue
-            sp = self.spool_path(e.spool)
-            try:
-                layout = layout_of(sp, name=path)
-            except FormatError as err:
-                raise FormatError(path, err.problem) from None
-            prev = base.get(path)
-            fid, st = self.repo.write_file(sp, layout.regions, layout.format,
-                                           self.repo.read_file(prev.file) if prev else None)
-            stats.add(st)
-            tree[path] = TreeEntry(fid, mode)
-            if progress:
-                progress(path, st.logical)
-        new_tree = Tree(tree)
-        if self.base and self.repo.put(new_tree) == self.repo.read_commit(self.base).tree:
-            # Written, but back to what the base holds (a file opened for writing and left
-            # as it was): the spool copies go, the tree stays as it is.
-            self._finalize(self.base, busy)
-            return None, stats
-
-        def record(cid: ObjectId) -> None:
-            with self.db:
-                self._set_meta("pending", to_hex(cid))
-            self._write_roots()
-
-        cid = self.repo.commit(new_tree, message, branch=self.branch, author=author, metadata=metadata,
-                               expected_head=self.base, before_move=record)
-        self._finalize(cid, busy)
-        return cid, stats
+        """Record the working tree as a commit on the branch (:func:`.commit.commit`)."""
+        return committing.commit(self, message, author=author, metadata=metadata, busy=busy, progress=progress)
 
     def rebase(self) -> None:
-        """The branch moved (another commit landed on it): put the staged changes on its
-        new head. Files the branch changed and the staging area did not are taken from
-        the head; a file both changed is a conflict, and nothing changes."""
-        head = self.head()
-        if head == self.base:
-            return
-        old = self.base_entries()
-        new = self.repo.tree_of(head).entries if head else {}
-        theirs = {p for p in set(old) | set(new) if old.get(p) != new.get(p)}
-        ours = {c.path for c in self.changes()}
-        both = sorted(ours & theirs)
-        if both:
-            def s(x):
-                return to_hex(x)[:12] if x else "nothing"
-            raise StagingError(
-                f"branch {self.branch!r} moved to {s(head)} after this staging area was based on {s(self.base)}, "
-                f"and both changed {', '.join(both[:3])}{' ...' if len(both) > 3 else ''}: `coralfs stash` the "
-                "changes, then `coralfs stash pop` them onto the new head")
-        now = time.time_ns()
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            for path in sorted(theirs):
-                cur = self.entries.get(path)
-                if path in new:
-                    te = new[path]
-                    if cur is not None and cur.kind == "d":
-                        raise StagingError(f"cannot rebase onto the branch head: {path} is a directory here")
-                    self._add_parents(path, now)
-                    self._put(path, Entry("f", _perm(te.mode), now, te.file))
-                elif cur is not None and cur.kind == "f":
-                    self._drop(path)
-            self._set_meta("base", to_hex(head) if head else "")
-        self.base = head
-        self._write_roots()
+        """Put the staged changes on the branch's new head (:func:`.commit.rebase`)."""
+        committing.rebase(self)
 
-    def _finalize(self, cid: ObjectId, busy: set[str]) -> None:
-        """The branch is at ``cid``: committed spool rows become File rows."""
-        tree = self.repo.tree_of(cid).entries
-        dropped = []
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            for path, e in self.entries.items():
-                if e.kind == "f" and e.spool and e.spool not in busy and path in tree:
-                    dropped.append(e.spool)
-                    e.fid, e.spool = tree[path].file, None
-                    self._row(path, e)
-            self._set_meta("base", to_hex(cid))
-            self._set_meta("pending", None)
-        self.base = cid
-        self._write_roots()
-        for s in dropped:
-            self.discard_spool(s)
-
-    # -- stashes -------------------------------------------------------------------------
-    def stash_dir(self) -> str:
-        return os.path.join(staging_root(self.repo), "stash", _q(self.branch))
-
-    @in_write_session
     def stash(self, message: str = "") -> int:
-        """Move the changes into a new stash and reset to the branch head."""
-        changes = self.changes()
-        if not changes:
-            raise StagingError("no staged changes to stash")
-        n = max([int(x) for x in os.listdir(self.stash_dir()) if x.isdigit()], default=-1) + 1 \
-            if os.path.isdir(self.stash_dir()) else 0
-        d = os.path.join(self.stash_dir(), str(n))
-        tmp = d + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        make_dirs(tmp)
-        rows, roots = [], [self.base] if self.base else []
-        for c in changes:
-            e = self.entries.get(c.path)
-            row = {"status": c.status, "path": c.path}
-            if e is not None:
-                row["mode"] = e.mode
-                if e.spool:
-                    row["spool"] = e.spool
-                    # A second name for the same bytes (instant; the spool's data is durable
-                    # already): the stage's name goes with the reset below.
-                    os.link(self.spool_path(e.spool), os.path.join(tmp, e.spool))
-                else:
-                    row["fid"] = to_hex(e.fid)
-                    roots.append(e.fid)
-            rows.append(row)
-        info = {"message": message or f"staged changes on {self.branch}", "time": int(time.time()),
-                "base": to_hex(self.base) if self.base else None, "changes": rows}
-        write_durable(os.path.join(tmp, "stash.json"), json.dumps(info, indent=1).encode())
-        # The pin first: a crash before the rename leaves a pin without a stash (it keeps
-        # objects a little longer), never a stash whose committed files gc may delete.
-        self.repo.pins.set(stash_pin(self.branch, n), roots)
-        fsync_dir(tmp)
-        os.rename(tmp, d)
-        fsync_dir(self.stash_dir())
-        self._reset(self.head())
-        return n
+        """Move the changes into a new stash and reset to the branch head (:func:`.stash.stash`)."""
+        return stashing.stash(self, message)
 
-    @in_write_session
     def stash_pop(self, index: int | None = None) -> dict:
-        """Apply a stash (the newest by default) onto the working tree, then drop it."""
-        items = list_stashes(self.repo, self.branch)
-        if not items:
-            raise StagingError(f"no stashes for branch {self.branch!r}")
-        pick = items[0] if index is None else next((s for s in items if s["index"] == index), None)
-        if pick is None:
-            raise StagingError(f"no stash {index} for branch {self.branch!r} (see `coralfs stash list`)")
-        if self.changes():
-            raise StagingError("the staging area has changes: commit or stash them before `stash pop`")
-        d = os.path.join(self.stash_dir(), str(pick["index"]))
-        now = time.time_ns()
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            for row in pick["changes"]:
-                path = row["path"]
-                if row["status"] == "deleted":
-                    if path in self.entries and self.entries[path].kind == "f":
-                        self._drop(path)
-                    continue
-                if row.get("spool"):
-                    name = secrets.token_hex(8)
-                    os.link(os.path.join(d, row["spool"]), self.spool_path(name))
-                    e = Entry("f", row["mode"], now, None, name)
-                else:
-                    e = Entry("f", row["mode"], now, from_hex(row["fid"]))
-                old = self.entries.get(path)
-                if old is not None and old.kind == "d":
-                    raise StagingError(f"cannot pop the stash: {path} is a directory now")
-                self._add_parents(path, now)
-                self._put(path, e)
-        fsync_dir(self.spool_dir)
-        self._write_roots()  # before the stash (and its pin) goes
-        shutil.rmtree(d)
-        fsync_dir(self.stash_dir())
-        self.repo.pins.delete(stash_pin(self.branch, pick["index"]))
-        return pick
+        """Apply a stash (the newest by default), then drop it (:func:`.stash.stash_pop`)."""
+        return stashing.stash_pop(self, index)
 
     def _add_parents(self, path: str, mtime: int) -> None:
         """Directory rows for every parent of ``path`` that has none."""
@@ -835,21 +553,3 @@ def staged_changes(repo, branch: str) -> list[Change]:
         return st.changes(sizes=True)
     finally:
         st.close()
-
-
-def list_stashes(repo, branch: str) -> list[dict]:
-    """The stashes of a branch, newest first (each with its index)."""
-    d = os.path.join(staging_root(repo), "stash", _q(branch))
-    out = []
-    if os.path.isdir(d):
-        for name in os.listdir(d):
-            if not name.isdigit():
-                continue
-            try:
-                with open(os.path.join(d, name, "stash.json")) as f:
-                    info = json.load(f)
-            except (OSError, ValueError):
-                continue
-            info["index"] = int(name)
-            out.append(info)
-    return sorted(out, key=lambda s: -s["index"])

@@ -1,0 +1,120 @@
+"""Stashes: the staged changes of a branch set aside (their rows and spool files under
+``staging/stash/<branch>/<n>/``, the committed files they name kept by the pin
+``staging/<branch>/stash/<n>``) and applied again by :func:`stash_pop`."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from typing import TYPE_CHECKING
+
+from ..objects.durable import fsync_dir, make_dirs, write_durable
+from ..objects.ids import from_hex, to_hex
+from ..objects.repository import in_write_session
+from .entries import Entry, StagingError
+from .layout import stash_pin, stash_root
+
+if TYPE_CHECKING:
+    from .area import StagingArea
+
+
+@in_write_session
+def stash(area: StagingArea, message: str = "") -> int:
+    """Move the changes into a new stash and reset to the branch head."""
+    changes = area.changes()
+    if not changes:
+        raise StagingError("no staged changes to stash")
+    root = stash_root(area.repo, area.branch)
+    n = max([int(x) for x in os.listdir(root) if x.isdigit()], default=-1) + 1 if os.path.isdir(root) else 0
+    d = os.path.join(root, str(n))
+    tmp = d + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_dirs(tmp)
+    rows, roots = [], [area.base] if area.base else []
+    for c in changes:
+        e = area.entries.get(c.path)
+        row = {"status": c.status, "path": c.path}
+        if e is not None:
+            row["mode"] = e.mode
+            if e.spool:
+                row["spool"] = e.spool
+                # A second name for the same bytes (instant; the spool's data is durable
+                # already): the stage's name goes with the reset below.
+                os.link(area.spool_path(e.spool), os.path.join(tmp, e.spool))
+            else:
+                row["fid"] = to_hex(e.fid)
+                roots.append(e.fid)
+        rows.append(row)
+    info = {"message": message or f"staged changes on {area.branch}", "time": int(time.time()),
+            "base": to_hex(area.base) if area.base else None, "changes": rows}
+    write_durable(os.path.join(tmp, "stash.json"), json.dumps(info, indent=1).encode())
+    # The pin first: a crash before the rename leaves a pin without a stash (it keeps
+    # objects a little longer), never a stash whose committed files gc may delete.
+    area.repo.pins.set(stash_pin(area.branch, n), roots)
+    fsync_dir(tmp)
+    os.rename(tmp, d)
+    fsync_dir(root)
+    area._reset(area.head())
+    return n
+
+
+@in_write_session
+def stash_pop(area: StagingArea, index: int | None = None) -> dict:
+    """Apply a stash (the newest by default) onto the working tree, then drop it."""
+    items = list_stashes(area.repo, area.branch)
+    if not items:
+        raise StagingError(f"no stashes for branch {area.branch!r}")
+    pick = items[0] if index is None else next((s for s in items if s["index"] == index), None)
+    if pick is None:
+        raise StagingError(f"no stash {index} for branch {area.branch!r} (see `coralfs stash list`)")
+    if area.changes():
+        raise StagingError("the staging area has changes: commit or stash them before `stash pop`")
+    root = stash_root(area.repo, area.branch)
+    d = os.path.join(root, str(pick["index"]))
+    now = time.time_ns()
+    with area.db:
+        area.db.execute("BEGIN IMMEDIATE")
+        for row in pick["changes"]:
+            path = row["path"]
+            if row["status"] == "deleted":
+                if path in area.entries and area.entries[path].kind == "f":
+                    area._drop(path)
+                continue
+            if row.get("spool"):
+                name = secrets.token_hex(8)
+                os.link(os.path.join(d, row["spool"]), area.spool_path(name))
+                e = Entry("f", row["mode"], now, None, name)
+            else:
+                e = Entry("f", row["mode"], now, from_hex(row["fid"]))
+            old = area.entries.get(path)
+            if old is not None and old.kind == "d":
+                raise StagingError(f"cannot pop the stash: {path} is a directory now")
+            area._add_parents(path, now)
+            area._put(path, e)
+    fsync_dir(area.spool_dir)
+    area._write_roots()  # before the stash (and its pin) goes
+    shutil.rmtree(d)
+    fsync_dir(root)
+    area.repo.pins.delete(stash_pin(area.branch, pick["index"]))
+    return pick
+
+
+def list_stashes(repo, branch: str) -> list[dict]:
+    """The stashes of a branch, newest first (each with its index)."""
+    d = stash_root(repo, branch)
+    out = []
+    if os.path.isdir(d):
+        for name in os.listdir(d):
+            if not name.isdigit():
+                continue
+            try:
+                with open(os.path.join(d, name, "stash.json")) as f:
+                    info = json.load(f)
+            except (OSError, ValueError):
+                continue
+            info["index"] = int(name)
+            out.append(info)
+    return sorted(out, key=lambda s: -s["index"])
