@@ -64,6 +64,21 @@ def repo(tmp_path):
     r.close()
 
 
+@pytest.fixture
+def committed(repo, tmp_path):
+    """A branch with a safetensors file and a text file in a directory (the staging-area
+    unit tests and the ops tier of writable mounts start from it)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    d = tmp_path / "ck"
+    (d / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    save_file({"w": rng.standard_normal((256, 256)).astype(np.float32)}, str(d / "model.safetensors"))
+    (d / "sub" / "notes.txt").write_text("hello")
+    repo.commit_paths([str(d)], "one")
+    return d
+
+
 def run_cli(*args: str, repo: str | None = None, check: bool = True, env: dict | None = None,
             cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run coralfs as a real subprocess (python -m coralfs)."""

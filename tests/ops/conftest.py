@@ -1,3 +1,4 @@
-"""Fixtures the ops-tier files share: a committed branch and a mount without a kernel."""
+"""Fixtures the ops-tier files share: a mount without a kernel (the committed branch it
+shows is the ``committed`` fixture of tests/conftest.py)."""
 
-from tests.ops.test_staging import committed, fs  # noqa: F401 - fixtures for every file here
+from tests.ops.test_staging import fs  # noqa: F401 - a fixture for every file here

@@ -1,6 +1,7 @@
 """The ops tier of writable mounts: StagingOperations called directly (no kernel), over a
 real StagingArea and repository: write, rename, unlink and truncate edge cases, copy-on-write,
-commits (and their crash recovery), stashes and the auto-commit rules."""
+commits, stashes and the auto-commit rules. What needs only the staging area (opening,
+crash recovery of a commit) is tested in tests/unit/staging."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import errno
 import json
 import os
 
-import numpy as np
 import pyfuse3
 import pytest
 import trio
-from safetensors.numpy import save_file
 
-from coralfs.staging import StagingArea, StagingError, list_stashes, staged_changes
 from coralfs.fs.stagefs import CONTROL_INO, CORAL_INO, ROOT_INO, AutoCommit, StageFS
 from coralfs.fs.staging_ops import StagingOperations
+from coralfs.staging import StagingArea, list_stashes
 
 RDONLY, WRONLY, RDWR = os.O_RDONLY, os.O_WRONLY, os.O_RDWR
 
@@ -128,18 +127,6 @@ def errno_of(fn, *args):
     with pytest.raises(pyfuse3.FUSEError) as e:
         fn(*args)
     return e.value.errno
-
-
-@pytest.fixture
-def committed(repo, tmp_path):
-    """A branch with a safetensors file and a text file in a directory."""
-    d = tmp_path / "ck"
-    (d / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    save_file({"w": rng.standard_normal((256, 256)).astype(np.float32)}, str(d / "model.safetensors"))
-    (d / "sub" / "notes.txt").write_text("hello")
-    repo.commit_paths([str(d)], "one")
-    return d
 
 
 @pytest.fixture
@@ -353,54 +340,6 @@ def test_a_branch_that_moved_is_rebased_onto_unless_both_changed_a_file(fs, repo
     assert repo.branch_head("main") == head and fs.cat("y") == b"mine"
 
 
-class Crash(BaseException):
-    """The daemon dies here."""
-
-
-def _crash_commit(repo, monkeypatch, after_move: bool) -> None:
-    """Stage a file, then commit with the process dying just before or just after the
-    branch moves; the staging area is then reopened as a new daemon would."""
-    fs = FS(repo)
-    fs.put("new.txt", b"data")
-    original = repo.refs.set_if_equals
-
-    def die(*a, **k):
-        if after_move:
-            original(*a, **k)
-        raise Crash()
-
-    monkeypatch.setattr(repo.refs, "set_if_equals", die)
-    with pytest.raises(Crash):
-        fs.stage.commit("interrupted")
-    monkeypatch.setattr(repo.refs, "set_if_equals", original)
-    fs.close_all()
-
-
-def test_a_commit_recorded_before_a_crash_is_finished_on_the_next_open(repo, committed, monkeypatch):
-    _crash_commit(repo, monkeypatch, after_move=True)
-    st = StagingArea.open(repo, "main")  # recovery
-    assert st.base == repo.branch_head("main") and st.changes() == []
-    assert "new.txt" in repo.tree_of(st.base).entries
-    assert os.listdir(st.spool_dir) == []
-    st.close()
-
-
-def test_a_commit_that_never_moved_the_branch_keeps_the_changes(repo, committed, monkeypatch):
-    head = repo.branch_head("main")
-    _crash_commit(repo, monkeypatch, after_move=False)
-    st = StagingArea.open(repo, "main")
-    assert repo.branch_head("main") == head
-    assert [c.path for c in st.changes()] == ["new.txt"]
-    st.close()
-
-
-def test_one_daemon_per_staging_area(repo, committed):
-    st = StagingArea.open(repo, "main")
-    with pytest.raises(StagingError, match="in use"):
-        StagingArea.open(repo, "main")
-    st.close()
-
-
 def test_stash_and_pop(fs, repo):
     fs.put("sub/notes.txt", b"changed")
     fs.put("extra.bin", b"x" * 1000)
@@ -422,11 +361,6 @@ def test_stash_refuses_while_a_file_is_open_for_writing(fs):
     got = fs.control({"op": "stash"})
     assert not got["ok"] and "open for writing" in got["error"]
     fs.close(fh)
-
-
-def test_staged_changes_are_readable_while_a_daemon_holds_the_area(fs, repo):
-    fs.put("new.txt", b"1")
-    assert [c.path for c in staged_changes(repo, "main")] == ["new.txt"]
 
 
 def test_a_new_branch_starts_empty(repo, committed):
