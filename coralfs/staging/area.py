@@ -340,6 +340,17 @@ class StagingArea:
             self.dirs.pop(path, None)
         return e
 
+    def _add_parents(self, path: str, mtime: int) -> None:
+        """Directory rows for every parent of ``path`` that has none."""
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            e = self.entries.get(d)
+            if e is None:
+                self._put(d, Entry("d", 0o755, mtime))
+            elif e.kind != "d":
+                raise StagingError(f"{path} cannot be placed: {d} is a file in the staging area")
+
     def create(self, path: str, mode: int) -> Entry:
         """A new empty file at ``path`` (replacing a file there: O_CREAT|O_TRUNC)."""
         check_path(path)
@@ -533,17 +544,6 @@ class StagingArea:
     def stash_pop(self, index: int | None = None) -> dict:
         """Apply a stash (the newest by default), then drop it (:func:`.stash.stash_pop`)."""
         return stashing.stash_pop(self, index)
-
-    def _add_parents(self, path: str, mtime: int) -> None:
-        """Directory rows for every parent of ``path`` that has none."""
-        parts = path.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            e = self.entries.get(d)
-            if e is None:
-                self._put(d, Entry("d", 0o755, mtime))
-            elif e.kind != "d":
-                raise StagingError(f"{path} cannot be placed: {d} is a file in the staging area")
 
 
 def staged_changes(repo, branch: str) -> list[Change]:
