@@ -45,7 +45,7 @@ from ..formats.base import FormatError
 from ..objects.durable import create_file, fsync_dir, make_dirs, write_durable
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, from_hex, to_hex
-from ..objects.objects import MODE_EXEC, MODE_FILE, Tree, TreeEntry, validate_path
+from ..objects.kinds import MODE_EXEC, MODE_FILE, Tree, TreeEntry, validate_path
 from ..objects.pins import pin_ids
 from ..objects.refs import HEADS, check_ref_name
 from ..objects.repository import in_write_session

@@ -23,7 +23,7 @@ import numpy as np
 from . import codecs, dtypes
 from .errors import CoralError
 from .ids import hash_bytes
-from .objects import BytesSegment, File, PackSegment, Segment, Tensor, TensorSegment, Tree, TreeEntry
+from .kinds import BytesSegment, File, PackSegment, Segment, Tensor, TensorSegment, Tree, TreeEntry
 
 
 class MergeConflict(CoralError):

@@ -20,8 +20,8 @@ from . import codecs
 from .cache import ByteLRU
 from .errors import CorruptObject
 from .ids import ObjectId, hash_bytes, to_hex
-from .objects import ShaObject, parse_object
-from .store import ObjectStore
+from .kinds import ShaObject, parse_object
+from .stores import ObjectStore
 from .wire import WireError
 
 log = logging.getLogger(__name__)

@@ -21,21 +21,24 @@ import threading
 import time as _time
 from collections.abc import Callable, Iterator
 
-from . import history, maintenance
+from . import fsck as _fsck
+from . import gc as _gc
+from . import history
 from .config import FORMAT_VERSION, Config, ConfigError, user_config
 from .durable import fsync_dir, make_dirs, open_private, write_durable
 from .errors import CoralError, NotARepository
 from .history import BadRevision
 from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
+from .kinds import Commit, File, ShaObject, Tag, Tree
 from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_strategy
-from .objects import Commit, File, ShaObject, Tag, Tree
 from .odb import ObjectDB
-from .reader import FileView
 from .pins import Pins
+from .reader import FileView
 from .refs import HEAD, HEADS, TAGS, RefContainer, RefNotFound, check_ref_name, default_identity
 from .similarity import SimilarityIndex
-from .store import DiskStore
-from .writer import IngestStats, Region, Settings, Source, Writer
+from .stores import DiskStore
+from .regions import Region
+from .writer import IngestStats, Settings, Source, Writer
 
 log = logging.getLogger(__name__)
 
@@ -527,11 +530,11 @@ class Repository:
         return "merged", cid, rep
 
     # -- maintenance ---------------------------------------------------------------------
-    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> maintenance.GcReport:
-        return maintenance.gc(self, grace_seconds, dry_run)
+    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> _gc.GcReport:
+        return _gc.gc(self, grace_seconds, dry_run)
 
-    def fsck(self, progress=None) -> maintenance.FsckReport:
-        return maintenance.fsck(self, progress)
+    def fsck(self, progress=None) -> _fsck.FsckReport:
+        return _fsck.fsck(self, progress)
 
 
 __all__ = ["Repository", "Region", "Source", "IngestStats"]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from coralfs.cli.common import esc
 from coralfs.cli.main import app
 from coralfs.fs.stage import Stage
-from coralfs.objects.objects import Tree, TreeEntry
+from coralfs.objects.kinds import Tree, TreeEntry
 from tests.conftest import PYTHON
 
 runner = CliRunner()

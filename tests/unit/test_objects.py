@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from coralfs.objects.ids import ObjectId
-from coralfs.objects.objects import (BytesSegment, Commit, File, InvalidObject, Tag, Tensor, TensorSegment,
-                                     Tree, TreeEntry, parse_object)
+from coralfs.objects.kinds import (BytesSegment, Commit, File, InvalidObject, Tag, Tensor, TensorSegment,
+                                   Tree, TreeEntry, parse_object)
 from coralfs.objects.wire import WireError
 
 A = ObjectId(bytes(range(32)))

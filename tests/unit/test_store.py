@@ -9,7 +9,7 @@ import pytest
 from coralfs.objects import codecs
 from coralfs.objects.errors import ObjectNotFound
 from coralfs.objects.ids import hash_bytes
-from coralfs.objects.store import DiskStore, MemoryStore
+from coralfs.objects.stores import DiskStore, MemoryStore
 
 
 class StoreConformance:

@@ -1,8 +1,4 @@
-"""Object stores: where frames live, keyed by object id.
-
-One interface, a memory and a disk implementation, and one conformance test class that
-runs against both (later also against remote stores).
-"""
+"""DiskStore: loose objects under ``REPO/objects``."""
 
 from __future__ import annotations
 
@@ -10,95 +6,10 @@ import os
 import threading
 from collections.abc import Iterator
 
-from .durable import fsync_dir, make_dirs, write_durable
-from .errors import ObjectNotFound
-from .ids import HEX_LEN, ObjectId, from_hex, to_hex
-
-
-class ObjectStore:
-    """Write-once storage of frames."""
-
-    def has(self, oid: ObjectId) -> bool:
-        raise NotImplementedError
-
-    def put(self, oid: ObjectId, frame: bytes) -> bool:
-        """Store a frame unless one is there already. Returns True if written."""
-        raise NotImplementedError
-
-    def get(self, oid: ObjectId) -> bytes:
-        """The stored frame; ObjectNotFound if absent."""
-        raise NotImplementedError
-
-    def replace(self, oid: ObjectId, frame: bytes) -> None:
-        """Atomically swap the frame of an existing object for another encoding of the
-        same content (reverse deltas re-encode a parent against its child). Readers see
-        the old frame or the new one, both of which decode to the same bytes."""
-        raise NotImplementedError
-
-    def sync_object(self, oid: ObjectId) -> None:
-        """Make one object's name durable now (before another frame may reference it)."""
-
-    def size(self, oid: ObjectId) -> int:
-        raise NotImplementedError
-
-    def age(self, oid: ObjectId) -> float:
-        """Seconds since the object was stored (gc spares young objects)."""
-        raise NotImplementedError
-
-    def delete(self, oid: ObjectId) -> None:
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[ObjectId]:
-        raise NotImplementedError
-
-    def sync(self) -> None:
-        """Make every put so far durable (called before a ref moves)."""
-
-
-class MemoryStore(ObjectStore):
-    def __init__(self) -> None:
-        self._d: dict[ObjectId, bytes] = {}
-        self._t: dict[ObjectId, float] = {}
-        self._lock = threading.Lock()
-
-    def has(self, oid: ObjectId) -> bool:
-        return oid in self._d
-
-    def put(self, oid: ObjectId, frame: bytes) -> bool:
-        import time
-        with self._lock:
-            if oid in self._d:
-                return False
-            self._d[oid] = bytes(frame)
-            self._t[oid] = time.time()
-            return True
-
-    def get(self, oid: ObjectId) -> bytes:
-        try:
-            return self._d[oid]
-        except KeyError:
-            raise ObjectNotFound(to_hex(oid)) from None
-
-    def replace(self, oid: ObjectId, frame: bytes) -> None:
-        with self._lock:
-            if oid not in self._d:
-                raise ObjectNotFound(to_hex(oid))
-            self._d[oid] = bytes(frame)
-
-    def size(self, oid: ObjectId) -> int:
-        return len(self.get(oid))
-
-    def age(self, oid: ObjectId) -> float:
-        import time
-        return time.time() - self._t[oid]
-
-    def delete(self, oid: ObjectId) -> None:
-        with self._lock:
-            self._d.pop(oid, None)
-            self._t.pop(oid, None)
-
-    def __iter__(self) -> Iterator[ObjectId]:
-        return iter(list(self._d))
+from ..durable import fsync_dir, make_dirs, write_durable
+from ..errors import ObjectNotFound
+from ..ids import HEX_LEN, ObjectId, from_hex, to_hex
+from .base import ObjectStore
 
 
 class DiskStore(ObjectStore):

@@ -1,14 +1,13 @@
-"""gc (remove what nothing reaches) and fsck (prove the repository is whole)."""
+"""Reachability: the roots of a repository and the walk from them that gc and fsck share."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from . import codecs
 from .errors import CoralError, CorruptObject, ObjectNotFound
-from .ids import ObjectId, hash_bytes, to_hex
-from .objects import BytesSegment, Commit, File, PackedTensor, PackSegment, Tag, Tensor, Tree, object_type
+from .ids import ObjectId, to_hex
+from .kinds import BytesSegment, Commit, File, PackSegment, Tag, Tensor, Tree, object_type
 from .refs import HEAD, HEADS, TAGS
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def collect_roots(repo, with_logs: bool) -> tuple[list[tuple[str, ObjectId]], li
     return roots, problems
 
 
-class _Marker:
+class Marker:
     """Walks everything reachable; records problems instead of stopping at the first."""
 
     def __init__(self, repo) -> None:
@@ -153,119 +152,3 @@ class _Marker:
                 return
             oid = h.base  # a delta's base must stay alive too
             where = f"base of {where}"
-
-
-@dataclass
-class FsckReport:
-    objects: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def fsck(repo, progress=None) -> FsckReport:
-    """Re-verify every stored object (SHA-256 of decoded bytes) and every reference."""
-    with repo.write_session():  # holds off gc: a half-done sweep is not damage
-        return _fsck(repo, progress)
-
-
-def _fsck(repo, progress) -> FsckReport:
-    rep = FsckReport()
-    odb = repo.odb
-    ids = list(odb.store)
-    for i, oid in enumerate(ids):
-        rep.objects += 1
-        try:
-            frame = odb.store.get(oid)
-            h = codecs.parse_header(frame, oid)
-            data = codecs.decode(frame, oid, odb.read_chunk, header=h)
-            if hash_bytes(data) != oid:
-                raise CorruptObject(to_hex(oid), "content does not hash to its id")
-        except (CorruptObject, ObjectNotFound) as e:
-            rep.problems.append(str(e))
-        except Exception as e:  # noqa: BLE001 - fsck reports every object, never stops at one
-            rep.problems.append(f"object {to_hex(oid)}: does not decode ({type(e).__name__}: {e})")
-        if progress:
-            progress(i + 1, len(ids))
-    roots, problems = collect_roots(repo, with_logs=False)
-    if getattr(repo, "config_problem", None):
-        rep.problems.append(repo.config_problem)
-    rep.problems.extend(problems)
-    m = _Marker(repo)
-    for name, oid in roots:
-        m.root(oid, name)
-    rep.problems.extend(p for p in m.problems if p not in rep.problems)
-    if not rep.problems:
-        rep.problems.extend(_check_packed_digests(repo, m.packed))
-    return rep
-
-
-class GcRefused(CoralError):
-    exit_code = 3
-
-    def __init__(self, problems: list[str]) -> None:
-        count = f" ({len(problems)} problems; the first)" if len(problems) > 1 else ""
-        hint = "" if "coralfs fsck" in problems[0] else "; run `coralfs fsck`"
-        super().__init__(f"gc refused, nothing was removed{count}: {problems[0]}{hint}")
-
-
-def _check_packed_digests(repo, packed: list[tuple[File, str]]) -> list[str]:
-    """A packed tensor's digest stands in for a tensor id (diff trusts it): it must be
-    the SHA-256 of the bytes it names. Run once every chunk verified, so a failure here
-    is a file object that lies, not a damaged chunk."""
-    from .reader import FileView
-    out = []
-    for f, where in packed:
-        view = FileView(repo.odb, f)
-        for name, (off, t) in f.tensor_offsets().items():
-            if isinstance(t, PackedTensor) and hash_bytes(view.read(off, t.length)) != t.digest:
-                out.append(f"{where}[{name}]: packed tensor digest does not match its bytes")
-    return out
-
-
-@dataclass
-class GcReport:
-    kept: int = 0
-    removed: int = 0
-    freed: int = 0
-
-
-def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
-    """Remove objects no ref, reflog entry or pin reaches.
-
-    Marks and sweeps under the repository's exclusive session lock, so no commit is
-    between storing or reusing an object and moving its ref (docs/decisions.md). Objects
-    younger than ``grace_seconds`` are spared as well (a second line of defence for
-    writers of older versions).
-    """
-    with repo.exclusive_session():
-        return _gc_locked(repo, grace_seconds, dry_run)
-
-
-def _gc_locked(repo, grace_seconds: float, dry_run: bool) -> GcReport:
-    roots, problems = collect_roots(repo, with_logs=True)
-    if problems:
-        raise GcRefused(problems)
-    m = _Marker(repo)
-    for where, oid in roots:
-        m.root(oid, where)
-    if m.problems:
-        raise GcRefused(m.problems)
-    rep = GcReport()
-    store = repo.odb.store
-    for oid in list(store):
-        if oid in m.seen:
-            rep.kept += 1
-            continue
-        if store.age(oid) < grace_seconds:
-            rep.kept += 1
-            continue
-        rep.freed += store.size(oid)
-        rep.removed += 1
-        if not dry_run:
-            store.delete(oid)
-    if not dry_run and repo.similarity is not None:
-        repo.similarity.remove_missing(set(store))
-    return rep
