@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import codecs
 from .errors import CorruptObject, ObjectNotFound
 from .ids import hash_bytes, to_hex
 from .kinds import File, PackedTensor
-from .reach import Marker, collect_roots
+from .reach import mark
+
+if TYPE_CHECKING:
+    from .repository import Repository
 
 
 @dataclass
@@ -21,13 +26,14 @@ class FsckReport:
         return not self.problems
 
 
-def fsck(repo, progress=None) -> FsckReport:
-    """Re-verify every stored object (SHA-256 of decoded bytes) and every reference."""
+def fsck(repo: Repository, progress: Callable[[int, int], None] | None = None) -> FsckReport:
+    """Re-verify every stored object (SHA-256 of decoded bytes), every root (refs,
+    reflogs, pins: :func:`reach.roots`) and that everything they reach is there."""
     with repo.write_session():  # holds off gc: a half-done sweep is not damage
         return _fsck(repo, progress)
 
 
-def _fsck(repo, progress) -> FsckReport:
+def _fsck(repo: Repository, progress: Callable[[int, int], None] | None) -> FsckReport:
     rep = FsckReport()
     odb = repo.odb
     ids = list(odb.store)
@@ -45,20 +51,17 @@ def _fsck(repo, progress) -> FsckReport:
             rep.problems.append(f"object {to_hex(oid)}: does not decode ({type(e).__name__}: {e})")
         if progress:
             progress(i + 1, len(ids))
-    roots, problems = collect_roots(repo, with_logs=False)
-    if getattr(repo, "config_problem", None):
+    m, problems = mark(repo)
+    if repo.config_problem:
         rep.problems.append(repo.config_problem)
     rep.problems.extend(problems)
-    m = Marker(repo)
-    for name, oid in roots:
-        m.root(oid, name)
     rep.problems.extend(p for p in m.problems if p not in rep.problems)
     if not rep.problems:
         rep.problems.extend(_check_packed_digests(repo, m.packed))
     return rep
 
 
-def _check_packed_digests(repo, packed: list[tuple[File, str]]) -> list[str]:
+def _check_packed_digests(repo: Repository, packed: list[tuple[File, str]]) -> list[str]:
     """A packed tensor's digest stands in for a tensor id (diff trusts it): it must be
     the SHA-256 of the bytes it names. Run once every chunk verified, so a failure here
     is a file object that lies, not a damaged chunk."""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import CoralError
-from .reach import Marker, collect_roots
+from .reach import mark
+
+if TYPE_CHECKING:
+    from .repository import Repository
 
 
 class GcRefused(CoralError):
@@ -24,8 +28,8 @@ class GcReport:
     freed: int = 0
 
 
-def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
-    """Remove objects no ref, reflog entry or pin reaches.
+def gc(repo: Repository, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
+    """Remove objects no root (ref, reflog entry, pin: :func:`reach.roots`) reaches.
 
     Marks and sweeps under the repository's exclusive session lock, so no commit is
     between storing or reusing an object and moving its ref (docs/decisions.md). Objects
@@ -36,13 +40,10 @@ def gc(repo, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
         return _gc_locked(repo, grace_seconds, dry_run)
 
 
-def _gc_locked(repo, grace_seconds: float, dry_run: bool) -> GcReport:
-    roots, problems = collect_roots(repo, with_logs=True)
+def _gc_locked(repo: Repository, grace_seconds: float, dry_run: bool) -> GcReport:
+    m, problems = mark(repo)
     if problems:
         raise GcRefused(problems)
-    m = Marker(repo)
-    for where, oid in roots:
-        m.root(oid, where)
     if m.problems:
         raise GcRefused(m.problems)
     rep = GcReport()

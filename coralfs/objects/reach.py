@@ -3,54 +3,74 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from . import codecs
 from .errors import CoralError, CorruptObject, ObjectNotFound
 from .ids import ObjectId, to_hex
-from .kinds import BytesSegment, Commit, File, PackSegment, Tag, Tensor, Tree, object_type
+from .kinds import BytesSegment, Commit, File, PackSegment, ShaObject, Tag, Tensor, Tree, object_type
 from .refs import HEAD, HEADS, TAGS
+
+if TYPE_CHECKING:
+    from .repository import Repository
 
 log = logging.getLogger(__name__)
 
 
-def collect_roots(repo, with_logs: bool) -> tuple[list[tuple[str, ObjectId]], list[str]]:
-    """(where, id) of every root (refs, detached HEAD, pins and, ``with_logs``, reflog
-    entries), and one problem per metadata file that does not parse: a damaged
-    ref is never treated as absent."""
-    roots: list[tuple[str, ObjectId]] = []
+Root = tuple[str, ObjectId]  # (where it was found, e.g. "refs/heads/main", the id)
+
+
+def roots(repo: Repository) -> tuple[list[Root], list[str]]:
+    """Every root of ``repo``, and one problem per metadata file that does not parse (a
+    damaged ref, reflog or pin is never treated as absent: gc would delete what it keeps).
+
+    The roots are branches, tags, a detached HEAD, both ids of every reflog entry and every
+    pinned id. gc keeps exactly what they reach and fsck checks exactly that, through this
+    one function, so the two cannot disagree about what must be there.
+    """
+    found: list[Root] = []
     problems: list[str] = []
     for prefix in (HEADS, TAGS):
         refs, bad = repo.refs.scan(prefix)
-        roots += [(prefix + short, oid) for short, oid in refs.items()]
+        found += [(prefix + short, oid) for short, oid in refs.items()]
         problems += [str(e) for e in bad]
     try:
         if repo.refs.head_target() is None:
             head = repo.refs.read(HEAD)
             if head:
-                roots.append((HEAD, head))
+                found.append((HEAD, head))
     except CoralError as e:
         problems.append(str(e))
     for name, entries, bad in repo.refs.all_logs():
         if bad is not None:
             problems.append(str(bad))
-        if with_logs:
-            roots += [(f"logs/{name}", x) for e in entries for x in (e.old, e.new) if x]
+        found += [(f"logs/{name}", x) for e in entries for x in (e.old, e.new) if x]
     pins, bad_pins = repo.pins.read_all()
-    roots += [(f"pin {name}", oid) for name, ids in pins.items() for oid in sorted(ids)]
+    found += [(f"pin {name}", oid) for name, ids in pins.items() for oid in sorted(ids)]
     problems += bad_pins
-    return roots, problems
+    return found, problems
+
+
+def mark(repo: Repository) -> tuple[Marker, list[str]]:
+    """Walk everything :func:`roots` reaches: (the walk, with what it saw and the problems
+    it met on the way; the problems of the roots themselves)."""
+    found, problems = roots(repo)
+    m = Marker(repo)
+    for where, oid in found:
+        m.root(oid, where)
+    return m, problems
 
 
 class Marker:
     """Walks everything reachable; records problems instead of stopping at the first."""
 
-    def __init__(self, repo) -> None:
+    def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.seen: set[ObjectId] = set()
         self.problems: list[str] = []
         self.packed: list[tuple[File, str]] = []  # files with packs, for fsck's digest check
 
-    def _obj(self, oid: ObjectId, kind, where: str):
+    def _obj(self, oid: ObjectId, kind: type[ShaObject], where: str):  # -> kind | None
         try:
             return self.repo.odb.get_object(oid, kind)
         except (ObjectNotFound, CorruptObject) as e:
