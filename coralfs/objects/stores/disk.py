@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 from ..durable import fsync_dir, make_dirs, write_durable
 from ..errors import ObjectNotFound
-from ..ids import HEX_LEN, ObjectId, from_hex, to_hex
+from ..ids import HEX_LEN, ObjectId, from_hex, is_hex_prefix, to_hex
 from .base import ObjectStore
 
 
@@ -76,8 +77,10 @@ class DiskStore(ObjectStore):
             raise ObjectNotFound(to_hex(oid)) from None
 
     def age(self, oid: ObjectId) -> float:
-        import time
-        return time.time() - os.stat(self._path(oid)).st_mtime
+        try:
+            return time.time() - os.stat(self._path(oid)).st_mtime
+        except FileNotFoundError:
+            raise ObjectNotFound(to_hex(oid)) from None
 
     def delete(self, oid: ObjectId) -> None:
         try:
@@ -87,24 +90,26 @@ class DiskStore(ObjectStore):
 
     def __iter__(self) -> Iterator[ObjectId]:
         for d in sorted(os.listdir(self.root)):
-            if len(d) != 2:
-                continue
-            sub = os.path.join(self.root, d)
-            for name in sorted(os.listdir(sub)):
-                if len(name) == HEX_LEN - 2 and not name.startswith("."):
-                    try:
-                        yield from_hex(d + name)
-                    except ValueError:
-                        continue
+            if len(d) == 2:
+                yield from self._ids_in(d, "")
 
     def iter_prefix(self, prefix: str) -> Iterator[ObjectId]:
-        """Ids starting with a hex prefix of at least two digits."""
-        sub = os.path.join(self.root, prefix[:2])
-        if not os.path.isdir(sub):
-            return
-        for name in os.listdir(sub):
-            if name.startswith(prefix[2:]) and len(name) == HEX_LEN - 2:
-                yield from_hex(prefix[:2] + name)
+        if not is_hex_prefix(prefix):
+            raise ValueError(f"{prefix!r} is not a lowercase hex prefix")
+        if len(prefix) < 2:  # two digits name one fan-out directory; fewer, all of them
+            yield from (o for o in self if to_hex(o).startswith(prefix))
+        elif os.path.isdir(os.path.join(self.root, prefix[:2])):
+            yield from self._ids_in(prefix[:2], prefix[2:])
+
+    def _ids_in(self, d: str, start: str) -> Iterator[ObjectId]:
+        """Ids in fan-out directory ``d`` whose file name starts with ``start`` (temp
+        files of writes in progress and stray names are not objects)."""
+        for name in sorted(os.listdir(os.path.join(self.root, d))):
+            if len(name) == HEX_LEN - 2 and name.startswith(start) and not name.startswith("."):
+                try:
+                    yield from_hex(d + name)
+                except ValueError:
+                    continue
 
     def sync(self) -> None:
         with self._lock:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from ..errors import ObjectNotFound
-from ..ids import ObjectId, to_hex
+from ..ids import ObjectId, is_hex_prefix, to_hex
 from .base import ObjectStore
 
 
 class MemoryStore(ObjectStore):
+    """Nothing to make durable: ``sync`` and ``sync_object`` do nothing, on purpose."""
+
     def __init__(self) -> None:
         self._d: dict[ObjectId, bytes] = {}
         self._t: dict[ObjectId, float] = {}
@@ -20,7 +23,6 @@ class MemoryStore(ObjectStore):
         return oid in self._d
 
     def put(self, oid: ObjectId, frame: bytes) -> bool:
-        import time
         with self._lock:
             if oid in self._d:
                 return False
@@ -34,18 +36,26 @@ class MemoryStore(ObjectStore):
         except KeyError:
             raise ObjectNotFound(to_hex(oid)) from None
 
+    def get_head(self, oid: ObjectId, n: int) -> bytes:
+        return self.get(oid)[:n]
+
     def replace(self, oid: ObjectId, frame: bytes) -> None:
         with self._lock:
             if oid not in self._d:
                 raise ObjectNotFound(to_hex(oid))
             self._d[oid] = bytes(frame)
 
+    def sync_object(self, oid: ObjectId) -> None:
+        pass  # memory holds nothing a crash could keep
+
     def size(self, oid: ObjectId) -> int:
         return len(self.get(oid))
 
     def age(self, oid: ObjectId) -> float:
-        import time
-        return time.time() - self._t[oid]
+        try:
+            return time.time() - self._t[oid]
+        except KeyError:
+            raise ObjectNotFound(to_hex(oid)) from None
 
     def delete(self, oid: ObjectId) -> None:
         with self._lock:
@@ -54,3 +64,11 @@ class MemoryStore(ObjectStore):
 
     def __iter__(self) -> Iterator[ObjectId]:
         return iter(list(self._d))
+
+    def iter_prefix(self, prefix: str) -> Iterator[ObjectId]:
+        if not is_hex_prefix(prefix):
+            raise ValueError(f"{prefix!r} is not a lowercase hex prefix")
+        return iter([o for o in list(self._d) if to_hex(o).startswith(prefix)])
+
+    def sync(self) -> None:
+        pass  # memory holds nothing a crash could keep
