@@ -34,7 +34,7 @@ from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_stra
 from .odb import ObjectDB
 from .pins import Pins
 from .reader import FileView
-from .refs import HEAD, HEADS, TAGS, RefContainer, RefNotFound, check_ref_name, default_identity
+from .refs import HEAD, HEADS, TAGS, DiskRefs, RefNotFound, check_ref_name, default_identity
 from .similarity import SimilarityIndex
 from .stores import DiskStore
 from .regions import Region
@@ -85,7 +85,7 @@ class Repository:
         self.store = DiskStore(os.path.join(self.path, "objects"))
         self.odb = ObjectDB(self.store, cache_bytes=int(self.config.get("cache.size")),
                             level=int(self.config.get("storage.literal_level")))
-        self.refs = RefContainer(self.path)
+        self.refs = DiskRefs(self.path)
         self.pins = Pins(self.path)
         self._writer: Writer | None = None
         self._similarity: SimilarityIndex | None = None
