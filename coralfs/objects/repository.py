@@ -552,7 +552,7 @@ class Repository:
     def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> _gc.GcReport:
         return _gc.gc(self, grace_seconds, dry_run)
 
-    def fsck(self, progress=None) -> _fsck.FsckReport:
+    def fsck(self, progress: Callable[[int, int], None] | None = None) -> _fsck.FsckReport:
         return _fsck.fsck(self, progress)
 
 

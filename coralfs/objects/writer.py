@@ -25,6 +25,7 @@ from .kinds import (BytesSegment, File, InvalidObject, PackedTensor, PackSegment
                    TensorSegment)
 from .odb import ObjectDB
 from .regions import Region
+from .similarity import SimilarityIndex
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def tile(size: int, regions: list[Region]) -> list[Region]:
 
 
 class Writer:
-    def __init__(self, odb: ObjectDB, settings: Settings, similarity=None) -> None:
+    def __init__(self, odb: ObjectDB, settings: Settings, similarity: SimilarityIndex | None = None) -> None:
         self.odb = odb
         self.settings = settings
         self.similarity = similarity
