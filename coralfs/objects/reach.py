@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from . import codecs
 from .errors import CoralError, CorruptObject, ObjectNotFound
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .repository import Repository
 
 log = logging.getLogger(__name__)
+K = TypeVar("K", bound=ShaObject)
 
 
 Root = tuple[str, ObjectId]  # (where it was found, e.g. "refs/heads/main", the id)
@@ -70,7 +71,7 @@ class Marker:
         self.problems: list[str] = []
         self.packed: list[tuple[File, str]] = []  # files with packs, for fsck's digest check
 
-    def _obj(self, oid: ObjectId, kind: type[ShaObject], where: str):  # -> kind | None
+    def _obj(self, oid: ObjectId, kind: type[K], where: str) -> K | None:
         try:
             return self.repo.odb.get_object(oid, kind)
         except (ObjectNotFound, CorruptObject) as e:

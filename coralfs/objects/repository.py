@@ -35,9 +35,9 @@ from .odb import ObjectDB
 from .pins import Pins
 from .reader import FileView
 from .refs import HEAD, HEADS, TAGS, DiskRefs, RefNotFound, RefsContainer, check_ref_name, default_identity
+from .regions import Region
 from .similarity import SimilarityIndex
 from .stores import DiskStore, ObjectStore
-from .regions import Region
 from .writer import IngestStats, Settings, Source, Writer
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def in_write_session(fn):
 
 
 class Repository:
-    """A coralfs repository on disk. Open with :meth:`open`, create with :meth:`init`."""
+    """A coralfs repository: a directory, with its objects and refs in it unless a store
+    or refs are given. Open with :meth:`open`, create with :meth:`init`."""
 
     def __init__(self, path: str, store: ObjectStore | None = None, refs: RefsContainer | None = None,
                  *, tolerate_config: bool = False) -> None:
