@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, TypeVar
 
 from . import codecs
@@ -14,10 +13,7 @@ from .refs import HEAD, HEADS, TAGS
 if TYPE_CHECKING:
     from .repository import Repository
 
-log = logging.getLogger(__name__)
 K = TypeVar("K", bound=ShaObject)
-
-
 Root = tuple[str, ObjectId]  # (where it was found, e.g. "refs/heads/main", the id)
 
 
