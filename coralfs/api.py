@@ -22,7 +22,7 @@ from .objects import dtypes
 from .objects.codecs import HEADER_SIZE
 from .objects.errors import CoralError
 from .objects.ids import ObjectId, to_hex
-from .objects.objects import MODE_EXEC, MODE_FILE, File, PackedTensor, Tensor, TensorSegment, Tree, TreeEntry, validate_path
+from .objects.kinds import MODE_EXEC, MODE_FILE, File, PackedTensor, Tensor, TensorSegment, Tree, TreeEntry, validate_path
 from .objects.reader import FileView
 from .objects.repository import Repository as _StoreRepository
 from .objects.repository import in_write_session

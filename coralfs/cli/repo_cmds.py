@@ -14,7 +14,7 @@ import typer
 from ..interrupts import interruptible, landing, late
 from ..objects.errors import CoralError
 from ..objects.ids import short, to_hex
-from ..objects.objects import Tensor, TensorSegment
+from ..objects.kinds import Tensor, TensorSegment
 from .app import app
 from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricOpt, RefArg, complete_ref, esc,
                      first_line, human, is_tty, open_repo, parse_kv)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..objects.errors import CoralError
-from ..objects.writer import Region
+from ..objects.regions import Region
 
 # Caps that keep a lying header from making us allocate or loop without bound.
 MAX_HEADER = 100 << 20

@@ -6,7 +6,7 @@ from __future__ import annotations
 import h5py
 
 from ..objects import dtypes
-from ..objects.writer import Region
+from ..objects.regions import Region
 from .base import guarded, FormatError, Layout
 
 MAGIC = b"\x89HDF\r\n\x1a\n"

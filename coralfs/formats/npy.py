@@ -10,7 +10,7 @@ import struct
 import numpy as np
 
 from ..objects import dtypes
-from ..objects.writer import Region
+from ..objects.regions import Region
 from .base import guarded, FormatError, Layout
 
 MAGIC = b"\x93NUMPY"

@@ -15,7 +15,7 @@ import math
 import struct
 
 from ..objects import dtypes
-from ..objects.writer import Region
+from ..objects.regions import Region
 from .base import guarded, MAX_HEADER, FormatError, Layout
 
 # safetensors dtype names -> coralfs dtype names (the same where they match).

@@ -20,7 +20,7 @@ import struct
 import zipfile
 from typing import NamedTuple
 
-from ..objects.writer import Region
+from ..objects.regions import Region
 from . import npy
 from .base import guarded, MAX_MEMBERS, FormatError, Layout, safe_member_name
 

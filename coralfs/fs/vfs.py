@@ -37,7 +37,7 @@ from ..objects import dtypes
 from ..objects.errors import CoralError
 from ..objects.history import BadRevision, walk
 from ..objects.ids import ObjectId, is_hex_prefix, to_hex
-from ..objects.objects import MODE_EXEC, File, PackedTensor, Tensor, TensorSegment
+from ..objects.kinds import MODE_EXEC, File, PackedTensor, Tensor, TensorSegment
 from ..objects.reader import FileView
 from .content import Content, Literal, Pieces, Stored
 

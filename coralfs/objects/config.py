@@ -101,10 +101,6 @@ KEYS: dict[str, Key] = {
 }
 ALIAS = Key("", str, check=_alias_command, what="a coralfs command line, e.g. \"commit -m checkpoint\"")
 
-# key -> (default, type), for callers that only need those.
-DEFAULTS: dict[str, tuple[Any, type]] = {k: (v.default, v.type) for k, v in KEYS.items()}
-
-
 class ConfigError(CoralError):
     exit_code = 2
 

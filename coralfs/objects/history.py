@@ -5,9 +5,13 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .errors import CoralError
 from .ids import ObjectId
+
+if TYPE_CHECKING:
+    from .repository import Repository
 
 _OPS = re.compile(r"(~\d*|\^\d*)")
 
@@ -39,7 +43,7 @@ def split_spec(spec: str) -> tuple[str, list[tuple[str, int]]]:
     return name, ops
 
 
-def walk(repo, starts: list[ObjectId], first_parent: bool = False) -> Iterator[ObjectId]:
+def walk(repo: Repository, starts: list[ObjectId], first_parent: bool = False) -> Iterator[ObjectId]:
     """Commits reachable from ``starts``, newest first (by time, then id), each once."""
     seen: set[ObjectId] = set()
     heap: list[tuple[int, bytes]] = []
@@ -58,16 +62,16 @@ def walk(repo, starts: list[ObjectId], first_parent: bool = False) -> Iterator[O
                 heapq.heappush(heap, (-repo.read_commit(p).time, p))
 
 
-def ancestors(repo, oid: ObjectId) -> set[ObjectId]:
+def ancestors(repo: Repository, oid: ObjectId) -> set[ObjectId]:
     return set(walk(repo, [oid]))
 
 
-def is_ancestor(repo, a: ObjectId, b: ObjectId) -> bool:
+def is_ancestor(repo: Repository, a: ObjectId, b: ObjectId) -> bool:
     """Is ``a`` reachable from ``b`` (a commit is its own ancestor)?"""
     return a in ancestors(repo, b)
 
 
-def merge_bases(repo, a: ObjectId, b: ObjectId) -> list[ObjectId]:
+def merge_bases(repo: Repository, a: ObjectId, b: ObjectId) -> list[ObjectId]:
     """Best common ancestors: common ancestors that are not ancestors of another one."""
     common = ancestors(repo, a) & ancestors(repo, b)
     best = []

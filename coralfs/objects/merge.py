@@ -23,7 +23,8 @@ import numpy as np
 from . import codecs, dtypes
 from .errors import CoralError
 from .ids import hash_bytes
-from .objects import BytesSegment, File, PackSegment, Segment, Tensor, TensorSegment, Tree, TreeEntry
+from .kinds import BytesSegment, File, PackSegment, Segment, Tensor, TensorSegment, Tree, TreeEntry
+from .odb import ObjectDB
 
 
 class MergeConflict(CoralError):
@@ -71,7 +72,7 @@ class MergeReport:
     conflicts: list[str] = field(default_factory=list)
 
 
-def combine(odb, tensors: list[Tensor], weights: list[float], name: str) -> Tensor:
+def combine(odb: ObjectDB, tensors: list[Tensor], weights: list[float], name: str) -> Tensor:
     """A new tensor: sum of weights[i] * tensors[i], chunk by chunk, in float64."""
     first = tensors[0]
     dt = dtypes.lookup(first.dtype)
@@ -118,7 +119,7 @@ def _pick3(b, o, t):
     return None
 
 
-def merge_file(odb, path: str, base: File | None, ours: File, theirs: File, s: Strategy,
+def merge_file(odb: ObjectDB, path: str, base: File | None, ours: File, theirs: File, s: Strategy,
                rep: MergeReport) -> File | None:
     """Merge two versions of one file; None if there is an unresolved conflict."""
     if not _same_layout(ours, theirs):
@@ -178,7 +179,7 @@ def merge_file(odb, path: str, base: File | None, ours: File, theirs: File, s: S
     return File(ours.format, segs) if ok else None
 
 
-def merge_trees(odb, base: Tree | None, ours: Tree, theirs: Tree, s: Strategy) -> tuple[Tree | None, MergeReport]:
+def merge_trees(odb: ObjectDB, base: Tree | None, ours: Tree, theirs: Tree, s: Strategy) -> tuple[Tree | None, MergeReport]:
     rep = MergeReport()
     b_e = base.entries if base is not None else {}
     out: dict[str, TreeEntry] = {}

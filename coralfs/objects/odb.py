@@ -20,8 +20,8 @@ from . import codecs
 from .cache import ByteLRU
 from .errors import CorruptObject
 from .ids import ObjectId, hash_bytes, to_hex
-from .objects import ShaObject, parse_object
-from .store import ObjectStore
+from .kinds import ShaObject, parse_object
+from .stores import ObjectStore
 from .wire import WireError
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ class ObjectDB:
         return written, len(frame) if written else 0, h.codec_name
 
     def chunk_header(self, oid: ObjectId) -> codecs.FrameHeader:
-        get_head = getattr(self.store, "get_head", None)
-        head = get_head(oid, codecs.HEADER_SIZE) if get_head else self.store.get(oid)[: codecs.HEADER_SIZE]
-        return codecs.parse_header(head, oid)
+        return codecs.parse_header(self.store.get_head(oid, codecs.HEADER_SIZE), oid)
 
     def chain_depth(self, oid: ObjectId, limit: int = 64) -> int:
         """How many decodes a read of ``oid`` needs beyond its own (follows bases)."""

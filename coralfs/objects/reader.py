@@ -11,7 +11,7 @@ import bisect
 from collections.abc import Iterator
 
 from .ids import ObjectId
-from .objects import BytesSegment, File, Tensor, TensorSegment
+from .kinds import BytesSegment, File, Tensor, TensorSegment
 from .odb import ObjectDB
 
 

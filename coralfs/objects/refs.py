@@ -1,10 +1,18 @@
 """Refs: branches, tags and HEAD, moved only by compare-and-swap, with a reflog.
 
-A ref file holds a hex id and a newline; HEAD holds ``ref: refs/heads/NAME`` or an id.
-``set_if_equals`` takes an exclusive ``flock`` on ``NAME.lock`` next to the ref, re-reads
-the ref under the lock, refuses if it moved, writes durably and appends the reflog. An
-advisory lock (rather than an O_EXCL lock file) is released by the kernel when its holder
-dies, so a process killed mid-commit never leaves a branch locked (docs/decisions.md).
+:class:`RefsContainer` is the interface: what every backend stores is text (a ref holds a
+hex id and a newline; HEAD holds ``ref: refs/heads/NAME`` or an id; a reflog holds one
+line per move), and the parsing, name checks and reflog format live here once. A backend
+implements the few abstract methods (reading and listing that text, the compare-and-swap,
+writing HEAD, appending and reading reflogs); tests/unit/refs_conformance.py is the
+contract every backend runs.
+
+:class:`DiskRefs` keeps them as files. ``set_if_equals`` takes an exclusive ``flock`` on
+``NAME.lock`` next to the ref, re-reads the ref under the lock, refuses if it moved,
+writes durably and appends the reflog. An advisory lock (rather than an O_EXCL lock file)
+is released by the kernel when its holder dies, so a process killed mid-commit never
+leaves a branch locked (docs/decisions.md). :class:`MemoryRefs` keeps them in dicts
+(tests, and repositories that live in memory).
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .durable import append_durable, make_dirs, open_private, write_durable
+from .durable import append_durable, fsync_dir, make_dirs, open_private, write_durable
 from .errors import CoralError
 from .ids import HEX_LEN, ObjectId, from_hex, to_hex
 
@@ -114,40 +124,57 @@ def default_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class RefContainer:
-    def __init__(self, root: str) -> None:
-        self.root = root
+def check_full_name(name: str) -> str:
+    """``HEAD`` or ``refs/heads/X``/``refs/tags/X`` with a valid X: nothing else is a ref
+    (and so no name escapes a backend's namespace)."""
+    if name != HEAD:
+        if not (name.startswith(HEADS) or name.startswith(TAGS)):
+            raise InvalidRefName(name, "refs live under refs/heads/ or refs/tags/")
+        check_ref_name(name.split("/", 2)[2], "ref")
+    return name
 
-    # -- paths ---------------------------------------------------------------------------
-    def _path(self, name: str) -> str:
-        if name != HEAD:
-            if not (name.startswith(HEADS) or name.startswith(TAGS)):
-                raise InvalidRefName(name, "refs live under refs/heads/ or refs/tags/")
-            check_ref_name(name.split("/", 2)[2], "ref")
-        return os.path.join(self.root, *name.split("/"))
 
-    def _log_path(self, name: str) -> str:
-        return os.path.join(self.root, "logs", *name.split("/"))
+class RefsContainer(ABC):
+    """Branches, tags, HEAD and their reflogs, over a backend's abstract methods."""
+
+    # -- what a backend implements -------------------------------------------------------
+    @abstractmethod
+    def read_raw(self, name: str) -> str | None:
+        """The stripped text of ref ``name`` (checked with :func:`check_full_name`);
+        None if absent; BadRef if it is not UTF-8."""
+
+    @abstractmethod
+    def raw_refs(self, prefix: str) -> Iterator[tuple[str, str | BadRef]]:
+        """(short name, stripped text or the BadRef it raised) of every ref under
+        ``prefix`` (``refs/heads/`` or ``refs/tags/``)."""
+
+    @abstractmethod
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
+                      message: str, who: str | None = None, *, force: bool = False) -> None:
+        """Move ``name`` from ``old`` to ``new`` atomically (and append its reflog), or
+        raise RefMoved. ``new=None`` deletes the ref. With ``force`` the current value is
+        not compared. Implementations call :meth:`_check_swap` under their lock."""
+
+    @abstractmethod
+    def write_head(self, text: str) -> None:
+        """Replace HEAD's text durably (callers: :meth:`set_symbolic`, :meth:`set_detached`)."""
+
+    @abstractmethod
+    def append_log_line(self, name: str, line: str) -> None:
+        """Append one line (newline included) to the reflog of ``name``, durably."""
+
+    @abstractmethod
+    def read_log(self, name: str) -> str | None:
+        """The text of the reflog of ``name``; None if there is none; BadRef if it is
+        not UTF-8."""
+
+    @abstractmethod
+    def log_names(self) -> Iterator[str]:
+        """The name of every reflog there is (``HEAD``, ``refs/heads/main``, ...)."""
 
     # -- reading -------------------------------------------------------------------------
-    def _read_text(self, path: str, what: str) -> str | None:
-        """A metadata file's text; None if absent; BadRef if it is not UTF-8."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRef(what, "is not UTF-8 text") from None
-
-    def read_raw(self, name: str) -> str | None:
-        raw = self._read_text(self._path(name), name)
-        return None if raw is None else raw.strip()
-
     def _parse(self, name: str, raw: str) -> ObjectId:
-        """A ref file's text -> its id: exactly 64 lowercase hex digits."""
+        """A ref's text -> its id: exactly 64 lowercase hex digits."""
         if len(raw) != HEX_LEN or not _HEX.fullmatch(raw):
             shown = raw if len(raw) <= 80 else raw[:77] + "..."
             raise BadRef(name, f"holds {shown!r}, not a {HEX_LEN}-digit hex id")
@@ -156,7 +183,7 @@ class RefContainer:
     def read(self, name: str) -> ObjectId | None:
         """The id a ref holds, following HEAD's symbolic ref; None if unborn/absent.
 
-        Raises BadRef for a file that does not parse (never treated as absent)."""
+        Raises BadRef for a ref that does not parse (never treated as absent)."""
         raw = self.read_raw(name)
         if raw is None:
             return None
@@ -192,23 +219,16 @@ class RefContainer:
 
     def scan(self, prefix: str) -> tuple[dict[str, ObjectId], list[BadRef]]:
         """Every ref under ``prefix`` (e.g. ``refs/heads/``), short name -> id, and one
-        BadRef per file that does not parse."""
+        BadRef per ref that does not parse."""
         out: dict[str, ObjectId] = {}
         bad: list[BadRef] = []
-        base = os.path.join(self.root, *prefix.rstrip("/").split("/"))
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
-                if f.endswith(".lock") or f.startswith("."):
-                    continue
-                full = os.path.join(dirpath, f)
-                short = os.path.relpath(full, base).replace(os.sep, "/")
-                name = prefix + short
-                try:
-                    raw = self._read_text(full, name)
-                    if raw is not None:
-                        out[short] = self._parse(name, raw.strip())
-                except BadRef as e:
-                    bad.append(e)
+        for short, raw in self.raw_refs(prefix):
+            try:
+                if isinstance(raw, BadRef):
+                    raise raw
+                out[short] = self._parse(prefix + short, raw)
+            except BadRef as e:
+                bad.append(e)
         return dict(sorted(out.items())), bad
 
     def list(self, prefix: str) -> dict[str, ObjectId]:
@@ -226,74 +246,51 @@ class RefContainer:
             return None
 
     # -- writing -------------------------------------------------------------------------
-    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
-                      message: str, who: str | None = None, *, force: bool = False) -> None:
-        """Move ``name`` from ``old`` to ``new`` atomically, or raise RefMoved.
+    def _check_swap(self, name: str, old: ObjectId | None, force: bool) -> ObjectId | None:
+        """The current id of ``name`` (read under the caller's lock); RefMoved unless it
+        is ``old`` (or ``force``)."""
+        current = self.read_raw(name)
+        cur = None if current is None else self._parse(name, current)
+        if not force and cur != old:
+            raise RefMoved(name, old, cur)
+        return cur
 
-        ``new=None`` deletes the ref. With ``force`` the current value is not compared.
-        """
-        path = self._path(name)
-        make_dirs(os.path.dirname(path))
-        lock_fd = open_private(path + ".lock", os.O_RDWR)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            current = self.read_raw(name)
-            cur = None if current is None else self._parse(name, current)
-            if not force and cur != old:
-                raise RefMoved(name, old, cur)
-            if new is None:
-                if current is not None:
-                    os.unlink(path)
-                    from .durable import fsync_dir
-                    fsync_dir(os.path.dirname(path))
-            else:
-                write_durable(path, (to_hex(new) + "\n").encode())
-            self._append_log(name, cur, new, message, who)
-        finally:
-            os.close(lock_fd)  # closing releases the flock
-        if new is None:
-            self._remove_lock(path)
-
-    def _remove_lock(self, path: str) -> None:
-        # A deleted ref leaves no lock file behind (its directory may then be pruned).
-        try:
-            os.unlink(path + ".lock")
-        except FileNotFoundError:
-            pass
+    def delete(self, name: str, old: ObjectId | None, message: str, who: str | None = None) -> None:
+        """Remove ``name`` if it still holds ``old`` (RefMoved otherwise)."""
+        self.set_if_equals(name, old, None, message, who)
 
     def set_symbolic(self, name: str, target: str, message: str, who: str | None = None) -> None:
         """Point HEAD at a branch."""
         assert name == HEAD
-        self._path(target)
+        check_full_name(target)
         old = self._read_lenient(HEAD)  # checkout is how a damaged HEAD is repaired
-        write_durable(self._path(name), f"{SYMREF}{target}\n".encode())
-        self._append_log(HEAD, old, self.read(target), message, who)
+        self.write_head(f"{SYMREF}{target}\n")
+        self.append_log(HEAD, old, self.read(target), message, who)
 
     def set_detached(self, oid: ObjectId, message: str, who: str | None = None) -> None:
         old = self._read_lenient(HEAD)
-        write_durable(self._path(HEAD), (to_hex(oid) + "\n").encode())
-        self._append_log(HEAD, old, oid, message, who)
+        self.write_head(to_hex(oid) + "\n")
+        self.append_log(HEAD, old, oid, message, who)
 
     # -- reflog --------------------------------------------------------------------------
-    def _append_log(self, name: str, old: ObjectId | None, new: ObjectId | None,
-                    message: str, who: str | None) -> None:
-        path = self._log_path(name)
-        make_dirs(os.path.dirname(path))
+    def append_log(self, name: str, old: ObjectId | None, new: ObjectId | None,
+                   message: str, who: str | None) -> None:
+        """Record a move of ``name`` (and of HEAD too while HEAD is on that branch)."""
         z = "0" * HEX_LEN
         msg = message.replace("\n", " ").replace("\t", " ")
         line = (f"{to_hex(old) if old else z} {to_hex(new) if new else z} "
                 f"{int(time.time())}\t{(who or default_identity()).replace(chr(9), ' ')}\t{msg}\n")
-        append_durable(path, line.encode("utf-8"))
+        self.append_log_line(name, line)
         try:
             on_head = name.startswith(HEADS) and self.head_target() == name
         except BadRef:  # the ref has moved already; a damaged HEAD only loses its log line
             on_head = False
         if on_head:
-            append_durable(self._log_path(HEAD), line.encode("utf-8"))
+            self.append_log_line(HEAD, line)
 
     def reflog(self, name: str) -> list[ReflogEntry]:
         """The entries of a reflog (a torn last line left by a crash is skipped); BadRef
-        if the file is not UTF-8 or another line does not parse."""
+        if the text is not UTF-8 or another line does not parse."""
         entries, bad = self.reflog_checked(name)
         if bad:
             raise bad
@@ -302,13 +299,13 @@ class RefContainer:
     def reflog_checked(self, name: str) -> tuple[list[ReflogEntry], BadRef | None]:
         what = f"logs/{name}"
         try:
-            text = self._read_text(self._log_path(name), what)
+            text = self.read_log(name)
         except BadRef as e:
             return [], e
         if text is None:
             return [], None
         lines = text.split("\n")
-        torn = lines.pop()  # "" when the file ends with a newline, else a torn write
+        torn = lines.pop()  # "" when the log ends with a newline, else a torn write
         out = []
         for i, ln in enumerate(lines, 1):
             try:
@@ -321,13 +318,146 @@ class RefContainer:
         return out, None
 
     def all_logs(self) -> Iterator[tuple[str, list[ReflogEntry], BadRef | None]]:
+        for name in self.log_names():
+            yield (name, *self.reflog_checked(name))
+
+
+class DiskRefs(RefsContainer):
+    """Refs as files under the repository: ``HEAD``, ``refs/...``, ``logs/...``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, *check_full_name(name).split("/"))
+
+    def _log_path(self, name: str) -> str:
+        return os.path.join(self.root, "logs", *name.split("/"))
+
+    def _read_text(self, path: str, what: str) -> str | None:
+        """A metadata file's text; None if absent; BadRef if it is not UTF-8."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRef(what, "is not UTF-8 text") from None
+
+    def read_raw(self, name: str) -> str | None:
+        raw = self._read_text(self._path(name), name)
+        return None if raw is None else raw.strip()
+
+    def raw_refs(self, prefix: str) -> Iterator[tuple[str, str | BadRef]]:
+        base = os.path.join(self.root, *prefix.rstrip("/").split("/"))
+        for dirpath, _dirs, files in os.walk(base):
+            for f in files:
+                if f.endswith(".lock") or f.startswith("."):
+                    continue
+                full = os.path.join(dirpath, f)
+                short = os.path.relpath(full, base).replace(os.sep, "/")
+                try:
+                    raw = self._read_text(full, prefix + short)
+                except BadRef as e:
+                    yield short, e
+                    continue
+                if raw is not None:
+                    yield short, raw.strip()
+
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
+                      message: str, who: str | None = None, *, force: bool = False) -> None:
+        path = self._path(name)
+        make_dirs(os.path.dirname(path))
+        lock_fd = open_private(path + ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            cur = self._check_swap(name, old, force)
+            if new is None:
+                if cur is not None:
+                    os.unlink(path)
+                    fsync_dir(os.path.dirname(path))
+            else:
+                write_durable(path, (to_hex(new) + "\n").encode())
+            self.append_log(name, cur, new, message, who)
+        finally:
+            os.close(lock_fd)  # closing releases the flock
+        if new is None:
+            self._remove_lock(path)
+
+    def _remove_lock(self, path: str) -> None:
+        # A deleted ref leaves no lock file behind (its directory may then be pruned).
+        try:
+            os.unlink(path + ".lock")
+        except FileNotFoundError:
+            pass
+
+    def write_head(self, text: str) -> None:
+        write_durable(self._path(HEAD), text.encode())
+
+    def append_log_line(self, name: str, line: str) -> None:
+        path = self._log_path(name)
+        make_dirs(os.path.dirname(path))
+        append_durable(path, line.encode("utf-8"))
+
+    def read_log(self, name: str) -> str | None:
+        return self._read_text(self._log_path(name), f"logs/{name}")
+
+    def log_names(self) -> Iterator[str]:
         base = os.path.join(self.root, "logs")
         for dirpath, _d, files in os.walk(base):
             for f in sorted(files):
-                if f.startswith("."):
-                    continue
-                name = os.path.relpath(os.path.join(dirpath, f), base).replace(os.sep, "/")
-                yield (name, *self.reflog_checked(name))
+                if not f.startswith("."):
+                    yield os.path.relpath(os.path.join(dirpath, f), base).replace(os.sep, "/")
+
+
+class MemoryRefs(RefsContainer):
+    """Refs in dicts, for repositories that live in memory; one lock makes every
+    compare-and-swap atomic among threads."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, str] = {}
+        self._logs: dict[str, str] = {}
+        self._lock = threading.RLock()
+
+    def read_raw(self, name: str) -> str | None:
+        raw = self._refs.get(check_full_name(name))
+        return None if raw is None else raw.strip()
+
+    def raw_refs(self, prefix: str) -> Iterator[tuple[str, str | BadRef]]:
+        with self._lock:
+            items = sorted(self._refs.items())
+        for name, raw in items:
+            if name != HEAD and name.startswith(prefix):
+                yield name[len(prefix):], raw.strip()
+
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
+                      message: str, who: str | None = None, *, force: bool = False) -> None:
+        check_full_name(name)
+        with self._lock:
+            cur = self._check_swap(name, old, force)
+            if new is None:
+                self._refs.pop(name, None)
+            else:
+                self._refs[name] = to_hex(new) + "\n"
+            self.append_log(name, cur, new, message, who)
+
+    def write_head(self, text: str) -> None:
+        with self._lock:
+            self._refs[HEAD] = text
+
+    def append_log_line(self, name: str, line: str) -> None:
+        with self._lock:
+            self._logs[name] = self._logs.get(name, "") + line
+
+    def read_log(self, name: str) -> str | None:
+        return self._logs.get(name)
+
+    def log_names(self) -> Iterator[str]:
+        with self._lock:
+            names = sorted(self._logs)
+        yield from names
 
 
 def parse_reflog_line(ln: str) -> ReflogEntry:

@@ -21,21 +21,24 @@ import threading
 import time as _time
 from collections.abc import Callable, Iterator
 
-from . import history, maintenance
+from . import fsck as _fsck
+from . import gc as _gc
+from . import history
 from .config import FORMAT_VERSION, Config, ConfigError, user_config
-from .durable import fsync_dir, make_dirs, open_private, write_durable
+from .durable import fsync_dir, make_dirs, open_private
 from .errors import CoralError, NotARepository
 from .history import BadRevision
 from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
+from .kinds import Commit, File, ShaObject, Tag, Tree
 from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_strategy
-from .objects import Commit, File, ShaObject, Tag, Tree
 from .odb import ObjectDB
-from .reader import FileView
 from .pins import Pins
-from .refs import HEAD, HEADS, TAGS, RefContainer, RefNotFound, check_ref_name, default_identity
+from .reader import FileView
+from .refs import HEAD, HEADS, TAGS, DiskRefs, RefNotFound, RefsContainer, check_ref_name, default_identity
+from .regions import Region
 from .similarity import SimilarityIndex
-from .store import DiskStore
-from .writer import IngestStats, Region, Settings, Source, Writer
+from .stores import DiskStore, ObjectStore
+from .writer import IngestStats, Settings, Source, Writer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,12 @@ PRIVATE_MODE = 0o700
 SHARED_MODE = 0o2750
 # Held shared (flock) by every write session, exclusive by gc while it marks and sweeps.
 SESSION_LOCK = "sessions.lock"
+
+
+def _markers(store: ObjectStore | None, refs: RefsContainer | None) -> list[str]:
+    """What must exist under a repository's path: what is not injected, and the config."""
+    return [m for m in MARKERS if not (m == "objects" and store is not None)
+            and not (m in ("HEAD", "refs") and refs is not None)]
 
 
 def in_write_session(fn):
@@ -58,14 +67,19 @@ def in_write_session(fn):
 
 
 class Repository:
-    """A coralfs repository on disk. Open with :meth:`open`, create with :meth:`init`."""
+    """A coralfs repository: a directory, with its objects and refs in it unless a store
+    or refs are given. Open with :meth:`open`, create with :meth:`init`."""
 
-    def __init__(self, path: str, *, tolerate_config: bool = False) -> None:
-        """``tolerate_config``: a config.toml that does not parse or holds refused values
+    def __init__(self, path: str, store: ObjectStore | None = None, refs: RefsContainer | None = None,
+                 *, tolerate_config: bool = False) -> None:
+        """``store``/``refs``: where objects and refs live (default: ``objects/`` and
+        ``HEAD``, ``refs/``, ``logs/`` under ``path``); the directory still holds the
+        config, pins, staging areas, the similarity index and the session lock.
+        ``tolerate_config``: a config.toml that does not parse or holds refused values
         is recorded in ``config_problem`` (defaults apply) instead of raised; for fsck,
         which reports it with everything else."""
         self.path = os.path.abspath(path)
-        for m in MARKERS:
+        for m in _markers(store, refs):
             if not os.path.exists(os.path.join(self.path, m)):
                 raise NotARepository(path, f"no {m}")
         self.config_problem: str | None = None
@@ -79,10 +93,10 @@ class Repository:
         fmt = self.config.get("core.format")
         if fmt != FORMAT_VERSION:
             raise NotARepository(path, f"format {fmt}; this coralfs reads format {FORMAT_VERSION}")
-        self.store = DiskStore(os.path.join(self.path, "objects"))
+        self.store: ObjectStore = DiskStore(os.path.join(self.path, "objects")) if store is None else store
         self.odb = ObjectDB(self.store, cache_bytes=int(self.config.get("cache.size")),
                             level=int(self.config.get("storage.literal_level")))
-        self.refs = RefContainer(self.path)
+        self.refs: RefsContainer = DiskRefs(self.path) if refs is None else refs
         self.pins = Pins(self.path)
         self._writer: Writer | None = None
         self._similarity: SimilarityIndex | None = None
@@ -92,10 +106,13 @@ class Repository:
 
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
-    def init(cls, path: str, *, default_branch: str = DEFAULT_BRANCH, shared: bool = False) -> Repository:
+    def init(cls, path: str, *, default_branch: str = DEFAULT_BRANCH, shared: bool = False,
+             store: ObjectStore | None = None, refs: RefsContainer | None = None) -> Repository:
         """Create an empty repository at ``path``: private (0700, files 0600) or, with
         ``shared``, readable by the directory's group (02750, files 0640). Every file and
-        directory made inside it later takes these bits from its directory."""
+        directory made inside it later takes these bits from its directory. With
+        ``store``/``refs`` (e.g. MemoryStore, MemoryRefs) objects or refs live there
+        instead of under ``path``; open it again with the same ones."""
         check_ref_name(default_branch)
         path = os.path.abspath(path)
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -109,21 +126,27 @@ class Repository:
         # chmod, not the mkdir mode: the umask must not widen nor narrow it. setgid makes
         # new files and directories keep the repository's group.
         os.chmod(path, SHARED_MODE if shared else PRIVATE_MODE)
-        for d in ("objects", "refs/heads", "refs/tags", "logs", "staging", "index"):
+        dirs = ["staging", "index"]
+        if store is None:
+            dirs.append("objects")
+        if refs is None:
+            dirs += ["refs/heads", "refs/tags", "logs"]
+        for d in dirs:
             make_dirs(os.path.join(path, d))
         cfg = Config(os.path.join(path, "config.toml"))
         cfg.data = {"core": {"format": FORMAT_VERSION}}
         cfg.save()
         # HEAD last: until it exists the directory is not yet a repository.
-        write_durable(os.path.join(path, "HEAD"), f"ref: {HEADS}{default_branch}\n".encode())
+        (DiskRefs(path) if refs is None else refs).write_head(f"ref: {HEADS}{default_branch}\n")
         fsync_dir(path)
-        return cls(path)
+        return cls(path, store, refs)
 
     @classmethod
-    def open(cls, path: str, *, tolerate_config: bool = False) -> Repository:
+    def open(cls, path: str, store: ObjectStore | None = None, refs: RefsContainer | None = None,
+             *, tolerate_config: bool = False) -> Repository:
         if not os.path.isdir(path):
             raise NotARepository(path, "no such directory")
-        return cls(path, tolerate_config=tolerate_config)
+        return cls(path, store, refs, tolerate_config=tolerate_config)
 
     @staticmethod
     def discover(start: str = ".") -> str:
@@ -527,11 +550,11 @@ class Repository:
         return "merged", cid, rep
 
     # -- maintenance ---------------------------------------------------------------------
-    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> maintenance.GcReport:
-        return maintenance.gc(self, grace_seconds, dry_run)
+    def gc(self, grace_seconds: float = 3600.0, dry_run: bool = False) -> _gc.GcReport:
+        return _gc.gc(self, grace_seconds, dry_run)
 
-    def fsck(self, progress=None) -> maintenance.FsckReport:
-        return maintenance.fsck(self, progress)
+    def fsck(self, progress: Callable[[int, int], None] | None = None) -> _fsck.FsckReport:
+        return _fsck.fsck(self, progress)
 
 
 __all__ = ["Repository", "Region", "Source", "IngestStats"]

@@ -15,17 +15,22 @@ import logging
 import os
 import sqlite3
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .durable import create_file, make_dirs
 from .ids import ObjectId
 
+if TYPE_CHECKING:
+    from .dtypes import DType
+    from .regions import Region
+    from .writer import Source
+
 log = logging.getLogger(__name__)
 
 SAMPLES = 128
 BANDS = 8
-BAND_BITS = SAMPLES // BANDS
 MAX_DISTANCE = 32  # of 128 bits: beyond this a delta is unlikely to help
 
 
@@ -96,7 +101,7 @@ class SimilarityIndex:
         return np.packbits((top_bytes >> 7).astype(np.uint8)).tobytes()
 
     @classmethod
-    def sketch(cls, src, region, dt) -> bytes:
+    def sketch(cls, src: Source, region: Region, dt: DType) -> bytes:
         """Sign bits of SAMPLES elements spread evenly over the tensor (read from disk;
         the writer takes them from chunks it has in memory when it can)."""
         pos = cls.positions(region.length, dt.width)

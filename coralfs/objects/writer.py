@@ -21,22 +21,13 @@ from . import codecs, dtypes
 from .cdc import Chunker
 from .errors import CorruptObject, ObjectNotFound
 from .ids import ObjectId, hash_bytes
-from .objects import (BytesSegment, File, InvalidObject, PackedTensor, PackSegment, Segment, Tensor,
-                      TensorSegment)
+from .kinds import (BytesSegment, File, InvalidObject, PackedTensor, PackSegment, Segment, Tensor,
+                   TensorSegment)
 from .odb import ObjectDB
+from .regions import Region
+from .similarity import SimilarityIndex
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Region:
-    """A byte range of a source file; with ``name`` it is a typed tensor."""
-
-    offset: int
-    length: int
-    name: str | None = None
-    dtype: str | None = None
-    shape: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -158,7 +149,7 @@ def tile(size: int, regions: list[Region]) -> list[Region]:
 
 
 class Writer:
-    def __init__(self, odb: ObjectDB, settings: Settings, similarity=None) -> None:
+    def __init__(self, odb: ObjectDB, settings: Settings, similarity: SimilarityIndex | None = None) -> None:
         self.odb = odb
         self.settings = settings
         self.similarity = similarity

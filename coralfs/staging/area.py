@@ -15,7 +15,7 @@ import time
 
 from ..objects.durable import create_file, fsync_dir, make_dirs
 from ..objects.ids import ObjectId, from_hex, to_hex
-from ..objects.objects import Tree
+from ..objects.kinds import Tree
 from ..objects.refs import HEADS, check_ref_name
 from ..objects.writer import IngestStats
 from . import commit as committing

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..formats import layout_of
 from ..formats.base import FormatError
 from ..objects.ids import ObjectId, to_hex
-from ..objects.objects import Tree, TreeEntry
+from ..objects.kinds import Tree, TreeEntry
 from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
 from .entries import Entry, StagingError, perm_of, tree_mode

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId
-from ..objects.objects import MODE_EXEC, MODE_FILE, validate_path
+from ..objects.kinds import MODE_EXEC, MODE_FILE, validate_path
 
 RESERVED = ".coral"
 COPY_BLOCK = 4 << 20

@@ -135,7 +135,7 @@ def test_staging_roots_of_an_earlier_version_become_pins(filled):
     """A staging area written before pins kept its gc roots in ``*.roots`` files: gc turns
     each into its pin first, so what they keep survives."""
     from coralfs import Repository
-    from coralfs.objects.objects import Tree
+    from coralfs.objects.kinds import Tree
     repo = filled
     r = Repository.open(repo)
     orphan = r.put(Tree({}))  # reached by nothing but the old roots files

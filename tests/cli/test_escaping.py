@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from coralfs.cli.common import esc
 from coralfs.cli.main import app
 from coralfs.staging import StagingArea
-from coralfs.objects.objects import Tree, TreeEntry
+from coralfs.objects.kinds import Tree, TreeEntry
 from tests.conftest import PYTHON
 
 runner = CliRunner()
@@ -84,7 +84,7 @@ def test_show_log_diff_status_escape_names(hostile):
     out = _run(repo, "branch")
     assert "step\\x1b]0;owned" in out
     out = _run(repo, "diff", first.hex(), "HEAD")
-    assert f"modified nl\\nx.bin" in out and f"added m.safetensors" in out and TENSOR_SHOWN in out
+    assert "modified nl\\nx.bin" in out and "added m.safetensors" in out and TENSOR_SHOWN in out
     out = _run(repo, "diff", first.hex(), "HEAD", "--stat")
     assert len(out.splitlines()) == 3
     out = _run(repo, "status")

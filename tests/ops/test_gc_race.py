@@ -202,7 +202,7 @@ def test_gc_racing_stash_and_pop(tmp_path, prune_age):
         repo.delete_branch("side")
         shutil.rmtree(os.path.join(path, "logs"))
         for k in range(1000):  # other branches' staging areas and stashes
-            for d, f in ((f"staging/b{k:04d}", "base"), (f"staging/other/stash", str(k))):
+            for d, f in ((f"staging/b{k:04d}", "base"), ("staging/other/stash", str(k))):
                 os.makedirs(os.path.join(path, "pins", d), exist_ok=True)
                 with open(os.path.join(path, "pins", d, f), "w") as fh:
                     fh.write(to_hex(away) + "\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from coralfs.objects.cdc import Chunker
-from coralfs.objects.writer import Region
+from coralfs.objects.regions import Region
 
 GOLDEN_CUTS = [806386, 1025409, 1583700, 1262472, 808495, 1052630, 376179, 1157757, 356799, 913305,
                434699, 1452303, 326657, 457399, 1357203, 1060552, 282660, 267816, 2562592, 2577942,

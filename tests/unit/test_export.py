@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from coralfs.export import ExportError
-from coralfs.objects.objects import BytesSegment, Tree, TreeEntry
+from coralfs.objects.kinds import BytesSegment, Tree, TreeEntry
 from tests.conftest import run_cli
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from coralfs.objects.config import KEYS, REPO, Config, check_value
 from coralfs.objects.errors import CoralError
 from coralfs.objects.ids import HEX_LEN
-from coralfs.objects.refs import HEAD, RefContainer, ReflogEntry, parse_reflog_line
+from coralfs.objects.refs import HEAD, DiskRefs, ReflogEntry, parse_reflog_line
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HEX = "0123456789abcdef"
@@ -56,7 +56,7 @@ class _Dir:
 def test_fuzz_ref_file(data):
     with _Dir() as d:
         d.write("refs/heads/main", data)
-        refs = RefContainer(d.path)
+        refs = DiskRefs(d.path)
         try:
             got = refs.read("refs/heads/main")
             assert got is not None and len(got) == 32
@@ -74,7 +74,7 @@ def test_fuzz_head(head, branch):
     with _Dir() as d:
         d.write("HEAD", head)
         d.write("refs/heads/main", branch)
-        refs = RefContainer(d.path)
+        refs = DiskRefs(d.path)
         for fn in (lambda: refs.read(HEAD), refs.head_target):
             try:
                 got = fn()
@@ -98,7 +98,7 @@ def test_fuzz_reflog_line(line):
 def test_fuzz_reflog_file(data):
     with _Dir() as d:
         d.write("logs/refs/heads/main", data)
-        refs = RefContainer(d.path)
+        refs = DiskRefs(d.path)
         entries, bad = refs.reflog_checked("refs/heads/main")
         assert all(isinstance(e, ReflogEntry) for e in entries)
         if bad is not None:

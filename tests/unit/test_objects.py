@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from coralfs.objects.ids import ObjectId
-from coralfs.objects.objects import (BytesSegment, Commit, File, InvalidObject, Tag, Tensor, TensorSegment,
-                                     Tree, TreeEntry, parse_object)
+from coralfs.objects.kinds import (BytesSegment, Commit, File, InvalidObject, Tag, Tensor, TensorSegment,
+                                   Tree, TreeEntry, parse_object)
 from coralfs.objects.wire import WireError
 
 A = ObjectId(bytes(range(32)))
@@ -96,3 +96,15 @@ def test_truncated_or_extended_bytes_rejected(kind):
     for bad in (data[:-1], data + b"x", data[:5]):
         with pytest.raises(WireError):
             parse_object(bad)
+
+
+def test_from_bytes_parses_its_own_kind_only():
+    objs = samples()
+    for name, obj in objs.items():
+        cls = type(obj)
+        assert cls.from_bytes(obj.to_bytes()) == obj
+        other = next(o for n, o in objs.items() if n != name)
+        with pytest.raises(WireError, match=f"not a {cls.type_name}"):
+            cls.from_bytes(other.to_bytes())
+    with pytest.raises(WireError):
+        Tree.from_bytes(b"CRO\x03")

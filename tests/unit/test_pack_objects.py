@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from coralfs.objects.ids import ObjectId
-from coralfs.objects.objects import (BytesSegment, File, InvalidObject, PackedTensor, PackSegment,
-                                     TensorSegment, parse_object)
+from coralfs.objects.kinds import (BytesSegment, File, InvalidObject, PackedTensor, PackSegment,
+                                   TensorSegment, parse_object)
 from coralfs.objects.wire import WireError
 
 A = ObjectId(bytes(range(32)))
@@ -86,7 +86,7 @@ def test_fsck_catches_a_packed_digest_that_lies(tmp_path):
 
     from coralfs.api import Repository
     from coralfs.objects.ids import hash_bytes
-    from coralfs.objects.objects import Tree, TreeEntry
+    from coralfs.objects.kinds import Tree, TreeEntry
 
     src = tmp_path / "ck"
     src.mkdir()

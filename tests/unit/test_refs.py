@@ -1,15 +1,18 @@
-"""Ref names, compare-and-swap, reflog."""
+"""Ref names; the refs conformance class (refs_conformance.py: CAS, delete, reflog, name
+validation) on disk and memory refs; the interface's abstract methods."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from coralfs.objects.ids import ObjectId
-from coralfs.objects.refs import InvalidRefName, RefContainer, RefMoved, check_ref_name
+from coralfs.objects.refs import DiskRefs, InvalidRefName, MemoryRefs, RefsContainer, check_ref_name
+from tests.unit.refs_conformance import RefsConformance
 
 A = ObjectId(b"\x01" * 32)
-B = ObjectId(b"\x02" * 32)
-C = ObjectId(b"\x03" * 32)
+BACKEND = {"read_raw", "raw_refs", "set_if_equals", "write_head", "append_log_line", "read_log", "log_names"}
 
 
 @pytest.mark.parametrize("name", ["main", "feature/x", "v1.2.0", "exp-3_lr=2e-5", "a/b/c"])
@@ -25,44 +28,48 @@ def test_bad_names(name):
         check_ref_name(name)
 
 
-def test_cas_moves_and_refuses(tmp_path):
-    refs = RefContainer(str(tmp_path))
-    refs.set_if_equals("refs/heads/main", None, A, "init")
-    assert refs.read("refs/heads/main") == A
-    refs.set_if_equals("refs/heads/main", A, B, "next")
-    with pytest.raises(RefMoved) as e:
-        refs.set_if_equals("refs/heads/main", A, C, "stale")
-    assert "moved" in str(e.value)
-    assert refs.read("refs/heads/main") == B
-    log = refs.reflog("refs/heads/main")
-    assert [(x.old, x.new) for x in log] == [(None, A), (A, B)]
-    assert log[1].message == "next"
+class TestDiskRefs(RefsConformance):
+    def make(self, tmp_path):
+        return DiskRefs(str(tmp_path))
+
+    def test_ref_names_cannot_escape(self, tmp_path):
+        refs = DiskRefs(str(tmp_path / "r"))
+        with pytest.raises(InvalidRefName):
+            refs.set_if_equals("refs/heads/../../evil", None, A, "x")
+        with pytest.raises(InvalidRefName):
+            refs.set_if_equals("refs/other/x", None, A, "x")
+        assert not (tmp_path / "evil").exists()
+
+    def test_lock_files_are_not_refs_and_a_deleted_ref_leaves_none(self, tmp_path):
+        refs = self.make(tmp_path)
+        refs.set_if_equals("refs/heads/a", None, A, "x")
+        assert (tmp_path / "refs" / "heads" / "a.lock").exists()
+        assert refs.scan("refs/heads/") == ({"a": A}, [])
+        refs.delete("refs/heads/a", A, "x")
+        assert list((tmp_path / "refs" / "heads").iterdir()) == []
 
 
-def test_delete_and_list(tmp_path):
-    refs = RefContainer(str(tmp_path))
-    refs.set_if_equals("refs/heads/a", None, A, "x")
-    refs.set_if_equals("refs/heads/f/b", None, B, "x")
-    assert refs.list("refs/heads/") == {"a": A, "f/b": B}
-    refs.set_if_equals("refs/heads/a", A, None, "delete")
-    assert refs.list("refs/heads/") == {"f/b": B}
+class TestMemoryRefs(RefsConformance):
+    def make(self, tmp_path):
+        return MemoryRefs()
 
 
-def test_symbolic_head(tmp_path):
-    refs = RefContainer(str(tmp_path))
-    refs.set_symbolic("HEAD", "refs/heads/main", "init")
-    assert refs.head_target() == "refs/heads/main"
-    assert refs.read("HEAD") is None
-    refs.set_if_equals("refs/heads/main", None, A, "c")
-    assert refs.read("HEAD") == A
-    refs.set_detached(B, "detach")
-    assert refs.head_target() is None and refs.read("HEAD") == B
+def _complete() -> dict:
+    def it(self, *a) -> Iterator:
+        return iter(())
+    body = {m: (lambda self, *a, **k: None) for m in BACKEND}
+    body["raw_refs"] = body["log_names"] = it
+    return body
 
 
-def test_ref_names_cannot_escape(tmp_path):
-    refs = RefContainer(str(tmp_path / "r"))
-    with pytest.raises(InvalidRefName):
-        refs.set_if_equals("refs/heads/../../evil", None, A, "x")
-    with pytest.raises(InvalidRefName):
-        refs.set_if_equals("refs/other/x", None, A, "x")
-    assert not (tmp_path / "evil").exists()
+def test_what_a_backend_implements_is_abstract():
+    assert RefsContainer.__abstractmethods__ == BACKEND
+    type("Complete", (RefsContainer,), _complete())()
+
+
+@pytest.mark.parametrize("missing", sorted(BACKEND))
+def test_a_refs_backend_missing_any_method_cannot_be_instantiated(missing):
+    body = _complete()
+    del body[missing]
+    with pytest.raises(TypeError, match=missing):
+        type(f"No_{missing}", (RefsContainer,), body)()

@@ -235,7 +235,7 @@ def test_gc_keeps_reachable_and_reflog(repo, tmp_path):
     rep = repo.gc(grace_seconds=0)
     assert rep.removed == 0
     # An unreachable object (not in any reflog) is removed once old enough.
-    from coralfs.objects.objects import Tree
+    from coralfs.objects.kinds import Tree
     orphan = repo.put(Tree({}))
     assert repo.gc(grace_seconds=3600).removed == 0  # too young
     assert repo.gc(grace_seconds=0).removed == 1
@@ -244,7 +244,7 @@ def test_gc_keeps_reachable_and_reflog(repo, tmp_path):
 
 
 def test_gc_keeps_pinned_objects(repo, tmp_path):
-    from coralfs.objects.objects import Tree, TreeEntry
+    from coralfs.objects.kinds import Tree, TreeEntry
     from coralfs.formats import layout_of
     path = str(_ckpt(tmp_path / "s", _model(3))) + "/model.safetensors"
     fid, _ = repo.write_file(path, layout_of(path).regions, "safetensors")
@@ -338,7 +338,7 @@ def test_missing_object_reported(repo, tmp_path):
 
 def test_stale_head_cas(repo, tmp_path):
     r1 = repo.commit_paths([_ckpt(tmp_path / "a", _model(0))], "a")
-    from coralfs.objects.objects import Tree
+    from coralfs.objects.kinds import Tree
     with pytest.raises(RefMoved):
         repo.commit(Tree({}), "stale", expected_head=None)
     assert repo.head() == r1.commit

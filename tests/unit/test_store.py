@@ -1,67 +1,19 @@
-"""One conformance class, run against every ObjectStore implementation."""
+"""One conformance class (store_conformance.py), run against every ObjectStore
+implementation, and the interface's own guarantee: nothing is optional."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
-from coralfs.objects import codecs
-from coralfs.objects.errors import ObjectNotFound
-from coralfs.objects.ids import hash_bytes
-from coralfs.objects.store import DiskStore, MemoryStore
+from coralfs.objects.ids import ObjectId
+from coralfs.objects.stores import DiskStore, MemoryStore, ObjectStore
+from tests.unit.store_conformance import StoreConformance
 
-
-class StoreConformance:
-    def make(self, tmp_path):
-        raise NotImplementedError
-
-    def frame(self, data: bytes):
-        oid = hash_bytes(data)
-        return oid, codecs.encode(data, oid, literal=True)
-
-    def test_put_get_has(self, tmp_path):
-        s = self.make(tmp_path)
-        oid, fr = self.frame(b"hello")
-        assert not s.has(oid)
-        assert s.put(oid, fr) is True
-        assert s.has(oid)
-        assert s.get(oid) == fr
-        assert s.size(oid) == len(fr)
-
-    def test_write_once(self, tmp_path):
-        s = self.make(tmp_path)
-        oid, fr = self.frame(b"x" * 100)
-        assert s.put(oid, fr)
-        assert s.put(oid, b"other") is False
-        assert s.get(oid) == fr
-
-    def test_missing(self, tmp_path):
-        s = self.make(tmp_path)
-        oid, _ = self.frame(b"nope")
-        with pytest.raises(ObjectNotFound) as e:
-            s.get(oid)
-        assert oid.hex() in str(e.value)
-
-    def test_iter_and_delete(self, tmp_path):
-        s = self.make(tmp_path)
-        ids = set()
-        for i in range(20):
-            oid, fr = self.frame(str(i).encode())
-            s.put(oid, fr)
-            ids.add(oid)
-        assert set(s) == ids
-        victim = next(iter(ids))
-        s.delete(victim)
-        assert not s.has(victim)
-        assert set(s) == ids - {victim}
-        s.sync()
-
-    def test_age(self, tmp_path):
-        s = self.make(tmp_path)
-        oid, fr = self.frame(b"age")
-        s.put(oid, fr)
-        assert 0 <= s.age(oid) < 60
+METHODS = {"has", "put", "get", "get_head", "replace", "sync_object", "size", "age", "delete",
+           "__iter__", "iter_prefix", "sync"}
 
 
 class TestMemoryStore(StoreConformance):
@@ -85,3 +37,41 @@ class TestDiskStore(StoreConformance):
         assert leftovers == []
         # objects are read-only on disk
         assert not os.stat(tmp_path / "objects" / h[:2] / h[2:]).st_mode & 0o222
+
+    def test_temp_files_and_stray_names_are_not_objects(self, tmp_path):
+        s = self.make(tmp_path)
+        oid, fr = self.frame(b"real")
+        s.put(oid, fr)
+        h = oid.hex()
+        fan = tmp_path / "objects" / h[:2]
+        (fan / ("." + h[3:])).write_bytes(b"a write in progress")
+        (fan / ("z" * 62)).write_bytes(b"not hex")
+        (tmp_path / "objects" / "README").write_bytes(b"not a fan-out directory")
+        assert list(s) == [oid]
+        assert list(s.iter_prefix(h[:2])) == [oid]
+        assert list(s.iter_prefix(h[:1])) == [oid]
+
+
+def _complete() -> dict:
+    """A body for every method of the interface (what a minimal store must provide)."""
+    def it(self) -> Iterator[ObjectId]:
+        return iter(())
+    body = {m: (lambda self, *a: None) for m in METHODS}
+    body["__iter__"] = it
+    return body
+
+
+def test_every_method_of_the_interface_is_abstract():
+    assert ObjectStore.__abstractmethods__ == METHODS
+    with pytest.raises(TypeError):
+        ObjectStore()  # type: ignore[abstract]
+    type("Complete", (ObjectStore,), _complete())()  # all of them: it instantiates
+
+
+@pytest.mark.parametrize("missing", sorted(METHODS))
+def test_a_store_missing_any_method_cannot_be_instantiated(missing):
+    body = _complete()
+    del body[missing]
+    partial = type(f"No_{missing}", (ObjectStore,), body)
+    with pytest.raises(TypeError, match=missing):
+        partial()

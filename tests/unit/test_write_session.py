@@ -10,7 +10,7 @@ import pytest
 
 from coralfs import Repository
 from coralfs.objects.errors import CoralError
-from coralfs.objects.objects import MODE_FILE, Tree, TreeEntry
+from coralfs.objects.kinds import MODE_FILE, Tree, TreeEntry
 
 
 def _try(path: str, op: int) -> bool:

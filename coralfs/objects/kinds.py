@@ -13,7 +13,7 @@ import math
 import posixpath
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from . import dtypes
 from .errors import CoralError
@@ -25,6 +25,7 @@ MAX_NDIM = 64
 MODE_FILE = 0o644
 MODE_EXEC = 0o755
 _TAIL = struct.Struct("<QQ")
+S = TypeVar("S", bound="ShaObject")
 
 
 class InvalidObject(CoralError):
@@ -51,6 +52,14 @@ class ShaObject:
     @classmethod
     def _deserialize(cls, r: Reader):
         raise NotImplementedError
+
+    @classmethod
+    def from_bytes(cls: type[S], data: bytes) -> S:
+        """Parse canonical bytes of this kind; WireError if malformed or another kind."""
+        obj = parse_object(data)
+        if not isinstance(obj, cls):
+            raise WireError(f"is a {obj.type_name}, not a {cls.type_name}")
+        return obj
 
     def to_bytes(self) -> bytes:
         w = Writer()
@@ -504,4 +513,3 @@ class Tag(_JsonObject):
 
 
 REGISTRY: dict[int, type[ShaObject]] = {c.type_num: c for c in (Tensor, File, Tree, Commit, Tag)}
-BY_TYPE_NAME: dict[str, type[ShaObject]] = {c.type_name: c for c in REGISTRY.values()}
