@@ -65,14 +65,8 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
             os.write(status_fd, msg.encode())
             os.close(status_fd)
 
-    def started(nursery) -> None:
-        if stage is not None:
-            ops.start(nursery)
-        else:
-            ops.nursery = nursery
-
     try:
-        serve_mounted(spec.mountpoint, announce, started)
+        serve_mounted(spec.mountpoint, announce, ops.start)
     finally:
         try:
             os.unlink(state_file)

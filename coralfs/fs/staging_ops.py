@@ -12,7 +12,7 @@ fsync or close of that file.
 Changes to the staging area (namespace changes, writes, copies into the spool, commits,
 stashes) run one at a time under ``mutex``; reads run alongside. Copies of committed files
 into the spool, reads of committed bytes and commits run in worker threads. Errors become
-errno in operations._errno (an OSError keeps its errno: ENOSPC from the spool reaches the
+errno in adapter.to_errno (an OSError keeps its errno: ENOSPC from the spool reaches the
 writer as ENOSPC).
 """
 
@@ -29,8 +29,8 @@ import trio
 
 from ..objects.durable import start_writeback
 from .content import Stored
-from .operations import ChunkReads, entry_attributes, handler
-from .readahead import ReadAhead
+from .adapter import Handles, entry_attributes, handler
+from .reads import ChunkReads, OpenContent
 from .stagefs import CONTROL_INO, VIRTUAL, Attr, StageFS
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _write_out(fd: int, buf: bytes, off: int) -> OSError | None:
     return None
 
 
-class StagingOperations(ChunkReads, pyfuse3.Operations):
+class StagingOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
@@ -60,17 +60,18 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
         super().__init__()
         self.sfs = sfs
         self.mutex = trio.Lock()
-        self._init_reads(sfs.repo.odb, threads)
-        self._committed: dict[int, tuple[Stored, ReadAhead]] = {}  # fh -> reads of committed bytes
-        self.dirs: dict[int, list[tuple[str, Attr]]] = {}
-        self._next_dh = 1
+        self.reads = ChunkReads(sfs.repo.odb, threads)
+        self._committed: dict[int, OpenContent] = {}  # fh -> reads of committed bytes
+        self.dirs: Handles[list[tuple[str, Attr]]] = Handles()
         self.uid, self.gid = os.getuid(), os.getgid()
         self._queue: trio.MemorySendChannel | None = None
+        self.nursery: trio.Nursery | None = None
         self._drained: dict[str, trio.Event] = {}
 
     def start(self, nursery: trio.Nursery) -> None:
         """Background work of a serving mount: the write-behind queue, auto-commits."""
         self.nursery = nursery
+        self.reads.start(nursery)
         send, recv = trio.open_memory_channel(WRITE_QUEUE)
         self._queue = send
         nursery.start_soon(self._apply_writes, recv)
@@ -118,7 +119,7 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
                                 0 if a.ino in VIRTUAL else TIMEOUT, TIMEOUT)
 
     async def _thread(self, fn, *args):
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        return await self.reads.in_thread(fn, *args)
 
     # -- names ---------------------------------------------------------------------------
     @handler
@@ -185,11 +186,7 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
     # -- directories ---------------------------------------------------------------------
     @handler
     async def opendir(self, inode, ctx=None):
-        entries = self.sfs.readdir(inode)
-        dh = self._next_dh
-        self._next_dh += 1
-        self.dirs[dh] = entries
-        return dh
+        return self.dirs.add(self.sfs.readdir(inode))
 
     @handler
     async def readdir(self, fh, start_id, token):
@@ -202,7 +199,7 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
 
     @handler
     async def releasedir(self, fh):
-        self.dirs.pop(fh, None)
+        self.dirs.pop(fh)
 
     @handler
     async def fsyncdir(self, fh, datasync):
@@ -242,9 +239,9 @@ class StagingOperations(ChunkReads, pyfuse3.Operations):
         view = self.sfs.read_view(fh)
         if view is not None:  # committed bytes: decoded lazily, with read-ahead
             got = self._committed.get(fh)
-            if got is None or got[0].view is not view:
-                got = self._committed[fh] = (Stored(view), ReadAhead())
-            return await self.read_content(got[0], got[1], off, size)
+            if got is None or got.content.view is not view:
+                got = self._committed[fh] = OpenContent(Stored(view))
+            return await self.reads.read(got, off, size)
         self._committed.pop(fh, None)
         await self._drain(self.sfs.handle(fh).spool)
         return self.sfs.read(fh, off, size)

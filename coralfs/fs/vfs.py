@@ -34,12 +34,12 @@ import numpy as np
 
 from ..formats import safetensors as st_format
 from ..objects import dtypes
-from ..objects.errors import CoralError
 from ..objects.history import BadRevision, walk
 from ..objects.ids import ObjectId, is_hex_prefix, to_hex
 from ..objects.objects import MODE_EXEC, File, PackedTensor, Tensor, TensorSegment
 from ..objects.reader import FileView
 from .content import Content, Literal, Pieces, Stored
+from .model import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ NPY_DESCR = {
     "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "|i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
     "U8": "|u1", "BOOL": "|b1", "C64": "<c8", "C128": "<c16",
 }
-
-
-class NotFound(CoralError):
-    """No such entry (ENOENT)."""
 
 
 @dataclass

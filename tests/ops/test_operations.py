@@ -85,7 +85,7 @@ def test_read_edges(ops):
     assert run(ops.read, fi.fh, 1000, 0) == b""
     assert run(ops.read, fi.fh, 0, len(want) + 1000) == want
     run(ops.release, fi.fh)
-    expect_errno(errno.ENOENT, ops.read, fi.fh, 0, 10)  # released handle
+    expect_errno(errno.EBADF, ops.read, fi.fh, 0, 10)  # released handle (issue 10: EBADF, was ENOENT)
     d = lookup(ops, ROOT_INO, "sub")
     expect_errno(errno.EISDIR, ops.open, d.st_ino, os.O_RDONLY, None)
 
