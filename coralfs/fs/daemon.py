@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (SIGTERM/SIGINT unmount cleanly)."""
     from ..objects.repository import Repository
-    from .operations import CoralOperations
-    from .vfs import VFS
+    from .readonly.ops import CoralOperations
+    from .readonly.vfs import VFS
 
     repo = Repository.open(spec.repo)
     if spec.cache_size:

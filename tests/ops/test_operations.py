@@ -12,8 +12,8 @@ import pytest
 import trio
 from safetensors.numpy import save_file
 
-from coralfs.fs.operations import CoralOperations
-from coralfs.fs.vfs import ROOT_INO, VFS
+from coralfs.fs.readonly.ops import CoralOperations
+from coralfs.fs.readonly.vfs import ROOT_INO, VFS
 
 
 def run(coro_fn, *args):
