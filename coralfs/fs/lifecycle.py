@@ -234,7 +234,7 @@ def unmount_staging(mountpoint: str, commit_message: str | None = None, keep: bo
                     lazy: bool = False) -> dict | None:
     """Unmount a writable mount: with uncommitted changes, refuse unless ``keep`` (they
     stay in the spool for the next ``mount --write``) or ``commit_message`` (commit first)."""
-    from .stagefs import request
+    from .writable.control import request
     answer = None
     if _stale(mountpoint):
         unmount(mountpoint, lazy=lazy)

@@ -20,7 +20,7 @@ import pytest
 from safetensors.numpy import save, save_file
 
 from coralfs.fs.lifecycle import mount_info
-from coralfs.fs.stagefs import request
+from coralfs.fs.writable.control import request
 from tests.conftest import run_cli
 from tests.mount.conftest import mounted
 

@@ -1,25 +1,17 @@
 """The pyfuse3 adapter of a writable (staging) mount: translates kernel requests into
-StageFS calls.
+StageFS calls, and decides where each runs.
 
-Writes are written behind: a write is answered once it is queued (at most WRITE_QUEUE
-requests, so memory stays bounded), and one task applies the queue in order with pwrite
-in a worker thread. The kernel sends a writer's next request meanwhile, so moving bytes
-through FUSE overlaps with writing them to the spool. Everything that must see the bytes
-waits for the spool's queue to drain first: reads of that file, truncation, fsync, close
-(flush), commits and stashes. A failed pwrite (ENOSPC) is reported by the next write,
-fsync or close of that file.
-
-Changes to the staging area (namespace changes, writes, copies into the spool, commits,
-stashes) run one at a time under ``mutex``; reads run alongside. Copies of committed files
-into the spool, reads of committed bytes and commits run in worker threads. Errors become
-errno in adapter.to_errno (an OSError keeps its errno: ENOSPC from the spool reaches the
-writer as ENOSPC).
+Writes are written behind (writeback.py). Changes to the staging area (namespace changes,
+writes, copies into the spool, commits, stashes) run one at a time under ``mutex``; reads
+run alongside. Copies of committed files into the spool, reads of committed bytes and
+commits run in worker threads. Control requests (control.py) run after the queue drained.
+Errors become errno in adapter.to_errno (an OSError keeps its errno: ENOSPC from the spool
+reaches the writer as ENOSPC).
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import time
@@ -27,29 +19,18 @@ import time
 import pyfuse3
 import trio
 
-from ..objects.durable import start_writeback
-from .content import Stored
-from .adapter import Handles, entry_attributes, handler
-from .reads import ChunkReads, OpenContent
-from .stagefs import CONTROL_INO, VIRTUAL, Attr, StageFS
+from ..adapter import Handles, entry_attributes, handler
+from ..content import Stored
+from ..model import FileHandleT, InodeT
+from ..reads import ChunkReads, OpenContent
+from . import control
+from .vfs import CONTROL_INO, VIRTUAL, Attr, StageFS
+from .writeback import WriteBehind
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = 1.0
 AUTO_POLL = 0.2
-WRITE_QUEUE = 16
-
-
-def _write_out(fd: int, buf: bytes, off: int) -> OSError | None:
-    """Apply one queued write; its failure is returned, to be told to the writer later."""
-    try:
-        n = os.pwrite(fd, buf, off)
-    except OSError as e:
-        return e
-    if n != len(buf):
-        return OSError(errno.EIO, f"short write to the spool ({n} of {len(buf)} bytes)")
-    start_writeback(fd, off, n)  # so the fsync at close has little left to do
-    return None
 
 
 class StagingOperations(pyfuse3.Operations):
@@ -61,58 +42,19 @@ class StagingOperations(pyfuse3.Operations):
         self.sfs = sfs
         self.mutex = trio.Lock()
         self.reads = ChunkReads(sfs.repo.odb, threads)
-        self._committed: dict[int, OpenContent] = {}  # fh -> reads of committed bytes
+        self.writeback = WriteBehind(sfs)
+        self._committed: dict[FileHandleT, OpenContent] = {}  # fh -> reads of committed bytes
         self.dirs: Handles[list[tuple[str, Attr]]] = Handles()
         self.uid, self.gid = os.getuid(), os.getgid()
-        self._queue: trio.MemorySendChannel | None = None
         self.nursery: trio.Nursery | None = None
-        self._drained: dict[str, trio.Event] = {}
 
     def start(self, nursery: trio.Nursery) -> None:
-        """Background work of a serving mount: the write-behind queue, auto-commits."""
+        """Background work of a serving mount: read-ahead, the write-behind queue, auto-commits."""
         self.nursery = nursery
         self.reads.start(nursery)
-        send, recv = trio.open_memory_channel(WRITE_QUEUE)
-        self._queue = send
-        nursery.start_soon(self._apply_writes, recv)
+        self.writeback.start(nursery)
         if self.sfs.auto is not None:
             nursery.start_soon(self.auto_commit_loop)
-
-    async def _apply_writes(self, recv) -> None:
-        try:
-            async for spool, fd, off, buf in recv:
-                # Shielded: a write taken off the queue is applied even when shutdown
-                # begins (an unshielded call could be cancelled before it starts).
-                with trio.CancelScope(shield=True):
-                    err = await trio.to_thread.run_sync(_write_out, fd, buf, off)
-                self._applied(spool, err)
-        finally:  # shutting down (a signal): what was acknowledged still reaches the spool
-            while True:
-                try:
-                    spool, fd, off, buf = recv.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                self._applied(spool, _write_out(fd, buf, off))
-
-    def _applied(self, spool: str, err: OSError | None) -> None:
-        if err is not None:
-            log.error("write to the spool of %s failed: %s", spool, err)
-        self.sfs.end_write(spool, err)
-        if spool not in self.sfs.pending:
-            ev = self._drained.pop(spool, None)
-            if ev is not None:
-                ev.set()
-
-    async def _drain(self, spool: str | None) -> None:
-        while spool is not None and spool in self.sfs.pending:
-            ev = self._drained.get(spool)
-            if ev is None:
-                ev = self._drained[spool] = trio.Event()
-            await ev.wait()
-
-    async def _drain_all(self) -> None:
-        for spool in list(self.sfs.pending):
-            await self._drain(spool)
 
     def _entry(self, a: Attr) -> pyfuse3.EntryAttributes:
         return entry_attributes(a.ino, a.mode, a.nlink, a.size, a.mtime_ns, self.uid, self.gid,
@@ -138,7 +80,7 @@ class StagingOperations(pyfuse3.Operations):
     @handler
     async def setattr(self, inode, attr, fields, fh, ctx):
         async with self.mutex:
-            await self._drain_all()  # queued writes would move the size and mtime set here
+            await self.writeback.drain_all()  # queued writes would move the size and mtime set here
             if fields.update_size:
                 if self.sfs.needs_copy_for_truncate(inode):
                     await self._thread(self.sfs.copy_up, inode, attr.st_size == 0)
@@ -243,56 +185,52 @@ class StagingOperations(pyfuse3.Operations):
                 got = self._committed[fh] = OpenContent(Stored(view))
             return await self.reads.read(got, off, size)
         self._committed.pop(fh, None)
-        await self._drain(self.sfs.handle(fh).spool)
+        await self.writeback.drain(self.sfs.spool_of(fh))
         return self.sfs.read(fh, off, size)
 
     @handler
-    async def write(self, fh, off, buf):
-        h = self.sfs.handle(fh)
-        if h.ino == CONTROL_INO:
+    async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
+        if self.sfs.is_control(fh):
             async with self.mutex:
-                n = self.sfs.write(fh, off, buf)
-                while b"\n" in h.request:  # each complete line is a request; the last answers
-                    await self._drain_all()
-                    await self._control(h)
-            return n
+                cbuf = self.sfs.control_buffer(fh)
+                control.take_bytes(cbuf, buf)
+                while control.has_request(cbuf):  # each complete line is a request; the last answers
+                    await self.writeback.drain_all()
+                    await self._control(cbuf)
+            return len(buf)
         if self.sfs.needs_copy_for_write(fh):  # the first write to a committed file
             async with self.mutex:
                 if self.sfs.needs_copy_for_write(fh):
-                    await self._thread(self.sfs.copy_up, h.ino, False)
-                    self.sfs.needs_copy_for_write(fh)  # the handle now writes to the copy
-        if self._queue is None:  # not serving (the ops tests): write through
-            async with self.mutex:
-                return self.sfs.write(fh, off, buf)
+                    await self._thread(self.sfs.copy_up_for_write, fh)
         async with self.mutex:  # a commit or stash in progress finishes first
-            fd = self.sfs.begin_write(fh, off, len(buf))
-        await self._queue.send((h.spool, fd, off, buf))
+            spool, fd = self.sfs.begin_write(fh, off, len(buf))
+        await self.writeback.send(spool, fd, off, buf)
         return len(buf)
 
-    async def _control(self, h) -> None:
-        req = self.sfs.next_request(h)
+    async def _control(self, buf: control.ControlBuffer) -> None:
+        req = control.next_request(buf)
         if req is None:
-            return  # malformed: the handle holds the error answer
-        log.info("control request: %s", req.get("op"))
+            return  # malformed: the buffer holds the error answer
         op = req.get("op")
+        log.info("control request: %s", op)
         # The tree the kernel reads is only changed on this thread: a commit first moves
         # the staged changes onto a branch head that moved (quick), then ingests in a
         # worker thread; stashes (hard links and one transaction) run here.
         if op == "commit":
-            answer = self.sfs.run_request({"op": "rebase"})
-            if answer.get("ok"):
-                answer = await trio.to_thread.run_sync(self.sfs.run_request, req)
+            reply = control.run_request(self.sfs, {"op": "rebase"})
+            if reply.get("ok"):
+                reply = await trio.to_thread.run_sync(control.run_request, self.sfs, req)
         else:
-            answer = self.sfs.run_request(req)
-        if op in ("stash", "stash-pop") and answer.get("ok"):
+            reply = control.run_request(self.sfs, req)
+        if op in ("stash", "stash-pop") and reply.get("ok"):
             self._invalidate_soon()
-        h.answer = json.dumps(answer).encode()
+        control.answer(buf, reply)
 
     def _invalidate_soon(self) -> None:
         """After a stash the tree changed behind the kernel: drop what it cached."""
         if self.nursery is None:
             return
-        inos = list(self.sfs.lookups)
+        inos = self.sfs.known_inodes()
 
         async def run() -> None:
             for ino in inos:
@@ -303,31 +241,28 @@ class StagingOperations(pyfuse3.Operations):
         self.nursery.start_soon(run)
 
     @handler
-    async def flush(self, fh):
-        h = self.sfs.handles.get(fh)
-        if h is not None and h.spool is not None:
-            await self._drain(h.spool)
-        if h is not None and (h.dirty or h.spool in self.sfs.errors):
+    async def flush(self, fh: FileHandleT) -> None:
+        await self.writeback.drain(self.sfs.spool_of(fh))
+        if self.sfs.needs_flush(fh):
             await self._thread(self.sfs.flush, fh)
 
     @handler
-    async def fsync(self, fh, datasync):
-        await self._drain(self.sfs.handle(fh).spool)
+    async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
+        self.sfs.handle(fh)  # EBADF for a handle never given out
+        await self.writeback.drain(self.sfs.spool_of(fh))
         await self._thread(self.sfs.fsync, fh)
 
     @handler
-    async def release(self, fh):
+    async def release(self, fh: FileHandleT) -> None:
         self._committed.pop(fh, None)
-        h = self.sfs.handles.get(fh)
-        if h is not None:
-            await self._drain(h.spool)
+        await self.writeback.drain(self.sfs.spool_of(fh))
         async with self.mutex:
             self.sfs.release(fh)
 
     # -- the rest ------------------------------------------------------------------------
     @handler
     async def statfs(self, ctx=None):
-        v = os.statvfs(self.sfs.stage.spool_dir)
+        v = self.sfs.statvfs()
         s = pyfuse3.StatvfsData()
         s.f_bsize, s.f_frsize = v.f_bsize, v.f_frsize
         s.f_blocks, s.f_bfree, s.f_bavail = v.f_blocks, v.f_bfree, v.f_bavail
@@ -373,15 +308,13 @@ class StagingOperations(pyfuse3.Operations):
             async with self.mutex:
                 if not self.sfs.auto_due(time.monotonic()):
                     continue
-                await self._drain_all()
+                await self.writeback.drain_all()
                 try:
-                    self.sfs.stage.rebase()
+                    self.sfs.rebase()
                     out = await trio.to_thread.run_sync(self.sfs.auto_commit)
                     log.info("auto-commit: %s", out.get("commit") or out.get("message"))
-                except Exception as e:  # noqa: BLE001 - shown in status; the spool keeps the changes
-                    delay = self.sfs.auto_failed(e, time.monotonic())
-                    log.error("auto-commit failed (attempt %d, next in %.0f s unless a file changes): %s",
-                              self.sfs.auto_failures, delay, e)
+                except Exception as e:  # noqa: BLE001 - shown in status (the model logs it); the spool keeps the changes
+                    self.sfs.auto_failed(e, time.monotonic())
 
 
 __all__ = ["StagingOperations"]

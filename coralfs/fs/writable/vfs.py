@@ -8,8 +8,10 @@ with pread/pwrite on one shared descriptor per spool file.
 
 ``.coral/`` at the root holds ``commit.json`` (the base commit), ``status.json`` (the staged
 changes) and ``control``: write one JSON request line, then read the JSON answer from the
-same open file (see :func:`request`). Nothing here imports pyfuse3 or trio: errors are
-OSError with the errno the kernel should see; staging_ops.py translates.
+same open file (control.py: the protocol, the client's :func:`control.request`). Nothing
+here imports pyfuse3 or trio: errors are OSError with the errno the kernel should see;
+ops.py translates. Writes are accounted here (what is in flight to which spool, how far
+it reaches, a failure to tell at the next call); writeback.py applies them.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from ..objects.errors import CoralError
-from ..objects.ids import from_hex, to_hex
-from ..objects.reader import FileView
-from .control import MAX_REQUEST, BadRequest, error_answer, parse_request
-from .stage import RESERVED, Entry, Stage, StagingError
+from ...objects.ids import from_hex, to_hex
+from ...objects.reader import FileView
+from ..model import FileHandleT, InodeT
+from ..stage import Entry, Stage, StagingError
+from .control import ControlBuffer, take_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +54,12 @@ class Attr:
 
 
 @dataclass
-class Handle:
-    ino: int
+class Handle(ControlBuffer):
+    ino: InodeT
     writable: bool
     spool: str | None = None     # set once the file's bytes live in the spool
     view: FileView | None = None  # committed bytes, read lazily
     dirty: bool = False
-    request: bytearray = field(default_factory=bytearray)  # .coral/control
-    answer: bytes = b""
-    overflow: bool = False        # a request line over MAX_REQUEST: dropped up to its newline
     body: bytes = b""             # .coral/status.json, .coral/commit.json at open
 
 
@@ -94,7 +93,7 @@ class StageFS:
         self._next_fh = 1
         self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
         self.dead: set[str] = set()             # spools unlinked from the tree, still open
-        # Write-behind (see staging_ops): writes accepted but not yet in their spool file.
+        # Write-behind (see writeback.py): writes accepted but not yet in their spool file.
         self.pending: dict[str, int] = {}       # spool -> writes in flight
         self.pending_end: dict[str, int] = {}   # spool -> furthest byte they reach
         self.errors: dict[str, OSError] = {}    # spool -> a failed write, told at the next call
@@ -319,9 +318,19 @@ class StageFS:
         _p, e = self._entry(ino)
         return e.kind == "f" and e.spool is None
 
-    def needs_copy_for_write(self, fh: int) -> bool:
+    def needs_copy_for_write(self, fh: FileHandleT) -> bool:
+        """The first write through ``fh`` must copy the file into the spool first (no
+        handle of the file wrote to it yet). Asks only: :meth:`begin_write` attaches."""
         h = self.handle(fh)
-        return h.writable and h.ino not in VIRTUAL and self._spool_of(h) is None
+        if not h.writable or h.ino in VIRTUAL or h.spool is not None:
+            return False
+        p = self.paths.get(h.ino)
+        e = self.stage.get(p) if p is not None else None
+        return e is not None and e.kind == "f" and e.spool is None
+
+    def copy_up_for_write(self, fh: FileHandleT) -> None:
+        """Copy the file open as ``fh`` into the spool (call from a worker thread)."""
+        self.copy_up(self.handle(fh).ino, False)
 
     def copy_up(self, ino: int, truncate: bool) -> None:
         path, e = self._entry(ino)
@@ -392,27 +401,28 @@ class StageFS:
             return os.pread(self.fds[spool][0], size, off)
         return h.view.read(off, size)
 
-    def write(self, fh: int, off: int, data: bytes) -> int:
-        h = self.handle(fh)
-        if not h.writable:
-            raise OSError(errno.EBADF, "not open for writing")
-        if h.ino == CONTROL_INO:
-            self._take_request_bytes(h, data)
-            return len(data)
-        fd = self.begin_write(fh, off, len(data))
-        try:
-            n = os.pwrite(fd, data, off)
-        except OSError as e:
-            self.end_write(h.spool, None)
-            raise e
-        self.end_write(h.spool, None)
-        return n
+    def is_control(self, fh: FileHandleT) -> bool:
+        return self.handle(fh).ino == CONTROL_INO
 
-    def begin_write(self, fh: int, off: int, size: int) -> int:
-        """Account for a write of ``size`` bytes at ``off`` through ``fh``; returns the
-        descriptor to pwrite to. A failure of an earlier write to this file is raised here."""
+    def control_buffer(self, fh: FileHandleT) -> ControlBuffer:
+        """Where requests written to the control file ``fh`` collect (control.py reads them)."""
         h = self.handle(fh)
-        if not h.writable or h.spool is None:
+        if h.ino != CONTROL_INO or not h.writable:
+            raise OSError(errno.EBADF, "not the control file open for writing")
+        return h
+
+    def write(self, fh: FileHandleT, off: int, data: bytes) -> int:
+        """Bytes written to the control file (file data goes through :meth:`begin_write`)."""
+        take_bytes(self.control_buffer(fh), data)
+        return len(data)
+
+    def begin_write(self, fh: FileHandleT, off: int, size: int) -> tuple[str, int]:
+        """Account for a write of ``size`` bytes at ``off`` through ``fh``; returns the
+        spool and the descriptor to pwrite to. The handle follows the file into its spool
+        (copied by another handle, or by :meth:`copy_up_for_write`). A failure of an
+        earlier write to this file is raised here."""
+        h = self.handle(fh)
+        if not h.writable or h.ino in VIRTUAL or self._spool_of(h) is None:
             raise OSError(errno.EBADF, "not open for writing")
         self.raise_deferred(h.spool)
         h.dirty = True
@@ -420,7 +430,7 @@ class StageFS:
         self.pending_end[h.spool] = max(self.pending_end.get(h.spool, 0), off + size)
         self.counters["bytes_written"] += size
         self._touch(self.paths.get(h.ino))
-        return self.fds[h.spool][0]
+        return h.spool, self.fds[h.spool][0]
 
     def end_write(self, spool: str, error: OSError | None) -> None:
         left = self.pending[spool] - 1
@@ -432,20 +442,21 @@ class StageFS:
         if error is not None and spool not in self.errors:
             self.errors[spool] = error
 
-    def _take_request_bytes(self, h: Handle, data: bytes) -> None:
-        """Bytes written to a control handle. A line longer than MAX_REQUEST is answered
-        with an error at once and dropped up to its newline (memory stays bounded)."""
-        if h.overflow:
-            nl = data.find(b"\n")
-            if nl < 0:
-                return
-            h.overflow = False
-            data = data[nl + 1:]
-        h.request += data
-        if len(h.request) > MAX_REQUEST and b"\n" not in h.request:
-            h.answer = json.dumps(error_answer(f"a control request is at most {MAX_REQUEST} bytes")).encode()
-            h.request = bytearray()
-            h.overflow = True
+    def writes_pending(self, spool: str | None) -> bool:
+        return spool is not None and spool in self.pending
+
+    def pending_spools(self) -> list[str]:
+        return list(self.pending)
+
+    def spool_of(self, fh: FileHandleT) -> str | None:
+        """The spool file ``fh`` writes to (None: committed bytes, or no such handle)."""
+        h = self.handles.get(fh)
+        return None if h is None else h.spool
+
+    def needs_flush(self, fh: FileHandleT) -> bool:
+        """A close of ``fh`` has something to make durable, or a failed write to tell."""
+        h = self.handles.get(fh)
+        return h is not None and (h.dirty or (h.spool is not None and h.spool in self.errors))
 
     def raise_deferred(self, spool: str | None) -> None:
         err = self.errors.pop(spool, None) if spool else None
@@ -655,10 +666,24 @@ class StageFS:
         self.auto_error = {"path": getattr(e, "path", None), "error": str(e) or type(e).__name__,
                            "time": time.time(), "attempts": self.auto_failures,
                            "next_attempt": time.time() + delay}
+        log.error("auto-commit failed (attempt %d, next in %.0f s unless a file changes): %s",
+                  self.auto_failures, delay, e)
         return delay
 
     def _rotate_tags(self, cid: str) -> None:
         self.repo.tag_rotating(f"auto/{self.stage.branch}", from_hex(cid), self.auto.keep_last, "auto-commit")
+
+    def rebase(self) -> None:
+        """Move the staged changes onto the branch head if it moved (on the serving thread,
+        before a commit runs in a worker thread)."""
+        self.stage.rebase()
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(self.stage.spool_dir)
+
+    def known_inodes(self) -> list[InodeT]:
+        """Inodes the kernel holds a reference to."""
+        return list(self.lookups)
 
     def stash(self, message: str = "") -> dict:
         if self.writers():
@@ -677,65 +702,5 @@ class StageFS:
         for p in [p for p in self.inos if p and self.stage.get(p) is None]:
             self._detach(p)
 
-    def next_request(self, h: Handle) -> dict | None:
-        """The first request line written to a control handle, or None (and an error
-        answer on the handle) when it is not a valid request (control.parse_request)."""
-        line, _, rest = bytes(h.request).partition(b"\n")
-        h.request = bytearray(rest)
-        try:
-            return parse_request(line)
-        except BadRequest as e:
-            h.answer = json.dumps(error_answer(str(e), e.exit_code)).encode()
-            return None
 
-    def run_request(self, req: dict) -> dict:
-        """One control request (changes to the stage paused; a commit may run in a
-        worker thread once :meth:`Stage.rebase` ran on the serving thread)."""
-        op = req.get("op")
-        try:
-            if op == "commit":
-                return self.commit(req.get("message") or "", req.get("metadata"))
-            if op == "status":
-                return {"ok": True, **self.status()}
-            if op == "rebase":
-                self.stage.rebase()
-                return {"ok": True}
-            if op == "stash":
-                return self.stash(req.get("message") or "")
-            if op == "stash-pop":
-                return self.stash_pop(req.get("index"))
-            return error_answer(f"unknown control request {op!r}")
-        except CoralError as e:
-            return {"ok": False, "error": str(e), "exit_code": e.exit_code}
-        except OSError as e:
-            return {"ok": False, "error": f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "exit_code": 1}
-        except Exception as e:  # a bug must not become EIO for the client: logged, answered
-            log.exception("control request %s failed", op)
-            return error_answer(f"internal error in {op}: {type(e).__name__}: {e} (see the daemon log)", 1)
-
-
-def request(mountpoint: str, req: dict) -> dict:
-    """Send one request to the writable mount at ``mountpoint`` and return its answer."""
-    path = os.path.join(mountpoint, RESERVED, "control")
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        raise StagingError(f"{mountpoint} is not a writable coralfs mount (no {RESERVED}/control); "
-                           "mount it with `coralfs mount REPO MNT --write`") from None
-    try:
-        os.write(fd, (json.dumps(req) + "\n").encode())
-        buf = b""
-        while True:
-            got = os.pread(fd, 1 << 20, len(buf))
-            if not got:
-                break
-            buf += got
-    finally:
-        os.close(fd)
-    try:
-        return json.loads(buf)
-    except ValueError:
-        raise StagingError(f"{mountpoint}: the mount gave no answer to {req.get('op')!r}") from None
-
-
-__all__ = ["StageFS", "AutoCommit", "Attr", "request"]
+__all__ = ["Attr", "AutoCommit", "Handle", "StageFS"]
