@@ -163,17 +163,27 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
         from .stage import Stage
         Stage(repo, spec.branch).close()
     if foreground:
-        r, w = os.pipe()
-
-        def report() -> None:
-            msg = os.read(r, 4096).decode()
-            if msg.startswith("READY"):
-                what = f"branch {spec.branch}, writable," if spec.write else (spec.ref or "repository")
-                print(f"mounted {what} at {spec.mountpoint} (Ctrl-C or `coralfs umount` to stop)", flush=True)
-        threading.Thread(target=report, daemon=True).start()
-        from .daemon import serve
-        serve(spec, status_fd=w)
+        _serve_here(spec)
         return spec
+    return _spawn(spec)
+
+
+def _serve_here(spec: MountSpec) -> None:
+    """Serve in this process until unmounted; says so once the mount answers."""
+    r, w = os.pipe()
+
+    def report() -> None:
+        msg = os.read(r, 4096).decode()
+        if msg.startswith("READY"):
+            what = f"branch {spec.branch}, writable," if spec.write else (spec.ref or "repository")
+            print(f"mounted {what} at {spec.mountpoint} (Ctrl-C or `coralfs umount` to stop)", flush=True)
+    threading.Thread(target=report, daemon=True).start()
+    from .daemon import serve  # only here: the client side imports neither pyfuse3 nor trio
+    serve(spec, status_fd=w)
+
+
+def _spawn(spec: MountSpec) -> MountSpec:
+    """Start the daemon process and return once its mount answers (MountError otherwise)."""
     log_file = spec.log_file or os.path.join(runtime_dir(), os.path.basename(state_path(spec.mountpoint))[:-5] + ".log")
     spec.log_file = log_file
     r, w = os.pipe()
@@ -183,6 +193,24 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(w,), start_new_session=True,
             close_fds=True)
     os.close(w)
+    msg = _wait_ready(r, proc)
+    if msg == "READY":
+        spec.pid = proc.pid
+        return spec
+    if proc.poll() is None:
+        proc.terminate()
+    tail = ""
+    try:
+        with open(log_file, errors="replace") as f:
+            lines = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
+            tail = lines[-1] if lines else ""
+    except OSError:
+        pass
+    raise MountError(f"the mount daemon did not start: {msg or tail or 'no answer'} (log: {log_file})")
+
+
+def _wait_ready(r: int, proc: subprocess.Popen) -> str:
+    """The daemon's first status line ("READY" or "ERROR ..."), "" if it died or timed out."""
     deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
     os.set_blocking(r, False)
@@ -199,20 +227,7 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
             break
         time.sleep(0.02)
     os.close(r)
-    msg = buf.decode().strip()
-    if msg == "READY":
-        spec.pid = proc.pid
-        return spec
-    if proc.poll() is None:
-        proc.terminate()
-    tail = ""
-    try:
-        with open(log_file, errors="replace") as f:
-            lines = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
-            tail = lines[-1] if lines else ""
-    except OSError:
-        pass
-    raise MountError(f"the mount daemon did not start: {msg or tail or 'no answer'} (log: {log_file})")
+    return buf.decode().strip()
 
 
 def _check_staging_args(repo, spec: MountSpec) -> None:
