@@ -44,20 +44,23 @@ class ChunkReads:
         self.nursery = nursery
 
     async def read(self, f: OpenContent, off: int, size: int) -> bytes:
-        content = f.content
-        data = content.cached(off, size)
+        span = f.content.span(off, size)  # the file's segments are walked once per read
+        data = span.cached()
         if data is None:
             # Chunks being prefetched: wait for them rather than decode them again.
-            for oid in content.chunk_ids(off, size):
+            waited = False
+            for oid in span.chunk_ids():
                 ev = self._prefetching.get(oid)
                 if ev is not None:
                     await ev.wait()
-            data = content.cached(off, size)
+                    waited = True
+            if waited:
+                data = span.cached()
         if data is None:
-            data = await trio.to_thread.run_sync(content.read, off, size, limiter=self.limiter)
+            data = await trio.to_thread.run_sync(span.read, limiter=self.limiter)
         else:
             self.counters["cache_fast_path"] += 1
-        wanted = f.ahead.after_read(content, off, len(data))
+        wanted = f.ahead.after_read(f.content, off, len(data), span.region)
         if wanted:
             self._prefetch(wanted)
         self.counters["reads"] += 1
