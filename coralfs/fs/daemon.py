@@ -80,8 +80,8 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
 
 def _staging_ops(repo, spec: MountSpec):
     from .stage import Stage
-    from .writable.vfs import AutoCommit, StageFS
     from .writable.ops import StagingOperations
+    from .writable.vfs import AutoCommit, StageFS
     stage = Stage(repo, spec.branch)
     auto = None
     if spec.auto_commit is not None:

@@ -16,8 +16,8 @@ import trio
 from safetensors.numpy import save_file
 
 from coralfs.fs.stage import Stage, StagingError, list_stashes, staged_changes
-from coralfs.fs.writable.vfs import CONTROL_INO, CORAL_INO, ROOT_INO, AutoCommit, StageFS
 from coralfs.fs.writable.ops import StagingOperations
+from coralfs.fs.writable.vfs import CONTROL_INO, CORAL_INO, ROOT_INO, AutoCommit, StageFS
 from tests.ops.serving import Serving
 
 RDONLY, WRONLY, RDWR = os.O_RDONLY, os.O_WRONLY, os.O_RDWR

@@ -65,20 +65,20 @@ class StagingOperations(pyfuse3.Operations):
 
     # -- names ---------------------------------------------------------------------------
     @handler
-    async def lookup(self, parent_inode, name, ctx=None):
+    async def lookup(self, parent_inode: InodeT, name: bytes, ctx=None) -> pyfuse3.EntryAttributes:
         return self._entry(self.sfs.lookup(parent_inode, os.fsdecode(name)))
 
     @handler
-    async def getattr(self, inode, ctx=None):
+    async def getattr(self, inode: InodeT, ctx=None) -> pyfuse3.EntryAttributes:
         return self._entry(self.sfs.attr(inode))
 
     @handler
-    async def forget(self, inode_list):
+    async def forget(self, inode_list: list[tuple[InodeT, int]]) -> None:
         for ino, n in inode_list:
             self.sfs.forget(ino, n)
 
     @handler
-    async def setattr(self, inode, attr, fields, fh, ctx):
+    async def setattr(self, inode: InodeT, attr, fields, fh: FileHandleT | None, ctx) -> pyfuse3.EntryAttributes:
         async with self.mutex:
             await self.writeback.drain_all()  # queued writes would move the size and mtime set here
             if fields.update_size:
@@ -92,22 +92,23 @@ class StagingOperations(pyfuse3.Operations):
         return self._entry(self.sfs.attr(inode))
 
     @handler
-    async def mkdir(self, parent_inode, name, mode, ctx):
+    async def mkdir(self, parent_inode: InodeT, name: bytes, mode: int, ctx) -> pyfuse3.EntryAttributes:
         async with self.mutex:
             return self._entry(self.sfs.mkdir(parent_inode, os.fsdecode(name), mode))
 
     @handler
-    async def unlink(self, parent_inode, name, ctx):
+    async def unlink(self, parent_inode: InodeT, name: bytes, ctx) -> None:
         async with self.mutex:
             self.sfs.unlink(parent_inode, os.fsdecode(name))
 
     @handler
-    async def rmdir(self, parent_inode, name, ctx):
+    async def rmdir(self, parent_inode: InodeT, name: bytes, ctx) -> None:
         async with self.mutex:
             self.sfs.rmdir(parent_inode, os.fsdecode(name))
 
     @handler
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+    async def rename(self, parent_inode_old: InodeT, name_old: bytes, parent_inode_new: InodeT, name_new: bytes,
+                     flags: int, ctx) -> None:
         async with self.mutex:
             self.sfs.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new, os.fsdecode(name_new), flags)
 
@@ -121,17 +122,17 @@ class StagingOperations(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.EPERM)
 
     @handler
-    async def access(self, inode, mode, ctx=None):
+    async def access(self, inode: InodeT, mode: int, ctx=None) -> bool:
         self.sfs.attr(inode)
         return True
 
     # -- directories ---------------------------------------------------------------------
     @handler
-    async def opendir(self, inode, ctx=None):
+    async def opendir(self, inode: InodeT, ctx=None) -> FileHandleT:
         return self.dirs.add(self.sfs.readdir(inode))
 
     @handler
-    async def readdir(self, fh, start_id, token):
+    async def readdir(self, fh: FileHandleT, start_id: int, token) -> None:
         entries = self.dirs[fh]
         for i in range(start_id, len(entries)):
             name, a = entries[i]
@@ -140,15 +141,15 @@ class StagingOperations(pyfuse3.Operations):
             self.sfs.remember(a.ino)
 
     @handler
-    async def releasedir(self, fh):
+    async def releasedir(self, fh: FileHandleT) -> None:
         self.dirs.pop(fh)
 
     @handler
-    async def fsyncdir(self, fh, datasync):
+    async def fsyncdir(self, fh: FileHandleT, datasync: bool) -> None:
         return None  # every namespace change is durable when it returns
 
     # -- files ---------------------------------------------------------------------------
-    def _info(self, fh: int, ino: int, flags: int) -> pyfuse3.FileInfo:
+    def _info(self, fh: FileHandleT, ino: InodeT, flags: int) -> pyfuse3.FileInfo:
         fi = pyfuse3.FileInfo(fh=fh)
         fi.keep_cache = False
         # Write-only handles bypass the kernel's page cache (a write-only file cannot be
@@ -157,13 +158,13 @@ class StagingOperations(pyfuse3.Operations):
         return fi
 
     @handler
-    async def create(self, parent_inode, name, mode, flags, ctx):
+    async def create(self, parent_inode: InodeT, name: bytes, mode: int, flags: int, ctx):
         async with self.mutex:
             fh, a = self.sfs.create(parent_inode, os.fsdecode(name), mode)
         return self._info(fh, a.ino, flags), self._entry(a)
 
     @handler
-    async def open(self, inode, flags, ctx=None):
+    async def open(self, inode: InodeT, flags: int, ctx=None) -> pyfuse3.FileInfo:
         if inode == CONTROL_INO:  # the caller's uid decides (write() gets no request context)
             return self._info(self.sfs.open(inode, flags, ctx.uid if ctx is not None else None), inode, flags)
         if self.sfs.needs_copy(inode, flags):
@@ -177,7 +178,7 @@ class StagingOperations(pyfuse3.Operations):
         return self._info(self.sfs.open(inode, flags), inode, flags)
 
     @handler
-    async def read(self, fh, off, size):
+    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
         view = self.sfs.read_view(fh)
         if view is not None:  # committed bytes: decoded lazily, with read-ahead
             got = self._committed.get(fh)
@@ -261,7 +262,7 @@ class StagingOperations(pyfuse3.Operations):
 
     # -- the rest ------------------------------------------------------------------------
     @handler
-    async def statfs(self, ctx=None):
+    async def statfs(self, ctx=None) -> pyfuse3.StatvfsData:
         v = self.sfs.statvfs()
         s = pyfuse3.StatvfsData()
         s.f_bsize, s.f_frsize = v.f_bsize, v.f_frsize
@@ -271,7 +272,7 @@ class StagingOperations(pyfuse3.Operations):
         return s
 
     @handler
-    async def getxattr(self, inode, name, ctx=None):
+    async def getxattr(self, inode: InodeT, name: bytes, ctx=None) -> bytes:
         try:
             return self.sfs.getxattr(inode, name)
         except OSError as e:
@@ -280,16 +281,16 @@ class StagingOperations(pyfuse3.Operations):
             raise
 
     @handler
-    async def setxattr(self, inode, name, value, ctx=None):
+    async def setxattr(self, inode: InodeT, name: bytes, value: bytes, ctx=None) -> None:
         async with self.mutex:
             self.sfs.setxattr(inode, name, value)
 
     @handler
-    async def listxattr(self, inode, ctx=None):
+    async def listxattr(self, inode: InodeT, ctx=None) -> list[bytes]:
         return self.sfs.listxattr(inode)
 
     @handler
-    async def removexattr(self, inode, name, ctx=None):
+    async def removexattr(self, inode: InodeT, name: bytes, ctx=None) -> None:
         async with self.mutex:
             try:
                 self.sfs.removexattr(inode, name)

@@ -34,8 +34,8 @@ from .control import ControlBuffer, take_bytes
 
 log = logging.getLogger(__name__)
 
-ROOT_INO = 1
-CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = 2, 3, 4, 5
+ROOT_INO = InodeT(1)
+CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = InodeT(2), InodeT(3), InodeT(4), InodeT(5)
 VIRTUAL = {CORAL_INO: ".coral", CONTROL_INO: ".coral/control", STATUS_INO: ".coral/status.json",
            COMMIT_INO: ".coral/commit.json"}
 BY_PATH = {v: k for k, v in VIRTUAL.items()}
@@ -46,7 +46,7 @@ AUTO_RETRY_CAP = 300.0  # seconds: the longest wait between attempts of a failin
 
 @dataclass
 class Attr:
-    ino: int
+    ino: InodeT
     mode: int
     size: int
     mtime_ns: int
@@ -85,11 +85,11 @@ class StageFS:
         self.auto = auto
         # Who may send control requests: the uid that mounted (the daemon's).
         self.owner = os.getuid() if owner is None else owner
-        self.paths: dict[int, str] = {ROOT_INO: ""}
-        self.inos: dict[str, int] = {"": ROOT_INO}
-        self.lookups: dict[int, int] = {}
+        self.paths: dict[InodeT, str] = {ROOT_INO: ""}
+        self.inos: dict[str, InodeT] = {"": ROOT_INO}
+        self.lookups: dict[InodeT, int] = {}
         self._next_ino = FIRST_INO
-        self.handles: dict[int, Handle] = {}
+        self.handles: dict[FileHandleT, Handle] = {}
         self._next_fh = 1
         self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
         self.dead: set[str] = set()             # spools unlinked from the tree, still open
@@ -106,22 +106,22 @@ class StageFS:
         self.mounted_ns = time.time_ns()  # the time shown for .coral and the root
 
     # -- inodes --------------------------------------------------------------------------
-    def _ino(self, path: str) -> int:
+    def _ino(self, path: str) -> InodeT:
         ino = self.inos.get(path)
         if ino is None:
-            ino = self._next_ino
+            ino = InodeT(self._next_ino)
             self._next_ino += 1
             self.inos[path] = ino
             self.paths[ino] = path
         return ino
 
-    def path(self, ino: int) -> str:
+    def path(self, ino: InodeT) -> str:
         p = self.paths.get(ino)
         if p is None:
             raise OSError(errno.ENOENT, f"inode {ino}")
         return p
 
-    def _entry(self, ino: int) -> tuple[str, Entry]:
+    def _entry(self, ino: InodeT) -> tuple[str, Entry]:
         p = self.path(ino)
         e = self.stage.get(p)
         if e is None:
@@ -146,10 +146,10 @@ class StageFS:
             self.inos[np] = ino
             self.paths[ino] = np
 
-    def remember(self, ino: int) -> None:
+    def remember(self, ino: InodeT) -> None:
         self.lookups[ino] = self.lookups.get(ino, 0) + 1
 
-    def forget(self, ino: int, n: int) -> None:
+    def forget(self, ino: InodeT, n: int) -> None:
         left = self.lookups.get(ino, 0) - n
         if left > 0:
             self.lookups[ino] = left
@@ -162,7 +162,7 @@ class StageFS:
             self.inos.pop(p, None)
 
     # -- attributes ----------------------------------------------------------------------
-    def attr(self, ino: int) -> Attr:
+    def attr(self, ino: InodeT) -> Attr:
         if ino in VIRTUAL:
             if ino == CORAL_INO:
                 return Attr(ino, stat.S_IFDIR | 0o555, 0, self.mounted_ns, 2)
@@ -189,7 +189,7 @@ class StageFS:
         return max(on_disk, self.pending_end.get(spool, 0)) if self.pending.get(spool) else on_disk
 
     # -- names ---------------------------------------------------------------------------
-    def _child(self, parent: int, name: str) -> str:
+    def _child(self, parent: InodeT, name: str) -> str:
         if len(os.fsencode(name)) > NAME_MAX:
             # Longer names would commit, but no file system could export them.
             raise OSError(errno.ENAMETOOLONG, f"a name is at most {NAME_MAX} bytes")
@@ -200,7 +200,7 @@ class StageFS:
             raise OSError(errno.EINVAL, name)
         return posixpath.join(p, name) if p else name
 
-    def lookup(self, parent: int, name: str) -> Attr:
+    def lookup(self, parent: InodeT, name: str) -> Attr:
         path = self._child(parent, name)
         virtual = BY_PATH.get(path)
         if virtual is not None:
@@ -213,7 +213,7 @@ class StageFS:
         self.remember(ino)
         return self.attr(ino)
 
-    def readdir(self, ino: int) -> list[tuple[str, Attr]]:
+    def readdir(self, ino: InodeT) -> list[tuple[str, Attr]]:
         if ino == CORAL_INO:
             return [(VIRTUAL[i].split("/")[1], self.attr(i)) for i in (COMMIT_INO, CONTROL_INO, STATUS_INO)]
         path, e = self._entry(ino) if ino != ROOT_INO else ("", Entry("d", 0o755, 0))
@@ -225,11 +225,11 @@ class StageFS:
             out.append((name, self.attr(self._ino(child))))
         return out
 
-    def _parent_writable(self, parent: int) -> None:
+    def _parent_writable(self, parent: InodeT) -> None:
         if parent in VIRTUAL:
             raise OSError(errno.EPERM, ".coral is read-only")
 
-    def mkdir(self, parent: int, name: str, mode: int) -> Attr:
+    def mkdir(self, parent: InodeT, name: str, mode: int) -> Attr:
         self._parent_writable(parent)
         path = self._child(parent, name)
         self.stage.mkdir(path, mode)
@@ -245,7 +245,7 @@ class StageFS:
         else:
             self.stage._unlink_spool(e.spool)
 
-    def unlink(self, parent: int, name: str) -> None:
+    def unlink(self, parent: InodeT, name: str) -> None:
         self._parent_writable(parent)
         path = self._child(parent, name)
         e = self.stage.unlink(path)
@@ -253,13 +253,13 @@ class StageFS:
         self._release_spool(e)
         self._retry_soon(path)
 
-    def rmdir(self, parent: int, name: str) -> None:
+    def rmdir(self, parent: InodeT, name: str) -> None:
         self._parent_writable(parent)
         path = self._child(parent, name)
         self.stage.rmdir(path)
         self._detach(path)
 
-    def rename(self, p_old: int, n_old: str, p_new: int, n_new: str, flags: int = 0) -> None:
+    def rename(self, p_old: InodeT, n_old: str, p_new: InodeT, n_new: str, flags: int = 0) -> None:
         self._parent_writable(p_old)
         self._parent_writable(p_new)
         old, new = self._child(p_old, n_old), self._child(p_new, n_new)
@@ -279,8 +279,8 @@ class StageFS:
         self._move(old, new)
 
     # -- open files ----------------------------------------------------------------------
-    def _fh(self, h: Handle) -> int:
-        fh = self._next_fh
+    def _fh(self, h: Handle) -> FileHandleT:
+        fh = FileHandleT(self._next_fh)
         self._next_fh += 1
         self.handles[fh] = h
         return fh
@@ -294,7 +294,7 @@ class StageFS:
         else:
             got[1] += 1
 
-    def create(self, parent: int, name: str, mode: int) -> tuple[int, Attr]:
+    def create(self, parent: InodeT, name: str, mode: int) -> tuple[FileHandleT, Attr]:
         self._parent_writable(parent)
         path = self._child(parent, name)
         old = self.stage.get(path)
@@ -308,7 +308,7 @@ class StageFS:
         self._touch(path)
         return self._fh(h), self.attr(ino)
 
-    def needs_copy(self, ino: int, flags: int) -> bool:
+    def needs_copy(self, ino: InodeT, flags: int) -> bool:
         """Opening with O_TRUNC a file whose bytes are still only in the repository: the
         caller runs :meth:`copy_up` (an empty spool file) first. Other opens for writing
         copy at their first write (:meth:`needs_copy_for_write`), so a file opened
@@ -332,14 +332,14 @@ class StageFS:
         """Copy the file open as ``fh`` into the spool (call from a worker thread)."""
         self.copy_up(self.handle(fh).ino, False)
 
-    def copy_up(self, ino: int, truncate: bool) -> None:
+    def copy_up(self, ino: InodeT, truncate: bool) -> None:
         path, e = self._entry(ino)
         if e.spool is None:
             view = None if truncate else self.repo.open_file(e.fid)
             self.stage.write_into_spool(path, view.read if view else None, truncate)
             self.counters["copy_ups"] += 1
 
-    def open(self, ino: int, flags: int, uid: int | None = None) -> int:
+    def open(self, ino: InodeT, flags: int, uid: int | None = None) -> FileHandleT:
         """Open ``ino``; ``uid`` is the caller's (None: no kernel, the owner)."""
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         if ino in VIRTUAL:
@@ -370,7 +370,7 @@ class StageFS:
             self._touch(path)
         return self._fh(h)
 
-    def handle(self, fh: int) -> Handle:
+    def handle(self, fh: FileHandleT) -> Handle:
         h = self.handles.get(fh)
         if h is None:
             raise OSError(errno.EBADF, f"handle {fh}")
@@ -387,12 +387,12 @@ class StageFS:
                 h.view = None
         return h.spool
 
-    def read_view(self, fh: int) -> FileView | None:
+    def read_view(self, fh: FileHandleT) -> FileView | None:
         """The committed bytes this handle reads (decoding: call from a thread)."""
         h = self.handle(fh)
         return None if self._spool_of(h) else h.view
 
-    def read(self, fh: int, off: int, size: int) -> bytes:
+    def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
         h = self.handle(fh)
         if h.ino in VIRTUAL:
             return (h.answer if h.ino == CONTROL_INO else h.body)[off:off + size]
@@ -480,18 +480,18 @@ class StageFS:
             if self.auto_error is not None:
                 self.auto_error["next_attempt"] = None
 
-    def fsync(self, fh: int) -> None:
+    def fsync(self, fh: FileHandleT) -> None:
         h = self.handle(fh)
         self.raise_deferred(h.spool)
         if h.spool is not None and h.dirty:
             os.fsync(self.fds[h.spool][0])
             h.dirty = False
 
-    def flush(self, fh: int) -> None:
+    def flush(self, fh: FileHandleT) -> None:
         """A close(): what this handle wrote becomes durable before close returns."""
         self.fsync(fh)
 
-    def release(self, fh: int) -> None:
+    def release(self, fh: FileHandleT) -> None:
         h = self.handles.pop(fh, None)
         if h is None:
             return
@@ -509,7 +509,7 @@ class StageFS:
         if h.writable:
             self._touch(self.paths.get(h.ino))
 
-    def truncate(self, ino: int, size: int, fh: int | None = None) -> None:
+    def truncate(self, ino: InodeT, size: int, fh: FileHandleT | None = None) -> None:
         path = self.paths.get(ino)
         spool = None
         if fh is not None and fh in self.handles:
@@ -527,18 +527,18 @@ class StageFS:
             os.truncate(self.stage.spool_path(spool), size)
         self._touch(path)
 
-    def needs_copy_for_truncate(self, ino: int) -> bool:
+    def needs_copy_for_truncate(self, ino: InodeT) -> bool:
         if ino in VIRTUAL:
             raise OSError(errno.EPERM, VIRTUAL[ino])
         _p, e = self._entry(ino)
         return e.kind == "f" and e.spool is None
 
-    def chmod(self, ino: int, mode: int) -> None:
+    def chmod(self, ino: InodeT, mode: int) -> None:
         if ino in VIRTUAL or ino == ROOT_INO:
             raise OSError(errno.EPERM, "cannot change this mode")
         self.stage.chmod(self.path(ino), mode)
 
-    def set_mtime(self, ino: int, mtime_ns: int) -> None:
+    def set_mtime(self, ino: InodeT, mtime_ns: int) -> None:
         if ino in VIRTUAL or ino == ROOT_INO:
             return
         self.stage.set_mtime(self.path(ino), mtime_ns)
@@ -565,28 +565,28 @@ class StageFS:
         return {h.spool for h in self.handles.values() if h.writable and h.spool}
 
     # -- xattrs --------------------------------------------------------------------------
-    def _xpath(self, ino: int) -> str:
+    def _xpath(self, ino: InodeT) -> str:
         if ino in VIRTUAL:
             raise OSError(errno.ENOTSUP, "no xattrs here")
         p, _e = self._entry(ino) if ino != ROOT_INO else ("", None)
         return p
 
-    def getxattr(self, ino: int, name: bytes) -> bytes:
+    def getxattr(self, ino: InodeT, name: bytes) -> bytes:
         return self.stage.getxattr(self._xpath(ino), name)
 
-    def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+    def setxattr(self, ino: InodeT, name: bytes, value: bytes) -> None:
         # Only user.* attributes are kept: ACLs (system.posix_acl_*) and security labels
         # would have to change what the mount enforces, so tools fall back to chmod.
         if not name.startswith(b"user."):
             raise OSError(errno.ENOTSUP, f"xattr {name.decode(errors='replace')}: only user.* attributes are kept")
         self.stage.setxattr(self._xpath(ino), name, value)
 
-    def listxattr(self, ino: int) -> list[bytes]:
+    def listxattr(self, ino: InodeT) -> list[bytes]:
         if ino in VIRTUAL:
             return []
         return self.stage.listxattr(self._xpath(ino))
 
-    def removexattr(self, ino: int, name: bytes) -> None:
+    def removexattr(self, ino: InodeT, name: bytes) -> None:
         self.stage.removexattr(self._xpath(ino), name)
 
     # -- status, commits and the control file --------------------------------------------
