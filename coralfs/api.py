@@ -366,7 +366,7 @@ def mount_status(mountpoint: str) -> dict:
 
 
 def _mount_request(mountpoint: str, req: dict) -> dict:
-    from .fs.stagefs import request
+    from .fs.writable.control import request
     answer = request(mountpoint, req)
     if not answer.get("ok"):
         err = CoralError(answer.get("error") or "the mount refused the request")

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from coralfs.fs.stagefs import request  # noqa: E402
+from coralfs.fs.writable.control import request  # noqa: E402
 
 
 def cli(*args: str) -> str:

@@ -103,7 +103,7 @@ def pytest_sessionstart(session) -> None:
             mounts = [ln.split()[1] for ln in f if ln.split()[2].startswith("fuse") and "coral" in ln.split()[0]]
     except OSError:
         return
-    from coralfs.fs.daemon import _pid_alive, mount_info
+    from coralfs.fs.lifecycle import _pid_alive, mount_info
     for m in mounts:
         pid = mount_info(m).get("pid")  # from the state file (no call into the mount: it may hang)
         if pid and _pid_alive(pid):

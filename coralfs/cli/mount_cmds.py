@@ -28,7 +28,7 @@ def mount(
 ) -> None:
     """Mount a commit, branch or tag (MNT@REF) read-only, the whole repository (MNT), or a
     branch writable (MNT --write [--branch B]) so trainers can save into it."""
-    from ..fs.daemon import MountError, MountSpec, mount as do_mount, split_target
+    from ..fs.lifecycle import MountError, MountSpec, mount as do_mount, split_target
     from ..objects.config import _parse_value
     mp, ref = split_target(target)
     if not write and (branch is not None or auto_commit is not None):
@@ -57,7 +57,7 @@ def umount(
 ) -> None:
     """Unmount a coralfs mount (also one whose daemon was killed). A writable mount with
     uncommitted changes needs --commit -m MSG or --keep."""
-    from ..fs.daemon import MountError, is_mounted, mount_info, unmount, unmount_staging
+    from ..fs.lifecycle import MountError, is_mounted, mount_info, unmount, unmount_staging
     if not is_mounted(mountpoint):
         raise MountError(f"{mountpoint} is not mounted")
     if commit and keep:
@@ -78,7 +78,7 @@ def umount(
 @app.command()
 def mounts(as_json: JsonOpt = False) -> None:
     """List active coralfs mounts."""
-    from ..fs.daemon import list_mounts
+    from ..fs.lifecycle import list_mounts
     ms = list_mounts()
     if as_json:
         typer.echo(json.dumps(ms, indent=2))

@@ -95,7 +95,7 @@ def commit(
 
 
 def _writable_mount(path: str) -> bool:
-    from ..fs.daemon import is_mounted, mount_info
+    from ..fs.lifecycle import is_mounted, mount_info
     return os.path.isdir(path) and is_mounted(path) is not None and bool(mount_info(path).get("write"))
 
 

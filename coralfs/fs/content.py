@@ -1,28 +1,78 @@
 """What an open file of a mount serves: bytes assembled from stored chunks.
 
-``read`` may decode chunks (call it from a worker thread); ``cached`` answers only from
-already decoded chunks, so the event loop can serve cache hits without a thread hop.
+A read resolves its byte range once into a :class:`Span` (the chunks and literal bytes to
+join, and where the tensor or literal run holding it begins); the read path asks the span
+whether it is cached, which chunks it needs and to read itself, without walking the
+file's segments again. ``Span.read`` may decode chunks (call it from a worker thread);
+``Span.cached`` answers only from already decoded chunks, so the event loop can serve
+cache hits without a thread hop, and probes without counting a miss: a miss is counted
+once, by the decode that follows (.coral/stats.json shows real misses).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..objects.ids import ObjectId
 from ..objects.reader import FileView
 
 
+@dataclass
+class Span:
+    """A byte range of one Content, resolved once: the pieces to join, in order."""
+
+    odb: object | None                           # where chunk pieces are read (None: only literals)
+    parts: list[bytes | tuple[ObjectId, int, int]]  # literal bytes, or (chunk id, skip, take)
+    region: int = 0                              # start of the tensor or literal run holding it
+
+    def chunk_ids(self) -> list[ObjectId]:
+        return [p[0] for p in self.parts if not isinstance(p, bytes)]
+
+    def cached(self) -> bytes | None:
+        """The bytes if every chunk is decoded already, else None (and no miss counted)."""
+        cache = self.odb.chunks if self.odb is not None else None
+        if any(not isinstance(p, bytes) and cache.peek(p[0]) is None for p in self.parts):
+            return None
+        out = []
+        for p in self.parts:
+            if isinstance(p, bytes):
+                out.append(p)
+                continue
+            data = cache.get(p[0])  # a hit: counted, and kept fresh in the LRU
+            if data is None:  # evicted since the probe
+                return None
+            out.append(_cut(data, p[1], p[2]))
+        return _join(out)
+
+    def read(self) -> bytes:
+        """The bytes, decoding chunks that are not cached (call from a worker thread)."""
+        return _join([p if isinstance(p, bytes) else _cut(self.odb.read_chunk(p[0]), p[1], p[2])
+                      for p in self.parts])
+
+
+def _cut(data: bytes, skip: int, take: int) -> bytes:
+    return data if skip == 0 and take == len(data) else data[skip:skip + take]
+
+
+def _join(parts: list[bytes]) -> bytes:
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class Content:
     size: int
 
-    def read(self, off: int, size: int) -> bytes:
+    def span(self, off: int, size: int) -> Span:
         raise NotImplementedError
 
+    def read(self, off: int, size: int) -> bytes:
+        return self.span(off, size).read()
+
     def cached(self, off: int, size: int) -> bytes | None:
-        return None
+        return self.span(off, size).cached()
 
     def chunk_ids(self, off: int, size: int) -> list[ObjectId]:
-        return []
+        return self.span(off, size).chunk_ids()
 
     def prefetch_ids(self, off: int, size: int, cross: bool = False) -> list[ObjectId]:
         """Chunks worth decoding ahead of a sequential reader at ``off``: those of the
@@ -43,20 +93,9 @@ class Stored(Content):
         self.view = view
         self.size = view.size
 
-    def read(self, off: int, size: int) -> bytes:
-        return self.view.read(off, size)
-
-    def cached(self, off: int, size: int) -> bytes | None:
-        parts = []
-        for oid, _n, skip, take in self.view.chunks_for(off, size):
-            data = self.view.odb.chunks.get(oid)
-            if data is None:
-                return None
-            parts.append(data[skip:skip + take])
-        return b"".join(parts)
-
-    def chunk_ids(self, off: int, size: int) -> list[ObjectId]:
-        return [oid for oid, *_ in self.view.chunks_for(off, size)]
+    def span(self, off: int, size: int) -> Span:
+        parts: list = [(oid, skip, take) for oid, _n, skip, take in self.view.chunks_for(off, size)]
+        return Span(self.view.odb, parts, self.region_start(off))
 
     def region_start(self, off: int) -> int:
         return self.view.segment_at(min(off, max(0, self.size - 1)))[1]
@@ -93,30 +132,15 @@ class Pieces(Content):
             if lo < hi:
                 yield p, lo - start, hi - lo
 
-    def read(self, off: int, size: int) -> bytes:
-        out = []
-        for p, rel, n in self._spans(off, size):
-            out.append(p[rel:rel + n] if isinstance(p, bytes) else p[0].read(p[1] + rel, n))
-        return b"".join(out)
-
-    def cached(self, off: int, size: int) -> bytes | None:
-        out = []
+    def span(self, off: int, size: int) -> Span:
+        odb, parts = None, []
         for p, rel, n in self._spans(off, size):
             if isinstance(p, bytes):
-                out.append(p[rel:rel + n])
+                parts.append(p[rel:rel + n])
                 continue
-            got = Stored(p[0]).cached(p[1] + rel, n)
-            if got is None:
-                return None
-            out.append(got)
-        return b"".join(out)
-
-    def chunk_ids(self, off: int, size: int) -> list[ObjectId]:
-        ids: list[ObjectId] = []
-        for p, rel, n in self._spans(off, size):
-            if not isinstance(p, bytes):
-                ids.extend(oid for oid, *_ in p[0].chunks_for(p[1] + rel, n))
-        return ids
+            odb = p[0].odb
+            parts.extend((oid, skip, take) for oid, _n, skip, take in p[0].chunks_for(p[1] + rel, n))
+        return Span(odb, parts or [b""], self.region_start(off))
 
     def region_start(self, off: int) -> int:
         for start, p in zip(self.starts, self.pieces):
@@ -138,11 +162,8 @@ class Literal(Content):
         self.data = data
         self.size = len(data)
 
-    def read(self, off: int, size: int) -> bytes:
-        return self.data[off:off + size]
-
-    def cached(self, off: int, size: int) -> bytes | None:
-        return self.read(off, size)
+    def span(self, off: int, size: int) -> Span:
+        return Span(None, [self.data[off:off + size]])
 
 
-__all__ = ["Content", "Stored", "Pieces", "Literal"]
+__all__ = ["Content", "Literal", "Pieces", "Span", "Stored"]

@@ -1,6 +1,6 @@
 """Read-ahead policy of a mount: which chunks to decode before a reader asks for them.
 
-Pure (no pyfuse3, no trio): operations.py asks it after each read and schedules what it
+Pure (no pyfuse3, no trio): reads.py asks it after each read and schedules what it
 returns. The kernel reads 128 KiB at a time and aligns its readahead, so a reader of one
 tensor touches the last chunk of the tensor before and the first of the one after.
 Read-ahead therefore starts only once a reader has gone ``PREFETCH_AFTER`` bytes
@@ -17,7 +17,8 @@ from ..objects.ids import ObjectId
 from .content import Content
 
 PREFETCH_CHUNKS = 4
-STEP = 4 << 20  # the tensor chunk size: plan again after this much progress
+STEP = 4 << 20  # plan again after this much progress (the default tensor chunk size; a
+#                 repository with another one still plans about once per WINDOW / 4)
 WINDOW = PREFETCH_CHUNKS * STEP
 PREFETCH_AFTER = 512 << 10
 CROSS_AFTER = 16 << 20
@@ -32,10 +33,11 @@ class ReadAhead:
     region: int = -1         # start of the tensor or literal run being read
     planned_to: int = -1     # read-ahead already scheduled up to this offset
 
-    def after_read(self, content: Content, off: int, n: int) -> list[ObjectId]:
-        """Chunk ids worth decoding now, after a read of ``n`` bytes at ``off``."""
+    def after_read(self, content: Content, off: int, n: int, region: int | None = None) -> list[ObjectId]:
+        """Chunk ids worth decoding now, after a read of ``n`` bytes at ``off`` (``region``:
+        where its tensor or literal run begins, if the caller resolved it already)."""
         end = off + n
-        region = content.region_start(off)
+        region = content.region_start(off) if region is None else region
         if off != self.last_end:
             self.run_start = off
             self.planned_to = -1

@@ -99,7 +99,7 @@ def test_many_tiny_tensors_pack_into_few_objects(tmp_path):
 
 
 def test_packed_tensors_in_views_show_and_fsck(tmp_path):
-    from coralfs.fs.vfs import Snapshot
+    from coralfs.fs.readonly.vfs import Snapshot
     src = tmp_path / "ck"
     src.mkdir()
     tensors = {f"layer.{i}.bias": np.full(5, i, dtype=np.float32) for i in range(20)}

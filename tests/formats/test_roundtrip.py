@@ -208,7 +208,7 @@ def test_zip_without_pickle_or_npy_is_kept_exactly(repo, tmp_path):
 
 
 def test_byte_order_and_fortran_order_never_mislabel_views(repo, tmp_path):
-    from coralfs.fs.vfs import npy_header
+    from coralfs.fs.readonly.vfs import npy_header
     src = tmp_path / "bo"
     src.mkdir()
     a = np.arange(12, dtype=np.float32).reshape(3, 4)

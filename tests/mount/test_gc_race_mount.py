@@ -9,7 +9,7 @@ import random
 import pytest
 
 from coralfs import Repository
-from coralfs.fs.stagefs import request
+from coralfs.fs.writable.control import request
 from coralfs.objects.ids import from_hex
 from tests.mount.conftest import mounted
 from tests.ops.test_gc_race import DEFAULT_AGE, ROUNDS, GcLoop, check, orphan, write_content

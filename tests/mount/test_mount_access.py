@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save, save_file
 
-from coralfs.fs.daemon import mount_info
-from coralfs.fs.stagefs import request
+from coralfs.fs.lifecycle import mount_info
+from coralfs.fs.writable.control import request
 from tests.conftest import run_cli
 from tests.mount.conftest import mounted
 
@@ -263,7 +263,7 @@ def test_a_failing_auto_commit_shows_in_status_and_backs_off(public):
 
 
 def test_allow_other_without_root_needs_user_allow_other(tmp_path, monkeypatch):
-    from coralfs.fs import daemon
+    from coralfs.fs import lifecycle as daemon
     conf = tmp_path / "fuse.conf"
     conf.write_text("# user_allow_other\nmount_max = 1000\n")
     assert not daemon._user_allow_other(str(conf)) and not daemon._user_allow_other(str(tmp_path / "none"))

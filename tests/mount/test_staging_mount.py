@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import coralfs
-from coralfs.fs.stagefs import request
+from coralfs.fs.writable.control import request
 from tests.conftest import PYTHON, minilm_dir, run_cli, sha, tree_sha
 from tests.mount.conftest import force_unmount, mounted
 
@@ -253,7 +253,7 @@ def test_kill9_during_writes_loses_nothing_fsynced(repo, tmp_path):
 COMMITTER = r"""
 import sys
 import coralfs
-from coralfs.fs.stagefs import request
+from coralfs.fs.writable.control import request
 print(request(sys.argv[1], {"op": "commit", "message": "interrupted"}), flush=True)
 """
 

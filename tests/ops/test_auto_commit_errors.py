@@ -15,8 +15,8 @@ import trio
 from safetensors.numpy import save
 
 from coralfs.formats.base import FormatError
-from coralfs.fs import staging_ops
-from coralfs.fs.stagefs import AUTO_RETRY_CAP, AutoCommit
+from coralfs.fs.writable import ops as staging_ops
+from coralfs.fs.writable.vfs import AUTO_RETRY_CAP, AutoCommit
 from tests.ops.test_staging import FS
 
 
@@ -86,7 +86,7 @@ def test_the_auto_commit_loop_logs_each_attempt_once_and_waits_between_them(repo
     f = FS(repo, auto=AutoCommit(debounce=0.0))
     s = f.sfs
     f.put("ckpt.safetensors", _truncated())
-    caplog.set_level(logging.INFO, logger="coralfs.fs.staging_ops")
+    caplog.set_level(logging.INFO, logger="coralfs.fs.writable")
 
     async def watch() -> None:
         with trio.fail_after(60):

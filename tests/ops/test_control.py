@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coralfs.fs.control import MAX_REQUEST, OPS
-from coralfs.fs.stagefs import CONTROL_INO
+from coralfs.fs.writable import control
+from coralfs.fs.writable.control import MAX_REQUEST, OPS
+from coralfs.fs.writable.vfs import CONTROL_INO
 from tests.ops.test_staging import RDWR, errno_of, run
 
 BAD_REQUESTS = [
@@ -116,13 +117,13 @@ def _answer_of(sfs, data: bytes) -> list[dict]:
     """What the control file answers to ``data`` (with the adapter's flow, no kernel):
     one answer for each complete line."""
     fh = sfs.open(CONTROL_INO, os.O_RDWR)
-    h = sfs.handles[fh]
+    h = sfs.control_buffer(fh)
     sfs.write(fh, 0, data)
     answers = []
-    while b"\n" in h.request:
-        req = sfs.next_request(h)
+    while control.has_request(h):
+        req = control.next_request(h)
         if req is not None:
-            h.answer = json.dumps(sfs.run_request(req)).encode()
+            control.answer(h, control.run_request(sfs, req))
         answers.append(json.loads(h.answer))
     sfs.release(fh)
     return answers
@@ -197,5 +198,5 @@ def test_names_over_255_bytes_get_enametoolong(fs, repo):
 
 
 def test_a_long_name_in_coral_is_refused_too(fs):
-    from coralfs.fs.stagefs import CORAL_INO
+    from coralfs.fs.writable.vfs import CORAL_INO
     assert errno_of(run, fs.ops.lookup, CORAL_INO, b"c" * 300, None) == errno.ENAMETOOLONG

@@ -62,3 +62,38 @@ def test_a_streaming_reader_crosses_one_chunk_into_the_next_tensor(repo, tmp_pat
         off += 1 << 17
     next_tensor = c.chunk_ids(starts[1], starts[2] - starts[1])
     assert next_tensor[0] in planned and not (set(next_tensor[1:]) & planned)
+
+
+def test_a_cache_probe_counts_no_miss_and_a_cold_read_counts_each_decode_once(repo, tmp_path):
+    c, starts = _content(repo, tmp_path)
+    cache = c.view.odb.chunks
+    cache.clear()
+    off, n = starts[1], 3 << 20  # within one tensor: one chunk, maybe two
+    ids = c.chunk_ids(off, n)
+    misses, hits = cache.misses, cache.hits
+    assert c.cached(off, n) is None
+    assert cache.misses == misses  # probing decoded nothing and counted nothing
+    data = c.read(off, n)
+    assert cache.misses == misses + len(ids)  # each decode counted once
+    assert c.cached(off, n) == data and cache.hits == hits + len(ids)
+
+
+def test_a_cold_read_walks_its_byte_range_once(repo, tmp_path, monkeypatch):
+    import trio
+
+    from coralfs.fs.reads import ChunkReads, OpenContent
+    from coralfs.objects.reader import FileView
+    c, starts = _content(repo, tmp_path)
+    want = c.view.read(starts[1], 1 << 17)
+    c.view.odb.chunks.clear()
+    walks = []
+    real = FileView.chunks_for
+
+    def counted(self, off, size):
+        walks.append((off, size))
+        return real(self, off, size)
+    monkeypatch.setattr(FileView, "chunks_for", counted)
+    reads = ChunkReads(c.view.odb, 1)
+    data = trio.run(reads.read, OpenContent(c), starts[1], 1 << 17)
+    assert data == want
+    assert walks == [(starts[1], 1 << 17)]  # not again for the cache, the ids and the decode

@@ -1,7 +1,8 @@
 """The ops tier of writable mounts: StagingOperations called directly (no kernel), over a
 real StagingArea and repository: write, rename, unlink and truncate edge cases, copy-on-write,
 commits, stashes and the auto-commit rules. What needs only the staging area (opening,
-crash recovery of a commit) is tested in tests/unit/staging."""
+crash recovery of a commit) is tested in tests/unit/staging. Each mount serves in one trio
+run (tests/ops/serving.py), so writes go through the real write-behind queue."""
 
 from __future__ import annotations
 
@@ -13,25 +14,37 @@ import pyfuse3
 import pytest
 import trio
 
-from coralfs.fs.stagefs import CONTROL_INO, CORAL_INO, ROOT_INO, AutoCommit, StageFS
-from coralfs.fs.staging_ops import StagingOperations
+from coralfs.fs.writable.ops import StagingOperations
+from coralfs.fs.writable.vfs import CONTROL_INO, CORAL_INO, ROOT_INO, AutoCommit, StageFS
 from coralfs.staging import StagingArea, list_stashes
+from tests.ops.serving import Serving
 
 RDONLY, WRONLY, RDWR = os.O_RDONLY, os.O_WRONLY, os.O_RDWR
 
 
+_SERVING: Serving | None = None  # the serving run of the mount a test has open
+
+
 def run(fn, *args):
+    """``await fn(*args)``: in the open mount's serving run, else in a run of its own."""
+    if _SERVING is not None:
+        return _SERVING.call(fn, *args)
     return trio.run(fn, *args)
 
 
 class FS:
-    """A writable mount without a kernel: names in, bytes out, errno on failure."""
+    """A writable mount without a kernel: names in, bytes out, errno on failure.
+    ``serving=False``: no serving run (a test that runs its own and starts the ops there)."""
 
-    def __init__(self, repo, branch="main", auto=None):
+    def __init__(self, repo, branch="main", auto=None, serving=True):
+        global _SERVING
         self.repo = repo
         self.stage = StagingArea.open(repo, branch)
         self.sfs = StageFS(repo, self.stage, auto)
         self.ops = StagingOperations(self.sfs)
+        self.serving = Serving(self.ops) if serving else None
+        if self.serving is not None:
+            _SERVING = self.serving
 
     def ino(self, path: str) -> int:
         ino = ROOT_INO
@@ -112,6 +125,11 @@ class FS:
         return out
 
     def close_all(self):
+        global _SERVING
+        if self.serving is not None:
+            if _SERVING is self.serving:
+                _SERVING = None
+            self.serving.stop()
         self.sfs.close()
         self.stage.close()
 
@@ -420,7 +438,7 @@ def test_gc_keeps_what_the_staging_area_and_stashes_need(repo, committed, tmp_pa
 def test_write_behind_applies_in_order_and_drains_when_cancelled(repo, committed):
     """Writes answered from the queue reach the spool in order, reads see them, and a
     shutdown (the nursery cancelled, as SIGTERM does) still applies what was queued."""
-    f = FS(repo)
+    f = FS(repo, serving=False)
     fh = f.create("queued.bin")
     chunks = [bytes([i]) * (1 << 20) for i in range(12)]
 

@@ -8,8 +8,10 @@ with pread/pwrite on one shared descriptor per spool file.
 
 ``.coral/`` at the root holds ``commit.json`` (the base commit), ``status.json`` (the staged
 changes) and ``control``: write one JSON request line, then read the JSON answer from the
-same open file (see :func:`request`). Nothing here imports pyfuse3 or trio: errors are
-OSError with the errno the kernel should see; staging_ops.py translates.
+same open file (control.py: the protocol, the client's :func:`control.request`). Nothing
+here imports pyfuse3 or trio: errors are OSError with the errno the kernel should see;
+ops.py translates. Writes are accounted here (what is in flight to which spool, how far
+it reaches, a failure to tell at the next call); writeback.py applies them.
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from ..objects.errors import CoralError
-from ..objects.ids import from_hex, to_hex
-from ..objects.reader import FileView
-from .control import MAX_REQUEST, BadRequest, error_answer, parse_request
-from ..staging import RESERVED, Entry, StagingArea, StagingError
+from ...objects.ids import from_hex, to_hex
+from ...objects.reader import FileView
+from ..model import FileHandleT, InodeT
+from ...staging import Entry, StagingArea, StagingError
+from .control import ControlBuffer, take_bytes
 
 log = logging.getLogger(__name__)
 
-ROOT_INO = 1
-CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = 2, 3, 4, 5
+ROOT_INO = InodeT(1)
+CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = InodeT(2), InodeT(3), InodeT(4), InodeT(5)
 VIRTUAL = {CORAL_INO: ".coral", CONTROL_INO: ".coral/control", STATUS_INO: ".coral/status.json",
            COMMIT_INO: ".coral/commit.json"}
 BY_PATH = {v: k for k, v in VIRTUAL.items()}
@@ -44,7 +46,7 @@ AUTO_RETRY_CAP = 300.0  # seconds: the longest wait between attempts of a failin
 
 @dataclass
 class Attr:
-    ino: int
+    ino: InodeT
     mode: int
     size: int
     mtime_ns: int
@@ -52,15 +54,12 @@ class Attr:
 
 
 @dataclass
-class Handle:
-    ino: int
+class Handle(ControlBuffer):
+    ino: InodeT
     writable: bool
     spool: str | None = None     # set once the file's bytes live in the spool
     view: FileView | None = None  # committed bytes, read lazily
     dirty: bool = False
-    request: bytearray = field(default_factory=bytearray)  # .coral/control
-    answer: bytes = b""
-    overflow: bool = False        # a request line over MAX_REQUEST: dropped up to its newline
     body: bytes = b""             # .coral/status.json, .coral/commit.json at open
 
 
@@ -86,15 +85,15 @@ class StageFS:
         self.auto = auto
         # Who may send control requests: the uid that mounted (the daemon's).
         self.owner = os.getuid() if owner is None else owner
-        self.paths: dict[int, str] = {ROOT_INO: ""}
-        self.inos: dict[str, int] = {"": ROOT_INO}
-        self.lookups: dict[int, int] = {}
+        self.paths: dict[InodeT, str] = {ROOT_INO: ""}
+        self.inos: dict[str, InodeT] = {"": ROOT_INO}
+        self.lookups: dict[InodeT, int] = {}
         self._next_ino = FIRST_INO
-        self.handles: dict[int, Handle] = {}
+        self.handles: dict[FileHandleT, Handle] = {}
         self._next_fh = 1
         self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
         self.dead: set[str] = set()             # spools unlinked from the tree, still open
-        # Write-behind (see staging_ops): writes accepted but not yet in their spool file.
+        # Write-behind (see writeback.py): writes accepted but not yet in their spool file.
         self.pending: dict[str, int] = {}       # spool -> writes in flight
         self.pending_end: dict[str, int] = {}   # spool -> furthest byte they reach
         self.errors: dict[str, OSError] = {}    # spool -> a failed write, told at the next call
@@ -107,22 +106,22 @@ class StageFS:
         self.mounted_ns = time.time_ns()  # the time shown for .coral and the root
 
     # -- inodes --------------------------------------------------------------------------
-    def _ino(self, path: str) -> int:
+    def _ino(self, path: str) -> InodeT:
         ino = self.inos.get(path)
         if ino is None:
-            ino = self._next_ino
+            ino = InodeT(self._next_ino)
             self._next_ino += 1
             self.inos[path] = ino
             self.paths[ino] = path
         return ino
 
-    def path(self, ino: int) -> str:
+    def path(self, ino: InodeT) -> str:
         p = self.paths.get(ino)
         if p is None:
             raise OSError(errno.ENOENT, f"inode {ino}")
         return p
 
-    def _entry(self, ino: int) -> tuple[str, Entry]:
+    def _entry(self, ino: InodeT) -> tuple[str, Entry]:
         p = self.path(ino)
         e = self.stage.get(p)
         if e is None:
@@ -147,10 +146,10 @@ class StageFS:
             self.inos[np] = ino
             self.paths[ino] = np
 
-    def remember(self, ino: int) -> None:
+    def remember(self, ino: InodeT) -> None:
         self.lookups[ino] = self.lookups.get(ino, 0) + 1
 
-    def forget(self, ino: int, n: int) -> None:
+    def forget(self, ino: InodeT, n: int) -> None:
         left = self.lookups.get(ino, 0) - n
         if left > 0:
             self.lookups[ino] = left
@@ -163,7 +162,7 @@ class StageFS:
             self.inos.pop(p, None)
 
     # -- attributes ----------------------------------------------------------------------
-    def attr(self, ino: int) -> Attr:
+    def attr(self, ino: InodeT) -> Attr:
         if ino in VIRTUAL:
             if ino == CORAL_INO:
                 return Attr(ino, stat.S_IFDIR | 0o555, 0, self.mounted_ns, 2)
@@ -190,7 +189,7 @@ class StageFS:
         return max(on_disk, self.pending_end.get(spool, 0)) if self.pending.get(spool) else on_disk
 
     # -- names ---------------------------------------------------------------------------
-    def _child(self, parent: int, name: str) -> str:
+    def _child(self, parent: InodeT, name: str) -> str:
         if len(os.fsencode(name)) > NAME_MAX:
             # Longer names would commit, but no file system could export them.
             raise OSError(errno.ENAMETOOLONG, f"a name is at most {NAME_MAX} bytes")
@@ -201,7 +200,7 @@ class StageFS:
             raise OSError(errno.EINVAL, name)
         return posixpath.join(p, name) if p else name
 
-    def lookup(self, parent: int, name: str) -> Attr:
+    def lookup(self, parent: InodeT, name: str) -> Attr:
         path = self._child(parent, name)
         virtual = BY_PATH.get(path)
         if virtual is not None:
@@ -214,7 +213,7 @@ class StageFS:
         self.remember(ino)
         return self.attr(ino)
 
-    def readdir(self, ino: int) -> list[tuple[str, Attr]]:
+    def readdir(self, ino: InodeT) -> list[tuple[str, Attr]]:
         if ino == CORAL_INO:
             return [(VIRTUAL[i].split("/")[1], self.attr(i)) for i in (COMMIT_INO, CONTROL_INO, STATUS_INO)]
         path, e = self._entry(ino) if ino != ROOT_INO else ("", Entry("d", 0o755, 0))
@@ -226,11 +225,11 @@ class StageFS:
             out.append((name, self.attr(self._ino(child))))
         return out
 
-    def _parent_writable(self, parent: int) -> None:
+    def _parent_writable(self, parent: InodeT) -> None:
         if parent in VIRTUAL:
             raise OSError(errno.EPERM, ".coral is read-only")
 
-    def mkdir(self, parent: int, name: str, mode: int) -> Attr:
+    def mkdir(self, parent: InodeT, name: str, mode: int) -> Attr:
         self._parent_writable(parent)
         path = self._child(parent, name)
         self.stage.mkdir(path, mode)
@@ -246,7 +245,7 @@ class StageFS:
         else:
             self.stage.discard_spool(e.spool)
 
-    def unlink(self, parent: int, name: str) -> None:
+    def unlink(self, parent: InodeT, name: str) -> None:
         self._parent_writable(parent)
         path = self._child(parent, name)
         e = self.stage.unlink(path)
@@ -254,13 +253,13 @@ class StageFS:
         self._release_spool(e)
         self._retry_soon(path)
 
-    def rmdir(self, parent: int, name: str) -> None:
+    def rmdir(self, parent: InodeT, name: str) -> None:
         self._parent_writable(parent)
         path = self._child(parent, name)
         self.stage.rmdir(path)
         self._detach(path)
 
-    def rename(self, p_old: int, n_old: str, p_new: int, n_new: str, flags: int = 0) -> None:
+    def rename(self, p_old: InodeT, n_old: str, p_new: InodeT, n_new: str, flags: int = 0) -> None:
         self._parent_writable(p_old)
         self._parent_writable(p_new)
         old, new = self._child(p_old, n_old), self._child(p_new, n_new)
@@ -280,8 +279,8 @@ class StageFS:
         self._move(old, new)
 
     # -- open files ----------------------------------------------------------------------
-    def _fh(self, h: Handle) -> int:
-        fh = self._next_fh
+    def _fh(self, h: Handle) -> FileHandleT:
+        fh = FileHandleT(self._next_fh)
         self._next_fh += 1
         self.handles[fh] = h
         return fh
@@ -295,7 +294,7 @@ class StageFS:
         else:
             got[1] += 1
 
-    def create(self, parent: int, name: str, mode: int) -> tuple[int, Attr]:
+    def create(self, parent: InodeT, name: str, mode: int) -> tuple[FileHandleT, Attr]:
         self._parent_writable(parent)
         path = self._child(parent, name)
         old = self.stage.get(path)
@@ -309,7 +308,7 @@ class StageFS:
         self._touch(path)
         return self._fh(h), self.attr(ino)
 
-    def needs_copy(self, ino: int, flags: int) -> bool:
+    def needs_copy(self, ino: InodeT, flags: int) -> bool:
         """Opening with O_TRUNC a file whose bytes are still only in the repository: the
         caller runs :meth:`copy_up` (an empty spool file) first. Other opens for writing
         copy at their first write (:meth:`needs_copy_for_write`), so a file opened
@@ -319,18 +318,28 @@ class StageFS:
         _p, e = self._entry(ino)
         return e.kind == "f" and e.spool is None
 
-    def needs_copy_for_write(self, fh: int) -> bool:
+    def needs_copy_for_write(self, fh: FileHandleT) -> bool:
+        """The first write through ``fh`` must copy the file into the spool first (no
+        handle of the file wrote to it yet). Asks only: :meth:`begin_write` attaches."""
         h = self.handle(fh)
-        return h.writable and h.ino not in VIRTUAL and self._spool_of(h) is None
+        if not h.writable or h.ino in VIRTUAL or h.spool is not None:
+            return False
+        p = self.paths.get(h.ino)
+        e = self.stage.get(p) if p is not None else None
+        return e is not None and e.kind == "f" and e.spool is None
 
-    def copy_up(self, ino: int, truncate: bool) -> None:
+    def copy_up_for_write(self, fh: FileHandleT) -> None:
+        """Copy the file open as ``fh`` into the spool (call from a worker thread)."""
+        self.copy_up(self.handle(fh).ino, False)
+
+    def copy_up(self, ino: InodeT, truncate: bool) -> None:
         path, e = self._entry(ino)
         if e.spool is None:
             view = None if truncate else self.repo.open_file(e.fid)
             self.stage.write_into_spool(path, view.read if view else None, truncate)
             self.counters["copy_ups"] += 1
 
-    def open(self, ino: int, flags: int, uid: int | None = None) -> int:
+    def open(self, ino: InodeT, flags: int, uid: int | None = None) -> FileHandleT:
         """Open ``ino``; ``uid`` is the caller's (None: no kernel, the owner)."""
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         if ino in VIRTUAL:
@@ -361,7 +370,7 @@ class StageFS:
             self._touch(path)
         return self._fh(h)
 
-    def handle(self, fh: int) -> Handle:
+    def handle(self, fh: FileHandleT) -> Handle:
         h = self.handles.get(fh)
         if h is None:
             raise OSError(errno.EBADF, f"handle {fh}")
@@ -378,12 +387,12 @@ class StageFS:
                 h.view = None
         return h.spool
 
-    def read_view(self, fh: int) -> FileView | None:
+    def read_view(self, fh: FileHandleT) -> FileView | None:
         """The committed bytes this handle reads (decoding: call from a thread)."""
         h = self.handle(fh)
         return None if self._spool_of(h) else h.view
 
-    def read(self, fh: int, off: int, size: int) -> bytes:
+    def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
         h = self.handle(fh)
         if h.ino in VIRTUAL:
             return (h.answer if h.ino == CONTROL_INO else h.body)[off:off + size]
@@ -392,27 +401,28 @@ class StageFS:
             return os.pread(self.fds[spool][0], size, off)
         return h.view.read(off, size)
 
-    def write(self, fh: int, off: int, data: bytes) -> int:
-        h = self.handle(fh)
-        if not h.writable:
-            raise OSError(errno.EBADF, "not open for writing")
-        if h.ino == CONTROL_INO:
-            self._take_request_bytes(h, data)
-            return len(data)
-        fd = self.begin_write(fh, off, len(data))
-        try:
-            n = os.pwrite(fd, data, off)
-        except OSError as e:
-            self.end_write(h.spool, None)
-            raise e
-        self.end_write(h.spool, None)
-        return n
+    def is_control(self, fh: FileHandleT) -> bool:
+        return self.handle(fh).ino == CONTROL_INO
 
-    def begin_write(self, fh: int, off: int, size: int) -> int:
-        """Account for a write of ``size`` bytes at ``off`` through ``fh``; returns the
-        descriptor to pwrite to. A failure of an earlier write to this file is raised here."""
+    def control_buffer(self, fh: FileHandleT) -> ControlBuffer:
+        """Where requests written to the control file ``fh`` collect (control.py reads them)."""
         h = self.handle(fh)
-        if not h.writable or h.spool is None:
+        if h.ino != CONTROL_INO or not h.writable:
+            raise OSError(errno.EBADF, "not the control file open for writing")
+        return h
+
+    def write(self, fh: FileHandleT, off: int, data: bytes) -> int:
+        """Bytes written to the control file (file data goes through :meth:`begin_write`)."""
+        take_bytes(self.control_buffer(fh), data)
+        return len(data)
+
+    def begin_write(self, fh: FileHandleT, off: int, size: int) -> tuple[str, int]:
+        """Account for a write of ``size`` bytes at ``off`` through ``fh``; returns the
+        spool and the descriptor to pwrite to. The handle follows the file into its spool
+        (copied by another handle, or by :meth:`copy_up_for_write`). A failure of an
+        earlier write to this file is raised here."""
+        h = self.handle(fh)
+        if not h.writable or h.ino in VIRTUAL or self._spool_of(h) is None:
             raise OSError(errno.EBADF, "not open for writing")
         self.raise_deferred(h.spool)
         h.dirty = True
@@ -420,7 +430,7 @@ class StageFS:
         self.pending_end[h.spool] = max(self.pending_end.get(h.spool, 0), off + size)
         self.counters["bytes_written"] += size
         self._touch(self.paths.get(h.ino))
-        return self.fds[h.spool][0]
+        return h.spool, self.fds[h.spool][0]
 
     def end_write(self, spool: str, error: OSError | None) -> None:
         left = self.pending[spool] - 1
@@ -432,20 +442,21 @@ class StageFS:
         if error is not None and spool not in self.errors:
             self.errors[spool] = error
 
-    def _take_request_bytes(self, h: Handle, data: bytes) -> None:
-        """Bytes written to a control handle. A line longer than MAX_REQUEST is answered
-        with an error at once and dropped up to its newline (memory stays bounded)."""
-        if h.overflow:
-            nl = data.find(b"\n")
-            if nl < 0:
-                return
-            h.overflow = False
-            data = data[nl + 1:]
-        h.request += data
-        if len(h.request) > MAX_REQUEST and b"\n" not in h.request:
-            h.answer = json.dumps(error_answer(f"a control request is at most {MAX_REQUEST} bytes")).encode()
-            h.request = bytearray()
-            h.overflow = True
+    def writes_pending(self, spool: str | None) -> bool:
+        return spool is not None and spool in self.pending
+
+    def pending_spools(self) -> list[str]:
+        return list(self.pending)
+
+    def spool_of(self, fh: FileHandleT) -> str | None:
+        """The spool file ``fh`` writes to (None: committed bytes, or no such handle)."""
+        h = self.handles.get(fh)
+        return None if h is None else h.spool
+
+    def needs_flush(self, fh: FileHandleT) -> bool:
+        """A close of ``fh`` has something to make durable, or a failed write to tell."""
+        h = self.handles.get(fh)
+        return h is not None and (h.dirty or (h.spool is not None and h.spool in self.errors))
 
     def raise_deferred(self, spool: str | None) -> None:
         err = self.errors.pop(spool, None) if spool else None
@@ -469,18 +480,18 @@ class StageFS:
             if self.auto_error is not None:
                 self.auto_error["next_attempt"] = None
 
-    def fsync(self, fh: int) -> None:
+    def fsync(self, fh: FileHandleT) -> None:
         h = self.handle(fh)
         self.raise_deferred(h.spool)
         if h.spool is not None and h.dirty:
             os.fsync(self.fds[h.spool][0])
             h.dirty = False
 
-    def flush(self, fh: int) -> None:
+    def flush(self, fh: FileHandleT) -> None:
         """A close(): what this handle wrote becomes durable before close returns."""
         self.fsync(fh)
 
-    def release(self, fh: int) -> None:
+    def release(self, fh: FileHandleT) -> None:
         h = self.handles.pop(fh, None)
         if h is None:
             return
@@ -498,7 +509,7 @@ class StageFS:
         if h.writable:
             self._touch(self.paths.get(h.ino))
 
-    def truncate(self, ino: int, size: int, fh: int | None = None) -> None:
+    def truncate(self, ino: InodeT, size: int, fh: FileHandleT | None = None) -> None:
         path = self.paths.get(ino)
         spool = None
         if fh is not None and fh in self.handles:
@@ -516,18 +527,18 @@ class StageFS:
             os.truncate(self.stage.spool_path(spool), size)
         self._touch(path)
 
-    def needs_copy_for_truncate(self, ino: int) -> bool:
+    def needs_copy_for_truncate(self, ino: InodeT) -> bool:
         if ino in VIRTUAL:
             raise OSError(errno.EPERM, VIRTUAL[ino])
         _p, e = self._entry(ino)
         return e.kind == "f" and e.spool is None
 
-    def chmod(self, ino: int, mode: int) -> None:
+    def chmod(self, ino: InodeT, mode: int) -> None:
         if ino in VIRTUAL or ino == ROOT_INO:
             raise OSError(errno.EPERM, "cannot change this mode")
         self.stage.chmod(self.path(ino), mode)
 
-    def set_mtime(self, ino: int, mtime_ns: int) -> None:
+    def set_mtime(self, ino: InodeT, mtime_ns: int) -> None:
         if ino in VIRTUAL or ino == ROOT_INO:
             return
         self.stage.set_mtime(self.path(ino), mtime_ns)
@@ -554,28 +565,28 @@ class StageFS:
         return {h.spool for h in self.handles.values() if h.writable and h.spool}
 
     # -- xattrs --------------------------------------------------------------------------
-    def _xpath(self, ino: int) -> str:
+    def _xpath(self, ino: InodeT) -> str:
         if ino in VIRTUAL:
             raise OSError(errno.ENOTSUP, "no xattrs here")
         p, _e = self._entry(ino) if ino != ROOT_INO else ("", None)
         return p
 
-    def getxattr(self, ino: int, name: bytes) -> bytes:
+    def getxattr(self, ino: InodeT, name: bytes) -> bytes:
         return self.stage.getxattr(self._xpath(ino), name)
 
-    def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+    def setxattr(self, ino: InodeT, name: bytes, value: bytes) -> None:
         # Only user.* attributes are kept: ACLs (system.posix_acl_*) and security labels
         # would have to change what the mount enforces, so tools fall back to chmod.
         if not name.startswith(b"user."):
             raise OSError(errno.ENOTSUP, f"xattr {name.decode(errors='replace')}: only user.* attributes are kept")
         self.stage.setxattr(self._xpath(ino), name, value)
 
-    def listxattr(self, ino: int) -> list[bytes]:
+    def listxattr(self, ino: InodeT) -> list[bytes]:
         if ino in VIRTUAL:
             return []
         return self.stage.listxattr(self._xpath(ino))
 
-    def removexattr(self, ino: int, name: bytes) -> None:
+    def removexattr(self, ino: InodeT, name: bytes) -> None:
         self.stage.removexattr(self._xpath(ino), name)
 
     # -- status, commits and the control file --------------------------------------------
@@ -655,10 +666,24 @@ class StageFS:
         self.auto_error = {"path": getattr(e, "path", None), "error": str(e) or type(e).__name__,
                            "time": time.time(), "attempts": self.auto_failures,
                            "next_attempt": time.time() + delay}
+        log.error("auto-commit failed (attempt %d, next in %.0f s unless a file changes): %s",
+                  self.auto_failures, delay, e)
         return delay
 
     def _rotate_tags(self, cid: str) -> None:
         self.repo.tag_rotating(f"auto/{self.stage.branch}", from_hex(cid), self.auto.keep_last, "auto-commit")
+
+    def rebase(self) -> None:
+        """Move the staged changes onto the branch head if it moved (on the serving thread,
+        before a commit runs in a worker thread)."""
+        self.stage.rebase()
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(self.stage.spool_dir)
+
+    def known_inodes(self) -> list[InodeT]:
+        """Inodes the kernel holds a reference to."""
+        return list(self.lookups)
 
     def stash(self, message: str = "") -> dict:
         if self.writers():
@@ -677,65 +702,5 @@ class StageFS:
         for p in [p for p in self.inos if p and self.stage.get(p) is None]:
             self._detach(p)
 
-    def next_request(self, h: Handle) -> dict | None:
-        """The first request line written to a control handle, or None (and an error
-        answer on the handle) when it is not a valid request (control.parse_request)."""
-        line, _, rest = bytes(h.request).partition(b"\n")
-        h.request = bytearray(rest)
-        try:
-            return parse_request(line)
-        except BadRequest as e:
-            h.answer = json.dumps(error_answer(str(e), e.exit_code)).encode()
-            return None
 
-    def run_request(self, req: dict) -> dict:
-        """One control request (changes to the stage paused; a commit may run in a
-        worker thread once :meth:`StagingArea.rebase` ran on the serving thread)."""
-        op = req.get("op")
-        try:
-            if op == "commit":
-                return self.commit(req.get("message") or "", req.get("metadata"))
-            if op == "status":
-                return {"ok": True, **self.status()}
-            if op == "rebase":
-                self.stage.rebase()
-                return {"ok": True}
-            if op == "stash":
-                return self.stash(req.get("message") or "")
-            if op == "stash-pop":
-                return self.stash_pop(req.get("index"))
-            return error_answer(f"unknown control request {op!r}")
-        except CoralError as e:
-            return {"ok": False, "error": str(e), "exit_code": e.exit_code}
-        except OSError as e:
-            return {"ok": False, "error": f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), "exit_code": 1}
-        except Exception as e:  # a bug must not become EIO for the client: logged, answered
-            log.exception("control request %s failed", op)
-            return error_answer(f"internal error in {op}: {type(e).__name__}: {e} (see the daemon log)", 1)
-
-
-def request(mountpoint: str, req: dict) -> dict:
-    """Send one request to the writable mount at ``mountpoint`` and return its answer."""
-    path = os.path.join(mountpoint, RESERVED, "control")
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        raise StagingError(f"{mountpoint} is not a writable coralfs mount (no {RESERVED}/control); "
-                           "mount it with `coralfs mount REPO MNT --write`") from None
-    try:
-        os.write(fd, (json.dumps(req) + "\n").encode())
-        buf = b""
-        while True:
-            got = os.pread(fd, 1 << 20, len(buf))
-            if not got:
-                break
-            buf += got
-    finally:
-        os.close(fd)
-    try:
-        return json.loads(buf)
-    except ValueError:
-        raise StagingError(f"{mountpoint}: the mount gave no answer to {req.get('op')!r}") from None
-
-
-__all__ = ["StageFS", "AutoCommit", "Attr", "request"]
+__all__ = ["Attr", "AutoCommit", "Handle", "StageFS"]

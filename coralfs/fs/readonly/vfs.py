@@ -32,18 +32,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..formats import safetensors as st_format
-from ..objects import dtypes
-from ..objects.errors import CoralError
-from ..objects.history import BadRevision, walk
-from ..objects.ids import ObjectId, is_hex_prefix, to_hex
-from ..objects.kinds import MODE_EXEC, File, PackedTensor, Tensor, TensorSegment
-from ..objects.reader import FileView
-from .content import Content, Literal, Pieces, Stored
+from ...formats import safetensors as st_format
+from ...objects import dtypes
+from ...objects.history import BadRevision, walk
+from ...objects.ids import ObjectId, is_hex_prefix, to_hex
+from ...objects.kinds import MODE_EXEC, File, PackedTensor, Tensor, TensorSegment
+from ...objects.reader import FileView
+from ..content import Content, Literal, Pieces, Stored
+from ..model import InodeT, NotFound
 
 log = logging.getLogger(__name__)
 
-ROOT_INO = 1
+ROOT_INO = InodeT(1)
 STATS_SIZE = 4096
 LONG = 3600.0   # snapshots never change
 SHORT = 1.0     # branch and tag listings do
@@ -55,24 +55,71 @@ NPY_DESCR = {
 }
 
 
-class NotFound(CoralError):
-    """No such entry (ENOENT)."""
+# What a node is: its key. Inode numbers are derived from it (stable across remounts).
+@dataclass(frozen=True)
+class RepoRoot:
+    """The root of a whole-repository mount."""
+
+
+@dataclass(frozen=True)
+class TopDir:
+    name: str  # "branches", "tags" or "commits"
+
+
+@dataclass(frozen=True)
+class RefDir:
+    """A directory of ref names below ``branches/`` or ``tags/`` (names holding '/')."""
+    kind: str  # "branches" or "tags"
+    prefix: str
+
+
+@dataclass(frozen=True)
+class HeadLink:
+    """The ``HEAD`` symlink of a whole-repository mount."""
+
+
+@dataclass(frozen=True)
+class SnapPath:
+    """A file or directory of a commit's tree ("" is the snapshot's root)."""
+    cid: ObjectId
+    path: str
+
+
+@dataclass(frozen=True)
+class CoralPath:
+    """``.coral/`` of a snapshot (cid None: of the whole-repository root), one of its
+    files or ``tensors/``; ``tensor`` is a path relative to ``tensors/`` ("" for
+    ``tensors/`` itself), None outside it."""
+    cid: ObjectId | None
+    name: str = ""              # "", "commit.json", "stats.json" or "tensors"
+    tensor: str | None = None
+
+
+Key = RepoRoot | TopDir | RefDir | HeadLink | SnapPath | CoralPath
 
 
 @dataclass
 class Node:
     kind: str  # "dir", "file" or "link"
-    key: tuple
+    key: Key
     perm: int = 0o555
     mtime_ns: int = 0
     volatile: bool = False  # its listing can change (refs); short kernel timeouts
-    ino: int = 0
+    dynamic: bool = False   # its bytes change between reads (stats.json): never cached
+    ino: InodeT = ROOT_INO
     size: int = 0
 
     @property
     def mode(self) -> int:
         t = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "link": stat.S_IFLNK}[self.kind]
         return t | self.perm
+
+    @property
+    def attr_timeout(self) -> float:
+        """How long the kernel may keep this node's attributes."""
+        if self.dynamic:
+            return 0.0
+        return SHORT if self.volatile or self.kind == "link" else LONG
 
 
 def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
@@ -212,13 +259,16 @@ class _Entry:
     lookups: int = 0
 
 
+TENSORS = "tensors"
+
+
 @dataclass
 class VFS:
     repo: object
     ref: str | None = None
     include: list[str] | None = None
     stats: Callable[[], dict] = dict
-    _table: dict[int, _Entry] = field(default_factory=dict)
+    _table: dict[InodeT, _Entry] = field(default_factory=dict)
     _snaps: OrderedDict = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
@@ -227,34 +277,39 @@ class VFS:
             root = self._snap_node(self.root_commit, "")
         else:
             self.root_commit = None
-            root = Node("dir", ("root",), volatile=True)
+            root = Node("dir", RepoRoot(), volatile=True)
         root.ino = ROOT_INO
         self._table[ROOT_INO] = _Entry(root, 1)
 
     # -- the inode table -----------------------------------------------------------------
-    def _ino_for(self, key: tuple) -> int:
+    def _ino_for(self, key: Key) -> InodeT:
+        if key == self._table[ROOT_INO].node.key:
+            return ROOT_INO
         h = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little") & ((1 << 63) - 1)
         while h <= ROOT_INO or (h in self._table and self._table[h].node.key != key):
             h = (h + 1) & ((1 << 63) - 1)  # a collision: probe (deterministic per table)
-        return h
+        return InodeT(h)
 
-    def _register(self, node: Node) -> Node:
-        if node.key == self._table[ROOT_INO].node.key:
-            return self._table[ROOT_INO].node
-        node.ino = self._ino_for(node.key)
-        e = self._table.get(node.ino)
-        if e is None:
-            self._table[node.ino] = _Entry(node)
-        else:
-            e.node = node
-        return node
+    def _numbered(self, nodes: dict[str, Node]) -> dict[str, Node]:
+        """Give listed nodes their inode numbers (the table keeps only what the kernel holds)."""
+        for n in nodes.values():
+            n.ino = self._ino_for(n.key)
+        return nodes
 
     def remember(self, node: Node) -> None:
         """The kernel now knows this node once more (a lookup or a readdirplus entry)."""
-        self._register(node)
-        self._table[node.ino].lookups += 1
+        node.ino = self._ino_for(node.key)
+        if node.ino == ROOT_INO:
+            self._table[ROOT_INO].lookups += 1
+            return
+        e = self._table.get(node.ino)
+        if e is None:
+            e = self._table[node.ino] = _Entry(node)
+        else:
+            e.node = node
+        e.lookups += 1
 
-    def forget(self, ino: int, n: int) -> None:
+    def forget(self, ino: InodeT, n: int) -> None:
         e = self._table.get(ino)
         if e is None or ino == ROOT_INO:
             return
@@ -265,7 +320,7 @@ class VFS:
     def known(self) -> int:
         return len(self._table)
 
-    def node(self, ino: int) -> Node:
+    def node(self, ino: InodeT) -> Node:
         e = self._table.get(ino)
         if e is None:
             raise NotFound(f"inode {ino}")
@@ -286,31 +341,35 @@ class VFS:
     def _snap_node(self, cid: ObjectId, path: str) -> Node:
         s = self.snapshot(cid)
         if path in s.dirs:
-            return Node("dir", ("snap", cid, path), 0o555, s.mtime_ns)
+            return Node("dir", SnapPath(cid, path), 0o555, s.mtime_ns)
         if path not in s.files:
             raise NotFound(path)
         e = s.files[path]
         perm = 0o555 if e.mode == MODE_EXEC else 0o444
-        return Node("file", ("snap", cid, path), perm, s.mtime_ns, size=s.content(path).size)
+        return Node("file", SnapPath(cid, path), perm, s.mtime_ns, size=s.content(path).size)
 
-    def _coral_node(self, cid: ObjectId | None, sub: str) -> Node:
+    def _coral_node(self, key: CoralPath) -> Node:
+        cid = key.cid
         mtime = self.snapshot(cid).mtime_ns if cid is not None else 0
-        if sub in ("", "tensors") or (sub.startswith("tensors/") and cid is not None
-                                       and sub[8:] in self.snapshot(cid).tensor_dirs()):
-            if cid is None and sub:
-                raise NotFound(sub)
-            return Node("dir", ("coral", cid, sub), 0o555, mtime)
-        if sub == "commit.json" and cid is not None:
-            return Node("file", ("coral", cid, sub), 0o444, mtime, size=len(self.snapshot(cid).commit_json()))
-        if sub == "stats.json":
-            return Node("file", ("coral", cid, sub), 0o444, mtime, volatile=True, size=STATS_SIZE)
-        if sub.startswith("tensors/") and cid is not None:
-            d, name = posixpath.split(sub[8:])
-            item = self.snapshot(cid).tensor_dirs().get(d, {}).get(name)
-            if item and item[0] == "f":
-                c = self.snapshot(cid).npy_content(item[1], item[2])
-                return Node("file", ("coral", cid, sub), 0o444, mtime, size=c.size)
-        raise NotFound(sub)
+        if key.name == "":
+            return Node("dir", key, 0o555, mtime)
+        if key.name == "stats.json":
+            return Node("file", key, 0o444, mtime, volatile=True, dynamic=True, size=STATS_SIZE)
+        if cid is None:  # the whole-repository root's .coral holds only stats.json
+            raise NotFound(key.name)
+        if key.name == "commit.json":
+            return Node("file", key, 0o444, mtime, size=len(self.snapshot(cid).commit_json()))
+        if key.name != TENSORS or key.tensor is None:
+            raise NotFound(key.name)
+        dirs = self.snapshot(cid).tensor_dirs()
+        if key.tensor in dirs:
+            return Node("dir", key, 0o555, mtime)
+        d, name = posixpath.split(key.tensor)
+        item = dirs.get(d, {}).get(name)
+        if item and item[0] == "f":
+            c = self.snapshot(cid).npy_content(item[1], item[2])
+            return Node("file", key, 0o444, mtime, size=c.size)
+        raise NotFound(posixpath.join(TENSORS, key.tensor))
 
     # -- resolving names -----------------------------------------------------------------
     def _ref_names(self, kind: str) -> dict[str, ObjectId]:
@@ -318,56 +377,58 @@ class VFS:
             return self.repo.branches()
         return {k: self.repo.peel(v) for k, v in self.repo.tags().items()}
 
-    def children(self, ino: int) -> dict[str, Node]:
-        """Every entry of a directory (for readdir)."""
+    def children(self, ino: InodeT) -> dict[str, Node]:
+        """Every entry of a directory (for readdir), numbered."""
         n = self.node(ino)
-        key = n.key
         if n.kind != "dir":
             raise NotADirectoryError(ino)
-        kind = key[0]
-        if kind == "root":
-            out = {name: Node("dir", ("top", name), volatile=True) for name in ("branches", "tags", "commits")}
-            out["HEAD"] = Node("link", ("link", "HEAD"), 0o777, volatile=True)
-            out[".coral"] = self._coral_node(None, "")
+        return self._numbered(self._children(n.key))
+
+    def _children(self, key: Key) -> dict[str, Node]:
+        if isinstance(key, RepoRoot):
+            out = {name: Node("dir", TopDir(name), volatile=True) for name in ("branches", "tags", "commits")}
+            out["HEAD"] = Node("link", HeadLink(), 0o777, volatile=True)
+            out[".coral"] = self._coral_node(CoralPath(None))
             return out
-        if kind == "top" and key[1] == "commits":
+        if isinstance(key, TopDir) and key.name == "commits":
             heads = list(self.repo.branches().values()) + [self.repo.peel(t) for t in self.repo.tags().values()]
             return {to_hex(c): self._snap_node(c, "") for c in (walk(self.repo, heads) if heads else [])}
-        if kind in ("top", "refdir"):
-            refkind = key[1]
-            prefix = key[2] + "/" if kind == "refdir" else ""
-            out = {}
-            for name, cid in self._ref_names(refkind).items():
-                if not name.startswith(prefix):
-                    continue
-                rest = name[len(prefix):]
-                first = rest.split("/", 1)[0]
-                if "/" in rest:
-                    out[first] = Node("dir", ("refdir", refkind, prefix + first), volatile=True)
-                else:
-                    out[first] = self._snap_node(cid, "")
+        if isinstance(key, TopDir):
+            return self._ref_children(key.name, "")
+        if isinstance(key, RefDir):
+            return self._ref_children(key.kind, key.prefix + "/")
+        if isinstance(key, SnapPath):
+            s = self.snapshot(key.cid)
+            out = {name: self._snap_node(key.cid, posixpath.join(key.path, name)) for name in s.dirs[key.path]}
+            if key.path == "":
+                out[".coral"] = self._coral_node(CoralPath(key.cid))
             return out
-        if kind == "snap":
-            cid, path = key[1], key[2]
-            s = self.snapshot(cid)
-            out = {name: self._snap_node(cid, posixpath.join(path, name)) for name in s.dirs[path]}
-            if path == "":
-                out[".coral"] = self._coral_node(cid, "")
-            return out
-        if kind == "coral":
-            cid, sub = key[1], key[2]
-            if sub == "":
-                names = ["stats.json"] + (["commit.json", "tensors"] if cid is not None else [])
-                return {nm: self._coral_node(cid, nm) for nm in names}
-            d = sub[8:] if sub.startswith("tensors/") else ""
-            items = self.snapshot(cid).tensor_dirs().get(d, {})
-            return {nm: self._coral_node(cid, posixpath.join("tensors", d, nm)) for nm in items}
+        if isinstance(key, CoralPath) and key.name == "":
+            names = ["stats.json"] + (["commit.json", TENSORS] if key.cid is not None else [])
+            return {nm: self._coral_node(CoralPath(key.cid, nm, "" if nm == TENSORS else None)) for nm in names}
+        if isinstance(key, CoralPath) and key.cid is not None and key.tensor is not None:
+            items = self.snapshot(key.cid).tensor_dirs().get(key.tensor, {})
+            return {nm: self._coral_node(CoralPath(key.cid, TENSORS, posixpath.join(key.tensor, nm)))
+                    for nm in items}
         raise NotFound(str(key))
 
-    def lookup(self, parent: int, name: str) -> Node:
+    def _ref_children(self, kind: str, prefix: str) -> dict[str, Node]:
+        out = {}
+        for name, cid in self._ref_names(kind).items():
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            first = rest.split("/", 1)[0]
+            if "/" in rest:
+                out[first] = Node("dir", RefDir(kind, prefix + first), volatile=True)
+            else:
+                out[first] = self._snap_node(cid, "")
+        return out
+
+    def lookup(self, parent: InodeT, name: str) -> Node:
         """Resolve one name and count the kernel's new reference to it."""
         pnode = self.node(parent)
-        if pnode.key == ("top", "commits"):
+        if pnode.key == TopDir("commits"):
             node = self._lookup_commit(name)
         else:
             node = self.children(parent).get(name)
@@ -385,9 +446,11 @@ class VFS:
             raise NotFound(name) from None
         return self._snap_node(cid, "")
 
-    def readlink(self, ino: int) -> bytes:
-        n = self.node(ino)
-        if n.key != ("link", "HEAD"):
+    def readlink(self, ino: InodeT) -> bytes:
+        return self.link_target(self.node(ino))
+
+    def link_target(self, n: Node) -> bytes:
+        if not isinstance(n.key, HeadLink):
             raise NotFound("not a link")
         b = self.repo.head_branch()
         if b is not None:
@@ -395,28 +458,30 @@ class VFS:
         head = self.repo.head()
         return f"commits/{to_hex(head)}".encode() if head else b"branches/main"
 
-    def open(self, ino: int) -> Content:
+    def open(self, ino: InodeT) -> Content:
         n = self.node(ino)
         if n.kind != "file":
             raise IsADirectoryError(ino)
-        kind = n.key[0]
-        if kind == "snap":
-            return self.snapshot(n.key[1]).content(n.key[2])
-        cid, sub = n.key[1], n.key[2]
-        if sub == "commit.json":
-            return Literal(self.snapshot(cid).commit_json())
-        if sub == "stats.json":
+        key = n.key
+        if isinstance(key, SnapPath):
+            return self.snapshot(key.cid).content(key.path)
+        assert isinstance(key, CoralPath)
+        if key.name == "stats.json":
             body = json.dumps(self.stats(), indent=1, sort_keys=True).encode()
             return Literal(body.ljust(STATS_SIZE - 1)[: STATS_SIZE - 1] + b"\n")
-        d, name = posixpath.split(sub[8:])
-        item = self.snapshot(cid).tensor_dirs()[d][name]
-        return self.snapshot(cid).npy_content(item[1], item[2])
+        snap = self.snapshot(key.cid)
+        if key.name == "commit.json":
+            return Literal(snap.commit_json())
+        d, name = posixpath.split(key.tensor)
+        item = snap.tensor_dirs()[d][name]
+        return snap.npy_content(item[1], item[2])
 
-    def entry_timeout(self, parent: int) -> float:
+    def entry_timeout(self, parent: InodeT) -> float:
         try:
             return SHORT if self.node(parent).volatile else LONG
         except NotFound:
             return SHORT
 
 
-__all__ = ["VFS", "Node", "NotFound", "npy_header"]
+__all__ = ["VFS", "CoralPath", "HeadLink", "Key", "Node", "NotFound", "RefDir", "RepoRoot", "SnapPath", "TopDir",
+           "Snapshot", "npy_header"]

@@ -1,0 +1,101 @@
+"""The read path both adapters share: cache hits answered on the event loop, misses
+decoded in worker threads, and the chunks readahead.py expects next decoded in the
+background (each once: a read needing one waits for it).
+
+:class:`ChunkReads` is an object an adapter holds (not a base class): it knows the
+object database, its thread limits and counters, nothing about inodes or handles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from ..objects.ids import ObjectId
+from .content import Content
+from .readahead import ReadAhead
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenContent:
+    """What one open file reads, with its read-ahead state."""
+
+    content: Content
+    ahead: ReadAhead = field(default_factory=ReadAhead)
+
+
+class ChunkReads:
+    def __init__(self, odb, threads: int) -> None:
+        self.odb = odb
+        # Demand reads and prefetches have their own threads: a read never queues behind
+        # prefetches of chunks it does not need yet.
+        self.limiter = trio.CapacityLimiter(max(1, threads))
+        self.prefetch_limiter = trio.CapacityLimiter(max(1, threads))
+        self.nursery: trio.Nursery | None = None  # set while serving: prefetches run there
+        self._prefetching: dict[ObjectId, trio.Event] = {}  # chunk id -> set when decoded
+        self.counters = {"reads": 0, "bytes_served": 0, "cache_fast_path": 0, "prefetched_chunks": 0}
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+
+    async def read(self, f: OpenContent, off: int, size: int) -> bytes:
+        span = f.content.span(off, size)  # the file's segments are walked once per read
+        data = span.cached()
+        if data is None:
+            # Chunks being prefetched: wait for them rather than decode them again.
+            waited = False
+            for oid in span.chunk_ids():
+                ev = self._prefetching.get(oid)
+                if ev is not None:
+                    await ev.wait()
+                    waited = True
+            if waited:
+                data = span.cached()
+        if data is None:
+            data = await trio.to_thread.run_sync(span.read, limiter=self.limiter)
+        else:
+            self.counters["cache_fast_path"] += 1
+        wanted = f.ahead.after_read(f.content, off, len(data), span.region)
+        if wanted:
+            self._prefetch(wanted)
+        self.counters["reads"] += 1
+        self.counters["bytes_served"] += len(data)
+        return data
+
+    async def in_thread(self, fn, *args):
+        """Run ``fn(*args)`` in a worker thread, under the demand-read limit."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def _prefetch(self, ids: Iterable[ObjectId]) -> None:
+        """Decode these chunks in the background (the policy lives in readahead.py)."""
+        if self.nursery is None:
+            return
+        for oid in ids:
+            if oid in self._prefetching or oid in self.odb.chunks:
+                continue
+            self._prefetching[oid] = trio.Event()
+            self.nursery.start_soon(self._prefetch_one, oid)
+
+    async def _prefetch_one(self, oid: ObjectId) -> None:
+        try:
+            await trio.to_thread.run_sync(self.odb.read_chunk, oid, limiter=self.prefetch_limiter)
+            self.counters["prefetched_chunks"] += 1
+        except Exception as e:  # noqa: BLE001 - a failed prefetch is retried by the read itself
+            log.debug("prefetch of %s failed: %s", oid.hex(), e)
+        finally:
+            self._prefetching.pop(oid).set()
+
+    def stats(self) -> dict:
+        """The counters .coral/stats.json shows about reads and the chunk cache."""
+        odb = self.odb
+        return {**self.counters, "decoded_bytes": odb.decoded_bytes, "decoded_chunks": odb.decoded_chunks,
+                "cache_used": odb.chunks.used, "cache_budget": odb.chunks.budget,
+                "cache_hits": odb.chunks.hits, "cache_misses": odb.chunks.misses}
+
+
+__all__ = ["ChunkReads", "OpenContent"]
