@@ -31,7 +31,7 @@ def init(path: Annotated[str, typer.Argument(help="Directory to create")],
 
 
 def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
-    from ..api import collect_sources
+    from ..ingest import collect_sources
     repo = open_repo(ctx)
     total = sum(os.path.getsize(p) for p in collect_sources(sources).values())
     bar = None

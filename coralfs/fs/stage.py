@@ -39,12 +39,11 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from ..formats import layout_of
-from ..formats.base import FormatError
+from ..ingest import DiskFile, ingest_files, tree_mode
 from ..objects.durable import create_file, fsync_dir, make_dirs, write_durable
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, from_hex, to_hex
-from ..objects.objects import MODE_EXEC, MODE_FILE, Tree, TreeEntry, validate_path
+from ..objects.objects import MODE_EXEC, Tree, TreeEntry, validate_path
 from ..objects.refs import HEADS, check_ref_name
 from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
@@ -95,13 +94,9 @@ def staged_branches(repo) -> list[str]:
     return sorted(unquote(n) for n in os.listdir(d) if os.path.exists(os.path.join(d, n, "stage.db")))
 
 
-def _perm(tree_mode: int) -> int:
-    """Permission bits of a file from its tree mode (and back, below)."""
-    return 0o755 if tree_mode == MODE_EXEC else 0o644
-
-
-def _tree_mode(perm: int) -> int:
-    return MODE_EXEC if perm & 0o100 else MODE_FILE
+def _perm(mode: int) -> int:
+    """Permission bits of a file from its tree mode (and back: ingest.tree_mode)."""
+    return 0o755 if mode == MODE_EXEC else 0o644
 
 
 def _check_path(path: str) -> None:
@@ -323,7 +318,7 @@ class Stage:
             was = base.get(path)
             if was is None:
                 out.append(Change("added", path, self.size_of(e) if sizes else 0))
-            elif e.spool or was.file != e.fid or was.mode != _tree_mode(e.mode):
+            elif e.spool or was.file != e.fid or was.mode != tree_mode(e.mode):
                 out.append(Change("modified", path, self.size_of(e) if sizes else 0))
         for path in base:
             e = self.entries.get(path)
@@ -552,29 +547,12 @@ class Stage:
         self.rebase()
         if not self.changes():
             return None, IngestStats()
-        base = self.base_entries()
-        stats = IngestStats()
-        tree: dict[str, TreeEntry] = {}
-        for path, e in sorted(self.entries.items()):
-            if e.kind != "f":
-                continue
-            mode = _tree_mode(e.mode)
-            if e.fid is not None:
-                tree[path] = TreeEntry(e.fid, mode)
-                continue
-            sp = self.spool_path(e.spool)
-            try:
-                layout = layout_of(sp, name=path)
-            except FormatError as err:
-                raise FormatError(path, err.problem) from None
-            prev = base.get(path)
-            fid, st = self.repo.write_file(sp, layout.regions, layout.format,
-                                           self.repo.read_file(prev.file) if prev else None)
-            stats.add(st)
-            tree[path] = TreeEntry(fid, mode)
-            if progress:
-                progress(path, st.logical)
-        new_tree = Tree(tree)
+        files = sorted((p, e) for p, e in self.entries.items() if e.kind == "f")
+        tree = {p: TreeEntry(e.fid, tree_mode(e.mode)) for p, e in files if e.fid is not None}
+        written, stats = ingest_files(self.repo, [DiskFile(p, self.spool_path(e.spool), e.mode, label=p)
+                                                  for p, e in files if e.fid is None],
+                                      self.base_entries(), progress)
+        new_tree = Tree(tree | written)
         if self.base and self.repo.put(new_tree) == self.repo.read_commit(self.base).tree:
             # Written, but back to what the base holds (a file opened for writing and left
             # as it was): the spool copies go, the tree stays as it is.
