@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from ..objects.errors import CoralError
 
@@ -50,7 +50,6 @@ class MountSpec:
     branch: str | None = None
     auto_commit: float | None = None  # seconds of quiet before an automatic commit
     allow_other: bool = False         # other local users may use it (as the files' modes allow)
-    extra: dict = field(default_factory=dict)
 
 
 def split_target(target: str) -> tuple[str, str | None]:

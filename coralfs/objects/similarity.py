@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 SAMPLES = 128
 BANDS = 8
-BAND_BITS = SAMPLES // BANDS
 MAX_DISTANCE = 32  # of 128 bits: beyond this a delta is unlikely to help
 
 
