@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from ..objects import dtypes
 from ..objects.writer import Region
-from .base import guarded, MAX_HEADER, FormatError, Layout
+from .base import MAX_HEADER, FormatError, Layout, guarded
 
 # safetensors dtype names -> coralfs dtype names (the same where they match).
 DTYPES = {
