@@ -7,7 +7,7 @@ import os
 import re
 import sqlite3
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,6 +32,10 @@ from .common import (
     open_repo,
     parse_kv,
 )
+
+if TYPE_CHECKING:
+    from ..ingest import CommitResult
+    from ..objects.repository import Repository
 
 
 @app.command()
@@ -66,7 +70,7 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
         repo.close()
 
 
-def _report_commit(res, branch, message, repo, dt: float) -> None:
+def _report_commit(res: CommitResult, branch: str | None, message: str, repo: Repository, dt: float) -> None:
     st = res.stats
     b = branch or repo.head_branch() or "HEAD"
     typer.echo(f"[{esc(b)} {short(res.commit)}] {first_line(message)}")
