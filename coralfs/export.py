@@ -27,8 +27,11 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from .formats import safetensors as st_format
 from .objects.durable import fsync_dir, write_temp
 from .objects.errors import CoralError
+from .objects.ids import ObjectId
+from .objects.repository import Repository
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -261,3 +264,48 @@ def export_files(dest: str, files: Iterator[tuple[str, bool, Callable[[], Iterab
             raise err from None
         raise
     return d.finish()
+
+
+def export_rev(repo: Repository, rev: str, dest: str, include: list[str] | None = None,
+               paths: list[str] | None = None) -> list[str]:
+    """Write the files of ``rev`` under ``dest``, byte-identical to what was committed.
+
+    With ``include`` (globs on tensor names), safetensors files are rewritten to hold
+    only the matching tensors (a valid, smaller file); other files are unchanged.
+    Each file is written durably (temp, fsync, rename, fsync dir), only the executable
+    bit of a mode is applied, nothing is written through a symlink inside ``dest``,
+    and a failed export leaves nothing new behind (see :class:`Destination`).
+    """
+    tree = repo.tree_of(rev)
+
+    def files() -> Iterator[tuple[str, bool, Callable[[], Iterable[bytes]]]]:
+        for path, e in tree.entries.items():
+            if paths and not any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths):
+                continue
+            yield path, bool(e.mode & 0o111), lambda e=e: _blocks(repo, e.file, include)
+
+    return export_files(dest, files())
+
+
+def _blocks(repo: Repository, file_id: ObjectId, include: list[str] | None) -> Iterator[bytes]:
+    if include and repo.read_file(file_id).format == "safetensors":
+        return iter_subset(repo, file_id, include)
+    return repo.open_file(file_id).iter_bytes()
+
+
+def safetensors_header(repo: Repository, file_id: ObjectId) -> tuple[int, dict]:
+    return st_format.stored_header(repo.open_file(file_id).read)
+
+
+def iter_subset(repo: Repository, file_id: ObjectId, include: list[str]) -> Iterator[bytes]:
+    """The bytes of a safetensors file holding only the stored file's tensors that match
+    ``include`` (globs), in blocks of at most 8 MiB."""
+    view = repo.open_file(file_id)
+    head, pieces = st_format.stored_subset(view.read, include)
+    yield head
+    for pos, length in pieces:
+        end = pos + length
+        while pos < end:
+            step = min(end - pos, 8 << 20)
+            yield view.read(pos, step)
+            pos += step

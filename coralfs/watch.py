@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .api import CommitResult, Repository
+from .ingest import CommitResult
 from .objects.errors import CoralError
-from .objects.repository import in_write_session
+from .objects.repository import Repository, in_write_session
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ..staging import pin_legacy_roots
 from ..objects.errors import CoralError
+from ..staging import pin_legacy_roots
 from .app import app
 from .common import JsonOpt, err, esc, human, open_repo
 

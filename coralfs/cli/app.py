@@ -116,7 +116,8 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    repo: Annotated[str | None, typer.Option("--repo", "-R", help="Repository path (else CORALFS_REPO, else the current directory or a parent)")] = None,
+    repo: Annotated[str | None, typer.Option("--repo", "-R",
+                                             help="Repository path (else CORALFS_REPO, else the current directory or a parent)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks")] = False,
 ) -> None:
     st = state(ctx)

@@ -7,7 +7,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ except ImportError:  # pragma: no cover
     import click
 
 from ..objects.errors import CoralError
+
+if TYPE_CHECKING:
+    from ..objects.repository import Repository
 
 log = logging.getLogger("coralfs")
 
@@ -46,7 +49,7 @@ def state(ctx: typer.Context) -> State:
     return root.obj
 
 
-def open_repo(ctx: typer.Context, *, tolerate_config: bool = False):
+def open_repo(ctx: typer.Context, *, tolerate_config: bool = False) -> Repository:
     from ..api import Repository
     return Repository.open(find_repo_path(state(ctx).repo_path), tolerate_config=tolerate_config)
 

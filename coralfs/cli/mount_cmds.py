@@ -22,13 +22,19 @@ def mount(
     log_file: Annotated[str | None, typer.Option("--log", help="Daemon log file")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Decoding threads")] = 2,
     write: Annotated[bool, typer.Option("--write", "-w", help="A writable staging mount of a branch")] = False,
-    branch: Annotated[str | None, typer.Option("--branch", "-b", help="Branch a writable mount shows and commits to (default: HEAD's)")] = None,
-    auto_commit: Annotated[float | None, typer.Option("--auto-commit", metavar="SECONDS", help="With --write: commit once nothing was written for SECONDS (rules: `coralfs config list staging`)")] = None,
-    allow_other: Annotated[bool, typer.Option("--allow-other", help="Let other local users in, as the files' modes allow (default: only you); control requests stay yours")] = False,
+    branch: Annotated[str | None, typer.Option("--branch", "-b",
+                                               help="Branch a writable mount shows and commits to (default: HEAD's)")] = None,
+    auto_commit: Annotated[float | None, typer.Option("--auto-commit", metavar="SECONDS",
+                                                      help="With --write: commit once nothing was written for SECONDS (rules: `coralfs "
+                                                           "config list staging`)")] = None,
+    allow_other: Annotated[bool, typer.Option("--allow-other",
+                                              help="Let other local users in, as the files' modes allow (default: only you); control "
+                                                   "requests stay yours")] = False,
 ) -> None:
     """Mount a commit, branch or tag (MNT@REF) read-only, the whole repository (MNT), or a
     branch writable (MNT --write [--branch B]) so trainers can save into it."""
-    from ..fs.lifecycle import MountError, MountSpec, mount as do_mount, split_target
+    from ..fs.lifecycle import MountError, MountSpec, split_target
+    from ..fs.lifecycle import mount as do_mount
     from ..objects.config import _parse_value
     mp, ref = split_target(target)
     if not write and (branch is not None or auto_commit is not None):
@@ -53,7 +59,8 @@ def umount(
     lazy: Annotated[bool, typer.Option("--lazy", "-z", help="Detach now even if busy")] = False,
     commit: Annotated[bool, typer.Option("--commit", help="Writable mount: commit the staged changes first (needs -m)")] = False,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Message of the --commit")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Writable mount: leave uncommitted changes staged for the next mount --write")] = False,
+    keep: Annotated[bool, typer.Option("--keep",
+                                       help="Writable mount: leave uncommitted changes staged for the next mount --write")] = False,
 ) -> None:
     """Unmount a coralfs mount (also one whose daemon was killed). A writable mount with
     uncommitted changes needs --commit -m MSG or --keep."""

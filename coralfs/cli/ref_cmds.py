@@ -83,7 +83,9 @@ def export(
     ctx: typer.Context,
     ref: RefArg,
     dest: Annotated[str, typer.Argument(help="Directory to write the files into")],
-    include: Annotated[list[str] | None, typer.Option("--include", help="Only tensors matching this glob (safetensors files are rewritten; repeatable)")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include",
+                                                      help="Only tensors matching this glob (safetensors files are rewritten; "
+                                                           "repeatable)")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="Only these files or directories (repeatable)")] = None,
 ) -> None:
     """Write the files of a revision, byte-identical to what was committed."""
@@ -96,7 +98,8 @@ def export(
 def merge(
     ctx: typer.Context,
     ref: RefArg,
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="ours | theirs | fail | average | weighted:A (A = weight of theirs)")] = "fail",
+    strategy: Annotated[str, typer.Option("--strategy", "-s",
+                                          help="ours | theirs | fail | average | weighted:A (A = weight of theirs)")] = "fail",
     message: Annotated[str | None, typer.Option("-m", "--message", help="Merge commit message")] = None,
     no_ff: Annotated[bool, typer.Option("--no-ff", help="Record a merge commit even when a fast-forward is possible")] = False,
 ) -> None:

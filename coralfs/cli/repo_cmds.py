@@ -7,7 +7,7 @@ import os
 import re
 import sqlite3
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,14 +16,34 @@ from ..objects.errors import CoralError
 from ..objects.ids import short, to_hex
 from ..objects.kinds import Tensor, TensorSegment
 from .app import app
-from .common import (AuthorOpt, BranchOpt, JsonOpt, MessageOpt, MetaOpt, MetricOpt, RefArg, complete_ref, esc,
-                     first_line, human, is_tty, open_repo, parse_kv)
+from .common import (
+    AuthorOpt,
+    BranchOpt,
+    JsonOpt,
+    MessageOpt,
+    MetaOpt,
+    MetricOpt,
+    RefArg,
+    complete_ref,
+    esc,
+    first_line,
+    human,
+    is_tty,
+    open_repo,
+    parse_kv,
+)
+
+if TYPE_CHECKING:
+    from ..ingest import CommitResult
+    from ..objects.repository import Repository
 
 
 @app.command()
 def init(path: Annotated[str, typer.Argument(help="Directory to create")],
          branch: Annotated[str, typer.Option("--branch", "-b", help="Name of the first branch")] = "main",
-         shared: Annotated[bool, typer.Option("--shared", help="Readable by the directory's group (0750/0640; default: private, 0700/0600)")] = False) -> None:
+         shared: Annotated[bool, typer.Option("--shared",
+                                              help="Readable by the directory's group (0750/0640; default: private, "
+                                                   "0700/0600)")] = False) -> None:
     """Create an empty repository (private to you unless --shared)."""
     from ..api import Repository
     r = Repository.init(path, default_branch=branch, shared=shared)
@@ -31,7 +51,7 @@ def init(path: Annotated[str, typer.Argument(help="Directory to create")],
 
 
 def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
-    from ..api import collect_sources
+    from ..ingest import collect_sources
     repo = open_repo(ctx)
     total = sum(os.path.getsize(p) for p in collect_sources(sources).values())
     bar = None
@@ -50,7 +70,7 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
         repo.close()
 
 
-def _report_commit(res, branch, message, repo, dt: float) -> None:
+def _report_commit(res: CommitResult, branch: str | None, message: str, repo: Repository, dt: float) -> None:
     st = res.stats
     b = branch or repo.head_branch() or "HEAD"
     typer.echo(f"[{esc(b)} {short(res.commit)}] {first_line(message)}")
@@ -67,7 +87,9 @@ def _report_commit(res, branch, message, repo, dt: float) -> None:
 @app.command()
 def commit(
     ctx: typer.Context,
-    sources: Annotated[list[str] | None, typer.Argument(help="Checkpoint directories or files (a directory's contents become the tree)")] = None,
+    sources: Annotated[list[str] | None, typer.Argument(
+                                                        help="Checkpoint directories or files (a directory's contents become the "
+                                                             "tree)")] = None,
     message: MessageOpt = None,
     branch: BranchOpt = None,
     author: AuthorOpt = None,
@@ -408,8 +430,11 @@ def watch(
     pattern: Annotated[str, typer.Option("--pattern", help="Which entries of DIRECTORY are checkpoints")] = "checkpoint-*",
     exit_after: Annotated[int | None, typer.Option("--exit-after", help="Stop after this many commits")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds")] = None,
-    min_interval: Annotated[float | None, typer.Option("--min-interval", help="Seconds between two commits (default: config staging.min_interval)")] = None,
-    keep_last: Annotated[int | None, typer.Option("--keep-last", help="Tag each commit auto/BRANCH/N and keep the newest N tags (default: config staging.keep_last; 0: no tags)")] = None,
+    min_interval: Annotated[float | None, typer.Option("--min-interval",
+                                                       help="Seconds between two commits (default: config staging.min_interval)")] = None,
+    keep_last: Annotated[int | None, typer.Option("--keep-last",
+                                                  help="Tag each commit auto/BRANCH/N and keep the newest N tags (default: config "
+                                                       "staging.keep_last; 0: no tags)")] = None,
 ) -> None:
     """Commit each settled checkpoint a trainer writes into DIRECTORY (inotify)."""
     from ..watch import Watcher

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..objects.errors import CoralError
 from .app import app
 from .common import JsonOpt, esc, open_repo
+
+if TYPE_CHECKING:
+    from ..objects.repository import Repository
 
 
 def control(mountpoint: str, req: dict) -> dict:
@@ -34,7 +37,7 @@ stash_app = typer.Typer(help="`coralfs stash` sets a branch's staged changes asi
 app.add_typer(stash_app, name="stash")
 
 
-def _branch(repo, branch: str | None) -> str:
+def _branch(repo: Repository, branch: str | None) -> str:
     b = branch or repo.head_branch()
     if b is None:
         raise CoralError("HEAD is detached: name the branch with --branch B")

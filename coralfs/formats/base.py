@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 
 from ..objects.errors import CoralError
@@ -78,7 +77,3 @@ def guarded(kind: str):
                 raise FormatError(path, f"malformed {kind} file ({type(e).__name__}: {e})") from None
         return run
     return wrap
-
-
-def file_size(path: str) -> int:
-    return os.stat(path).st_size

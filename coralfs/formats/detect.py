@@ -9,7 +9,6 @@ from .base import FormatError, Layout
 
 STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchive.parse,
           ".h5": hdf5.parse, ".hdf5": hdf5.parse}
-ZIP_EXT = {".pt", ".pth", ".bin", ".ckpt", ".zip"}
 
 
 def layout_of(path: str, name: str | None = None) -> Layout:

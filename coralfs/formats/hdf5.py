@@ -7,7 +7,7 @@ import h5py
 
 from ..objects import dtypes
 from ..objects.regions import Region
-from .base import guarded, FormatError, Layout
+from .base import FormatError, Layout, guarded
 
 MAGIC = b"\x89HDF\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..objects import dtypes
 from ..objects.regions import Region
-from .base import guarded, FormatError, Layout
+from .base import FormatError, Layout, guarded
 
 MAGIC = b"\x93NUMPY"
 MAX_NPY_HEADER = 1 << 20

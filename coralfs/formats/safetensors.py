@@ -10,13 +10,15 @@ stored as opaque bytes (a ``U8`` region over its ``data_offsets``), exactly as i
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import math
 import struct
+from collections.abc import Callable
 
 from ..objects import dtypes
 from ..objects.regions import Region
-from .base import guarded, MAX_HEADER, FormatError, Layout
+from .base import MAX_HEADER, FormatError, Layout, guarded
 
 # safetensors dtype names -> coralfs dtype names (the same where they match).
 DTYPES = {
@@ -128,3 +130,19 @@ def subset(header: dict, include: list[str]) -> tuple[bytes, list[tuple[int, int
     body = json.dumps(new, separators=(",", ":")).encode()
     body += b" " * (-len(body) % 8)  # keep the data area 8-byte aligned
     return struct.pack("<Q", len(body)) + body, pieces
+
+
+def stored_header(read: Callable[[int, int], bytes]) -> tuple[int, dict]:
+    """(header length, header) of a stored safetensors file, read through
+    ``read(offset, length)``. A stored file was validated when committed; the cap still
+    holds for a crafted one."""
+    n = int.from_bytes(read(0, 8), "little")
+    return read_header("<stored>", io.BytesIO(read(0, 8 + min(n, MAX_HEADER))))
+
+
+def stored_subset(read: Callable[[int, int], bytes], include: list[str]) -> tuple[bytes, list[tuple[int, int]]]:
+    """:func:`subset` of a stored safetensors file: the new header bytes and the
+    (offset in the stored file, length) pieces that follow it, in order."""
+    n, header = stored_header(read)
+    head, pieces = subset(header, include)
+    return head, [(8 + n + off, length) for off, length in pieces]

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from ..objects.regions import Region
 from . import npy
-from .base import guarded, MAX_MEMBERS, FormatError, Layout, safe_member_name
+from .base import MAX_MEMBERS, FormatError, Layout, guarded, safe_member_name
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import ClassVar, TypeVar
 from . import dtypes
 from .errors import CoralError
 from .ids import ObjectId, from_hex, hash_bytes, to_hex
-from .wire import _U8, _U16, _U32, Reader, WireError, Writer
+from .wire import _U8, _U16, _U32, Encoder, Reader, WireError
 
 OBJ_MAGIC = b"CRO"
 MAX_NDIM = 64
@@ -46,7 +46,7 @@ class ShaObject:
         objects that need nothing new keep their bytes and ids)."""
         return self.version
 
-    def _serialize(self, w: Writer) -> None:
+    def _serialize(self, w: Encoder) -> None:
         raise NotImplementedError
 
     @classmethod
@@ -62,7 +62,7 @@ class ShaObject:
         return obj
 
     def to_bytes(self) -> bytes:
-        w = Writer()
+        w = Encoder()
         w.raw(OBJ_MAGIC)
         w.u8(self.type_num)
         w.u8(self._version())
@@ -151,7 +151,7 @@ class Tensor(ShaObject):
         if len(self.chunks) != want:
             raise InvalidObject(f"tensor of {self.nbytes} bytes needs {want} chunks, has {len(self.chunks)}")
 
-    def _serialize(self, w: Writer) -> None:
+    def _serialize(self, w: Encoder) -> None:
         w.text(self.dtype)
         w.u8(len(self.shape))
         for s in self.shape:
@@ -290,7 +290,7 @@ class File(ShaObject):
             pos += s.length
         return out
 
-    def _serialize(self, w: Writer) -> None:
+    def _serialize(self, w: Encoder) -> None:
         w.text(self.format)
         w.u64(self.size)
         w.u32(len(self.segments))
@@ -401,7 +401,7 @@ class Tree(ShaObject):
         if clash:
             raise InvalidObject(f"path {sorted(clash)[0]!r} is both a file and a directory")
 
-    def _serialize(self, w: Writer) -> None:
+    def _serialize(self, w: Encoder) -> None:
         w.u32(len(self.entries))
         for path, e in self.entries.items():
             w.text(path)
@@ -441,7 +441,7 @@ class _JsonObject(ShaObject):
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]]
 
-    def _serialize(self, w: Writer) -> None:
+    def _serialize(self, w: Encoder) -> None:
         w.raw(canonical_json(self._to_json()))
 
     @classmethod

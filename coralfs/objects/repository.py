@@ -19,7 +19,9 @@ import logging
 import os
 import threading
 import time as _time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from . import fsck as _fsck
 from . import gc as _gc
@@ -29,7 +31,7 @@ from .durable import fsync_dir, make_dirs, open_private
 from .errors import CoralError, NotARepository
 from .history import BadRevision
 from .ids import ObjectId, from_hex, is_hex_prefix, to_hex
-from .kinds import Commit, File, ShaObject, Tag, Tree
+from .kinds import Commit, File, ShaObject, Tag, Tensor, Tree
 from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_strategy
 from .odb import ObjectDB
 from .pins import Pins
@@ -66,9 +68,39 @@ def in_write_session(fn):
     return wrapper
 
 
+class FormatOps(Protocol):
+    """What a Repository does with file formats, ingest, export and reports: the code
+    lives above the object layer (coralfs.ingest, coralfs.export, coralfs.diff), which this
+    package never imports. The composition root, ``coralfs/__init__.py``, registers the
+    provider once with :func:`use_format_ops`, so every Repository (the CLI's, a mount
+    daemon's, a user's) offers the same operations. Results are typed where they are made."""
+
+    def commit_paths(self, repo: Repository, sources: list[str], message: str, **options: Any) -> Any: ...
+    def export(self, repo: Repository, rev: str, dest: str, include: list[str] | None,
+               paths: list[str] | None) -> list[str]: ...
+    def safetensors_header(self, repo: Repository, file_id: ObjectId) -> tuple[int, dict]: ...
+    def iter_subset(self, repo: Repository, file_id: ObjectId, include: list[str]) -> Iterator[bytes]: ...
+    def diff(self, repo: Repository, a: str | None, b: str, *, tensors: bool = True) -> list[Any]: ...
+    def tensor_stored_bytes(self, repo: Repository, tensor: Tensor) -> tuple[int, Counter]: ...
+    def file_stored_bytes(self, repo: Repository, f: File) -> int: ...
+    def stats(self, repo: Repository) -> dict: ...
+
+
+_format_ops_provider: Callable[[], FormatOps] | None = None
+
+
+def use_format_ops(provider: Callable[[], FormatOps]) -> None:
+    """Set where repositories get their FormatOps (called on first use, once per Repository)."""
+    global _format_ops_provider
+    _format_ops_provider = provider
+
+
 class Repository:
     """A coralfs repository: a directory, with its objects and refs in it unless a store
     or refs are given. Open with :meth:`open`, create with :meth:`init`."""
+
+    # None until first use, then the provider's (an instance may be given its own).
+    _format_ops: FormatOps | None = None
 
     def __init__(self, path: str, store: ObjectStore | None = None, refs: RefsContainer | None = None,
                  *, tolerate_config: bool = False) -> None:
@@ -439,6 +471,57 @@ class Repository:
         """user.name of the repository, else of the user's config, else user@host."""
         return self.config.get("user.name") or user_config().get("user.name") or default_identity()
 
+    def describe_commit(self, oid: ObjectId) -> dict:
+        """A commit as JSON-ready data (``show --json``, ``.coral/commit.json``, a mount's
+        status): its id and fields, ids in hex. Kept apart from the stored form on purpose:
+        a new object format version must not change what users read."""
+        c = self.read_commit(oid)
+        return {"id": to_hex(oid), "tree": to_hex(c.tree), "parents": [to_hex(p) for p in c.parents],
+                "author": c.author, "time": c.time, "message": c.message, "metadata": c.metadata}
+
+    # -- operations implemented above the object layer (see FormatOps) -------------------
+    @property
+    def format_ops(self) -> FormatOps:
+        if self._format_ops is None:
+            if _format_ops_provider is None:
+                raise CoralError("this operation needs coralfs's format layer: import coralfs (not only coralfs.objects)")
+            self._format_ops = _format_ops_provider()
+        return self._format_ops
+
+    @format_ops.setter
+    def format_ops(self, ops: FormatOps) -> None:
+        self._format_ops = ops
+
+    def commit_paths(self, sources: list[str], message: str, **options: Any) -> Any:
+        """Commit checkpoint directories or files (:func:`coralfs.ingest.commit_paths`)."""
+        return self.format_ops.commit_paths(self, sources, message, **options)
+
+    def export(self, rev: str, dest: str, include: list[str] | None = None,
+               paths: list[str] | None = None) -> list[str]:
+        """Write the files of ``rev`` under ``dest`` (:func:`coralfs.export.export_rev`)."""
+        return self.format_ops.export(self, rev, dest, include, paths)
+
+    def safetensors_header(self, file_id: ObjectId) -> tuple[int, dict]:
+        return self.format_ops.safetensors_header(self, file_id)
+
+    def iter_subset(self, file_id: ObjectId, include: list[str]) -> Iterator[bytes]:
+        """A stored safetensors file holding only the tensors matching ``include``."""
+        return self.format_ops.iter_subset(self, file_id, include)
+
+    def diff(self, a: str | None, b: str, *, tensors: bool = True) -> list[Any]:
+        """Per file and per tensor changes from ``a`` to ``b`` (:func:`coralfs.diff.diff`)."""
+        return self.format_ops.diff(self, a, b, tensors=tensors)
+
+    def tensor_stored_bytes(self, tensor: Tensor) -> tuple[int, Counter]:
+        return self.format_ops.tensor_stored_bytes(self, tensor)
+
+    def file_stored_bytes(self, f: File) -> int:
+        return self.format_ops.file_stored_bytes(self, f)
+
+    def stats(self) -> dict:
+        """Logical and stored bytes, objects by codec (:func:`coralfs.diff.stats`)."""
+        return self.format_ops.stats(self)
+
     # -- committing ----------------------------------------------------------------------
     @in_write_session
     def commit(self, tree: Tree | ObjectId, message: str, *, branch: str | None = None,
@@ -557,4 +640,4 @@ class Repository:
         return _fsck.fsck(self, progress)
 
 
-__all__ = ["Repository", "Region", "Source", "IngestStats"]
+__all__ = ["FormatOps", "IngestStats", "Region", "Repository", "Source", "use_format_ops"]

@@ -13,7 +13,9 @@ class WireError(ValueError):
     """Serialized bytes do not parse; callers turn it into CorruptObject."""
 
 
-class Writer:
+class Encoder:
+    """Builds the serialized bytes of an object (the decoding side is Reader)."""
+
     __slots__ = ("parts",)
 
     def __init__(self) -> None:

@@ -21,8 +21,7 @@ from . import codecs, dtypes
 from .cdc import Chunker
 from .errors import CorruptObject, ObjectNotFound
 from .ids import ObjectId, hash_bytes
-from .kinds import (BytesSegment, File, InvalidObject, PackedTensor, PackSegment, Segment, Tensor,
-                   TensorSegment)
+from .kinds import BytesSegment, File, InvalidObject, PackedTensor, PackSegment, Segment, Tensor, TensorSegment
 from .odb import ObjectDB
 from .regions import Region
 from .similarity import SimilarityIndex

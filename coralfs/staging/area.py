@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 import time
 
+from ..ingest import tree_mode
 from ..objects.durable import create_file, fsync_dir, make_dirs
 from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.kinds import Tree
@@ -28,7 +29,6 @@ from .entries import (
     StagingError,
     check_path,
     perm_of,
-    tree_mode,
 )
 from .layout import base_pin, pin_legacy_roots, stage_dir
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..formats import layout_of
-from ..formats.base import FormatError
+from ..ingest import DiskFile, ingest_files, tree_mode
 from ..objects.ids import ObjectId, to_hex
 from ..objects.kinds import Tree, TreeEntry
 from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
-from .entries import Entry, StagingError, perm_of, tree_mode
+from .entries import Entry, StagingError, perm_of
 
 if TYPE_CHECKING:
     from .area import StagingArea
@@ -30,29 +29,12 @@ def commit(area: StagingArea, message: str, *, author: str | None = None, metada
     rebase(area)
     if not area.changes():
         return None, IngestStats()
-    base = area.base_entries()
-    stats = IngestStats()
-    tree: dict[str, TreeEntry] = {}
-    for path, e in sorted(area.entries.items()):
-        if e.kind != "f":
-            continue
-        mode = tree_mode(e.mode)
-        if e.fid is not None:
-            tree[path] = TreeEntry(e.fid, mode)
-            continue
-        sp = area.spool_path(e.spool)
-        try:
-            layout = layout_of(sp, name=path)
-        except FormatError as err:
-            raise FormatError(path, err.problem) from None
-        prev = base.get(path)
-        fid, st = area.repo.write_file(sp, layout.regions, layout.format,
-                                       area.repo.read_file(prev.file) if prev else None)
-        stats.add(st)
-        tree[path] = TreeEntry(fid, mode)
-        if progress:
-            progress(path, st.logical)
-    new_tree = Tree(tree)
+    files = sorted((p, e) for p, e in area.entries.items() if e.kind == "f")
+    tree = {p: TreeEntry(e.fid, tree_mode(e.mode)) for p, e in files if e.fid is not None}
+    written, stats = ingest_files(area.repo, [DiskFile(p, area.spool_path(e.spool), e.mode, label=p)
+                                              for p, e in files if e.fid is None],
+                                  area.base_entries(), progress)
+    new_tree = Tree(tree | written)
     if area.base and area.repo.put(new_tree) == area.repo.read_commit(area.base).tree:
         # Written, but back to what the base holds (a file opened for writing and left
         # as it was): the spool copies go, the tree stays as it is.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId
-from ..objects.kinds import MODE_EXEC, MODE_FILE, validate_path
+from ..objects.kinds import MODE_EXEC, validate_path
 
 RESERVED = ".coral"
 COPY_BLOCK = 4 << 20
@@ -37,13 +37,9 @@ class Change:
     size: int = 0
 
 
-def perm_of(tree_mode: int) -> int:
-    """Permission bits of a file from its tree mode (and back, below)."""
-    return 0o755 if tree_mode == MODE_EXEC else 0o644
-
-
-def tree_mode(perm: int) -> int:
-    return MODE_EXEC if perm & 0o100 else MODE_FILE
+def perm_of(mode: int) -> int:
+    """Permission bits of a file from its tree mode (and back: ingest.tree_mode)."""
+    return 0o755 if mode == MODE_EXEC else 0o644
 
 
 def check_path(path: str) -> None:

@@ -38,6 +38,7 @@ from ...objects.history import BadRevision, walk
 from ...objects.ids import ObjectId, is_hex_prefix, to_hex
 from ...objects.kinds import MODE_EXEC, File, PackedTensor, Tensor, TensorSegment
 from ...objects.reader import FileView
+from ...objects.repository import Repository
 from ..content import Content, Literal, Pieces, Stored
 from ..model import InodeT, NotFound
 
@@ -147,7 +148,7 @@ def _safe_parts(name: str) -> list[str]:
 class Snapshot:
     """The directory structure and contents of one commit (built once, cached)."""
 
-    def __init__(self, repo, cid: ObjectId, include: list[str] | None) -> None:
+    def __init__(self, repo: Repository, cid: ObjectId, include: list[str] | None) -> None:
         self.repo = repo
         self.cid = cid
         self.include = include
@@ -192,16 +193,11 @@ class Snapshot:
         return c
 
     def _subset(self, view: FileView) -> Content:
-        n = int.from_bytes(view.read(0, 8), "little")
-        _, header = st_format.read_header("<stored>", io.BytesIO(view.read(0, 8 + n)))
-        head, pieces = st_format.subset(header, self.include or [])
-        return Pieces([head] + [(view, 8 + n + off, length) for off, length in pieces])
+        head, pieces = st_format.stored_subset(view.read, self.include or [])
+        return Pieces([head] + [(view, off, length) for off, length in pieces])
 
     def commit_json(self) -> bytes:
-        c = self.commit
-        return (json.dumps({"id": to_hex(self.cid), "tree": to_hex(c.tree), "parents": [to_hex(p) for p in c.parents],
-                            "author": c.author, "time": c.time, "message": c.message, "metadata": c.metadata},
-                           indent=2, sort_keys=True) + "\n").encode()
+        return (json.dumps(self.repo.describe_commit(self.cid), indent=2, sort_keys=True) + "\n").encode()
 
     def tensor_dirs(self) -> dict[str, dict[str, tuple]]:
         """``.coral/tensors`` as dir path -> name -> ("d",) or ("f", file path, segment)."""
@@ -264,7 +260,7 @@ TENSORS = "tensors"
 
 @dataclass
 class VFS:
-    repo: object
+    repo: Repository
     ref: str | None = None
     include: list[str] | None = None
     stats: Callable[[], dict] = dict

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 from ...objects.ids import from_hex, to_hex
 from ...objects.reader import FileView
-from ..model import FileHandleT, InodeT
 from ...staging import Entry, StagingArea, StagingError
+from ..model import FileHandleT, InodeT
 from .control import ControlBuffer, take_bytes
 
 log = logging.getLogger(__name__)
@@ -607,10 +607,8 @@ class StageFS:
         st = self.stage
         if st.base is None:
             return {"id": None, "branch": st.branch}
-        c = self.repo.read_commit(st.base)
-        return {"id": to_hex(st.base), "branch": st.branch, "tree": to_hex(c.tree),
-                "parents": [to_hex(p) for p in c.parents], "author": c.author, "time": c.time,
-                "message": c.message, "metadata": c.metadata}
+        info = self.repo.describe_commit(st.base)
+        return {"id": info.pop("id"), "branch": st.branch, **info}
 
     def commit(self, message: str, metadata: dict | None = None) -> dict:
         """Ingest the staged changes (call from a worker thread, with no other change to

@@ -1,0 +1,184 @@
+"""Comparing revisions file by file and tensor by tensor, and what storage they take.
+
+Needs only the object layer (dtypes, tensors, files): it lives above it because these are
+reports for people (the CLI's diff, preview and show, ``Repository.diff``), not storage.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .objects import dtypes
+from .objects.codecs import HEADER_SIZE
+from .objects.history import walk
+from .objects.ids import ObjectId
+from .objects.kinds import File, PackedTensor, Tensor, TensorSegment, Tree
+from .objects.reader import FileView
+from .objects.repository import Repository
+
+
+@dataclass
+class TensorChange:
+    name: str
+    status: str  # added, removed, changed, unchanged
+    dtype: str = ""
+    shape: tuple = ()
+    max_abs: float | None = None
+    rel_l2: float | None = None
+    stored: int = 0
+
+
+@dataclass
+class FileChange:
+    path: str
+    status: str  # added, removed, modified
+    old: ObjectId | None = None
+    new: ObjectId | None = None
+    size_old: int = 0
+    size_new: int = 0
+    tensors: list[TensorChange] = field(default_factory=list)
+
+
+def _tensor_key(ref: TensorSegment | PackedTensor) -> tuple:
+    """What makes two versions of a tensor equal: its id, or a packed tensor's dtype,
+    shape and content digest (a tensor that moves in or out of a pack compares unequal,
+    which only costs a 'changed' line)."""
+    if isinstance(ref, TensorSegment):
+        return ("t", ref.tensor)
+    return ("p", ref.dtype, ref.shape, ref.digest)
+
+
+def _dtype_shape(ref: TensorSegment | PackedTensor, t: Tensor | None) -> tuple[str, tuple[int, ...]]:
+    if isinstance(ref, PackedTensor):
+        return ref.dtype, ref.shape
+    assert t is not None
+    return t.dtype, t.shape
+
+
+def _delta_of(dt: dtypes.DType, pairs) -> tuple[float | None, float | None]:
+    """Max |b - a| and relative L2 change over (a bytes, b bytes) blocks of one dtype."""
+    max_abs, num, den = 0.0, 0.0, 0.0
+    for xa, yb in pairs:
+        x = np.frombuffer(xa, dt.numpy).astype(np.float64)
+        y = np.frombuffer(yb, dt.numpy).astype(np.float64)
+        d = y - x
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(d)
+            if finite.any():
+                max_abs = max(max_abs, float(np.abs(d[finite]).max()))
+            num += float(np.square(d[finite]).sum())
+            den += float(np.square(x[np.isfinite(x)]).sum())
+    return max_abs, (num ** 0.5 / den ** 0.5) if den > 0 else None
+
+
+def _packed_delta_stats(views, name: str, dtype: str) -> tuple[float | None, float | None]:
+    dt = dtypes.lookup(dtype)
+    if dt.numpy is None or dt.name == "BOOL":
+        return None, None
+    (va, offs_a), (vb, offs_b) = views
+    (oa, ra), (ob, rb) = offs_a[name], offs_b[name]
+    return _delta_of(dt, [(va.read(oa, ra.length), vb.read(ob, rb.length))])
+
+
+def tensor_stored_bytes(repo: Repository, tensor: Tensor) -> tuple[int, Counter]:
+    total, codecs = 0, Counter()
+    for c in tensor.chunks:
+        total += repo.store.size(c)
+        codecs[repo.odb.chunk_header(c).codec_name] += 1
+    return total, codecs
+
+
+def file_stored_bytes(repo: Repository, f: File) -> int:
+    total = 0
+    for s in f.segments:
+        if isinstance(s, TensorSegment):
+            total += tensor_stored_bytes(repo, repo.odb.get_object(s.tensor, Tensor))[0]
+        else:
+            total += sum(repo.store.size(c) for c, _ in s.chunks)
+    return total
+
+
+def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True) -> list[FileChange]:
+    """Per file and per tensor changes from ``a`` to ``b`` (``a`` None: empty)."""
+    ta = repo.tree_of(a) if a else Tree({})
+    tb = repo.tree_of(b)
+    out = []
+    for path in sorted(set(ta.entries) | set(tb.entries)):
+        ea, eb = ta.entries.get(path), tb.entries.get(path)
+        if ea == eb:
+            continue
+        fa = repo.read_file(ea.file) if ea else None
+        fb = repo.read_file(eb.file) if eb else None
+        status = "added" if ea is None else "removed" if eb is None else "modified"
+        ch = FileChange(path, status, ea.file if ea else None, eb.file if eb else None,
+                        fa.size if fa else 0, fb.size if fb else 0)
+        if tensors:
+            ch.tensors = _tensor_changes(repo, fa, fb)
+        out.append(ch)
+    return out
+
+
+def _tensor_changes(repo: Repository, fa: File | None, fb: File | None) -> list[TensorChange]:
+    ta = fa.tensors() if fa else {}
+    tb = fb.tensors() if fb else {}
+    out = []
+    views = None
+    for name in list(ta) + [n for n in tb if n not in ta]:
+        sa, sb = ta.get(name), tb.get(name)
+        if sa and sb and _tensor_key(sa) == _tensor_key(sb):
+            continue
+        t_b = repo.odb.get_object(sb.tensor, Tensor) if isinstance(sb, TensorSegment) else None
+        t_a = repo.odb.get_object(sa.tensor, Tensor) if isinstance(sa, TensorSegment) else None
+        dt, shape = _dtype_shape(sb or sa, t_b or t_a)
+        ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed", dt, shape)
+        if t_b is not None:
+            ch.stored = tensor_stored_bytes(repo, t_b)[0]
+        if t_a is not None and t_b is not None:
+            ch.max_abs, ch.rel_l2 = _delta_stats(repo, t_a, t_b)
+        elif sa and sb and _dtype_shape(sa, t_a) == (dt, shape):
+            # A packed tensor on either side: compare its bytes read through the files.
+            if views is None:
+                views = [(FileView(repo.odb, f), f.tensor_offsets()) for f in (fa, fb)]
+            ch.max_abs, ch.rel_l2 = _packed_delta_stats(views, name, dt)
+        out.append(ch)
+    return out
+
+
+def _delta_stats(repo: Repository, a: Tensor, b: Tensor) -> tuple[float | None, float | None]:
+    dt = dtypes.lookup(a.dtype)
+    if a.dtype != b.dtype or a.shape != b.shape or dt.numpy is None or dt.name == "BOOL" \
+            or a.chunk_size != b.chunk_size:
+        return None, None
+    return _delta_of(dt, ((repo.odb.read_chunk(ca), repo.odb.read_chunk(cb))
+                          for ca, cb in zip(a.chunks, b.chunks)))
+
+
+def stats(repo: Repository) -> dict:
+    """Logical bytes (every file of every reachable commit), stored bytes, objects by
+    codec."""
+    starts = list(repo.branches().values()) + [repo.peel(t) for t in repo.tags().values()]
+    logical = 0
+    for c in walk(repo, starts) if starts else []:
+        for e in repo.read_tree(repo.read_commit(c).tree).entries.values():
+            logical += repo.read_file(e.file).size
+    stored, count = 0, 0
+    by_codec: Counter = Counter()
+    by_codec_bytes: Counter = Counter()
+    for oid in repo.store:
+        n = repo.store.size(oid)
+        stored += n
+        count += 1
+        h = repo.odb.chunk_header(oid) if n >= HEADER_SIZE else None
+        name = "object" if h and h.structured else h.codec_name if h else "?"
+        by_codec[name] += 1
+        by_codec_bytes[name] += n
+    return {"logical_bytes": logical, "stored_bytes": stored, "objects": count,
+            "ratio": (stored / logical) if logical else None,
+            "objects_by_codec": dict(by_codec), "bytes_by_codec": dict(by_codec_bytes),
+            "commits": sum(1 for _ in walk(repo, starts)) if starts else 0}
+
+
+__all__ = ["FileChange", "TensorChange", "diff", "file_stored_bytes", "stats", "tensor_stored_bytes"]
