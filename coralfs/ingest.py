@@ -1,7 +1,7 @@
 """Files on disk -> a Tree, each file split by its format: the one ingest path.
 
 ``coralfs commit`` and ``import`` (:func:`commit_paths`), ``coralfs watch`` (through
-``commit_paths``) and the commit of a writable mount's staging area (``Stage.commit``, on
+``commit_paths``) and the commit of a writable mount's staging area (``coralfs.staging.commit``, on
 its spool files) all store files through :func:`ingest_files`, so they agree on:
 
 - when files are validated: every file's layout is read (and a malformed file refused)

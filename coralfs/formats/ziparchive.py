@@ -154,81 +154,98 @@ class _ScanUnpickler(pickle.Unpickler):
         return _note_storage(self.storages, pid) or _Stand()
 
 
+class _OpcodeScan:
+    """The stack machine of :func:`_opcode_scan`: strings, numbers, tuples and globals
+    are tracked, everything else is an opaque None."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, str | None] = {}
+        self.stack: list = []
+        self.marks: list[int] = []
+        self.memo: dict = {}
+
+    def to_mark(self) -> list:
+        k = self.marks.pop()
+        items = self.stack[k:]
+        del self.stack[k:]
+        return items
+
+    def step(self, op, arg) -> bool:
+        """Apply one opcode; False: stop (STOP, or an opcode it cannot follow)."""
+        name, stack = op.name, self.stack
+        if name == "MARK":
+            self.marks.append(len(stack))
+        elif name == "GLOBAL":
+            module, _, attr = arg.partition(" ")
+            stack.append(_Global(module, attr))
+        elif name == "STACK_GLOBAL":
+            attr, module = stack.pop(), stack.pop()
+            stack.append(_Global(module, attr) if isinstance(module, str) and isinstance(attr, str) else None)
+        elif name == "TUPLE":
+            stack.append(tuple(self.to_mark()))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = tuple(stack[-n:])
+            if len(items) != n:
+                return False
+            del stack[-n:]
+            stack.append(items)
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(self.memo.get(arg))
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name == "BINPERSID":
+            stack.append(_note_storage(self.found, stack.pop()))
+        elif name == "REDUCE":
+            args, fn = stack.pop(), stack.pop()
+            if isinstance(fn, _Global):
+                _note_rebuild(self.found, fn.name, args)
+            stack.append(None)
+        elif name == "STOP":
+            return False
+        else:
+            return self.generic(op, arg)
+        return True
+
+    def generic(self, op, arg) -> bool:
+        """Any other opcode: pop what it takes, push opaque values (or its literal)."""
+        before = op.stack_before
+        if pickletools.markobject in before:
+            self.to_mark()
+            below = before.index(pickletools.markobject)
+        else:
+            below = len(before)
+        if below:
+            if len(self.stack) < below:
+                return False
+            del self.stack[-below:]
+        if op.stack_after and not before and op.arg is not None and isinstance(arg, (str, bytes, int, float)):
+            self.stack.append(arg)  # a literal push (strings, numbers)
+        else:
+            self.stack.extend(None for _ in op.stack_after)
+        return True
+
+
 def _opcode_scan(data: bytes) -> dict[str, str | None]:
     """Storage keys and dtypes read from the pickle's opcodes alone, for a pickle the
     stand-in unpickler cannot load. A small stack machine tracks only strings, numbers,
     tuples and globals (everything else is an opaque None); it builds no object, calls
     nothing, and stops quietly at the first opcode it cannot follow, keeping what it
     found (the storages' bytes are stored exactly either way)."""
-    found: dict[str, str | None] = {}
-    stack: list = []
-    marks: list[int] = []
-    memo: dict = {}
-
-    def to_mark() -> list:
-        k = marks.pop()
-        items = stack[k:]
-        del stack[k:]
-        return items
-
+    scan = _OpcodeScan()
     try:
         for op, arg, _pos in pickletools.genops(data):
-            name = op.name
-            if name == "MARK":
-                marks.append(len(stack))
-            elif name == "GLOBAL":
-                module, _, attr = arg.partition(" ")
-                stack.append(_Global(module, attr))
-            elif name == "STACK_GLOBAL":
-                attr, module = stack.pop(), stack.pop()
-                stack.append(_Global(module, attr) if isinstance(module, str) and isinstance(attr, str) else None)
-            elif name == "TUPLE":
-                stack.append(tuple(to_mark()))
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                n = int(name[-1])
-                items = tuple(stack[-n:])
-                if len(items) != n:
-                    break
-                del stack[-n:]
-                stack.append(items)
-            elif name == "EMPTY_TUPLE":
-                stack.append(())
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo.get(arg))
-            elif name == "DUP":
-                stack.append(stack[-1])
-            elif name == "BINPERSID":
-                stack.append(_note_storage(found, stack.pop()))
-            elif name == "REDUCE":
-                args, fn = stack.pop(), stack.pop()
-                if isinstance(fn, _Global):
-                    _note_rebuild(found, fn.name, args)
-                stack.append(None)
-            elif name == "STOP":
+            if not scan.step(op, arg):
                 break
-            else:
-                before = op.stack_before
-                if pickletools.markobject in before:
-                    to_mark()
-                    below = before.index(pickletools.markobject)
-                else:
-                    below = len(before)
-                if below:
-                    if len(stack) < below:
-                        break
-                    del stack[-below:]
-                if op.stack_after and not before and op.arg is not None \
-                        and isinstance(arg, (str, bytes, int, float)):
-                    stack.append(arg)  # a literal push (strings, numbers)
-                else:
-                    stack.extend(None for _ in op.stack_after)
     except Exception:  # noqa: BLE001 - an opcode it cannot follow ends the scan
         log.debug("pickle opcode scan stopped early", exc_info=True)
-    return found
+    return scan.found
 
 
 def torch_storage_dtypes(path: str, data: bytes) -> dict[str, str]:

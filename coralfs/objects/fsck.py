@@ -28,7 +28,7 @@ class FsckReport:
 
 def fsck(repo: Repository, progress: Callable[[int, int], None] | None = None) -> FsckReport:
     """Re-verify every stored object (SHA-256 of decoded bytes), every root (refs,
-    reflogs, pins: :func:`reach.roots`) and that everything they reach is there."""
+    reflogs, pins: the roots() of reach) and that everything they reach is there."""
     with repo.write_session():  # holds off gc: a half-done sweep is not damage
         return _fsck(repo, progress)
 

@@ -29,7 +29,7 @@ class GcReport:
 
 
 def gc(repo: Repository, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
-    """Remove objects no root (ref, reflog entry, pin: :func:`reach.roots`) reaches.
+    """Remove objects no root (ref, reflog entry, pin: the roots() of reach) reaches.
 
     Marks and sweeps under the repository's exclusive session lock, so no commit is
     between storing or reusing an object and moving its ref (docs/decisions.md). Objects

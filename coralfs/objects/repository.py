@@ -60,7 +60,7 @@ def _markers(store: ObjectStore | None, refs: RefsContainer | None) -> list[str]
 
 def in_write_session(fn):
     """Run a method that stores or reuses objects, or points a ref at one, inside a write
-    session of its repository (``self``, or ``self.repo`` for a Stage or a Watcher)."""
+    session of its repository (``self``, or ``self.repo`` for a staging area or a Watcher)."""
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         with getattr(self, "repo", self).write_session():
