@@ -579,7 +579,15 @@ def test_auto_commit_follows_the_config_rules(repo, tmp_path):
             while head(repo) == before and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert head(repo) != before
-    from coralfs import Repository
+        # The tags rotate right after the branch moves, in the same worker call: wait for
+        # that before the daemon is stopped (the fixture kills it once unmounted).
+        from coralfs import Repository
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with Repository.open(repo) as r:
+                if sorted(r.tags()) == ["auto/main/2"]:
+                    break
+            time.sleep(0.1)
     r = Repository.open(repo)
     assert sorted(r.tags()) == ["auto/main/2"]  # keep_last 1
     assert "log.txt" in r.tree_of("main").entries  # counted or not, what is staged is committed
