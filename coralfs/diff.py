@@ -7,6 +7,7 @@ reports for people (the CLI's diff, preview and show, ``Repository.diff``), not 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,14 @@ class TensorChange:
     max_abs: float | None = None
     rel_l2: float | None = None
     stored: int = 0
+    changed_frac: float | None = None  # share of elements whose value differs
+
+
+# Called with (element offset, |b - a| of the elements from there; 0 where not finite) as a
+# tensor's chunks stream by: how analysis builds block heatmaps without a second decode.
+DeltaSink = Callable[[int, np.ndarray], None]
+# Asked once per compared tensor (file path, tensor name, shape): a sink, or None for none.
+SinkFor = Callable[[str, str, tuple[int, ...]], DeltaSink | None]
 
 
 @dataclass
@@ -58,29 +67,54 @@ def _dtype_shape(ref: TensorSegment | PackedTensor, t: Tensor | None) -> tuple[s
     return t.dtype, t.shape
 
 
-def _delta_of(dt: dtypes.DType, pairs) -> tuple[float | None, float | None]:
-    """Max |b - a| and relative L2 change over (a bytes, b bytes) blocks of one dtype."""
-    max_abs, num, den = 0.0, 0.0, 0.0
-    for xa, yb in pairs:
-        x = np.frombuffer(xa, dt.numpy).astype(np.float64)
-        y = np.frombuffer(yb, dt.numpy).astype(np.float64)
+class DeltaStats:
+    """Streaming max |b - a|, relative L2 change and fraction of changed elements of one
+    tensor, fed chunk by chunk (never more than a chunk pair in memory)."""
+
+    def __init__(self, sink: DeltaSink | None = None) -> None:
+        self.max_abs, self.num, self.den = 0.0, 0.0, 0.0
+        self.changed, self.count = 0, 0
+        self.sink = sink
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
         d = y - x
         with np.errstate(invalid="ignore"):
             finite = np.isfinite(d)
+            ad = np.where(finite, np.abs(d), 0.0)
             if finite.any():
-                max_abs = max(max_abs, float(np.abs(d[finite]).max()))
-            num += float(np.square(d[finite]).sum())
-            den += float(np.square(x[np.isfinite(x)]).sum())
-    return max_abs, (num ** 0.5 / den ** 0.5) if den > 0 else None
+                self.max_abs = max(self.max_abs, float(ad.max()))
+            self.num += float(np.square(ad).sum())
+            self.den += float(np.square(x[np.isfinite(x)]).sum())
+            # NaN == NaN counts as unchanged: only a different value is a change.
+            self.changed += int(np.count_nonzero((x != y) & ~(np.isnan(x) & np.isnan(y))))
+        if self.sink is not None:
+            self.sink(self.count, ad)
+        self.count += x.size
+
+    def result(self) -> tuple[float | None, float | None, float | None]:
+        """(max |Δ|, relative L2 change or None for an all-zero base, changed fraction)."""
+        rel = (self.num ** 0.5 / self.den ** 0.5) if self.den > 0 else None
+        return self.max_abs, rel, (self.changed / self.count) if self.count else None
 
 
-def _packed_delta_stats(views, name: str, dtype: str) -> tuple[float | None, float | None]:
+def _delta_of(dt: dtypes.DType, pairs: Iterable[tuple[bytes, bytes]],
+              sink: DeltaSink | None = None) -> tuple[float | None, float | None, float | None]:
+    """Max |b - a|, relative L2 change and changed fraction over (a bytes, b bytes) blocks
+    of one dtype."""
+    acc = DeltaStats(sink)
+    for xa, yb in pairs:
+        acc.add(np.frombuffer(xa, dt.numpy).astype(np.float64), np.frombuffer(yb, dt.numpy).astype(np.float64))
+    return acc.result()
+
+
+def _packed_delta_stats(views, name: str, dtype: str,
+                        sink: DeltaSink | None) -> tuple[float | None, float | None, float | None]:
     dt = dtypes.lookup(dtype)
     if dt.numpy is None or dt.name == "BOOL":
-        return None, None
+        return None, None, None
     (va, offs_a), (vb, offs_b) = views
     (oa, ra), (ob, rb) = offs_a[name], offs_b[name]
-    return _delta_of(dt, [(va.read(oa, ra.length), vb.read(ob, rb.length))])
+    return _delta_of(dt, [(va.read(oa, ra.length), vb.read(ob, rb.length))], sink)
 
 
 def tensor_stored_bytes(repo: Repository, tensor: Tensor) -> tuple[int, Counter]:
@@ -101,8 +135,10 @@ def file_stored_bytes(repo: Repository, f: File) -> int:
     return total
 
 
-def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True) -> list[FileChange]:
-    """Per file and per tensor changes from ``a`` to ``b`` (``a`` None: empty)."""
+def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True,
+         sink_for: SinkFor | None = None) -> list[FileChange]:
+    """Per file and per tensor changes from ``a`` to ``b`` (``a`` None: empty).
+    ``sink_for`` may ask for the |Δ| of chosen tensors while they stream (heatmaps)."""
     ta = repo.tree_of(a) if a else Tree({})
     tb = repo.tree_of(b)
     out = []
@@ -116,12 +152,13 @@ def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True) -> li
         ch = FileChange(path, status, ea.file if ea else None, eb.file if eb else None,
                         fa.size if fa else 0, fb.size if fb else 0)
         if tensors:
-            ch.tensors = _tensor_changes(repo, fa, fb)
+            ch.tensors = _tensor_changes(repo, fa, fb, path, sink_for)
         out.append(ch)
     return out
 
 
-def _tensor_changes(repo: Repository, fa: File | None, fb: File | None) -> list[TensorChange]:
+def _tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: str = "",
+                    sink_for: SinkFor | None = None) -> list[TensorChange]:
     ta = fa.tensors() if fa else {}
     tb = fb.tensors() if fb else {}
     out = []
@@ -136,24 +173,26 @@ def _tensor_changes(repo: Repository, fa: File | None, fb: File | None) -> list[
         ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed", dt, shape)
         if t_b is not None:
             ch.stored = tensor_stored_bytes(repo, t_b)[0]
+        sink = sink_for(path, name, shape) if sink_for is not None and sa and sb else None
         if t_a is not None and t_b is not None:
-            ch.max_abs, ch.rel_l2 = _delta_stats(repo, t_a, t_b)
+            ch.max_abs, ch.rel_l2, ch.changed_frac = _delta_stats(repo, t_a, t_b, sink)
         elif sa and sb and _dtype_shape(sa, t_a) == (dt, shape):
             # A packed tensor on either side: compare its bytes read through the files.
             if views is None:
                 views = [(FileView(repo.odb, f), f.tensor_offsets()) for f in (fa, fb)]
-            ch.max_abs, ch.rel_l2 = _packed_delta_stats(views, name, dt)
+            ch.max_abs, ch.rel_l2, ch.changed_frac = _packed_delta_stats(views, name, dt, sink)
         out.append(ch)
     return out
 
 
-def _delta_stats(repo: Repository, a: Tensor, b: Tensor) -> tuple[float | None, float | None]:
+def _delta_stats(repo: Repository, a: Tensor, b: Tensor,
+                 sink: DeltaSink | None = None) -> tuple[float | None, float | None, float | None]:
     dt = dtypes.lookup(a.dtype)
     if a.dtype != b.dtype or a.shape != b.shape or dt.numpy is None or dt.name == "BOOL" \
             or a.chunk_size != b.chunk_size:
-        return None, None
+        return None, None, None
     return _delta_of(dt, ((repo.odb.read_chunk(ca), repo.odb.read_chunk(cb))
-                          for ca, cb in zip(a.chunks, b.chunks)))
+                          for ca, cb in zip(a.chunks, b.chunks, strict=True)), sink)
 
 
 def stats(repo: Repository) -> dict:
@@ -181,4 +220,4 @@ def stats(repo: Repository) -> dict:
             "commits": sum(1 for _ in walk(repo, starts)) if starts else 0}
 
 
-__all__ = ["FileChange", "TensorChange", "diff", "file_stored_bytes", "stats", "tensor_stored_bytes"]
+__all__ = ["DeltaSink", "DeltaStats", "FileChange", "SinkFor", "TensorChange", "diff", "file_stored_bytes", "stats", "tensor_stored_bytes"]

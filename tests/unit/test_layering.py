@@ -58,9 +58,11 @@ import coralfs  # noqa: E402
 ROOT = pathlib.Path(coralfs.__file__).parent
 # Lowest first: a module may import its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("render", ("coralfs.render",)),  # draws numbers it is given: imports nothing of coralfs
     ("objects", ("coralfs.objects",)),
     ("formats", ("coralfs.formats",)),
     ("ingest", ("coralfs.ingest", "coralfs.export", "coralfs.diff", "coralfs.interrupts")),
+    ("analysis", ("coralfs.analysis",)),  # numbers about weights, read through objects and diff
     ("staging", ("coralfs.staging",)),
     ("fs", ("coralfs.fs",)),
     ("api", ("coralfs.api", "coralfs.watch")),
@@ -174,7 +176,8 @@ def _imports_without_fuse_trio_typer(modules: list[str]) -> subprocess.Completed
 
 def test_objects_and_the_staging_area_import_without_fuse_trio_or_typer():
     p = _imports_without_fuse_trio_typer(["coralfs.objects", "coralfs.ingest", "coralfs.export", "coralfs.diff",
-                                          "coralfs.formats", "coralfs.staging", "coralfs.fs.lifecycle"])
+                                          "coralfs.formats", "coralfs.staging", "coralfs.fs.lifecycle",
+                                          "coralfs.analysis", "coralfs.render"])
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "ok"
 
@@ -192,3 +195,22 @@ def test_one_repository_class_for_every_caller():
                if any(isinstance(n, ast.ClassDef) and n.name == "Repository" for n in ast.walk(ast.parse(p.read_text())))]
     assert [m for m, _ in classes] == ["coralfs.objects.repository"]
     assert coralfs.Repository is coralfs.api.Repository is coralfs.objects.repository.Repository
+
+
+def test_analysis_and_render_import_numpy_only_never_torch_or_the_cli():
+    code = CODE.replace("'coralfs.formats', 'coralfs.api'", "'coralfs.formats', 'coralfs.api', 'coralfs.staging'").replace(
+        "import pkgutil, importlib, coralfs.objects\nfor m in pkgutil.iter_modules(coralfs.objects.__path__):\n"
+        "    importlib.import_module('coralfs.objects.' + m.name)",
+        "import importlib\nfor m in ('coralfs.analysis', 'coralfs.analysis.heatmap', 'coralfs.analysis.visual',"
+        " 'coralfs.render', 'coralfs.render.text'):\n    importlib.import_module(m)\nassert 'torch' not in sys.modules")
+    assert "coralfs.analysis.visual" in code
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "ok"
+
+
+def test_render_imports_nothing_of_coralfs():
+    for module, path, is_package in coralfs_modules():
+        if module.startswith("coralfs.render"):
+            assert [t for _, t in imported_modules(path.read_text(), module, is_package)
+                    if t.startswith("coralfs") and not t.startswith("coralfs.render")] == []
