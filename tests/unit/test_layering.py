@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("staging", ("coralfs.staging",)),
     ("fs", ("coralfs.fs",)),
     ("api", ("coralfs.api", "coralfs.watch")),
+    ("workflow", ("coralfs.workflow",)),
     ("cli", ("coralfs.cli", "coralfs.__main__")),
 ]
 # coralfs/__init__.py is the composition root (it wires the layers together): above all.
