@@ -24,6 +24,12 @@ OBJ_MAGIC = b"CRO"
 MAX_NDIM = 64
 MODE_FILE = 0o644
 MODE_EXEC = 0o755
+# A symbolic link: the entry's file is a File whose content is the link's target, stored as
+# text and never followed (on commit, mount or export).
+MODE_SYMLINK = 0o120000
+# An empty directory (directories with entries are implied by their paths): the entry's
+# file is the empty File, so walks over trees (gc, fsck, push) need no special case.
+MODE_DIR = 0o040000
 _TAIL = struct.Struct("<QQ")
 S = TypeVar("S", bound="ShaObject")
 
@@ -379,9 +385,18 @@ class TreeEntry:
     file: ObjectId
     mode: int = MODE_FILE
 
+    @property
+    def is_symlink(self) -> bool:
+        return self.mode == MODE_SYMLINK
+
+    @property
+    def is_dir(self) -> bool:
+        return self.mode == MODE_DIR
+
 
 class Tree(ShaObject):
-    """A flat, sorted map of path -> file (directories are implied by the paths)."""
+    """A flat, sorted map of path -> file (directories are implied by the paths; an empty
+    directory is an entry of mode MODE_DIR, which no other path may lie under)."""
 
     __slots__ = ("entries",)
     type_name = "tree"
@@ -399,7 +414,10 @@ class Tree(ShaObject):
                 d = posixpath.dirname(d)
         clash = prefixes & self.entries.keys()
         if clash:
-            raise InvalidObject(f"path {sorted(clash)[0]!r} is both a file and a directory")
+            p = sorted(clash)[0]
+            if self.entries[p].mode == MODE_DIR:
+                raise InvalidObject(f"directory entry {p!r} is not empty (only empty directories are entries)")
+            raise InvalidObject(f"path {p!r} is both a file and a directory")
 
     def _serialize(self, w: Encoder) -> None:
         w.u32(len(self.entries))

@@ -64,6 +64,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ingest", ("coralfs.ingest", "coralfs.export", "coralfs.diff", "coralfs.interrupts")),
     ("analysis", ("coralfs.analysis",)),  # numbers about weights, read through objects and diff
     ("staging", ("coralfs.staging",)),
+    ("remote", ("coralfs.remote",)),  # object-store remotes: blobs, packs, push/fetch, remote stores
     ("fs", ("coralfs.fs",)),
     ("api", ("coralfs.api", "coralfs.watch")),
     ("workflow", ("coralfs.workflow",)),
