@@ -162,3 +162,19 @@ def optimize(
                + (f"; resumed after {rep.resumed}" if rep.resumed else ""))
     for kind, lvl in sorted(levels.items()):
         typer.echo(f"set {opt.KINDS[kind]} = {lvl}")
+
+
+@app.command()
+def save(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="The checkpoint directory or writable mount (default: the current directory)")] = ".",
+    message: Annotated[str | None, typer.Option("-m", "--message", help="Message (default: 'save NAME at TIME')")] = None,
+) -> None:
+    """Commit the current checkpoint directory or writable mount with an automatic message
+    (a built-in alias; `coralfs alias save "..."` redefines it)."""
+    import os
+
+    from .repo_cmds import commit
+    where = os.path.basename(os.path.abspath(path)) or path
+    text = message or f"save {where} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    commit(ctx, sources=[path], message=text, branch=None, author=None, metric=None, meta=None, mount=None)
