@@ -80,6 +80,18 @@ def merge_weight(repo: Repository, new: File, a: File, b: File, names: list[str]
     return float(np.mean(alphas)) if alphas else None
 
 
+def _same(sig: dict, other: dict) -> int:
+    """How many tensors two files share exactly (same name and values)."""
+    return sum(1 for n, v in sig.items() if n in other and other[n][2] == v[2])
+
+
+def _distance(repo: Repository, a: File, b: File, name: str) -> float:
+    x, y = _values(repo, a, name), _values(repo, b, name)
+    if x is None or y is None or x.shape != y.shape:
+        return float("inf")
+    return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+
+
 def _candidates(repo: Repository) -> list[tuple[ObjectId, str, File, dict]]:
     """(commit, path, file, signatures) of every tensor file at a branch or tag head."""
     out, seen = [], set()
@@ -119,7 +131,16 @@ def infer(repo: Repository, tree: Tree, parent: Tree | None) -> list[dict]:
                 scored.append((share, to_hex(commit), cpath, cf, csig, commit))
         if not scored:
             continue
-        scored.sort(key=lambda t: (-t[0], t[1], t[2]))
+        scored.sort(key=lambda t: (-t[0], -_same(sig, t[4]), t[1], t[2]))
+        top = [t for t in scored if t[0] == scored[0][0] and _same(sig, t[4]) == _same(sig, scored[0][4])]
+        if len(top) > 1:
+            # Equally good by names and ids (a quantized copy shares no id): the nearest by
+            # value on the smallest shared tensor.
+            probe = min((n for n in sig if all(n in t[4] for t in top)), key=lambda n: int(np.prod(sig[n][1] or (1,))),
+                        default=None)
+            if probe is not None:
+                top.sort(key=lambda t: (_distance(repo, f, t[3], probe), t[1], t[2]))
+            scored = top + [t for t in scored if t not in top]
         share, chex, cpath, cf, csig, _ = scored[0]
         rel = classify(sig, csig)
         if rel == "fine-tune":
