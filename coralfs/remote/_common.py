@@ -1,0 +1,261 @@
+"""What the cloud backends share: request timeouts and the retry budget read from a
+remote's options, the obstore-based BlobStore (S3 and Azure), its error mapping, and the
+host-local lock used where a store ignores conditional writes.
+
+Imported only by coralfs.remote.{s3,gcs,azure}; ``import coralfs`` never reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from .blobs import BlobInfo, BlobNotFound, BlobStore, PreconditionFailed, RemoteError, RemoteUnavailable
+from .file import check_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Above this a plain put goes multipart: each part is its own request within the request
+# timeout, so a 32 MiB pack on a slow link does not need a 30 s single-request budget.
+MULTIPART_OVER = 8 << 20
+PART = 8 << 20
+
+NATIVE = "native"
+LOCAL_LOCK = "local-lock"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request timeouts and the retry budget (options: connect_timeout, timeout,
+    retries, retry_timeout; seconds)."""
+
+    connect_timeout: float = 10.0
+    timeout: float = 30.0
+    retries: int = 3
+    retry_timeout: float = 60.0
+
+    @classmethod
+    def from_options(cls, url: str, options: dict) -> Limits:
+        kw = {}
+        for name, conv in (("connect_timeout", float), ("timeout", float), ("retries", int), ("retry_timeout", float)):
+            if name in options:
+                try:
+                    kw[name] = conv(options[name])
+                except (TypeError, ValueError):
+                    raise RemoteError(f"{url}: option {name}={options[name]!r} is not a number") from None
+                if kw[name] < 0 or (name != "retries" and kw[name] == 0):
+                    raise RemoteError(f"{url}: option {name}={options[name]!r} must be positive")
+        return cls(**kw)
+
+
+def join_key(prefix: str, key: str) -> str:
+    check_key(key)
+    return f"{prefix}/{key}" if prefix else key
+
+
+def unreachable(where: str, endpoint: str, key: str, why: str = "") -> RemoteUnavailable:
+    tail = f" ({why})" if why else ""
+    return RemoteUnavailable(f"{where}: cannot reach {endpoint} for {key}{tail}: is the service running?")
+
+
+def no_bucket(where: str, bucket: str, kind: str = "bucket") -> RemoteError:
+    return RemoteError(f"{where}: {kind} {bucket} does not exist: create it or fix the URL")
+
+
+def with_retries(fn: Callable[[], T], *, limits: Limits, transient: tuple[type[BaseException], ...],
+                 on_give_up: Callable[[BaseException], Exception]) -> T:
+    """Call ``fn``; retry what ``transient`` names with jittered exponential backoff, at most
+    ``limits.retries`` times and within ``limits.retry_timeout``; then raise ``on_give_up``."""
+    deadline = time.monotonic() + limits.retry_timeout
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except transient as e:
+            attempt += 1
+            pause = min(0.1 * 2 ** attempt, 5.0) * (0.5 + random.random() / 2)
+            if attempt > limits.retries or time.monotonic() + pause > deadline:
+                raise on_give_up(e) from e
+            log.info("retrying after %s (attempt %d)", type(e).__name__, attempt)
+            time.sleep(pause)
+
+
+class LocalCasLock:
+    """Serialises compare-and-swap writes to one store among the processes of THIS machine
+    (an flock'ed file per endpoint+bucket+prefix). Used only where the store ignores
+    conditional writes (gcp-storage-emulator ignores ifGenerationMatch); two machines are
+    not protected. The Redis lock issue replaces this with a shared lock behind the same
+    ``hold`` method."""
+
+    def __init__(self, scope: str) -> None:
+        digest = hashlib.sha256(scope.encode()).hexdigest()[:24]
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        self.path = os.path.join(base, f"coralfs-cas-{digest}.lock")
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+class ObstoreBlobs(BlobStore):
+    """A BlobStore over one obstore store (S3Store or AzureStore). Subclasses build
+    ``self.store`` and set ``kind``, ``bucket``, ``endpoint``, ``where``."""
+
+    kind = "bucket"   # "container" for Azure, in messages
+    conditional_writes = NATIVE
+    credentials: str | None = None   # where the credentials came from (for doctor), never the secret
+
+    def __init__(self, url, limits: Limits) -> None:
+        self.url = str(url)
+        self.bucket = url.bucket
+        self.prefix = url.prefix
+        self.limits = limits
+        self.store = None
+
+    # -- obstore configuration shared by S3 and Azure ------------------------------
+    def client_options(self) -> dict:
+        return {"allow_http": self.endpoint.startswith("http://"),
+                "connect_timeout": timedelta(seconds=self.limits.connect_timeout),
+                "timeout": timedelta(seconds=self.limits.timeout)}
+
+    def retry_config(self) -> dict:
+        t = self.limits.timeout
+        return {"max_retries": self.limits.retries, "retry_timeout": timedelta(seconds=self.limits.retry_timeout),
+                "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=min(5.0, t)),
+                            "base": 2}}
+
+    # -- error mapping -------------------------------------------------------------------
+    def _fail(self, e: BaseException, key: str, *, missing_ok: bool = False) -> Exception:
+        """One RemoteError for an obstore exception (``missing_ok``: a 404 names the key)."""
+        from obstore import exceptions as ox
+        text = str(e)
+        if any(code in text for code in ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")):
+            return no_bucket(self.url, self.bucket, self.kind)
+        if isinstance(e, FileNotFoundError | ox.NotFoundError):
+            return BlobNotFound(self.url, key) if missing_ok else no_bucket(self.url, self.bucket, self.kind)
+        if isinstance(e, ox.AlreadyExistsError | ox.PreconditionError):
+            return PreconditionFailed(self.url, key)
+        if isinstance(e, ox.PermissionDeniedError | ox.UnauthenticatedError) or " 403 " in text or " 401 " in text:
+            return RemoteError(f"{self.url}: the store refused the credentials ({self.credentials or 'none found'}) "
+                               f"for {key}: {self.credentials_hint}")
+        if "error sending request" in text or "timed out" in text.lower() or "after" in text and "retries" in text:
+            return unreachable(self.url, self.endpoint, key, f"no answer after {self.limits.retries} retries")
+        first = text.splitlines()[0] if text else type(e).__name__
+        return RemoteError(f"{self.url}: {key}: {first[:300]}")
+
+    credentials_hint = "check the credentials in the environment"
+
+    def _call(self, key: str, fn: Callable[[], T], *, missing_ok: bool = True) -> T:
+        from obstore.exceptions import BaseError
+        try:
+            return fn()
+        except (BaseError, FileNotFoundError, OSError, ValueError) as e:
+            raise self._fail(e, key, missing_ok=missing_ok) from None
+
+    # -- BlobStore -----------------------------------------------------------------------
+    def get(self, key: str) -> bytes:
+        import obstore as obs
+        check_key(key)
+        return self._call(key, lambda: obs.get(self.store, key).bytes().to_bytes())
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        import obstore as obs
+        check_key(key)
+        if start < 0 or length < 0:
+            raise RemoteError(f"{self.url}: invalid range {start}+{length} of {key}")
+        try:
+            if length == 0:
+                raise ValueError("empty range")
+            return self._call(key, lambda: obs.get_range(self.store, key, start=start, length=length).to_bytes())
+        except (RemoteUnavailable, BlobNotFound):
+            raise
+        except (RemoteError, ValueError):
+            # A range at or past the end is a 416 (or a short body obstore refuses); the
+            # contract is "fewer bytes only at the end", so clamp to the size and retry once.
+            info = self.head(key)
+            if info is None:
+                raise BlobNotFound(self.url, key) from None
+            end = min(start + length, info.size)
+            if start >= end:
+                return b""
+            return self._call(key, lambda: obs.get_range(self.store, key, start=start, end=end).to_bytes())
+
+    def head(self, key: str) -> BlobInfo | None:
+        import obstore as obs
+        check_key(key)
+        try:
+            meta = self._call(key, lambda: obs.head(self.store, key))
+        except BlobNotFound:
+            return None
+        return BlobInfo(int(meta["size"]), str(meta.get("e_tag") or meta.get("version") or ""))
+
+    def put(self, key: str, data: bytes) -> str:
+        import obstore as obs
+        check_key(key)
+        big = len(data) > MULTIPART_OVER
+        res = self._call(key, lambda: obs.put(self.store, key, data, use_multipart=big, chunk_size=PART,
+                                              max_concurrency=4), missing_ok=False)
+        return self._token(key, res)
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        import obstore as obs
+        check_key(key)
+        mode = "create" if etag is None else {"e_tag": etag}
+        try:
+            res = self._call(key, lambda: obs.put(self.store, key, data, mode=mode, use_multipart=False), missing_ok=True)
+        except BlobNotFound:
+            # If-Match on an absent key: 404, i.e. the blob is not at ``etag``.
+            raise PreconditionFailed(self.url, key) from None
+        return self._token(key, res)
+
+    def _token(self, key: str, res: dict) -> str:
+        token = res.get("e_tag") or res.get("version")
+        if token:
+            return str(token)
+        info = self.head(key)
+        if info is None:
+            raise RemoteError(f"{self.url}: {key} vanished right after it was written")
+        return info.etag
+
+    def delete(self, key: str) -> None:
+        import obstore as obs
+        check_key(key)
+        try:
+            self._call(key, lambda: obs.delete(self.store, key))
+        except BlobNotFound:
+            pass
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        import obstore as obs
+        # obstore lists by path segments; list the parent "directory" and filter, so a
+        # prefix that ends mid-name ("packs/pack-ab") works as the contract says.
+        parent = prefix.rsplit("/", 1)[0] if "/" in prefix else None
+        batches = self._call(prefix or "/", lambda: obs.list(self.store, parent, chunk_size=1000), missing_ok=False)
+        it = iter(batches)
+        while True:
+            batch = self._call(prefix or "/", lambda: next(it, None), missing_ok=False)
+            if batch is None:
+                return
+            for meta in batch:
+                path = meta["path"]
+                if path.startswith(prefix):
+                    yield path
+
+    def close(self) -> None:
+        self.store = None
