@@ -205,6 +205,16 @@ class ObstoreBlobs(BlobStore):
             return None
         return BlobInfo(int(meta["size"]), str(meta.get("e_tag") or meta.get("version") or ""))
 
+    def modified_time(self, key: str) -> float | None:
+        """The store's last-modified time of a blob (POSIX seconds), for the clock check."""
+        import obstore as obs
+        check_key(key)
+        try:
+            meta = self._call(key, lambda: obs.head(self.store, key))
+        except BlobNotFound:
+            return None
+        return meta["last_modified"].timestamp()
+
     def put(self, key: str, data: bytes) -> str:
         import obstore as obs
         check_key(key)

@@ -141,6 +141,12 @@ class GCSBlobs(BlobStore):
             return None
         return BlobInfo(int(blob.size or 0), str(blob.generation))
 
+    def modified_time(self, key: str) -> float | None:
+        """The store's last-modified time of a blob (POSIX seconds), for the clock check."""
+        name = self._name(key)
+        blob = self._call(key, lambda: self._bucket.get_blob(name, timeout=self._timeout, retry=None))
+        return blob.updated.timestamp() if blob is not None and blob.updated else None
+
     def _upload(self, key: str, data: bytes, generation: int | None) -> str:
         blob = self._bucket.blob(self._name(key), chunk_size=8 << 20 if len(data) > (8 << 20) else None)
         kw = {} if generation is None else {"if_generation_match": generation}

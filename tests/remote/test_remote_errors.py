@@ -121,6 +121,7 @@ SDKS = ("obstore", "google", "boto3", "botocore", "azure", "requests")
 
 def test_import_coralfs_loads_no_cloud_sdk():
     code = ("import sys, coralfs, coralfs.cli.main, coralfs.remote.url, coralfs.remote.file, coralfs.remote.packs\n"
+            "import coralfs.remote.doctor\n"
             f"bad = sorted({{m.split('.')[0] for m in sys.modules}} & set({SDKS!r}))\n"
             "print(bad)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
