@@ -79,7 +79,7 @@ class GCSBlobs(BlobStore):
     # -- plumbing --------------------------------------------------------------------------
     @property
     def _timeout(self) -> tuple[float, float]:
-        return (self.limits.connect_timeout, self.limits.timeout)
+        return (self.limits.connect_timeout, self.limits.read_timeout)
 
     def _name(self, key: str) -> str:
         return join_key(self.prefix, key)

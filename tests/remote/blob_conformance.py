@@ -140,6 +140,14 @@ class BlobConformance:
         assert blobs.get("packs/big.pack") == data
         assert blobs.get_range("packs/big.pack", (17 << 20) + 3, 1 << 20) == data[(17 << 20) + 3:(18 << 20) + 3]
 
+    def test_blob_past_the_multipart_size(self, blobs):
+        """70 MiB: cloud backends send it in parts (over 64 MiB); readers see one blob."""
+        data = os.urandom(70 << 20)
+        blobs.put("packs/huge.pack", data)
+        assert blobs.head("packs/huge.pack").size == len(data)
+        assert blobs.get_range("packs/huge.pack", (64 << 20) - 10, 20) == data[(64 << 20) - 10:(64 << 20) + 10]
+        assert blobs.get("packs/huge.pack") == data
+
     def test_keys_with_odd_characters(self, blobs):
         for i, k in enumerate(ODD_KEYS):
             blobs.put(f"odd/{k}", str(i).encode())

@@ -40,7 +40,7 @@ def test_doctor_names_the_credentials_source(s3_remote, az_remote):
 
 def test_doctor_with_the_service_down(cloud_remote):
     endpoint = f"http://127.0.0.1:{free_port()}" + ("/devstoreaccount1" if cloud_remote.kind == "az" else "")
-    b = open_blobs(cloud_remote.url, endpoint=endpoint, options={"connect_timeout": 1, "timeout": 2, "retries": 1})
+    b = open_blobs(cloud_remote.url, endpoint=endpoint, options={"connect_timeout": 1, "read_timeout": 2, "retries": 1})
     try:
         checks = doctor(b)
     finally:

@@ -13,7 +13,7 @@ from coralfs.remote.blobs import RemoteError, RemoteUnavailable
 from coralfs.remote.url import open_blobs
 from tests.remote.emulators import free_port
 
-FAST = {"connect_timeout": 1, "timeout": 2, "retries": 1, "retry_timeout": 5}
+FAST = {"connect_timeout": 1, "read_timeout": 2, "retries": 1, "retry_timeout": 5}
 
 
 def one_line(e: BaseException) -> str:
