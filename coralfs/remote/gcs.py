@@ -65,9 +65,10 @@ class GCSBlobs(BlobStore):
             self.endpoint = "https://storage.googleapis.com"
             try:
                 creds, found_project = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
-            except DefaultCredentialsError:
-                raise RemoteError(f"{self.url}: no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS to a key file "
-                                  "or run 'gcloud auth application-default login'") from None
+            except DefaultCredentialsError as e:
+                why = str(e).splitlines()[0][:200]
+                raise RemoteError(f"{self.url}: no usable Google credentials ({why}): set GOOGLE_APPLICATION_CREDENTIALS "
+                                  "to a key file or run 'gcloud auth application-default login'") from None
             project = project or found_project
             self.credentials = ("GOOGLE_APPLICATION_CREDENTIALS" if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
                                 else "Google application default credentials")

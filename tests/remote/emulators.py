@@ -168,22 +168,26 @@ def _tail(log: str) -> str:
         return ""
 
 
-def _spawn(argv: list[str], log: str) -> subprocess.Popen:
+def _spawn(argv: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     if not os.path.exists(argv[0]):
         raise MissingEmulator(f"{argv[0]} is missing: run scripts/setup (it installs the emulators)")
     out = open(log, "ab")   # noqa: SIM115 - the child keeps it
     try:
         # Its own session: a ^C to pytest does not reach it first, and stop() owns it.
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=os.path.dirname(log), start_new_session=True)
+                                cwd=os.path.dirname(log), start_new_session=True,
+                                env={**os.environ, **env} if env else None)
     finally:
         out.close()
 
 
-def start_moto(logdir: str) -> Service:
+def start_moto(logdir: str, *, check_credentials: bool = False) -> Service:
+    """``check_credentials``: moto's IAM mode (INITIAL_NO_AUTH_ACTION_COUNT=0), where only
+    keys moto issued are accepted, for the wrong-credentials tests."""
     port = free_port()
-    log = os.path.join(logdir, "moto.log")
-    proc = _spawn([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log)
+    log = os.path.join(logdir, "moto-auth.log" if check_credentials else "moto.log")
+    proc = _spawn([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log,
+                  {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else None)
     ep = f"http://127.0.0.1:{port}"
     _wait_until_up(proc, ep + "/moto-api/", log, "moto_server")
     env = {"AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_KEY, "AWS_DEFAULT_REGION": "us-east-1",

@@ -11,7 +11,7 @@ import pytest
 
 from coralfs.remote.blobs import RemoteError, RemoteUnavailable
 from coralfs.remote.url import open_blobs
-from tests.remote.emulators import free_port
+from tests.remote.emulators import free_port, start_moto
 
 FAST = {"connect_timeout": 1, "read_timeout": 2, "retries": 1, "retry_timeout": 5}
 
@@ -76,6 +76,33 @@ def test_wrong_azure_key_is_a_credentials_error(az_remote, monkeypatch):
         b.get("refs/heads/main")
     msg = one_line(e.value)
     assert "refused the credentials" in msg and "AZURE_STORAGE_CONNECTION_STRING" in msg, msg
+
+
+def test_wrong_aws_keys_are_a_credentials_error(tmp_path, monkeypatch):
+    """moto in IAM mode accepts only keys it issued: made-up keys are refused."""
+    svc = start_moto(str(tmp_path), check_credentials=True)
+    try:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+        b = open_blobs("s3://some-bucket/repo", endpoint=svc.endpoint)
+        with pytest.raises(RemoteError) as e:
+            b.get("refs/heads/main")
+        msg = one_line(e.value)
+        assert "refused the credentials (AWS_ACCESS_KEY_ID in the environment)" in msg, msg
+        assert "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in msg, msg
+        b.close()
+    finally:
+        svc.stop()
+
+
+def test_unreadable_google_credentials_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
+    with pytest.raises(RemoteError) as e:
+        open_blobs("gs://bucket/repo")
+    msg = one_line(e.value)
+    assert msg.startswith("gs://bucket/repo: no usable Google credentials (") and "missing-key.json" in msg, msg
+    assert "set GOOGLE_APPLICATION_CREDENTIALS" in msg
 
 
 def test_azure_without_an_account_says_what_to_set(az_remote, monkeypatch):
