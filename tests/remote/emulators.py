@@ -42,9 +42,9 @@ class MissingEmulator(RuntimeError):
     pass
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -181,37 +181,41 @@ def _spawn(argv: list[str], log: str, env: dict[str, str] | None = None) -> subp
         out.close()
 
 
-def start_moto(logdir: str, *, check_credentials: bool = False) -> Service:
+# Every starter takes ``host``: 127.0.0.1 by default; a test with a network namespace
+# starts its own instance on the host side of its veth pair (never on 0.0.0.0: the
+# emulators check no credentials).
+
+def start_moto(logdir: str, *, host: str = "127.0.0.1", check_credentials: bool = False) -> Service:
     """``check_credentials``: moto's IAM mode (INITIAL_NO_AUTH_ACTION_COUNT=0), where only
     keys moto issued are accepted, for the wrong-credentials tests."""
-    port = free_port()
+    port = free_port(host)
     log = os.path.join(logdir, "moto-auth.log" if check_credentials else "moto.log")
-    proc = _spawn([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log,
+    proc = _spawn([os.path.join(BIN, "moto_server"), "-H", host, "-p", str(port)], log,
                   {"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if check_credentials else None)
-    ep = f"http://127.0.0.1:{port}"
+    ep = f"http://{host}:{port}"
     _wait_until_up(proc, ep + "/moto-api/", log, "moto_server")
     env = {"AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_KEY, "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": ep}
     return Service("s3", ep, env, proc, log)
 
 
-def start_gcs(logdir: str) -> Service:
-    port = free_port()
+def start_gcs(logdir: str, *, host: str = "127.0.0.1") -> Service:
+    port = free_port(host)
     log = os.path.join(logdir, "gcs.log")
-    proc = _spawn([os.path.join(BIN, "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
+    proc = _spawn([os.path.join(BIN, "gcp-storage-emulator"), "start", "--host", host, "--port", str(port),
                    "--in-memory", "--quiet"], log)
-    ep = f"http://127.0.0.1:{port}"
+    ep = f"http://{host}:{port}"
     _wait_until_up(proc, ep + "/storage/v1/b?project=coralfs-test", log, "gcp-storage-emulator")
     env = {"STORAGE_EMULATOR_HOST": ep}
     return Service("gs", ep, env, proc, log)
 
 
-def start_azurite(logdir: str) -> Service:
-    port = free_port()
+def start_azurite(logdir: str, *, host: str = "127.0.0.1") -> Service:
+    port = free_port(host)
     log = os.path.join(logdir, "azurite.log")
     proc = _spawn([AZURITE_BIN, "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
-                   "--blobHost", "127.0.0.1", "--blobPort", str(port)], log)
-    ep = f"http://127.0.0.1:{port}/{AZ_ACCOUNT}"
+                   "--blobHost", host, "--blobPort", str(port)], log)
+    ep = f"http://{host}:{port}/{AZ_ACCOUNT}"
     _wait_until_up(proc, ep + "?comp=list", log, "azurite-blob")
     conn = (f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
             f"BlobEndpoint={ep};")
