@@ -40,7 +40,7 @@ def doctor(blobs: BlobStore, *, now: Callable[[], float] = time.time) -> list[Ch
     if scheme == "file":
         checks.append(Check("credentials", True, "none needed for a file:// remote"))
     elif creds:
-        checks.append(Check("credentials", True, f"from {creds}"))
+        checks.append(Check("credentials", True, creds if creds.startswith("none") else f"from {creds}"))
     else:
         hint = getattr(blobs, "credentials_hint", "set the cloud's credential variables")
         checks.append(Check("credentials", False, f"none found in the environment or the cloud's files: {hint}"))

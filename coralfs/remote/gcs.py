@@ -59,7 +59,7 @@ class GCSBlobs(BlobStore):
             self.endpoint = emulator.rstrip("/")
             creds = AnonymousCredentials()
             project = project or "coralfs"
-            self.credentials = "none (emulator at STORAGE_EMULATOR_HOST/--endpoint)"
+            self.credentials = "none needed for an emulator (STORAGE_EMULATOR_HOST or --endpoint)"
             client_options = {"api_endpoint": self.endpoint}
         else:
             self.endpoint = "https://storage.googleapis.com"

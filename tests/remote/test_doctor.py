@@ -33,9 +33,19 @@ def test_doctor_on_each_emulator(cloud_remote):
     assert list(b.list()) == []   # the probes are gone
 
 
-def test_doctor_names_the_credentials_source(s3_remote, az_remote):
+def test_doctor_names_the_credentials_source(s3_remote, az_remote, gcs_remote):
     assert by_name(doctor(s3_remote.open()))["credentials"].message == "from AWS_ACCESS_KEY_ID in the environment"
     assert by_name(doctor(az_remote.open()))["credentials"].message == "from AZURE_STORAGE_CONNECTION_STRING"
+    assert by_name(doctor(gcs_remote.open()))["credentials"].message == \
+        "none needed for an emulator (STORAGE_EMULATOR_HOST or --endpoint)"
+
+
+def test_doctor_without_credentials(s3_remote, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    c = doctor(s3_remote.open())[0]
+    assert (c.name, c.ok) == ("credentials", False)
+    assert c.message.startswith("none found in the environment or the cloud's files: check AWS_ACCESS_KEY_ID")
 
 
 def test_doctor_with_the_service_down(cloud_remote):

@@ -9,7 +9,8 @@ import pytest
 
 from coralfs.remote.blobs import RemoteUnavailable
 from coralfs.remote.url import open_blobs
-from tests.remote.emulators import STARTERS
+from tests.remote import emulators
+from tests.remote.emulators import STARTERS, MissingEmulator
 
 
 @pytest.mark.parametrize("kind", ["s3", "gs", "az"])
@@ -34,3 +35,10 @@ def test_start_on_another_address_pause_resume_stop(kind, tmp_path, monkeypatch)
     assert svc.proc.returncode is not None
     with pytest.raises(ProcessLookupError):
         os.kill(svc.pid, 0)
+
+
+def test_a_missing_emulator_names_the_setup_script(tmp_path, monkeypatch):
+    monkeypatch.setattr(emulators, "AZURITE_BIN", str(tmp_path / "no-azurite-blob"))
+    with pytest.raises(MissingEmulator) as e:
+        emulators.start_azurite(str(tmp_path))
+    assert str(e.value) == f"{tmp_path / 'no-azurite-blob'} is missing: run scripts/setup (it installs the emulators)"

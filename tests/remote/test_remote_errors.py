@@ -11,7 +11,7 @@ import pytest
 
 from coralfs.remote.blobs import RemoteError, RemoteUnavailable
 from coralfs.remote.url import open_blobs
-from tests.remote.emulators import free_port, start_moto
+from tests.remote.emulators import AZ_ACCOUNT, AZ_KEY, free_port, start_moto
 
 FAST = {"connect_timeout": 1, "read_timeout": 2, "retries": 1, "retry_timeout": 5}
 
@@ -103,6 +103,16 @@ def test_unreadable_google_credentials_file(monkeypatch, tmp_path):
     msg = one_line(e.value)
     assert msg.startswith("gs://bucket/repo: no usable Google credentials (") and "missing-key.json" in msg, msg
     assert "set GOOGLE_APPLICATION_CREDENTIALS" in msg
+
+
+def test_azure_account_name_and_key_variables(az_remote, monkeypatch):
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", AZ_ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", AZ_KEY)
+    b = az_remote.open()
+    assert b.credentials == "AZURE_STORAGE_ACCOUNT_KEY"
+    b.put("refs/heads/main", b"c1")
+    assert b.get("refs/heads/main") == b"c1"
 
 
 def test_azure_without_an_account_says_what_to_set(az_remote, monkeypatch):
