@@ -68,6 +68,15 @@ class Limits:
         return cls(**kw)
 
 
+_SECRET_PARAM = re.compile(r"((?:sig|signature|token|key|credential|x-amz-[a-z-]+|x-goog-[a-z-]+)=)[^&\s\"']+", re.I)
+
+
+def scrub(text: str) -> str:
+    """A store's error text without what could be a secret: signed-URL query parameters
+    (an Azure SAS, a presigned S3/GCS URL) carry credentials, and messages are printed."""
+    return _SECRET_PARAM.sub(r"\1***", text)
+
+
 def join_key(prefix: str, key: str) -> str:
     check_key(key)
     return f"{prefix}/{key}" if prefix else key
@@ -172,7 +181,7 @@ class ObstoreBlobs(BlobStore):
         if "error sending request" in text or "timed out" in text.lower() or "after" in text and "retries" in text:
             return unreachable(self.url, self.endpoint, key, f"no answer after {self.limits.retries} retries")
         first = text.splitlines()[0] if text else type(e).__name__
-        return RemoteError(f"{self.url}: {key}: {first[:300]}")
+        return RemoteError(f"{self.url}: {key}: {scrub(first)[:300]}")
 
     credentials_hint = "check the credentials in the environment"
 

@@ -29,7 +29,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError, TransportError
 from google.cloud import storage
 
-from ._common import LOCAL_LOCK, NATIVE, Limits, LocalCasLock, join_key, no_bucket, unreachable, with_retries
+from ._common import LOCAL_LOCK, NATIVE, Limits, LocalCasLock, join_key, no_bucket, scrub, unreachable, with_retries
 from .blobs import BlobInfo, BlobNotFound, BlobStore, PreconditionFailed, RemoteError
 from .file import check_key
 from .url import RemoteURL
@@ -102,7 +102,7 @@ class GCSBlobs(BlobStore):
             raise RemoteError(f"{self.url}: the store refused the credentials ({self.credentials}) for {key}: "
                               f"check GOOGLE_APPLICATION_CREDENTIALS and the bucket's IAM ({e.code})") from None
         except gexc.GoogleAPICallError as e:
-            raise RemoteError(f"{self.url}: {key}: {str(e).splitlines()[0][:300]}") from None
+            raise RemoteError(f"{self.url}: {key}: {scrub(str(e).splitlines()[0])[:300]}") from None
 
     # -- BlobStore -------------------------------------------------------------------------
     def get(self, key: str) -> bytes:

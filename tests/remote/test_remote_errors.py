@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from coralfs.remote._common import scrub
 from coralfs.remote.blobs import RemoteError, RemoteUnavailable
 from coralfs.remote.url import open_blobs
 from tests.remote.emulators import AZ_ACCOUNT, AZ_KEY, free_port, start_moto
@@ -113,6 +114,27 @@ def test_azure_account_name_and_key_variables(az_remote, monkeypatch):
     assert b.credentials == "AZURE_STORAGE_ACCOUNT_KEY"
     b.put("refs/heads/main", b"c1")
     assert b.get("refs/heads/main") == b"c1"
+
+
+def test_a_sas_token_never_reaches_a_message(az_remote, monkeypatch):
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", AZ_ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "sv=2021-08-06&ss=b&srt=sco&sp=rwdl&se=2099-01-01&sig=SECRETSIG123")
+    b = az_remote.open()
+    assert b.credentials == "AZURE_STORAGE_SAS_TOKEN"
+    for op in (lambda: b.get("k"), lambda: b.put("k", b"1"), lambda: list(b.list())):
+        with pytest.raises(RemoteError) as e:
+            op()
+        assert "SECRETSIG123" not in str(e.value) and "refused the credentials" in str(e.value), str(e.value)
+
+
+def test_scrub_hides_signed_url_parameters():
+    text = ("GET http://h/c/k?sv=1&sig=abc%2Fdef&se=2 and X-Amz-Signature=0123 X-Amz-Credential=AKIA/x "
+            "x-goog-signature=ff token=t0k")
+    out = scrub(text)
+    for secret in ("abc%2Fdef", "0123", "AKIA/x", "ff", "t0k"):
+        assert secret not in out, out
+    assert out.startswith("GET http://h/c/k?sv=1&sig=***&se=2")
 
 
 def test_azure_without_an_account_says_what_to_set(az_remote, monkeypatch):
