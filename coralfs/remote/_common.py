@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Above this a plain put goes multipart (16 MiB parts, 4 at a time). Not lower: on Azurite
-# a 32 MiB pack went 90-170 MB/s as one Put Blob and 25-40 MB/s as blocks; stalls are caught
-# by the read timeout, so a single request needs no size cap for that.
+# a 32 MiB pack went ~350 MB/s as one Put Blob and 25-70 MB/s as blocks (docs/decisions.md);
+# stalls are caught by the read timeout, so a single request needs no size cap for that.
 MULTIPART_OVER = 64 << 20
 PART = 16 << 20
 
