@@ -118,19 +118,19 @@ class GCSBlobs(BlobStore):
                 raise BlobNotFound(self.url, key)
             return b""
         blob = self._bucket.blob(name)
-        try:
-            return self._call(key, lambda: blob.download_as_bytes(start=start, end=start + length - 1,
-                                                                  timeout=self._timeout, retry=None, checksum=None))
-        except BlobNotFound:
-            raise
-        except RemoteError:
-            # 416 for a range at or past the end: the contract says fewer bytes, so clamp.
-            info = self.head(key)
-            if info is None:
-                raise BlobNotFound(self.url, key) from None
-            if start >= info.size:
-                return b""
-            raise
+
+        def ranged() -> bytes | None:
+            try:
+                return blob.download_as_bytes(start=start, end=start + length - 1, timeout=self._timeout, retry=None,
+                                              checksum=None)
+            except gexc.RequestRangeNotSatisfiable:
+                return None   # at or past the end: the contract says fewer bytes
+        data = self._call(key, ranged)
+        if data is not None:
+            return data
+        if self.head(key) is None:
+            raise BlobNotFound(self.url, key)
+        return b""
 
     def head(self, key: str) -> BlobInfo | None:
         name = self._name(key)

@@ -27,7 +27,8 @@ def test_missing_bucket_is_named_with_the_fix(cloud_remote):
     kind = cloud_remote.kind
     url = f"{kind}://no-such-bucket-{free_port()}/repo"
     b = cloud_remote.open(url=url)
-    for op in (lambda: b.get("refs/heads/main"), lambda: list(b.list()), lambda: b.put("x", b"1")):
+    for op in (lambda: b.get("refs/heads/main"), lambda: b.get_range("packs/p.pack", 10, 20), lambda: list(b.list()),
+               lambda: b.put("x", b"1")):
         with pytest.raises(RemoteError) as e:
             op()
         msg = one_line(e.value)
