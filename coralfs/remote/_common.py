@@ -119,11 +119,15 @@ class LocalCasLock:
     def __init__(self, scope: str) -> None:
         digest = hashlib.sha256(scope.encode()).hexdigest()[:24]
         base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-        self.path = os.path.join(base, f"coralfs-cas-{digest}.lock")
+        # Per user: a lock file another user created with mode 0600 could not be opened.
+        self.path = os.path.join(base, f"coralfs-cas-{os.getuid()}-{digest}.lock")
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            raise RemoteError(f"cannot open the lock file {self.path} for {key}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
