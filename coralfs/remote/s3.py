@@ -82,12 +82,15 @@ class S3Blobs(ObstoreBlobs):
                 self.credentials = "the AWS web identity / container credentials in the environment"
         region = (options.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
                   or profile.get("region") or "us-east-1")
-        self.endpoint = (endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-                         or profile.get("endpoint_url") or f"https://s3.{region}.amazonaws.com")
+        override = (endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+                    or profile.get("endpoint_url"))
+        # AWS itself: obstore derives the regional endpoint; the text is for messages only.
+        self.endpoint = override or f"https://s3.{region}.amazonaws.com"
+        if override:
+            config["endpoint"] = override
         try:
             self.store = S3Store(self.bucket, prefix=self.prefix or None, config={**config, "region": region},
-                                 endpoint=self.endpoint, client_options=self.client_options(),
-                                 retry_config=self.retry_config())
+                                 client_options=self.client_options(), retry_config=self.retry_config())
         except Exception as e:   # obstore raises ValueError or its own BaseError for a bad configuration
             raise RemoteError(f"{self.url}: cannot configure S3: {str(e).splitlines()[0]}") from None
 
