@@ -79,6 +79,18 @@ class Change:
     kind: str = "f"             # "f" file, "d" (empty) directory, "l" symbolic link
     target: str | None = None   # a link's target
 
+    def as_dict(self, size: bool = True) -> dict:
+        """As status and commit answers show it (kind and target only for links and
+        directories, so file changes look as they always did)."""
+        out: dict = {"status": self.status, "path": self.path}
+        if size:
+            out["size"] = self.size
+        if self.kind != "f":
+            out["kind"] = self.kind
+        if self.target is not None:
+            out["target"] = self.target
+        return out
+
 
 def entry_of_tree(te: TreeEntry, mtime_ns: int, target=None) -> Entry:
     """The row of a committed tree entry: a file, an empty directory, or a symbolic link

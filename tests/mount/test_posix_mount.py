@@ -15,6 +15,7 @@ import time
 import pytest
 
 from coralfs.fs.writable.control import request
+from tests.conftest import run_cli
 from tests.mount.conftest import mounted
 from tests.mount.test_mount_access import _errno_of, public  # noqa: F401 - the fixture
 
@@ -139,7 +140,7 @@ def test_ctime_atime_and_parent_times_through_the_kernel(rw):
 
 
 def test_symlinks_hard_links_and_names_through_the_kernel(rw):
-    mp, _repo = rw
+    mp, repo = rw
     with open(os.path.join(mp, "a.txt"), "w") as f:
         f.write("one")
     os.symlink("a.txt", os.path.join(mp, "latest"))
@@ -176,6 +177,8 @@ def test_symlinks_hard_links_and_names_through_the_kernel(rw):
     changes = request(mp, {"op": "status"})["changes"]
     assert {"status": "added", "path": "logs", "size": 0, "kind": "d"} in changes
     assert {"status": "added", "path": "latest", "size": 5, "kind": "l", "target": "a.txt"} in changes
+    out = run_cli("status", "--mount", mp, repo=repo).stdout
+    assert "  A logs/\n" in out and "  A latest -> a.txt\n" in out, out
 
 
 def test_fallocate_answers_eopnotsupp_and_posix_fallocate_still_extends(rw):

@@ -388,3 +388,24 @@ def test_a_hard_link_keeps_its_inode_when_the_name_looked_up_first_goes(fs, firs
     fs.unlink(first)
     other = "b" if first == "a" else "a"
     assert run(fs.ops.getattr, ino, None).st_nlink == 1 and attr(fs, other).st_ino == ino
+
+
+# -- fallocate (the model's; pyfuse3 does not dispatch it yet) ---------------------------
+
+def test_fallocate_allocates_keeps_the_size_or_punches_and_refuses_other_modes(fs, committed):
+    fh = fs.create("pre")
+    fs.write(fh, 0, b"x" * 8192)
+    run(fs.ops.fallocate, fh, 0, 0, 1 << 20)  # mode 0: allocated, and the size follows
+    assert fs.size("pre") == 1 << 20
+    run(fs.ops.fallocate, fh, 0x01, 0, 4 << 20)  # KEEP_SIZE
+    spool = fs.stage.spool_path(fs.stage.get("pre").spool)
+    assert fs.size("pre") == 1 << 20 and os.stat(spool).st_blocks * 512 >= 4 << 20
+    run(fs.ops.fallocate, fh, 0x03, 100, 1000)  # PUNCH_HOLE | KEEP_SIZE
+    assert fs.read(fh, 0, 8192) == b"x" * 100 + b"\0" * 1000 + b"x" * 7092
+    for mode in (0x02, 0x10, 0x20, 0x08):  # PUNCH_HOLE alone, ZERO_RANGE, INSERT_RANGE, COLLAPSE_RANGE
+        assert errno_of(run, fs.ops.fallocate, fh, mode, 0, 10) == errno.EOPNOTSUPP
+    fs.close(fh)
+    fh = fs.open("sub/notes.txt", os.O_RDWR)  # a committed file is copied first, as for a write
+    run(fs.ops.fallocate, fh, 0, 0, 4096)
+    fs.close(fh)
+    assert fs.cat("sub/notes.txt") == b"hello" + b"\0" * 4091

@@ -230,6 +230,19 @@ class StagingOperations(pyfuse3.Operations):
         await self.writeback.send(spool, fd, off, buf)
         return len(buf)
 
+    @handler
+    async def fallocate(self, fh: FileHandleT, mode: int, off: int, length: int) -> None:
+        """fallocate(2) for the day pyfuse3 dispatches FUSE_FALLOCATE (3.5 does not: the
+        kernel answers EOPNOTSUPP; docs/decisions.md). Runs like a write: copy first,
+        queued writes applied first."""
+        if self.sfs.needs_copy_for_write(fh):
+            async with self.mutex:
+                if self.sfs.needs_copy_for_write(fh):
+                    await self._thread(self.sfs.copy_up_for_write, fh)
+        async with self.mutex:
+            await self.writeback.drain(self.sfs.spool_of(fh))
+            self.sfs.fallocate(fh, mode, off, length)
+
     async def _control(self, buf: control.ControlBuffer) -> None:
         req = control.next_request(buf)
         if req is None:

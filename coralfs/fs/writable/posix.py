@@ -10,13 +10,18 @@ Only uid 0 is privileged, as on Linux without capabilities.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import stat
 from dataclasses import dataclass, field
 
 from ...staging import Entry
 
 SETID = stat.S_ISUID | stat.S_ISGID
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
 def groups_of(pid: int) -> frozenset[int]:
@@ -109,9 +114,18 @@ def write_clears(e: Entry, uid: int | None) -> int | None:
     return e.mode & ~SETID
 
 
+def fallocate(fd: int, mode: int, off: int, length: int) -> None:
+    """fallocate(2) on a spool file (Python's os has only posix_fallocate, which cannot
+    keep the size or punch holes)."""
+    if _libc.fallocate(fd, mode, off, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def new_owner(caller: Caller | None) -> tuple[int | None, int | None]:
     """uid and gid of what ``caller`` creates (None: the mount owner's)."""
     return (None, None) if caller is None else (caller.uid, caller.gid)
 
 
-__all__ = ["Caller", "chmod_mode", "chown_change", "creation_mode", "groups_of", "new_owner", "write_clears"]
+__all__ = ["FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE", "Caller", "chmod_mode", "chown_change", "creation_mode",
+           "fallocate", "groups_of", "new_owner", "write_clears"]

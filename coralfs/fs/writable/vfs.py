@@ -33,7 +33,17 @@ from ...staging.entries import NAME_MAX, check_name
 from ..model import FileHandleT, InodeT
 from .control import ControlBuffer, take_bytes
 from .inodes import ROOT_INO, InodeNames
-from .posix import Caller, chmod_mode, chown_change, creation_mode, new_owner, write_clears
+from .posix import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    Caller,
+    chmod_mode,
+    chown_change,
+    creation_mode,
+    fallocate,
+    new_owner,
+    write_clears,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +92,6 @@ class AutoCommit:
 
     def counts(self, path: str) -> bool:
         return not self.paths or any(fnmatch.fnmatchcase(path, p) for p in self.paths)
-
-
-def change_dict(c, size: bool = True) -> dict:
-    """A staged change as status and commit answers show it (kind and target only for
-    links and directories, so file changes look as they always did)."""
-    out = {"status": c.status, "path": c.path}
-    if size:
-        out["size"] = c.size
-    if c.kind != "f":
-        out["kind"] = c.kind
-    if c.target is not None:
-        out["target"] = c.target
-    return out
 
 
 class StageFS(InodeNames):
@@ -552,6 +549,37 @@ class StageFS(InodeNames):
             self.stage.chmod(path, mode)
         self._touch(path)
 
+    def fallocate(self, fh: FileHandleT, mode: int, off: int, length: int) -> None:
+        """fallocate on the file open as ``fh`` (already in the spool: the caller copies
+        it first, as for a write): mode 0 allocates (and extends the size), KEEP_SIZE
+        allocates without, PUNCH_HOLE|KEEP_SIZE punches the range (zeros); any other mode
+        is EOPNOTSUPP. pyfuse3 does not dispatch fallocate yet (docs/decisions.md): the
+        kernel answers EOPNOTSUPP itself until it does."""
+        h = self.handle(fh)
+        if h.ino in VIRTUAL:
+            raise OSError(errno.EOPNOTSUPP, "fallocate on a .coral file")
+        if mode not in (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE):
+            raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x}")
+        if not h.writable or self._spool_of(h) is None:
+            raise OSError(errno.EBADF, "not open for writing")
+        self.raise_deferred(h.spool)
+        fd = self.fds[h.spool][0]
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            try:
+                fallocate(fd, mode, off, length)
+            except OSError as e:  # a spool file system without holes: write the zeros
+                if e.errno != errno.EOPNOTSUPP:
+                    raise
+                end = min(off + length, os.fstat(fd).st_size)
+                for at in range(off, end, 1 << 20):
+                    os.pwrite(fd, bytes(min(1 << 20, end - at)), at)
+        elif mode == 0:
+            os.posix_fallocate(fd, off, length)
+        else:
+            fallocate(fd, mode, off, length)
+        h.dirty = True
+        self._touch(self.paths.get(h.ino))
+
     def needs_copy_for_truncate(self, ino: InodeT) -> bool:
         if ino in VIRTUAL:
             raise OSError(errno.EPERM, VIRTUAL[ino])
@@ -634,7 +662,7 @@ class StageFS(InodeNames):
         head = st.head()
         return {"branch": st.branch, "base": to_hex(st.base) if st.base else None,
                 "head": to_hex(head) if head else None,
-                "changes": [change_dict(c) for c in st.changes(sizes=True)],
+                "changes": [c.as_dict() for c in st.changes(sizes=True)],
                 "open_for_writing": self.writers(),
                 "auto_commit": None if self.auto is None else {
                     "debounce": self.auto.debounce, "paths": self.auto.paths,
@@ -663,7 +691,7 @@ class StageFS(InodeNames):
         self.counters["commits"] += 1
         dt = time.perf_counter() - t0
         return {"ok": True, "commit": to_hex(cid), "branch": self.stage.branch,
-                "changes": [change_dict(c, size=False) for c in changes],
+                "changes": [c.as_dict(size=False) for c in changes],
                 "logical": stats.logical, "stored": stats.stored, "seconds": round(dt, 3),
                 "codecs": dict(stats.codecs)}
 
