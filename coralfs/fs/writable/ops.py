@@ -135,10 +135,9 @@ class StagingOperations(pyfuse3.Operations):
         async with self.mutex:
             return self._entry(self.sfs.link(inode, new_parent_inode, os.fsdecode(new_name)))
 
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        # FIFOs, sockets and devices: a checkpoint never holds them, and a commit could
-        # not record them (README: the writable mount).
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @handler
+    async def mknod(self, parent_inode: InodeT, name: bytes, mode: int, rdev: int, ctx) -> pyfuse3.EntryAttributes:
+        self.sfs.mknod(parent_inode, os.fsdecode(name))
 
     @handler
     async def access(self, inode: InodeT, mode: int, ctx=None) -> bool:

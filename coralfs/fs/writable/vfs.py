@@ -223,6 +223,13 @@ class StageFS(InodeNames):
         self.remember(ino)
         return self.attr(ino)
 
+    def mknod(self, parent: InodeT, name: str) -> None:
+        """FIFOs, sockets and devices: EPERM (a checkpoint never holds them and a commit
+        could not record them; README: the writable mount), after the name's own checks."""
+        self._parent_writable(parent)
+        path = self._child(parent, name)
+        raise OSError(errno.EEXIST if self.stage.get(path) is not None else errno.EPERM, path)
+
     def readlink(self, ino: InodeT) -> str:
         path, e = self._entry(ino)
         if e.kind != "l":
