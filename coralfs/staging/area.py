@@ -504,14 +504,6 @@ class StagingArea:
             elif e.kind != "d":
                 raise StagingError(f"{path} cannot be placed: {d} is a file in the staging area")
 
-    def _prune_dirs(self, path: str, keep) -> None:
-        """Remove the parents of ``path`` left empty (a rebase dropped the files the branch
-        deleted), except directories named in ``keep`` (made empty on purpose)."""
-        d = posixpath.dirname(path)
-        while d and d not in keep and not self.dirs.get(d) and d in self.entries:
-            self._drop(d)
-            d = posixpath.dirname(d)
-
     @staticmethod
     def _owner(parent: Entry, uid: int | None, gid: int | None) -> tuple[int | None, int | None]:
         """Who owns a new entry: the creator, in the group of a set-group-ID directory."""
@@ -815,11 +807,31 @@ class StagingArea:
     def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None,
                busy: set[str] = frozenset(), progress=None) -> tuple[ObjectId | None, IngestStats]:
         """Record the working tree as a commit on the branch (:func:`.commit.commit`)."""
+        self.rebase()  # here, so that directories the branch emptied go first
         return committing.commit(self, message, author=author, metadata=metadata, busy=busy, progress=progress)
 
     def rebase(self) -> None:
-        """Put the staged changes on the branch's new head (:func:`.commit.rebase`)."""
+        """Put the staged changes on the branch's new head (:func:`.commit.rebase`);
+        directories left empty by files the branch removed go too (they are not ours:
+        an empty directory made here is a staged change, and stays)."""
+        if self.head() == self.base:
+            return
+        ours = {c.path for c in self.changes()}
         committing.rebase(self)
+        self._prune_emptied(ours)
+
+    def _prune_emptied(self, keep: set[str]) -> None:
+        base_dirs = self._base_dir_set()
+        gone = [p for p, e in self.entries.items()
+                if e.kind == "d" and not self.dirs.get(p) and p not in keep and p not in base_dirs]
+        if not gone:
+            return
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for p in sorted(gone, key=lambda p: -p.count("/")):
+                while p and p not in keep and p not in base_dirs and p in self.entries and not self.dirs.get(p):
+                    self._drop(p)
+                    p = posixpath.dirname(p)
 
     def stash(self, message: str = "") -> int:
         """Move the changes into a new stash and reset to the branch head (:func:`.stash.stash`)."""

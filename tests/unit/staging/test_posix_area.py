@@ -108,3 +108,18 @@ def test_times_owner_and_links_persist_in_the_manifest(repo, committed):
         assert st.get("").mode == 0o700
     finally:
         st.close()
+
+
+def test_a_rebase_drops_directories_the_branch_emptied_and_keeps_empty_ones_made_here(repo, committed, tmp_path):
+    st = StagingArea.open(repo, "main")
+    st.mkdir("logs", 0o755)
+    st.close()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "y").write_text("2")
+    repo.commit_paths([str(tmp_path / "other")], "elsewhere")  # no sub/ any more
+    st = StagingArea.open(repo, "main")
+    try:
+        assert st.get("sub") is None and st.get("logs").kind == "d"
+        assert [(c.status, c.path, c.kind) for c in st.changes()] == [("added", "logs", "d")]
+    finally:
+        st.close()
