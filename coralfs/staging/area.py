@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import posixpath
 import secrets
@@ -16,7 +15,7 @@ import stat
 import time
 
 from ..ingest import tree_mode
-from ..objects.durable import create_file, fsync_dir, make_dirs
+from ..objects.durable import fsync_dir, make_dirs
 from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.kinds import MODE_DIR, MODE_SYMLINK, Tree, TreeEntry
 from ..objects.refs import HEADS, check_ref_name
@@ -34,48 +33,7 @@ from .entries import (
     entry_of_tree,
 )
 from .layout import base_pin, pin_legacy_roots, stage_dir
-
-# The columns of ``entries`` (Entry documents them); rows of manifests written before
-# owners, times, links and targets were kept get them in _migrate.
-COLUMNS = "path, kind, mode, mtime, fid, spool, uid, gid, atime, ctime, target, link"
-ADDED_COLUMNS = (("uid", "INT"), ("gid", "INT"), ("atime", "INT"), ("ctime", "INT"), ("target", "TEXT"),
-                 ("link", "TEXT"))
-
-
-def _manifest(path: str) -> sqlite3.Connection:
-    """The manifest database at ``path``, with its tables (created if absent, columns
-    added to an older one)."""
-    create_file(path)  # sqlite would make it 0644
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(
-        "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, kind TEXT, mode INT, mtime INT,"
-        " fid BLOB, spool TEXT, uid INT, gid INT, atime INT, ctime INT, target TEXT, link TEXT);"
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
-        "CREATE TABLE IF NOT EXISTS xattrs (path TEXT, name BLOB, value BLOB, PRIMARY KEY (path, name));")
-    _migrate(db)
-    return db
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """A manifest from before per-entry owners and times: its rows get the owner of the
-    mount (the process opening it: the daemon runs as the mount's owner) and atime =
-    ctime = mtime, in one transaction."""
-    have = {r[1] for r in db.execute("PRAGMA table_info(entries)")}
-    missing = [(c, t) for c, t in ADDED_COLUMNS if c not in have]
-    if not missing:
-        return
-    with db:
-        db.execute("BEGIN IMMEDIATE")
-        have = {r[1] for r in db.execute("PRAGMA table_info(entries)")}  # another process may have won
-        for c, t in ADDED_COLUMNS:
-            if c not in have:
-                db.execute(f"ALTER TABLE entries ADD COLUMN {c} {t}")
-        db.execute("UPDATE entries SET uid=? WHERE uid IS NULL", (os.getuid(),))
-        db.execute("UPDATE entries SET gid=? WHERE gid IS NULL", (os.getgid(),))
-        db.execute("UPDATE entries SET atime=mtime WHERE atime IS NULL")
-        db.execute("UPDATE entries SET ctime=mtime WHERE ctime IS NULL")
+from .manifest import open_manifest, read_rows, root_entry, root_meta, write_rows
 
 
 class StagingArea:
@@ -153,7 +111,7 @@ class StagingArea:
                 raise StagingError(f"the staging area of branch {branch!r} is in use by a writable mount; "
                                    "use `--mount MNT`, or `coralfs umount` it first") from None
         try:
-            db = _manifest(os.path.join(d, "stage.db"))
+            db = open_manifest(os.path.join(d, "stage.db"))
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -216,33 +174,16 @@ class StagingArea:
         """Write the row of ``path`` (and of every other name of its hard-link group)."""
         self._make_room()
         if path == "":
-            self._set_meta("root", json.dumps({"mode": e.mode, "uid": e.uid, "gid": e.gid, "atime": e.atime_ns,
-                                               "mtime": e.mtime_ns, "ctime": e.ctime_ns}))
+            self._set_meta("root", root_meta(e))
             return
-        paths = {path} | self.links.get(e.link, set()) if e.link else (path,)
-        self.db.executemany(f"INSERT OR REPLACE INTO entries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [(p, e.kind, e.mode, e.mtime_ns, e.fid, e.spool, e.uid, e.gid, e.atime_ns, e.ctime_ns,
-                              e.target, e.link) for p in paths])
+        write_rows(self.db, {path} | self.links.get(e.link, set()) if e.link else (path,), e)
 
     def _load(self) -> None:
-        self.entries.clear()
-        self.dirs, self.subdirs, self.links = {"": set()}, {}, {}
         root = self._meta("root")
         if root:
-            r = json.loads(root)
-            self.root = Entry("d", r["mode"], r["mtime"], uid=r["uid"], gid=r["gid"], atime_ns=r["atime"],
-                              ctime_ns=r["ctime"])
-        groups: dict[str, Entry] = {}
-        for path, kind, mode, mtime, fid, spool, uid, gid, atime, ctime, target, link in self.db.execute(
-                f"SELECT {COLUMNS} FROM entries"):
-            e = groups.get(link) if link else None
-            if e is None:
-                e = Entry(kind, mode, mtime, fid, spool, uid, gid, atime, ctime, target, link)
-                if link:
-                    groups[link] = e
-            self.entries[path] = e
-            if link:
-                self.links.setdefault(link, set()).add(path)
+            self.root = root_entry(root)
+        self.entries, self.links = read_rows(self.db)
+        self.dirs, self.subdirs = {"": set()}, {}
         for path, e in self.entries.items():
             if e.kind == "d":
                 self.dirs.setdefault(path, set())
