@@ -34,9 +34,36 @@ def run_dirs(logdir: str) -> list[str]:
     return out
 
 
+def check_records(path: str) -> None:
+    """Check every record's CRCs of one tfevents file. TensorBoard's loader stops quietly
+    at the first bad record (it takes it for one still being written), which would
+    import a damaged log as a shorter series; a record cut short at the very end is that
+    case and is allowed."""
+    import struct
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+        header = data[pos:pos + 8]
+        (length,), (hcrc,) = struct.unpack("<Q", header), struct.unpack_from("<I", data, pos + 8)
+        if masked_crc32c(header) != hcrc:
+            raise CoralError(f"{path}: record at byte {pos} fails its header checksum (the file is damaged)")
+        end = pos + 12 + length + 4
+        if end > len(data):
+            return
+        if masked_crc32c(data[pos + 12:pos + 12 + length]) != struct.unpack_from("<I", data, end - 4)[0]:
+            raise CoralError(f"{path}: record at byte {pos} fails its checksum (the file is damaged)")
+        pos = end
+
+
 def _scalars(path: str) -> dict[str, list[tuple[float, int, float]]]:
     """tag -> [(wall time, step, value)] of one run directory."""
     need("tensorboard", *EXTRA)
+    for f in sorted(os.listdir(path)):
+        if "tfevents" in f and os.path.isfile(os.path.join(path, f)):
+            check_records(os.path.join(path, f))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
     acc = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0})

@@ -72,6 +72,14 @@ def test_bad_logdirs_are_one_line_and_change_nothing(tmp_path):
     w.add_text("note", "no scalars here")
     w.close()
     assert "hold no scalars" in fails(repo, "experiment", "import", "tensorboard", str(tmp_path / "text"))
+    # a damaged record in the middle of a log is named, not read as a shorter series
+    _write(tmp_path / "damaged", range(50))
+    [events] = os.listdir(tmp_path / "damaged")
+    path = tmp_path / "damaged" / events
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert "fails its" in fails(repo, "experiment", "import", "tensorboard", str(tmp_path / "damaged"))
     assert "no experiment named 'ghost'" in fails(repo, "experiment", "export", "tensorboard", "ghost", str(tmp_path / "o"))
     assert not os.path.exists(tmp_path / "o")
     assert names(repo) == []
