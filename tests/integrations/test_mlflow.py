@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from tests.cli.test_cli import cli
-from tests.conftest import PYTHON
 from tests.integrations.conftest import _free_port
 from tests.integrations.helpers import fails, head, names, series, show, trained
 
@@ -113,20 +111,3 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, mlflow_server):
     assert str(missing) in fails(repo, "experiment", "import", "mlflow", "--tracking-uri", f"sqlite:///{missing}")
     assert not missing.exists()
     assert names(repo) == ["lr-a"] and show(repo, "lr-a") == before
-
-
-def test_a_missing_mlflow_names_the_extra(tmp_path):
-    repo = trained(tmp_path)
-    code = f"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] == 'mlflow':
-            raise ImportError('blocked')
-sys.meta_path.insert(0, Block())
-from coralfs.cli.main import main
-sys.exit(main(['--repo', {repo!r}, 'experiment', 'export', 'mlflow', 'lr-a', '--tracking-uri', 'http://127.0.0.1:1']))
-"""
-    p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True)
-    assert p.returncode == 1
-    assert p.stderr.strip() == "coralfs: error: MLflow support needs its library: pip install 'coralfs[mlflow]'"

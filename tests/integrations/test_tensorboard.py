@@ -42,6 +42,19 @@ def test_import_scalars_written_by_summarywriter(tmp_path):
     assert len(series(show(repo, "sweep-lr-small"))) == 14
 
 
+def test_new_style_scalars_are_read_too(tmp_path):
+    # new_style: the scalars plugin's tensor form (what TensorFlow 2 writes)
+    w = SummaryWriter(str(tmp_path / "tf2"))
+    for i in range(4):
+        w.add_scalar("lr", 0.1 * 2 ** -i, i, walltime=1_700_000_100 + i, new_style=True)
+    w.close()
+    repo = str(tmp_path / "repo")
+    cli(None, "init", repo)
+    cli(repo, "experiment", "import", "tensorboard", str(tmp_path / "tf2"))
+    assert [(m, s, v) for m, s, v, _ in series(show(repo, "tf2"))] == \
+        sorted(("lr", i, float(np.float32(0.1 * 2 ** -i))) for i in range(4))
+
+
 def test_export_writes_scalars_tensorboard_reads(tmp_path):
     repo = trained(tmp_path)
     out = tmp_path / "tb"
