@@ -170,6 +170,37 @@ def test_bad_timeout_option(s3_remote):
     assert "timeout='soon' is not a number" in one_line(e.value)
 
 
+FORK = r"""
+import os, sys
+from coralfs.remote.url import open_blobs
+b = open_blobs(sys.argv[1], endpoint=sys.argv[2])
+b.put("k", b"v")
+pid = os.fork()
+if pid == 0:
+    try:
+        b.get("k")
+        print("child read it")
+    except Exception as e:
+        print(type(e).__name__, e)
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent", b.get("k").decode())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_child_gets_an_error_not_a_wedge(s3_remote):
+    """obstore's runtime does not survive fork (a request there never returns): the child
+    is refused with the fix, and the parent goes on."""
+    p = subprocess.run([sys.executable, "-c", FORK, s3_remote.url, s3_remote.endpoint], capture_output=True,
+                       text=True, timeout=100)
+    assert p.returncode == 0, p.stderr
+    child, parent = p.stdout.strip().splitlines()
+    assert child.startswith("RemoteError ") and "use the 'spawn' or 'forkserver' start method" in child, child
+    assert parent == "parent v"
+
+
 def test_unknown_scheme():
     with pytest.raises(RemoteError) as e:
         open_blobs("ftp://host/x")
