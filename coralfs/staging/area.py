@@ -230,6 +230,14 @@ class StagingArea:
         view = self.repo.open_file(fid)
         return os.fsdecode(view.read(0, view.size))
 
+    def _same_target(self, e: Entry, fid: ObjectId) -> bool:
+        """Link ``e`` holds the target the committed File ``fid`` holds. Once seen equal,
+        ``e`` remembers ``fid`` (in memory), so status polls read each link once."""
+        if self.read_target(fid) != e.target:
+            return False
+        e.fid = fid
+        return True
+
     def entry_of(self, te: TreeEntry, mtime_ns: int) -> Entry:
         """The row of a committed tree entry (file, empty directory or symbolic link)."""
         return entry_of_tree(te, mtime_ns, lambda: self.read_target(te.file))
@@ -343,7 +351,7 @@ class StagingArea:
                 size = len(os.fsencode(e.target or ""))
                 if was is None:
                     out.append(Change("added", path, size, "l", e.target))
-                elif was.mode != MODE_SYMLINK or (was.file != e.fid and self.read_target(was.file) != e.target):
+                elif was.mode != MODE_SYMLINK or (was.file != e.fid and not self._same_target(e, was.file)):
                     out.append(Change("modified", path, size, "l", e.target))
             elif not self.dirs.get(path) and path not in base_dirs:
                 out.append(Change("added", path, 0, "d"))
