@@ -31,8 +31,8 @@ class Operations(FormatOps):
         return _ingest.commit_paths(repo, sources, message, **options)
 
     def export(self, repo: Repository, rev: str, dest: str, include: list[str] | None,
-               paths: list[str] | None) -> list[str]:
-        return _export.export_rev(repo, rev, dest, include, paths)
+               paths: list[str] | None, preserve_owner: bool = False) -> list[str]:
+        return _export.export_rev(repo, rev, dest, include, paths, preserve_owner)
 
     def safetensors_header(self, repo: Repository, file_id: ObjectId) -> tuple[int, dict]:
         return _export.safetensors_header(repo, file_id)

@@ -2,14 +2,29 @@
 swap, turn committed rows into File rows) and rebasing it onto a branch that moved.
 
 The commit id is recorded as ``pending`` before the branch moves, so a process killed in
-between is finished by the next :meth:`StagingArea.open` (:func:`finalize`)."""
+between is finished by the next :meth:`StagingArea.open` (:func:`finalize`).
+
+What a row becomes in the tree: a file row (kind "f") a file entry with the owner's
+executable bit; a link row ("l") a MODE_SYMLINK entry whose File holds ``Entry.target``;
+a directory row ("d") with nothing under it a MODE_DIR entry; rows sharing one spool file
+(hard links) entries of one File object, the spool ingested once."""
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from ..ingest import DiskFile, ingest_files, tree_mode
+from ..ingest import (
+    DiskFile,
+    ingest_files,
+    read_link,
+    special_entries,
+    tree_mode,
+    with_owners,
+)
 from ..objects.ids import ObjectId, to_hex
 from ..objects.kinds import Tree, TreeEntry
 from ..objects.repository import in_write_session
@@ -20,21 +35,74 @@ if TYPE_CHECKING:
     from .area import StagingArea
 
 
+def _links(area: StagingArea) -> dict[str, bytes]:
+    return {p: os.fsencode(e.target) for p, e in area.entries.items() if e.kind == "l"}
+
+
+def _empty_dirs(area: StagingArea) -> list[str]:
+    return sorted(p for p, e in area.entries.items() if e.kind == "d" and not area.dirs.get(p))
+
+
+def _specials_unchanged(area: StagingArea, links: dict[str, bytes], dirs: list[str]) -> bool:
+    """The links and empty directories are those of the base (read, nothing stored)."""
+    base = area.base_entries()
+    if set(dirs) != {p for p, e in base.items() if e.is_dir}:
+        return False
+    base_links = {p: e for p, e in base.items() if e.is_symlink}
+    if set(links) != set(base_links):
+        return False
+    return all(read_link(area.repo, base_links[p].file, p) == t for p, t in links.items())
+
+
+def _file_entry(base: dict[str, TreeEntry], path: str, e: Entry) -> TreeEntry:
+    was = base.get(path)
+    if e.spool is None and was is not None and was.file == e.fid and (was.is_symlink or was.is_dir):
+        # A link or empty directory of the base held as a file row (a manifest written
+        # before link rows existed): unchanged, it stays what the base has.
+        return was
+    return TreeEntry(e.fid, tree_mode(e.mode))
+
+
+def owners_of_rows(area: StagingArea) -> dict[str, list[int]]:
+    """--preserve-owner of a staging area: [uid, gid, permission bits] of every row
+    (uid/gid of rows that carry none: the mount's owner, who owns them in the mount)."""
+    me = os.stat(area.dir)
+    out = {}
+    for p, e in area.entries.items():
+        uid, gid = getattr(e, "uid", None), getattr(e, "gid", None)
+        out[p] = [me.st_uid if uid is None else uid, me.st_gid if gid is None else gid, stat.S_IMODE(e.mode)]
+    return out
+
+
 @in_write_session
 def commit(area: StagingArea, message: str, *, author: str | None = None, metadata: dict | None = None,
-           busy: set[str] = frozenset(), progress=None) -> tuple[ObjectId | None, IngestStats]:
+           busy: set[str] = frozenset(), progress=None,
+           preserve_owner: bool = False) -> tuple[ObjectId | None, IngestStats]:
     """Record the working tree as a commit on the branch. Returns (None, stats) when
     nothing changed. ``busy`` names spool files still open for writing: they are
-    committed as they are now and stay in the spool."""
+    committed as they are now and stay in the spool. ``preserve_owner``: the rows'
+    uid, gid and mode go into the commit's metadata (:func:`owners_of_rows`)."""
     rebase(area)
-    if not area.changes():
+    links, dirs = _links(area), _empty_dirs(area)
+    if not area.changes() and _specials_unchanged(area, links, dirs):
         return None, IngestStats()
+    if preserve_owner:
+        metadata = with_owners(metadata, owners_of_rows(area))
+    base = area.base_entries()
     files = sorted((p, e) for p, e in area.entries.items() if e.kind == "f")
-    tree = {p: TreeEntry(e.fid, tree_mode(e.mode)) for p, e in files if e.fid is not None}
-    written, stats = ingest_files(area.repo, [DiskFile(p, area.spool_path(e.spool), e.mode, label=p)
-                                              for p, e in files if e.fid is None],
-                                  area.base_entries(), progress)
-    new_tree = Tree(tree | written)
+    tree = {p: _file_entry(base, p, e) for p, e in files if e.fid is not None}
+    # Hard links: rows naming one spool file are one file, ingested once.
+    by_spool: dict[str, list[str]] = {}
+    for p, e in files:
+        if e.fid is None:
+            by_spool.setdefault(e.spool, []).append(p)
+    written, stats = ingest_files(area.repo, [DiskFile(ps[0], area.spool_path(sp), area.entries[ps[0]].mode,
+                                                       label=ps[0]) for sp, ps in by_spool.items()],
+                                  base, progress)
+    for ps in by_spool.values():
+        for p in ps[1:]:
+            written[p] = TreeEntry(written[ps[0]].file, tree_mode(area.entries[p].mode))
+    new_tree = Tree(tree | written | special_entries(area.repo, links, dirs, stats))
     if area.base and area.repo.put(new_tree) == area.repo.read_commit(area.base).tree:
         # Written, but back to what the base holds (a file opened for writing and left
         # as it was): the spool copies go, the tree stays as it is.
@@ -79,14 +147,27 @@ def rebase(area: StagingArea) -> None:
             if path in new:
                 te = new[path]
                 if cur is not None and cur.kind == "d":
+                    if te.is_dir:
+                        continue  # an empty directory here already
                     raise StagingError(f"cannot rebase onto the branch head: {path} is a directory here")
                 area._add_parents(path, now)
-                area._put(path, Entry("f", perm_of(te.mode), now, te.file))
-            elif cur is not None and cur.kind == "f":
+                area._put(path, row_of(area, te, now))
+            elif cur is not None and (cur.kind == "f" or cur.kind == "l"
+                                      or (cur.kind == "d" and old[path].is_dir and not area.dirs.get(path))):
                 area._drop(path)
         area._set_meta("base", to_hex(head) if head else "")
     area.base = head
     area._write_roots()
+
+
+def row_of(area: StagingArea, te: TreeEntry, mtime: int) -> Entry:
+    """The staging row of a tree entry: a file, a link ("l", its target read from the
+    File) or an empty directory ("d")."""
+    if te.is_dir:
+        return Entry("d", 0o755, mtime)
+    if te.is_symlink and "target" in {f.name for f in fields(Entry)}:
+        return Entry("l", 0o777, mtime, target=os.fsdecode(read_link(area.repo, te.file)))
+    return Entry("f", perm_of(te.mode), mtime, te.file)
 
 
 def finalize(area: StagingArea, cid: ObjectId, busy: set[str]) -> None:

@@ -36,9 +36,10 @@ MAX_INDEX = 1 << 31     # a stash index fits SQLite and a file name
 # op -> {field: (check, what the field must be)}; "op" itself is always there.
 _STRING = (lambda v: isinstance(v, str), "a string")
 _OBJECT = (lambda v: v is None or isinstance(v, dict), "an object (or null)")
+_BOOL = (lambda v: v is None or isinstance(v, bool), "true or false (or null)")
 _INDEX = (lambda v: v is None or (type(v) is int and 0 <= v < MAX_INDEX), f"an integer 0..{MAX_INDEX - 1} (or null)")
 OPS: dict[str, dict[str, tuple]] = {
-    "commit": {"message": _STRING, "metadata": _OBJECT},
+    "commit": {"message": _STRING, "metadata": _OBJECT, "preserve_owner": _BOOL},
     "status": {},
     "rebase": {},
     "stash": {"message": _STRING},
@@ -109,7 +110,7 @@ def run_request(model: StageFS, req: dict) -> dict:
     op = req.get("op")
     try:
         if op == "commit":
-            return model.commit(req.get("message") or "", req.get("metadata"))
+            return model.commit(req.get("message") or "", req.get("metadata"), bool(req.get("preserve_owner")))
         if op == "status":
             return {"ok": True, **model.status()}
         if op == "rebase":
