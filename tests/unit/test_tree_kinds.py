@@ -272,3 +272,14 @@ def test_a_base_link_held_as_a_file_row_stays_a_link(repo, tmp_path):
     old, new = repo.tree_of(base).entries, repo.tree_of(cid).entries
     assert new["latest"] == old["latest"] and new["latest"].mode == MODE_SYMLINK
     assert new["logs"].mode == MODE_DIR and new["new.bin"].mode == MODE_FILE
+
+
+def test_a_crafted_link_is_refused_by_export_and_diff_never_served(repo, tmp_path):
+    from coralfs.export import ExportError
+    big = _file(repo, tmp_path, "big", b"a" * 5000)
+    repo.commit(Tree({"latest": TreeEntry(big, MODE_SYMLINK)}), "crafted")
+    with pytest.raises(ExportError, match="corrupt object .*symbolic link latest is 5000 bytes") as e:
+        repo.export("main", str(tmp_path / "out"))
+    assert "nothing was written" in str(e.value) and not os.path.exists(tmp_path / "out")
+    with pytest.raises(CoralError, match="is 5000 bytes"):
+        repo.diff(None, "main")
