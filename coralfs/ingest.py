@@ -20,9 +20,10 @@ its spool files) all store files through :func:`ingest_files`, so they agree on:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as _stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .formats import FormatError, Layout, layout_of
@@ -58,6 +59,9 @@ class Sources:
     links: dict[str, bytes] = field(default_factory=dict)     # tree path -> link target
     dirs: set[str] = field(default_factory=set)               # tree paths of empty directories
     owners: dict[str, list[int]] = field(default_factory=dict)  # path -> [uid, gid, mode] (when asked)
+    # tree path -> (st_dev, st_ino) of the file found there, and whether it was reached
+    # through a link (a source typed as one): what is read must be that very file.
+    inodes: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.files or self.links or self.dirs)
@@ -71,6 +75,9 @@ class DiskFile:
     source: str        # the file on disk holding the bytes
     perm: int          # permission bits; only the owner's executable bit is recorded
     label: str = ""    # how errors name the file (default: ``source``)
+    # (st_dev, st_ino, followed) of the file a walk found at ``source``: each read opens
+    # it again (without following a link unless ``followed``) and refuses another file.
+    inode: tuple[int, int, bool] | None = None
 
 
 def tree_mode(perm: int) -> int:
@@ -89,21 +96,51 @@ def _layout(f: DiskFile) -> Layout:
         raise FormatError(where, err.problem) from None
 
 
+@contextlib.contextmanager
+def _pinned(f: DiskFile) -> Iterator[DiskFile]:
+    """``f`` to read, as the very file the walk found: opened without following a link
+    (a file replaced by a link to /etc/shadow after the walk gives ELOOP), checked to be
+    the same inode, and read through its descriptor's /proc path."""
+    if f.inode is None or not os.path.isdir("/proc/self/fd"):
+        yield f
+        return
+    label = f.label or f.source
+    dev, ino, followed = f.inode
+    try:
+        fd = os.open(f.source, os.O_RDONLY | os.O_CLOEXEC | (0 if followed else os.O_NOFOLLOW))
+    except OSError as e:
+        raise CoralError(f"{label}: cannot be read ({e.strerror}; replaced by a link while committing?); "
+                         "nothing was committed") from None
+    try:
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (dev, ino):
+            raise CoralError(f"{label}: replaced by another file while committing; nothing was committed")
+        yield DiskFile(f.path, f"/proc/self/fd/{fd}", f.perm, label)
+    finally:
+        os.close(fd)
+
+
+def _checked_layout(f: DiskFile) -> Layout:
+    with _pinned(f) as g:
+        return _layout(g)
+
+
 @in_write_session
 def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str, TreeEntry],
                  progress: Progress | None = None) -> tuple[dict[str, TreeEntry], IngestStats]:
     """Store ``files`` (each a delta against the same path in ``base``, if there) and
     return their tree entries. Every file is validated first: a malformed one raises
     FormatError before anything is stored."""
-    todo = [(f, _layout(f)) for f in files]
+    todo = [(f, _checked_layout(f)) for f in files]
     stats = IngestStats()
     entries: dict[str, TreeEntry] = {}
     for f, layout in todo:
         prev = base.get(f.path)
         if prev is not None and (prev.is_symlink or prev.is_dir):
             prev = None  # a link's text or the empty file: nothing to delta against
-        fid, st = repo.write_file(f.source, layout.regions, layout.format,
-                                  repo.read_file(prev.file) if prev else None)
+        with _pinned(f) as g:
+            fid, st = repo.write_file(g.source, layout.regions, layout.format,
+                                      repo.read_file(prev.file) if prev else None)
         stats.add(st)
         entries[f.path] = TreeEntry(fid, tree_mode(f.perm))
         if progress:
@@ -184,8 +221,10 @@ def scan_sources(sources: list[str], *, follow_top_links: bool = True, owners: b
             rel = os.path.basename(src)
             _claim(out, rel, src)
             out.files[rel] = src
+            st = os.stat(src)
+            out.inodes[rel] = (st.st_dev, st.st_ino, True)  # a typed source: followed
             if owners:
-                out.owners[rel] = owner_of(os.stat(src))
+                out.owners[rel] = owner_of(st)
         else:
             raise CoralError(f"{src}: not a regular file or directory")
     _keep_empty_dirs(out)
@@ -224,6 +263,7 @@ def _scan_dir(src: str, out: Sources, owners: bool) -> None:
             elif _stat.S_ISREG(st.st_mode):
                 _claim(out, rel, full)
                 out.files[rel] = full
+                out.inodes[rel] = (st.st_dev, st.st_ino, False)
             else:
                 continue  # sockets, fifos, devices: a checkpoint never holds them
             if owners:
@@ -292,7 +332,7 @@ def commit_paths(repo: Repository, sources: list[str], message: str, *, branch: 
     found = scan_sources(sources, follow_top_links=follow_top_links, owners=preserve_owner)
     if preserve_owner:
         metadata = with_owners(metadata, found.owners)
-    files = [DiskFile(rel, path, os.stat(path).st_mode) for rel, path in found.files.items()]
+    files = [DiskFile(rel, path, os.stat(path).st_mode, inode=found.inodes[rel]) for rel, path in found.files.items()]
     target = branch or repo.head_branch()
     head = repo.refs.read(f"refs/heads/{target}") if target else repo.head()
     parent_tree = repo.tree_of(head) if head else Tree({})

@@ -283,3 +283,20 @@ def test_a_crafted_link_is_refused_by_export_and_diff_never_served(repo, tmp_pat
     assert "nothing was written" in str(e.value) and not os.path.exists(tmp_path / "out")
     with pytest.raises(CoralError, match="is 5000 bytes"):
         repo.diff(None, "main")
+
+
+def test_a_file_replaced_by_a_link_while_committing_is_not_followed(repo, tmp_path, secret):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(1 << 16))
+    (src / "b.bin").write_bytes(os.urandom(1 << 16))
+
+    def swap(path: str, _n: int) -> None:
+        if path == "a.bin":  # a.bin is stored; b.bin, listed as a file, becomes a link now
+            os.unlink(src / "b.bin")
+            os.symlink(secret, src / "b.bin")
+
+    with pytest.raises(CoralError, match="b.bin: cannot be read .*nothing was committed"):
+        repo.commit_paths([str(src)], "race", progress=swap)
+    assert repo.branch_head("main") is None
+    assert not any(SECRET[:64] in b for b in _stored_bytes(repo))
