@@ -300,3 +300,21 @@ def test_a_file_replaced_by_a_link_while_committing_is_not_followed(repo, tmp_pa
         repo.commit_paths([str(src)], "race", progress=swap)
     assert repo.branch_head("main") is None
     assert not any(SECRET[:64] in b for b in _stored_bytes(repo))
+
+
+def test_a_mount_serves_a_link_as_text_and_a_crafted_one_as_corrupt(repo, tmp_path):
+    from coralfs.fs.readonly.vfs import ROOT_INO, VFS
+    from coralfs.objects.errors import CorruptObject
+    text = _file(repo, tmp_path, "text", b"checkpoint-500")
+    big = _file(repo, tmp_path, "big", b"a" * 5000)
+    repo.put(EMPTY_FILE)
+    repo.commit(Tree({"latest": TreeEntry(text, MODE_SYMLINK), "logs": TreeEntry(EMPTY_FILE.id, MODE_DIR),
+                      "big": TreeEntry(big, MODE_SYMLINK)}), "links")
+    vfs = VFS(repo, "main")
+    n = vfs.lookup(ROOT_INO, "latest")
+    assert n.kind == "link" and n.size == 14 and vfs.readlink(n.ino) == b"checkpoint-500"
+    d = vfs.lookup(ROOT_INO, "logs")
+    assert d.kind == "dir" and vfs.children(d.ino) == {} and d.st_nlink == 2
+    b = vfs.lookup(ROOT_INO, "big")  # listed with its siblings; its text is never served
+    with pytest.raises(CorruptObject, match="5000 bytes"):
+        vfs.readlink(b.ino)

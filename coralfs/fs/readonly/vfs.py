@@ -132,7 +132,7 @@ class Node:
         """How long the kernel may keep this node's attributes."""
         if self.dynamic:
             return 0.0
-        return SHORT if self.volatile or self.kind == "link" else LONG
+        return SHORT if self.volatile else LONG  # HEAD is volatile; a snapshot's links never change
 
 
 def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
@@ -371,7 +371,9 @@ class VFS:
             raise NotFound(path)
         e = s.files[path]
         if e.is_symlink:
-            return Node("link", SnapPath(cid, path), 0o777, s.mtime_ns, size=len(s.link_target(path)))
+            # The File's size is the target's length; the text itself is read (and checked:
+            # a crafted one is EIO for readlink alone, its siblings still list) on readlink.
+            return Node("link", SnapPath(cid, path), 0o777, s.mtime_ns, size=s.file(path).size)
         perm = 0o555 if e.mode == MODE_EXEC else 0o444
         return Node("file", SnapPath(cid, path), perm, s.mtime_ns, size=s.content(path).size)
 
