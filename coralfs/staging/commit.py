@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from ..ingest import (
@@ -29,49 +28,36 @@ from ..objects.ids import ObjectId, to_hex
 from ..objects.kinds import Tree, TreeEntry
 from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
-from .entries import Entry, StagingError, perm_of
+from .entries import StagingError
 
 if TYPE_CHECKING:
     from .area import StagingArea
 
 
-def _links(area: StagingArea) -> dict[str, bytes]:
-    return {p: os.fsencode(e.target) for p, e in area.entries.items() if e.kind == "l"}
+def _links(area: StagingArea) -> tuple[dict[str, TreeEntry], dict[str, bytes]]:
+    """The link rows: those the base holds as they are (their entries, nothing to store)
+    and the others (their target text, to store)."""
+    base = area.base_entries()
+    kept, new = {}, {}
+    for p, e in area.entries.items():
+        if e.kind != "l":
+            continue
+        was = base.get(p)
+        if was is not None and was.is_symlink and e.fid == was.file:
+            kept[p] = was
+        else:
+            new[p] = os.fsencode(e.target)
+    return kept, new
 
 
 def _empty_dirs(area: StagingArea) -> list[str]:
     return sorted(p for p, e in area.entries.items() if e.kind == "d" and not area.dirs.get(p))
 
 
-def _specials_unchanged(area: StagingArea, links: dict[str, bytes], dirs: list[str]) -> bool:
-    """The links and empty directories are those of the base (read, nothing stored)."""
-    base = area.base_entries()
-    if set(dirs) != {p for p, e in base.items() if e.is_dir}:
-        return False
-    base_links = {p: e for p, e in base.items() if e.is_symlink}
-    if set(links) != set(base_links):
-        return False
-    return all(read_link(area.repo, base_links[p].file, p) == t for p, t in links.items())
-
-
-def _file_entry(base: dict[str, TreeEntry], path: str, e: Entry) -> TreeEntry:
-    was = base.get(path)
-    if e.spool is None and was is not None and was.file == e.fid and (was.is_symlink or was.is_dir):
-        # A link or empty directory of the base held as a file row (a manifest written
-        # before link rows existed): unchanged, it stays what the base has.
-        return was
-    return TreeEntry(e.fid, tree_mode(e.mode))
-
-
 def owners_of_rows(area: StagingArea) -> dict[str, list[int]]:
-    """--preserve-owner of a staging area: [uid, gid, permission bits] of every row
-    (uid/gid of rows that carry none: the mount's owner, who owns them in the mount)."""
-    me = os.stat(area.dir)
-    out = {}
-    for p, e in area.entries.items():
-        uid, gid = getattr(e, "uid", None), getattr(e, "gid", None)
-        out[p] = [me.st_uid if uid is None else uid, me.st_gid if gid is None else gid, stat.S_IMODE(e.mode)]
-    return out
+    """--preserve-owner of a staging area: [uid, gid, permission bits] of every row, as
+    the mount shows them."""
+    return {p: [e.uid, e.gid, stat.S_IMODE(e.mode)] for p, e in area.entries.items()}
 
 
 @in_write_session
@@ -83,14 +69,15 @@ def commit(area: StagingArea, message: str, *, author: str | None = None, metada
     committed as they are now and stay in the spool. ``preserve_owner``: the rows'
     uid, gid and mode go into the commit's metadata (:func:`owners_of_rows`)."""
     rebase(area)
-    links, dirs = _links(area), _empty_dirs(area)
-    if not area.changes() and _specials_unchanged(area, links, dirs):
+    if not area.changes():  # files, links and empty directories
         return None, IngestStats()
+    kept_links, links = _links(area)
+    dirs = _empty_dirs(area)
     if preserve_owner:
         metadata = with_owners(metadata, owners_of_rows(area))
     base = area.base_entries()
     files = sorted((p, e) for p, e in area.entries.items() if e.kind == "f")
-    tree = {p: _file_entry(base, p, e) for p, e in files if e.fid is not None}
+    tree = {p: TreeEntry(e.fid, tree_mode(e.mode)) for p, e in files if e.fid is not None}
     # Hard links: rows naming one spool file are one file, ingested once.
     by_spool: dict[str, list[str]] = {}
     for p, e in files:
@@ -102,7 +89,7 @@ def commit(area: StagingArea, message: str, *, author: str | None = None, metada
     for ps in by_spool.values():
         for p in ps[1:]:
             written[p] = TreeEntry(written[ps[0]].file, tree_mode(area.entries[p].mode))
-    new_tree = Tree(tree | written | special_entries(area.repo, links, dirs, stats))
+    new_tree = Tree(tree | kept_links | written | special_entries(area.repo, links, dirs, stats))
     if area.base and area.repo.put(new_tree) == area.repo.read_commit(area.base).tree:
         # Written, but back to what the base holds (a file opened for writing and left
         # as it was): the spool copies go, the tree stays as it is.
@@ -151,7 +138,7 @@ def rebase(area: StagingArea) -> None:
                         continue  # an empty directory here already
                     raise StagingError(f"cannot rebase onto the branch head: {path} is a directory here")
                 area._add_parents(path, now)
-                area._put(path, row_of(area, te, now))
+                area._put(path, area.entry_of(te, now))  # a file, link or empty directory
             elif cur is not None and (cur.kind == "f" or cur.kind == "l"
                                       or (cur.kind == "d" and old[path].is_dir and not area.dirs.get(path))):
                 area._drop(path)
@@ -160,18 +147,9 @@ def rebase(area: StagingArea) -> None:
     area._write_roots()
 
 
-def row_of(area: StagingArea, te: TreeEntry, mtime: int) -> Entry:
-    """The staging row of a tree entry: a file, a link ("l", its target read from the
-    File) or an empty directory ("d")."""
-    if te.is_dir:
-        return Entry("d", 0o755, mtime)
-    if te.is_symlink and "target" in {f.name for f in fields(Entry)}:
-        return Entry("l", 0o777, mtime, target=os.fsdecode(read_link(area.repo, te.file)))
-    return Entry("f", perm_of(te.mode), mtime, te.file)
-
-
 def finalize(area: StagingArea, cid: ObjectId, busy: set[str]) -> None:
-    """The branch is at ``cid``: committed spool rows become File rows."""
+    """The branch is at ``cid``: committed spool rows become File rows, and committed
+    link rows name the File of their target (so the next commit reuses it)."""
     tree = area.repo.tree_of(cid).entries
     dropped = []
     with area.db:
@@ -180,6 +158,10 @@ def finalize(area: StagingArea, cid: ObjectId, busy: set[str]) -> None:
             if e.kind == "f" and e.spool and e.spool not in busy and path in tree:
                 dropped.append(e.spool)
                 e.fid, e.spool = tree[path].file, None
+                area._row(path, e)
+            elif e.kind == "l" and path in tree and tree[path].is_symlink and e.fid != tree[path].file \
+                    and read_link(area.repo, tree[path].file, path) == os.fsencode(e.target):
+                e.fid = tree[path].file
                 area._row(path, e)
         area._set_meta("base", to_hex(cid))
         area._set_meta("pending", None)

@@ -91,3 +91,36 @@ def test_an_empty_directory_and_owners_committed_from_a_writable_mount(linked, t
     ro = str(tmp_path / "ro")
     with mounted(repo, ro, "main"):
         assert os.listdir(os.path.join(ro, "eval")) == [] and os.readlink(os.path.join(ro, "latest")) == "checkpoint-500"
+
+
+def test_a_symlink_and_a_hard_link_committed_from_a_writable_mount(linked, tmp_path):
+    repo, _src = linked
+    mp = str(tmp_path / "rw")
+    data = os.urandom(1 << 20)
+    with mounted(repo, mp, None, "--write"):
+        assert os.readlink(os.path.join(mp, "latest")) == "checkpoint-500"  # the base's link, as a link
+        with open(os.path.join(mp, "weights.bin"), "wb") as f:
+            f.write(data)
+        os.link(os.path.join(mp, "weights.bin"), os.path.join(mp, "weights-copy.bin"))
+        os.symlink("weights.bin", os.path.join(mp, "current"))
+        os.symlink("/etc/shadow", os.path.join(mp, "evil2"))
+        from coralfs.api import commit_mount
+        got = commit_mount(mp, "links from the mount")
+        assert got["commit"] and got["logical"] <= len(data) + 64  # the hard-linked bytes ingested once
+    from coralfs import Repository
+    r = Repository.open(repo)
+    try:
+        t = r.tree_of("main").entries
+        target = {p: r.open_file(t[p].file).read(0, 100) for p in ("current", "evil2", "latest")}
+    finally:
+        r.close()
+    assert t["weights.bin"].file == t["weights-copy.bin"].file and not t["weights.bin"].is_symlink
+    assert all(t[p].is_symlink for p in target)
+    assert target == {"current": b"weights.bin", "evil2": b"/etc/shadow", "latest": b"checkpoint-500"}
+    ro = str(tmp_path / "ro")
+    with mounted(repo, ro, "main"):
+        assert os.readlink(os.path.join(ro, "current")) == "weights.bin"
+        assert sha(os.path.join(ro, "current")) == sha(os.path.join(ro, "weights-copy.bin"))
+    run_cli("export", "main", str(tmp_path / "out"), repo=repo)
+    assert os.readlink(tmp_path / "out" / "evil2") == "/etc/shadow"
+    assert (tmp_path / "out" / "weights-copy.bin").read_bytes() == data

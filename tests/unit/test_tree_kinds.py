@@ -318,3 +318,29 @@ def test_a_mount_serves_a_link_as_text_and_a_crafted_one_as_corrupt(repo, tmp_pa
     b = vfs.lookup(ROOT_INO, "big")  # listed with its siblings; its text is never served
     with pytest.raises(CorruptObject, match="5000 bytes"):
         vfs.readlink(b.ino)
+
+
+def test_a_staging_commit_keeps_links_and_rebases_onto_a_head_with_new_ones(repo, tmp_path):
+    st = StagingArea.open(repo, "main")
+    try:
+        _write(st, st.create("w.bin", 0o644), b"w")
+        st.symlink("latest", "w.bin")
+        cid, stats = st.commit("one")
+        t = repo.tree_of(cid).entries
+        assert t["latest"].mode == MODE_SYMLINK and _content(repo, t["latest"]) == b"w.bin"
+        # another commit lands on the branch, with a link and an empty directory of its own
+        src = tmp_path / "src"
+        os.makedirs(src / "logs")
+        (src / "w.bin").write_bytes(b"w")
+        os.symlink("w.bin", src / "latest")
+        os.symlink("/etc/shadow", src / "evil")
+        repo.commit_paths([str(src)], "elsewhere")
+        _write(st, st.create("new.bin", 0o644), b"n")
+        cid, stats = st.commit("two")
+        t = repo.tree_of(cid).entries
+        assert {p: e.mode for p, e in t.items()} == {"w.bin": MODE_FILE, "latest": MODE_SYMLINK, "evil": MODE_SYMLINK,
+                                                     "logs": MODE_DIR, "new.bin": MODE_FILE}
+        assert _content(repo, t["evil"]) == b"/etc/shadow"
+        assert stats.logical == 1  # the links the head holds are not stored again
+    finally:
+        st.close()
