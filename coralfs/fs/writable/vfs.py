@@ -685,13 +685,14 @@ class StageFS(InodeNames):
         info = self.repo.describe_commit(st.base)
         return {"id": info.pop("id"), "branch": st.branch, **info}
 
-    def commit(self, message: str, metadata: dict | None = None) -> dict:
+    def commit(self, message: str, metadata: dict | None = None, preserve_owner: bool = False) -> dict:
         """Ingest the staged changes (call from a worker thread, with no other change to
         the stage running). The author is the repository's identity in the daemon, which
         runs as the mount's owner: never a value a request brings."""
         t0 = time.perf_counter()
         changes = self.stage.changes()
-        cid, stats = self.stage.commit(message, metadata=metadata, busy=self.busy_spools())
+        cid, stats = self.stage.commit(message, metadata=metadata, busy=self.busy_spools(),
+                                       preserve_owner=preserve_owner)
         self.auto_failures, self.auto_retry_at, self.auto_error = 0, 0.0, None
         if cid is None:
             return {"ok": True, "commit": None, "message": "nothing to commit"}
