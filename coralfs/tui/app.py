@@ -7,6 +7,7 @@ their end. Decoding (a tensor's statistics, a compare) runs in worker threads.""
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
 
 from rich.text import Text
@@ -102,6 +103,9 @@ class BrowserApp(App):
         self.shown_file: bytes | None = None
         self.marked: bytes | None = None
         self.detail_key: tuple | None = None   # what the detail pane shows now
+        self.pending: SearchHit | None = None  # a search hit to select once its files are read
+        self.painted_at: float | None = None   # perf_counter() of the first frame, and of the first files
+        self.files_at: float | None = None
         self.staged: list[dict] = []
 
     # -- layout ---------------------------------------------------------------------------
@@ -137,6 +141,11 @@ class BrowserApp(App):
         self.load_refs()
         self.view(self.browser.start)
         self.query_one("#commits", PagedTable).focus()
+
+    def on_ready(self) -> None:
+        # textual sends Ready once the first frame is on the terminal: the moment
+        # scripts/bench_tui.py calls first paint.
+        self.painted_at = time.perf_counter()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("stash", "pop") and self.browser.mount is None:
@@ -222,28 +231,51 @@ class BrowserApp(App):
         return self.pager.loaded[i] if 0 <= i < len(self.pager.loaded) else None
 
     def show_commit(self, i: int) -> None:
+        """Select commit ``i``: its files (and the first file's tensors) are read in a
+        worker, so neither the first paint nor scrolling waits on a large File object."""
         if self.pager is None or not 0 <= i < len(self.pager.loaded):
             return
         row = self.pager.loaded[i]
         if self.shown_commit == row.oid:
             return
         self.shown_commit = row.oid
-        self.file_rows = self.browser.files(row.oid)
-        files = self.query_one("#files", DataTable)
-        files.clear()
-        for f in self.file_rows:
-            files.add_row(Text(f.path), f.format, size(f.size), f.tensors)
-        self.shown_file = None
-        self.detail_commit(row)
-        if self.file_rows:
-            self.show_file(0)
-        else:
-            self._clear_tensors()
+        self.file_rows = []
+        self.query_one("#files", DataTable).clear()
+        self._clear_tensors()
+        self.detail_commit(row, loading=True)
+        self.load_files(row)
 
-    def detail_commit(self, row: CommitRow) -> None:
-        if self.detail_key != ("commit", row.oid):
+    @work(thread=True, exclusive=True, group="files")
+    def load_files(self, row: CommitRow) -> None:
+        try:
+            files = self.browser.files(row.oid)
+            first = self.browser.tensors(files[0].file_id, 0, PAGE) if files else []
+        except CoralError as e:
+            self.call_from_thread(self.notify, str(e), severity="error")
+            return
+        self.call_from_thread(self._files_loaded, row, files, first)
+
+    def _files_loaded(self, row: CommitRow, files: list[FileRow], first: list[TensorRow]) -> None:
+        if self.shown_commit != row.oid:   # the cursor moved on meanwhile
+            return
+        self.file_rows = files
+        if self.files_at is None:
+            self.files_at = time.perf_counter()
+        table = self.query_one("#files", DataTable)
+        for f in files:
+            table.add_row(Text(f.path), f.format, size(f.size), f.tensors)
+        if self.detail_key == ("commit", row.oid):
+            self.detail_commit(row, force=True)
+        if files:
+            self.show_file(0, first)
+        hit, self.pending = self.pending, None
+        if hit is not None and hit.commit == row.oid:
+            self._select_tensor(hit)
+
+    def detail_commit(self, row: CommitRow, loading: bool = False, force: bool = False) -> None:
+        if force or self.detail_key != ("commit", row.oid):
             self.detail_key = ("commit", row.oid)
-            self.query_one("#detail", Static).update(commit_text(row, self.file_rows))
+            self.query_one("#detail", Static).update(commit_text(row, None if loading else self.file_rows))
 
     def detail_file(self, i: int) -> None:
         if not 0 <= i < len(self.file_rows) or self.detail_key == ("file", self.file_rows[i].file_id):
@@ -261,7 +293,8 @@ class BrowserApp(App):
         self.query_one("#tensors", PagedTable).clear()
         self.query_one("#tensors-title", Label).update("Tensors")
 
-    def show_file(self, i: int) -> None:
+    def show_file(self, i: int, first: list[TensorRow] | None = None) -> None:
+        """Show file ``i``'s tensors (``first``: their first page, read already)."""
         if not 0 <= i < len(self.file_rows):
             return
         f = self.file_rows[i]
@@ -270,13 +303,14 @@ class BrowserApp(App):
         self._clear_tensors()
         self.shown_file = f.file_id
         self.query_one("#tensors-title", Label).update(Text(f"Tensors of {f.path} ({f.tensors})"))
-        self.more_tensors()
+        self.more_tensors(first)
 
-    def more_tensors(self) -> int:
+    def more_tensors(self, page: list[TensorRow] | None = None) -> int:
         if self.shown_file is None:
             return 0
         table = self.query_one("#tensors", PagedTable)
-        page = self.browser.tensors(self.shown_file, len(self.tensor_rows), PAGE)
+        if page is None:
+            page = self.browser.tensors(self.shown_file, len(self.tensor_rows), PAGE)
         self.tensor_rows += page
         for t in page:
             table.add_row(Text(t.name), t.dtype, "x".join(map(str, t.shape)) or "scalar", size(t.stored), t.codec)
@@ -347,17 +381,23 @@ class BrowserApp(App):
         i = ids.index(hit.commit)
         commits = self.query_one("#commits", PagedTable)
         commits.move_cursor(row=i)
-        self.show_commit(i)
         commits.focus()
         if hit.path is None:
+            self.show_commit(i)
             return
+        if self.shown_commit == hit.commit and self.file_rows:
+            self._select_tensor(hit)
+        else:
+            self.pending = hit       # selected once the commit's files are read
+            self.show_commit(i)
+
+    def _select_tensor(self, hit: SearchHit) -> None:
         fi = next((k for k, f in enumerate(self.file_rows) if f.path == hit.path), None)
-        if fi is None:
+        if fi is None or hit.tensor is None:
             return
         self.query_one("#files", DataTable).move_cursor(row=fi)
         self.show_file(fi)
-        names = self.browser.tensor_names(self.file_rows[fi].file_id)
-        ti = names.index(hit.tensor)
+        ti = self.browser.tensor_names(self.file_rows[fi].file_id).index(hit.tensor)
         while len(self.tensor_rows) <= ti and self.more_tensors():
             pass
         tensors = self.query_one("#tensors", PagedTable)

@@ -20,7 +20,7 @@ from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, short
 from ..objects.kinds import Commit, File, Tensor, TensorSegment
 
-PAGE = 200          # commits (and tensors) loaded at a time
+PAGE = 100          # commits (and tensors) loaded at a time: a screenful or three
 HEATMAP_WIDTH = 60  # blocks across a compare heatmap (the pane is about that wide)
 MAX_HITS = 500      # search stops after this many hits
 

@@ -75,7 +75,8 @@ def when(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
-def commit_text(row: CommitRow, files: list[FileRow]) -> Text:
+def commit_text(row: CommitRow, files: list[FileRow] | None) -> Text:
+    """A commit's fields (``files`` None: still being read)."""
     c = row.commit
     out = Text()
     out.append(f"commit {row.oid.hex()}\n", style="bold")
@@ -93,7 +94,10 @@ def commit_text(row: CommitRow, files: list[FileRow]) -> Text:
     out.append("\n")
     for line in (c.message or "").splitlines() or [""]:
         out.append(f"    {line}\n")
-    out.append(f"\n{len(files)} files, {sum(f.tensors for f in files)} tensors, {size(sum(f.size for f in files))}\n")
+    if files is None:
+        out.append("\nreading its files...\n", style="italic")
+    else:
+        out.append(f"\n{len(files)} files, {sum(f.tensors for f in files)} tensors, {size(sum(f.size for f in files))}\n")
     return out
 
 
