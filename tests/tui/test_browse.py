@@ -277,3 +277,50 @@ def test_browse_outside_a_repository_an_unknown_ref_and_a_mount_that_is_not_one(
     assert "X" in line
     line = _one_line_error(run_cli("browse", "--mount", str(elsewhere), repo=history["path"], check=False))
     assert "not a writable coralfs mount" in line
+
+
+def test_the_mouse_selects_a_file_and_a_tensor(history):
+    m = history["model"]
+
+    async def scenario(app, pilot):
+        await pilot.click("#files", offset=(2, 2))         # the header is line 0; model.safetensors line 2
+        await settle(app, pilot)
+        assert app.focused.id == "files"
+        assert str(app.query_one("#tensors-title").render()) == f"Tensors of model.safetensors ({len(m)})"
+        k = sorted(m).index("encoder.layer.1.mlp.weight")
+        await pilot.click("#tensors", offset=(2, 1 + k))
+        await settle(app, pilot)
+        assert app.focused.id == "tensors"
+        x = m["encoder.layer.1.mlp.weight"].astype(np.float64)
+        assert "encoder.layer.1.mlp.weight" in detail(app) and f"max {x.max():.6g}" in detail(app)
+
+    drive(history["repo"], scenario)
+
+
+def test_compare_a_root_commit_lists_its_tensors_as_added_and_escape_closes_the_search_box(history):
+    m = history["model"]
+
+    async def scenario(app, pilot):
+        await pilot.press("slash", *"xyz", "escape")
+        await settle(app, pilot)
+        assert not app.query_one("#search").has_class("open") and not isinstance(app.screen, SearchScreen)
+        assert app.focused.id == "commits"
+        await pilot.press("down", "c")                     # the root commit: against nothing
+        await settle(app, pilot)
+        screen = app.screen
+        assert screen.a is None and screen.b == history["ids"]["c1"]
+        bars = _bars(screen)
+        assert sorted(b.split()[0] for b in bars) == sorted(m) and all("(added)" in b for b in bars)
+        assert "no heatmap" in str(screen.query_one("#heatmap", Static).render())
+
+    drive(history["repo"], scenario)
+
+
+def test_the_lane_graph_of_a_merge(history):
+    repo = history["repo"]
+    ids = history["ids"]
+    tree = repo.read_commit(ids["c2"]).tree
+    merge = repo.commit(tree, "merge exp", parents=[ids["c2"], ids["c3"]], author="bot", time=1_760_100_000)
+    rows = Browser(repo).pager(merge).next_page()
+    assert [(r.graph, r.summary) for r in rows] == [
+        ("*", "merge exp"), ("|*", "scaled attention"), ("*|", "fine-tune layer 1"), ("*", "initial model")]

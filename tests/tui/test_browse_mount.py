@@ -44,6 +44,16 @@ def test_stash_and_pop_the_staged_changes_of_a_writable_mount(history, tmp_path)
             await settle(app, pilot)
             assert sorted(_staged(app)) == [("A", "notes.txt"), ("M", "README.txt")]
             assert run_cli("stash", "list", repo=history["path"]).stdout.strip() == "no stashes"
+            await pilot.press("ctrl+p")                    # the same through the command palette
+            await settle(app, pilot)
+            await pilot.press(*"stash the staged", "enter")
+            await settle(app, pilot)
+            assert _staged(app) == [] and "stash@{0}" in run_cli("stash", "list", repo=history["path"]).stdout
+            await pilot.press("ctrl+p")
+            await settle(app, pilot)
+            await pilot.press(*"pop the newest", "enter")
+            await settle(app, pilot)
+            assert sorted(_staged(app)) == [("A", "notes.txt"), ("M", "README.txt")]
             await pilot.press("p")                         # nothing left to pop: the mount's error, the app stays
             await settle(app, pilot)
             assert sorted(_staged(app)) == [("A", "notes.txt"), ("M", "README.txt")]
