@@ -22,7 +22,7 @@ from ..objects.errors import CoralError
 from .data import PAGE, Browser, CommitPager, CommitRow, FileRow, RefRow, TensorRow
 from .data import Hit as SearchHit
 from .screens import CompareScreen, HelpScreen, SearchScreen
-from .widgets import PagedTable, commit_text, size, tensor_text, when
+from .widgets import PagedTable, clean, commit_text, size, tensor_text, when
 
 MARKS = {"added": "A", "modified": "M", "deleted": "D"}
 MAIN_ONLY = frozenset({"search", "compare", "mark", "stash", "pop", "reload"})
@@ -55,7 +55,7 @@ class CoralCommands(Provider):
         app = self.app
         assert isinstance(app, BrowserApp)
         out: list[tuple[str, object, str]] = [
-            (f"view {r.kind} {r.name}", partial(app.view_ref, r), "show this ref's history") for r in app.ref_rows]
+            (f"view {r.kind} {clean(r.name)}", partial(app.view_ref, r), "show this ref's history") for r in app.ref_rows]
         out += [("compare with parent (or the marked commit)", app.action_compare, "per-layer bars and heatmaps"),
                 ("search history", app.action_search, "messages, metadata, tensor names"),
                 ("keys", app.action_help, "the keyboard help")]
@@ -94,7 +94,7 @@ class BrowserApp(App):
     def __init__(self, browser: Browser) -> None:
         super().__init__()
         self.browser = browser
-        self.sub_title = f"{os.path.basename(browser.repo.path)} @ {browser.ref}"
+        self.sub_title = clean(f"{os.path.basename(browser.repo.path)} @ {browser.ref}")
         self.ref_rows: list[RefRow] = []
         self.pager: CommitPager | None = None
         self.file_rows: list[FileRow] = []
@@ -103,6 +103,7 @@ class BrowserApp(App):
         self.shown_file: bytes | None = None
         self.marked: bytes | None = None
         self.detail_key: tuple | None = None   # what the detail pane shows now
+        self.viewing: RefRow | None = None     # the ref whose history is shown (None: --ref)
         self.pending: SearchHit | None = None  # a search hit to select once its files are read
         self.painted_at: float | None = None   # perf_counter() of the first frame, and of the first files
         self.files_at: float | None = None
@@ -118,7 +119,7 @@ class BrowserApp(App):
                 yield Label("Commits", id="commits-title", classes="title")
                 yield PagedTable(id="commits")
                 if self.browser.mount is not None:
-                    yield Label(Text(f"Staged in {self.browser.mount}"), id="staged-title", classes="title")
+                    yield Label(Text(clean(f"Staged in {self.browser.mount}")), id="staged-title", classes="title")
                     yield DataTable(id="staged", cursor_type="row")
             with Vertical(id="middle"):
                 yield Label("Files", classes="title")
@@ -142,6 +143,10 @@ class BrowserApp(App):
         self.view(self.browser.start)
         self.query_one("#commits", PagedTable).focus()
 
+    def say(self, message: str, severity: str = "information") -> None:
+        """A notification of plain text (an error may quote a name with brackets)."""
+        self.notify(clean(message), severity=severity, markup=False)
+
     def on_ready(self) -> None:
         # textual sends Ready once the first frame is on the terminal: the moment
         # scripts/bench_tui.py calls first paint.
@@ -160,18 +165,20 @@ class BrowserApp(App):
         table.clear()
         self.ref_rows = self.browser.refs()
         for r in self.ref_rows:
-            table.add_row({"HEAD": "@", "branch": "b", "tag": "t"}[r.kind], Text(r.name), r.commit.hex()[:10])
+            table.add_row({"HEAD": "@", "branch": "b", "tag": "t"}[r.kind], Text(clean(r.name)), r.commit.hex()[:10])
 
     def view_ref(self, ref: RefRow) -> None:
         self.view(ref.commit, ref.name)
+        self.viewing = ref
 
     def view(self, start: bytes, label: str | None = None) -> None:
         """Show the history from ``start`` (its first page now, the rest as it scrolls)."""
         self.pager = self.browser.pager(start)
+        self.viewing = None
         self.shown_commit = None
         table = self.query_one("#commits", PagedTable)
         table.clear()
-        self.query_one("#commits-title", Label).update(Text(f"Commits from {label or self.browser.ref}"))
+        self.query_one("#commits-title", Label).update(Text(clean(f"Commits from {label or self.browser.ref}")))
         self.more_commits()
         if self.pager.loaded:
             self.show_commit(0)
@@ -182,8 +189,8 @@ class BrowserApp(App):
         page = self.pager.next_page()
         for row in page:
             deco = f"({', '.join(row.decorations)}) " if row.decorations else ""
-            msg = Text(deco, style="yellow")
-            msg.append(row.summary)
+            msg = Text(clean(deco), style="yellow")
+            msg.append(clean(row.summary))
             table.add_row(row.graph, row.short, when(row.commit.time), msg)
         table.loaded(not self.pager.done)
         return len(page)
@@ -251,7 +258,7 @@ class BrowserApp(App):
             files = self.browser.files(row.oid)
             first = self.browser.tensors(files[0].file_id, 0, PAGE) if files else []
         except CoralError as e:
-            self.call_from_thread(self.notify, str(e), severity="error")
+            self.call_from_thread(self.say, str(e), "error")
             return
         self.call_from_thread(self._files_loaded, row, files, first)
 
@@ -263,7 +270,7 @@ class BrowserApp(App):
             self.files_at = time.perf_counter()
         table = self.query_one("#files", DataTable)
         for f in files:
-            table.add_row(Text(f.path), f.format, size(f.size), f.tensors)
+            table.add_row(Text(clean(f.path)), clean(f.format), size(f.size), f.tensors)
         if self.detail_key == ("commit", row.oid):
             self.detail_commit(row, force=True)
         if files:
@@ -283,7 +290,7 @@ class BrowserApp(App):
         f = self.file_rows[i]
         self.detail_key = ("file", f.file_id)
         self.query_one("#detail", Static).update(
-            Text(f"{f.path}\n{f.format}, {size(f.size)}, {f.tensors} tensors\n\n"
+            Text(f"{clean(f.path)}\n{clean(f.format)}, {size(f.size)}, {f.tensors} tensors\n\n"
                  "tab to the tensors, then up/down: statistics and a histogram of each"))
 
     # -- files and tensors ----------------------------------------------------------------
@@ -302,7 +309,7 @@ class BrowserApp(App):
             return
         self._clear_tensors()
         self.shown_file = f.file_id
-        self.query_one("#tensors-title", Label).update(Text(f"Tensors of {f.path} ({f.tensors})"))
+        self.query_one("#tensors-title", Label).update(Text(f"Tensors of {clean(f.path)} ({f.tensors})"))
         self.more_tensors(first)
 
     def more_tensors(self, page: list[TensorRow] | None = None) -> int:
@@ -313,7 +320,7 @@ class BrowserApp(App):
             page = self.browser.tensors(self.shown_file, len(self.tensor_rows), PAGE)
         self.tensor_rows += page
         for t in page:
-            table.add_row(Text(t.name), t.dtype, "x".join(map(str, t.shape)) or "scalar", size(t.stored), t.codec)
+            table.add_row(Text(clean(t.name)), clean(t.dtype), "x".join(map(str, t.shape)) or "scalar", size(t.stored), t.codec)
         table.loaded(len(self.tensor_rows) < len(self.browser.tensor_names(self.shown_file)))
         return len(page)
 
@@ -337,7 +344,7 @@ class BrowserApp(App):
         try:
             stats = self.browser.stats(file_id, t.name)
         except CoralError as e:
-            self.call_from_thread(self.notify, str(e), severity="error")
+            self.call_from_thread(self.say, str(e), "error")
             return
         self.call_from_thread(self._show_stats, file_id, t, stats)
 
@@ -376,7 +383,7 @@ class BrowserApp(App):
             self.more_commits()
             ids = [r.oid for r in self.pager.loaded]
         if hit.commit not in ids:
-            self.notify("that commit is not in this history", severity="warning")
+            self.say("that commit is not in this history", "warning")
             return
         i = ids.index(hit.commit)
         commits = self.query_one("#commits", PagedTable)
@@ -411,7 +418,7 @@ class BrowserApp(App):
         if row is None:
             return
         self.marked = None if self.marked == row.oid else row.oid
-        self.notify(f"marked {row.short} for compare (c)" if self.marked else "mark cleared")
+        self.say(f"marked {row.short} for compare (c)" if self.marked else "mark cleared")
 
     def action_compare(self) -> None:
         row = self.current_commit()
@@ -425,9 +432,18 @@ class BrowserApp(App):
         self.push_screen(HelpScreen())
 
     def action_reload(self) -> None:
+        """Refs, history and staged changes read again: a ref that moved shows its new
+        commits."""
+        viewing = self.viewing
         self.load_refs()
-        if self.pager is not None:
-            self.view(self.pager.loaded[0].oid if self.pager.loaded else self.browser.start)
+        now = next((r for r in self.ref_rows if viewing and (r.kind, r.name) == (viewing.kind, viewing.name)), None)
+        if now is not None:
+            self.view_ref(now)
+        else:
+            try:
+                self.view(self.browser.repo.resolve(self.browser.ref))
+            except CoralError as e:
+                self.say(str(e), "error")
         self.load_staged()
 
     # -- a writable mount -----------------------------------------------------------------
@@ -437,14 +453,14 @@ class BrowserApp(App):
         try:
             self.staged = self.browser.staged()
         except CoralError as e:
-            self.notify(str(e), severity="error")
+            self.say(str(e), "error")
             return
         table = self.query_one("#staged", DataTable)
         table.clear()
         for c in self.staged:
-            table.add_row(MARKS.get(c["status"], "?"), Text(c["path"]), size(c.get("size")))
+            table.add_row(MARKS.get(c["status"], "?"), Text(clean(c["path"])), size(c.get("size")))
         self.query_one("#staged-title", Label).update(
-            Text(f"Staged in {self.browser.mount}: {len(self.staged)} change(s) (s: stash, p: pop)"))
+            Text(clean(f"Staged in {self.browser.mount}") + f": {len(self.staged)} change(s) (s: stash, p: pop)"))
 
     def action_stash(self) -> None:
         self.run_control("stash")
@@ -461,9 +477,9 @@ class BrowserApp(App):
                 got = self.browser.pop()
                 msg = f"applied stash@{{{got.get('stash')}}}: {len(got.get('changes') or [])} change(s)"
         except CoralError as e:
-            self.call_from_thread(self.notify, str(e), severity="error")
+            self.call_from_thread(self.say, str(e), "error")
             return
-        self.call_from_thread(self.notify, msg)
+        self.call_from_thread(self.say, msg)
         self.call_from_thread(self.load_staged)
 
 

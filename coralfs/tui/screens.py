@@ -20,7 +20,7 @@ from ..analysis.visual import TensorDelta
 from ..objects.errors import CoralError
 from ..render import Style, bar_lines, heatmap_lines
 from .data import Browser, Comparison, Hit
-from .widgets import when
+from .widgets import clean, when
 
 log = logging.getLogger(__name__)
 STYLE = Style(unicode=True, colour=True)   # textual reads the ANSI colours (Text.from_ansi)
@@ -60,7 +60,7 @@ class CompareScreen(Screen):
         c = self.browser.repo.read_commit(oid)
         out = Text()
         out.append(f"{what}: {oid.hex()[:12]}\n", style="bold")
-        out.append(f"{when(c.time)}  {c.author}\n{(c.message.splitlines() or [''])[0]}")
+        out.append(f"{when(c.time)}  {clean(c.author)}\n{clean((c.message.splitlines() or [''])[0])}")
         return out
 
     def on_mount(self) -> None:
@@ -73,11 +73,11 @@ class CompareScreen(Screen):
         def progress(path: str, name: str) -> None:
             n[0] += 1
             if n[0] % 50 == 0:
-                self.app.call_from_thread(self._status, f"comparing tensor {n[0]}: {name}")
+                self.app.call_from_thread(self._status, f"comparing tensor {n[0]}: {clean(name)}")
         try:
             cmp = self.browser.compare(self.a, self.b, progress)
         except CoralError as e:
-            self.app.call_from_thread(self._status, f"cannot compare: {e}")
+            self.app.call_from_thread(self._status, f"cannot compare: {clean(e)}")
             return
         self.app.call_from_thread(self.show, cmp)
 
@@ -96,7 +96,7 @@ class CompareScreen(Screen):
         bars = self.query_one("#bars", OptionList)
         bars.clear_options()
         tensors = cmp.diff.tensors
-        other = ", ".join(f"{s} {p}" for p, s in cmp.diff.other_files)
+        other = ", ".join(f"{s} {clean(p)}" for p, s in cmp.diff.other_files)
         if not tensors:
             self._status("no tensor changed" + (f" ({other})" if other else ""))
             self.query_one("#heatmap", Static).update("")
@@ -104,12 +104,12 @@ class CompareScreen(Screen):
         several = len({t.path for t in tensors}) > 1
         if self.grouped:
             self.rows = [(g.prefix, g.tensors) for g in cmp.groups]
-            lines = bar_lines([(f"{g.prefix}.* ({len(g.tensors)})", _group_status(g.counts), g.max_rel_l2, g.max_abs,
+            lines = bar_lines([(clean(f"{g.prefix}.* ({len(g.tensors)})"), _group_status(g.counts), g.max_rel_l2, g.max_abs,
                                 g.changed_frac) for g in cmp.groups], self._bar_width(bars), STYLE)
             what = f"{len(tensors)} tensors changed in {len(cmp.groups)} layers (g: each tensor)"
         else:
             self.rows = [(t.name, [t]) for t in tensors]
-            lines = bar_lines([(f"{t.path}:{t.name}" if several else t.name, t.status, t.rel_l2, t.max_abs,
+            lines = bar_lines([(clean(f"{t.path}:{t.name}" if several else t.name), t.status, t.rel_l2, t.max_abs,
                                 t.changed_frac) for t in tensors], self._bar_width(bars), STYLE)
             what = f"{len(tensors)} tensors changed (g: by layer)"
         self._status(what + (f"; other files: {other}" if other else ""))
@@ -138,10 +138,10 @@ class CompareScreen(Screen):
         label, tensors = self.rows[i]
         drawn = [t for t in tensors if t.heatmap is not None]
         if not drawn:
-            box.update(Text(f"{label}: no heatmap (added, removed, or shape or dtype changed)"))
+            box.update(Text(f"{clean(label)}: no heatmap (added, removed, or shape or dtype changed)"))
             return
         t = max(drawn, key=lambda t: t.rel_l2 or 0.0)
-        title = f"{t.name} {list(t.shape)}: |Δ| in {t.heatmap.shape[0]} x {t.heatmap.shape[1]} blocks"
+        title = f"{clean(t.name)} {list(t.shape)}: |Δ| in {t.heatmap.shape[0]} x {t.heatmap.shape[1]} blocks"
         if len(tensors) > 1:
             title += f" (the layer's largest change of {len(tensors)})"
         box.update(_ansi(heatmap_lines(t.heatmap, STYLE, title)))
@@ -166,7 +166,7 @@ class SearchScreen(ModalScreen[Hit | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="search-box"):
-            yield Label(Text(f"search: {self.query_text}"), classes="title")
+            yield Label(Text(f"search: {clean(self.query_text)}"), classes="title")
             yield OptionList(id="hits")
             yield Label("searching...", id="search-status")
 
@@ -183,7 +183,7 @@ class SearchScreen(ModalScreen[Hit | None]):
                     self.app.call_from_thread(self._add, batch)
                     batch = []
         except CoralError as e:
-            self.app.call_from_thread(self._done, f"search failed: {e}")
+            self.app.call_from_thread(self._done, f"search failed: {clean(e)}")
             return
         self.app.call_from_thread(self._add, batch)
         self.app.call_from_thread(self._done, None)
@@ -192,7 +192,7 @@ class SearchScreen(ModalScreen[Hit | None]):
         first = not self.hits
         self.hits += hits
         box = self.query_one("#hits", OptionList)
-        box.add_options([Option(Text(f"{h.commit.hex()[:10]} {h.kind:<8} {h.text}")) for h in hits])
+        box.add_options([Option(Text(f"{h.commit.hex()[:10]} {h.kind:<8} {clean(h.text)}")) for h in hits])
         if first and hits:
             box.highlighted = 0
             box.focus()

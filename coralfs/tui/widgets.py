@@ -59,6 +59,16 @@ class PagedTable(DataTable):
         self._check_end()
 
 
+def clean(text: object) -> str:
+    """A name from a repository (path, tensor, ref, author, message line, error) safe to
+    draw: a character Python deems non-printable (ESC, newline, bidi overrides, ...) becomes
+    its escape, so nothing stored in a checkpoint reaches the terminal as a control code."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in text)
+
+
 def size(n: int | None) -> str:
     """Bytes in binary units, for table cells."""
     if n is None:
@@ -83,17 +93,17 @@ def commit_text(row: CommitRow, files: list[FileRow] | None) -> Text:
     for p in c.parents:
         out.append(f"parent {p.hex()[:12]}\n")
     if row.decorations:
-        out.append(f"refs   {', '.join(row.decorations)}\n", style="yellow")
-    out.append(f"author {c.author}\ndate   {when(c.time)}\n")
+        out.append(f"refs   {clean(', '.join(row.decorations))}\n", style="yellow")
+    out.append(f"author {clean(c.author)}\ndate   {when(c.time)}\n")
     metrics = c.metadata.get("metrics") if isinstance(c.metadata.get("metrics"), dict) else None
     if metrics:
-        out.append("metrics " + ", ".join(f"{k}={v}" for k, v in metrics.items()) + "\n", style="green")
+        out.append("metrics " + clean(", ".join(f"{k}={v}" for k, v in metrics.items())) + "\n", style="green")
     other = {k: v for k, v in c.metadata.items() if k != "metrics"}
     if other:
-        out.append(f"meta   {', '.join(sorted(other))}\n")
+        out.append(f"meta   {clean(', '.join(sorted(other)))}\n")
     out.append("\n")
     for line in (c.message or "").splitlines() or [""]:
-        out.append(f"    {line}\n")
+        out.append(f"    {clean(line)}\n")
     if files is None:
         out.append("\nreading its files...\n", style="italic")
     else:
@@ -103,13 +113,13 @@ def commit_text(row: CommitRow, files: list[FileRow] | None) -> Text:
 
 def tensor_text(row: TensorRow, stats: ValueStats | None, width: int) -> Text:
     out = Text()
-    out.append(f"{row.name}\n", style="bold")
-    out.append(f"{row.dtype} {list(row.shape)}  {size(row.nbytes)}, stored {size(row.stored)} ({row.codec})\n\n")
+    out.append(f"{clean(row.name)}\n", style="bold")
+    out.append(f"{clean(row.dtype)} {list(row.shape)}  {size(row.nbytes)}, stored {size(row.stored)} ({row.codec})\n\n")
     if stats is None:
         out.append("computing statistics...\n", style="italic")
         return out
     if not stats.numeric:
-        out.append(f"no statistics for dtype {stats.dtype}\n")
+        out.append(f"no statistics for dtype {clean(stats.dtype)}\n")
         return out
     out.append(f"elements {stats.count:,}   finite {stats.finite:,}   NaN {stats.nan:,}   Inf {stats.inf:,}\n")
     if stats.mean is None:
@@ -143,4 +153,4 @@ def histogram_text(stats: ValueStats, width: int, height: int = 8) -> Text:
     return out
 
 
-__all__ = ["PagedTable", "commit_text", "histogram_text", "size", "tensor_text", "when"]
+__all__ = ["PagedTable", "clean", "commit_text", "histogram_text", "size", "tensor_text", "when"]

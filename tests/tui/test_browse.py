@@ -324,3 +324,55 @@ def test_the_lane_graph_of_a_merge(history):
     rows = Browser(repo).pager(merge).next_page()
     assert [(r.graph, r.summary) for r in rows] == [
         ("*", "merge exp"), ("|*", "scaled attention"), ("*|", "fine-tune layer 1"), ("*", "initial model")]
+
+
+def test_the_browser_imports_without_torch():
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n"
+            "            raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import coralfs.tui.app, coralfs.tui.screens, coralfs.analysis.values, coralfs.cli.tui_cmds\n"
+            "print('torch' in sys.modules)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "False"
+
+
+def test_names_from_the_repository_are_drawn_as_text_never_as_markup_or_control_codes(history):
+    repo = history["repo"]
+    tree = repo.read_commit(history["ids"]["c2"]).tree
+    msg = "[bold red]boom[/] \x1b[2J\x1b]0;title\x07 done"
+    repo.commit(tree, msg, author="[i]eve\x1b[31m", time=1_760_100_000)
+
+    async def scenario(app, pilot):
+        text = detail(app)
+        assert "[bold red]boom[/] \\x1b[2J\\x1b]0;title\\x07 done" in text
+        assert "author [i]eve\\x1b[31m" in text and "\x1b" not in text
+        row = app.query_one("#commits", DataTable).get_row_at(0)
+        assert "\x1b" not in str(row[3]) and "[bold red]boom[/]" in str(row[3])
+        await pilot.press("slash", *"boom", "enter")
+        await settle(app, pilot)
+        assert [h.kind for h in app.screen.hits] == ["message"]
+
+    drive(repo, scenario)
+
+
+def test_reload_shows_the_commits_a_ref_gained(history):
+    repo = history["repo"]
+
+    async def scenario(app, pilot):
+        await pilot.press("shift+tab", *["down"] * [r.name for r in app.ref_rows].index("exp", 1), "enter")
+        await settle(app, pilot)
+        assert app.pager.loaded[0].summary == "scaled attention"
+        tree = repo.read_commit(history["ids"]["c3"]).tree
+        repo.commit(tree, "more attention", branch="exp", author="bot", time=1_760_200_000)
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert [r.summary for r in app.pager.loaded] == ["more attention", "scaled attention", "initial model"]
+        assert str(app.query_one("#commits-title").render()) == "Commits from exp"
+
+    drive(repo, scenario)
