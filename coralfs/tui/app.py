@@ -257,7 +257,7 @@ class BrowserApp(App):
         try:
             files = self.browser.files(row.oid)
             first = self.browser.tensors(files[0].file_id, 0, PAGE) if files else []
-        except CoralError as e:
+        except (CoralError, OSError) as e:
             self.call_from_thread(self.say, str(e), "error")
             return
         self.call_from_thread(self._files_loaded, row, files, first)
@@ -343,7 +343,7 @@ class BrowserApp(App):
     def compute_stats(self, file_id: bytes, t: TensorRow) -> None:
         try:
             stats = self.browser.stats(file_id, t.name)
-        except CoralError as e:
+        except (CoralError, OSError) as e:
             self.call_from_thread(self.say, str(e), "error")
             return
         self.call_from_thread(self._show_stats, file_id, t, stats)
@@ -442,7 +442,7 @@ class BrowserApp(App):
         else:
             try:
                 self.view(self.browser.repo.resolve(self.browser.ref))
-            except CoralError as e:
+            except (CoralError, OSError) as e:
                 self.say(str(e), "error")
         self.load_staged()
 
@@ -452,7 +452,7 @@ class BrowserApp(App):
             return
         try:
             self.staged = self.browser.staged()
-        except CoralError as e:
+        except (CoralError, OSError) as e:
             self.say(str(e), "error")
             return
         table = self.query_one("#staged", DataTable)
@@ -476,7 +476,7 @@ class BrowserApp(App):
             else:
                 got = self.browser.pop()
                 msg = f"applied stash@{{{got.get('stash')}}}: {len(got.get('changes') or [])} change(s)"
-        except CoralError as e:
+        except (CoralError, OSError) as e:
             self.call_from_thread(self.say, str(e), "error")
             return
         self.call_from_thread(self.say, msg)

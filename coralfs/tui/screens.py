@@ -76,15 +76,18 @@ class CompareScreen(Screen):
                 self.app.call_from_thread(self._status, f"comparing tensor {n[0]}: {clean(name)}")
         try:
             cmp = self.browser.compare(self.a, self.b, progress)
-        except CoralError as e:
+        except (CoralError, OSError) as e:
             self.app.call_from_thread(self._status, f"cannot compare: {clean(e)}")
             return
         self.app.call_from_thread(self.show, cmp)
 
     def _status(self, text: str) -> None:
-        self.query_one("#compare-status", Label).update(Text(text))
+        if self.is_attached:   # the user may have left before the numbers came
+            self.query_one("#compare-status", Label).update(Text(text))
 
     def show(self, cmp: Comparison) -> None:
+        if not self.is_attached:
+            return
         self.cmp = cmp
         if self.grouped is None:
             self.grouped = len(cmp.diff.tensors) > AUTO_GROUP
@@ -182,13 +185,15 @@ class SearchScreen(ModalScreen[Hit | None]):
                 if len(batch) >= 50:
                     self.app.call_from_thread(self._add, batch)
                     batch = []
-        except CoralError as e:
+        except (CoralError, OSError) as e:
             self.app.call_from_thread(self._done, f"search failed: {clean(e)}")
             return
         self.app.call_from_thread(self._add, batch)
         self.app.call_from_thread(self._done, None)
 
     def _add(self, hits: list[Hit]) -> None:
+        if self.stop.is_set() or not self.is_attached:   # closed while the search ran
+            return
         first = not self.hits
         self.hits += hits
         box = self.query_one("#hits", OptionList)
@@ -198,6 +203,8 @@ class SearchScreen(ModalScreen[Hit | None]):
             box.focus()
 
     def _done(self, error: str | None) -> None:
+        if self.stop.is_set() or not self.is_attached:
+            return
         text = error or (f"{len(self.hits)} hits (enter: go there, escape: close)" if self.hits else "no match")
         self.query_one("#search-status", Label).update(Text(text))
 

@@ -4,6 +4,7 @@ file -> tensor, search, compare, the palette, help, lazy pages; bad input of the
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -376,3 +377,41 @@ def test_reload_shows_the_commits_a_ref_gained(history):
         assert str(app.query_one("#commits-title").render()) == "Commits from exp"
 
     drive(repo, scenario)
+
+
+def test_leaving_a_compare_or_a_search_before_its_worker_ends_keeps_the_browser_running(history):
+    release = threading.Event()
+
+    class Slow(Browser):
+        """Compare and search finish only once the test has closed their screens."""
+
+        def compare(self, *args, **kw):
+            release.wait(30)
+            return super().compare(*args, **kw)
+
+        def search(self, *args, **kw):
+            release.wait(30)
+            yield from super().search(*args, **kw)
+
+    async def go() -> None:
+        app = BrowserApp(Slow(history["repo"]))
+        async with app.run_test(size=(140, 44)) as pilot:
+            await settle_ui(pilot)
+            await pilot.press("c")
+            await settle_ui(pilot)
+            assert isinstance(app.screen, CompareScreen)
+            await pilot.press("escape", "slash", *"model", "enter")
+            await settle_ui(pilot)
+            assert isinstance(app.screen, SearchScreen)
+            await pilot.press("escape")
+            await settle_ui(pilot)
+            release.set()
+            await settle(app, pilot)
+            assert app.is_running and app.return_code is None
+            assert app.screen is app.screen_stack[0] and app.focused.id == "commits"
+    asyncio.run(go())
+
+
+async def settle_ui(pilot) -> None:
+    for _ in range(3):
+        await pilot.pause()
