@@ -415,3 +415,25 @@ def test_leaving_a_compare_or_a_search_before_its_worker_ends_keeps_the_browser_
 async def settle_ui(pilot) -> None:
     for _ in range(3):
         await pilot.pause()
+
+
+def test_value_statistics_of_bf16_and_integer_tensors(tmp_path):
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    from tests.tui.conftest import commit_dir
+    rng = np.random.default_rng(3)
+    want = {"w": rng.standard_normal((64, 8)).astype(ml_dtypes.bfloat16), "i": rng.integers(-100, 100, 50).astype(np.int8)}
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(want, str(src / "m.safetensors"))
+    repo = Repository.init(str(tmp_path / "repo"))
+    commit_dir(repo, str(src), "two dtypes", 1_760_000_000)
+    f = repo.read_file(repo.tree_of("HEAD").entries["m.safetensors"].file)
+    for name, x in want.items():
+        x = x.astype(np.float64)
+        s = value_stats(repo, f, name, bins=8)
+        assert (s.min, s.max, s.count) == (x.min(), x.max(), x.size)
+        assert s.mean == pytest.approx(x.mean(), rel=1e-12) and s.std == pytest.approx(x.std(), rel=1e-12)
+        assert s.counts.tolist() == np.histogram(x, bins=8, range=(x.min(), x.max()))[0].tolist()
+    repo.close()
