@@ -216,8 +216,9 @@ def _delta_stats(repo: Repository, a: Tensor, b: Tensor,
     if a.dtype != b.dtype or a.shape != b.shape or dt.numpy is None or dt.name == "BOOL" \
             or a.chunk_size != b.chunk_size:
         return None, None, None
-    return _delta_of(dt, ((repo.odb.read_chunk(ca), repo.odb.read_chunk(cb))
-                          for ca, cb in zip(a.chunks, b.chunks, strict=True)), sink)
+    # read_pair keeps the pass out of the shared chunk cache: memory stays at about one
+    # chunk pair however large the two revisions are.
+    return _delta_of(dt, (repo.odb.read_pair(ca, cb) for ca, cb in zip(a.chunks, b.chunks, strict=True)), sink)
 
 
 def stats(repo: Repository) -> dict:

@@ -138,6 +138,35 @@ class ObjectDB:
         while pending:
             yield pending.popleft().result()
 
+    def read_pair(self, a: ObjectId, b: ObjectId) -> tuple[bytes, bytes]:
+        """Decoded bytes of two versions of a chunk, for one pass over two revisions (diff):
+        kept out of the shared cache, so a streaming comparison holds about one chunk pair
+        whatever the model size. The newer version is usually the other's delta base
+        (reverse deltas) and is then decoded once for both."""
+        if a == b:
+            data = self._decode_with(b, self.read_chunk)
+            return data, data
+        hb = codecs.parse_header(fb := self.store.get(b), b)
+        ha = codecs.parse_header(fa := self.store.get(a), a)
+        if ha.base == b:
+            db = self._count(codecs.decode(fb, b, self.read_chunk, header=hb))
+            return self._count(codecs.decode(fa, a, lambda oid: db if oid == b else self.read_chunk(oid), header=ha)), db
+        if hb.base == a:
+            da = self._count(codecs.decode(fa, a, self.read_chunk, header=ha))
+            return da, self._count(codecs.decode(fb, b, lambda oid: da if oid == a else self.read_chunk(oid), header=hb))
+        return (self._count(codecs.decode(fa, a, self.read_chunk, header=ha)),
+                self._count(codecs.decode(fb, b, self.read_chunk, header=hb)))
+
+    def _decode_with(self, oid: ObjectId, get_base) -> bytes:
+        frame = self.store.get(oid)
+        return self._count(codecs.decode(frame, oid, get_base, header=codecs.parse_header(frame, oid)))
+
+    def _count(self, data: bytes) -> bytes:
+        with self._lock:
+            self.decoded_bytes += len(data)
+            self.decoded_chunks += 1
+        return data
+
     def _decode(self, oid: ObjectId) -> bytes:
         frame = self.store.get(oid)
         h = codecs.parse_header(frame, oid)
