@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..objects.errors import CoralError
 from ..objects.ids import short
 from .app import app
 from .common import RefArg, complete_ref, esc, first_line, open_repo
@@ -45,8 +46,13 @@ def tag(
     delete: Annotated[str | None, typer.Option("-d", "--delete", help="Delete this tag")] = None,
     force: Annotated[bool, typer.Option("-f", "--force", help="Replace an existing tag")] = False,
 ) -> None:
-    """List, create (annotated) or delete tags."""
+    """List, create (annotated) or delete tags. Release tags (made by `coralfs release`)
+    are never moved or deleted."""
     repo = open_repo(ctx)
+    for target in (delete, name if force else None):
+        if target and _is_release(repo, target):
+            raise CoralError(f"{target} is a release: releases are never moved or deleted "
+                             "(make the next one with `coralfs release`)")
     if delete:
         repo.delete_tag(delete)
         typer.echo(f"Deleted tag {esc(delete)}")
@@ -57,6 +63,20 @@ def tag(
         return
     for t, oid in repo.tags().items():
         typer.echo(f"{esc(t):<24} {short(repo.peel(oid))}")
+
+
+def _is_release(repo, name: str) -> bool:
+    """An annotated tag named vX.Y.Z[...]: what `coralfs release` makes."""
+    from ..objects.kinds import Tag
+    from ..objects.refs import TAGS
+    from ..workflow.semver import parse_tag
+    if parse_tag(name) is None:
+        return False
+    try:
+        oid = repo.refs.read(TAGS + name)
+    except CoralError:
+        return False
+    return oid is not None and isinstance(repo.odb.get_object(oid), Tag)
 
 
 @app.command()

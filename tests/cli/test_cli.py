@@ -100,8 +100,12 @@ def test_branch_tag_checkout(filled):
     assert "detached" in cli(repo, "checkout", "v1.0.0").output
     cli(repo, "checkout", "main")
     assert "v1.0.0" in cli(repo, "tag").output
-    cli(repo, "tag", "-d", "v1.0.0")
-    assert "v1.0.0" not in cli(repo, "tag").output
+    # an annotated vX.Y.Z tag is a release, which is never deleted (issue: releases are
+    # immutable); other tags are
+    assert "is a release" in cli(repo, "tag", "-d", "v1.0.0", code=1).output
+    cli(repo, "tag", "nightly", "-m", "n")
+    cli(repo, "tag", "-d", "nightly")
+    assert "nightly" not in cli(repo, "tag").output
     assert "invalid ref name" in cli(repo, "branch", "bad..name", code=1).output
     assert "HEAD is on it" in cli(repo, "branch", "-d", "main", code=1).output
     cli(repo, "branch", "-d", "exp")

@@ -130,3 +130,19 @@ def test_changelog_between_releases(tmp_path):
     assert "FROM..TO" in _fails(repo, "changelog", "..v0.2.0")
     assert "md or json" in _fails(repo, "changelog", "--format", "xml")
     assert "nope" in _fails(repo, "changelog", "nope..HEAD")
+
+
+def test_release_tags_are_never_moved_or_deleted(tmp_path):
+    rng = np.random.default_rng(5)
+    repo = str(tmp_path / "repo")
+    cli(None, "init", repo)
+    cli(repo, "commit", _save(tmp_path / "c0", _base(rng)), "-m", "base")
+    cli(repo, "release", "minor")
+    cli(repo, "commit", _save(tmp_path / "c1", _base(rng)), "-m", "next")
+    assert "is a release" in _fails(repo, "tag", "-f", "v0.1.0", "HEAD")
+    assert "is a release" in _fails(repo, "tag", "-d", "v0.1.0")
+    assert [x["tag"] for x in json.loads(cli(repo, "releases", "--json").output)] == ["v0.1.0"]
+    # ordinary tags, and a lightweight-looking name that no release made, stay under the user's control
+    cli(repo, "tag", "nightly", "HEAD")
+    cli(repo, "tag", "-f", "nightly", "HEAD~1")
+    cli(repo, "tag", "-d", "nightly")
