@@ -14,11 +14,12 @@ from .common import JsonOpt, esc
 @app.command()
 def mount(
     ctx: typer.Context,
-    repo: Annotated[str, typer.Argument(help="Repository path")],
+    repo: Annotated[str, typer.Argument(help="Repository path, or a remote's URL (s3://, gs://, az://, file:///)")],
     target: Annotated[str, typer.Argument(help="MOUNTPOINT or MOUNTPOINT@REF (commit, branch, tag, REF~N)")],
     foreground: Annotated[bool, typer.Option("--foreground", "-f", help="Stay attached until unmounted")] = False,
     include: Annotated[list[str] | None, typer.Option("--include", help="Only tensors matching this glob (repeatable)")] = None,
-    cache_size: Annotated[str | None, typer.Option("--cache-size", help="Decoded-chunk cache budget, e.g. 512m, 2g")] = None,
+    cache_size: Annotated[str | None, typer.Option("--cache-size", help="Decoded-chunk cache budget, e.g. 512m, 2g; of a remote "
+                                                                         "mount: its local chunk cache on disk (default 10g)")] = None,
     log_file: Annotated[str | None, typer.Option("--log", help="Daemon log file")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Decoding threads")] = 2,
     write: Annotated[bool, typer.Option("--write", "-w", help="A writable staging mount of a branch")] = False,
@@ -30,9 +31,19 @@ def mount(
     allow_other: Annotated[bool, typer.Option("--allow-other",
                                               help="Let other local users in, as the files' modes allow (default: only you); control "
                                                    "requests stay yours")] = False,
+    remote: Annotated[str | None, typer.Option("--remote", help="Mount MNT@REF of this remote of REPO (`coralfs remote add`), "
+                                                                "served from its object store")] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="A remote's service URL (emulators, S3-compatible stores)")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Remote mounts: the local chunk cache "
+                                                                      "(default $XDG_CACHE_HOME/coralfs)")] = None,
+    fetch_timeout: Annotated[float | None, typer.Option("--fetch-timeout", metavar="SECONDS",
+                                                        help="Remote mounts: how long a read may wait for the store, retries "
+                                                             "included, before it fails with EIO (default 30)")] = None,
 ) -> None:
     """Mount a commit, branch or tag (MNT@REF) read-only, the whole repository (MNT), or a
-    branch writable (MNT --write [--branch B]) so trainers can save into it."""
+    branch writable (MNT --write [--branch B]) so trainers can save into it. A remote's
+    commit mounts read-only too (URL MNT@REF, or --remote NAME REPO MNT@REF), fetching only
+    the chunks that reads touch into a local cache."""
     from ..fs.lifecycle import MountError, MountSpec, split_target
     from ..fs.lifecycle import mount as do_mount
     from ..objects.config import _parse_value
@@ -41,16 +52,54 @@ def mount(
         raise MountError("--branch and --auto-commit belong to writable mounts: add --write "
                          "(a read-only mount of a branch is MNT@BRANCH)")
     size = _parse_value("--cache-size", cache_size, int) if cache_size else None
-    spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None, cache_size=size,
-                     log_file=log_file, threads=threads, write=write, branch=branch, auto_commit=auto_commit,
-                     allow_other=allow_other)
+    url = remote_url(repo, remote) if remote is not None else (repo if "://" in repo else None)
+    if url is None and (endpoint or cache_dir or fetch_timeout is not None):
+        raise MountError("--endpoint, --cache-dir and --fetch-timeout belong to remote mounts: "
+                         "mount a URL or add --remote NAME")
+    if url is not None and remote is not None and endpoint is None:
+        endpoint = remote_endpoint(repo, remote)
+    spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None,
+                     cache_size=size if url is None else None, log_file=log_file, threads=threads, write=write,
+                     branch=branch, auto_commit=auto_commit, allow_other=allow_other, remote=url, endpoint=endpoint,
+                     cache_dir=cache_dir, remote_cache_size=size if url is not None else None,
+                     fetch_timeout=fetch_timeout)
     spec = do_mount(spec, foreground=foreground)
     if not foreground:
         if write:
             what = f"branch {esc(spec.branch)} ({spec.commit[:12] if spec.commit else 'no commits yet'}), writable"
         else:
             what = f"{esc(ref)} ({spec.commit[:12]})" if ref else "repository"
+            if url is not None:
+                what += f" of {esc(url)}"
         typer.echo(f"mounted {what} at {esc(spec.mountpoint)} (pid {spec.pid}, log {esc(spec.log_file)})")
+
+
+def _remote_entry(repo: str, name: str) -> dict:
+    """``[remote.NAME]`` of REPO's config.toml (url, endpoint), read as TOML."""
+    import os
+    import tomllib
+
+    from ..fs.lifecycle import MountError
+    from ..objects.repository import Repository
+    path = os.path.join(Repository.discover(repo), "config.toml")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise MountError(f"cannot read {path}: {e}") from None
+    entry = data.get("remote", {}).get(name) if isinstance(data.get("remote"), dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+        raise MountError(f"{repo} has no remote {name!r}: `coralfs remote add {name} URL` first, or mount the URL")
+    return entry
+
+
+def remote_url(repo: str, name: str) -> str:
+    return _remote_entry(repo, name)["url"]
+
+
+def remote_endpoint(repo: str, name: str) -> str | None:
+    ep = _remote_entry(repo, name).get("endpoint")
+    return ep if isinstance(ep, str) and ep else None
 
 
 @app.command()
