@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -185,3 +189,58 @@ def test_bad_remote_mounts_are_one_line_errors(minilm_remote, tmp_path):
         assert p.returncode != 0, args
         assert msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
     assert not os.listdir(mp)
+
+
+def test_a_stalled_store_fails_reads_with_eio_serves_the_rest_and_unmounts(minilm_remote, tmp_path):
+    """The remote's directory lives on a second coralfs mount whose daemon is stopped
+    (SIGSTOP) mid-run: every read of the remote hangs in the kernel, as on a stalled
+    network. Reads needing the remote fail with EIO after the fetch budget (the log names
+    the object), cached files and metadata are still served, and umount works."""
+    r = minilm_remote
+    holder = tmp_path / "holder"
+    run_cli("init", str(holder))
+    run_cli("commit", r["remote"], "-m", "the remote's files", repo=str(holder))
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    p = run_cli("mount", str(holder), f"{inner}@main")
+    inner_pid = int(p.stdout.split("(pid ")[1].split(",")[0])
+    outer = tmp_path / "outer"
+    stopped = False
+    try:
+        with remote_mounted(f"file://{inner}", str(outer), "main", "--cache-dir", str(tmp_path / "c"),
+                            "--fetch-timeout", "3") as m:
+            assert sha(outer / "config.json") == r["second"]["config.json"]
+            os.kill(inner_pid, signal.SIGSTOP)
+            stopped = True
+            result: dict = {}
+
+            def big_read() -> None:
+                try:
+                    (outer / "model.safetensors").read_bytes()
+                    result["ok"] = True
+                except OSError as e:
+                    result["errno"] = e.errno
+
+            t = threading.Thread(target=big_read, daemon=True)
+            t.start()
+            # Meanwhile the mount answers: listings, stats, a file already in the cache
+            # (its page cache dropped, so the daemon serves it again).
+            assert "model.safetensors" in os.listdir(outer)
+            assert remote_stats(str(outer))["packs"] > 0
+            with open(outer / "config.json", "rb") as f:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                assert hashlib.sha256(f.read()).hexdigest() == r["second"]["config.json"]
+            t.join(120)
+            assert not t.is_alive() and result == {"errno": errno.EIO}
+            st = remote_stats(str(outer))
+            assert st["fetch_failures"] >= 1
+            with open(m["log"]) as f:
+                log = f.read()
+            assert re.search(r"object [0-9a-f]{64} could not be fetched: .* did not answer within 3 s", log), log
+            # umount works while the store is still stalled.
+            run_cli("umount", str(outer))
+            assert not any(ln.split()[1] == str(outer) for ln in open("/proc/mounts"))
+    finally:
+        if stopped:
+            os.kill(inner_pid, signal.SIGCONT)
+        force_unmount(str(inner), inner_pid)
