@@ -33,7 +33,7 @@ from ..objects.refs import BadRef, RefsContainer, check_full_name
 from ..objects.stores import ObjectStore
 from .blobs import BlobNotFound, BlobStore, PreconditionFailed, RemoteError, RemoteUnavailable
 from .cache import ChunkCache
-from .packs import DamagedPack, Location, PackIndexes
+from .packs import DamagedPack, Location, PackIndexes, decode_index, encode_index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,12 +69,60 @@ def remote_key(url: str, endpoint: str | None = None) -> str:
 
 
 
+class IndexCache:
+    """The remote's blobs as PackIndexes reads them, with each ``.idx`` kept on disk: an
+    index is named by the hash of its records and never changes, so a mount of a remote
+    it has seen lists ``packs/`` and fetches only indexes pushed since. A cached index is
+    checked (its checksum and its name) before use; a damaged one is fetched again."""
+
+    def __init__(self, blobs: BlobStore, root: str) -> None:
+        self.blobs = blobs
+        self.url = blobs.url
+        self.root = root
+        self.fetched_bytes = 0
+        os.makedirs(root, mode=0o700, exist_ok=True)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return self.blobs.list(prefix)
+
+    def _sound(self, key: str, data: bytes) -> bool:
+        try:
+            recs = decode_index(data, self.url, key)
+        except DamagedPack:
+            return False
+        return key.endswith(f"pack-{encode_index(recs)[0]}.idx")
+
+    def get(self, key: str) -> bytes:
+        path = os.path.join(self.root, os.path.basename(key))
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if self._sound(key, data):
+                return data
+        except FileNotFoundError:
+            pass
+        data = self.blobs.get(key)
+        self.fetched_bytes += len(data)
+        if self._sound(key, data):   # a damaged index is never kept (PackIndexes names it)
+            tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except OSError as e:
+                log.warning("cannot keep pack index %s in the cache (%s)", key, e)
+        return data
+
+
 class RemoteObjectStore(ObjectStore):
     """A remote's objects as an ObjectStore (see the module docstring)."""
 
     def __init__(self, blobs: BlobStore, cache_dir: str, cache_size: int = DEFAULT_CACHE_SIZE, *,
                  read_budget: float = DEFAULT_BUDGET, refresh_every: float = 10.0,
-                 fetch_threads: int = FETCH_THREADS, gap: int = COALESCE_GAP, retry_delay: float = 0.2) -> None:
+                 fetch_threads: int = FETCH_THREADS, gap: int = COALESCE_GAP, retry_delay: float = 0.2,
+                 index_dir: str | None = None) -> None:
+        """``cache_dir``: the chunk cache; ``index_dir``: where pack indexes are kept
+        (None: fetched by every store)."""
         self.blobs = blobs
         self.where = blobs.url
         self.read_budget = read_budget
@@ -91,7 +139,8 @@ class RemoteObjectStore(ObjectStore):
         self.counters = {"bytes_fetched": 0, "range_gets": 0, "objects_fetched": 0, "fetch_retries": 0,
                          "fetch_failures": 0, "index_refreshes": 0}
         self.cache = ChunkCache(cache_dir, cache_size)
-        self.indexes: PackIndexes = self.call("the pack indexes", PackIndexes, blobs)
+        self._index_cache = IndexCache(blobs, index_dir) if index_dir else None
+        self.indexes: PackIndexes = self.call("the pack indexes", PackIndexes, self._index_cache or blobs)
         self._last_refresh = time.monotonic()
 
     # -- bounded remote calls ------------------------------------------------------------
@@ -357,8 +406,9 @@ class RemoteObjectStore(ObjectStore):
     def stats(self) -> dict:
         with self._lock:
             c = dict(self.counters)
+        idx = self._index_cache.fetched_bytes if self._index_cache else None
         return {**c, **self.cache.stats(), "packs": len(self.indexes.loaded), "pinned": len(self._pinned),
-                "read_budget": self.read_budget}
+                "index_bytes_fetched": idx, "read_budget": self.read_budget}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -437,7 +487,8 @@ def open_remote_repository(url: str, *, endpoint: str | None = None, cache_dir: 
     blobs = open_blobs(u, endpoint=endpoint, options=options)
     base = os.path.join(os.path.abspath(cache_dir or default_cache_dir()), "remotes", remote_key(str(u), endpoint))
     try:
-        store = RemoteObjectStore(blobs, os.path.join(base, "chunks"), cache_size, read_budget=read_budget)
+        store = RemoteObjectStore(blobs, os.path.join(base, "chunks"), cache_size, read_budget=read_budget,
+                                  index_dir=os.path.join(base, "indexes"))
         try:
             marker = store.call(REMOTE_MARKER, blobs.get, REMOTE_MARKER)
         except BlobNotFound:

@@ -113,6 +113,9 @@ def test_a_warm_cache_fetches_nothing(minilm_remote, tmp_path):
         warm = remote_stats(str(tmp_path / "m2"))
     assert cold["bytes_fetched"] > 80 << 20
     assert warm["bytes_fetched"] == 0 and warm["range_gets"] == 0 and warm["objects_fetched"] == 0
+    # The pack indexes are kept too (fetched once, by the mount command's own checks).
+    kept = [f for d, _, fs in os.walk(cache) for f in fs if d.endswith("indexes")]
+    assert kept and all(f.endswith(".idx") for f in kept) and warm["index_bytes_fetched"] == 0
     assert warm["cache_hits"] > 0
 
 

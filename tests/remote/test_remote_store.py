@@ -310,3 +310,22 @@ def test_pack_indexes_are_refreshed_on_a_miss_at_most_every_n_seconds(pushed, tm
     assert s.has(o) and s.get(o) == local.store.get(o)
     assert s.stats()["index_refreshes"] == 1
     assert isinstance(s.indexes, PackIndexes)
+
+
+def test_pack_indexes_are_kept_and_a_damaged_copy_is_fetched_again(pushed):
+    local = Repository.open(pushed["repo"])
+    idx = str(pushed["tmp"] / "indexes")
+    first = store_of(pushed, index_dir=idx)
+    assert set(first) == set(local.store)
+    n = first.stats()["index_bytes_fetched"]
+    assert n == sum(os.path.getsize(os.path.join(idx, f)) for f in os.listdir(idx)) > 0
+    assert store_of(pushed, index_dir=idx).stats()["index_bytes_fetched"] == 0
+    victim = os.path.join(idx, sorted(os.listdir(idx))[0])
+    with open(victim, "r+b") as f:
+        f.seek(20)
+        b = f.read(1)
+        f.seek(20)
+        f.write(bytes([b[0] ^ 1]))
+    again = store_of(pushed, index_dir=idx)
+    assert 0 < again.stats()["index_bytes_fetched"] < n
+    assert set(again) == set(local.store)
