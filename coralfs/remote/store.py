@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from ..objects import codecs
+from ..objects.cache import ByteLRU
 from ..objects.errors import CoralError, CorruptObject, ObjectNotFound
 from ..objects.ids import ObjectId, from_hex, is_hex_prefix, to_hex
 from ..objects.refs import BadRef, RefsContainer, check_full_name
@@ -44,6 +45,7 @@ DEFAULT_BUDGET = 30.0
 COALESCE_GAP = 256 << 10     # a hole this small is cheaper to fetch than another request
 COALESCE_MAX = 32 << 20      # largest single range GET of coalesced objects
 FETCH_THREADS = 4
+FRESH_BYTES = 64 << 20       # frames just fetched, kept in memory for their decode
 
 
 class ObjectUnavailable(CoralError):
@@ -135,6 +137,8 @@ class RemoteObjectStore(ObjectStore):
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._pinned: dict[ObjectId, bytes] = {}
+        # Frames just fetched, for the decode that follows (no read back from the disk cache).
+        self._fresh = ByteLRU(FRESH_BYTES)
         self._put_times: dict[ObjectId, float] = {}
         self.counters = {"bytes_fetched": 0, "range_gets": 0, "objects_fetched": 0, "fetch_retries": 0,
                          "fetch_failures": 0, "index_refreshes": 0}
@@ -220,10 +224,12 @@ class RemoteObjectStore(ObjectStore):
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
         """Which of these have no local copy (no network: a stat per object)."""
-        return [o for o in oids if o not in self._pinned and not self.cache.contains(o)]
+        return [o for o in oids if o not in self._pinned and o not in self._fresh and not self.cache.contains(o)]
 
     def get(self, oid: ObjectId) -> bytes:
         frame = self._pinned.get(oid)
+        if frame is None:
+            frame = self._fresh.peek(oid)
         if frame is None:
             frame = self.cache.get(oid)
         if frame is not None:
@@ -254,6 +260,7 @@ class RemoteObjectStore(ObjectStore):
             bases = []
             for o, frame in self._fetch_runs(located, deadline).items():
                 self.cache.put(o, frame)
+                self._fresh.put(o, frame)
                 h = codecs.parse_header(frame, o)
                 if h.base is not None:
                     bases.append(h.base)
