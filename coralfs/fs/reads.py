@@ -15,7 +15,8 @@ from typing import Protocol
 
 import trio
 
-from ..objects.ids import ObjectId
+from ..objects.errors import CorruptObject
+from ..objects.ids import ObjectId, from_hex
 from ..remote.store import ObjectUnavailable
 from .content import Content
 from .readahead import ReadAhead
@@ -39,6 +40,7 @@ class Fetcher(Protocol):
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]: ...
     def fetch_many(self, oids: Iterable[ObjectId]) -> None: ...
+    def discard(self, oid: ObjectId) -> None: ...
 
 
 class ChunkReads:
@@ -76,7 +78,12 @@ class ChunkReads:
         if data is None:
             if self.fetcher is not None:
                 await self._fetch(span.chunk_ids())
-            data = await trio.to_thread.run_sync(span.read, limiter=self.limiter)
+            try:
+                data = await trio.to_thread.run_sync(span.read, limiter=self.limiter)
+            except CorruptObject as e:
+                if self.fetcher is not None:  # the next read fetches it again (the bucket may be repaired)
+                    self.fetcher.discard(from_hex(e.object_id))
+                raise
         else:
             self.counters["cache_fast_path"] += 1
         wanted = f.ahead.after_read(f.content, off, len(data), span.region)

@@ -302,6 +302,12 @@ class RemoteObjectStore(ObjectStore):
             self.counters["bytes_fetched"] += n
             self.counters["range_gets"] += gets
 
+    def discard(self, oid: ObjectId) -> None:
+        """Drop the local copy of an object that failed its decode: the next read fetches
+        it again (EIO again while the remote's copy is damaged, served once repaired)."""
+        self.cache.discard(oid)
+        self._fresh.clear()
+
     def pin(self, oid: ObjectId) -> None:
         """Keep an object's frame in memory for the life of the store (what a mount walks
         on its event loop: commits, trees, files, tensors), so no such step waits on the

@@ -157,12 +157,16 @@ def test_a_corrupted_pack_byte_is_eio_naming_the_object(minilm_remote, tmp_path)
     chunk = (local.odb.get_object(victim.tensor).chunks[0] if hasattr(victim, "tensor") else victim.chunks[0][0])
     s = RemoteObjectStore(file_blobs(remote), str(tmp_path / "probe"), 1 << 30)
     loc = s.indexes.where[chunk]
-    with open(remote / loc.pack, "r+b") as f:
-        f.seek(loc.offset + loc.length - 10)   # in the payload: only the decode can tell
-        b = f.read(1)
-        f.seek(loc.offset + loc.length - 10)
-        f.write(bytes([b[0] ^ 0x10]))
     s.close()
+
+    def flip() -> None:
+        with open(remote / loc.pack, "r+b") as f:
+            f.seek(loc.offset + loc.length - 10)   # in the payload: only the decode can tell
+            b = f.read(1)
+            f.seek(loc.offset + loc.length - 10)
+            f.write(bytes([b[0] ^ 0x10]))
+
+    flip()
     mp = tmp_path / "m"
     with remote_mounted(f"file://{remote}", str(mp), "main", "--cache-dir", str(tmp_path / "c")) as m:
         with pytest.raises(OSError) as e:
@@ -172,6 +176,9 @@ def test_a_corrupted_pack_byte_is_eio_naming_the_object(minilm_remote, tmp_path)
         assert sha(mp / "model.safetensors") == r["second"]["model.safetensors"]
         with open(m["log"]) as f:
             assert chunk.hex() in f.read()
+        # The damaged copy was not kept: once the remote is repaired, the read succeeds.
+        flip()
+        assert sha(mp / "emb.npy") == r["second"]["emb.npy"]
 
 
 def test_bad_remote_mounts_are_one_line_errors(minilm_remote, tmp_path):
