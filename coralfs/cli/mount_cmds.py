@@ -75,7 +75,7 @@ def mount(
 
 
 def _remote_entry(repo: str, name: str) -> dict:
-    """``[remote.NAME]`` of REPO's config.toml (url, endpoint), read as TOML."""
+    """The fields of remote NAME in REPO's config.toml (url, endpoint), read as TOML."""
     import os
     import tomllib
 
@@ -87,8 +87,12 @@ def _remote_entry(repo: str, name: str) -> dict:
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise MountError(f"cannot read {path}: {e}") from None
-    entry = data.get("remote", {}).get(name) if isinstance(data.get("remote"), dict) else None
-    if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+    section = data.get("remote") if isinstance(data.get("remote"), dict) else {}
+    # `coralfs remote add` writes [remote] "NAME.FIELD" = ...; a [remote.NAME] table works too.
+    entry = {k.rpartition(".")[2]: v for k, v in section.items() if k.rpartition(".")[0] == name}
+    if isinstance(section.get(name), dict):
+        entry.update(section[name])
+    if not isinstance(entry.get("url"), str):
         raise MountError(f"{repo} has no remote {name!r}: `coralfs remote add {name} URL` first, or mount the URL")
     return entry
 

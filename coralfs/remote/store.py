@@ -430,7 +430,8 @@ class RemoteObjectStore(ObjectStore):
 
 class RemoteRefsReader(RefsContainer):
     """The refs of a remote, read-only (``HEAD``, ``refs/heads/*``, ``refs/tags/*``: hex id
-    and newline); every read bounded by the store's budget. Moving refs is push's job."""
+    and newline, an empty blob for a deleted ref); every read bounded by the store's
+    budget. Moving refs is push's job."""
 
     def __init__(self, store: RemoteObjectStore) -> None:
         self.store = store
@@ -448,7 +449,7 @@ class RemoteRefsReader(RefsContainer):
 
     def read_raw(self, name: str) -> str | None:
         raw = self._text(check_full_name(name))
-        return None if raw is None else raw.strip()
+        return (raw or "").strip() or None   # an empty blob is a deleted ref (a tombstone)
 
     def raw_refs(self, prefix: str) -> Iterator[tuple[str, str | BadRef]]:
         for key in sorted(self.store.call(prefix, lambda: list(self.blobs.list(prefix)))):
@@ -458,7 +459,7 @@ class RemoteRefsReader(RefsContainer):
             except BadRef as e:
                 yield short, e
                 continue
-            if raw is not None:
+            if raw and raw.strip():
                 yield short, raw.strip()
 
     def _refuse(self, *_args, **_kwargs) -> None:

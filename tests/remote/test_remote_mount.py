@@ -86,7 +86,7 @@ def test_mount_by_remote_name_of_a_repository(minilm_remote, tmp_path):
     local = tmp_path / "clone"
     run_cli("init", str(local))
     with open(local / "config.toml", "a") as f:
-        f.write(f'\n[remote.origin]\nurl = "{r["url"]}"\n')
+        f.write(f'\n[remote]\n"origin.url" = "{r["url"]}"\n')
     mp = tmp_path / "m"
     mp.mkdir()
     p = run_cli("mount", "--remote", "origin", str(local), f"{mp}@main", "--cache-dir", str(tmp_path / "c"))

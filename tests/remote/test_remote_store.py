@@ -107,10 +107,12 @@ def test_fetch_many_coalesces_neighbours_and_follows_delta_bases(pushed):
 
 
 def test_repository_over_the_remote_reads_every_file(pushed):
+    blobs = file_blobs(pushed["remote"])
+    blobs.put("refs/heads/gone", b"")   # a deleted ref: a tombstone
     r = open_remote_repository(f"file://{pushed['remote']}", cache_dir=str(pushed["tmp"] / "c2"))
     local = Repository.open(pushed["repo"])
     assert r.resolve("main") == local.resolve("main")
-    assert r.branches() == local.branches()
+    assert r.branches() == local.branches() and r.branch_head("gone") is None
     for path, e in r.tree_of("main").entries.items():
         want = local.open_file(e.file)
         got = r.open_file(e.file)
