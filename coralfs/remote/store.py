@@ -285,8 +285,12 @@ class RemoteObjectStore(ObjectStore):
             first = run[0]
             start = first[0].offset
             end = max(loc.offset + loc.length for loc, _ in run)
-            data = self.call(to_hex(first[1]), self.blobs.get_range, first[0].pack, start, end - start,
-                             deadline=deadline)
+            try:
+                data = self.call(to_hex(first[1]), self.blobs.get_range, first[0].pack, start, end - start,
+                                 deadline=deadline)
+            except BlobNotFound:
+                raise ObjectUnavailable(to_hex(first[1]), f"{first[0].pack} is gone from {self.where} "
+                                        "(repacked since the mount started? mount again)") from None
             self._got(len(run), len(data), gets=1)
             for loc, o in run:
                 frame = data[loc.offset - start: loc.offset - start + loc.length]

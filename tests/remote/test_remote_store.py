@@ -332,3 +332,12 @@ def test_pack_indexes_are_kept_and_a_damaged_copy_is_fetched_again(pushed):
     again = store_of(pushed, index_dir=idx)
     assert 0 < again.stats()["index_bytes_fetched"] < n
     assert set(again) == set(local.store)
+
+
+def test_a_pack_gone_since_the_indexes_were_read_names_the_object(pushed):
+    local = Repository.open(pushed["repo"])
+    s = store_of(pushed)
+    o = walk_order(local)[-1]
+    os.unlink(os.path.join(pushed["remote"], s.indexes.where[o].pack))
+    with pytest.raises(ObjectUnavailable, match=f"{o.hex()}.*is gone from"):
+        s.get(o)
