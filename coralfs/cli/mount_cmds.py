@@ -34,6 +34,7 @@ def mount(
     remote: Annotated[str | None, typer.Option("--remote", help="Mount MNT@REF of this remote of REPO (`coralfs remote add`), "
                                                                 "served from its object store")] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="A remote's service URL (emulators, S3-compatible stores)")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="A remote's credentials profile (~/.aws ...)")] = None,
     cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Remote mounts: the local chunk cache "
                                                                       "(default $XDG_CACHE_HOME/coralfs)")] = None,
     fetch_timeout: Annotated[float | None, typer.Option("--fetch-timeout", metavar="SECONDS",
@@ -53,15 +54,18 @@ def mount(
                          "(a read-only mount of a branch is MNT@BRANCH)")
     size = _parse_value("--cache-size", cache_size, int) if cache_size else None
     url = remote_url(repo, remote) if remote is not None else (repo if "://" in repo else None)
-    if url is None and (endpoint or cache_dir or fetch_timeout is not None):
-        raise MountError("--endpoint, --cache-dir and --fetch-timeout belong to remote mounts: "
+    if url is None and (endpoint or profile or cache_dir or fetch_timeout is not None):
+        raise MountError("--endpoint, --profile, --cache-dir and --fetch-timeout belong to remote mounts: "
                          "mount a URL or add --remote NAME")
-    if url is not None and remote is not None and endpoint is None:
-        endpoint = remote_endpoint(repo, remote)
+    if remote is not None:
+        endpoint = endpoint or remote_field(repo, remote, "endpoint")
+        profile = profile or remote_field(repo, remote, "profile")
+    # --cache-size bounds the decoded-chunk cache of a local mount, the chunk cache on disk
+    # of a remote one (whose decoded-chunk cache keeps the repository's cache.size).
     spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None,
                      cache_size=size if url is None else None, log_file=log_file, threads=threads, write=write,
                      branch=branch, auto_commit=auto_commit, allow_other=allow_other, remote=url, endpoint=endpoint,
-                     cache_dir=cache_dir, remote_cache_size=size if url is not None else None,
+                     profile=profile, cache_dir=cache_dir, remote_cache_size=size if url is not None else None,
                      fetch_timeout=fetch_timeout)
     spec = do_mount(spec, foreground=foreground)
     if not foreground:
@@ -75,7 +79,7 @@ def mount(
 
 
 def _remote_entry(repo: str, name: str) -> dict:
-    """The fields of remote NAME in REPO's config.toml (url, endpoint), read as TOML."""
+    """The fields of remote NAME in REPO's config.toml (url, endpoint, profile), read as TOML."""
     import os
     import tomllib
 
@@ -101,9 +105,9 @@ def remote_url(repo: str, name: str) -> str:
     return _remote_entry(repo, name)["url"]
 
 
-def remote_endpoint(repo: str, name: str) -> str | None:
-    ep = _remote_entry(repo, name).get("endpoint")
-    return ep if isinstance(ep, str) and ep else None
+def remote_field(repo: str, name: str, field: str) -> str | None:
+    v = _remote_entry(repo, name).get(field)
+    return v if isinstance(v, str) and v else None
 
 
 @app.command()

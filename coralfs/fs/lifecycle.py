@@ -53,6 +53,7 @@ class MountSpec:
     allow_other: bool = False         # other local users may use it (as the files' modes allow)
     remote: str | None = None         # a remote's URL: a read-only mount served from its store
     endpoint: str | None = None       # the remote's service URL (emulators, S3-compatible stores)
+    profile: str | None = None        # the credentials profile of the cloud's own config files
     cache_dir: str | None = None      # the local chunk cache of remote mounts (default: XDG cache)
     remote_cache_size: int | None = None  # its budget in bytes
     fetch_timeout: float | None = None    # seconds a read may wait for the remote, retries included
@@ -196,7 +197,8 @@ def open_remote(spec: MountSpec):
     from ..remote.store import DEFAULT_BUDGET, DEFAULT_CACHE_SIZE, open_remote_repository
     return open_remote_repository(spec.remote, endpoint=spec.endpoint, cache_dir=spec.cache_dir,
                                   cache_size=spec.remote_cache_size or DEFAULT_CACHE_SIZE,
-                                  read_budget=spec.fetch_timeout or DEFAULT_BUDGET)
+                                  read_budget=spec.fetch_timeout or DEFAULT_BUDGET,
+                                  options={"profile": spec.profile} if spec.profile else None)
 
 
 def _serve_here(spec: MountSpec) -> None:
