@@ -43,7 +43,7 @@ LOOSE = "loose/"
 DEFAULT_CACHE_SIZE = 10 << 30
 DEFAULT_BUDGET = 30.0
 COALESCE_GAP = 256 << 10     # a hole this small is cheaper to fetch than another request
-COALESCE_MAX = 32 << 20      # largest single range GET of coalesced objects
+COALESCE_MAX = 8 << 20       # largest range GET of coalesced objects (more go out in parallel)
 FETCH_THREADS = 4
 FRESH_BYTES = 64 << 20       # frames just fetched, kept in memory for their decode
 
@@ -134,6 +134,7 @@ class RemoteObjectStore(ObjectStore):
         # Remote calls run here, never in the caller's thread: a caller stops waiting when
         # its budget is spent even if the request itself hangs until the client's timeout.
         self._pool = cf.ThreadPoolExecutor(max(1, fetch_threads), thread_name_prefix="coralfs-fetch")
+        self._runs = cf.ThreadPoolExecutor(max(1, fetch_threads), thread_name_prefix="coralfs-fetch-run")
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._pinned: dict[ObjectId, bytes] = {}
@@ -281,17 +282,14 @@ class RemoteObjectStore(ObjectStore):
                     last.append((loc, o))
                     continue
             runs.append([(loc, o)])
-        for run in runs:
-            first = run[0]
-            start = first[0].offset
-            end = max(loc.offset + loc.length for loc, _ in run)
-            try:
-                data = self.call(to_hex(first[1]), self.blobs.get_range, first[0].pack, start, end - start,
-                                 deadline=deadline)
-            except BlobNotFound:
-                raise ObjectUnavailable(to_hex(first[1]), f"{first[0].pack} is gone from {self.where} "
-                                        "(repacked since the mount started? mount again)") from None
-            self._got(len(run), len(data), gets=1)
+        # Several runs go out at once (a read-ahead window spans a few): each waits in its
+        # own thread, all within the one deadline.
+        if len(runs) == 1:
+            fetched = [self._fetch_run(runs[0], deadline)]
+        else:
+            futs = [self._runs.submit(self._fetch_run, run, deadline) for run in runs]
+            fetched = [f.result() for f in futs]
+        for run, (start, data) in zip(runs, fetched):
             for loc, o in run:
                 frame = data[loc.offset - start: loc.offset - start + loc.length]
                 if len(frame) != loc.length:
@@ -299,6 +297,20 @@ class RemoteObjectStore(ObjectStore):
                 codecs.parse_header(frame, o)  # a damaged header or another object: named, not cached
                 out[o] = frame
         return out
+
+    def _fetch_run(self, run: list[tuple[Location, ObjectId]], deadline: float) -> tuple[int, bytes]:
+        """(start offset, bytes) of one run of neighbouring objects: one range GET."""
+        first = run[0]
+        start = first[0].offset
+        end = max(loc.offset + loc.length for loc, _ in run)
+        try:
+            data = self.call(to_hex(first[1]), self.blobs.get_range, first[0].pack, start, end - start,
+                             deadline=deadline)
+        except BlobNotFound:
+            raise ObjectUnavailable(to_hex(first[1]), f"{first[0].pack} is gone from {self.where} "
+                                    "(repacked since the mount started? mount again)") from None
+        self._got(len(run), len(data), gets=1)
+        return start, data
 
     def _got(self, objects: int, n: int, gets: int = 0) -> None:
         with self._lock:
@@ -429,6 +441,7 @@ class RemoteObjectStore(ObjectStore):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._runs.shutdown(wait=False, cancel_futures=True)
         self.blobs.close()
 
 
