@@ -37,6 +37,10 @@ from .ids import HEX_LEN, ObjectId, from_hex, to_hex
 HEAD = "HEAD"
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
+# An experiment's record: a chain of commits with an empty tree whose metadata holds the
+# events (start with params, metrics, stop), so it is kept, checked and pushed like history.
+EXPERIMENTS = "refs/experiments/"
+NAMESPACES = (HEADS, TAGS, EXPERIMENTS)
 SYMREF = "ref: "
 
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -125,11 +129,11 @@ def default_identity() -> str:
 
 
 def check_full_name(name: str) -> str:
-    """``HEAD`` or ``refs/heads/X``/``refs/tags/X`` with a valid X: nothing else is a ref
-    (and so no name escapes a backend's namespace)."""
+    """``HEAD`` or ``refs/heads/X``, ``refs/tags/X``, ``refs/experiments/X`` with a valid X:
+    nothing else is a ref (and so no name escapes a backend's namespace)."""
     if name != HEAD:
-        if not (name.startswith(HEADS) or name.startswith(TAGS)):
-            raise InvalidRefName(name, "refs live under refs/heads/ or refs/tags/")
+        if not name.startswith(NAMESPACES):
+            raise InvalidRefName(name, "refs live under " + ", ".join(NAMESPACES))
         check_ref_name(name.split("/", 2)[2], "ref")
     return name
 
