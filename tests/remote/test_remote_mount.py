@@ -201,6 +201,37 @@ def test_bad_remote_mounts_are_one_line_errors(minilm_remote, tmp_path):
     assert not os.listdir(mp)
 
 
+def check_stalled_mount(mp, log_file: str, uncached: str, cached: str, cached_sha: str) -> None:
+    """With the mount's store stalled: a read of ``uncached`` fails with EIO after the
+    fetch budget (3 s), the log naming the object; meanwhile listings, stats.json and
+    ``cached`` (page cache dropped, so the daemon serves it again) are served; then
+    `coralfs umount` works while the store is still stalled."""
+    result: dict = {}
+
+    def big_read() -> None:
+        try:
+            (mp / uncached).read_bytes()
+            result["ok"] = True
+        except OSError as e:
+            result["errno"] = e.errno
+
+    t = threading.Thread(target=big_read, daemon=True)
+    t.start()
+    assert uncached in os.listdir(mp) and ".coral" in os.listdir(mp)
+    assert remote_stats(str(mp))["packs"] > 0
+    with open(mp / cached, "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        assert hashlib.sha256(f.read()).hexdigest() == cached_sha
+    t.join(120)
+    assert not t.is_alive() and result == {"errno": errno.EIO}
+    assert remote_stats(str(mp))["fetch_failures"] >= 1
+    with open(log_file) as f:
+        log = f.read()
+    assert re.search(r"object [0-9a-f]{64} could not be fetched: .* did not answer within 3 s", log), log
+    run_cli("umount", str(mp))
+    assert not any(ln.split()[1] == str(mp) for ln in open("/proc/mounts"))
+
+
 def test_a_stalled_store_fails_reads_with_eio_serves_the_rest_and_unmounts(minilm_remote, tmp_path):
     """The remote's directory lives on a second coralfs mount whose daemon is stopped
     (SIGSTOP) mid-run: every read of the remote hangs in the kernel, as on a stalled
@@ -222,34 +253,7 @@ def test_a_stalled_store_fails_reads_with_eio_serves_the_rest_and_unmounts(minil
             assert sha(outer / "config.json") == r["second"]["config.json"]
             os.kill(inner_pid, signal.SIGSTOP)
             stopped = True
-            result: dict = {}
-
-            def big_read() -> None:
-                try:
-                    (outer / "model.safetensors").read_bytes()
-                    result["ok"] = True
-                except OSError as e:
-                    result["errno"] = e.errno
-
-            t = threading.Thread(target=big_read, daemon=True)
-            t.start()
-            # Meanwhile the mount answers: listings, stats, a file already in the cache
-            # (its page cache dropped, so the daemon serves it again).
-            assert "model.safetensors" in os.listdir(outer)
-            assert remote_stats(str(outer))["packs"] > 0
-            with open(outer / "config.json", "rb") as f:
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-                assert hashlib.sha256(f.read()).hexdigest() == r["second"]["config.json"]
-            t.join(120)
-            assert not t.is_alive() and result == {"errno": errno.EIO}
-            st = remote_stats(str(outer))
-            assert st["fetch_failures"] >= 1
-            with open(m["log"]) as f:
-                log = f.read()
-            assert re.search(r"object [0-9a-f]{64} could not be fetched: .* did not answer within 3 s", log), log
-            # umount works while the store is still stalled.
-            run_cli("umount", str(outer))
-            assert not any(ln.split()[1] == str(outer) for ln in open("/proc/mounts"))
+            check_stalled_mount(outer, m["log"], "model.safetensors", "config.json", r["second"]["config.json"])
     finally:
         if stopped:
             os.kill(inner_pid, signal.SIGCONT)

@@ -4,12 +4,7 @@ fails the reads that need it with EIO while the rest is served, and umount works
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import os
-import re
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -17,7 +12,7 @@ from safetensors.numpy import save_file
 
 from tests.conftest import run_cli, sha, tree_sha
 from tests.remote.remote_build import build_remote
-from tests.remote.test_remote_mount import remote_mounted, remote_stats
+from tests.remote.test_remote_mount import check_stalled_mount, remote_mounted, remote_stats
 
 pytestmark = [pytest.mark.mount, pytest.mark.timeout(900)]
 
@@ -73,29 +68,7 @@ def test_a_paused_store_fails_reads_with_eio_serves_the_rest_and_unmounts(s3_rem
         assert sha(mp / "config.json") == small_repo["second"]["config.json"]
         s3_remote.service.pause()
         try:
-            result: dict = {}
-
-            def big_read() -> None:
-                try:
-                    (mp / "model.safetensors").read_bytes()
-                    result["ok"] = True
-                except OSError as e:
-                    result["errno"] = e.errno
-
-            t = threading.Thread(target=big_read, daemon=True)
-            t.start()
-            assert sorted(os.listdir(mp)) == [".coral", "config.json", "emb.npy", "model.safetensors"]
-            assert remote_stats(str(mp))["packs"] > 0
-            with open(mp / "config.json", "rb") as f:
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-                assert hashlib.sha256(f.read()).hexdigest() == small_repo["second"]["config.json"]
-            t.join(120)
-            assert not t.is_alive() and result == {"errno": errno.EIO}
-            with open(m["log"]) as f:
-                log = f.read()
-            assert re.search(r"object [0-9a-f]{64} could not be fetched: .* did not answer within 3 s", log), log
-            run_cli("umount", str(mp))   # while the store is still paused
-            assert not any(ln.split()[1] == str(mp) for ln in open("/proc/mounts"))
+            check_stalled_mount(mp, m["log"], "model.safetensors", "config.json", small_repo["second"]["config.json"])
         finally:
             s3_remote.service.resume()
     shutil.rmtree(tmp_path / "c")
