@@ -1,5 +1,6 @@
-"""Laziness of remote mounts on a 1 GiB model: reading one tensor fetches at most 1.2x its
-stored bytes, and a second mount with the warm cache fetches nothing."""
+"""Laziness of remote mounts on a 1 GiB model, from a file:// remote and from moto (S3):
+reading one tensor fetches at most 1.2x its stored bytes, and a second mount with the
+warm cache fetches nothing."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from coralfs.objects.repository import Repository
 from tests.conftest import run_cli
 from tests.remote.remote_build import build_remote
 from tests.remote.test_remote_mount import remote_mounted, remote_stats
-from tests.remote.test_remote_store import file_blobs
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -54,7 +54,7 @@ def read_range(path: str, off: int, length: int, step: int = 1 << 20) -> str:
 
 
 @pytest.fixture(scope="module")
-def big_remote(tmp_path_factory):
+def big_repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("big")
     src = base / "src"
     src.mkdir()
@@ -63,13 +63,15 @@ def big_remote(tmp_path_factory):
     repo = str(base / "repo")
     run_cli("init", repo)
     run_cli("commit", str(src), "-m", "big", repo=repo)
-    remote = base / "remote"
-    build_remote(repo, file_blobs(remote))
-    return {"repo": repo, "url": f"file://{remote}", "model": model, "base": base}
+    return {"repo": repo, "model": model}
 
 
-def test_one_tensor_of_a_1gb_model_fetches_at_most_1_2x_its_stored_bytes(big_remote, tmp_path):
-    b = big_remote
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_one_tensor_of_a_1gb_model_fetches_at_most_1_2x_its_stored_bytes(kind, big_repo, tmp_path, request):
+    b = big_repo
+    remote = request.getfixturevalue(f"{kind}_remote")
+    build_remote(b["repo"], remote.open())
+    ep = ["--endpoint", remote.endpoint] if remote.endpoint else []
     name = "layers.3.weight"
     off, length = tensor_range(b["model"], name)
     want = read_range(b["model"], off, length)
@@ -80,14 +82,14 @@ def test_one_tensor_of_a_1gb_model_fetches_at_most_1_2x_its_stored_bytes(big_rem
     total_stored = sum(local.store.size(o) for o in local.store)
     cache = str(tmp_path / "cache")
     mp = str(tmp_path / "m1")
-    with remote_mounted(b["url"], mp, "main", "--cache-dir", cache):
+    with remote_mounted(remote.url, mp, "main", "--cache-dir", cache, *ep):
         assert read_range(os.path.join(mp, "model.safetensors"), off, length) == want
         cold = remote_stats(mp)
     # Everything fetched since the mount started (metadata included) against the tensor.
     assert stored > 100 << 20 and total_stored > 7 * stored
     assert stored <= cold["bytes_fetched"] <= 1.2 * stored, (cold, stored)
     mp2 = str(tmp_path / "m2")
-    with remote_mounted(b["url"], mp2, "main", "--cache-dir", cache):
+    with remote_mounted(remote.url, mp2, "main", "--cache-dir", cache, *ep):
         assert read_range(os.path.join(mp2, "model.safetensors"), off, length) == want
         warm = remote_stats(mp2)
     assert warm["bytes_fetched"] == 0 and warm["range_gets"] == 0
