@@ -158,6 +158,7 @@ def _daemon_main() -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("h5py").setLevel(logging.WARNING)
+    code = 0
     try:
         serve(spec, status_fd=status_fd)
     except Exception as e:  # reported to the waiting parent, then logged
@@ -166,13 +167,14 @@ def _daemon_main() -> None:
         except OSError:
             pass
         log.exception("mount failed")
-        sys.exit(1)
+        code = 1
     if spec.remote is not None:
-        # Unmounted. A fetch stuck in a stalled store must not hold the exit until the
-        # client's own timeout (thread pools are joined at exit): nothing is left to
-        # write (cache entries are renamed into place whole), so leave now.
+        # A fetch stuck in a stalled store must not hold the exit until the client's own
+        # timeout (thread pools are joined at exit): nothing is left to write (cache
+        # entries are renamed into place whole), so leave now.
         logging.shutdown()
-        os._exit(0)
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
