@@ -122,7 +122,8 @@ def push(repo: str, url: str, endpoint: str | None, env: dict) -> str:
     if has_command("push"):
         args = ["remote", "add", "bench", url] + (["--endpoint", endpoint] if endpoint else [])
         subprocess.run([PY, "-m", "coralfs", "-R", repo, *args], capture_output=True, env={**os.environ, **env})
-        cli("-R", repo, "push", "bench", env=env)
+        from coralfs.objects.repository import Repository
+        cli("-R", repo, "push", "bench", *sorted(Repository.open(repo).branches()), env=env)
         return "coralfs push"
     from coralfs.remote.url import open_blobs
     from tests.remote.remote_build import build_remote
