@@ -7,7 +7,19 @@ import sys
 
 import typer
 
-from . import admin_cmds, ci_cmds, experiment_cmds, inspect_cmds, mount_cmds, ref_cmds, repo_cmds, staging_cmds, tui_cmds, workflow_cmds  # noqa: F401  (importing registers the commands)
+from . import (  # noqa: F401  (importing registers the commands)
+    admin_cmds,
+    ci_cmds,
+    common,
+    experiment_cmds,
+    inspect_cmds,
+    mount_cmds,
+    ref_cmds,
+    repo_cmds,
+    staging_cmds,
+    tui_cmds,
+    workflow_cmds,
+)
 from .app import app
 from .common import click, esc
 
@@ -47,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from typer._completion_classes import completion_init
     completion_init()
     cmd = typer.main.get_command(app)
+    args = argv if argv is not None else sys.argv[1:]
+    common.COMMAND_LINE = ["coralfs", *args]   # what a commit's provenance records
     try:
-        rc = cmd.main(args=argv if argv is not None else sys.argv[1:], prog_name="coralfs",
+        rc = cmd.main(args=args, prog_name="coralfs",
                       standalone_mode=False, complete_var="_CORALFS_COMPLETE")
     except typer.Abort:
         typer.echo("coralfs: aborted", err=True)
