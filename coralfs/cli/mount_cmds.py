@@ -14,11 +14,12 @@ from .common import JsonOpt, esc
 @app.command()
 def mount(
     ctx: typer.Context,
-    repo: Annotated[str, typer.Argument(help="Repository path")],
+    repo: Annotated[str, typer.Argument(help="Repository path, or a remote's URL (s3://, gs://, az://, file:///)")],
     target: Annotated[str, typer.Argument(help="MOUNTPOINT or MOUNTPOINT@REF (commit, branch, tag, REF~N)")],
     foreground: Annotated[bool, typer.Option("--foreground", "-f", help="Stay attached until unmounted")] = False,
     include: Annotated[list[str] | None, typer.Option("--include", help="Only tensors matching this glob (repeatable)")] = None,
-    cache_size: Annotated[str | None, typer.Option("--cache-size", help="Decoded-chunk cache budget, e.g. 512m, 2g")] = None,
+    cache_size: Annotated[str | None, typer.Option("--cache-size", help="Decoded-chunk cache budget, e.g. 512m, 2g; of a remote "
+                                                                         "mount: its local chunk cache on disk (default 10g)")] = None,
     log_file: Annotated[str | None, typer.Option("--log", help="Daemon log file")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Decoding threads")] = 2,
     write: Annotated[bool, typer.Option("--write", "-w", help="A writable staging mount of a branch")] = False,
@@ -30,9 +31,20 @@ def mount(
     allow_other: Annotated[bool, typer.Option("--allow-other",
                                               help="Let other local users in, as the files' modes allow (default: only you); control "
                                                    "requests stay yours")] = False,
+    remote: Annotated[str | None, typer.Option("--remote", help="Mount MNT@REF of this remote of REPO (`coralfs remote add`), "
+                                                                "served from its object store")] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="A remote's service URL (emulators, S3-compatible stores)")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="A remote's credentials profile (~/.aws ...)")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Remote mounts: the local chunk cache "
+                                                                      "(default $XDG_CACHE_HOME/coralfs)")] = None,
+    fetch_timeout: Annotated[float | None, typer.Option("--fetch-timeout", metavar="SECONDS",
+                                                        help="Remote mounts: how long a read may wait for the store, retries "
+                                                             "included, before it fails with EIO (default 30)")] = None,
 ) -> None:
     """Mount a commit, branch or tag (MNT@REF) read-only, the whole repository (MNT), or a
-    branch writable (MNT --write [--branch B]) so trainers can save into it."""
+    branch writable (MNT --write [--branch B]) so trainers can save into it. A remote's
+    commit mounts read-only too (URL MNT@REF, or --remote NAME REPO MNT@REF), fetching only
+    the chunks that reads touch into a local cache."""
     from ..fs.lifecycle import MountError, MountSpec, split_target
     from ..fs.lifecycle import mount as do_mount
     from ..objects.config import _parse_value
@@ -41,16 +53,61 @@ def mount(
         raise MountError("--branch and --auto-commit belong to writable mounts: add --write "
                          "(a read-only mount of a branch is MNT@BRANCH)")
     size = _parse_value("--cache-size", cache_size, int) if cache_size else None
-    spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None, cache_size=size,
-                     log_file=log_file, threads=threads, write=write, branch=branch, auto_commit=auto_commit,
-                     allow_other=allow_other)
+    url = remote_url(repo, remote) if remote is not None else (repo if "://" in repo else None)
+    if url is None and (endpoint or profile or cache_dir or fetch_timeout is not None):
+        raise MountError("--endpoint, --profile, --cache-dir and --fetch-timeout belong to remote mounts: "
+                         "mount a URL or add --remote NAME")
+    if remote is not None:
+        endpoint = endpoint or remote_field(repo, remote, "endpoint")
+        profile = profile or remote_field(repo, remote, "profile")
+    # --cache-size bounds the decoded-chunk cache of a local mount, the chunk cache on disk
+    # of a remote one (whose decoded-chunk cache keeps the repository's cache.size).
+    spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None,
+                     cache_size=size if url is None else None, log_file=log_file, threads=threads, write=write,
+                     branch=branch, auto_commit=auto_commit, allow_other=allow_other, remote=url, endpoint=endpoint,
+                     profile=profile, cache_dir=cache_dir, remote_cache_size=size if url is not None else None,
+                     fetch_timeout=fetch_timeout)
     spec = do_mount(spec, foreground=foreground)
     if not foreground:
         if write:
             what = f"branch {esc(spec.branch)} ({spec.commit[:12] if spec.commit else 'no commits yet'}), writable"
         else:
             what = f"{esc(ref)} ({spec.commit[:12]})" if ref else "repository"
+            if url is not None:
+                what += f" of {esc(url)}"
         typer.echo(f"mounted {what} at {esc(spec.mountpoint)} (pid {spec.pid}, log {esc(spec.log_file)})")
+
+
+def _remote_entry(repo: str, name: str) -> dict:
+    """The fields of remote NAME in REPO's config.toml (url, endpoint, profile), read as TOML."""
+    import os
+    import tomllib
+
+    from ..fs.lifecycle import MountError
+    from ..objects.repository import Repository
+    path = os.path.join(Repository.discover(repo), "config.toml")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise MountError(f"cannot read {path}: {e}") from None
+    section = data.get("remote") if isinstance(data.get("remote"), dict) else {}
+    # `coralfs remote add` writes [remote] "NAME.FIELD" = ...; a [remote.NAME] table works too.
+    entry = {k.rpartition(".")[2]: v for k, v in section.items() if k.rpartition(".")[0] == name}
+    if isinstance(section.get(name), dict):
+        entry.update(section[name])
+    if not isinstance(entry.get("url"), str):
+        raise MountError(f"{repo} has no remote {name!r}: `coralfs remote add {name} URL` first, or mount the URL")
+    return entry
+
+
+def remote_url(repo: str, name: str) -> str:
+    return _remote_entry(repo, name)["url"]
+
+
+def remote_field(repo: str, name: str, field: str) -> str | None:
+    v = _remote_entry(repo, name).get(field)
+    return v if isinstance(v, str) and v else None
 
 
 @app.command()

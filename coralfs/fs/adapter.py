@@ -2,9 +2,10 @@
 attributes and a handle table.
 
 Only FUSEError leaves a handler. Domain errors become errno in :func:`to_errno`: NotFound
--> ENOENT, BadHandle -> EBADF, corrupt or missing objects -> EIO (the object id logged),
-an OSError keeps its errno (ENOSPC from the spool reaches the writer as ENOSPC). Anything
-else is a bug: it is logged with its traceback and answered EIO, never a quiet ENOENT.
+-> ENOENT, BadHandle -> EBADF, corrupt, missing or unfetchable (remote) objects -> EIO
+(the object id logged), an OSError keeps its errno (ENOSPC from the spool reaches the
+writer as ENOSPC). Anything else is a bug: it is logged with its traceback and answered
+EIO, never a quiet ENOENT.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Generic, TypeVar
 import pyfuse3
 
 from ..objects.errors import CorruptObject, ObjectNotFound
+from ..remote.store import ObjectUnavailable
 from .model import BadHandle, FileHandleT, InodeT, NotFound
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ def to_errno(e: BaseException, where: str) -> pyfuse3.FUSEError:
     if isinstance(e, ObjectNotFound):
         log.error("%s: missing object %s", where, e.object_id)
         return pyfuse3.FUSEError(errno.EIO if where == "read" else errno.ENOENT)
+    if isinstance(e, ObjectUnavailable):
+        log.error("%s: object %s not served: %s", where, e.object_id, e)
+        return pyfuse3.FUSEError(errno.EIO)
     if isinstance(e, NotFound):
         return pyfuse3.FUSEError(errno.ENOENT)
     if isinstance(e, BadHandle):

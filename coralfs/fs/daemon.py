@@ -30,7 +30,8 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     from .readonly.ops import CoralOperations
     from .readonly.vfs import VFS
 
-    repo = Repository.open(spec.repo)
+    remote = spec.remote is not None
+    repo = _remote_repo(spec) if remote else Repository.open(spec.repo)
     if spec.cache_size:
         repo.odb.chunks.budget = spec.cache_size
     stage = None
@@ -38,9 +39,13 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
         ops, stage = _staging_ops(repo, spec)
         spec.commit = stage.base.hex() if stage.base else None
     else:
-        vfs = VFS(repo, spec.ref, spec.include)
+        # A remote mount shows the commit the client resolved (a push in between does not
+        # change what was asked for).
+        vfs = VFS(repo, spec.commit if remote else spec.ref, spec.include)
         ops = CoralOperations(vfs, threads=spec.threads)
         spec.commit = vfs.root_commit.hex() if vfs.root_commit else None
+        if remote:
+            _serve_remote(repo, vfs, ops, spec)
     spec.pid = os.getpid()
     # Everything that touches the mountpoint happens before mounting: afterwards it would
     # wait for this very process to answer.
@@ -76,6 +81,25 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
             ops.sfs.close()
             stage.close()
         repo.close()
+        if remote:
+            repo.store.close()
+
+
+def _remote_repo(spec: MountSpec):
+    from .lifecycle import open_remote
+    return open_remote(spec)
+
+
+def _serve_remote(repo, vfs, ops, spec: MountSpec) -> None:
+    """What a mount served from a remote store needs: every object the event loop walks
+    (commit, tree, files, tensors) fetched and pinned before serving, chunk fetches run
+    by the read path under their own limit, and the store's counters in stats.json."""
+    from ..remote.store import warm_snapshot
+    n = warm_snapshot(repo, vfs.root_commit, headers=bool(spec.include))
+    log.info("remote mount of %s at %s: %d metadata objects pinned", spec.remote, spec.commit, n)
+    ops.reads.fetcher = repo.store
+    local = ops.stats
+    vfs.stats = lambda: {**local(), "remote": repo.store.stats()}
 
 
 def _staging_ops(repo, spec: MountSpec):
@@ -134,6 +158,7 @@ def _daemon_main() -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("h5py").setLevel(logging.WARNING)
+    code = 0
     try:
         serve(spec, status_fd=status_fd)
     except Exception as e:  # reported to the waiting parent, then logged
@@ -142,7 +167,14 @@ def _daemon_main() -> None:
         except OSError:
             pass
         log.exception("mount failed")
-        sys.exit(1)
+        code = 1
+    if spec.remote is not None:
+        # A fetch stuck in a stalled store must not hold the exit until the client's own
+        # timeout (thread pools are joined at exit): nothing is left to write (cache
+        # entries are renamed into place whole), so leave now.
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ class MountSpec:
     branch: str | None = None
     auto_commit: float | None = None  # seconds of quiet before an automatic commit
     allow_other: bool = False         # other local users may use it (as the files' modes allow)
+    remote: str | None = None         # a remote's URL: a read-only mount served from its store
+    endpoint: str | None = None       # the remote's service URL (emulators, S3-compatible stores)
+    profile: str | None = None        # the credentials profile of the cloud's own config files
+    cache_dir: str | None = None      # the local chunk cache of remote mounts (default: XDG cache)
+    remote_cache_size: int | None = None  # its budget in bytes
+    fetch_timeout: float | None = None    # seconds a read may wait for the remote, retries included
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -148,13 +154,22 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
     unmounted (foreground)."""
     from ..objects.repository import Repository
     spec.mountpoint = os.path.abspath(spec.mountpoint)
-    spec.repo = os.path.abspath(spec.repo)
-    repo = Repository.open(spec.repo)
-    if spec.write:
-        _check_staging_args(repo, spec)
-        commit = repo.branch_head(spec.branch)
+    if spec.remote is not None:
+        _check_remote(spec)
+        spec.repo = spec.remote
+        repo = open_remote(spec)
+        try:
+            commit = repo.resolve(spec.ref)  # an unknown ref or an unreachable remote fails here
+        finally:
+            repo.store.close()
     else:
-        commit = repo.resolve(spec.ref) if spec.ref is not None else None  # unknown ref: fail here
+        spec.repo = os.path.abspath(spec.repo)
+        repo = Repository.open(spec.repo)
+        if spec.write:
+            _check_staging_args(repo, spec)
+            commit = repo.branch_head(spec.branch)
+        else:
+            commit = repo.resolve(spec.ref) if spec.ref is not None else None  # unknown ref: fail here
     spec.commit = commit.hex() if commit else None
     preflight(spec)
     if spec.write:
@@ -166,6 +181,24 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
         _serve_here(spec)
         return spec
     return _spawn(spec)
+
+
+def _check_remote(spec: MountSpec) -> None:
+    if spec.write:
+        raise MountError("a remote is mounted read-only: drop --write (commit locally, then `coralfs push`)")
+    if spec.ref is None:
+        raise MountError("a remote mount shows one commit: write MOUNTPOINT@REF (e.g. /mnt/model@main)")
+    if spec.fetch_timeout is not None and not 0 < spec.fetch_timeout <= 3600:
+        raise MountError("--fetch-timeout takes seconds, more than 0 and at most 3600")
+
+
+def open_remote(spec: MountSpec):
+    """The read-only Repository of a remote mount (its store fetches into the cache)."""
+    from ..remote.store import DEFAULT_BUDGET, DEFAULT_CACHE_SIZE, open_remote_repository
+    return open_remote_repository(spec.remote, endpoint=spec.endpoint, cache_dir=spec.cache_dir,
+                                  cache_size=spec.remote_cache_size or DEFAULT_CACHE_SIZE,
+                                  read_budget=spec.fetch_timeout or DEFAULT_BUDGET,
+                                  options={"profile": spec.profile} if spec.profile else None)
 
 
 def _serve_here(spec: MountSpec) -> None:

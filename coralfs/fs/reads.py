@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
-from ..objects.ids import ObjectId
+from ..objects.errors import CorruptObject
+from ..objects.ids import ObjectId, from_hex
+from ..remote.store import ObjectUnavailable
 from .content import Content
 from .readahead import ReadAhead
 
@@ -29,9 +32,25 @@ class OpenContent:
     ahead: ReadAhead = field(default_factory=ReadAhead)
 
 
+class Fetcher(Protocol):
+    """A store whose objects may have to come over the network (a remote's): the read
+    path fetches them under their own thread limit before decoding (see ChunkReads)."""
+
+    read_budget: float
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]: ...
+    def fetch_many(self, oids: Iterable[ObjectId]) -> None: ...
+    def discard(self, oid: ObjectId) -> None: ...
+
+
 class ChunkReads:
-    def __init__(self, odb, threads: int) -> None:
+    def __init__(self, odb, threads: int, fetcher: Fetcher | None = None) -> None:
         self.odb = odb
+        # A remote store: chunks are fetched (coalesced) in fetch threads of their own, so
+        # a stalled store occupies those, never the decode threads that serve reads of
+        # chunks already here; a read waits at most the store's budget for its fetch.
+        self.fetcher = fetcher
+        self.fetch_limiter = trio.CapacityLimiter(4)
         # Demand reads and prefetches have their own threads: a read never queues behind
         # prefetches of chunks it does not need yet.
         self.limiter = trio.CapacityLimiter(max(1, threads))
@@ -57,7 +76,14 @@ class ChunkReads:
             if waited:
                 data = span.cached()
         if data is None:
-            data = await trio.to_thread.run_sync(span.read, limiter=self.limiter)
+            if self.fetcher is not None:
+                await self._fetch(span.chunk_ids())
+            try:
+                data = await trio.to_thread.run_sync(span.read, limiter=self.limiter)
+            except CorruptObject as e:
+                if self.fetcher is not None:  # the next read fetches it again (the bucket may be repaired)
+                    self.fetcher.discard(from_hex(e.object_id))
+                raise
         else:
             self.counters["cache_fast_path"] += 1
         wanted = f.ahead.after_read(f.content, off, len(data), span.region)
@@ -71,14 +97,42 @@ class ChunkReads:
         """Run ``fn(*args)`` in a worker thread, under the demand-read limit."""
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
+    async def _fetch(self, ids: list[ObjectId]) -> None:
+        """Fetch what of ``ids`` is not local, in a fetch thread; the wait is bounded even
+        if every fetch thread is stuck (the thread is abandoned, the read fails)."""
+        fetcher = self.fetcher
+        missing = fetcher.missing(ids)
+        if not missing:
+            return
+        with trio.move_on_after(fetcher.read_budget + 1.0) as scope:
+            await trio.to_thread.run_sync(fetcher.fetch_many, missing, limiter=self.fetch_limiter,
+                                          abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            raise ObjectUnavailable(missing[0].hex(), f"no fetch finished within {fetcher.read_budget:g} s")
+
     def _prefetch(self, ids: Iterable[ObjectId]) -> None:
         """Decode these chunks in the background (the policy lives in readahead.py)."""
         if self.nursery is None:
             return
-        for oid in ids:
-            if oid in self._prefetching or oid in self.odb.chunks:
-                continue
+        todo = [oid for oid in ids if oid not in self._prefetching and oid not in self.odb.chunks]
+        for oid in todo:
             self._prefetching[oid] = trio.Event()
+        if self.fetcher is not None and todo:
+            self.nursery.start_soon(self._fetch_then_decode, todo)
+            return
+        for oid in todo:
+            self.nursery.start_soon(self._prefetch_one, oid)
+
+    async def _fetch_then_decode(self, ids: list[ObjectId]) -> None:
+        """Read-ahead of a remote: one coalesced fetch of the window, then the decodes."""
+        try:
+            await self._fetch(ids)
+        except Exception as e:  # noqa: BLE001 - a failed prefetch is retried by the read itself
+            log.info("read-ahead of %d chunks failed: %s", len(ids), e)
+            for oid in ids:  # no decodes that would wait on the store again: readers go on
+                self._prefetching.pop(oid).set()
+            return
+        for oid in ids:
             self.nursery.start_soon(self._prefetch_one, oid)
 
     async def _prefetch_one(self, oid: ObjectId) -> None:

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Remote benchmark: push/clone of the MiniLM series against whole-file upload, and the
+cold read of a remote mount against a local mount, in one run.
+
+Against moto (S3) on loopback when the s3:// backend is installed, else against a
+file:// remote (the figures then say so). Push and clone use `coralfs push` / `coralfs
+clone` when those commands exist; before that, the push is the pack writer the tests use
+(tests/remote/remote_build.py: every frame as stored, in packs) and clone is not measured.
+
+- push and clone throughput: MB/s of stored bytes of the fp32 MiniLM series (8
+  checkpoints and 2 fine-tunes, scripts/minilm_series.py);
+- whole-file upload of the same checkpoint files with the same BlobStore client (what a
+  DVC/LFS-style remote moves) and the bytes coralfs moved;
+- remote-mount cold read (fresh chunk cache, page cache dropped) of a 1 GiB model vs the
+  local mount's cold read of the same commit.
+
+    nice .venv/bin/python scripts/bench_remote.py [--work DIR] [--url URL] [--gb 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+PY = sys.executable
+
+from bench_mount import drop_caches, seq_read, umount  # noqa: E402
+from minilm_series import build  # noqa: E402
+
+
+def cli(*args: str, env: dict | None = None) -> str:
+    return subprocess.run([PY, "-m", "coralfs", *args], check=True, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}).stdout
+
+
+def has_command(name: str) -> bool:
+    return subprocess.run([PY, "-m", "coralfs", name, "--help"], capture_output=True).returncode == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto(work: str):
+    """moto_server on loopback, stopped by PID; yields (endpoint, bucket)."""
+    port = free_port()
+    log = open(os.path.join(work, "moto.log"), "wb")
+    p = subprocess.Popen([os.path.join(os.path.dirname(PY), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                         stdout=log, stderr=log)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        import boto3
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
+        yield endpoint
+    finally:
+        p.terminate()
+        p.wait(30)
+        log.close()
+
+
+def s3_available() -> bool:
+    try:
+        import moto  # noqa: F401
+
+        import coralfs.remote.s3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def stored_bytes(blobs, prefix: str = "") -> int:
+    total = 0
+    for k in blobs.list(prefix):
+        if k.startswith(("packs/", "loose/")):
+            info = blobs.head(k)
+            total += info.size if info else 0
+    return total
+
+
+def commit_series(work: str, series_root: str, idx: dict) -> tuple[str, list[str]]:
+    """The fp32 series in a local repository: main-N on main, each fine-tune on its branch."""
+    repo = os.path.join(work, "series-repo")
+    dirs = [os.path.join(series_root, "fp32", c["name"]) for c in idx["main"]]
+    fts = [os.path.join(series_root, "fp32", c["name"]) for c in idx["finetunes"]]
+    if not os.path.exists(os.path.join(repo, "HEAD")):
+        shutil.rmtree(repo, ignore_errors=True)
+        cli("init", repo)
+        for d in dirs:
+            cli("-R", repo, "commit", d, "-m", os.path.basename(d))
+        for d in fts:
+            name = os.path.basename(d)
+            cli("-R", repo, "branch", name, f"main~{len(dirs) - 1}")
+            cli("-R", repo, "checkout", name)
+            cli("-R", repo, "commit", d, "-m", name)
+            cli("-R", repo, "checkout", "main")
+    return repo, dirs + fts
+
+
+def push(repo: str, url: str, endpoint: str | None, env: dict) -> str:
+    """Push every branch; returns how ("coralfs push" or the test pack writer)."""
+    if has_command("push"):
+        args = ["remote", "add", "bench", url] + (["--endpoint", endpoint] if endpoint else [])
+        subprocess.run([PY, "-m", "coralfs", "-R", repo, *args], capture_output=True, env={**os.environ, **env})
+        from coralfs.objects.repository import Repository
+        cli("-R", repo, "push", "bench", *sorted(Repository.open(repo).branches()), env=env)
+        return "coralfs push"
+    from coralfs.remote.url import open_blobs
+    from tests.remote.remote_build import build_remote
+    blobs = open_blobs(url, endpoint=endpoint)
+    build_remote(repo, blobs)
+    blobs.close()
+    return "pack writer (tests/remote/remote_build.py)"
+
+
+def whole_file_upload(dirs: list[str], url: str, endpoint: str | None) -> tuple[int, float]:
+    """Every file of every checkpoint as one blob, as a whole-file remote stores them."""
+    from coralfs.remote.url import open_blobs
+    target = url.rstrip("/") + "-wholefile"
+    if target.startswith("file://"):
+        os.makedirs(target[len("file://"):], exist_ok=True)
+    blobs = open_blobs(target, endpoint=endpoint)
+    n = 0
+    t = time.perf_counter()
+    for d in dirs:
+        for root, _ds, fs in os.walk(d):
+            for f in sorted(fs):
+                p = os.path.join(root, f)
+                with open(p, "rb") as fh:
+                    data = fh.read()
+                blobs.put(f"{os.path.basename(d)}/{os.path.relpath(p, d)}", data)
+                n += len(data)
+    el = time.perf_counter() - t
+    blobs.close()
+    return n, el
+
+
+def big_model(work: str, gb: float) -> tuple[str, str]:
+    from safetensors.numpy import save_file
+    src = os.path.join(work, "big-src")
+    repo = os.path.join(work, "big-repo")
+    if not os.path.exists(os.path.join(repo, "HEAD")):
+        os.makedirs(src, exist_ok=True)
+        rng = np.random.default_rng(0)
+        n = max(1, int(gb * (1 << 30) / (128 << 20)))
+        save_file({f"layers.{i}.weight": rng.standard_normal((8192, 4096), dtype=np.float32) for i in range(n)},
+                  os.path.join(src, "model.safetensors"))
+        shutil.rmtree(repo, ignore_errors=True)
+        cli("init", repo)
+        cli("-R", repo, "commit", src, "-m", "big")
+    return repo, os.path.join(src, "model.safetensors")
+
+
+def cold_read(target: str, mount_args: list[str], mnt: str, env: dict) -> float:
+    umount(mnt)
+    os.makedirs(mnt, exist_ok=True)
+    cli("mount", *mount_args, env=env)
+    try:
+        drop_caches()
+        return seq_read(target)
+    finally:
+        umount(mnt)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "coralfs-bench-remote"))
+    ap.add_argument("--url", help="a remote URL to use instead of moto / file://")
+    ap.add_argument("--endpoint")
+    ap.add_argument("--gb", type=float, default=1.0)
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})
+    print(f"load before: {os.getloadavg()}", flush=True)
+    print("building the MiniLM fine-tuning series (cached)...", flush=True)
+    idx = build(os.path.join(args.work, "series"))
+    repo, dirs = commit_series(args.work, os.path.join(args.work, "series"), idx)
+    big_repo, big_file = big_model(args.work, args.gb)
+
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            url, endpoint, where = args.url, args.endpoint, args.url
+        elif s3_available():
+            endpoint = stack.enter_context(moto(args.work))
+            url, where = "s3://bench/series", f"moto (S3) at {endpoint}"
+        else:
+            d = os.path.join(args.work, "remote")
+            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(d + "-wholefile", ignore_errors=True)
+            os.makedirs(d)
+            url, endpoint, where = f"file://{d}", None, f"file:// ({d}); no s3:// backend installed"
+        from coralfs.remote.url import open_blobs
+        print(f"remote: {where}", flush=True)
+
+        t = time.perf_counter()
+        how = push(repo, url, endpoint, env)
+        push_s = time.perf_counter() - t
+        blobs = open_blobs(url, endpoint=endpoint)
+        moved = stored_bytes(blobs)
+        blobs.close()
+        print(f"push ({how}): {moved / 1e6:.1f} MB stored bytes in {push_s:.2f} s = {moved / 1e6 / push_s:.0f} MB/s",
+              flush=True)
+        clone_rate = None
+        if has_command("clone"):
+            dest = os.path.join(args.work, "clone")
+            shutil.rmtree(dest, ignore_errors=True)
+            t = time.perf_counter()
+            cli("clone", url, dest, *(["--endpoint", endpoint] if endpoint else []), env=env)
+            clone_s = time.perf_counter() - t
+            clone_rate = moved / 1e6 / clone_s
+            print(f"clone: {clone_s:.2f} s = {clone_rate:.0f} MB/s", flush=True)
+        else:
+            print("clone: not measured (no `coralfs clone` yet)", flush=True)
+        whole, whole_s = whole_file_upload(dirs, url, endpoint)
+        print(f"whole-file upload: {whole / 1e6:.1f} MB in {whole_s:.2f} s = {whole / 1e6 / whole_s:.0f} MB/s", flush=True)
+        print(f"coralfs moved {moved / whole:.3f}x the bytes of whole-file upload", flush=True)
+
+        # Cold reads of a 1 GiB model: the remote mount (fresh cache) vs the local mount.
+        big_url = url.rstrip("/") + "-big"
+        if big_url.startswith("file://"):
+            shutil.rmtree(big_url[7:], ignore_errors=True)
+            os.makedirs(big_url[7:])
+        push(big_repo, big_url, endpoint, env)
+        mnt = os.path.join(args.work, "mnt")
+        cache = os.path.join(args.work, "chunk-cache")
+        local = cold_read(os.path.join(mnt, "model.safetensors"), [big_repo, f"{mnt}@main"], mnt, env)
+        shutil.rmtree(cache, ignore_errors=True)
+        ep = ["--endpoint", endpoint] if endpoint else []
+        remote = cold_read(os.path.join(mnt, "model.safetensors"),
+                           [big_url, f"{mnt}@main", "--cache-dir", cache, *ep], mnt, env)
+        print(f"cold read of {os.path.getsize(big_file) / 2**30:.1f} GiB: local mount {local:.0f} MB/s, "
+              f"remote mount {remote:.0f} MB/s ({remote / local:.2f}x)", flush=True)
+    print(f"load after: {os.getloadavg()}", flush=True)
+    print(json.dumps({"remote": where, "push": how, "stored_bytes": moved, "push_mb_s": moved / 1e6 / push_s,
+                      "clone_mb_s": clone_rate, "whole_file_bytes": whole, "whole_file_mb_s": whole / 1e6 / whole_s,
+                      "moved_ratio": moved / whole, "local_cold_mb_s": local, "remote_cold_mb_s": remote}))
+
+
+if __name__ == "__main__":
+    main()
