@@ -37,6 +37,8 @@ from .ids import HEX_LEN, ObjectId, from_hex, to_hex
 HEAD = "HEAD"
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
+# Remote-tracking refs (``refs/remotes/NAME/BRANCH``): what a fetch last saw on remote NAME.
+REMOTES = "refs/remotes/"
 SYMREF = "ref: "
 
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -79,6 +81,14 @@ class RefNotFound(CoralError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no such ref: {name}")
+
+
+def ref_text(data: bytes, what: str) -> str:
+    """The text of a ref, HEAD or reflog; BadRef if it is not UTF-8 (any backend)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRef(what, "is not UTF-8 text") from None
 
 
 def check_ref_name(short_name: str, kind: str = "branch") -> str:
@@ -125,12 +135,15 @@ def default_identity() -> str:
 
 
 def check_full_name(name: str) -> str:
-    """``HEAD`` or ``refs/heads/X``/``refs/tags/X`` with a valid X: nothing else is a ref
-    (and so no name escapes a backend's namespace)."""
+    """``HEAD`` or ``refs/heads/X``/``refs/tags/X``/``refs/remotes/R/X`` with a valid X:
+    nothing else is a ref (and so no name escapes a backend's namespace)."""
     if name != HEAD:
-        if not (name.startswith(HEADS) or name.startswith(TAGS)):
-            raise InvalidRefName(name, "refs live under refs/heads/ or refs/tags/")
-        check_ref_name(name.split("/", 2)[2], "ref")
+        if not (name.startswith(HEADS) or name.startswith(TAGS) or name.startswith(REMOTES)):
+            raise InvalidRefName(name, "refs live under refs/heads/, refs/tags/ or refs/remotes/")
+        rest = name.split("/", 2)[2]
+        check_ref_name(rest, "ref")
+        if name.startswith(REMOTES) and "/" not in rest:
+            raise InvalidRefName(name, "remote-tracking refs are refs/remotes/REMOTE/BRANCH")
     return name
 
 
@@ -341,10 +354,7 @@ class DiskRefs(RefsContainer):
                 data = f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRef(what, "is not UTF-8 text") from None
+        return ref_text(data, what)
 
     def read_raw(self, name: str) -> str | None:
         raw = self._read_text(self._path(name), name)
