@@ -113,7 +113,7 @@ def remote_list(ctx: typer.Context) -> None:
     from ..objects.config import remotes
     for name, f in remotes(open_repo(ctx).config).items():
         extra = "".join(f"  {k}={f[k]}" for k in ("endpoint", "profile", "partial") if f.get(k))
-        typer.echo(esc(f"{name}\t{f.get('url', '')}{extra}"))
+        typer.echo(esc(f"{name}  {f.get('url', '')}{extra}"))
 
 
 @remote_app.command("remove")

@@ -83,8 +83,12 @@ def remote_settings(repo: Repository, name: str | None) -> tuple[str, dict[str, 
 
 def open_remote(repo: Repository, name: str | None) -> tuple[str, BlobStore]:
     name, s = remote_settings(repo, name)
-    return name, open_blobs(s["url"], endpoint=s.get("endpoint") or None,
-                            options={"profile": s["profile"]} if s.get("profile") else None)
+    try:
+        return name, open_blobs(s["url"], endpoint=s.get("endpoint") or None,
+                                options={"profile": s["profile"]} if s.get("profile") else None)
+    except RemoteError as e:
+        e.args = (f"remote {name}: {e}",)   # which of the configured remotes failed
+        raise
 
 
 def local_store(store: ObjectStore) -> ObjectStore:
@@ -379,7 +383,8 @@ class Fetcher:
             out = []
             for s in obj.segments:
                 if isinstance(s, (BytesSegment, PackSegment)):
-                    if whole:
+                    # a pack of small tensors travels whole if any of them is wanted
+                    if whole or (isinstance(s, PackSegment) and any(self._wanted(t.name) for t in s.tensors)):
                         out += [(c, "chunk", None) for c, _n in s.chunks]
                 elif isinstance(s, TensorSegment):
                     out.append((s.tensor, "tensor", whole or self._wanted(s.name)))
