@@ -34,10 +34,20 @@ def _check_no_secrets(url: str, what: str = "URL") -> None:
         u = urlsplit(url)
     except ValueError:
         return  # parse_url names what is wrong
-    if "@" in u.netloc:
-        raise UsageError(f"refusing a {what} with credentials in it (user:password@): coralfs never stores secrets in a "
-                         "repository; give them through the environment (AWS_*, ~/.aws, GOOGLE_APPLICATION_CREDENTIALS, "
-                         "AZURE_STORAGE_CONNECTION_STRING)")
+    if "@" in u.netloc or u.query:
+        raise UsageError(f"refusing a {what} with credentials or a token in it (user:password@, ?...): coralfs never stores "
+                         "secrets in a repository; give them through the environment (AWS_*, ~/.aws, "
+                         "GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_CONNECTION_STRING)")
+    if what == "URL":
+        from ..remote.blobs import RemoteError
+        from ..remote.url import parse_url
+        try:
+            parse_url(url)
+        except RemoteError as e:
+            raise UsageError(str(e)) from None   # bad input, not an unreachable remote
+
+
+BAR = 30
 
 
 class _Progress:
@@ -61,7 +71,11 @@ class _Progress:
         rate = done / max(now - self.t0, 1e-6) / 1e6
         of = f" / {human(total)}" if total else ""
         objs = f"{objects}/{total_objects}" if total_objects else str(objects)
-        line = f"{phase}: {human(done)}{of}, {objs} objects, {rate:.0f} MB/s"
+        bar = ""
+        if self.tty and total:
+            filled = min(BAR, BAR * done // total)
+            bar = f"[{'#' * filled}{'-' * (BAR - filled)}] {min(100, 100 * done // total):3d}% "
+        line = f"{phase}: {bar}{human(done)}{of}, {objs} objects, {rate:.0f} MB/s"
         if self.tty:
             sys.stderr.write("\r" + line + "\x1b[K")
             sys.stderr.flush()
@@ -90,11 +104,9 @@ def remote_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Rem
                endpoint: EndpointOpt = None, profile: ProfileOpt = None) -> None:
     """Record a remote in the repository config (no credentials: those come from the environment)."""
     from ..objects.config import remotes
-    from ..remote.url import parse_url
     _check_no_secrets(url)
     if endpoint:
         _check_no_secrets(endpoint, "--endpoint")
-    parse_url(url)
     repo = open_repo(ctx)
     if name in remotes(repo.config):
         raise CoralError(f"remote {name} exists already ({esc(remotes(repo.config)[name].get('url', ''))}); "

@@ -323,6 +323,7 @@ class Fetcher:
         self.objects = 0
         self.bytes = 0
         self.boundary: set[ObjectId] = set()
+        self.totals: tuple[int | None, int | None] = (None, None)
 
     # what is already whole here: commits reachable from local refs (their objects landed
     # before the ref moved); a fetch does not walk below them
@@ -344,6 +345,11 @@ class Fetcher:
 
     def run(self, tips: Iterable[ObjectId]) -> None:
         complete = self._complete()
+        if self.progress and self.depth is None and self.pattern is None:
+            # a whole fetch brings what the remote has and this repository lacks: the
+            # bar's length (objects nothing references any more would make it an overestimate)
+            missing = [loc.length for oid, loc in self.objs.indexes.where.items() if not self.local.has(oid)]
+            self.totals = (sum(missing), len(missing))
         frontier: list[tuple[ObjectId, str, object]] = [(t, "any", 1) for t in tips]
         seen: set[tuple[ObjectId, str, object]] = set()
         while frontier:
@@ -417,7 +423,7 @@ class Fetcher:
                 for _off, n, oid in members:
                     self._store_verified(oid, frames[oid], key, n, frames)
                 if self.progress:
-                    self.progress("fetch", self.bytes, self.objects, None, None)
+                    self.progress("fetch", self.bytes, self.objects, *self.totals)
 
     def obtain_one(self, oid: ObjectId) -> None:
         if self.local.has(oid):
