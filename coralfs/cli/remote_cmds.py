@@ -209,13 +209,15 @@ def remote_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Re
 def remote_doctor(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote name")]) -> None:
     """Check access, writes, conditional writes and the layout; one line per check with the fix."""
     from ..remote.doctor import doctor
+    from ..remote.layout import check_layout
     from ..remote.sync import open_remote
     repo = open_repo(ctx)
     name, blobs = open_remote(repo, name)
     checks = doctor(blobs)
+    if all(c.ok for c in checks):
+        checks.append(check_layout(blobs))
     for c in checks:
-        fix = f"; fix: {c.fix}" if c.fix and not c.ok else ""
-        typer.echo(esc(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}{fix}"))
+        typer.echo(esc(c.line()))
     bad = [c for c in checks if not c.ok]
     if bad:
         raise CoralError(f"remote {name}: {len(bad)} of {len(checks)} checks failed (listed above)")

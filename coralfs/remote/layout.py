@@ -107,5 +107,17 @@ def read_config(blobs: BlobStore) -> dict[str, dict]:
     return {s: v for s, v in cfg.items() if s in SHARED_SECTIONS and isinstance(v, dict)}
 
 
+def check_layout(blobs: BlobStore):
+    """The layout line of ``coralfs remote doctor``: empty, or a format this code reads."""
+    from .doctor import Check
+    try:
+        if blobs.head(MARKER) is None:
+            return Check("layout", True, "empty: the first push writes it")
+        check_remote(blobs)
+        return Check("layout", True, f"a coralfs remote, format {FORMAT}")
+    except RemoteError as e:
+        return Check("layout", False, f"{e}; point the remote at another prefix, or use a coralfs that reads it")
+
+
 def loose_key(hex_id: str) -> str:
     return LOOSE + hex_id
