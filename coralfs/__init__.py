@@ -32,6 +32,22 @@ def _store_of(repo: _repository.Repository, store):
 _repository.use_store_wrapper(_store_of)
 
 
+def _log_metric(metric: str, value: float, step: int | None = None, *, repo: str | None = None,
+                experiment: str | None = None):
+    """Record a metric for the experiment HEAD is on (or ``experiment``) of the repository
+    at ``repo`` (default: $CORALFS_REPO or the current directory), like
+    ``coralfs experiment log``."""
+    import os
+
+    from .workflow.experiments import log_metric
+    path = repo or os.environ.get("CORALFS_REPO") or _repository.Repository.discover(".")
+    r = _repository.Repository.open(path)
+    try:
+        return log_metric(r, metric, value, step, experiment=experiment)
+    finally:
+        r.close()
+
+
 def __getattr__(name: str):
     # Lazy, so that importing coralfs.objects alone stays free of the format layer.
     if name == "Repository":
@@ -39,4 +55,6 @@ def __getattr__(name: str):
     if name in ("commit_mount", "mount_status"):
         from . import api
         return getattr(api, name)
+    if name == "log_metric":
+        return _log_metric
     raise AttributeError(name)

@@ -90,37 +90,146 @@ UserOpt = Annotated[bool, typer.Option("--user", "--global", help="The user's co
                                        "or $XDG_CONFIG_HOME/coralfs/config.toml), not the repository's")]
 
 
-def _config(ctx: typer.Context, user: bool):
-    from ..objects.config import user_config
-    return user_config() if user else open_repo(ctx).config
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="A profile of the repository (REPO/profiles/NAME.toml)")]
+
+
+def _config(ctx: typer.Context, user: bool, profile: str | None = None):
+    from ..objects.config import load_profile, user_config
+    if user and profile:
+        raise CoralError("--user and --profile name two different files: give one")
+    if user:
+        return user_config()
+    if profile:
+        return load_profile(open_repo(ctx).path, profile)
+    return open_repo(ctx).config
 
 
 @config_app.command("get")
-def config_get(ctx: typer.Context, key: str, user: UserOpt = False) -> None:
-    """Print one value."""
+def config_get(ctx: typer.Context, key: str, user: UserOpt = False, profile: ProfileOpt = None) -> None:
+    """Print one value (for the repository: the value in effect; `config explain` says why)."""
     try:
-        typer.echo(esc(_config(ctx, user).get(key)))
+        typer.echo(esc(_config(ctx, user, profile).get(key)))
     except KeyError:
         raise CoralError(f"config {key} is not set (see `coralfs config list`)") from None
 
 
 @config_app.command("set")
-def config_set(ctx: typer.Context, key: str, value: str, user: UserOpt = False) -> None:
+def config_set(ctx: typer.Context, key: str, value: str, user: UserOpt = False, profile: ProfileOpt = None) -> None:
     """Set one value (validated: `coralfs config list` shows the keys, README their ranges)."""
-    typer.echo(esc(f"{key} = {_config(ctx, user).set(key, value)}"))
+    typer.echo(esc(f"{key} = {_config(ctx, user, profile).set(key, value)}"))
 
 
 @config_app.command("unset")
-def config_unset(ctx: typer.Context, key: str, user: UserOpt = False) -> None:
+def config_unset(ctx: typer.Context, key: str, user: UserOpt = False, profile: ProfileOpt = None) -> None:
     """Remove one value (back to its default)."""
-    _config(ctx, user).unset(key)
+    _config(ctx, user, profile).unset(key)
 
 
 @config_app.command("list")
-def config_list(ctx: typer.Context, user: UserOpt = False) -> None:
-    """Every value, defaults included."""
-    for k, v in _config(ctx, user).items().items():
+def config_list(ctx: typer.Context, user: UserOpt = False, profile: ProfileOpt = None) -> None:
+    """Every value, defaults included (for the repository: the values in effect)."""
+    for k, v in _config(ctx, user, profile).items().items():
         typer.echo(esc(f"{k} = {v}"))
+
+
+@config_app.command("explain")
+def config_explain(ctx: typer.Context, key: str, as_json: JsonOpt = False) -> None:
+    """Every scope a value is looked up in (default < user < repository < profile <
+    environment < command line), what each sets and which one wins."""
+    chain = open_repo(ctx).config.explain(key)
+    winner = max((i for i, (_, has, _) in enumerate(chain) if has), default=None)
+    if as_json:
+        typer.echo(json.dumps([{"scope": layer.scope, "source": layer.source, "set": has, "value": value,
+                                "wins": i == winner} for i, (layer, has, value) in enumerate(chain)], indent=2))
+        return
+    if winner is None:
+        typer.echo(esc(f"{key} is not set in any scope"))
+    else:
+        layer, _, value = chain[winner]
+        typer.echo(esc(f"{key} = {value}  (from {layer.scope})"))
+    for i, (layer, has, value) in enumerate(chain):
+        shown = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
+        mark = "  <- wins" if i == winner else ""
+        typer.echo(esc(f"  {layer.scope:<16} {shown if has else '-':<14} {layer.source}{mark}"))
+
+
+profile_app = typer.Typer(help="Configuration profiles: named sets of settings (storage, mounts, remotes, "
+                               "auto-commit) above the repository's config, chosen by `profile use` or "
+                               "$CORALFS_PROFILE.", no_args_is_help=True)
+config_app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("create")
+def profile_create(ctx: typer.Context, name: str,
+                   source: Annotated[str | None, typer.Option("--from", help="Start as a copy of this profile")] = None) -> None:
+    """A new profile (empty, or a copy of --from); set its values with `config set --profile NAME`."""
+    from ..objects.config import create_profile
+    p = create_profile(open_repo(ctx).path, name, source)
+    typer.echo(esc(f"Created profile {name} ({p.path})"))
+
+
+@profile_app.command("use")
+def profile_use(ctx: typer.Context,
+                name: Annotated[str | None, typer.Argument(help="Profile to use (omit with --none)")] = None,
+                none: Annotated[bool, typer.Option("--none", help="Use no profile")] = False) -> None:
+    """Make a profile the repository's active one ($CORALFS_PROFILE still overrides it)."""
+    from ..objects.config import load_profile
+    repo = open_repo(ctx)
+    if none == (name is not None):
+        raise CoralError("give a profile name, or --none for no profile")
+    if name is None:
+        if "core.profile" in repo.config.flat():
+            repo.config.unset("core.profile")
+        typer.echo("No profile in use")
+        return
+    load_profile(repo.path, name)   # refuses a missing one
+    repo.config.set("core.profile", name)
+    typer.echo(esc(f"Using profile {name}"))
+
+
+@profile_app.command("list")
+def profile_list(ctx: typer.Context) -> None:
+    """The repository's profiles; * marks the one in use."""
+    from ..objects.config import active_profile, profile_names
+    repo = open_repo(ctx)
+    active, _ = active_profile(repo.config)
+    for n in profile_names(repo.path):
+        typer.echo(esc(f"{'*' if n == active else ' '} {n}"))
+
+
+@profile_app.command("show")
+def profile_show(ctx: typer.Context, name: Annotated[str | None, typer.Argument(help="Profile (default: the one in use)")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """A profile's own values."""
+    from ..objects.config import active_profile, load_profile
+    repo = open_repo(ctx)
+    name = name or active_profile(repo.config)[0]
+    if not name:
+        raise CoralError("no profile in use: name one (`coralfs config profile list` shows them)")
+    values = load_profile(repo.path, name).flat()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+        return
+    typer.echo(esc(f"profile {name}"))
+    for k, v in sorted(values.items()):
+        typer.echo(esc(f"  {k} = {v}"))
+
+
+@profile_app.command("export")
+def profile_export(ctx: typer.Context, name: str) -> None:
+    """Print a profile as TOML (`> prod.toml`; `profile import` reads it back)."""
+    from ..objects.config import export_profile
+    typer.echo(export_profile(open_repo(ctx).path, name), nl=False)
+
+
+@profile_app.command("import")
+def profile_import(ctx: typer.Context, path: str,
+                   name: Annotated[str | None, typer.Option("--name", help="Profile name (default: the file's name)")] = None,
+                   force: Annotated[bool, typer.Option("--force", help="Replace a profile of that name")] = False) -> None:
+    """Add a profile from a TOML file (checked like any profile: no secrets, known keys)."""
+    from ..objects.config import import_profile
+    n = import_profile(open_repo(ctx).path, path, name, force=force)
+    typer.echo(esc(f"Imported profile {n}"))
 
 
 @app.command()

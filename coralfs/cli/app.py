@@ -119,9 +119,16 @@ def root(
     repo: Annotated[str | None, typer.Option("--repo", "-R",
                                              help="Repository path (else CORALFS_REPO, else the current directory or a parent)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks")] = False,
+    setting: Annotated[list[str] | None, typer.Option("-c", "--config", metavar="KEY=VALUE",
+                                                      help="A config value for this command only (above every other scope)")] = None,
 ) -> None:
     st = state(ctx)
     st.repo_path = repo
     st.verbose = verbose
+    for item in setting or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CoralError(f"-c takes KEY=VALUE, not {item!r}")
+        st.overrides[key] = value
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -28,6 +28,7 @@ log = logging.getLogger("coralfs")
 class State:
     repo_path: str | None = None
     verbose: bool = False
+    overrides: dict = field(default_factory=dict)   # -c KEY=VALUE
 
 
 def find_repo_path(explicit: str | None) -> str:
@@ -51,7 +52,8 @@ def state(ctx: typer.Context) -> State:
 
 def open_repo(ctx: typer.Context, *, tolerate_config: bool = False) -> Repository:
     from ..api import Repository
-    return Repository.open(find_repo_path(state(ctx).repo_path), tolerate_config=tolerate_config)
+    st = state(ctx)
+    return Repository.open(find_repo_path(st.repo_path), tolerate_config=tolerate_config, overrides=st.overrides)
 
 
 def complete_ref(ctx: typer.Context, incomplete: str) -> list[str]:

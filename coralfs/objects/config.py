@@ -23,9 +23,14 @@ from .errors import CoralError
 
 FORMAT_VERSION = 1
 
-REPO, USER = "repo", "user"
+REPO, USER, PROFILE = "repo", "user", "profile"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ALIAS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_PROFILE_NAME = _ALIAS_NAME
+# Key names that hold credentials: never in a repository's config or a profile, which are
+# shared with the repository (the environment and each cloud's own files hold them).
+_SECRET = re.compile(r"secret|token|password|passwd|credential|private_key|access_key|account_key|sas|connection_string",
+                     re.IGNORECASE)
 
 
 def _plain_text(limit: int) -> Callable[[str], str | None]:
@@ -55,7 +60,9 @@ class Key:
     lo: int | None = None
     hi: int | None = None
     check: Callable[[str], str | None] | None = None
-    scope: str = REPO
+    # Where the key may be set: "both" (the user's config, a repository's or a profile),
+    # REPO (a repository's or a profile) or USER (only the user's own).
+    scope: str = "both"
     what: str = ""
 
     def allowed(self) -> str:
@@ -74,7 +81,11 @@ def _human(n: int | None) -> str:
 
 
 KEYS: dict[str, Key] = {
-    "core.format": Key(FORMAT_VERSION, int, FORMAT_VERSION, FORMAT_VERSION),
+    "core.format": Key(FORMAT_VERSION, int, FORMAT_VERSION, FORMAT_VERSION, scope=REPO),
+    # The profile (REPO/profiles/NAME.toml) whose values override the repository's;
+    # $CORALFS_PROFILE overrides this.
+    "core.profile": Key("", str, check=lambda v: None if not v or _PROFILE_NAME.fullmatch(v) else
+                        "a profile name: letters, digits, '-' and '_'", scope=REPO, what="a profile name or empty"),
     # Tensor chunks: below 4 KiB the per-object cost dominates; above 256 MiB one chunk
     # (held decoded in memory, a few per worker) costs too much memory.
     "storage.chunk_size": Key(4 << 20, int, 4 << 10, 256 << 20),
@@ -174,6 +185,13 @@ def _spec(key: str, scope: str) -> Key:
     section, _, name = key.partition(".")
     if not name or not section:
         raise ConfigError(f"config keys look like section.name, not {key!r}")
+    if scope != USER and _SECRET.search(key.rsplit(".", 1)[1]):
+        raise ConfigError(f"config {key} looks like a secret: secrets never go into a repository's config or profile "
+                          "(they are shared with it); use the environment or your cloud's credentials file")
+    if scope == PROFILE:
+        if key in ("core.format", "core.profile") or section == "alias":
+            raise ConfigError(f"config {key} belongs to the repository's config, not to a profile")
+        scope = REPO
     if section == "alias":
         if scope != REPO:
             raise ConfigError(f"aliases live in the repository config: drop --user for {key}")
@@ -230,15 +248,49 @@ def check_value(key: str, value: Any, scope: str = REPO) -> Any:
     return value
 
 
+@dataclass
+class Layer:
+    """One scope of the chain a value is looked up in (see :meth:`Config.explain`)."""
+
+    scope: str        # "user", "profile prod", "environment", "command line"
+    source: str       # where its values come from: a file, variables, options
+    values: dict[str, Any]
+
+
 class Config:
-    """One config file (``scope`` REPO: a repository's, USER: the user's own)."""
+    """One config file (``scope`` REPO: a repository's, USER: the user's own, PROFILE: a
+    profile's), and for a repository's the whole chain a value is looked up in:
+    defaults < user < repository < profile < environment < command line, as git users
+    expect. ``below`` and ``above`` hold the other scopes, lowest first."""
 
     def __init__(self, path: str, scope: str = REPO, *, read: bool = True) -> None:
         self.path = path
         self.scope = scope
         self.data: dict[str, dict[str, Any]] = {}
+        self.below: list[Layer] = []
+        self.above: list[Layer] = []
         if read and os.path.exists(path):
             self.data = self._read()
+
+    def _own(self, key: str) -> tuple[bool, Any]:
+        section, _, name = key.partition(".")
+        if section in self.data and name in self.data[section]:
+            return True, self.data[section][name]
+        return False, None
+
+    def explain(self, key: str) -> list[tuple[Layer, bool, Any]]:
+        """Every scope from the default up, whether it sets ``key`` and to what; the last
+        one that sets it wins."""
+        if key not in KEYS and not key.startswith("alias."):
+            _spec(key, self.scope)   # the one-line "unknown config key" error
+        chain = [(Layer("default", "built in", {}), key in KEYS, KEYS[key].default if key in KEYS else None)]
+        chain += [(layer, key in layer.values, layer.values.get(key)) for layer in self.below]
+        has, value = self._own(key)
+        chain.append((Layer("repository" if self.scope == REPO else self.scope, self.path, {}), has, value))
+        for layer in self.above:
+            shown = Layer(layer.scope, "$" + env_var(key), {}) if layer.scope == "environment" else layer
+            chain.append((shown, key in layer.values, layer.values.get(key)))
+        return chain
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
@@ -262,12 +314,22 @@ class Config:
         return data
 
     def get(self, key: str) -> Any:
-        section, _, name = key.partition(".")
-        if section in self.data and name in self.data[section]:
-            return self.data[section][name]
+        for layer in reversed(self.above):
+            if key in layer.values:
+                return layer.values[key]
+        has, value = self._own(key)
+        if has:
+            return value
+        for layer in reversed(self.below):
+            if key in layer.values:
+                return layer.values[key]
         if key in KEYS:
             return KEYS[key].default
         raise KeyError(key)
+
+    def flat(self) -> dict[str, Any]:
+        """This file's own values, ``section.name`` -> value."""
+        return {f"{section}.{name}": v for section, d in self.data.items() for name, v in d.items()}
 
     def set(self, key: str, text: str) -> Any:
         spec = _spec(key, self.scope)
@@ -293,13 +355,23 @@ class Config:
         self.save()
 
     def items(self) -> dict[str, Any]:
-        out = {k: v.default for k, v in KEYS.items() if v.scope in (self.scope, "both")}
-        for section, d in self.data.items():
-            for name, v in d.items():
-                out[f"{section}.{name}"] = v
+        """Every key with the value in effect (the scopes above and below included)."""
+        scope = REPO if self.scope == PROFILE else self.scope
+        out = {k: v.default for k, v in KEYS.items() if v.scope in (scope, "both")}
+        for layer in self.below:
+            out.update(layer.values)
+        out.update(self.flat())
+        for layer in self.above:
+            out.update(layer.values)
         return dict(sorted(out.items()))
 
     def save(self) -> None:
+        if self.scope == USER:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_durable(self.path, self.text().encode(), mode=0o600 if self.scope == USER else None)  # None: the repository's mode
+
+    def text(self) -> str:
+        """This file's values as TOML."""
         lines = []
         for section in sorted(self.data):
             lines.append(f"[{section}]")
@@ -314,10 +386,112 @@ class Config:
                 key = name if name.replace("-", "").replace("_", "").isalnum() else json.dumps(name)
                 lines.append(f"{key} = {txt}")
             lines.append("")
-        if self.scope == USER:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        write_durable(self.path, "\n".join(lines).encode(), mode=0o600 if self.scope == USER else None)  # None: the repository's mode
+        return "\n".join(lines)
 
 
 def user_config() -> Config:
     return Config(user_config_path(), USER)
+
+
+# -- the chain of scopes and profiles -------------------------------------------------------
+
+PROFILES = "profiles"
+ENV_PREFIX = "CORALFS_"
+
+
+def env_var(key: str) -> str:
+    """The environment variable that sets ``key``: CORALFS_STORAGE_MAX_CHAIN."""
+    return ENV_PREFIX + key.upper().replace(".", "_")
+
+
+def parse_setting(key: str, text: str, scope: str, where: str) -> Any:
+    """A value given as text (environment, command line), checked like ``config set``."""
+    spec = _spec(key, scope)
+    try:
+        value = text if spec.type is str else _parse_value(key, text, spec.type)
+        return check_value(key, value, scope)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def profile_path(repo_path: str, name: str) -> str:
+    if not _PROFILE_NAME.fullmatch(name or ""):
+        raise ConfigError(f"profile name {name!r}: letters, digits, '-' and '_' only (at most 64)")
+    return os.path.join(repo_path, PROFILES, name + ".toml")
+
+
+def profile_names(repo_path: str) -> list[str]:
+    d = os.path.join(repo_path, PROFILES)
+    if not os.path.isdir(d):
+        return []
+    return sorted(n[:-5] for n in os.listdir(d) if n.endswith(".toml") and _PROFILE_NAME.fullmatch(n[:-5]))
+
+
+def load_profile(repo_path: str, name: str, *, why: str = "") -> Config:
+    path = profile_path(repo_path, name)
+    if not os.path.isfile(path):
+        known = ", ".join(profile_names(repo_path)) or "none yet"
+        raise ConfigError(f"{why}profile {name!r} does not exist (profiles: {known}); "
+                          f"create it with `coralfs config profile create {name}`")
+    return Config(path, PROFILE)
+
+
+def active_profile(cfg: Config, environ=os.environ) -> tuple[str | None, str]:
+    """The profile in use and what chose it ($CORALFS_PROFILE, else core.profile)."""
+    name = environ.get(ENV_PREFIX + "PROFILE")
+    if name:
+        return name, "$CORALFS_PROFILE"
+    has, value = cfg._own("core.profile")
+    return (value or None), "core.profile"
+
+
+def attach_scopes(cfg: Config, repo_path: str, *, overrides: dict[str, str] | None = None,
+                  environ=os.environ) -> None:
+    """Give a repository's config its other scopes: the user's config below it; the active
+    profile, the environment (CORALFS_SECTION_NAME) and command-line overrides above."""
+    user = user_config()
+    cfg.below = [Layer("user", user.path, {k: v for k, v in user.flat().items()
+                                           if k in KEYS and KEYS[k].scope != USER})]
+    cfg.above = []
+    name, chosen_by = active_profile(cfg, environ)
+    if name:
+        prof = load_profile(repo_path, name, why=f"{chosen_by} names a profile that is missing: ")
+        cfg.above.append(Layer(f"profile {name}", prof.path, prof.flat()))
+    env = {k: parse_setting(k, environ[env_var(k)], REPO, f"${env_var(k)}")
+           for k, spec in KEYS.items() if spec.scope != USER and k != "core.format" and env_var(k) in environ}
+    cfg.above.append(Layer("environment", "CORALFS_* variables", env))
+    cmd = {k: parse_setting(k, v, REPO, f"-c {k}") for k, v in (overrides or {}).items()}
+    cfg.above.append(Layer("command line", "-c KEY=VALUE", cmd))
+
+
+def create_profile(repo_path: str, name: str, source: str | None = None) -> Config:
+    path = profile_path(repo_path, name)
+    if os.path.exists(path):
+        raise ConfigError(f"profile {name!r} exists already; `coralfs config profile show {name}` shows it")
+    prof = Config(path, PROFILE, read=False)
+    if source:
+        prof.data = {s: dict(d) for s, d in load_profile(repo_path, source).data.items()}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    prof.save()
+    return prof
+
+
+def import_profile(repo_path: str, text_path: str, name: str | None = None, *, force: bool = False) -> str:
+    """A profile from an exported TOML file (validated like any profile: secrets and
+    unknown keys refused, nothing written then)."""
+    name = name or os.path.splitext(os.path.basename(text_path))[0]
+    path = profile_path(repo_path, name)
+    if os.path.exists(path) and not force:
+        raise ConfigError(f"profile {name!r} exists already: pass --name NEW or --force")
+    if not os.path.isfile(text_path):
+        raise ConfigError(f"{text_path}: no such file")
+    src = Config(text_path, PROFILE)   # raises on anything a profile may not hold
+    prof = Config(path, PROFILE, read=False)
+    prof.data = src.data
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    prof.save()
+    return name
+
+
+def export_profile(repo_path: str, name: str) -> str:
+    return load_profile(repo_path, name).text()

@@ -37,8 +37,12 @@ from .ids import HEX_LEN, ObjectId, from_hex, to_hex
 HEAD = "HEAD"
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
+# An experiment's record: a chain of commits with an empty tree whose metadata holds the
+# events (start with params, metrics, stop), so it is kept, checked and pushed like history.
+EXPERIMENTS = "refs/experiments/"
 # Remote-tracking refs (``refs/remotes/NAME/BRANCH``): what a fetch last saw on remote NAME.
 REMOTES = "refs/remotes/"
+NAMESPACES = (HEADS, TAGS, EXPERIMENTS, REMOTES)
 SYMREF = "ref: "
 
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -135,11 +139,12 @@ def default_identity() -> str:
 
 
 def check_full_name(name: str) -> str:
-    """``HEAD`` or ``refs/heads/X``/``refs/tags/X``/``refs/remotes/R/X`` with a valid X:
-    nothing else is a ref (and so no name escapes a backend's namespace)."""
+    """``HEAD`` or ``refs/heads/X``, ``refs/tags/X``, ``refs/experiments/X``,
+    ``refs/remotes/R/X`` with a valid X: nothing else is a ref (and so no name escapes a
+    backend's namespace)."""
     if name != HEAD:
-        if not (name.startswith(HEADS) or name.startswith(TAGS) or name.startswith(REMOTES)):
-            raise InvalidRefName(name, "refs live under refs/heads/, refs/tags/ or refs/remotes/")
+        if not name.startswith(NAMESPACES):
+            raise InvalidRefName(name, "refs live under " + ", ".join(NAMESPACES))
         rest = name.split("/", 2)[2]
         check_ref_name(rest, "ref")
         if name.startswith(REMOTES) and "/" not in rest:

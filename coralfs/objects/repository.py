@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from . import fsck as _fsck
 from . import gc as _gc
 from . import history
-from .config import FORMAT_VERSION, Config, ConfigError, user_config
+from .config import FORMAT_VERSION, Config, ConfigError, attach_scopes, user_config
 from .durable import fsync_dir, make_dirs, open_private
 from .errors import CoralError, NotARepository
 from .history import BadRevision
@@ -112,13 +112,14 @@ class Repository:
     _format_ops: FormatOps | None = None
 
     def __init__(self, path: str, store: ObjectStore | None = None, refs: RefsContainer | None = None,
-                 *, tolerate_config: bool = False) -> None:
+                 *, tolerate_config: bool = False, overrides: dict[str, str] | None = None) -> None:
         """``store``/``refs``: where objects and refs live (default: ``objects/`` and
         ``HEAD``, ``refs/``, ``logs/`` under ``path``); the directory still holds the
         config, pins, staging areas, the similarity index and the session lock.
         ``tolerate_config``: a config.toml that does not parse or holds refused values
         is recorded in ``config_problem`` (defaults apply) instead of raised; for fsck,
-        which reports it with everything else."""
+        which reports it with everything else. ``overrides``: ``KEY: text`` settings from
+        the command line (``coralfs -c KEY=VALUE``), above every other scope."""
         self.path = os.path.abspath(path)
         for m in _markers(store, refs):
             if not os.path.exists(os.path.join(self.path, m)):
@@ -126,6 +127,7 @@ class Repository:
         self.config_problem: str | None = None
         try:
             self.config = Config(os.path.join(self.path, "config.toml"))
+            attach_scopes(self.config, self.path, overrides=overrides)
         except ConfigError as e:
             if not tolerate_config:
                 raise
@@ -200,10 +202,10 @@ class Repository:
 
     @classmethod
     def open(cls, path: str, store: ObjectStore | None = None, refs: RefsContainer | None = None,
-             *, tolerate_config: bool = False) -> Repository:
+             *, tolerate_config: bool = False, overrides: dict[str, str] | None = None) -> Repository:
         if not os.path.isdir(path):
             raise NotARepository(path, "no such directory")
-        return cls(path, store, refs, tolerate_config=tolerate_config)
+        return cls(path, store, refs, tolerate_config=tolerate_config, overrides=overrides)
 
     @staticmethod
     def discover(start: str = ".") -> str:

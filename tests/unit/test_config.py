@@ -73,6 +73,8 @@ def test_config_accepts_its_bounds(tmp_path, key):
         values = [(str(spec.lo), spec.lo), (str(spec.hi), spec.hi)]
     elif spec.type is bool:
         values = [("true", True), ("off", False)]
+    elif key == "core.profile":
+        values = [("", ""), ("prod-1", "prod-1")]   # a profile name
     else:
         values = [("", ""), ("ok text", "ok text")]
     for text, want in values:
@@ -91,7 +93,8 @@ def test_user_only_and_repo_only_keys(tmp_path):
         Config(str(tmp_path / "repo.toml"), REPO)
     user_cfg = Config(str(tmp_path / "user.toml"), USER)
     with pytest.raises(ConfigError, match="drop --user"):
-        user_cfg.set("storage.chunk_size", "1m")
+        user_cfg.set("core.format", "1")
+    assert user_cfg.set("storage.chunk_size", "1m") == 1 << 20   # the user scope sits below every repository
     with pytest.raises(ConfigError, match="unknown config key"):
         Config(str(tmp_path / "other.toml"), REPO).set("storage.nope", "1")
     (tmp_path / "other.toml").write_text("[storage]\nnope = 1\n")

@@ -1,0 +1,238 @@
+"""Experiments: a branch ``exp/NAME`` for the checkpoints plus a record of what was tried
+and measured, kept in the repository so it travels with it (push, pull, clone).
+
+The record is the ref ``refs/experiments/NAME``: a chain of commits with an empty tree,
+one per event, whose metadata holds the event under ``coralfs.experiment``: ``start``
+(params, the commit it started from, its branch), ``metric`` (name, value, step, the
+checkpoint commit it belongs to: the branch head when it was logged) and ``stop``. Each
+event moves the ref by compare-and-swap, so two loggers never lose a point, and gc and
+fsck treat the chain like any history. ``--metric`` values in the commits of the branch
+count as metric points too (step None, at that commit).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from ..objects.errors import CoralError
+from ..objects.ids import ObjectId, short, to_hex
+from ..objects.kinds import Commit, Tree
+from ..objects.refs import EXPERIMENTS, HEADS, RefMoved, check_ref_name, default_identity
+from ..objects.repository import Repository
+
+RECORD = "coralfs.experiment"
+BRANCH = "exp/"
+
+
+class NoExperiment(CoralError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no experiment named {name!r}: `coralfs experiment list` shows them")
+
+
+@dataclass
+class MetricPoint:
+    metric: str
+    value: float
+    step: int | None
+    commit: str | None     # hex of the checkpoint commit the value belongs to
+    time: int
+    source: str = "log"    # log (experiment log / log_metric) or commit (--metric)
+
+
+@dataclass
+class Experiment:
+    name: str
+    branch: str
+    params: dict
+    start_commit: str | None
+    started: int
+    stopped: int | None = None
+    points: list[MetricPoint] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "stopped" if self.stopped else "running"
+
+    def series(self, metric: str) -> list[MetricPoint]:
+        return [p for p in self.points if p.metric == metric]
+
+    def last(self) -> dict[str, float]:
+        """Each metric's latest value (by time; logged points after commit metadata)."""
+        out: dict[str, float] = {}
+        for p in sorted(self.points, key=lambda p: (p.time, p.source == "log")):
+            out[p.metric] = p.value
+        return out
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "branch": self.branch, "params": self.params, "status": self.status,
+                "start_commit": self.start_commit, "started": self.started, "stopped": self.stopped,
+                "metrics": [vars(p) for p in self.points]}
+
+
+def _empty_tree(repo: Repository) -> ObjectId:
+    return repo.put(Tree({}))
+
+
+def _append(repo: Repository, name: str, event: dict, *, create: bool = False) -> None:
+    """Add one event to the record, by compare-and-swap (retried when another logger won)."""
+    ref = EXPERIMENTS + name
+    for _ in range(20):
+        prev = repo.refs.read(ref)
+        if create and prev is not None:
+            raise CoralError(f"experiment {name!r} exists already: pick another name")
+        if not create and prev is None:
+            raise NoExperiment(name)
+        rec = Commit(_empty_tree(repo), [prev] if prev else [], default_identity(), int(time.time()),
+                     f"experiment {name}: {event['event']}", {RECORD: event})
+        rid = repo.put(rec)
+        try:
+            repo.refs.set_if_equals(ref, prev, rid, f"experiment: {event['event']}")
+            return
+        except RefMoved:
+            continue
+    raise CoralError(f"experiment {name!r}: its record kept moving; retry")
+
+
+def load(repo: Repository, name: str) -> Experiment:
+    check_ref_name(name, "experiment")
+    rid = repo.refs.read(EXPERIMENTS + name)
+    if rid is None:
+        raise NoExperiment(name)
+    events = []
+    while rid is not None:
+        c = repo.read_commit(rid)
+        ev = c.metadata.get(RECORD)
+        if not isinstance(ev, dict):
+            raise CoralError(f"refs/experiments/{name} points at {short(rid)}, which is not an experiment record")
+        events.append((c.time, ev))
+        rid = c.parents[0] if c.parents else None
+    events.reverse()
+    t0, first = events[0]
+    exp = Experiment(name, str(first.get("branch", BRANCH + name)), dict(first.get("params") or {}),
+                     first.get("from"), t0)
+    for t, ev in events[1:]:
+        if ev.get("event") == "metric":
+            exp.points.append(MetricPoint(str(ev["metric"]), float(ev["value"]), ev.get("step"), ev.get("commit"), t))
+        elif ev.get("event") == "stop":
+            exp.stopped = t
+    exp.points += _commit_points(repo, exp)
+    exp.points.sort(key=lambda p: (p.time, p.source == "log"))
+    return exp
+
+
+def _commit_points(repo: Repository, exp: Experiment) -> list[MetricPoint]:
+    """``--metric`` values of the commits made on the experiment's branch since it began."""
+    head = repo.refs.read(HEADS + exp.branch)
+    out: list[MetricPoint] = []
+    oid = head
+    stop = exp.start_commit
+    while oid is not None and to_hex(oid) != stop:
+        c = repo.read_commit(oid)
+        for k, v in (c.metadata.get("metrics") or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.append(MetricPoint(str(k), float(v), None, to_hex(oid), c.time, "commit"))
+        oid = c.parents[0] if c.parents else None
+    return out
+
+
+def names(repo: Repository) -> list[str]:
+    return sorted(repo.refs.list(EXPERIMENTS))
+
+
+def start(repo: Repository, name: str, from_ref: str | None = None, params: dict | None = None) -> Experiment:
+    """Branch ``exp/NAME`` at ``from_ref`` (default HEAD), switch to it, record the params."""
+    check_ref_name(name, "experiment")
+    branch = BRANCH + name
+    with repo.write_session():
+        if repo.refs.read(EXPERIMENTS + name) is not None:
+            raise CoralError(f"experiment {name!r} exists already: pick another name")
+        if repo.refs.read(HEADS + branch) is not None:
+            raise CoralError(f"branch {branch} exists already: pick another experiment name")
+        base = repo.resolve(from_ref or "HEAD")
+        repo.create_branch(branch, to_hex(base))
+        _append(repo, name, {"event": "start", "params": dict(params or {}), "from": to_hex(base),
+                             "branch": branch}, create=True)
+        repo.checkout(branch)
+    return load(repo, name)
+
+
+def current(repo: Repository) -> str | None:
+    """The experiment whose branch HEAD is on, if any."""
+    b = repo.head_branch()
+    if b and b.startswith(BRANCH) and repo.refs.read(EXPERIMENTS + b[len(BRANCH):]) is not None:
+        return b[len(BRANCH):]
+    return None
+
+
+def _pick(repo: Repository, name: str | None) -> str:
+    name = name or current(repo)
+    if name is None:
+        raise CoralError("no experiment on this branch: `coralfs experiment start NAME`, or name one with --experiment")
+    return name
+
+
+def log_metric(repo: Repository, metric: str, value: float, step: int | None = None, *,
+               experiment: str | None = None) -> MetricPoint:
+    """Record ``metric`` = ``value`` for the experiment (default: the one HEAD is on), at its
+    branch's current checkpoint."""
+    name = _pick(repo, experiment)
+    if not metric or not metric.strip() or "\n" in metric:
+        raise CoralError(f"invalid metric name {metric!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise CoralError(f"metric {metric}: {value!r} is not a number") from None
+    if not math.isfinite(value):
+        raise CoralError(f"metric {metric}: {value} is not a finite number")
+    if step is not None and (isinstance(step, bool) or int(step) != step or step < 0):
+        raise CoralError(f"--step {step!r}: a whole number >= 0")
+    exp = load(repo, name)
+    if exp.stopped:
+        raise CoralError(f"experiment {name!r} is stopped: start a new one to log more")
+    head = repo.refs.read(HEADS + exp.branch)
+    commit = to_hex(head) if head else None
+    with repo.write_session():
+        _append(repo, name, {"event": "metric", "metric": metric, "value": value,
+                             "step": None if step is None else int(step), "commit": commit})
+    return MetricPoint(metric, value, step, commit, int(time.time()))
+
+
+def stop(repo: Repository, name: str | None = None) -> Experiment:
+    name = _pick(repo, name)
+    exp = load(repo, name)
+    if exp.stopped:
+        raise CoralError(f"experiment {name!r} is already stopped")
+    with repo.write_session():
+        _append(repo, name, {"event": "stop"})
+    return load(repo, name)
+
+
+def best(repo: Repository, metric: str, maximize: bool = True,
+         only: list[str] | None = None) -> tuple[Experiment, MetricPoint]:
+    """The experiment and point with the highest (or lowest) ``metric`` value; ties go to
+    the earliest point."""
+    found: tuple[Experiment, MetricPoint] | None = None
+    for name in only or names(repo):
+        exp = load(repo, name)
+        for p in exp.series(metric):
+            if found is None or (p.value > found[1].value if maximize else p.value < found[1].value):
+                found = (exp, p)
+    if found is None:
+        raise CoralError(f"no experiment has logged {metric!r}: `coralfs experiment show NAME` lists what each has")
+    return found
+
+
+def compare(exps: list[Experiment], show_all: bool = False) -> list[tuple[str, str, list]]:
+    """Rows (kind, key, one value per experiment) of params and latest metrics; only the
+    rows whose values differ unless ``show_all``."""
+    rows: list[tuple[str, str, list]] = []
+    lasts = [e.last() for e in exps]
+    for kind, dicts in (("param", [e.params for e in exps]), ("metric", lasts)):
+        keys = sorted({k for d in dicts for k in d})
+        for k in keys:
+            vals = [d.get(k) for d in dicts]
+            if show_all or len({repr(v) for v in vals}) > 1:
+                rows.append((kind, k, vals))
+    return rows
