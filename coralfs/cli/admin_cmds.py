@@ -55,10 +55,11 @@ def fsck(ctx: typer.Context,
 
 
 def _fsck_remote(ctx: typer.Context, name: str) -> None:
-    from ..remote.sync import open_remote
+    from ..remote.sync import naming, open_remote
     from ..remote.verify import fsck_remote
     name, blobs = open_remote(open_repo(ctx), name)
-    rep = fsck_remote(blobs)
+    with naming(name):
+        rep = fsck_remote(blobs)
     for p in rep.problems:
         err(f"fsck: {p}")
     if rep.problems:

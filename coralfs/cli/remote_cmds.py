@@ -176,10 +176,7 @@ def _ahead_behind(repo: Repository, local: ObjectId | None, remote: ObjectId | N
 @remote_app.command("show")
 def remote_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote name")]) -> None:
     """The remote's URL, branches and tags, and each branch against the local one."""
-    from ..objects.refs import HEADS, TAGS
-    from ..remote import layout
-    from ..remote.refs import RemoteRefs
-    from ..remote.sync import open_remote, remote_settings
+    from ..remote.sync import naming, open_remote, remote_settings
     repo = open_repo(ctx)
     name, fields = remote_settings(repo, name)
     typer.echo(esc(f"remote {name}"))
@@ -187,6 +184,14 @@ def remote_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Re
         if fields.get(k):
             typer.echo(esc(f"  {k}: {fields[k]}"))
     name, blobs = open_remote(repo, name)
+    with naming(name):
+        _show_refs(repo, blobs)
+
+
+def _show_refs(repo: Repository, blobs) -> None:
+    from ..objects.refs import HEADS, TAGS
+    from ..remote import layout
+    from ..remote.refs import RemoteRefs
     if not layout.is_initialized(blobs):
         typer.echo("  empty: nothing pushed yet")
         return
@@ -214,8 +219,7 @@ def remote_doctor(ctx: typer.Context, name: Annotated[str, typer.Argument(help="
     repo = open_repo(ctx)
     name, blobs = open_remote(repo, name)
     checks = doctor(blobs)
-    if all(c.ok for c in checks):
-        checks.append(check_layout(blobs))
+    checks.append(check_layout(blobs))
     for c in checks:
         typer.echo(esc(c.line()))
     bad = [c for c in checks if not c.ok]
@@ -245,7 +249,7 @@ def push(ctx: typer.Context,
     """Send branches (and tags) with the objects the remote lacks; refs move by compare-and-swap."""
     from ..objects.config import remotes
     from ..objects.refs import TAGS
-    from ..remote.sync import open_remote
+    from ..remote.sync import naming, open_remote
     from ..remote.sync import push as do_push
     repo = open_repo(ctx)
     args = list(args or [])
@@ -261,7 +265,8 @@ def push(ctx: typer.Context,
         refs += [TAGS + t for t in repo.tags() if TAGS + t not in refs]
     bar = _Progress()
     try:
-        res = do_push(repo, blobs, remote, refs, force=force, progress=bar)
+        with naming(remote):
+            res = do_push(repo, blobs, remote, refs, force=force, progress=bar)
     finally:
         bar.close()
     for u in res.updates:
@@ -276,12 +281,13 @@ def push(ctx: typer.Context,
 def fetch(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="Remote name (default: origin)")] = None) -> None:
     """Bring the remote's branches (as REMOTE/BRANCH) and tags here, with their objects, verified."""
     from ..remote.sync import fetch as do_fetch
-    from ..remote.sync import open_remote
+    from ..remote.sync import naming, open_remote
     repo = open_repo(ctx)
     remote, blobs = open_remote(repo, remote)
     bar = _Progress()
     try:
-        res = do_fetch(repo, blobs, remote, progress=bar)
+        with naming(remote):
+            res = do_fetch(repo, blobs, remote, progress=bar)
     finally:
         bar.close()
     typer.echo(f"fetched {res.objects} objects, {human(res.bytes)} from {esc(remote)} ({bar.rate(res.bytes)}); "
@@ -293,7 +299,7 @@ def pull(ctx: typer.Context,
          remote: Annotated[str | None, typer.Argument(help="Remote name (default: origin)")] = None,
          branch: Annotated[str | None, typer.Argument(help="Branch (default: the current one)")] = None) -> None:
     """fetch, then fast-forward the branch to REMOTE/BRANCH (diverged: merge it yourself)."""
-    from ..remote.sync import fast_forward, open_remote
+    from ..remote.sync import fast_forward, naming, open_remote
     from ..remote.sync import fetch as do_fetch
     repo = open_repo(ctx)
     remote, blobs = open_remote(repo, remote)
@@ -302,7 +308,8 @@ def pull(ctx: typer.Context,
         raise CoralError("HEAD is detached: name the branch to pull (coralfs pull REMOTE BRANCH)")
     bar = _Progress()
     try:
-        res = do_fetch(repo, blobs, remote, progress=bar)
+        with naming(remote):
+            res = do_fetch(repo, blobs, remote, progress=bar)
     finally:
         bar.close()
     outcome, oid = fast_forward(repo, remote, branch)

@@ -13,11 +13,12 @@ the pack with nothing of it stored.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..objects import codecs, history
@@ -83,11 +84,19 @@ def remote_settings(repo: Repository, name: str | None) -> tuple[str, dict[str, 
 
 def open_remote(repo: Repository, name: str | None) -> tuple[str, BlobStore]:
     name, s = remote_settings(repo, name)
-    try:
+    with naming(name):
         return name, open_blobs(s["url"], endpoint=s.get("endpoint") or None,
                                 options={"profile": s["profile"]} if s.get("profile") else None)
+
+
+@contextlib.contextmanager
+def naming(remote: str) -> Iterator[None]:
+    """Errors of a remote say which of the configured remotes it was."""
+    try:
+        yield
     except RemoteError as e:
-        e.args = (f"remote {name}: {e}",)   # which of the configured remotes failed
+        if not str(e).startswith(f"remote {remote}: "):
+            e.args = (f"remote {remote}: {e}",)
         raise
 
 

@@ -1,4 +1,4 @@
-"""What the sync tests share: a file:// BlobStore that counts what it is sent and can
+"""What the sync tests share: a BlobStore wrapper that counts what it is sent and can
 drop the connection at a chosen write (a real store, faults injected at its boundary),
 fine-tune series of safetensors checkpoints, and repository snapshots."""
 
@@ -12,41 +12,71 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from coralfs import Repository
-from coralfs.remote.blobs import RemoteUnavailable
+from coralfs.remote.blobs import BlobStore, RemoteUnavailable
 from coralfs.remote.file import FileBlobs
 from coralfs.remote.url import parse_url
 
 
-class CountingBlobs(FileBlobs):
-    """file:// blobs that count bytes put and read, and raise RemoteUnavailable (as a
-    network error would) on the write for which ``fail(key, n)`` is true (n: the count of
-    writes so far)."""
+class Wrapped(BlobStore):
+    """A real BlobStore that counts bytes put and read, and raises RemoteUnavailable (as
+    a network error would) on the write for which ``fail(key, n)`` is true (n: the count
+    of writes so far)."""
 
-    def __init__(self, root: str, fail=None) -> None:
-        os.makedirs(root, exist_ok=True)
-        super().__init__(parse_url(f"file://{root}"))
+    def __init__(self, inner: BlobStore, fail=None) -> None:
+        self.inner = inner
+        self.url = inner.url
         self.fail = fail
         self.puts: list[str] = []
         self.pack_bytes = 0
         self.read_bytes = 0
 
-    def put(self, key: str, data: bytes) -> str:
+    def _write(self, key: str, data: bytes) -> None:
         if self.fail is not None and self.fail(key, len(self.puts)):
             raise RemoteUnavailable(f"{self.url}: connection reset while writing {key} (injected)")
         self.puts.append(key)
         if key.endswith(".pack"):
             self.pack_bytes += len(data)
-        return super().put(key, data)
+
+    def put(self, key: str, data: bytes) -> str:
+        self._write(key, data)
+        return self.inner.put(key, data)
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        self._write(key, data)
+        return self.inner.put_if(key, data, etag)
 
     def get(self, key: str) -> bytes:
-        data = super().get(key)
+        data = self.inner.get(key)
         self.read_bytes += len(data)
         return data
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        data = super().get_range(key, start, length)
+        data = self.inner.get_range(key, start, length)
         self.read_bytes += len(data)
         return data
+
+    def head(self, key: str):
+        return self.inner.head(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str = ""):
+        return self.inner.list(prefix)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)   # a backend's own attributes (root, ...)
+
+
+class CountingBlobs(Wrapped):
+    """Wrapped over a file:// remote at ``root`` (created if need be)."""
+
+    def __init__(self, root: str, fail=None) -> None:
+        os.makedirs(root, exist_ok=True)
+        super().__init__(FileBlobs(parse_url(f"file://{root}")), fail)
 
 
 def checkpoint(d, step: int, n: int = 256) -> str:

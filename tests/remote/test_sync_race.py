@@ -28,11 +28,15 @@ def _commit_one(repo, tmp, who: str, i: int):
 
 
 def test_two_pushers_on_one_branch_lose_no_commit(tmp_path):
-    seed, _ = make_repo(tmp_path, steps=1, name="seed")
     root = str(tmp_path / "remote")
-    push(seed, CountingBlobs(root), "origin", [MAIN])
-    url = f"file://{root}"
-    clones = {w: clone(url, str(tmp_path / w))[0] for w in ("ann", "bob")}
+    race(tmp_path, f"file://{root}", lambda: CountingBlobs(root))
+
+
+def race(tmp_path, url: str, open_blobs, endpoint: str | None = None) -> None:
+    """ROUNDS rounds of two pushers from separate clones of ``url``; asserts no commit is lost."""
+    seed, _ = make_repo(tmp_path, steps=1, name="seed")
+    push(seed, open_blobs(), "origin", [MAIN])
+    clones = {w: clone(url, str(tmp_path / w), endpoint=endpoint)[0] for w in ("ann", "bob")}
     made: dict[str, list] = {"ann": [], "bob": []}
     lost_races = {"ann": 0, "bob": 0}
     errors: list[BaseException] = []
@@ -40,7 +44,7 @@ def test_two_pushers_on_one_branch_lose_no_commit(tmp_path):
 
     def pusher(who: str) -> None:
         repo = clones[who]
-        blobs = CountingBlobs(root)
+        blobs = open_blobs()
         try:
             for i in range(ROUNDS):
                 start.wait()   # both commit and push at the same moment, every round
@@ -65,8 +69,8 @@ def test_two_pushers_on_one_branch_lose_no_commit(tmp_path):
     assert errors == []
     assert sum(lost_races.values()) > 0   # the races did happen
     check = clones["ann"]
-    fetch(check, CountingBlobs(root), "origin")
-    tip = RemoteRefs(CountingBlobs(root)).read(MAIN)
+    fetch(check, open_blobs(), "origin")
+    tip = RemoteRefs(open_blobs()).read(MAIN)
     reached = history.ancestors(check, tip)
     assert all(c in reached for w in made for c in made[w]) and len(made["ann"]) == len(made["bob"]) == ROUNDS
     files = check.tree_of(tip.hex()).entries
