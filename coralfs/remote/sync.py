@@ -139,18 +139,23 @@ class RemoteObjects:
 
 # -- the object graph --------------------------------------------------------------------
 
-def children(repo: Repository, oid: ObjectId) -> list[ObjectId]:
-    """The ids an object references (a chunk: its delta base)."""
+# Kinds by level: everything an object references is of a lower level, or of its own
+# (a delta's base, a commit's parents, a tag's tag), which the post-order keeps first.
+LEVEL = {"chunk": 0, "tensor": 1, "file": 2, "tree": 3, "commit": 4, "tag": 5}
+
+
+def children(repo: Repository, oid: ObjectId) -> tuple[str, list[ObjectId]]:
+    """(kind, the ids the object references; a chunk: its delta base)."""
     h = codecs.parse_header(repo.store.get_head(oid, codecs.HEADER_SIZE), oid)
     if not h.structured:
-        return [h.base] if h.base is not None else []
+        return "chunk", [h.base] if h.base is not None else []
     obj = repo.odb.get_object(oid)
     if isinstance(obj, Commit):
-        return [obj.tree] + ([] if oid in repo.shallow else list(obj.parents))
+        return "commit", [obj.tree] + ([] if oid in repo.shallow else list(obj.parents))
     if isinstance(obj, Tag):
-        return [obj.target]
+        return "tag", [obj.target]
     if isinstance(obj, Tree):
-        return [e.file for e in obj.entries.values()]
+        return "tree", [e.file for e in obj.entries.values()]
     if isinstance(obj, File):
         out: list[ObjectId] = []
         for s in obj.segments:
@@ -158,30 +163,37 @@ def children(repo: Repository, oid: ObjectId) -> list[ObjectId]:
                 out += [c for c, _n in s.chunks]
             elif isinstance(s, TensorSegment):
                 out.append(s.tensor)
-        return out
+        return "file", out
     if isinstance(obj, Tensor):
-        return list(obj.chunks)
-    return []
+        return "tensor", list(obj.chunks)
+    return "chunk", []
 
 
 def plan_push(repo: Repository, tips: Iterable[ObjectId], have: Callable[[ObjectId], bool]) -> list[ObjectId]:
     """Every object reachable from ``tips`` that the remote lacks, children before parents
     (so a remote never holds an object without what it references). The walk stops at
-    objects the remote has: by that same order, it has everything they reach."""
-    order: list[ObjectId] = []
+    objects the remote has: by that same order, it has everything they reach.
+
+    The post-order is then sorted by level (stable: chunks, tensors, files, trees,
+    commits, tags), which keeps every reference pointing backwards and puts the small
+    structured objects next to each other at the end: a partial or shallow fetch reads
+    them with a few range GETs instead of one per object."""
+    order: list[tuple[ObjectId, str]] = []
     seen: set[ObjectId] = set()
-    stack: list[tuple[ObjectId, bool]] = [(t, False) for t in tips]
+    stack: list[tuple[ObjectId, str | None]] = [(t, None) for t in tips]
     while stack:
-        oid, expanded = stack.pop()
-        if expanded:
-            order.append(oid)
+        oid, kind = stack.pop()
+        if kind is not None:
+            order.append((oid, kind))
             continue
         if oid in seen or have(oid):
             continue
         seen.add(oid)
-        stack.append((oid, True))
-        stack.extend((c, False) for c in children(repo, oid) if c not in seen)
-    return order
+        kind, kids = children(repo, oid)
+        stack.append((oid, kind))
+        stack.extend((c, None) for c in kids if c not in seen)
+    order.sort(key=lambda x: LEVEL[x[1]])
+    return [oid for oid, _kind in order]
 
 
 # -- push --------------------------------------------------------------------------------
@@ -354,11 +366,14 @@ class Fetcher:
 
     def run(self, tips: Iterable[ObjectId]) -> None:
         complete = self._complete()
-        if self.progress and self.depth is None and self.pattern is None:
-            # a whole fetch brings what the remote has and this repository lacks: the
-            # bar's length (objects nothing references any more would make it an overestimate)
-            missing = [loc.length for oid, loc in self.objs.indexes.where.items() if not self.local.has(oid)]
-            self.totals = (sum(missing), len(missing))
+        if self.depth is None and self.pattern is None:
+            # A whole fetch brings everything the remote has and this repository lacks,
+            # streamed pack by pack in large ranges; the walk below then only checks that
+            # the refs' closure is all here (objects nothing references any more come too:
+            # gc removes them).
+            missing = [oid for oid in [*self.objs.indexes.where, *self.objs.loose] if not self.local.has(oid)]
+            self.totals = (sum(max(self.objs.location(o).length, 0) for o in missing), len(missing))
+            self.obtain_many(missing)
         frontier: list[tuple[ObjectId, str, object]] = [(t, "any", 1) for t in tips]
         seen: set[tuple[ObjectId, str, object]] = set()
         while frontier:
