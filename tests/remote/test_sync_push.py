@@ -149,3 +149,17 @@ def test_the_remote_config_carries_the_storage_settings(tmp_path):
     push(repo, blobs, "origin", [MAIN])
     cl, _ = clone(f"file://{tmp_path / 'remote'}", str(tmp_path / "clone"))
     assert cl.config.get("storage.chunk_size") == 64 << 10
+
+
+def test_a_pack_holds_chunks_first_and_the_structure_together_after_them(tmp_path):
+    from coralfs.remote.sync import LEVEL, children
+    repo, _ = make_repo(tmp_path, steps=3)
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    push(repo, blobs, "origin", [MAIN])
+    idx = next(k for k in blobs.list(PACKS) if k.endswith(".idx"))
+    by_offset = sorted(decode_index(blobs.get(idx)), key=lambda r: r[1])
+    levels = [LEVEL[children(repo, oid)[0]] for oid, _off, _n in by_offset]
+    assert levels == sorted(levels) and levels[0] == 0 and levels[-1] == LEVEL["commit"]
+    # and every reference points backwards: what an object needs is stored before it
+    pos = {oid: i for i, (oid, _o, _n) in enumerate(by_offset)}
+    assert all(pos[c] < pos[oid] for oid in pos for c in children(repo, oid)[1])
