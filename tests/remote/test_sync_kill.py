@@ -14,6 +14,7 @@ import pytest
 
 from coralfs import Repository
 from coralfs.objects.refs import HEADS
+from coralfs.remote.layout import MARKER
 from coralfs.remote.refs import RemoteRefs
 from coralfs.remote.url import open_blobs
 from coralfs.remote.verify import fsck_remote
@@ -75,20 +76,24 @@ def _fsck_ok(path: str) -> None:
 
 
 def test_kill_push_fetch_and_clone_at_random_moments(tmp_path):
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "scratch").mkdir()
+    kill_loops(tmp_path, f"file://{tmp_path / 'remote'}", f"file://{tmp_path / 'scratch'}")
+
+
+def kill_loops(tmp_path, url: str, scratch_url: str) -> None:
+    """The loops against the remote at ``url`` (``scratch_url``: another empty remote of
+    the same kind, to time an uninterrupted push)."""
     rng = random.Random(int(os.environ.get("CORALFS_KILL_SEED", "1")))
     src = str(tmp_path / "src")
     run_cli("init", src)
     _series(tmp_path, src, range(4))
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    url = f"file://{remote}"
     run_cli("remote", "add", "origin", url, repo=src)
-    (tmp_path / "scratch").mkdir()
-    run_cli("remote", "add", "scratch", f"file://{tmp_path / 'scratch'}", repo=src)
+    run_cli("remote", "add", "scratch", scratch_url, repo=src)
     d_push = _timed("push", "scratch", "main", repo=src)
 
     def remote_ok() -> None:
-        if (remote / "coralfs-remote.json").exists():   # killed before the first write: still empty
+        if open_blobs(url).head(MARKER) is not None:   # killed before the first write: still empty
             rep = fsck_remote(open_blobs(url))
             assert rep.ok, rep.problems
         _fsck_ok(src)
