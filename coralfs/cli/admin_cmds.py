@@ -246,9 +246,10 @@ def alias(
         for k, v in repo.config.data.get("alias", {}).items():
             typer.echo(esc(f"{k} = {v}"))
         return
+    from .app import OVERRIDABLE
     from .app import app as root_app
     group = typer.main.get_command(root_app)
-    if name in group.commands:  # type: ignore[attr-defined]
+    if name in group.commands and name not in OVERRIDABLE:  # type: ignore[attr-defined]
         raise CoralError(f"{name} is a coralfs command; pick another alias name")
     if delete:
         repo.config.unset(f"alias.{name}")

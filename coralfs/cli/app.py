@@ -18,6 +18,9 @@ from typer.core import TyperCommand, TyperGroup
 from ..objects.errors import CoralError
 from .common import State, click, esc, find_repo_path, state
 
+# Commands that are built-in aliases: `coralfs alias NAME ...` may redefine them.
+OVERRIDABLE = frozenset({"save"})
+
 
 class CoralGroup(TyperGroup):
     """User errors become one line and an exit code, the same under CliRunner and in a
@@ -50,6 +53,16 @@ class CoralGroup(TyperGroup):
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else None
+        if name in OVERRIDABLE:
+            # A built-in alias (`save`): the repository's own alias of that name wins.
+            try:
+                from ..objects.config import Config
+                alias = Config(os.path.join(find_repo_path(ctx.params.get("repo")), "config.toml")).data.get(
+                    "alias", {}).get(name)
+            except CoralError:
+                alias = None
+            if alias:
+                return super().resolve_command(ctx, shlex.split(alias) + args[1:])
         if name and name not in self.commands and not name.startswith("-"):
             repo_path = None
             try:

@@ -7,9 +7,38 @@ import sys
 
 import typer
 
-from . import admin_cmds, experiment_cmds, mount_cmds, ref_cmds, remote_cmds, repo_cmds, staging_cmds, workflow_cmds  # noqa: F401  (importing registers the commands)
+from . import admin_cmds, experiment_cmds, inspect_cmds, mount_cmds, ref_cmds, remote_cmds, repo_cmds, staging_cmds, workflow_cmds  # noqa: F401  (importing registers the commands)
 from .app import app
 from .common import click, esc
+
+# `coralfs --help` lists commands by task, in this order (typer's rich help panels).
+PANELS: dict[str, tuple[str, ...]] = {
+    "Start": ("init", "import", "clone", "config", "alias", "completions"),
+    "Record": ("commit", "save", "status", "stash", "watch", "preview"),
+    "Inspect": ("log", "show", "diff", "changelog", "lineage", "ancestry", "provenance", "stats"),
+    "Branches and tags": ("branch", "tag", "checkout", "merge", "export"),
+    "Mount": ("mount", "umount", "mounts"),
+    "Experiments and releases": ("experiment", "release", "releases", "ci"),
+    "Share": ("remote", "push", "fetch", "pull", "publish"),
+    "Maintain": ("gc", "fsck", "optimize"),
+}
+PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+
+
+def assign_panels() -> None:
+    """Put every registered command and group in its panel; commands are listed by panel
+    in PANELS order, then by the order within it."""
+    order = {name: i for i, name in enumerate(n for names in PANELS.values() for n in names)}
+    for info in app.registered_commands:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        info.rich_help_panel = PANEL_OF.get(name, "Other")
+    for group in app.registered_groups:
+        group.rich_help_panel = PANEL_OF.get(group.name, "Other")
+    app.registered_commands.sort(key=lambda c: order.get(c.name or c.callback.__name__, len(order)))
+    app.registered_groups.sort(key=lambda g: order.get(g.name, len(order)))
+
+
+assign_panels()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,6 @@ from .common import (
     MetricOpt,
     RefArg,
     complete_ref,
-    err,
     esc,
     first_line,
     human,
@@ -391,7 +390,7 @@ def _changes_json(changes) -> str:
 @app.command()
 def diff(
     ctx: typer.Context,
-    ref1: RefArg,
+    ref1: Annotated[str | None, typer.Argument(help="Revision to compare from", autocompletion=complete_ref)] = None,
     ref2: Annotated[str, typer.Argument(help="Compared against (default HEAD)", autocompletion=complete_ref)] = "HEAD",
     stat: Annotated[bool, typer.Option("--stat", help="One line per file")] = False,
     as_json: JsonOpt = False,
@@ -400,51 +399,31 @@ def diff(
                                                                 "whose name matches this glob")] = None,
     sort: Annotated[bool, typer.Option("--sort", help="With --visual: largest relative L2 change first (default: model order)")] = False,
     ascii_only: Annotated[bool, typer.Option("--ascii", help="With --visual: plain ASCII, no colour (default off a terminal)")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help="text (--visual), json, html (one offline file) or png "
+                                                            "(a directory of images)")] = None,
+    out: Annotated[str | None, typer.Option("-o", "--output", help="File (json, html) or directory (png) to write")] = None,
+    group: Annotated[bool | None, typer.Option("--group/--no-group", help="One line per layer (name prefix); on by "
+                                               "default above 60 changed tensors")] = None,
+    depth: Annotated[int, typer.Option("--depth", help="Name parts that make a layer with --group", min=1)] = 2,
+    textconv: Annotated[str | None, typer.Option("--textconv", help="Print a stable text summary of one checkpoint FILE "
+                                                 "(for git's diff.<driver>.textconv)", metavar="FILE")] = None,
 ) -> None:
     """Per-file and per-tensor changes between two revisions."""
+    from . import visual_out
+    if textconv is not None:
+        if ref1 is not None:
+            raise CoralError("--textconv FILE summarizes a file on disk: give no revisions")
+        visual_out.textconv(textconv)
+        return
+    if ref1 is None:
+        raise CoralError("diff needs a revision: coralfs diff REF1 [REF2]")
     repo = open_repo(ctx)
-    if visual or tensor is not None:
-        _print_visual(repo, ref1, ref2, tensor, sort, ascii_only)
+    if visual or tensor is not None or fmt is not None or group:
+        visual_out.visual(repo, ref1, ref2, glob=tensor, sort=sort, ascii_only=ascii_only, fmt=fmt or "text",
+                          out=out, depth=None if group is False else depth if group else None)
         return
     changes = repo.diff(ref1, ref2, tensors=True)
     typer.echo(_changes_json(changes)) if as_json else _print_changes(changes, stat)
-
-
-def _print_visual(repo: Repository, ref1: str, ref2: str, glob: str | None, sort: bool, ascii_only: bool) -> None:
-    import shutil
-    import sys
-
-    from ..analysis import visual_diff
-    from ..render import Style, bar_lines, heatmap_lines
-
-    # Unicode and colour only for a terminal, so output piped into a file is plain ASCII.
-    fancy = sys.stdout.isatty() and not ascii_only
-    style = Style(unicode=fancy, colour=fancy and "NO_COLOR" not in os.environ)
-    width = max(40, shutil.get_terminal_size((100, 24)).columns)
-    vd = visual_diff(repo, ref1, ref2, tensor_glob=glob, width=width - 2, sort=sort)
-    if not vd.tensors and not vd.other_files:
-        typer.echo(f"no tensor changed between {esc(ref1)} and {esc(ref2)}")
-        return
-    if glob is not None and vd.matched == 0:
-        err(f"error: no changed tensor matches --tensor {glob!r} ({len(vd.tensors)} tensors changed; "
-            "run without --tensor to list them)")
-        raise typer.Exit(1)
-    for path, status in vd.other_files:
-        typer.echo(f"{status} {esc(path)} (no tensors)")
-    if not vd.tensors:
-        typer.echo(f"no tensor changed between {esc(ref1)} and {esc(ref2)}")
-        return
-    several = len({t.path for t in vd.tensors}) > 1
-    rows = [(esc(f"{t.path}:{t.name}" if several else t.name), t.status, t.rel_l2, t.max_abs, t.changed_frac)
-            for t in vd.tensors]
-    for line in bar_lines(rows, width, style):
-        typer.echo(line)
-    for t, (label, *_rest) in zip(vd.tensors, rows, strict=True):
-        if t.heatmap is not None:
-            typer.echo("")
-            title = f"{label} {list(t.shape)}: |{style.delta}| in {t.heatmap.shape[0]} x {t.heatmap.shape[1]} blocks"
-            for line in heatmap_lines(t.heatmap, style, title):
-                typer.echo(line)
 
 
 @app.command()

@@ -1,0 +1,27 @@
+"""The cloud SDKs are imported by the three backends (and their shared module) only, so
+``import coralfs`` and every other module work without the cloud extra."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import coralfs
+
+SDKS = {"obstore", "google", "boto3", "botocore", "azure", "requests"}
+BACKENDS = {"coralfs/remote/s3.py", "coralfs/remote/gcs.py", "coralfs/remote/azure.py", "coralfs/remote/_common.py"}
+
+
+def test_only_the_backends_import_a_cloud_sdk():
+    root = pathlib.Path(coralfs.__file__).parent
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = str(path.relative_to(root.parent))
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                if name.split(".")[0] in SDKS and rel not in BACKENDS:
+                    bad.append(f"{rel}:{node.lineno} imports {name}")
+    assert bad == []
+    assert len(BACKENDS) == sum((root.parent / b).is_file() for b in BACKENDS)
