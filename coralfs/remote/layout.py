@@ -72,7 +72,7 @@ def initialize(blobs: BlobStore, config: Config, branch: str | None) -> None:
     """First push: the storage config, HEAD, then the marker (a reader that sees the marker
     sees the rest). Each is put only if absent, so two first pushes agree."""
     shared = {s: dict(config.data.get(s, {})) for s in SHARED_SECTIONS}
-    shared["core"]["format"] = int(config.get("core.format"))
+    shared["core"] = {"format": int(config.get("core.format"))}   # not core.profile: a local choice
     lines = []
     for section in sorted(shared):
         lines.append(f"[{section}]")

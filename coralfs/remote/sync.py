@@ -232,7 +232,11 @@ def push(repo: Repository, blobs: BlobStore, remote: str, refs: list[str], *, fo
             raise CoralError(f"nothing to push: {name} does not exist (or has no commits yet)")
         wanted.append((name, oid))
     if not layout.is_initialized(blobs):
-        layout.initialize(blobs, repo.config, repo.head_branch())
+        # the remote's HEAD (what a clone checks out): the current branch if it is pushed,
+        # else the first branch pushed
+        branches = [n[len(HEADS):] for n, _ in wanted if n.startswith(HEADS)]
+        head = repo.head_branch()
+        layout.initialize(blobs, repo.config, head if head in branches or not branches else branches[0])
     layout.check_remote(blobs)
     rrefs = RemoteRefs(blobs)
     for name, oid in wanted:

@@ -163,3 +163,13 @@ def test_a_pack_holds_chunks_first_and_the_structure_together_after_them(tmp_pat
     # and every reference points backwards: what an object needs is stored before it
     pos = {oid: i for i, (oid, _o, _n) in enumerate(by_offset)}
     assert all(pos[c] < pos[oid] for oid in pos for c in children(repo, oid)[1])
+
+
+def test_the_first_push_of_another_branch_makes_it_the_remote_head(tmp_path):
+    repo, _ = make_repo(tmp_path, steps=1)
+    repo.create_branch("feature")
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    push(repo, blobs, "origin", ["refs/heads/feature"])
+    assert blobs.get("HEAD") == b"ref: refs/heads/feature\n"
+    cl, _ = clone(f"file://{tmp_path / 'remote'}", str(tmp_path / "clone"))
+    assert cl.head_branch() == "feature" and cl.branches() == {"feature": repo.branch_head("main")}
