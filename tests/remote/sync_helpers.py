@@ -28,12 +28,14 @@ class Wrapped(BlobStore):
         self.fail = fail
         self.puts: list[str] = []
         self.pack_bytes = 0
+        self.sent_bytes = 0   # every byte written: packs, indexes, refs, reflogs, layout
         self.read_bytes = 0
 
     def _write(self, key: str, data: bytes) -> None:
         if self.fail is not None and self.fail(key, len(self.puts)):
             raise RemoteUnavailable(f"{self.url}: connection reset while writing {key} (injected)")
         self.puts.append(key)
+        self.sent_bytes += len(data)
         if key.endswith(".pack"):
             self.pack_bytes += len(data)
 
