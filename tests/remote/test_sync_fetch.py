@@ -211,3 +211,17 @@ def test_a_remote_without_the_marker_is_refused_in_one_line(tmp_path):
         clone(f"file://{tmp_path / 'empty'}", str(tmp_path / "c"))
     assert "format 1" in str(e.value)
     assert HEADS  # the names used above
+
+
+@pytest.mark.mount
+def test_a_mount_of_a_partial_clone_serves_every_byte_fetching_on_demand(tmp_path, pushed):
+    from tests.mount.conftest import mounted
+    repo, _blobs, url, cks = pushed
+    part, _ = clone(url, str(tmp_path / "part"), pattern="config.json")
+    here = len(list(part.store.local))
+    with mounted(part.path, str(tmp_path / "mnt"), "main~1"):
+        with open(tmp_path / "mnt" / "model.safetensors", "rb") as f:
+            served = f.read()
+    with open(os.path.join(cks[1], "model.safetensors"), "rb") as f:
+        assert served == f.read()
+    assert len(list(Repository.open(part.path).store.local)) > here   # the mount's daemon fetched and kept them
