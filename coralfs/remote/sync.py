@@ -34,7 +34,7 @@ from ..objects.stores import ObjectStore
 from . import layout
 from .blobs import BlobNotFound, BlobStore, RemoteError
 from .journal import JOURNAL_DIR, Journal
-from .packs import TARGET_PACK, Location, PackBuilder, PackIndexes, pack_keys
+from .packs import TARGET_PACK, Location, PackBuilder, PackIndexes, encode_index, pack_keys
 from .refs import RemoteRefs
 from .url import open_blobs
 
@@ -46,6 +46,7 @@ Progress = Callable[[str, int, int, int | None, int | None], None]
 # RANGE_MAX bytes (what a fetch keeps in memory at once).
 RANGE_GAP = 256 << 10
 RANGE_MAX = 16 << 20
+DEFER_MAX = 256 << 20
 
 
 class RemoteRefMoved(RemoteError):
@@ -312,10 +313,9 @@ def _upload(repo: Repository, blobs: BlobStore, remote: str, tips: list[ObjectId
 
 
 def _send(builder: PackBuilder, blobs: BlobStore, journal: Journal, res: PushResult) -> None:
-    from .packs import encode_index
     pack_id, _ = encode_index(builder.records)
-    journal.begin(pack_id)
-    assert builder.upload(blobs) == pack_id
+    journal.begin(pack_id)   # before the first byte leaves: the next push owns what is left of it
+    builder.upload(blobs)
     journal.done(pack_id)
     res.packs += 1
 
@@ -349,6 +349,12 @@ class Fetcher:
         self.bytes = 0
         self.boundary: set[ObjectId] = set()
         self.totals: tuple[int | None, int | None] = (None, None)
+        # A whole fetch reads packs in key order, not upload order: a delta whose base is
+        # in a pack not read yet waits here (up to DEFER_MAX bytes) instead of costing a
+        # second read of its base.
+        self.defer = False
+        self._waiting: dict[ObjectId, list[tuple[ObjectId, bytes, str]]] = {}
+        self._waiting_bytes = 0
 
     # what is already whole here: commits reachable from local refs (their objects landed
     # before the ref moved); a fetch does not walk below them
@@ -377,7 +383,17 @@ class Fetcher:
             # gc removes them).
             missing = [oid for oid in [*self.objs.indexes.where, *self.objs.loose] if not self.local.has(oid)]
             self.totals = (sum(max(self.objs.location(o).length, 0) for o in missing), len(missing))
-            self.obtain_many(missing)
+            self.defer = True
+            try:
+                self.obtain_many(missing)
+            finally:
+                self.defer = False
+            while self._waiting:   # bases no pack brought (a damaged remote): one GET each
+                base = next(iter(self._waiting))
+                if self.local.has(base):
+                    self._release(base)
+                else:
+                    self.obtain_one(base)
         frontier: list[tuple[ObjectId, str, object]] = [(t, "any", 1) for t in tips]
         seen: set[tuple[ObjectId, str, object]] = set()
         while frontier:
@@ -481,6 +497,10 @@ class Fetcher:
             if h.base is not None and not self.local.has(h.base):
                 if h.base in batch:
                     self._store_verified(h.base, batch[h.base], key, len(batch[h.base]), batch)
+                elif self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
+                    self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
+                    self._waiting_bytes += len(frame)
+                    return
                 else:
                     self.obtain_one(h.base)
             data = codecs.decode(frame, oid, self.odb.read_chunk, header=h)
@@ -495,6 +515,13 @@ class Fetcher:
         self.local.put(oid, frame)
         self.objects += 1
         self.bytes += len(frame)
+        self._release(oid)
+
+    def _release(self, oid: ObjectId) -> None:
+        """Store the deltas that waited for ``oid``."""
+        for w_oid, w_frame, w_key in self._waiting.pop(oid, []):
+            self._waiting_bytes -= len(w_frame)
+            self._store_verified(w_oid, w_frame, w_key, len(w_frame), {})
 
 
 def _ranges(members: list[tuple[int, int, ObjectId]]) -> Iterable[tuple[int, int, list[tuple[int, int, ObjectId]]]]:

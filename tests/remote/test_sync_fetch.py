@@ -225,3 +225,41 @@ def test_a_mount_of_a_partial_clone_serves_every_byte_fetching_on_demand(tmp_pat
     with open(os.path.join(cks[1], "model.safetensors"), "rb") as f:
         assert served == f.read()
     assert len(list(Repository.open(part.path).store.local)) > here   # the mount's daemon fetched and kept them
+
+
+def test_a_whole_fetch_reads_each_pack_once_whatever_order_the_deltas_need(tmp_path):
+    """A delta in a pack that sorts before its base's pack (packs are read in key order,
+    not upload order) waits for its base instead of costing a second read of the base."""
+    import numpy as np
+
+    from coralfs.objects import codecs
+    from coralfs.objects.ids import hash_bytes
+    from coralfs.remote.packs import PackBuilder
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(1 << 16).astype(np.float32)
+    bid = hash_bytes(base.tobytes())
+    bframe = codecs.encode(base.tobytes(), bid, width=4)
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    for salt in range(100):
+        newer = base.copy()
+        newer[salt] += 1
+        did = hash_bytes(newer.tobytes())
+        dframe = codecs.encode(newer.tobytes(), did, width=4, base=codecs.Base(bid, base.tobytes(), 0))
+        delta, basepack = PackBuilder(), PackBuilder()
+        delta.add(did, dframe)
+        basepack.add(bid, bframe)
+        if delta.upload(CountingBlobs(str(tmp_path / f"try{salt}"))) < basepack.upload(CountingBlobs(str(tmp_path / f"b{salt}"))):
+            break   # this delta's pack sorts first
+    assert codecs.parse_header(dframe, did).base == bid
+    delta.upload(blobs)
+    basepack.upload(blobs)
+    layout.initialize(blobs, Repository.init(str(tmp_path / "src")).config, "main")
+    reader = CountingBlobs(str(tmp_path / "remote"))
+    dest = Repository.init(str(tmp_path / "dest"))
+    f = Fetcher(dest, RemoteObjects(reader))
+    f.run([])
+    assert dest.store.has(did) and dest.store.has(bid) and f.objects == 2
+    packs = sum(os.path.getsize(os.path.join(blobs.root, k)) for k in blobs.list(PACKS))
+    assert reader.read_bytes == packs   # each index and each pack once, nothing twice
+    assert dest.odb.read_chunk(did) == newer.tobytes()
