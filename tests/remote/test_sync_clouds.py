@@ -201,3 +201,16 @@ def test_the_commands_against_an_emulator(cloud_remote, tmp_path):
 @pytest.mark.slow
 def test_kill_push_fetch_and_clone_against_moto(s3_remote, tmp_path):
     kill_loops(tmp_path, s3_remote.url, s3_remote.sibling("scratch"))
+
+
+def test_a_missing_bucket_fails_in_one_line_naming_the_remote_and_the_fix(cloud_remote, tmp_path):
+    repo, _ = make_repo(tmp_path, steps=1)
+    url = f"{cloud_remote.kind}://no-such-bucket-{uuid.uuid4().hex[:8]}/repo"
+    run_cli("remote", "add", "origin", url, repo=repo.path)
+    before = snapshot(repo.path)
+    for cmd in (["push"], ["fetch"], ["fsck", "--remote", "origin"]):
+        p = run_cli(*cmd, repo=repo.path, check=False)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode != 0 and len(lines) == 1, p.stderr
+        assert "remote origin" in lines[0] and "does not exist" in lines[0] and "create it" in lines[0], lines[0]
+    assert snapshot(repo.path) == before
