@@ -140,7 +140,19 @@ REMOTE_FIELDS: dict[str, Key] = {
     "endpoint": Key("", str, check=_remote_url, what="a service URL without credentials"),
     "profile": Key("", str, check=_plain_text(200), what="a profile name without control characters"),
     "partial": Key("", str, check=_plain_text(4096), what="a glob without control characters"),
+    # Backend options (coralfs/remote/_common.py Limits, s3/gcs/azure): seconds and counts.
+    "region": Key("", str, check=_plain_text(100), what="a region name"),
+    "project": Key("", str, check=_plain_text(200), what="a GCP project id"),
+    "account": Key("", str, check=_plain_text(200), what="a storage account name"),
+    "connect_timeout": Key(10, int, 1, 3600),
+    "read_timeout": Key(30, int, 1, 3600),
+    "request_timeout": Key(600, int, 1, 86400),
+    "retries": Key(3, int, 0, 100),
+    "retry_timeout": Key(60, int, 1, 86400),
 }
+# What open_blobs takes as the URL and endpoint, or what only the clone reads; the other
+# fields are the backend's options.
+REMOTE_NOT_OPTIONS = ("url", "endpoint", "partial")
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 

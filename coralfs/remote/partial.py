@@ -21,7 +21,6 @@ from ..objects.config import Config, remotes
 from ..objects.errors import CorruptObject, ObjectNotFound
 from ..objects.ids import ObjectId, hash_bytes, to_hex
 from ..objects.stores import ObjectStore
-from .url import open_blobs
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,8 @@ class FallbackStore(ObjectStore):
     def _remote(self):
         with self._lock:
             if self._objs is None:
-                from .sync import RemoteObjects
-                f = self._fields
-                blobs = open_blobs(f["url"], endpoint=f.get("endpoint") or None,
-                                   options={"profile": f["profile"]} if f.get("profile") else None)
-                self._objs = RemoteObjects(blobs)
+                from .sync import RemoteObjects, open_configured
+                self._objs = RemoteObjects(open_configured(self._fields))
             return self._objs
 
     def _fetch(self, oid: ObjectId) -> bytes:

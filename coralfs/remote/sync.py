@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..objects import codecs, history
-from ..objects.config import remotes
+from ..objects.config import REMOTE_NOT_OPTIONS, remotes
 from ..objects.durable import fsync_dir, make_dirs, write_durable
 from ..objects.errors import CoralError, CorruptObject, ObjectNotFound
 from ..objects.ids import ObjectId, from_hex, hash_bytes, to_hex
@@ -86,8 +86,13 @@ def remote_settings(repo: Repository, name: str | None) -> tuple[str, dict[str, 
 def open_remote(repo: Repository, name: str | None) -> tuple[str, BlobStore]:
     name, s = remote_settings(repo, name)
     with naming(name):
-        return name, open_blobs(s["url"], endpoint=s.get("endpoint") or None,
-                                options={"profile": s["profile"]} if s.get("profile") else None)
+        return name, open_configured(s)
+
+
+def open_configured(fields: dict) -> BlobStore:
+    """The BlobStore of a configured remote: its URL, endpoint and backend options."""
+    options = {k: v for k, v in fields.items() if k not in REMOTE_NOT_OPTIONS and v != ""}
+    return open_blobs(fields["url"], endpoint=fields.get("endpoint") or None, options=options or None)
 
 
 @contextlib.contextmanager

@@ -214,3 +214,16 @@ def test_a_missing_bucket_fails_in_one_line_naming_the_remote_and_the_fix(cloud_
         assert p.returncode != 0 and len(lines) == 1, p.stderr
         assert "remote origin" in lines[0] and "does not exist" in lines[0] and "create it" in lines[0], lines[0]
     assert snapshot(repo.path) == before
+
+
+def test_backend_options_come_from_the_remote_config(s3_remote, tmp_path):
+    from coralfs.remote.sync import open_remote
+    repo, _ = make_repo(tmp_path, steps=1)
+    run_cli("remote", "add", "origin", s3_remote.url, repo=repo.path)
+    run_cli("config", "set", "remote.origin.read_timeout", "5", repo=repo.path)
+    run_cli("config", "set", "remote.origin.retries", "0", repo=repo.path)
+    p = run_cli("config", "set", "remote.origin.retries", "1000", repo=repo.path, check=False)
+    assert p.returncode == 2 and "0 to 100" in p.stderr
+    _name, blobs = open_remote(Repository.open(repo.path), "origin")
+    assert (blobs.limits.read_timeout, blobs.limits.retries) == (5, 0)
+    assert "main: (new)" in run_cli("push", repo=repo.path).stdout
