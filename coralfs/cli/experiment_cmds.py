@@ -142,3 +142,93 @@ def stop(ctx: typer.Context, name: Annotated[str | None, typer.Argument(help="Ex
     from ..workflow import experiments as ex
     e = ex.stop(open_repo(ctx), name)
     typer.echo(f"Stopped experiment {esc(e.name)} ({len(e.points)} metric points)")
+
+
+# -- import from and export to other trackers (coralfs.integrations) --------------------
+import_app = typer.Typer(help="Import runs of another tracker (MLflow, TensorBoard, Weights & Biases) as experiments; "
+                              "a second import of a run adds only what is new.", no_args_is_help=True)
+export_app = typer.Typer(help="Export experiments to another tracker (MLflow runs, TensorBoard scalars).",
+                         no_args_is_help=True)
+experiment_app.add_typer(import_app, name="import")
+experiment_app.add_typer(export_app, name="export")
+
+UriOpt = Annotated[str, typer.Option("--tracking-uri", help="MLflow tracking URI (http://host:port, sqlite:///path, a directory)")]
+
+
+def _report_imports(done: list, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([vars(d) for d in done], indent=2))
+        return
+    for d in done:
+        what = {"new": f"imported {d.points} points", "updated": f"added {d.points} new points",
+                "unchanged": "already imported, nothing new", "own": "exported from this repository, left as is"}[d.status]
+        skipped = f" ({d.skipped} non-finite values skipped)" if d.skipped else ""
+        typer.echo(f"{esc(d.name):<24} {what}{skipped}  [{esc(d.run)}]")
+    if not done:
+        typer.echo("nothing to import")
+
+
+@import_app.command("mlflow")
+def import_mlflow(
+    ctx: typer.Context,
+    tracking_uri: UriOpt,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Only this MLflow experiment (default: all)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each MLflow run becomes an experiment: params, every metric's history (steps, times)."""
+    from ..integrations import mlflow as ml
+    _report_imports(ml.import_runs(open_repo(ctx), tracking_uri, experiment), as_json)
+
+
+@import_app.command("tensorboard")
+def import_tensorboard(
+    ctx: typer.Context,
+    logdir: Annotated[str, typer.Argument(help="A TensorBoard log directory (tfevents files; one experiment per run directory)")],
+    name: Annotated[str | None, typer.Option("--name", help="Experiment name (default: the directory's name)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Scalars of tfevents files become metric series (step, wall time)."""
+    from ..integrations import tensorboard as tb
+    _report_imports(tb.import_logdir(open_repo(ctx), logdir, name), as_json)
+
+
+@import_app.command("wandb")
+def import_wandb(
+    ctx: typer.Context,
+    run_dir: Annotated[str, typer.Argument(help="An offline run directory (wandb/offline-run-...), or the wandb directory")],
+    name: Annotated[str | None, typer.Option("--name", help="Experiment name (default: the run's name)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A Weights & Biases run: config as params, history as metric series, summary values."""
+    from ..integrations import wandb as wb
+    _report_imports(wb.import_run_dir(open_repo(ctx), run_dir, name), as_json)
+
+
+@export_app.command("mlflow")
+def export_mlflow(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Experiments to export")],
+    tracking_uri: UriOpt,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment (created if missing; default: Default)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A run per experiment: params, metric series, tags linking the coralfs commit."""
+    from ..integrations import mlflow as ml
+    done = ml.export_experiments(open_repo(ctx), names, tracking_uri, experiment)
+    if as_json:
+        typer.echo(json.dumps([vars(d) for d in done], indent=2))
+        return
+    for d in done:
+        typer.echo(f"{esc(d.name):<24} run {d.run_id} ({d.status}, {d.points} points)")
+
+
+@export_app.command("tensorboard")
+def export_tensorboard(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Experiment to export")],
+    dest: Annotated[str, typer.Argument(help="Directory for the tfevents file (created if missing)")],
+) -> None:
+    """Write the experiment's metric series as TensorBoard scalars."""
+    from ..integrations import tensorboard as tb
+    path, n = tb.export_experiment(open_repo(ctx), name, dest)
+    typer.echo(f"wrote {n} scalars to {esc(path)}")

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from . import admin_cmds, experiment_cmds, inspect_cmds, mount_cmds, ref_cmds, remote_cmds, repo_cmds, staging_cmds, workflow_cmds  # noqa: F401  (importing registers the commands)
+from . import admin_cmds, ci_cmds, experiment_cmds, inspect_cmds, mount_cmds, ref_cmds, remote_cmds, repo_cmds, staging_cmds, workflow_cmds  # noqa: F401  (importing registers the commands)
 from .app import app
 from .common import click, esc
 

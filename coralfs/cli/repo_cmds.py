@@ -195,7 +195,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
             unreadable.append(sb)
             continue
         if ch:
-            staged[sb] = [{"status": c.status, "path": c.path, "size": c.size} for c in ch]
+            staged[sb] = [c.as_dict() for c in ch]
     info["staged"] = staged
     if unreadable:
         info["staged_unreadable"] = unreadable

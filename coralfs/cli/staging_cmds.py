@@ -25,7 +25,11 @@ def control(mountpoint: str, req: dict) -> dict:
 def print_changes(changes: list[dict]) -> None:
     marks = {"added": "A", "modified": "M", "deleted": "D"}
     for c in changes:
-        typer.echo(f"  {marks.get(c['status'], '?')} {esc(c['path'])}")
+        # An empty directory ends in "/", a symbolic link shows its target.
+        name = esc(c["path"]) + ("/" if c.get("kind") == "d" else "")
+        if c.get("kind") == "l" and c.get("target") is not None:
+            name += f" -> {esc(c['target'])}"
+        typer.echo(f"  {marks.get(c['status'], '?')} {name}")
 
 
 MountOpt = Annotated[str | None, typer.Option("--mount", help="A writable mount (its daemon does it)")]

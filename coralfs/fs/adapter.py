@@ -75,8 +75,10 @@ def handler(fn: F) -> F:
 
 
 def entry_attributes(ino: InodeT, mode: int, nlink: int, size: int, mtime_ns: int, uid: int, gid: int,
-                     attr_timeout: float, entry_timeout: float) -> pyfuse3.EntryAttributes:
-    """What the kernel is told about an inode (the same shape for every mount)."""
+                     attr_timeout: float, entry_timeout: float, *, atime_ns: int | None = None,
+                     ctime_ns: int | None = None) -> pyfuse3.EntryAttributes:
+    """What the kernel is told about an inode (the same shape for every mount; atime and
+    ctime are mtime unless given)."""
     a = pyfuse3.EntryAttributes()
     a.st_ino, a.st_mode, a.st_nlink = ino, mode, nlink
     a.st_uid, a.st_gid = uid, gid
@@ -84,6 +86,10 @@ def entry_attributes(ino: InodeT, mode: int, nlink: int, size: int, mtime_ns: in
     a.st_blksize = BLKSIZE
     a.st_blocks = (size + 511) // 512
     a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = mtime_ns
+    if atime_ns is not None:
+        a.st_atime_ns = atime_ns
+    if ctime_ns is not None:
+        a.st_ctime_ns = ctime_ns
     a.generation = 0
     a.attr_timeout = attr_timeout
     a.entry_timeout = entry_timeout

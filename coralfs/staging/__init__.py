@@ -6,9 +6,11 @@ Open one with :meth:`StagingArea.open` (to change it; it locks the area and reco
 
 ``REPO/staging/branches/<branch>/`` holds
 
-- ``stage.db``: the manifest, one row per file and directory of the working tree. A file
+- ``stage.db``: the manifest, one row per file, directory and symbolic link of the working
+  tree, with its owner, mode and times (manifest.py; the fields: entries.Entry). A file
   row names either a committed File object (``fid``: unchanged, or renamed, and served
-  lazily from the repository) or a spool file (``spool``: written since the base commit).
+  lazily from the repository) or a spool file (``spool``: written since the base commit);
+  the rows of one hard-link group share one (``link``).
   SQLite in WAL mode with ``synchronous=FULL``: each namespace change (create, rename,
   unlink, mkdir, chmod) is one durable transaction.
 - ``spool/NAME``: the bytes written into files, durable once fsync or close returns.

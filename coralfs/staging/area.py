@@ -11,40 +11,29 @@ import os
 import posixpath
 import secrets
 import sqlite3
+import stat
 import time
 
 from ..ingest import tree_mode
-from ..objects.durable import create_file, fsync_dir, make_dirs
+from ..objects.durable import fsync_dir, make_dirs
 from ..objects.ids import ObjectId, from_hex, to_hex
-from ..objects.kinds import Tree
+from ..objects.kinds import MODE_DIR, MODE_SYMLINK, Tree, TreeEntry
 from ..objects.refs import HEADS, check_ref_name
 from ..objects.writer import IngestStats
 from . import commit as committing
 from . import stash as stashing
 from .entries import (
     COPY_BLOCK,
+    PATH_MAX,
     RESERVE,
     Change,
     Entry,
     StagingError,
     check_path,
-    perm_of,
+    entry_of_tree,
 )
 from .layout import base_pin, pin_legacy_roots, stage_dir
-
-
-def _manifest(path: str) -> sqlite3.Connection:
-    """The manifest database at ``path``, with its tables (created if absent)."""
-    create_file(path)  # sqlite would make it 0644
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(
-        "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, kind TEXT, mode INT, mtime INT,"
-        " fid BLOB, spool TEXT);"
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
-        "CREATE TABLE IF NOT EXISTS xattrs (path TEXT, name BLOB, value BLOB, PRIMARY KEY (path, name));")
-    return db
+from .manifest import open_manifest, read_rows, root_entry, root_meta, write_rows
 
 
 class StagingArea:
@@ -66,9 +55,14 @@ class StagingArea:
         self._lock_fd = lock_fd
         self.entries: dict[str, Entry] = {}
         self.dirs: dict[str, set[str]] = {}
+        self.subdirs: dict[str, int] = {}          # directory -> how many directories it holds
+        self.links: dict[str, set[str]] = {}       # hard-link group -> its names
+        # The root directory's owner, mode and times (meta "root": no row, no path).
+        self.root = Entry("d", 0o755, time.time_ns())
         self.base: ObjectId | None = None
         self._base_tree: tuple[ObjectId | None, dict] = (None, {})
         self._sizes: dict[ObjectId, int] = {}
+        self._base_dirs: set[str] | None = None
 
     @classmethod
     def open(cls, repo, branch: str) -> StagingArea:
@@ -117,7 +111,7 @@ class StagingArea:
                 raise StagingError(f"the staging area of branch {branch!r} is in use by a writable mount; "
                                    "use `--mount MNT`, or `coralfs umount` it first") from None
         try:
-            db = _manifest(os.path.join(d, "stage.db"))
+            db = open_manifest(os.path.join(d, "stage.db"))
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -177,21 +171,27 @@ class StagingArea:
             os.close(fd)
 
     def _row(self, path: str, e: Entry) -> None:
+        """Write the row of ``path`` (and of every other name of its hard-link group)."""
         self._make_room()
-        self.db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                        (path, e.kind, e.mode, e.mtime_ns, e.fid, e.spool))
+        if path == "":
+            self._set_meta("root", root_meta(e))
+            return
+        write_rows(self.db, {path} | self.links.get(e.link, set()) if e.link else (path,), e)
 
     def _load(self) -> None:
-        self.entries.clear()
-        self.dirs = {"": set()}
-        for path, kind, mode, mtime, fid, spool in self.db.execute("SELECT * FROM entries"):
-            self.entries[path] = Entry(kind, mode, mtime, fid, spool)
+        root = self._meta("root")
+        if root:
+            self.root = root_entry(root)
+        self.entries, self.links = read_rows(self.db)
+        self.dirs, self.subdirs = {"": set()}, {}
         for path, e in self.entries.items():
             if e.kind == "d":
                 self.dirs.setdefault(path, set())
-        for path in self.entries:
+        for path, e in self.entries.items():
             parent, name = posixpath.split(path)
             self.dirs.setdefault(parent, set()).add(name)
+            if e.kind == "d":
+                self.subdirs[parent] = self.subdirs.get(parent, 0) + 1
 
     def _write_roots(self) -> None:
         """What gc must keep: the base commit, a commit being recorded, and committed files
@@ -209,7 +209,30 @@ class StagingArea:
         """The tree of the base commit (path -> TreeEntry), read once per base."""
         if self._base_tree[0] != self.base:
             self._base_tree = (self.base, self.repo.tree_of(self.base).entries if self.base else {})
+            self._base_dirs = None
         return self._base_tree[1]
+
+    def _base_dir_set(self) -> set[str]:
+        """Every directory of the base tree: implied by a path, or an empty-directory entry."""
+        entries = self.base_entries()
+        if self._base_dirs is None:
+            dirs = {p for p, te in entries.items() if te.mode == MODE_DIR}
+            for p in entries:
+                d = posixpath.dirname(p)
+                while d and d not in dirs:
+                    dirs.add(d)
+                    d = posixpath.dirname(d)
+            self._base_dirs = dirs
+        return self._base_dirs
+
+    def read_target(self, fid: ObjectId) -> str:
+        """The target text of a committed symbolic link (its File holds the bytes)."""
+        view = self.repo.open_file(fid)
+        return os.fsdecode(view.read(0, view.size))
+
+    def entry_of(self, te: TreeEntry, mtime_ns: int) -> Entry:
+        """The row of a committed tree entry (file, empty directory or symbolic link)."""
+        return entry_of_tree(te, mtime_ns, lambda: self.read_target(te.file))
 
     def _reset(self, base: ObjectId | None) -> None:
         """Make the working tree the tree of ``base`` (dropping every row and spool)."""
@@ -220,10 +243,12 @@ class StagingArea:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("DELETE FROM entries")
             self.db.execute("DELETE FROM xattrs")
-            self.entries, self.dirs = {}, {"": set()}
+            self.entries, self.dirs, self.subdirs, self.links = {}, {"": set()}, {}, {}
+            if self._meta("root") is None:
+                self._row("", self.root)
             for path, te in tree.entries.items():
                 self._add_parents(path, mtime)
-                self._put(path, Entry("f", perm_of(te.mode), mtime, te.file))
+                self._put(path, self.entry_of(te, mtime))
             self._set_meta("base", to_hex(base) if base else "")
             self._set_meta("branch", self.branch)
             self._set_meta("pending", None)
@@ -272,13 +297,25 @@ class StagingArea:
 
     def get(self, path: str) -> Entry | None:
         if path == "":
-            return Entry("d", 0o755, 0)
+            return self.root
         return self.entries.get(path)
+
+    def nlink(self, path: str, e: Entry) -> int:
+        """st_nlink: a directory's 2 plus its subdirectories, a file's number of names."""
+        if e.kind == "d":
+            return 2 + self.subdirs.get(path, 0)
+        return len(self.links.get(e.link, ())) or 1 if e.link else 1
+
+    def has_names(self, e: Entry) -> bool:
+        """Another name still holds ``e`` (a hard link): its spool must stay."""
+        return bool(e.link and self.links.get(e.link))
 
     def children(self, path: str) -> list[str]:
         return sorted(self.dirs.get(path, ()))
 
     def size_of(self, e: Entry) -> int:
+        if e.kind != "f":
+            return len(os.fsencode(e.target)) if e.kind == "l" and e.target else 0
         if e.spool:
             return os.stat(self.spool_path(e.spool)).st_size
         size = self._sizes.get(e.fid)
@@ -287,22 +324,34 @@ class StagingArea:
         return size
 
     def changes(self, sizes: bool = False) -> list[Change]:
-        """Files added, modified and deleted since the base commit, by path (with their
-        sizes when asked: a stat or an object read per change)."""
+        """Files, symbolic links and empty directories added, modified and deleted since
+        the base commit, by path (with their sizes when asked: a stat or an object read per
+        change). A file is modified when its bytes or its executable bit changed; a link
+        when its target did."""
         base = self.base_entries()
+        base_dirs = self._base_dir_set()
         out = []
         for path, e in self.entries.items():
-            if e.kind != "f":
-                continue
             was = base.get(path)
-            if was is None:
-                out.append(Change("added", path, self.size_of(e) if sizes else 0))
-            elif e.spool or was.file != e.fid or was.mode != tree_mode(e.mode):
-                out.append(Change("modified", path, self.size_of(e) if sizes else 0))
-        for path in base:
+            if e.kind == "f":
+                if was is None:
+                    out.append(Change("added", path, self.size_of(e) if sizes else 0))
+                elif was.mode in (MODE_DIR, MODE_SYMLINK) or e.spool or was.file != e.fid \
+                        or was.mode != tree_mode(e.mode):
+                    out.append(Change("modified", path, self.size_of(e) if sizes else 0))
+            elif e.kind == "l":
+                size = len(os.fsencode(e.target or ""))
+                if was is None:
+                    out.append(Change("added", path, size, "l", e.target))
+                elif was.mode != MODE_SYMLINK or (was.file != e.fid and self.read_target(was.file) != e.target):
+                    out.append(Change("modified", path, size, "l", e.target))
+            elif not self.dirs.get(path) and path not in base_dirs:
+                out.append(Change("added", path, 0, "d"))
+        for path, was in base.items():
             e = self.entries.get(path)
-            if e is None or e.kind != "f":
-                out.append(Change("deleted", path))
+            kind = "d" if was.mode == MODE_DIR else "l" if was.mode == MODE_SYMLINK else "f"
+            if e is None or e.kind != kind:
+                out.append(Change("deleted", path, 0, kind))
         return sorted(out, key=lambda c: c.path)
 
     # -- changing the namespace ----------------------------------------------------------
@@ -313,32 +362,77 @@ class StagingArea:
         fsync_dir(self.spool_dir)
         return name
 
-    def _need_dir(self, path: str) -> None:
+    def _need_dir(self, path: str) -> Entry:
         parent = posixpath.dirname(path)
         e = self.get(parent)
         if e is None:
             raise OSError(errno.ENOENT, parent)
         if e.kind != "d":
             raise OSError(errno.ENOTDIR, parent)
+        return e
 
     def _put(self, path: str, e: Entry) -> None:
-        self._row(path, e)
+        old = self.entries.get(path)
+        if e.link:
+            self.links.setdefault(e.link, set()).add(path)
+        try:
+            self._row(path, e)
+        except BaseException:
+            if e.link and old is not e:
+                self.links[e.link].discard(path)
+            raise
+        if old is not None and old is not e:
+            self._forget_name(path, old)
         self.entries[path] = e
         parent, name = posixpath.split(path)
         self.dirs.setdefault(parent, set()).add(name)
         if e.kind == "d":
             self.dirs.setdefault(path, set())
+            if old is None or old.kind != "d":
+                self.subdirs[parent] = self.subdirs.get(parent, 0) + 1
+
+    def _forget_name(self, path: str, e: Entry) -> None:
+        """``path`` no longer names ``e``: its hard-link group and directory counts."""
+        if e.link:
+            names = self.links.get(e.link)
+            if names is not None:
+                names.discard(path)
+                if not names:
+                    del self.links[e.link]
+        if e.kind == "d":
+            parent = posixpath.dirname(path)
+            left = self.subdirs.get(parent, 0) - 1
+            if left > 0:
+                self.subdirs[parent] = left
+            else:
+                self.subdirs.pop(parent, None)
 
     def _drop(self, path: str) -> Entry:
         self._make_room()
         e = self.entries.pop(path)
         self.db.execute("DELETE FROM entries WHERE path=?", (path,))
         self.db.execute("DELETE FROM xattrs WHERE path=?", (path,))
+        self._forget_name(path, e)
         parent, name = posixpath.split(path)
         self.dirs.get(parent, set()).discard(name)
         if e.kind == "d":
             self.dirs.pop(path, None)
         return e
+
+    def _dir_changed(self, path: str, now: int) -> None:
+        """An entry was added to, removed from or renamed in directory ``path``."""
+        d = self.get(path)
+        if d is not None and d.kind == "d":
+            d.mtime_ns = d.ctime_ns = now
+            self._row(path, d)
+
+    def _changed(self, path: str, e: Entry, now: int) -> None:
+        """``e``'s inode changed (ctime), seen through ``path`` or another of its names."""
+        e.ctime_ns = now
+        if path in self.entries or path == "":
+            self._row(path, e)
+        elif self.has_names(e):
+            self._row(next(iter(self.links[e.link])), e)
 
     def _add_parents(self, path: str, mtime: int) -> None:
         """Directory rows for every parent of ``path`` that has none."""
@@ -351,23 +445,34 @@ class StagingArea:
             elif e.kind != "d":
                 raise StagingError(f"{path} cannot be placed: {d} is a file in the staging area")
 
-    def create(self, path: str, mode: int) -> Entry:
-        """A new empty file at ``path`` (replacing a file there: O_CREAT|O_TRUNC)."""
+    @staticmethod
+    def _owner(parent: Entry, uid: int | None, gid: int | None) -> tuple[int | None, int | None]:
+        """Who owns a new entry: the creator, in the group of a set-group-ID directory."""
+        return uid, parent.gid if parent.mode & stat.S_ISGID else gid
+
+    def create(self, path: str, mode: int, uid: int | None = None, gid: int | None = None) -> Entry:
+        """A new empty file at ``path`` (replacing a file there: O_CREAT|O_TRUNC), with the
+        permission bits ``mode`` as given (the caller applied the umask; 0 stays 0) and
+        owned by ``uid``/``gid`` (None: the mount owner)."""
         check_path(path)
-        self._need_dir(path)
+        parent = self._need_dir(path)
         old = self.get(path)
         if old is not None and old.kind == "d":
             raise OSError(errno.EISDIR, path)
         spool = self._new_spool()
-        e = Entry("f", mode & 0o7777 or 0o644, time.time_ns(), None, spool)
+        now = time.time_ns()
+        uid, gid = self._owner(parent, uid, gid)
+        e = Entry("f", mode & 0o7777, now, None, spool, uid, gid)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._put(path, e)
+            self._dir_changed(posixpath.dirname(path), now)
         return e
 
     def write_into_spool(self, path: str, read, truncate: bool) -> Entry:
         """Give a committed file a spool copy before its first write (copy-on-write).
-        ``read(off, n)`` returns its committed bytes; with ``truncate`` nothing is copied."""
+        ``read(off, n)`` returns its committed bytes; with ``truncate`` nothing is copied.
+        Every name of the file (hard links) moves to the copy."""
         e = self.entries[path]
         if e.spool:
             return e
@@ -390,22 +495,82 @@ class StagingArea:
             raise
         os.close(fd)
         fsync_dir(self.spool_dir)
-        ne = Entry("f", e.mode, time.time_ns(), None, name)
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._put(path, ne)
-        return ne
+        was = (e.fid, e.spool, e.mtime_ns)
+        e.fid, e.spool, e.mtime_ns = None, name, time.time_ns()
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self._row(path, e)
+        except BaseException:
+            e.fid, e.spool, e.mtime_ns = was
+            self.discard_spool(name)
+            raise
+        return e
 
-    def mkdir(self, path: str, mode: int) -> Entry:
+    def mkdir(self, path: str, mode: int, uid: int | None = None, gid: int | None = None) -> Entry:
         check_path(path)
-        self._need_dir(path)
+        parent = self._need_dir(path)
         if self.get(path) is not None:
             raise OSError(errno.EEXIST, path)
-        e = Entry("d", mode & 0o7777 or 0o755, time.time_ns())
+        now = time.time_ns()
+        uid, gid = self._owner(parent, uid, gid)
+        mode &= 0o7777
+        if parent.mode & stat.S_ISGID:  # subdirectories of a set-group-ID directory inherit it
+            mode |= stat.S_ISGID
+        e = Entry("d", mode, now, uid=uid, gid=gid)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._put(path, e)
+            self._dir_changed(posixpath.dirname(path), now)
         return e
+
+    def symlink(self, path: str, target: str, uid: int | None = None, gid: int | None = None) -> Entry:
+        """A symbolic link at ``path`` holding ``target`` (text, never followed here)."""
+        check_path(path)
+        if not target:
+            raise OSError(errno.ENOENT, "an empty symbolic link target")
+        if len(os.fsencode(target)) > PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, f"a link target is at most {PATH_MAX} bytes")
+        parent = self._need_dir(path)
+        if self.get(path) is not None:
+            raise OSError(errno.EEXIST, path)
+        now = time.time_ns()
+        uid, gid = self._owner(parent, uid, gid)
+        e = Entry("l", 0o777, now, uid=uid, gid=gid, target=target)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._put(path, e)
+            self._dir_changed(posixpath.dirname(path), now)
+        return e
+
+    def link(self, old: str, new: str) -> Entry:
+        """A second name ``new`` for the file (or link) ``old``: one inode, one content."""
+        src = self.get(old)
+        if src is None:
+            raise OSError(errno.ENOENT, old)
+        if src.kind == "d":
+            raise OSError(errno.EPERM, f"{old or '/'} is a directory: no hard links to directories")
+        check_path(new)
+        self._need_dir(new)
+        if self.get(new) is not None:
+            raise OSError(errno.EEXIST, new)
+        now = time.time_ns()
+        fresh = src.link is None
+        if fresh:
+            src.link = secrets.token_hex(8)
+            self.links[src.link] = {old}
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                src.ctime_ns = now
+                self._put(new, src)
+                self._dir_changed(posixpath.dirname(new), now)
+        except BaseException:
+            if fresh:
+                self.links.pop(src.link, None)
+                src.link = None
+            raise
+        return src
 
     def unlink(self, path: str) -> Entry:
         e = self.get(path)
@@ -413,10 +578,14 @@ class StagingArea:
             raise OSError(errno.ENOENT, path)
         if e.kind == "d":
             raise OSError(errno.EISDIR, path)
+        now = time.time_ns()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._drop(path)
-        return e  # the caller removes e.spool once no handle uses it
+            if self.has_names(e):  # still linked: one name less is a change of the inode
+                self._changed(path, e, now)
+            self._dir_changed(posixpath.dirname(path), now)
+        return e  # the caller removes e.spool once no handle (and no name: has_names) uses it
 
     def rmdir(self, path: str) -> None:
         e = self.get(path)
@@ -429,10 +598,11 @@ class StagingArea:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._drop(path)
+            self._dir_changed(posixpath.dirname(path), time.time_ns())
 
     def rename(self, old: str, new: str, noreplace: bool = False, exchange: bool = False) -> list[Entry]:
         """Move ``old`` (a file or a whole directory) to ``new``; returns what the move
-        replaced (the caller removes their spools once no handle uses them)."""
+        replaced (the caller removes their spools once no handle or name uses them)."""
         check_path(new)
         src = self.get(old)
         if src is None or old == "":
@@ -443,14 +613,24 @@ class StagingArea:
             return []
         if src.kind == "d" and (new + "/").startswith(old + "/"):
             raise OSError(errno.EINVAL, f"cannot move {old} into itself")
+        now = time.time_ns()
+        parents = {posixpath.dirname(old), posixpath.dirname(new)}
         if exchange:
             if dst is None:
                 raise OSError(errno.ENOENT, new)
+            if dst.kind == "d" and (old + "/").startswith(new + "/"):
+                raise OSError(errno.EINVAL, f"cannot move {new} into itself")
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
                 a, b = self._take(old), self._take(new)
                 self._place(new, a)
                 self._place(old, b)
+                self._changed(new, src, now)
+                self._changed(old, dst, now)
+                for p in parents:
+                    self._dir_changed(p, now)
+            return []
+        if dst is src:  # two names of one inode: POSIX says nothing happens
             return []
         replaced: list[Entry] = []
         if dst is not None:
@@ -466,7 +646,12 @@ class StagingArea:
             self.db.execute("BEGIN IMMEDIATE")
             if dst is not None:
                 replaced.append(self._drop(new))
+                if self.has_names(dst):
+                    self._changed(new, dst, now)
             self._place(new, self._take(old))
+            self._changed(new, src, now)
+            for p in parents:
+                self._dir_changed(p, now)
         return replaced
 
     def _take(self, path: str) -> tuple[list[tuple[str, Entry]], list]:
@@ -490,23 +675,53 @@ class StagingArea:
         for rel, n, v in xa:
             self.db.execute("INSERT OR REPLACE INTO xattrs VALUES (?, ?, ?)", (path + rel, n, v))
 
-    def chmod(self, path: str, mode: int) -> None:
+    def _existing(self, path: str) -> Entry:
         e = self.get(path)
-        if e is None or path == "":
+        if e is None:
             raise OSError(errno.ENOENT, path)
+        return e
+
+    def chmod(self, path: str, mode: int) -> None:
+        e = self._existing(path)
         e.mode = mode & 0o7777
         with self.db:
-            self._row(path, e)
+            self._changed(path, e, time.time_ns())
+
+    def chown(self, path: str, uid: int | None, gid: int | None, mode: int | None = None) -> None:
+        """Set the owner and/or group (None: unchanged) and, with ``mode``, the permission
+        bits in the same transaction (chown clears set-ID bits)."""
+        e = self._existing(path)
+        if uid is not None:
+            e.uid = uid
+        if gid is not None:
+            e.gid = gid
+        if mode is not None:
+            e.mode = mode & 0o7777
+        with self.db:
+            self._changed(path, e, time.time_ns())
+
+    def set_times(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """utimensat: atime and/or mtime (None: left as it is); ctime becomes now."""
+        e = self._existing(path)
+        if atime_ns is not None:
+            e.atime_ns = atime_ns
+        if mtime_ns is not None:
+            e.mtime_ns = mtime_ns
+            if e.spool:  # a spool file's mtime is what stat shows for it
+                st = os.stat(self.spool_path(e.spool))
+                os.utime(self.spool_path(e.spool), ns=(st.st_atime_ns, mtime_ns))
+        with self.db:
+            self._changed(path, e, time.time_ns())
 
     def set_mtime(self, path: str, mtime_ns: int) -> None:
+        self.set_times(path, None, mtime_ns)
+
+    def touch(self, path: str) -> None:
+        """``path``'s inode changed in a way its row does not hold (an xattr): ctime now."""
         e = self.get(path)
-        if e is None or path == "":
-            return
-        e.mtime_ns = mtime_ns
-        if e.spool:
-            os.utime(self.spool_path(e.spool), ns=(mtime_ns, mtime_ns))
-        with self.db:
-            self._row(path, e)
+        if e is not None:
+            with self.db:
+                self._changed(path, e, time.time_ns())
 
     # -- xattrs (kept in the staging area; commits do not record them) -------------------
     def getxattr(self, path: str, name: bytes) -> bytes:
@@ -518,6 +733,7 @@ class StagingArea:
     def setxattr(self, path: str, name: bytes, value: bytes) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO xattrs VALUES (?, ?, ?)", (path, name, value))
+        self.touch(path)
 
     def listxattr(self, path: str) -> list[bytes]:
         return [r[0] for r in self.db.execute("SELECT name FROM xattrs WHERE path=? ORDER BY name", (path,))]
@@ -526,16 +742,37 @@ class StagingArea:
         with self.db:
             if self.db.execute("DELETE FROM xattrs WHERE path=? AND name=?", (path, name)).rowcount == 0:
                 raise OSError(errno.ENODATA, path)
+        self.touch(path)
 
     # -- committing and stashes (commit.py, stash.py) ------------------------------------
     def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None,
                busy: set[str] = frozenset(), progress=None) -> tuple[ObjectId | None, IngestStats]:
         """Record the working tree as a commit on the branch (:func:`.commit.commit`)."""
+        self.rebase()  # here, so that directories the branch emptied go first
         return committing.commit(self, message, author=author, metadata=metadata, busy=busy, progress=progress)
 
     def rebase(self) -> None:
-        """Put the staged changes on the branch's new head (:func:`.commit.rebase`)."""
+        """Put the staged changes on the branch's new head (:func:`.commit.rebase`);
+        directories left empty by files the branch removed go too (they are not ours:
+        an empty directory made here is a staged change, and stays)."""
+        if self.head() == self.base:
+            return
+        ours = {c.path for c in self.changes()}
         committing.rebase(self)
+        self._prune_emptied(ours)
+
+    def _prune_emptied(self, keep: set[str]) -> None:
+        base_dirs = self._base_dir_set()
+        gone = [p for p, e in self.entries.items()
+                if e.kind == "d" and not self.dirs.get(p) and p not in keep and p not in base_dirs]
+        if not gone:
+            return
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for p in sorted(gone, key=lambda p: -p.count("/")):
+                while p and p not in keep and p not in base_dirs and p in self.entries and not self.dirs.get(p):
+                    self._drop(p)
+                    p = posixpath.dirname(p)
 
     def stash(self, message: str = "") -> int:
         """Move the changes into a new stash and reset to the branch head (:func:`.stash.stash`)."""

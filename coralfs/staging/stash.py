@@ -36,15 +36,20 @@ def stash(area: StagingArea, message: str = "") -> int:
     rows, roots = [], [area.base] if area.base else []
     for c in changes:
         e = area.entries.get(c.path)
-        row = {"status": c.status, "path": c.path}
-        if e is not None:
-            row["mode"] = e.mode
-            if e.spool:
+        row = {"status": c.status, "path": c.path, "kind": c.kind}
+        if e is not None and c.status != "deleted":
+            row.update(mode=e.mode, uid=e.uid, gid=e.gid)
+            if e.link:
+                row["link"] = e.link
+            if e.kind == "l":
+                row["target"] = e.target
+            elif e.spool:
                 row["spool"] = e.spool
                 # A second name for the same bytes (instant; the spool's data is durable
-                # already): the stage's name goes with the reset below.
-                os.link(area.spool_path(e.spool), os.path.join(tmp, e.spool))
-            else:
+                # already): the stage's name goes with the reset below. Hard links share it.
+                if not os.path.exists(os.path.join(tmp, e.spool)):
+                    os.link(area.spool_path(e.spool), os.path.join(tmp, e.spool))
+            elif e.fid is not None:
                 row["fid"] = to_hex(e.fid)
                 roots.append(e.fid)
         rows.append(row)
@@ -75,23 +80,39 @@ def stash_pop(area: StagingArea, index: int | None = None) -> dict:
     root = stash_root(area.repo, area.branch)
     d = os.path.join(root, str(pick["index"]))
     now = time.time_ns()
+    spools: dict[str, str] = {}    # the stash's spool name -> the stage's
+    groups: dict[str, Entry] = {}  # hard-link group -> its one Entry
     with area.db:
         area.db.execute("BEGIN IMMEDIATE")
         for row in pick["changes"]:
-            path = row["path"]
+            path, kind = row["path"], row.get("kind", "f")
+            old = area.entries.get(path)
             if row["status"] == "deleted":
-                if path in area.entries and area.entries[path].kind == "f":
+                if old is not None and old.kind == kind and not (kind == "d" and area.dirs.get(path)):
                     area._drop(path)
                 continue
-            if row.get("spool"):
-                name = secrets.token_hex(8)
-                os.link(os.path.join(d, row["spool"]), area.spool_path(name))
-                e = Entry("f", row["mode"], now, None, name)
+            if row.get("link") in groups:
+                e = groups[row["link"]]
             else:
-                e = Entry("f", row["mode"], now, from_hex(row["fid"]))
-            old = area.entries.get(path)
-            if old is not None and old.kind == "d":
+                owner = {"uid": row.get("uid"), "gid": row.get("gid"), "link": row.get("link")}
+                if kind == "d":
+                    e = Entry("d", row["mode"], now, **owner)
+                elif kind == "l":
+                    e = Entry("l", row["mode"], now, target=row["target"], **owner)
+                elif row.get("spool"):
+                    name = spools.get(row["spool"])
+                    if name is None:
+                        name = spools[row["spool"]] = secrets.token_hex(8)
+                        os.link(os.path.join(d, row["spool"]), area.spool_path(name))
+                    e = Entry("f", row["mode"], now, None, name, **owner)
+                else:
+                    e = Entry("f", row["mode"], now, from_hex(row["fid"]), **owner)
+                if e.link:
+                    groups[e.link] = e
+            if old is not None and old.kind == "d" and kind != "d":
                 raise StagingError(f"cannot pop the stash: {path} is a directory now")
+            if old is not None and old.kind == "d" and kind == "d":
+                continue
             area._add_parents(path, now)
             area._put(path, e)
     fsync_dir(area.spool_dir)

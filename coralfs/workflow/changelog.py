@@ -92,10 +92,19 @@ def changelog(repo: Repository, spec: str | None = None) -> Changelog:
         out.commits.append(CommitLine(to_hex(oid), c.time, c.message))
     out.metrics_before = dict(repo.read_commit(a).metadata.get("metrics") or {}) if a else {}
     out.metrics_after = dict(repo.read_commit(b).metadata.get("metrics") or {})
+    out.layers, out.files = layer_changes(repo, to_hex(a) if a else None, to_hex(b))
+    out.suggestion = suggest_bump(repo, to_hex(a) if a else None, to_hex(b))
+    return out
+
+
+def layer_changes(repo: Repository, a: str | None, b: str) -> tuple[list[LayerChange], list[tuple[str, str]]]:
+    """Per (file, layer): tensors changed, added, removed and the largest relative L2
+    change from ``a`` to ``b``; plus (path, status) of the changed files without tensors."""
     layers: dict[tuple[str, str], LayerChange] = {}
-    for fc in diff(repo, to_hex(a) if a else None, to_hex(b)):
+    files: list[tuple[str, str]] = []
+    for fc in diff(repo, a, b):
         if not fc.tensors:
-            out.files.append((fc.path, fc.status))
+            files.append((fc.path, fc.status))
             continue
         for t in fc.tensors:
             if t.status == "changed" and t.changed_frac == 0.0:
@@ -109,9 +118,7 @@ def changelog(repo: Repository, spec: str | None = None) -> Changelog:
                 lc.changed += 1
                 if t.rel_l2 is not None:
                     lc.max_rel_l2 = max(lc.max_rel_l2 or 0.0, t.rel_l2)
-    out.layers = list(layers.values())
-    out.suggestion = suggest_bump(repo, to_hex(a) if a else None, to_hex(b))
-    return out
+    return list(layers.values()), files
 
 
 def _num(v) -> str:

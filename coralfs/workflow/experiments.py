@@ -236,3 +236,95 @@ def compare(exps: list[Experiment], show_all: bool = False) -> list[tuple[str, s
             if show_all or len({repr(v) for v in vals}) > 1:
                 rows.append((kind, k, vals))
     return rows
+
+
+# -- records written by imports from other trackers (coralfs.integrations) -------------
+# An imported run keeps the times and steps it was measured at, so its record commits
+# carry those times (a record's time is its point's time), and the whole chain is
+# written before the ref moves once: an import that fails leaves nothing behind.
+
+@dataclass
+class ImportedPoint:
+    metric: str
+    value: float
+    step: int | None
+    time: int
+
+
+def _chain(repo: Repository, name: str, prev: ObjectId | None, events: list[tuple[int, dict]]) -> ObjectId | None:
+    who = default_identity()
+    for t, event in events:
+        rec = Commit(_empty_tree(repo), [prev] if prev else [], who, int(t), f"experiment {name}: {event['event']}",
+                     {RECORD: event})
+        prev = repo.put(rec)
+    return prev
+
+
+def _commit_hex(repo: Repository, commit: str | None) -> str | None:
+    """``commit`` if it names a commit of this repository, else None."""
+    if not commit:
+        return None
+    try:
+        return to_hex(repo.resolve(commit))
+    except CoralError:
+        return None
+
+
+def record_import(repo: Repository, name: str, *, params: dict, points: list[ImportedPoint], source: dict,
+                  started: int, stopped: int | None = None, commit: str | None = None) -> Experiment:
+    """A new experiment from another tracker's run: ``source`` (system, id) is kept in its
+    start event so a later import finds it. ``commit``: the coralfs checkpoint the run
+    names; when this repository has it, the branch ``exp/NAME`` points there (created if
+    missing) and every point belongs to it."""
+    check_ref_name(name, "experiment")
+    branch = BRANCH + name
+    at = _commit_hex(repo, commit)
+    with repo.write_session():
+        if repo.refs.read(EXPERIMENTS + name) is not None:
+            raise CoralError(f"experiment {name!r} exists already: pick another name")
+        events = [(started, {"event": "start", "params": dict(params), "from": at, "branch": branch,
+                             "source": dict(source)})]
+        events += _point_events(points, at)
+        if stopped is not None:
+            events.append((max(stopped, events[-1][0]), {"event": "stop"}))
+        head = _chain(repo, name, None, events)
+        if at is not None and repo.refs.read(HEADS + branch) is None:
+            repo.create_branch(branch, at)
+        repo.refs.set_if_equals(EXPERIMENTS + name, None, head, "experiment: import")
+    return load(repo, name)
+
+
+def _point_events(points: list[ImportedPoint], commit: str | None) -> list[tuple[int, dict]]:
+    return [(p.time, {"event": "metric", "metric": p.metric, "value": float(p.value),
+                      "step": None if p.step is None else int(p.step), "commit": commit})
+            for p in sorted(points, key=lambda p: (p.time, -1 if p.step is None else p.step))]
+
+
+def append_import(repo: Repository, name: str, points: list[ImportedPoint], stopped: int | None = None) -> Experiment:
+    """Add the points (and a stop) a later import of the same run found."""
+    exp = load(repo, name)
+    at = _commit_hex(repo, exp.start_commit)
+    events = _point_events(points, at)
+    if stopped is not None and not exp.stopped:
+        events.append((max([stopped] + [t for t, _ in events]), {"event": "stop"}))
+    if not events:
+        return exp
+    with repo.write_session():
+        prev = repo.refs.read(EXPERIMENTS + name)
+        try:
+            repo.refs.set_if_equals(EXPERIMENTS + name, prev, _chain(repo, name, prev, events), "experiment: import")
+        except RefMoved:
+            raise CoralError(f"experiment {name!r} changed during the import; run it again") from None
+    return load(repo, name)
+
+
+def source_of(repo: Repository, name: str) -> dict | None:
+    """The ``source`` an imported experiment's start event keeps (None: not imported)."""
+    rid = repo.refs.read(EXPERIMENTS + name)
+    first = None
+    while rid is not None:
+        first = repo.read_commit(rid)
+        rid = first.parents[0] if first.parents else None
+    ev = first.metadata.get(RECORD) if first is not None else None
+    src = ev.get("source") if isinstance(ev, dict) else None
+    return src if isinstance(src, dict) else None

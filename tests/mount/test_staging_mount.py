@@ -442,7 +442,7 @@ def test_writable_mount_errors(repo, tmp_path):
         p = run_cli("stash", repo=repo, check=False)
         assert p.returncode != 0 and "--mount" in p.stderr
         with pytest.raises(OSError) as e:
-            os.symlink("x", os.path.join(mp, "link"))
+            os.mkfifo(os.path.join(mp, "fifo"))  # (symlinks work now: issue 12)
         assert e.value.errno == errno.EPERM
         with pytest.raises(OSError) as e:
             open(os.path.join(mp, ".coral", "new"), "w")

@@ -68,6 +68,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fs", ("coralfs.fs",)),
     ("api", ("coralfs.api", "coralfs.watch")),
     ("workflow", ("coralfs.workflow",)),
+    ("integrations", ("coralfs.integrations",)),  # other trackers (MLflow, TensorBoard, W&B): workflow and below
     ("cli", ("coralfs.cli", "coralfs.__main__")),
 ]
 # coralfs/__init__.py is the composition root (it wires the layers together): above all.

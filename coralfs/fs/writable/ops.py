@@ -24,6 +24,7 @@ from ..content import Stored
 from ..model import FileHandleT, InodeT
 from ..reads import ChunkReads, OpenContent
 from . import control
+from .posix import Caller
 from .vfs import CONTROL_INO, VIRTUAL, Attr, StageFS
 from .writeback import WriteBehind
 
@@ -57,8 +58,9 @@ class StagingOperations(pyfuse3.Operations):
             nursery.start_soon(self.auto_commit_loop)
 
     def _entry(self, a: Attr) -> pyfuse3.EntryAttributes:
-        return entry_attributes(a.ino, a.mode, a.nlink, a.size, a.mtime_ns, self.uid, self.gid,
-                                0 if a.ino in VIRTUAL else TIMEOUT, TIMEOUT)
+        return entry_attributes(a.ino, a.mode, a.nlink, a.size, a.mtime_ns,
+                                self.uid if a.uid is None else a.uid, self.gid if a.gid is None else a.gid,
+                                0 if a.ino in VIRTUAL else TIMEOUT, TIMEOUT, atime_ns=a.atime_ns, ctime_ns=a.ctime_ns)
 
     async def _thread(self, fn, *args):
         return await self.reads.in_thread(fn, *args)
@@ -79,22 +81,29 @@ class StagingOperations(pyfuse3.Operations):
 
     @handler
     async def setattr(self, inode: InodeT, attr, fields, fh: FileHandleT | None, ctx) -> pyfuse3.EntryAttributes:
+        caller = Caller.of(ctx)
         async with self.mutex:
             await self.writeback.drain_all()  # queued writes would move the size and mtime set here
             if fields.update_size:
                 if self.sfs.needs_copy_for_truncate(inode):
                     await self._thread(self.sfs.copy_up, inode, attr.st_size == 0)
-                self.sfs.truncate(inode, attr.st_size, fh)
+                self.sfs.truncate(inode, attr.st_size, fh, caller)
+            # The mode before the owner: a chown's request also carries the mode with set-ID
+            # bits cleared, which the caller may set only while it still owns the file.
             if fields.update_mode:
-                self.sfs.chmod(inode, attr.st_mode)
-            if fields.update_mtime:
-                self.sfs.set_mtime(inode, attr.st_mtime_ns)
+                self.sfs.chmod(inode, attr.st_mode, caller)
+            if fields.update_uid or fields.update_gid:
+                self.sfs.chown(inode, attr.st_uid if fields.update_uid else None,
+                               attr.st_gid if fields.update_gid else None, caller)
+            if fields.update_atime or fields.update_mtime:  # UTIME_NOW arrives as the time now
+                self.sfs.set_times(inode, attr.st_atime_ns if fields.update_atime else None,
+                                   attr.st_mtime_ns if fields.update_mtime else None)
         return self._entry(self.sfs.attr(inode))
 
     @handler
     async def mkdir(self, parent_inode: InodeT, name: bytes, mode: int, ctx) -> pyfuse3.EntryAttributes:
         async with self.mutex:
-            return self._entry(self.sfs.mkdir(parent_inode, os.fsdecode(name), mode))
+            return self._entry(self.sfs.mkdir(parent_inode, os.fsdecode(name), mode, Caller.of(ctx)))
 
     @handler
     async def unlink(self, parent_inode: InodeT, name: bytes, ctx) -> None:
@@ -112,14 +121,23 @@ class StagingOperations(pyfuse3.Operations):
         async with self.mutex:
             self.sfs.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new, os.fsdecode(name_new), flags)
 
-    async def symlink(self, parent_inode, name, target, ctx):
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @handler
+    async def symlink(self, parent_inode: InodeT, name: bytes, target: bytes, ctx) -> pyfuse3.EntryAttributes:
+        async with self.mutex:
+            return self._entry(self.sfs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target), Caller.of(ctx)))
 
-    async def link(self, inode, new_parent_inode, new_name, ctx):
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @handler
+    async def readlink(self, inode: InodeT, ctx=None) -> bytes:
+        return os.fsencode(self.sfs.readlink(inode))
 
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @handler
+    async def link(self, inode: InodeT, new_parent_inode: InodeT, new_name: bytes, ctx) -> pyfuse3.EntryAttributes:
+        async with self.mutex:
+            return self._entry(self.sfs.link(inode, new_parent_inode, os.fsdecode(new_name)))
+
+    @handler
+    async def mknod(self, parent_inode: InodeT, name: bytes, mode: int, rdev: int, ctx) -> pyfuse3.EntryAttributes:
+        self.sfs.mknod(parent_inode, os.fsdecode(name))
 
     @handler
     async def access(self, inode: InodeT, mode: int, ctx=None) -> bool:
@@ -160,22 +178,25 @@ class StagingOperations(pyfuse3.Operations):
     @handler
     async def create(self, parent_inode: InodeT, name: bytes, mode: int, flags: int, ctx):
         async with self.mutex:
-            fh, a = self.sfs.create(parent_inode, os.fsdecode(name), mode)
+            fh, a = self.sfs.create(parent_inode, os.fsdecode(name), mode, Caller.of(ctx))
         return self._info(fh, a.ino, flags), self._entry(a)
 
     @handler
     async def open(self, inode: InodeT, flags: int, ctx=None) -> pyfuse3.FileInfo:
-        if inode == CONTROL_INO:  # the caller's uid decides (write() gets no request context)
-            return self._info(self.sfs.open(inode, flags, ctx.uid if ctx is not None else None), inode, flags)
+        # The caller's uid is kept with the handle (write() gets no request context): the
+        # control file is the owner's, and writes by non-root callers clear set-ID bits.
+        uid = ctx.uid if ctx is not None else None
+        if inode == CONTROL_INO:
+            return self._info(self.sfs.open(inode, flags, uid), inode, flags)
         if self.sfs.needs_copy(inode, flags):
             async with self.mutex:
                 if self.sfs.needs_copy(inode, flags):
                     await self._thread(self.sfs.copy_up, inode, True)
-                return self._info(self.sfs.open(inode, flags), inode, flags)
+                return self._info(self.sfs.open(inode, flags, uid), inode, flags)
         if flags & os.O_ACCMODE != os.O_RDONLY and inode not in VIRTUAL:
             async with self.mutex:
-                return self._info(self.sfs.open(inode, flags), inode, flags)
-        return self._info(self.sfs.open(inode, flags), inode, flags)
+                return self._info(self.sfs.open(inode, flags, uid), inode, flags)
+        return self._info(self.sfs.open(inode, flags, uid), inode, flags)
 
     @handler
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
@@ -207,6 +228,19 @@ class StagingOperations(pyfuse3.Operations):
             spool, fd = self.sfs.begin_write(fh, off, len(buf))
         await self.writeback.send(spool, fd, off, buf)
         return len(buf)
+
+    @handler
+    async def fallocate(self, fh: FileHandleT, mode: int, off: int, length: int) -> None:
+        """fallocate(2) for the day pyfuse3 dispatches FUSE_FALLOCATE (3.5 does not: the
+        kernel answers EOPNOTSUPP; docs/decisions.md). Runs like a write: copy first,
+        queued writes applied first."""
+        if self.sfs.needs_copy_for_write(fh):
+            async with self.mutex:
+                if self.sfs.needs_copy_for_write(fh):
+                    await self._thread(self.sfs.copy_up_for_write, fh)
+        async with self.mutex:
+            await self.writeback.drain(self.sfs.spool_of(fh))
+            self.sfs.fallocate(fh, mode, off, length)
 
     async def _control(self, buf: control.ControlBuffer) -> None:
         req = control.next_request(buf)

@@ -29,18 +29,28 @@ from dataclasses import dataclass, field
 from ...objects.ids import from_hex, to_hex
 from ...objects.reader import FileView
 from ...staging import Entry, StagingArea, StagingError
+from ...staging.entries import NAME_MAX, check_name
 from ..model import FileHandleT, InodeT
 from .control import ControlBuffer, take_bytes
+from .inodes import ROOT_INO, InodeNames
+from .posix import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    Caller,
+    chmod_mode,
+    chown_change,
+    creation_mode,
+    fallocate,
+    new_owner,
+    write_clears,
+)
 
 log = logging.getLogger(__name__)
 
-ROOT_INO = InodeT(1)
 CORAL_INO, CONTROL_INO, STATUS_INO, COMMIT_INO = InodeT(2), InodeT(3), InodeT(4), InodeT(5)
 VIRTUAL = {CORAL_INO: ".coral", CONTROL_INO: ".coral/control", STATUS_INO: ".coral/status.json",
            COMMIT_INO: ".coral/commit.json"}
 BY_PATH = {v: k for k, v in VIRTUAL.items()}
-FIRST_INO = 16
-NAME_MAX = 255          # bytes of one name: what every local file system (and export) takes
 AUTO_RETRY_CAP = 300.0  # seconds: the longest wait between attempts of a failing auto-commit
 
 
@@ -51,6 +61,10 @@ class Attr:
     size: int
     mtime_ns: int
     nlink: int = 1
+    uid: int | None = None       # None: the mount owner
+    gid: int | None = None
+    atime_ns: int | None = None  # None: mtime_ns
+    ctime_ns: int | None = None
 
 
 @dataclass
@@ -61,6 +75,8 @@ class Handle(ControlBuffer):
     view: FileView | None = None  # committed bytes, read lazily
     dirty: bool = False
     body: bytes = b""             # .coral/status.json, .coral/commit.json at open
+    uid: int | None = None        # who opened it (None: no kernel request): writes by non-root clear set-ID bits
+    entry: Entry | None = None    # what it opened (stat of a file unlinked while open)
 
 
 @dataclass
@@ -78,17 +94,14 @@ class AutoCommit:
         return not self.paths or any(fnmatch.fnmatchcase(path, p) for p in self.paths)
 
 
-class StageFS:
+class StageFS(InodeNames):
     def __init__(self, repo, stage: StagingArea, auto: AutoCommit | None = None, owner: int | None = None) -> None:
         self.repo = repo
         self.stage = stage
         self.auto = auto
         # Who may send control requests: the uid that mounted (the daemon's).
         self.owner = os.getuid() if owner is None else owner
-        self.paths: dict[InodeT, str] = {ROOT_INO: ""}
-        self.inos: dict[str, InodeT] = {"": ROOT_INO}
-        self.lookups: dict[InodeT, int] = {}
-        self._next_ino = FIRST_INO
+        InodeNames.__init__(self, stage)
         self.handles: dict[FileHandleT, Handle] = {}
         self._next_fh = 1
         self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
@@ -105,61 +118,13 @@ class StageFS:
         self.counters = {"commits": 0, "auto_commits": 0, "bytes_written": 0, "copy_ups": 0}
         self.mounted_ns = time.time_ns()  # the time shown for .coral and the root
 
-    # -- inodes --------------------------------------------------------------------------
-    def _ino(self, path: str) -> InodeT:
-        ino = self.inos.get(path)
-        if ino is None:
-            ino = InodeT(self._next_ino)
-            self._next_ino += 1
-            self.inos[path] = ino
-            self.paths[ino] = path
-        return ino
-
-    def path(self, ino: InodeT) -> str:
-        p = self.paths.get(ino)
-        if p is None:
-            raise OSError(errno.ENOENT, f"inode {ino}")
-        return p
-
+    # -- inodes (inodes.py) -------------------------------------------------------------
     def _entry(self, ino: InodeT) -> tuple[str, Entry]:
         p = self.path(ino)
         e = self.stage.get(p)
         if e is None:
             raise OSError(errno.ENOENT, p)
         return p, e
-
-    def _detach(self, path: str) -> None:
-        """``path`` and everything under it left the tree; their inodes live on only for
-        the handles that hold them."""
-        prefix = path + "/"
-        for p in [p for p in self.inos if p == path or p.startswith(prefix)]:
-            ino = self.inos.pop(p)
-            self.paths.pop(ino, None)
-
-    def _move(self, old: str, new: str) -> None:
-        prefix = old + "/"
-        moved = {p: ino for p, ino in self.inos.items() if p == old or p.startswith(prefix)}
-        for p in moved:
-            del self.inos[p]
-        for p, ino in moved.items():
-            np = new + p[len(old):]
-            self.inos[np] = ino
-            self.paths[ino] = np
-
-    def remember(self, ino: InodeT) -> None:
-        self.lookups[ino] = self.lookups.get(ino, 0) + 1
-
-    def forget(self, ino: InodeT, n: int) -> None:
-        left = self.lookups.get(ino, 0) - n
-        if left > 0:
-            self.lookups[ino] = left
-            return
-        self.lookups.pop(ino, None)
-        if ino < FIRST_INO or any(h.ino == ino for h in self.handles.values()):
-            return
-        p = self.paths.pop(ino, None)
-        if p is not None:
-            self.inos.pop(p, None)
 
     # -- attributes ----------------------------------------------------------------------
     def attr(self, ino: InodeT) -> Attr:
@@ -173,17 +138,28 @@ class StageFS:
             for h in self.handles.values():
                 if h.ino == ino and h.spool:
                     st = os.fstat(self.fds[h.spool][0])
-                    return Attr(ino, stat.S_IFREG | 0o644, self._spool_size(h.spool, st.st_size), st.st_mtime_ns, 0)
+                    e = h.entry or Entry("f", 0o644, st.st_mtime_ns)
+                    return Attr(ino, stat.S_IFREG | e.mode, self._spool_size(h.spool, st.st_size), st.st_mtime_ns,
+                                0, e.uid, e.gid, e.atime_ns, max(e.ctime_ns, st.st_ctime_ns))
             raise OSError(errno.ENOENT, f"inode {ino}")
         e = self.stage.get(path)
         if e is None:
             raise OSError(errno.ENOENT, path)
+        nlink = self.stage.nlink(path, e)
         if e.kind == "d":
-            return Attr(ino, stat.S_IFDIR | e.mode, 0, e.mtime_ns or self.mounted_ns, 2)
+            if ino == ROOT_INO:
+                nlink += 1  # .coral
+            return Attr(ino, stat.S_IFDIR | e.mode, 0, e.mtime_ns, nlink, e.uid, e.gid, e.atime_ns, e.ctime_ns)
+        if e.kind == "l":
+            return Attr(ino, stat.S_IFLNK | 0o777, self.stage.size_of(e), e.mtime_ns, nlink, e.uid, e.gid,
+                        e.atime_ns, e.ctime_ns)
         if e.spool:
+            # Writes move the spool file's mtime and ctime, not the row (no transaction per write).
             st = os.stat(self.stage.spool_path(e.spool))
-            return Attr(ino, stat.S_IFREG | e.mode, self._spool_size(e.spool, st.st_size), st.st_mtime_ns)
-        return Attr(ino, stat.S_IFREG | e.mode, self.stage.size_of(e), e.mtime_ns)
+            return Attr(ino, stat.S_IFREG | e.mode, self._spool_size(e.spool, st.st_size), st.st_mtime_ns, nlink,
+                        e.uid, e.gid, e.atime_ns, max(e.ctime_ns, st.st_ctime_ns))
+        return Attr(ino, stat.S_IFREG | e.mode, self.stage.size_of(e), e.mtime_ns, nlink, e.uid, e.gid,
+                    e.atime_ns, e.ctime_ns)
 
     def _spool_size(self, spool: str, on_disk: int) -> int:
         return max(on_disk, self.pending_end.get(spool, 0)) if self.pending.get(spool) else on_disk
@@ -198,7 +174,9 @@ class StageFS:
         p = self.path(parent)
         if "/" in name or name in ("", ".", ".."):
             raise OSError(errno.EINVAL, name)
-        return posixpath.join(p, name) if p else name
+        path = posixpath.join(p, name) if p else name
+        check_name(path)  # a whole path over PATH_MAX
+        return path
 
     def lookup(self, parent: InodeT, name: str) -> Attr:
         path = self._child(parent, name)
@@ -216,7 +194,7 @@ class StageFS:
     def readdir(self, ino: InodeT) -> list[tuple[str, Attr]]:
         if ino == CORAL_INO:
             return [(VIRTUAL[i].split("/")[1], self.attr(i)) for i in (COMMIT_INO, CONTROL_INO, STATUS_INO)]
-        path, e = self._entry(ino) if ino != ROOT_INO else ("", Entry("d", 0o755, 0))
+        path, e = self._entry(ino)
         if e.kind != "d":
             raise OSError(errno.ENOTDIR, path)
         out = [(".coral", self.attr(CORAL_INO))] if ino == ROOT_INO else []
@@ -229,16 +207,50 @@ class StageFS:
         if parent in VIRTUAL:
             raise OSError(errno.EPERM, ".coral is read-only")
 
-    def mkdir(self, parent: InodeT, name: str, mode: int) -> Attr:
+    def mkdir(self, parent: InodeT, name: str, mode: int, caller: Caller | None = None) -> Attr:
         self._parent_writable(parent)
         path = self._child(parent, name)
-        self.stage.mkdir(path, mode)
+        self.stage.mkdir(path, creation_mode(mode, caller), *new_owner(caller))
         ino = self._ino(path)
         self.remember(ino)
         return self.attr(ino)
 
+    def symlink(self, parent: InodeT, name: str, target: str, caller: Caller | None = None) -> Attr:
+        self._parent_writable(parent)
+        path = self._child(parent, name)
+        self.stage.symlink(path, target, *new_owner(caller))
+        ino = self._ino(path)
+        self.remember(ino)
+        return self.attr(ino)
+
+    def mknod(self, parent: InodeT, name: str) -> None:
+        """FIFOs, sockets and devices: EPERM (a checkpoint never holds them and a commit
+        could not record them; README: the writable mount), after the name's own checks."""
+        self._parent_writable(parent)
+        path = self._child(parent, name)
+        raise OSError(errno.EEXIST if self.stage.get(path) is not None else errno.EPERM, path)
+
+    def readlink(self, ino: InodeT) -> str:
+        path, e = self._entry(ino)
+        if e.kind != "l":
+            raise OSError(errno.EINVAL, f"{path} is not a symbolic link")
+        return e.target or ""
+
+    def link(self, ino: InodeT, parent: InodeT, name: str) -> Attr:
+        """A hard link ``name`` in ``parent`` to the file ``ino`` (one inode, one content)."""
+        if ino in VIRTUAL:
+            raise OSError(errno.EPERM, "no links to .coral files")
+        self._parent_writable(parent)
+        old, e = self._entry(ino)
+        new = self._child(parent, name)
+        self.stage.link(old, new)
+        self._grouped(ino, e.link)
+        self.inos[new] = ino
+        self.remember(ino)
+        return self.attr(ino)
+
     def _release_spool(self, e: Entry) -> None:
-        if e.spool is None:
+        if e.spool is None or self.stage.has_names(e):
             return
         if e.spool in self.fds:
             self.dead.add(e.spool)
@@ -294,16 +306,23 @@ class StageFS:
         else:
             got[1] += 1
 
-    def create(self, parent: InodeT, name: str, mode: int) -> tuple[FileHandleT, Attr]:
+    def create(self, parent: InodeT, name: str, mode: int, caller: Caller | None = None) -> tuple[FileHandleT, Attr]:
         self._parent_writable(parent)
         path = self._child(parent, name)
         old = self.stage.get(path)
-        e = self.stage.create(path, mode)
+        mode = creation_mode(mode, caller)
+        uid, gid = new_owner(caller)
+        parent_e = self.stage.get(posixpath.dirname(path))
+        if (caller is not None and not caller.root and mode & stat.S_ISGID and parent_e is not None
+                and not caller.in_group(parent_e.gid if parent_e.mode & stat.S_ISGID else caller.gid)):
+            mode &= ~stat.S_ISGID  # as Linux: no set-group-ID file for a group the creator is not in
+        e = self.stage.create(path, mode, uid, gid)
         if old is not None:
+            self._detach(path)
             self._release_spool(old)
         ino = self._ino(path)
         self.remember(ino)
-        h = Handle(ino, True)
+        h = Handle(ino, True, uid=uid, entry=e)
         self._attach(h, e.spool)
         self._touch(path)
         return self._fh(h), self.attr(ino)
@@ -340,7 +359,8 @@ class StageFS:
             self.counters["copy_ups"] += 1
 
     def open(self, ino: InodeT, flags: int, uid: int | None = None) -> FileHandleT:
-        """Open ``ino``; ``uid`` is the caller's (None: no kernel, the owner)."""
+        """Open ``ino``; ``uid`` is the caller's (None: no kernel, the owner): the control
+        file is the owner's, and writes by a non-root uid clear set-ID bits."""
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         if ino in VIRTUAL:
             if ino == CORAL_INO:
@@ -359,7 +379,9 @@ class StageFS:
         path, e = self._entry(ino)
         if e.kind == "d":
             raise OSError(errno.EISDIR, path)
-        h = Handle(ino, writable)
+        if e.kind == "l":  # the kernel follows links before it opens: only O_NOFOLLOW lands here
+            raise OSError(errno.ELOOP, path)
+        h = Handle(ino, writable, uid=uid, entry=e)
         if e.spool:
             self._attach(h, e.spool)
             if flags & os.O_TRUNC and writable:
@@ -425,6 +447,10 @@ class StageFS:
         if not h.writable or h.ino in VIRTUAL or self._spool_of(h) is None:
             raise OSError(errno.EBADF, "not open for writing")
         self.raise_deferred(h.spool)
+        p = self.paths.get(h.ino)
+        e = self.stage.get(p) if p is not None else None
+        if e is not None and (mode := write_clears(e, h.uid)) is not None:
+            self.stage.chmod(p, mode)
         h.dirty = True
         self.pending[h.spool] = self.pending.get(h.spool, 0) + 1
         self.pending_end[h.spool] = max(self.pending_end.get(h.spool, 0), off + size)
@@ -509,7 +535,7 @@ class StageFS:
         if h.writable:
             self._touch(self.paths.get(h.ino))
 
-    def truncate(self, ino: InodeT, size: int, fh: FileHandleT | None = None) -> None:
+    def truncate(self, ino: InodeT, size: int, fh: FileHandleT | None = None, caller: Caller | None = None) -> None:
         path = self.paths.get(ino)
         spool = None
         if fh is not None and fh in self.handles:
@@ -525,7 +551,41 @@ class StageFS:
             os.ftruncate(self.fds[spool][0], size)
         else:
             os.truncate(self.stage.spool_path(spool), size)
+        e = self.stage.get(path) if path is not None else None
+        if e is not None and caller is not None and (mode := write_clears(e, caller.uid)) is not None:
+            self.stage.chmod(path, mode)
         self._touch(path)
+
+    def fallocate(self, fh: FileHandleT, mode: int, off: int, length: int) -> None:
+        """fallocate on the file open as ``fh`` (already in the spool: the caller copies
+        it first, as for a write): mode 0 allocates (and extends the size), KEEP_SIZE
+        allocates without, PUNCH_HOLE|KEEP_SIZE punches the range (zeros); any other mode
+        is EOPNOTSUPP. pyfuse3 does not dispatch fallocate yet (docs/decisions.md): the
+        kernel answers EOPNOTSUPP itself until it does."""
+        h = self.handle(fh)
+        if h.ino in VIRTUAL:
+            raise OSError(errno.EOPNOTSUPP, "fallocate on a .coral file")
+        if mode not in (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE):
+            raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x}")
+        if not h.writable or self._spool_of(h) is None:
+            raise OSError(errno.EBADF, "not open for writing")
+        self.raise_deferred(h.spool)
+        fd = self.fds[h.spool][0]
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            try:
+                fallocate(fd, mode, off, length)
+            except OSError as e:  # a spool file system without holes: write the zeros
+                if e.errno != errno.EOPNOTSUPP:
+                    raise
+                end = min(off + length, os.fstat(fd).st_size)
+                for at in range(off, end, 1 << 20):
+                    os.pwrite(fd, bytes(min(1 << 20, end - at)), at)
+        elif mode == 0:
+            os.posix_fallocate(fd, off, length)
+        else:
+            fallocate(fd, mode, off, length)
+        h.dirty = True
+        self._touch(self.paths.get(h.ino))
 
     def needs_copy_for_truncate(self, ino: InodeT) -> bool:
         if ino in VIRTUAL:
@@ -533,15 +593,29 @@ class StageFS:
         _p, e = self._entry(ino)
         return e.kind == "f" and e.spool is None
 
-    def chmod(self, ino: InodeT, mode: int) -> None:
-        if ino in VIRTUAL or ino == ROOT_INO:
-            raise OSError(errno.EPERM, "cannot change this mode")
-        self.stage.chmod(self.path(ino), mode)
+    def _changeable(self, ino: InodeT) -> tuple[str, Entry]:
+        if ino in VIRTUAL:
+            raise OSError(errno.EPERM, f"{VIRTUAL[ino]} belongs to coralfs")
+        return self._entry(ino)
+
+    def chmod(self, ino: InodeT, mode: int, caller: Caller | None = None) -> None:
+        path, e = self._changeable(ino)
+        self.stage.chmod(path, chmod_mode(e, mode, caller))
+
+    def chown(self, ino: InodeT, uid: int | None, gid: int | None, caller: Caller | None = None) -> None:
+        """chown as POSIX says (posix.chown_change); never a silent no-op."""
+        path, e = self._changeable(ino)
+        uid, gid, mode = chown_change(e, uid, gid, caller)
+        self.stage.chown(path, uid, gid, mode)
+
+    def set_times(self, ino: InodeT, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """utimensat: atime and mtime as given (None: omitted); ctime becomes now. (Who may
+        is checked by the kernel: default_permissions.)"""
+        path, _e = self._changeable(ino)
+        self.stage.set_times(path, atime_ns, mtime_ns)
 
     def set_mtime(self, ino: InodeT, mtime_ns: int) -> None:
-        if ino in VIRTUAL or ino == ROOT_INO:
-            return
-        self.stage.set_mtime(self.path(ino), mtime_ns)
+        self.set_times(ino, None, mtime_ns)
 
     def close(self) -> None:
         """The mount ends: what open files wrote is made durable."""
@@ -568,7 +642,7 @@ class StageFS:
     def _xpath(self, ino: InodeT) -> str:
         if ino in VIRTUAL:
             raise OSError(errno.ENOTSUP, "no xattrs here")
-        p, _e = self._entry(ino) if ino != ROOT_INO else ("", None)
+        p, _e = self._entry(ino)
         return p
 
     def getxattr(self, ino: InodeT, name: bytes) -> bytes:
@@ -595,7 +669,7 @@ class StageFS:
         head = st.head()
         return {"branch": st.branch, "base": to_hex(st.base) if st.base else None,
                 "head": to_hex(head) if head else None,
-                "changes": [{"status": c.status, "path": c.path, "size": c.size} for c in st.changes(sizes=True)],
+                "changes": [c.as_dict() for c in st.changes(sizes=True)],
                 "open_for_writing": self.writers(),
                 "auto_commit": None if self.auto is None else {
                     "debounce": self.auto.debounce, "paths": self.auto.paths,
@@ -624,7 +698,7 @@ class StageFS:
         self.counters["commits"] += 1
         dt = time.perf_counter() - t0
         return {"ok": True, "commit": to_hex(cid), "branch": self.stage.branch,
-                "changes": [{"status": c.status, "path": c.path} for c in changes],
+                "changes": [c.as_dict(size=False) for c in changes],
                 "logical": stats.logical, "stored": stats.stored, "seconds": round(dt, 3),
                 "codecs": dict(stats.codecs)}
 
@@ -678,10 +752,6 @@ class StageFS:
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.stage.spool_dir)
-
-    def known_inodes(self) -> list[InodeT]:
-        """Inodes the kernel holds a reference to."""
-        return list(self.lookups)
 
     def stash(self, message: str = "") -> dict:
         if self.writers():
