@@ -71,7 +71,10 @@ class FallbackStore(ObjectStore):
 
     # -- the ObjectStore interface -------------------------------------------------------
     def has(self, oid: ObjectId) -> bool:
-        return self.local.has(oid) or oid in self._remote()
+        # The remote only if it is open already: a commit on a partial clone must not need
+        # the network to check for duplicates (it stores a chunk here that the remote may
+        # have too; every reference a walk follows is read through get, which fetches).
+        return self.local.has(oid) or (self._objs is not None and oid in self._objs)
 
     def put(self, oid: ObjectId, frame: bytes) -> bool:
         return self.local.put(oid, frame)

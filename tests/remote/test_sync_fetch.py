@@ -263,3 +263,19 @@ def test_a_whole_fetch_reads_each_pack_once_whatever_order_the_deltas_need(tmp_p
     packs = sum(os.path.getsize(os.path.join(blobs.root, k)) for k in blobs.list(PACKS))
     assert reader.read_bytes == packs   # each index and each pack once, nothing twice
     assert dest.odb.read_chunk(did) == newer.tobytes()
+
+
+def test_a_partial_clone_reads_what_it_has_with_the_remote_gone(tmp_path, pushed):
+    repo, _blobs, url, cks = pushed
+    part, _ = clone(url, str(tmp_path / "part"), pattern="config.json")
+    os.rename(tmp_path / "remote", tmp_path / "gone")
+    again = Repository.open(part.path)
+    assert [c for c, _ in again.log("main")] == [c for c, _ in repo.log("main")]
+    again.export("main~1", str(tmp_path / "out"), paths=["config.json"])
+    with open(os.path.join(cks[1], "config.json"), "rb") as f:
+        assert (tmp_path / "out" / "config.json").read_bytes() == f.read()
+    from coralfs.objects.errors import CoralError
+    with pytest.raises(CoralError) as e:   # what was left on the remote needs it
+        again.export("main", str(tmp_path / "out2"))
+    assert "is not a directory" in str(e.value) and "nothing was written" in str(e.value)
+    assert not os.path.exists(tmp_path / "out2" / "model.safetensors")
