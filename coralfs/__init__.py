@@ -33,11 +33,20 @@ _repository.use_store_wrapper(_store_of)
 
 
 def _log_metric(metric: str, value: float, step: int | None = None, *, repo: str | None = None,
-                experiment: str | None = None):
+                experiment: str | None = None, mount: str | None = None):
     """Record a metric for the experiment HEAD is on (or ``experiment``) of the repository
     at ``repo`` (default: $CORALFS_REPO or the current directory), like
-    ``coralfs experiment log``."""
+    ``coralfs experiment log``; with ``mount``, through that writable mount of an
+    experiment's branch (a trainer saving into the mount logs there too)."""
     import os
+
+    if mount is not None:
+        from .fs.writable.control import request
+        from .staging import StagingError
+        r = request(mount, {"op": "log-metric", "metric": metric, "value": value, "step": step})
+        if not r.get("ok"):
+            raise StagingError(r.get("error", "the mount refused the metric"))
+        return r
 
     from .workflow.experiments import log_metric
     path = repo or os.environ.get("CORALFS_REPO") or _repository.Repository.discover(".")

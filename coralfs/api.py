@@ -31,8 +31,8 @@ class Operations(FormatOps):
         return _ingest.commit_paths(repo, sources, message, **options)
 
     def export(self, repo: Repository, rev: str, dest: str, include: list[str] | None,
-               paths: list[str] | None) -> list[str]:
-        return _export.export_rev(repo, rev, dest, include, paths)
+               paths: list[str] | None, preserve_owner: bool = False) -> list[str]:
+        return _export.export_rev(repo, rev, dest, include, paths, preserve_owner)
 
     def safetensors_header(self, repo: Repository, file_id: ObjectId) -> tuple[int, dict]:
         return _export.safetensors_header(repo, file_id)
@@ -65,13 +65,18 @@ __all__ = ["CommitResult", "FileChange", "Operations", "Repository", "TensorChan
 
 
 # -- writable mounts ---------------------------------------------------------------------
-def commit_mount(mountpoint: str, message: str, *, metadata: dict | None = None) -> dict:
+def commit_mount(mountpoint: str, message: str, *, metadata: dict | None = None,
+                 preserve_owner: bool = False) -> dict:
     """Commit what was saved into the writable mount at ``mountpoint`` (what ``coralfs
     commit --mount`` does), from a training script. Returns the daemon's answer: ``commit``
     (hex id, or None when nothing changed), ``changes``, ``logical`` and ``stored`` bytes.
-    The author is the mount's owner (its ``user.name``). Raises CoralError with the
-    mount's one-line message when it refuses."""
-    return _mount_request(mountpoint, {"op": "commit", "message": message, "metadata": metadata})
+    The author is the mount's owner (its ``user.name``). ``preserve_owner``: also record
+    uid, gid and mode per path in the commit's metadata (``--preserve-owner``). Raises
+    CoralError with the mount's one-line message when it refuses."""
+    req = {"op": "commit", "message": message, "metadata": metadata}
+    if preserve_owner:
+        req["preserve_owner"] = True
+    return _mount_request(mountpoint, req)
 
 
 def mount_status(mountpoint: str) -> dict:

@@ -14,9 +14,10 @@ import numpy as np
 
 from .objects import dtypes
 from .objects.codecs import HEADER_SIZE
+from .objects.fsck import read_link
 from .objects.history import walk
 from .objects.ids import ObjectId
-from .objects.kinds import File, PackedTensor, Tensor, TensorSegment, Tree
+from .objects.kinds import File, PackedTensor, Tensor, TensorSegment, Tree, TreeEntry
 from .objects.reader import FileView
 from .objects.repository import Repository
 
@@ -49,6 +50,22 @@ class FileChange:
     size_old: int = 0
     size_new: int = 0
     tensors: list[TensorChange] = field(default_factory=list)
+    kind_old: str = ""   # "file", "link" or "dir" ("" where the path is absent)
+    kind_new: str = ""
+    target_old: bytes | None = None  # a link's target text
+    target_new: bytes | None = None
+
+    @property
+    def special(self) -> bool:
+        """A link or an empty directory on either side (no tensors to compare)."""
+        return bool({self.kind_old, self.kind_new} & {"link", "dir"})
+
+
+def kind_of(e: TreeEntry | None) -> str:
+    """What a tree entry is: "file", "link" or "dir" ("" for none)."""
+    if e is None:
+        return ""
+    return "link" if e.is_symlink else "dir" if e.is_dir else "file"
 
 
 def _tensor_key(ref: TensorSegment | PackedTensor) -> tuple:
@@ -146,11 +163,19 @@ def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True,
         ea, eb = ta.entries.get(path), tb.entries.get(path)
         if ea == eb:
             continue
-        fa = repo.read_file(ea.file) if ea else None
-        fb = repo.read_file(eb.file) if eb else None
+        ka, kb = kind_of(ea), kind_of(eb)
+        # A link's text and a directory's empty file are not file contents to compare.
+        fa = repo.read_file(ea.file) if ka == "file" else None
+        fb = repo.read_file(eb.file) if kb == "file" else None
         status = "added" if ea is None else "removed" if eb is None else "modified"
         ch = FileChange(path, status, ea.file if ea else None, eb.file if eb else None,
-                        fa.size if fa else 0, fb.size if fb else 0)
+                        fa.size if fa else 0, fb.size if fb else 0, kind_old=ka, kind_new=kb)
+        if ka == "link":
+            ch.target_old = read_link(repo, ea.file, path)
+            ch.size_old = len(ch.target_old)
+        if kb == "link":
+            ch.target_new = read_link(repo, eb.file, path)
+            ch.size_new = len(ch.target_new)
         if tensors:
             ch.tensors = _tensor_changes(repo, fa, fb, path, sink_for)
         out.append(ch)
@@ -220,4 +245,5 @@ def stats(repo: Repository) -> dict:
             "commits": sum(1 for _ in walk(repo, starts)) if starts else 0}
 
 
-__all__ = ["DeltaSink", "DeltaStats", "FileChange", "SinkFor", "TensorChange", "diff", "file_stored_bytes", "stats", "tensor_stored_bytes"]
+__all__ = ["DeltaSink", "DeltaStats", "FileChange", "SinkFor", "TensorChange", "diff", "file_stored_bytes", "kind_of",
+           "stats", "tensor_stored_bytes"]

@@ -11,9 +11,16 @@ by someone else), so:
   created and renamed relative to that descriptor: a symlink, or a non-directory where a
   directory is needed, is refused with an error naming it, and nothing is written
   through it.
+- symbolic links of the tree are created as links (their stored target text, whatever it
+  names, even outside the destination); nothing is ever written through a link, one the
+  export made or one that was there, since every path is reached by the walk above.
+  Empty directories of the tree are created.
+- ``preserve_owner``: uid, gid and the 12 mode bits the commit recorded
+  (``commit --preserve-owner``) are applied once everything is in place, through
+  descriptors opened without following links (needs root, like ``tar -p``).
 - two phases: every file is first written to a hidden temp file next to its final name
-  and fsynced; only when all of them are written are they renamed into place and their
-  directories fsynced. A failure in the first phase (a corrupt object, ENOSPC, a refused
+  (a link: created under a temp name) and fsynced; only when all of them are written are
+  they renamed into place and their directories fsynced. A failure in the first phase (a corrupt object, ENOSPC, a refused
   path) removes the temp files and the directories the export created, so nothing new is
   left; a failure while renaming (rare: the destination changed under the export) removes
   what it can and names the existing files it had already replaced.
@@ -23,14 +30,17 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .formats import safetensors as st_format
+from .ingest import OWNERS_KEY, read_link
 from .objects.durable import fsync_dir, write_temp
 from .objects.errors import CoralError
 from .objects.ids import ObjectId
+from .objects.kinds import validate_path
 from .objects.repository import Repository
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -38,6 +48,21 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class ExportError(CoralError):
     pass
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry to export: a file (``blocks`` gives its bytes), a link (``target``) or
+    an empty directory."""
+
+    path: str
+    kind: str = "file"    # "file", "link" or "dir"
+    executable: bool = False
+    blocks: Callable[[], Iterable[bytes]] | None = None
+    target: bytes = b""
+
+
+Owners = dict[str, tuple[int, int, int]]  # tree path -> (uid, gid, mode bits)
 
 
 @dataclass
@@ -58,6 +83,7 @@ class Destination:
         self._created_above: list[str] = []   # dest itself and missing parents, made here
         self._created: list[str] = []         # directories below dest made here (rel paths)
         self._pending: list[_Pending] = []
+        self._empty: list[str] = []           # the tree's empty directories, made or found
         self._cur: tuple[str, int] | None = None  # the directory fd in use
         self._root = self._open_root()
 
@@ -132,8 +158,9 @@ class Destination:
             self._cur = None
 
     # -- phase 1: temp files -------------------------------------------------------------
-    def write(self, path: str, blocks: Callable[[], Iterable[bytes]], executable: bool) -> None:
-        """Write the tree file ``path`` to a temp file beside its final name."""
+    def _slot(self, path: str, what: str) -> tuple[str, str, int, bool]:
+        """(directory, name, its descriptor, whether the name exists) of ``path``, which
+        must not be a directory in the destination."""
         dir_rel, _, name = path.rpartition("/")
         dfd = self._dir(dir_rel, create=True)
         try:
@@ -141,8 +168,28 @@ class Destination:
         except FileNotFoundError:
             st = None
         if st is not None and stat.S_ISDIR(st.st_mode):
-            raise ExportError(f"{self.shown(path)} is a directory but the revision has a file "
+            raise ExportError(f"{self.shown(path)} is a directory but the revision has {what} "
                               "there (remove it or export elsewhere)")
+        return dir_rel, name, dfd, st is not None
+
+    def link(self, path: str, target: bytes) -> None:
+        """Create the tree link ``path`` (to ``target``, never resolved) under a temp name."""
+        dir_rel, name, dfd, existed = self._slot(path, "a symbolic link")
+        tmp = f".tmp-{os.getpid()}-{secrets.token_hex(6)}.link"
+        try:
+            os.symlink(target, tmp, dir_fd=dfd)
+        except OSError as e:
+            raise ExportError(f"cannot create the link {self.shown(path)}: {e.strerror or e}") from None
+        self._pending.append(_Pending(path, dir_rel, name, tmp, existed))
+
+    def mkdir(self, path: str) -> None:
+        """Create the tree's empty directory ``path`` (an existing directory is kept)."""
+        self._dir(path, create=True)
+        self._empty.append(path)
+
+    def write(self, path: str, blocks: Callable[[], Iterable[bytes]], executable: bool) -> None:
+        """Write the tree file ``path`` to a temp file beside its final name."""
+        dir_rel, name, dfd, existed = self._slot(path, "a file")
         try:
             tmp = write_temp("", blocks(), mode=0o777 if executable else 0o666, dir_fd=dfd, sparse=True)
         except CoralError as e:
@@ -151,11 +198,12 @@ class Destination:
             raise err from None
         except OSError as e:
             raise ExportError(f"cannot write {self.shown(path)}: {e.strerror or e}") from None
-        self._pending.append(_Pending(path, dir_rel, name, tmp, st is not None))
+        self._pending.append(_Pending(path, dir_rel, name, tmp, existed))
 
     # -- phase 2: rename ---------------------------------------------------------------
-    def finish(self) -> list[str]:
-        """Move every temp file to its name, fsync the directories. Returns the paths."""
+    def finish(self, owners: Owners | None = None) -> list[str]:
+        """Move every temp file to its name, fsync the directories, then apply ``owners``
+        (if given). Returns the paths."""
         placed: list[_Pending] = []
         try:
             by_dir: dict[str, list[_Pending]] = {}
@@ -191,8 +239,39 @@ class Destination:
             raise
         finally:
             self._close_cur()
-        self._close_root()
-        return [p.path for p in self._pending]
+        try:
+            if owners:
+                self._restore_owners(owners)
+        finally:
+            self._close_cur()
+            self._close_root()
+        return [p.path for p in self._pending] + self._empty
+
+    def _restore_owners(self, owners: Owners) -> None:
+        """chown/chmod every recorded path, deepest first (a directory's own mode may
+        forbid entering it, so it comes after everything below it). Each is reached by
+        the O_NOFOLLOW walk and changed through a descriptor (a link: lchown only)."""
+        for rel in sorted(owners, key=lambda p: (-p.count("/"), p)):
+            uid, gid, mode = owners[rel]
+            parent, _, name = rel.rpartition("/")
+            try:
+                dfd = self._dir(parent, create=False)
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+                    continue
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+                fd = os.open(name, flags | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0), dir_fd=dfd)
+                try:
+                    os.fchown(fd, uid, gid)
+                    os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+                finally:
+                    os.close(fd)
+            except FileNotFoundError:
+                continue  # recorded, but not part of this export (--path)
+            except OSError as e:
+                raise ExportError(f"the files were written, but the owner of {self.shown(rel)} could not be "
+                                  f"restored: {e.strerror or e}") from None
 
     # -- undo --------------------------------------------------------------------------
     def abort(self) -> str:
@@ -249,12 +328,19 @@ class Destination:
             self._root = None
 
 
-def export_files(dest: str, files: Iterator[tuple[str, bool, Callable[[], Iterable[bytes]]]]) -> list[str]:
-    """Write ``(tree path, executable, blocks)`` into ``dest`` as described above."""
+def export_files(dest: str, items: Iterable[Item], owners: Owners | None = None) -> list[str]:
+    """Write ``items`` (files, links, empty directories) into ``dest`` as described above;
+    then apply ``owners``."""
     d = Destination(dest)
     try:
-        for path, executable, blocks in files:
-            d.write(path, blocks, executable)
+        for it in items:
+            if it.kind == "link":
+                d.link(it.path, it.target)
+            elif it.kind == "dir":
+                d.mkdir(it.path)
+            else:
+                assert it.blocks is not None
+                d.write(it.path, it.blocks, it.executable)
     except BaseException as e:
         left = d.abort()
         if isinstance(e, CoralError):
@@ -263,28 +349,79 @@ def export_files(dest: str, files: Iterator[tuple[str, bool, Callable[[], Iterab
             err.exit_code = e.exit_code
             raise err from None
         raise
-    return d.finish()
+    return d.finish(owners)
+
+
+def recorded_owners(repo: Repository, rev: str) -> Owners:
+    """What ``commit --preserve-owner`` recorded in ``rev``'s metadata, checked (a commit
+    is data: a crafted record is refused, not applied)."""
+    c = repo.read_commit(repo.peel(repo.resolve(rev)))
+    rec = c.metadata.get(OWNERS_KEY)
+    if rec is None:
+        raise ExportError(f"{rev} was committed without --preserve-owner, so it records no owners; "
+                          "export it without --preserve-owner")
+    out: Owners = {}
+    ok = isinstance(rec, dict)
+    for path, v in rec.items() if ok else ():
+        try:
+            validate_path(path)
+        except CoralError:
+            ok = False
+            break
+        if not (isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v)
+                and 0 <= v[0] < 1 << 32 and 0 <= v[1] < 1 << 32 and 0 <= v[2] <= 0o7777):
+            ok = False
+            break
+        out[path] = (v[0], v[1], v[2])
+    if not ok:
+        raise ExportError(f"{rev}: its {OWNERS_KEY!r} metadata is not a record of [uid, gid, mode] per path; "
+                          "export it without --preserve-owner")
+    return out
 
 
 def export_rev(repo: Repository, rev: str, dest: str, include: list[str] | None = None,
-               paths: list[str] | None = None) -> list[str]:
-    """Write the files of ``rev`` under ``dest``, byte-identical to what was committed.
+               paths: list[str] | None = None, preserve_owner: bool = False) -> list[str]:
+    """Write the files of ``rev`` under ``dest``, byte-identical to what was committed,
+    with its symbolic links as links and its empty directories.
 
     With ``include`` (globs on tensor names), safetensors files are rewritten to hold
     only the matching tensors (a valid, smaller file); other files are unchanged.
     Each file is written durably (temp, fsync, rename, fsync dir), only the executable
     bit of a mode is applied, nothing is written through a symlink inside ``dest``,
     and a failed export leaves nothing new behind (see :class:`Destination`).
+    ``preserve_owner``: also restore the uid, gid and mode ``commit --preserve-owner``
+    recorded (root only; refused before anything is written otherwise).
     """
     tree = repo.tree_of(rev)
+    owners = None
+    if preserve_owner:
+        owners = recorded_owners(repo, rev)
+        if os.geteuid() != 0:
+            raise ExportError("export --preserve-owner sets owners with chown, which needs root: run it as root, "
+                              "or export without --preserve-owner")
 
-    def files() -> Iterator[tuple[str, bool, Callable[[], Iterable[bytes]]]]:
+    def wanted(path: str) -> bool:
+        return not paths or any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths)
+
+    def items() -> Iterator[Item]:
         for path, e in tree.entries.items():
-            if paths and not any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths):
+            if not wanted(path):
                 continue
-            yield path, bool(e.mode & 0o111), lambda e=e: _blocks(repo, e.file, include)
+            if e.is_symlink:
+                yield Item(path, "link", target=read_link(repo, e.file, path))
+            elif e.is_dir:
+                yield Item(path, "dir")
+            else:
+                yield Item(path, "file", bool(e.mode & 0o111), lambda e=e: _blocks(repo, e.file, include))
 
-    return export_files(dest, files())
+    if owners is not None and paths:
+        keep: set[str] = set()  # the exported paths and the directories above them
+        for q in filter(wanted, tree.entries):
+            while q and q not in keep:
+                keep.add(q)
+                q = q.rpartition("/")[0]
+        owners = {p: v for p, v in owners.items() if p in keep}
+    return export_files(dest, items(), owners)
 
 
 def _blocks(repo: Repository, file_id: ObjectId, include: list[str] | None) -> Iterator[bytes]:

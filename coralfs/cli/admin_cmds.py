@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from ..objects.errors import CoralError
-from ..staging import pin_legacy_roots
 from .app import app
 from .common import JsonOpt, err, esc, human, open_repo
 
@@ -22,6 +21,7 @@ def gc(
 ) -> None:
     """Remove objects no ref, reflog entry or staging area reaches."""
     repo = open_repo(ctx)
+    from ..staging import pin_legacy_roots
     pin_legacy_roots(repo)  # a damaged one refuses gc, as any damaged root does
     rep = repo.gc(prune_age, dry_run)
     verb = "would remove" if dry_run else "removed"
@@ -42,6 +42,7 @@ def fsck(ctx: typer.Context,
     repo = open_repo(ctx, tolerate_config=True)
     problems = []
     try:
+        from ..staging import pin_legacy_roots
         pin_legacy_roots(repo)
     except CoralError as e:
         problems.append(str(e))

@@ -48,9 +48,25 @@ def log_cmd(
     value: Annotated[str, typer.Argument(help="Its value (a number)")],
     step: Annotated[int | None, typer.Option("--step", help="Training step")] = None,
     experiment: ExpOpt = None,
+    mount: Annotated[str | None, typer.Option("--mount", help="Through this writable mount of an experiment's branch "
+                                              "(its daemon records it)")] = None,
 ) -> None:
     """Record a metric value at the experiment branch's current checkpoint."""
     from ..workflow import experiments as ex
+    if mount:
+        from ..objects.errors import CoralError
+        from .staging_cmds import control
+        if experiment:
+            raise CoralError("--mount logs to the experiment of the mounted branch: drop --experiment")
+        try:
+            num = float(value)
+        except ValueError:
+            raise CoralError(f"metric {metric}: {value!r} is not a number") from None
+        r = control(mount, {"op": "log-metric", "metric": metric, "value": num, "step": step})
+        at = f" at {r['commit'][:12]}" if r.get("commit") else ""
+        typer.echo(f"{esc(r['metric'])}={_num(r['value'])}" + (f" step {r['step']}" if r.get("step") is not None else "")
+                   + at + f" ({esc(r['experiment'])})")
+        return
     p = ex.log_metric(open_repo(ctx), metric, value, step, experiment=experiment)
     at = f" at {p.commit[:12]}" if p.commit else ""
     typer.echo(f"{esc(p.metric)}={_num(p.value)}" + (f" step {p.step}" if p.step is not None else "") + at)

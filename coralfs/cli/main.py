@@ -7,7 +7,19 @@ import sys
 
 import typer
 
-from . import admin_cmds, ci_cmds, experiment_cmds, inspect_cmds, mount_cmds, ref_cmds, remote_cmds, repo_cmds, staging_cmds, workflow_cmds  # noqa: F401  (importing registers the commands)
+from . import (  # noqa: F401  (importing registers the commands)
+    admin_cmds,
+    ci_cmds,
+    experiment_cmds,
+    inspect_cmds,
+    mount_cmds,
+    ref_cmds,
+    remote_cmds,
+    repo_cmds,
+    staging_cmds,
+    tui_cmds,
+    workflow_cmds,
+)
 from .app import app
 from .common import click, esc
 
@@ -15,7 +27,7 @@ from .common import click, esc
 PANELS: dict[str, tuple[str, ...]] = {
     "Start": ("init", "import", "clone", "config", "alias", "completions"),
     "Record": ("commit", "save", "status", "stash", "watch", "preview"),
-    "Inspect": ("log", "show", "diff", "changelog", "lineage", "ancestry", "provenance", "stats"),
+    "Inspect": ("log", "show", "diff", "changelog", "lineage", "ancestry", "provenance", "stats", "browse", "ui"),
     "Branches and tags": ("branch", "tag", "checkout", "merge", "export"),
     "Mount": ("mount", "umount", "mounts"),
     "Experiments and releases": ("experiment", "release", "releases", "ci"),

@@ -87,11 +87,19 @@ def export(
                                                       help="Only tensors matching this glob (safetensors files are rewritten; "
                                                            "repeatable)")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="Only these files or directories (repeatable)")] = None,
+    preserve_owner: Annotated[bool, typer.Option("--preserve-owner",
+                                                 help="Restore the uid, gid and mode `commit --preserve-owner` recorded "
+                                                      "(as root)")] = False,
 ) -> None:
-    """Write the files of a revision, byte-identical to what was committed."""
+    """Write the files of a revision (links as links, empty directories too), byte-identical to what was committed."""
     repo = open_repo(ctx)
-    written = repo.export(ref, dest, include=include, paths=path)
-    typer.echo(f"exported {len(written)} files of {esc(ref)} to {esc(dest)}")
+    written = repo.export(ref, dest, include=include, paths=path, preserve_owner=preserve_owner)
+    from .repo_cmds import _links_dirs
+    entries = repo.tree_of(ref).entries
+    links = sum(1 for p in written if entries[p].is_symlink)
+    dirs = sum(1 for p in written if entries[p].is_dir)
+    typer.echo(f"exported {len(written) - links - dirs} files{_links_dirs(links, dirs)} of {esc(ref)} to {esc(dest)}"
+               + (" with their owners" if preserve_owner else ""))
 
 
 @app.command()

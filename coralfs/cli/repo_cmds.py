@@ -50,7 +50,12 @@ def init(path: Annotated[str, typer.Argument(help="Directory to create")],
     typer.echo(f"Initialized empty {'shared ' if shared else ''}coralfs repository in {esc(r.path)}")
 
 
-def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
+PreserveOwnerOpt = Annotated[bool, typer.Option(
+    "--preserve-owner", help="Also record uid, gid and mode of every path, in the commit's metadata (not in the "
+                             "tree: ids stay as without it); `export --preserve-owner` restores them")]
+
+
+def _do_commit(ctx, sources, message, branch, author, metadata, preserve_owner: bool = False) -> None:
     from ..ingest import collect_sources
     repo = open_repo(ctx)
     total = sum(os.path.getsize(p) for p in collect_sources(sources).values())
@@ -62,7 +67,8 @@ def _do_commit(ctx, sources, message, branch, author, metadata) -> None:
     try:
         with interruptible():
             res = repo.commit_paths(sources, message, branch=branch, author=author, metadata=metadata,
-                                    progress=(lambda _p, n: bar.update(n)) if bar else None)
+                                    progress=(lambda _p, n: bar.update(n)) if bar else None,
+                                    preserve_owner=preserve_owner)
             _report_commit(res, branch, message, repo, time.perf_counter() - t0)
     finally:
         if bar:
@@ -75,13 +81,22 @@ def _report_commit(res: CommitResult, branch: str | None, message: str, repo: Re
     b = branch or repo.head_branch() or "HEAD"
     typer.echo(f"[{esc(b)} {short(res.commit)}] {first_line(message)}")
     ratio = st.stored / st.logical if st.logical else 0
-    typer.echo(f"{len(res.files)} files, {human(st.logical)} logical, {human(st.stored)} newly stored "
+    typer.echo(f"{len(res.files)} files{_links_dirs(res.links, res.dirs)}, {human(st.logical)} logical, "
+               f"{human(st.stored)} newly stored "
                f"({ratio:.1%}); chunks: {st.chunks_new} new, {st.chunks_dedup} deduplicated; "
                f"{st.logical / dt / 1e6:.0f} MB/s")
     if st.codecs:
         typer.echo("codecs: " + ", ".join(f"{k} {v}" for k, v in sorted(st.codecs.items())))
     if late():
         typer.echo(f"{', '.join(late())} arrived while the commit was landing: it is complete")
+
+
+def _links_dirs(links: int, dirs: int) -> str:
+    """", 2 links, 1 empty directory" (nothing for none)."""
+    out = f", {links} link{'s' if links != 1 else ''}" if links else ""
+    if dirs:
+        out += f", {dirs} empty director{'ies' if dirs != 1 else 'y'}"
+    return out
 
 
 @app.command()
@@ -96,6 +111,7 @@ def commit(
     metric: MetricOpt = None,
     meta: MetaOpt = None,
     mount: Annotated[str | None, typer.Option("--mount", help="Commit what was saved into this writable mount")] = None,
+    preserve_owner: PreserveOwnerOpt = False,
 ) -> None:
     """Record checkpoint files or directories (or a writable mount's changes) as a new commit."""
     if mount and sources:
@@ -111,9 +127,9 @@ def commit(
     if metric:
         metadata["metrics"] = parse_kv(metric, "metric")
     if mount:
-        _commit_mount(mount, message, branch, author, metadata)
+        _commit_mount(mount, message, branch, author, metadata, preserve_owner)
         return
-    _do_commit(ctx, sources, message, branch, author, metadata)
+    _do_commit(ctx, sources, message, branch, author, metadata, preserve_owner)
 
 
 def _writable_mount(path: str) -> bool:
@@ -121,7 +137,8 @@ def _writable_mount(path: str) -> bool:
     return os.path.isdir(path) and is_mounted(path) is not None and bool(mount_info(path).get("write"))
 
 
-def _commit_mount(mount: str, message: str, branch: str | None, author: str | None, metadata: dict) -> None:
+def _commit_mount(mount: str, message: str, branch: str | None, author: str | None, metadata: dict,
+                  preserve_owner: bool = False) -> None:
     from .staging_cmds import control
     if branch is not None:
         raise CoralError("a writable mount commits to the branch it was mounted with; drop --branch")
@@ -132,7 +149,10 @@ def _commit_mount(mount: str, message: str, branch: str | None, author: str | No
     # answer and reports it (a signal meanwhile is noted) instead of dying while the
     # commit lands anyway.
     with interruptible(), landing():
-        got = control(mount, {"op": "commit", "message": message, "metadata": metadata or None})
+        req = {"op": "commit", "message": message, "metadata": metadata or None}
+        if preserve_owner:  # only then: a daemon of an older version refuses the field by name
+            req["preserve_owner"] = True
+        got = control(mount, req)
         _report_mount_commit(got, message)
         if late():
             typer.echo(f"{', '.join(late())} arrived while the mount was committing: its answer is above")
@@ -181,11 +201,14 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
     repo = open_repo(ctx)
     b = repo.head_branch()
     head = repo.head()
-    info = {"branch": b, "head": to_hex(head) if head else None, "files": 0, "bytes": 0}
+    info = {"branch": b, "head": to_hex(head) if head else None, "files": 0, "bytes": 0, "links": 0, "dirs": 0}
     if head:
         tree = repo.tree_of(head)
-        info["files"] = len(tree.entries)
-        info["bytes"] = sum(repo.read_file(e.file).size for e in tree.entries.values())
+        files = [e for e in tree.entries.values() if not (e.is_symlink or e.is_dir)]
+        info["files"] = len(files)
+        info["bytes"] = sum(repo.read_file(e.file).size for e in files)
+        info["links"] = sum(1 for e in tree.entries.values() if e.is_symlink)
+        info["dirs"] = len(tree.entries) - len(files) - info["links"]
     staged, unreadable = {}, []
     for sb in staged_branches(repo):
         try:
@@ -208,7 +231,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False,
     else:
         c = repo.read_commit(head)
         typer.echo(f"At {short(head)} {first_line(c.message)}")
-        typer.echo(f"{info['files']} files, {human(info['bytes'])}")
+        typer.echo(f"{info['files']} files, {human(info['bytes'])}{_links_dirs(info['links'], info['dirs'])}")
     from .staging_cmds import print_changes
     for sb, ch in staged.items():
         typer.echo(f"Staged on branch {esc(sb)} (uncommitted; `coralfs mount REPO MNT --write -b {esc(sb)}` resumes them):")
@@ -271,6 +294,8 @@ def log(
     n: Annotated[int | None, typer.Option("-n", "--max-count", help="Show at most N commits")] = None,
     graph: Annotated[bool, typer.Option("--graph", help="Draw the history graph")] = False,
     first_parent: Annotated[bool, typer.Option("--first-parent", help="Follow only first parents")] = False,
+    stat: Annotated[bool, typer.Option("--stat", help="The files, links and empty directories each commit changed "
+                                                      "(against its first parent)")] = False,
 ) -> None:
     """Show commit history."""
     repo = open_repo(ctx)
@@ -286,6 +311,8 @@ def log(
         first = first_line(c.message)
         if oneline:
             typer.echo(f"{prefix}{short(oid)}{deco} {first}")
+            if stat:
+                _log_stat(repo, oid, c, prefix.replace("*", "|"))
             continue
         typer.echo(f"{prefix}commit {to_hex(oid)}{deco}")
         pad = prefix.replace("*", "|")
@@ -299,6 +326,16 @@ def log(
         for line in (c.message or "").splitlines() or [""]:
             typer.echo(f"{pad}    {esc(line)}")
         typer.echo(pad)
+        if stat:
+            _log_stat(repo, oid, c, pad)
+            typer.echo(pad)
+
+
+def _log_stat(repo: Repository, oid, c, pad: str) -> None:
+    changes = repo.diff(to_hex(c.parents[0]) if c.parents else None, to_hex(oid), tensors=False)
+    for ch in changes:
+        typer.echo(f"{pad} {_change_line(ch)}")
+    typer.echo(f"{pad} {len(changes)} path{'s' if len(changes) != 1 else ''} changed")
 
 
 @app.command()
@@ -317,9 +354,12 @@ def show(
         info = describe_commit(repo, oid)
         files = []
         for p, e in tree.entries.items():
+            if e.is_symlink or e.is_dir:
+                files.append(_special_entry(repo, p, e))
+                continue
             f = repo.read_file(e.file)
-            files.append({"path": p, "format": f.format, "size": f.size, "stored": repo.file_stored_bytes(f),
-                          "tensors": len(f.tensors()), "id": to_hex(e.file)})
+            files.append({"path": p, "kind": "file", "format": f.format, "size": f.size,
+                          "stored": repo.file_stored_bytes(f), "tensors": len(f.tensors()), "id": to_hex(e.file)})
         info["files"] = files
         if as_json:
             typer.echo(json.dumps(info, indent=2))
@@ -328,16 +368,35 @@ def show(
         for p in info["parents"]:
             typer.echo(f"parent {p}")
         typer.echo(f"Author: {esc(info['author'])}\nDate:   {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(info['time']))}")
-        if info["metadata"]:
-            typer.echo(f"Metadata: {json.dumps(info['metadata'], sort_keys=True)}")
+        from ..ingest import OWNERS_KEY
+        meta = dict(info["metadata"])
+        owners = meta.pop(OWNERS_KEY, None)
+        if meta:
+            typer.echo(f"Metadata: {json.dumps(meta, sort_keys=True)}")
+        if isinstance(owners, dict):
+            typer.echo(f"Owners: uid, gid and mode of {len(owners)} paths (--preserve-owner; `--json` lists them)")
         typer.echo("\n" + "\n".join(f"    {esc(line)}" for line in (info["message"] or "").splitlines() or [""]) + "\n")
         for fi in files:
-            typer.echo(f"{fi['format']:>11} {human(fi['size']):>10} stored {human(fi['stored']):>10}  "
-                       f"{fi['tensors']:>4} tensors  {esc(fi['path'])}")
+            if fi["kind"] == "link":
+                typer.echo(f"{'link':>11} {esc(fi['path'])} -> {esc(fi['target'])}")
+            elif fi["kind"] == "dir":
+                typer.echo(f"{'dir':>11} {esc(fi['path'])}/")
+            else:
+                typer.echo(f"{fi['format']:>11} {human(fi['size']):>10} stored {human(fi['stored']):>10}  "
+                           f"{fi['tensors']:>4} tensors  {esc(fi['path'])}")
         return
-    e = tree.entries.get(path)
+    e = tree.entries.get(path.rstrip("/")) if path.endswith("/") else tree.entries.get(path)
     if e is None:
         raise CoralError(f"{path}: not in {ref or 'HEAD'} (see `coralfs show {ref or 'HEAD'}`)")
+    if e.is_symlink or e.is_dir:
+        fi = _special_entry(repo, path.rstrip("/"), e)
+        if as_json:
+            typer.echo(json.dumps(fi, indent=2))
+        elif e.is_symlink:
+            typer.echo(f"{esc(fi['path'])}: symbolic link to {esc(fi['target'])}")
+        else:
+            typer.echo(f"{esc(fi['path'])}/: empty directory")
+        return
     f = repo.read_file(e.file)
     rows = []
     for name, s in f.tensors().items():
@@ -360,11 +419,51 @@ def show(
                    f"stored {human(r['stored']):>10} {codecs}")
 
 
+def _special_entry(repo: Repository, path: str, e) -> dict:
+    """show's record of a link (its target) or an empty directory."""
+    from ..ingest import read_link
+    if e.is_symlink:
+        return {"path": path, "kind": "link", "target": os.fsdecode(read_link(repo, e.file, path)),
+                "id": to_hex(e.file)}
+    return {"path": path, "kind": "dir", "id": to_hex(e.file)}
+
+
+def _target(t: bytes | None) -> str:
+    return esc(os.fsdecode(t or b""))
+
+
+def _side(kind: str, target: bytes | None, size: int) -> str:
+    """One side of a change of kind: "link to T", "dir", "file (10 B)"."""
+    return f"link to {_target(target)}" if kind == "link" else "dir" if kind == "dir" else f"file ({human(size)})"
+
+
+def _special_text(c) -> str:
+    """What a change of a link or an empty directory says after its status:
+    ``link latest -> checkpoint-500``, ``dir logs/``, ``link latest: a -> b``."""
+    p = esc(c.path)
+    if c.kind_old == c.kind_new == "link":
+        return f"link {p}: {_target(c.target_old)} -> {_target(c.target_new)}"
+    if c.kind_old and c.kind_new:  # a path that changed kind
+        return f"{p}: {_side(c.kind_old, c.target_old, c.size_old)} -> {_side(c.kind_new, c.target_new, c.size_new)}"
+    kind, target = (c.kind_new, c.target_new) if c.kind_new else (c.kind_old, c.target_old)
+    return f"link {p} -> {_target(target)}" if kind == "link" else f"dir {p}/"
+
+
+def _change_line(c) -> str:
+    """One line per changed path (log --stat)."""
+    if c.special:
+        return f"{c.status} {_special_text(c)}"
+    return f"{c.status} {esc(c.path)} ({human(c.size_old)} -> {human(c.size_new)})"
+
+
 def _print_changes(changes, stat: bool) -> None:
     if not changes:
         typer.echo("no changes")
         return
     for c in changes:
+        if c.special:
+            typer.echo(f" {c.status:<8} {_special_text(c)}" if stat else f"{c.status} {_special_text(c)}")
+            continue
         if stat:
             n = sum(1 for t in c.tensors if t.status != "unchanged")
             typer.echo(f" {esc(c.path):<50} {c.status:<8} {n:>5} tensors changed  {human(c.size_old)} -> {human(c.size_new)}")
@@ -382,9 +481,15 @@ def _print_changes(changes, stat: bool) -> None:
 
 
 def _changes_json(changes) -> str:
-    return json.dumps([{"path": c.path, "status": c.status, "size_old": c.size_old, "size_new": c.size_new,
-                        "tensors": [t.__dict__ | {"shape": list(t.shape)} for t in c.tensors]}
-                       for c in changes], indent=2)
+    def one(c) -> dict:
+        d = {"path": c.path, "status": c.status, "size_old": c.size_old, "size_new": c.size_new,
+             "tensors": [t.__dict__ | {"shape": list(t.shape)} for t in c.tensors],
+             "kind_old": c.kind_old or None, "kind_new": c.kind_new or None}
+        for side in ("target_old", "target_new"):
+            if getattr(c, side) is not None:
+                d[side] = os.fsdecode(getattr(c, side))
+        return d
+    return json.dumps([one(c) for c in changes], indent=2)
 
 
 @app.command()

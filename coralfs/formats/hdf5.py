@@ -3,8 +3,6 @@ offset; chunked or compressed datasets and all metadata stay literal bytes."""
 
 from __future__ import annotations
 
-import h5py
-
 from ..objects import dtypes
 from ..objects.regions import Region
 from .base import FormatError, Layout, guarded
@@ -14,6 +12,8 @@ MAGIC = b"\x89HDF\r\n\x1a\n"
 
 @guarded("HDF5")
 def parse(path: str, size: int) -> Layout:
+    import h5py  # here, not at import: every CLI command would pay for it (docs/benchmarks.md)
+
     regions: list[Region] = []
     try:
         f = h5py.File(path, "r")

@@ -77,7 +77,7 @@ class FormatOps(Protocol):
 
     def commit_paths(self, repo: Repository, sources: list[str], message: str, **options: Any) -> Any: ...
     def export(self, repo: Repository, rev: str, dest: str, include: list[str] | None,
-               paths: list[str] | None) -> list[str]: ...
+               paths: list[str] | None, preserve_owner: bool = False) -> list[str]: ...
     def safetensors_header(self, repo: Repository, file_id: ObjectId) -> tuple[int, dict]: ...
     def iter_subset(self, repo: Repository, file_id: ObjectId, include: list[str]) -> Iterator[bytes]: ...
     def diff(self, repo: Repository, a: str | None, b: str, *, tensors: bool = True) -> list[Any]: ...
@@ -531,9 +531,9 @@ class Repository:
         return self.format_ops.commit_paths(self, sources, message, **options)
 
     def export(self, rev: str, dest: str, include: list[str] | None = None,
-               paths: list[str] | None = None) -> list[str]:
+               paths: list[str] | None = None, preserve_owner: bool = False) -> list[str]:
         """Write the files of ``rev`` under ``dest`` (:func:`coralfs.export.export_rev`)."""
-        return self.format_ops.export(self, rev, dest, include, paths)
+        return self.format_ops.export(self, rev, dest, include, paths, preserve_owner)
 
     def safetensors_header(self, file_id: ObjectId) -> tuple[int, dict]:
         return self.format_ops.safetensors_header(self, file_id)

@@ -135,6 +135,23 @@ class LocalCasLock:
             os.close(fd)
 
 
+# obstore runs its requests on one tokio runtime per process, started at the first request;
+# a child forked after that inherits the runtime without its threads, and every request
+# there waits forever, even on a new store. Refuse instead of wedging.
+_RUNTIME_PID: int | None = None
+
+
+def _check_fork(url: str) -> None:
+    global _RUNTIME_PID
+    pid = os.getpid()
+    if _RUNTIME_PID is None:
+        _RUNTIME_PID = pid
+    elif _RUNTIME_PID != pid:
+        raise RemoteError(f"{url}: this process was forked from one that had used an s3:// or az:// remote, "
+                          "and obstore cannot work after that: open remotes only in a process that was started, "
+                          "not forked (multiprocessing: use the 'spawn' or 'forkserver' start method)")
+
+
 class ObstoreBlobs(BlobStore):
     """A BlobStore over one obstore store (S3Store or AzureStore). Subclasses set
     ``endpoint`` and ``credentials`` and build ``self.store``."""
@@ -191,6 +208,7 @@ class ObstoreBlobs(BlobStore):
 
     def _call(self, key: str, fn: Callable[[], T], *, missing_ok: bool = True) -> T:
         from obstore.exceptions import BaseError
+        _check_fork(self.url)
         try:
             return fn()
         except (BaseError, FileNotFoundError, OSError, ValueError) as e:
@@ -209,6 +227,7 @@ class ObstoreBlobs(BlobStore):
             raise RemoteError(f"{self.url}: invalid range {start}+{length} of {key}")
         from obstore.exceptions import BaseError
         if length > 0:
+            _check_fork(self.url)
             try:
                 return obs.get_range(self.store, key, start=start, length=length).to_bytes()
             except (BaseError, OSError, ValueError) as e:

@@ -68,9 +68,13 @@ class AzureBlobs(ObstoreBlobs):
         if not account:
             raise RemoteError(f"{self.url}: no Azure storage account: set AZURE_STORAGE_CONNECTION_STRING or "
                               "AZURE_STORAGE_ACCOUNT_NAME (with AZURE_STORAGE_ACCOUNT_KEY)")
-        self.endpoint = (endpoint or blob_endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
+        override = endpoint or blob_endpoint
+        # Azure itself: obstore derives the account's endpoint; the text is for messages only.
+        self.endpoint = (override or f"https://{account}.blob.core.windows.net").rstrip("/")
+        if override:
+            config["endpoint"] = self.endpoint
         try:
-            self.store = AzureStore(self.bucket, prefix=self.prefix or None, config=config, endpoint=self.endpoint,
+            self.store = AzureStore(self.bucket, prefix=self.prefix or None, config=config,
                                     client_options=self.client_options(), retry_config=self.retry_config())
         except Exception as e:   # obstore raises ValueError or its own BaseError for a bad configuration
             raise RemoteError(f"{self.url}: cannot configure Azure Blob: {str(e).splitlines()[0]}") from None

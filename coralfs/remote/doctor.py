@@ -3,8 +3,9 @@
 :func:`doctor` takes an opened BlobStore and answers a list of :class:`Check` in order:
 credentials, reachable, bucket, list, write (put + get + delete of a probe key), clock
 (the store's last-modified of the probe vs this machine; more than 5 minutes off fails),
-conditional writes (a create-only ``put_if`` twice on a probe key: the second must fail,
-and the store itself must enforce it, not only coralfs's host-local lock). A failed
+conditional writes (on a probe key, a second create-only ``put_if`` and one against a
+stale version must both fail, and the store itself must enforce it, not only coralfs's
+host-local lock). A failed
 reachable or bucket check ends the run (the rest could only repeat it). The CLI prints
 :meth:`Check.line` for each and exits non-zero if any failed.
 """
@@ -101,15 +102,22 @@ def doctor(blobs: BlobStore, *, now: Callable[[], float] = time.time) -> list[Ch
 
     cas = f"{PROBE}cas-{uuid.uuid4().hex}"
     try:
-        blobs.put_if(cas, b"1", None)
-        try:
-            blobs.put_if(cas, b"2", None)
-            checks.append(Check("conditional writes", False, "a second create-only write succeeded: remote refs "
-                                "are not safe on this store; use a store with conditional writes"))
-        except PreconditionFailed:
+        first = blobs.put_if(cas, b"1", None)
+        blobs.put(cas, b"22")
+        refused = []
+        for what, etag in (("a second create-only write", None), ("a write against a stale version", first)):
+            try:
+                blobs.put_if(cas, b"333", etag)
+            except PreconditionFailed:
+                refused.append(what)
+                continue
+            checks.append(Check("conditional writes", False, f"{what} succeeded: remote refs are not safe on this "
+                                "store; use a store with conditional writes (If-Match / If-None-Match)"))
+            break
+        if len(refused) == 2:
             mode = getattr(blobs, "conditional_writes", "native")
             if mode == "native":
-                checks.append(Check("conditional writes", True, "the store refuses a stale write (compare-and-swap)"))
+                checks.append(Check("conditional writes", True, "the store refuses stale and create-only writes"))
             else:
                 checks.append(Check("conditional writes", False,
                                     "the store ignores preconditions; coralfs serialises ref updates with a lock "

@@ -230,6 +230,14 @@ class StagingArea:
         view = self.repo.open_file(fid)
         return os.fsdecode(view.read(0, view.size))
 
+    def _same_target(self, e: Entry, fid: ObjectId) -> bool:
+        """Link ``e`` holds the target the committed File ``fid`` holds. Once seen equal,
+        ``e`` remembers ``fid`` (in memory), so status polls read each link once."""
+        if self.read_target(fid) != e.target:
+            return False
+        e.fid = fid
+        return True
+
     def entry_of(self, te: TreeEntry, mtime_ns: int) -> Entry:
         """The row of a committed tree entry (file, empty directory or symbolic link)."""
         return entry_of_tree(te, mtime_ns, lambda: self.read_target(te.file))
@@ -343,7 +351,7 @@ class StagingArea:
                 size = len(os.fsencode(e.target or ""))
                 if was is None:
                     out.append(Change("added", path, size, "l", e.target))
-                elif was.mode != MODE_SYMLINK or (was.file != e.fid and self.read_target(was.file) != e.target):
+                elif was.mode != MODE_SYMLINK or (was.file != e.fid and not self._same_target(e, was.file)):
                     out.append(Change("modified", path, size, "l", e.target))
             elif not self.dirs.get(path) and path not in base_dirs:
                 out.append(Change("added", path, 0, "d"))
@@ -746,10 +754,12 @@ class StagingArea:
 
     # -- committing and stashes (commit.py, stash.py) ------------------------------------
     def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None,
-               busy: set[str] = frozenset(), progress=None) -> tuple[ObjectId | None, IngestStats]:
+               busy: set[str] = frozenset(), progress=None,
+               preserve_owner: bool = False) -> tuple[ObjectId | None, IngestStats]:
         """Record the working tree as a commit on the branch (:func:`.commit.commit`)."""
         self.rebase()  # here, so that directories the branch emptied go first
-        return committing.commit(self, message, author=author, metadata=metadata, busy=busy, progress=progress)
+        return committing.commit(self, message, author=author, metadata=metadata, busy=busy, progress=progress,
+                                 preserve_owner=preserve_owner)
 
     def rebase(self) -> None:
         """Put the staged changes on the branch's new head (:func:`.commit.rebase`);

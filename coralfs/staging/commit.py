@@ -2,39 +2,94 @@
 swap, turn committed rows into File rows) and rebasing it onto a branch that moved.
 
 The commit id is recorded as ``pending`` before the branch moves, so a process killed in
-between is finished by the next :meth:`StagingArea.open` (:func:`finalize`)."""
+between is finished by the next :meth:`StagingArea.open` (:func:`finalize`).
+
+What a row becomes in the tree: a file row (kind "f") a file entry with the owner's
+executable bit; a link row ("l") a MODE_SYMLINK entry whose File holds ``Entry.target``;
+a directory row ("d") with nothing under it a MODE_DIR entry; rows sharing one spool file
+(hard links) entries of one File object, the spool ingested once."""
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from typing import TYPE_CHECKING
 
-from ..ingest import DiskFile, ingest_files, tree_mode
+from ..ingest import (
+    DiskFile,
+    ingest_files,
+    read_link,
+    special_entries,
+    tree_mode,
+    with_owners,
+)
 from ..objects.ids import ObjectId, to_hex
 from ..objects.kinds import Tree, TreeEntry
 from ..objects.repository import in_write_session
 from ..objects.writer import IngestStats
-from .entries import Entry, StagingError, perm_of
+from .entries import StagingError
 
 if TYPE_CHECKING:
     from .area import StagingArea
 
 
+def _links(area: StagingArea) -> tuple[dict[str, TreeEntry], dict[str, bytes]]:
+    """The link rows: those the base holds as they are (their entries, nothing to store)
+    and the others (their target text, to store)."""
+    base = area.base_entries()
+    kept, new = {}, {}
+    for p, e in area.entries.items():
+        if e.kind != "l":
+            continue
+        was = base.get(p)
+        if was is not None and was.is_symlink and e.fid == was.file:
+            kept[p] = was
+        else:
+            new[p] = os.fsencode(e.target)
+    return kept, new
+
+
+def _empty_dirs(area: StagingArea) -> list[str]:
+    return sorted(p for p, e in area.entries.items() if e.kind == "d" and not area.dirs.get(p))
+
+
+def owners_of_rows(area: StagingArea) -> dict[str, list[int]]:
+    """--preserve-owner of a staging area: [uid, gid, permission bits] of every row, as
+    the mount shows them."""
+    return {p: [e.uid, e.gid, stat.S_IMODE(e.mode)] for p, e in area.entries.items()}
+
+
 @in_write_session
 def commit(area: StagingArea, message: str, *, author: str | None = None, metadata: dict | None = None,
-           busy: set[str] = frozenset(), progress=None) -> tuple[ObjectId | None, IngestStats]:
+           busy: set[str] = frozenset(), progress=None,
+           preserve_owner: bool = False) -> tuple[ObjectId | None, IngestStats]:
     """Record the working tree as a commit on the branch. Returns (None, stats) when
     nothing changed. ``busy`` names spool files still open for writing: they are
-    committed as they are now and stay in the spool."""
+    committed as they are now and stay in the spool. ``preserve_owner``: the rows'
+    uid, gid and mode go into the commit's metadata (:func:`owners_of_rows`)."""
     rebase(area)
-    if not area.changes():
+    if not area.changes():  # files, links and empty directories
         return None, IngestStats()
+    kept_links, links = _links(area)
+    dirs = _empty_dirs(area)
+    if preserve_owner:
+        metadata = with_owners(metadata, owners_of_rows(area))
+    base = area.base_entries()
     files = sorted((p, e) for p, e in area.entries.items() if e.kind == "f")
     tree = {p: TreeEntry(e.fid, tree_mode(e.mode)) for p, e in files if e.fid is not None}
-    written, stats = ingest_files(area.repo, [DiskFile(p, area.spool_path(e.spool), e.mode, label=p)
-                                              for p, e in files if e.fid is None],
-                                  area.base_entries(), progress)
-    new_tree = Tree(tree | written)
+    # Hard links: rows naming one spool file are one file, ingested once.
+    by_spool: dict[str, list[str]] = {}
+    for p, e in files:
+        if e.fid is None:
+            by_spool.setdefault(e.spool, []).append(p)
+    written, stats = ingest_files(area.repo, [DiskFile(ps[0], area.spool_path(sp), area.entries[ps[0]].mode,
+                                                       label=ps[0]) for sp, ps in by_spool.items()],
+                                  base, progress)
+    for ps in by_spool.values():
+        for p in ps[1:]:
+            written[p] = TreeEntry(written[ps[0]].file, tree_mode(area.entries[p].mode))
+    new_tree = Tree(tree | kept_links | written | special_entries(area.repo, links, dirs, stats))
     if area.base and area.repo.put(new_tree) == area.repo.read_commit(area.base).tree:
         # Written, but back to what the base holds (a file opened for writing and left
         # as it was): the spool copies go, the tree stays as it is.
@@ -79,10 +134,13 @@ def rebase(area: StagingArea) -> None:
             if path in new:
                 te = new[path]
                 if cur is not None and cur.kind == "d":
+                    if te.is_dir:
+                        continue  # an empty directory here already
                     raise StagingError(f"cannot rebase onto the branch head: {path} is a directory here")
                 area._add_parents(path, now)
-                area._put(path, Entry("f", perm_of(te.mode), now, te.file))
-            elif cur is not None and cur.kind == "f":
+                area._put(path, area.entry_of(te, now))  # a file, link or empty directory
+            elif cur is not None and (cur.kind == "f" or cur.kind == "l"
+                                      or (cur.kind == "d" and old[path].is_dir and not area.dirs.get(path))):
                 area._drop(path)
         area._set_meta("base", to_hex(head) if head else "")
     area.base = head
@@ -90,7 +148,8 @@ def rebase(area: StagingArea) -> None:
 
 
 def finalize(area: StagingArea, cid: ObjectId, busy: set[str]) -> None:
-    """The branch is at ``cid``: committed spool rows become File rows."""
+    """The branch is at ``cid``: committed spool rows become File rows, and committed
+    link rows name the File of their target (so the next commit reuses it)."""
     tree = area.repo.tree_of(cid).entries
     dropped = []
     with area.db:
@@ -99,6 +158,10 @@ def finalize(area: StagingArea, cid: ObjectId, busy: set[str]) -> None:
             if e.kind == "f" and e.spool and e.spool not in busy and path in tree:
                 dropped.append(e.spool)
                 e.fid, e.spool = tree[path].file, None
+                area._row(path, e)
+            elif e.kind == "l" and path in tree and tree[path].is_symlink and e.fid != tree[path].file \
+                    and read_link(area.repo, tree[path].file, path) == os.fsencode(e.target):
+                e.fid = tree[path].file
                 area._row(path, e)
         area._set_meta("base", to_hex(cid))
         area._set_meta("pending", None)

@@ -12,23 +12,15 @@ count as metric points too (step None, at that commit).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, short, to_hex
 from ..objects.kinds import Commit, Tree
+from ..objects.records import BRANCH, RECORD, NoExperiment, append_event, experiment_of_branch, metric_event
 from ..objects.refs import EXPERIMENTS, HEADS, RefMoved, check_ref_name, default_identity
 from ..objects.repository import Repository
-
-RECORD = "coralfs.experiment"
-BRANCH = "exp/"
-
-
-class NoExperiment(CoralError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no experiment named {name!r}: `coralfs experiment list` shows them")
 
 
 @dataclass
@@ -71,28 +63,8 @@ class Experiment:
                 "metrics": [vars(p) for p in self.points]}
 
 
-def _empty_tree(repo: Repository) -> ObjectId:
-    return repo.put(Tree({}))
-
-
 def _append(repo: Repository, name: str, event: dict, *, create: bool = False) -> None:
-    """Add one event to the record, by compare-and-swap (retried when another logger won)."""
-    ref = EXPERIMENTS + name
-    for _ in range(20):
-        prev = repo.refs.read(ref)
-        if create and prev is not None:
-            raise CoralError(f"experiment {name!r} exists already: pick another name")
-        if not create and prev is None:
-            raise NoExperiment(name)
-        rec = Commit(_empty_tree(repo), [prev] if prev else [], default_identity(), int(time.time()),
-                     f"experiment {name}: {event['event']}", {RECORD: event})
-        rid = repo.put(rec)
-        try:
-            repo.refs.set_if_equals(ref, prev, rid, f"experiment: {event['event']}")
-            return
-        except RefMoved:
-            continue
-    raise CoralError(f"experiment {name!r}: its record kept moving; retry")
+    append_event(repo, name, event, create=create)
 
 
 def load(repo: Repository, name: str) -> Experiment:
@@ -160,10 +132,7 @@ def start(repo: Repository, name: str, from_ref: str | None = None, params: dict
 
 def current(repo: Repository) -> str | None:
     """The experiment whose branch HEAD is on, if any."""
-    b = repo.head_branch()
-    if b and b.startswith(BRANCH) and repo.refs.read(EXPERIMENTS + b[len(BRANCH):]) is not None:
-        return b[len(BRANCH):]
-    return None
+    return experiment_of_branch(repo, repo.head_branch())
 
 
 def _pick(repo: Repository, name: str | None) -> str:
@@ -178,25 +147,11 @@ def log_metric(repo: Repository, metric: str, value: float, step: int | None = N
     """Record ``metric`` = ``value`` for the experiment (default: the one HEAD is on), at its
     branch's current checkpoint."""
     name = _pick(repo, experiment)
-    if not metric or not metric.strip() or "\n" in metric:
-        raise CoralError(f"invalid metric name {metric!r}")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise CoralError(f"metric {metric}: {value!r} is not a number") from None
-    if not math.isfinite(value):
-        raise CoralError(f"metric {metric}: {value} is not a finite number")
-    if step is not None and (isinstance(step, bool) or int(step) != step or step < 0):
-        raise CoralError(f"--step {step!r}: a whole number >= 0")
     exp = load(repo, name)
-    if exp.stopped:
-        raise CoralError(f"experiment {name!r} is stopped: start a new one to log more")
-    head = repo.refs.read(HEADS + exp.branch)
-    commit = to_hex(head) if head else None
     with repo.write_session():
-        _append(repo, name, {"event": "metric", "metric": metric, "value": value,
-                             "step": None if step is None else int(step), "commit": commit})
-    return MetricPoint(metric, value, step, commit, int(time.time()))
+        ev = metric_event(repo, name, metric, value, step, exp.branch)
+        _append(repo, name, ev)
+    return MetricPoint(ev["metric"], ev["value"], ev["step"], ev["commit"], int(time.time()))
 
 
 def stop(repo: Repository, name: str | None = None) -> Experiment:
@@ -254,7 +209,7 @@ class ImportedPoint:
 def _chain(repo: Repository, name: str, prev: ObjectId | None, events: list[tuple[int, dict]]) -> ObjectId | None:
     who = default_identity()
     for t, event in events:
-        rec = Commit(_empty_tree(repo), [prev] if prev else [], who, int(t), f"experiment {name}: {event['event']}",
+        rec = Commit(repo.put(Tree({})), [prev] if prev else [], who, int(t), f"experiment {name}: {event['event']}",
                      {RECORD: event})
         prev = repo.put(rec)
     return prev

@@ -242,6 +242,6 @@ def test_every_command_as_a_subprocess(tmp_path):
     for args in (["status"], ["log", "--graph"], ["show", "t1:model.safetensors"], ["diff", "HEAD~1", "--stat"],
                  ["branch"], ["tag"], ["checkout", "x"], ["checkout", "main"], ["export", "t1", str(tmp_path / "e")],
                  ["merge", "x", "-s", "ours"], ["gc"], ["fsck"], ["stats", "--json"], ["config", "list"],
-                 ["alias", "ci", "commit -m ci"], ["alias"], ["completions", "zsh"]):
+                 ["alias", "cm", "commit -m cm"], ["alias"], ["completions", "zsh"]):
         run_cli(*args, repo=repo)
     assert (tmp_path / "e" / "model.safetensors").exists()

@@ -36,7 +36,7 @@ BAD_REQUESTS = [
     (b"null", "one JSON object a line (got JSON null)"),
     (b'{"message": "m"}', "unknown control request None"),
     (b'{"op": ["commit"]}', "unknown control request ['commit']"),
-    (b'{"op": "commit", "message": "m", "amend": true}', "commit takes message, metadata, not 'amend'"),
+    (b'{"op": "commit", "message": "m", "amend": true}', "commit takes message, metadata, preserve_owner, not 'amend'"),
     (b'{"op": "status", "verbose": 1}', "status takes no fields, not 'verbose'"),
     (b'{"op": "commit", "message": "m", "author": "mallory"}', "cannot name a commit's author"),
     (b'{"op": "stash-pop", "index": "0"}', "stash-pop: index must be an integer"),

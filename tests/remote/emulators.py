@@ -64,8 +64,12 @@ class Service:
         return self.proc.pid
 
     def pause(self) -> None:
-        """Freeze the emulator (SIGSTOP): connections stay open, nothing answers."""
+        """Freeze the emulator (SIGSTOP): connections stay open, nothing answers. Returns
+        once the kernel reports it stopped, so the next request surely meets a frozen store."""
         os.kill(self.proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while _state(self.proc.pid) not in ("T", "t") and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
@@ -92,6 +96,15 @@ class Service:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (R, S, T ...), "" if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _http(method: str, url: str, body: bytes = b"", headers: dict | None = None, timeout: float = 10) -> int:
@@ -146,17 +159,56 @@ def _create_az(svc: Service, name: str) -> None:
 _CREATE = {"s3": _create_s3, "gs": _create_gs, "az": _create_az}
 
 
+class PortTaken(MissingEmulator):
+    """Another process took the free port between its choice and the emulator's bind."""
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket on ``port`` (so the answer to a
+    probe comes from this emulator, not from whatever else got that port first)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
 def _wait_until_up(proc: subprocess.Popen, probe: str, log: str, name: str, timeout: float = 60) -> None:
+    port = int(probe.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise MissingEmulator(f"{name} exited with {proc.returncode} at start:\n{_tail(log)}")
-        try:
-            _http("GET", probe, timeout=2)
-            return
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.1)
+            text = _tail(log)
+            if "in use" in text or "EADDRINUSE" in text:
+                raise PortTaken(f"{name}: port {port} was taken")
+            raise MissingEmulator(f"{name} exited with {proc.returncode} at start:\n{text}")
+        if _listens(proc.pid, port):
+            try:
+                _http("GET", probe, timeout=2)
+                return
+            except (OSError, urllib.error.URLError):
+                pass
+        time.sleep(0.1)
     proc.kill()
+    proc.wait()
     raise MissingEmulator(f"{name} did not answer on {probe} within {timeout:.0f} s:\n{_tail(log)}")
 
 
@@ -223,4 +275,21 @@ def start_azurite(logdir: str, *, host: str = "127.0.0.1") -> Service:
     return Service("az", ep, env, proc, log)
 
 
+def _retrying(start):
+    """A starter that picks a new port when another process took the chosen one."""
+    def run(logdir: str, **kw) -> Service:
+        for _ in range(4):
+            try:
+                return start(logdir, **kw)
+            except PortTaken:
+                continue
+        return start(logdir, **kw)
+    run.__name__ = start.__name__
+    run.__doc__ = start.__doc__
+    return run
+
+
+start_moto = _retrying(start_moto)
+start_gcs = _retrying(start_gcs)
+start_azurite = _retrying(start_azurite)
 STARTERS = {"s3": start_moto, "gs": start_gcs, "az": start_azurite}

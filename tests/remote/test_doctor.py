@@ -80,3 +80,13 @@ def test_doctor_on_a_file_remote(file_remote):
     checks = by_name(doctor(file_remote.open()))
     assert all(c.ok for c in checks.values()), [c.line() for c in checks.values()]
     assert checks["credentials"].message == "none needed for a file:// remote"
+
+
+def test_doctor_catches_a_store_that_ignores_preconditions(gcs_remote):
+    """With the lock bypassed (as if the store were trusted), gcp-storage-emulator's real
+    behaviour shows: the second create-only write goes through, and doctor says so."""
+    b = gcs_remote.open()
+    b._conditional = "native"
+    c = by_name(doctor(b))["conditional writes"]
+    assert not c.ok
+    assert c.message.startswith("a second create-only write succeeded: remote refs are not safe on this store")

@@ -51,10 +51,11 @@ def test_endpoint_down_says_cannot_reach(cloud_remote):
         b.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_stalled_store_gives_up_within_the_budget(cloud_remote):
-    """SIGSTOP the emulator: every call returns RemoteUnavailable (the timeout guards
-    against a wedge), and the store works again after SIGCONT."""
+    """SIGSTOP the emulator: every call returns RemoteUnavailable (the pytest timeout only
+    catches a wedge: the calls take ~3 x 5 s; generous for a loaded machine), and the store
+    works again after SIGCONT."""
     b = cloud_remote.open(FAST)
     b.put("packs/p.pack", b"0123456789")
     cloud_remote.service.pause()
@@ -168,6 +169,37 @@ def test_bad_timeout_option(s3_remote):
     with pytest.raises(RemoteError) as e:
         s3_remote.open({"timeout": "soon"})
     assert "timeout='soon' is not a number" in one_line(e.value)
+
+
+FORK = r"""
+import os, sys
+from coralfs.remote.url import open_blobs
+b = open_blobs(sys.argv[1], endpoint=sys.argv[2])
+b.put("k", b"v")
+pid = os.fork()
+if pid == 0:
+    try:
+        b.get("k")
+        print("child read it")
+    except Exception as e:
+        print(type(e).__name__, e)
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent", b.get("k").decode())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_child_gets_an_error_not_a_wedge(s3_remote):
+    """obstore's runtime does not survive fork (a request there never returns): the child
+    is refused with the fix, and the parent goes on."""
+    p = subprocess.run([sys.executable, "-c", FORK, s3_remote.url, s3_remote.endpoint], capture_output=True,
+                       text=True, timeout=100)
+    assert p.returncode == 0, p.stderr
+    child, parent = p.stdout.strip().splitlines()
+    assert child.startswith("RemoteError ") and "use the 'spawn' or 'forkserver' start method" in child, child
+    assert parent == "parent v"
 
 
 def test_unknown_scheme():

@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("api", ("coralfs.api", "coralfs.watch")),
     ("workflow", ("coralfs.workflow",)),
     ("integrations", ("coralfs.integrations",)),  # other trackers (MLflow, TensorBoard, W&B): workflow and below
+    ("tui", ("coralfs.tui",)),  # the browser: reads through api, analysis and render; only the cli imports it
     ("cli", ("coralfs.cli", "coralfs.__main__")),
 ]
 # coralfs/__init__.py is the composition root (it wires the layers together): above all.

@@ -54,8 +54,9 @@ class CoralOperations(pyfuse3.Operations):
 
     # -- attributes ----------------------------------------------------------------------
     def _attr(self, node: Node, entry_timeout: float = LONG) -> pyfuse3.EntryAttributes:
-        size = len(self.vfs.link_target(node)) if node.kind == "link" else node.size
-        return entry_attributes(node.ino, node.mode, 2 if node.kind == "dir" else 1, size, node.mtime_ns,
+        # A snapshot's link knows its size (its File's); HEAD's target is read each time.
+        size = len(self.vfs.link_target(node)) if node.kind == "link" and not node.size else node.size
+        return entry_attributes(node.ino, node.mode, node.st_nlink, size, node.mtime_ns,
                                 self.uid, self.gid, node.attr_timeout, entry_timeout)
 
     # -- lookups -------------------------------------------------------------------------

@@ -11,6 +11,12 @@ daemon's counters) and ``tensors/FILE/NAME.npy``: one valid .npy per tensor, ser
 the same chunks as the file. ``include`` narrows a mount to tensors matching globs:
 safetensors files are then served with a rewritten header holding just those tensors.
 
+A tree's symbolic link (a MODE_SYMLINK entry) is a symlink whose target is the stored
+text, handed to the kernel as it is (the daemon never resolves it; the kernel follows it
+like any link in a read-only view); an empty directory (MODE_DIR) is an empty directory.
+A directory's st_nlink is 2 plus its subdirectories (1 for ``commits/``, whose listing is
+the whole history: 1 is the "not counted" value find(1) knows).
+
 Inode numbers are derived from what a node is (commit and path), so they are stable
 across lookups, forgets and remounts. The kernel's lookup counts are kept, and a node is
 dropped from the table only when ``forget`` brings its count to zero. Nothing here
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...formats import safetensors as st_format
+from ...ingest import read_link
 from ...objects import dtypes
 from ...objects.history import BadRevision, walk
 from ...objects.ids import ObjectId, is_hex_prefix, to_hex
@@ -109,6 +116,11 @@ class Node:
     dynamic: bool = False   # its bytes change between reads (stats.json): never cached
     ino: InodeT = ROOT_INO
     size: int = 0
+    nlink: int = 0  # 0: 2 for a directory, 1 otherwise (see st_nlink)
+
+    @property
+    def st_nlink(self) -> int:
+        return self.nlink or (2 if self.kind == "dir" else 1)
 
     @property
     def mode(self) -> int:
@@ -120,7 +132,7 @@ class Node:
         """How long the kernel may keep this node's attributes."""
         if self.dynamic:
             return 0.0
-        return SHORT if self.volatile or self.kind == "link" else LONG
+        return SHORT if self.volatile else LONG  # HEAD is volatile; a snapshot's links never change
 
 
 def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
@@ -156,13 +168,17 @@ class Snapshot:
         self.commit = c
         self.mtime_ns = c.time * 1_000_000_000
         tree = repo.read_tree(c.tree)
-        self.files = tree.entries
+        self.files = tree.entries  # every entry; links and empty directories are in dirs too
         self.dirs: dict[str, dict[str, str]] = {"": {}}
-        for path in self.files:
+        for path, e in self.files.items():
+            if e.is_dir:
+                self._add_dir(path)
+                continue
             parent, name = posixpath.split(path)
             self._add_dir(parent)
-            self.dirs[parent][name] = "f"
+            self.dirs[parent][name] = "l" if e.is_symlink else "f"
         self._contents: dict[str, Content] = {}
+        self._links: dict[str, bytes] = {}
         self._views: dict[str, tuple[FileView, dict[str, int]]] = {}
         self._tensor_dirs: dict[str, dict[str, tuple]] | None = None
 
@@ -173,6 +189,16 @@ class Snapshot:
         self._add_dir(parent)
         self.dirs[d] = {}
         self.dirs[parent][name] = "d"
+
+    def subdirs(self, d: str) -> int:
+        return sum(1 for kind in self.dirs[d].values() if kind == "d")
+
+    def link_target(self, path: str) -> bytes:
+        """The stored target text of a link (read_link refuses a damaged one: EIO)."""
+        t = self._links.get(path)
+        if t is None:
+            t = self._links[path] = read_link(self.repo, self.files[path].file, path)
+        return t
 
     def wanted(self, tensor_name: str) -> bool:
         return self.include is None or any(fnmatch.fnmatchcase(tensor_name, p) for p in self.include)
@@ -212,7 +238,9 @@ class Snapshot:
                 dirs[d] = {}
                 dirs[parent][name] = ("d",)
 
-            for path in self.files:
+            for path, e in self.files.items():
+                if e.is_symlink or e.is_dir:
+                    continue
                 f = self.file(path)
                 tens = [s for s in f.tensors().values() if self.wanted(s.name)]
                 if not tens:
@@ -273,7 +301,7 @@ class VFS:
             root = self._snap_node(self.root_commit, "")
         else:
             self.root_commit = None
-            root = Node("dir", RepoRoot(), volatile=True)
+            root = Node("dir", RepoRoot(), volatile=True, nlink=6)  # branches, tags, commits, .coral
         root.ino = ROOT_INO
         self._table[ROOT_INO] = _Entry(root, 1)
 
@@ -337,10 +365,15 @@ class VFS:
     def _snap_node(self, cid: ObjectId, path: str) -> Node:
         s = self.snapshot(cid)
         if path in s.dirs:
-            return Node("dir", SnapPath(cid, path), 0o555, s.mtime_ns)
+            # The snapshot root also holds .coral/.
+            return Node("dir", SnapPath(cid, path), 0o555, s.mtime_ns, nlink=2 + s.subdirs(path) + (path == ""))
         if path not in s.files:
             raise NotFound(path)
         e = s.files[path]
+        if e.is_symlink:
+            # The File's size is the target's length; the text itself is read (and checked:
+            # a crafted one is EIO for readlink alone, its siblings still list) on readlink.
+            return Node("link", SnapPath(cid, path), 0o777, s.mtime_ns, size=s.file(path).size)
         perm = 0o555 if e.mode == MODE_EXEC else 0o444
         return Node("file", SnapPath(cid, path), perm, s.mtime_ns, size=s.content(path).size)
 
@@ -348,7 +381,7 @@ class VFS:
         cid = key.cid
         mtime = self.snapshot(cid).mtime_ns if cid is not None else 0
         if key.name == "":
-            return Node("dir", key, 0o555, mtime)
+            return Node("dir", key, 0o555, mtime, nlink=2 if cid is None else 3)  # tensors/
         if key.name == "stats.json":
             return Node("file", key, 0o444, mtime, volatile=True, dynamic=True, size=STATS_SIZE)
         if cid is None:  # the whole-repository root's .coral holds only stats.json
@@ -359,7 +392,8 @@ class VFS:
             raise NotFound(key.name)
         dirs = self.snapshot(cid).tensor_dirs()
         if key.tensor in dirs:
-            return Node("dir", key, 0o555, mtime)
+            sub = sum(1 for item in dirs[key.tensor].values() if item[0] == "d")
+            return Node("dir", key, 0o555, mtime, nlink=2 + sub)
         d, name = posixpath.split(key.tensor)
         item = dirs.get(d, {}).get(name)
         if item and item[0] == "f":
@@ -382,7 +416,7 @@ class VFS:
 
     def _children(self, key: Key) -> dict[str, Node]:
         if isinstance(key, RepoRoot):
-            out = {name: Node("dir", TopDir(name), volatile=True) for name in ("branches", "tags", "commits")}
+            out = {name: self._top_node(name) for name in ("branches", "tags", "commits")}
             out["HEAD"] = Node("link", HeadLink(), 0o777, volatile=True)
             out[".coral"] = self._coral_node(CoralPath(None))
             return out
@@ -416,10 +450,23 @@ class VFS:
             rest = name[len(prefix):]
             first = rest.split("/", 1)[0]
             if "/" in rest:
-                out[first] = Node("dir", RefDir(kind, prefix + first), volatile=True)
+                out[first] = self._ref_dir_node(kind, prefix + first)
             else:
                 out[first] = self._snap_node(cid, "")
         return out
+
+    def _top_node(self, name: str) -> Node:
+        # commits/ lists every reachable commit: not counted for a stat (1, see above).
+        n = 1 if name == "commits" else 2 + self._ref_subdirs(name, "")
+        return Node("dir", TopDir(name), volatile=True, nlink=n)
+
+    def _ref_dir_node(self, kind: str, prefix: str) -> Node:
+        return Node("dir", RefDir(kind, prefix), volatile=True, nlink=2 + self._ref_subdirs(kind, prefix + "/"))
+
+    def _ref_subdirs(self, kind: str, prefix: str) -> int:
+        """Entries below ``prefix`` of branches/ or tags/: each a directory (a snapshot
+        root, or a directory of names holding '/')."""
+        return len({n[len(prefix):].split("/", 1)[0] for n in self._ref_names(kind) if n.startswith(prefix)})
 
     def lookup(self, parent: InodeT, name: str) -> Node:
         """Resolve one name and count the kernel's new reference to it."""
@@ -446,6 +493,8 @@ class VFS:
         return self.link_target(self.node(ino))
 
     def link_target(self, n: Node) -> bytes:
+        if n.kind == "link" and isinstance(n.key, SnapPath):
+            return self.snapshot(n.key.cid).link_target(n.key.path)
         if not isinstance(n.key, HeadLink):
             raise NotFound("not a link")
         b = self.repo.head_branch()

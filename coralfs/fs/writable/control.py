@@ -36,9 +36,13 @@ MAX_INDEX = 1 << 31     # a stash index fits SQLite and a file name
 # op -> {field: (check, what the field must be)}; "op" itself is always there.
 _STRING = (lambda v: isinstance(v, str), "a string")
 _OBJECT = (lambda v: v is None or isinstance(v, dict), "an object (or null)")
+_BOOL = (lambda v: v is None or isinstance(v, bool), "true or false (or null)")
 _INDEX = (lambda v: v is None or (type(v) is int and 0 <= v < MAX_INDEX), f"an integer 0..{MAX_INDEX - 1} (or null)")
+_NUMBER = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
 OPS: dict[str, dict[str, tuple]] = {
-    "commit": {"message": _STRING, "metadata": _OBJECT},
+    "commit": {"message": _STRING, "metadata": _OBJECT, "preserve_owner": _BOOL},
+    # A trainer logs a metric of the experiment whose branch (exp/NAME) is mounted.
+    "log-metric": {"metric": _STRING, "value": _NUMBER, "step": _INDEX},
     "status": {},
     "rebase": {},
     "stash": {"message": _STRING},
@@ -109,7 +113,7 @@ def run_request(model: StageFS, req: dict) -> dict:
     op = req.get("op")
     try:
         if op == "commit":
-            return model.commit(req.get("message") or "", req.get("metadata"))
+            return model.commit(req.get("message") or "", req.get("metadata"), bool(req.get("preserve_owner")))
         if op == "status":
             return {"ok": True, **model.status()}
         if op == "rebase":
@@ -119,6 +123,8 @@ def run_request(model: StageFS, req: dict) -> dict:
             return model.stash(req.get("message") or "")
         if op == "stash-pop":
             return model.stash_pop(req.get("index"))
+        if op == "log-metric":
+            return model.log_metric(req.get("metric"), req.get("value"), req.get("step"))
         return error_answer(f"unknown control request {op!r}")
     except CoralError as e:
         return {"ok": False, "error": str(e), "exit_code": e.exit_code}

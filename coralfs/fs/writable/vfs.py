@@ -26,6 +26,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 
+from ...objects import records
 from ...objects.ids import from_hex, to_hex
 from ...objects.reader import FileView
 from ...staging import Entry, StagingArea, StagingError
@@ -684,13 +685,14 @@ class StageFS(InodeNames):
         info = self.repo.describe_commit(st.base)
         return {"id": info.pop("id"), "branch": st.branch, **info}
 
-    def commit(self, message: str, metadata: dict | None = None) -> dict:
+    def commit(self, message: str, metadata: dict | None = None, preserve_owner: bool = False) -> dict:
         """Ingest the staged changes (call from a worker thread, with no other change to
         the stage running). The author is the repository's identity in the daemon, which
         runs as the mount's owner: never a value a request brings."""
         t0 = time.perf_counter()
         changes = self.stage.changes()
-        cid, stats = self.stage.commit(message, metadata=metadata, busy=self.busy_spools())
+        cid, stats = self.stage.commit(message, metadata=metadata, busy=self.busy_spools(),
+                                       preserve_owner=preserve_owner)
         self.auto_failures, self.auto_retry_at, self.auto_error = 0, 0.0, None
         if cid is None:
             return {"ok": True, "commit": None, "message": "nothing to commit"}
@@ -764,6 +766,19 @@ class StageFS(InodeNames):
         got = self.stage.stash_pop(index)
         self._forget_all_paths()
         return {"ok": True, "stash": got["index"], "changes": got["changes"]}
+
+    def log_metric(self, metric: str, value: float, step: int | None) -> dict:
+        """A metric point of the experiment whose branch this mount is (exp/NAME), at the
+        branch head (the last committed checkpoint: staged changes are not one yet)."""
+        name = records.experiment_of_branch(self.repo, self.stage.branch)
+        if name is None:
+            raise StagingError(f"this mount's branch {self.stage.branch} is not an experiment's: mount exp/NAME "
+                               "(`coralfs experiment start NAME` makes one)")
+        with self.repo.write_session():
+            ev = records.metric_event(self.repo, name, metric, value, step)
+            records.append_event(self.repo, name, ev)
+        return {"ok": True, "experiment": name, "metric": ev["metric"], "value": ev["value"], "step": ev["step"],
+                "commit": ev["commit"]}
 
     def _forget_all_paths(self) -> None:
         """The tree changed under the kernel: inodes of paths that are gone are detached."""

@@ -123,3 +123,19 @@ def test_a_rebase_drops_directories_the_branch_emptied_and_keeps_empty_ones_made
         assert [(c.status, c.path, c.kind) for c in st.changes()] == [("added", "logs", "d")]
     finally:
         st.close()
+
+
+def test_a_link_made_again_with_the_committed_target_is_no_change_and_is_read_once(repo, tmp_path, monkeypatch):
+    target = _blob(repo, tmp_path, b"checkpoint-500")
+    repo.commit(Tree({"latest": TreeEntry(target, MODE_SYMLINK)}), "a link", branch="main")
+    st = StagingArea.open(repo, "main")
+    try:
+        st.unlink("latest")
+        st.symlink("latest", "checkpoint-500")  # as `ln -sf` does
+        reads = []
+        real = st.read_target
+        monkeypatch.setattr(st, "read_target", lambda fid: reads.append(fid) or real(fid))
+        assert st.changes() == [] and st.changes() == []
+        assert reads == [target]
+    finally:
+        st.close()
