@@ -28,6 +28,9 @@ class Operations(FormatOps):
     owns it."""
 
     def commit_paths(self, repo: Repository, sources: list[str], message: str, **options: Any) -> CommitResult:
+        # A file with no same-path predecessor whose tensors match a model the repository
+        # holds records where it came from (coralfs.analysis.relations).
+        options.setdefault("annotate", lambda tree, parent: derive(repo, tree, parent))
         return _ingest.commit_paths(repo, sources, message, **options)
 
     def export(self, repo: Repository, rev: str, dest: str, include: list[str] | None,
@@ -51,6 +54,13 @@ class Operations(FormatOps):
 
     def stats(self, repo: Repository) -> dict:
         return _diff.stats(repo)
+
+
+def derive(repo: Repository, tree, parent) -> dict:
+    """``derived_from`` records of a new tree (see coralfs.analysis.relations.infer)."""
+    from .analysis.relations import infer
+    found = infer(repo, tree, parent)
+    return {"derived_from": found} if found else {}
 
 
 OPERATIONS = Operations()

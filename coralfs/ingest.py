@@ -320,7 +320,8 @@ def with_owners(metadata: dict | None, owners: dict[str, list[int]]) -> dict:
 def commit_paths(repo: Repository, sources: list[str], message: str, *, branch: str | None = None,
                  author: str | None = None, metadata: dict | None = None,
                  progress: Progress | None = None, allow_empty: bool = True,
-                 follow_top_links: bool = True, preserve_owner: bool = False) -> CommitResult:
+                 follow_top_links: bool = True, preserve_owner: bool = False,
+                 annotate: Callable[[Tree, Tree | None], dict] | None = None) -> CommitResult:
     """Commit checkpoint directories or files as the new snapshot of ``branch``.
 
     Every file is validated and split by its format first: a malformed file raises
@@ -328,6 +329,9 @@ def commit_paths(repo: Repository, sources: list[str], message: str, *, branch: 
     the sources are stored as links and empty directories as directory entries (see
     :func:`scan_sources`). ``preserve_owner``: uid, gid and mode of every path go into
     the commit's metadata (the tree and its ids stay what they are without it).
+    ``annotate``: called with the new tree and the parent's (None for a first commit)
+    before the commit is made; what it returns is added to the metadata (the relations
+    the api infers: ``derived_from``).
     """
     found = scan_sources(sources, follow_top_links=follow_top_links, owners=preserve_owner)
     if preserve_owner:
@@ -344,6 +348,14 @@ def commit_paths(repo: Repository, sources: list[str], message: str, *, branch: 
     res = CommitResult(head, stats, ids, unchanged, len(found.links), len(found.dirs))
     if unchanged and not allow_empty:
         return res
+    if annotate is not None and not unchanged:
+        extra = annotate(tree, parent_tree if head else None)
+        if extra:
+            given = dict(metadata or {})
+            both = list(extra.get("derived_from", [])) + list(given.get("derived_from", []))
+            metadata = {**extra, **given}
+            if both:
+                metadata["derived_from"] = both
     with landing():  # from here a signal no longer stops the commit (coralfs/interrupts.py)
         res.commit = repo.commit(tree, message, branch=branch, author=author, metadata=metadata,
                                  expected_head=head)

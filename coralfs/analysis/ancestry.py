@@ -103,7 +103,7 @@ def ancestry(repo: Repository, spec: str) -> tuple[str, str, str | None, list[Ev
     ident = _Ids(repo, path, tensor)
     events: list[Event] = []
     seen_chunks: set[ObjectId] = set()   # chunks of the versions newer than the one looked at
-    for oid in history.walk(repo, [repo.resolve(ref)]):
+    for oid in history.topo_order(repo, [repo.resolve(ref)]):
         c = repo.read_commit(oid)
         me = ident(oid)
         parents = [ident(p) for p in c.parents]

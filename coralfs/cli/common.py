@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("coralfs")
 
 
+# The command line as typed (set by coralfs.cli.main.main; None when the app is invoked
+# another way, e.g. by a test runner).
+COMMAND_LINE: list[str] | None = None
+
+
 @dataclass
 class State:
     repo_path: str | None = None

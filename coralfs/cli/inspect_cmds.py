@@ -91,3 +91,42 @@ def ancestry(
             parts.append("derived from " + ", ".join(s[4:] if s.startswith("ext:") else s[:12] for s in e.derived_from))
         msg = (e.message.splitlines() or [""])[0]
         typer.echo(esc(f"{e.commit[:12]} {when}  {', '.join(parts)}  {msg}"))
+
+
+@app.command()
+def provenance(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Commit (default HEAD)", autocompletion=complete_ref)] = "HEAD",
+    as_json: JsonOpt = False,
+) -> None:
+    """How a commit's weights were made (source model, dataset and config hashes, command,
+    framework versions) and the training lineage its derived-from records trace."""
+    from ..workflow.provenance import lineage_of
+    steps = lineage_of(open_repo(ctx), ref)
+    if as_json:
+        typer.echo(json.dumps([s.to_json() for s in steps], indent=2))
+        return
+    for s in steps:
+        pad = "  " * s.depth
+        typer.echo(esc(f"{pad}commit {s.commit[:12]}  {s.message}"))
+        p = s.provenance
+        if p.get("source"):
+            typer.echo(esc(f"{pad}  source model: {p['source']}"))
+        for d in p.get("datasets", []):
+            typer.echo(esc(f"{pad}  dataset: {d.get('path')} sha256:{str(d.get('sha256'))[:16]} "
+                           f"({d.get('files')} files, {d.get('bytes')} bytes)"))
+        if p.get("config"):
+            c = p["config"]
+            typer.echo(esc(f"{pad}  config: {c.get('path')} sha256:{str(c.get('sha256'))[:16]}"))
+        if p.get("command"):
+            typer.echo(esc(f"{pad}  command: {p['command']}"))
+        if p.get("versions"):
+            typer.echo(esc(f"{pad}  versions: " + ", ".join(f"{k} {v}" for k, v in sorted(p["versions"].items()))))
+        for r in s.derived_from:
+            what = r.get("commit", "")[:12] or r.get("source") or r.get("model") or "?"
+            where = f" {r['path']}" if r.get("path") else ""
+            weight = f" weight {r['weight']}" if r.get("weight") is not None else ""
+            file = f" (for {r['file']})" if r.get("file") else ""
+            typer.echo(esc(f"{pad}  derived from {what}{where}: {r.get('relation', 'derived')}{weight}{file}"))
+        if not p and not s.derived_from:
+            typer.echo(f"{pad}  (no provenance recorded)")

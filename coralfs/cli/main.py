@@ -10,6 +10,7 @@ import typer
 from . import (  # noqa: F401  (importing registers the commands)
     admin_cmds,
     ci_cmds,
+    common,
     experiment_cmds,
     inspect_cmds,
     mount_cmds,
@@ -59,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     from typer._completion_classes import completion_init
     completion_init()
     cmd = typer.main.get_command(app)
+    args = argv if argv is not None else sys.argv[1:]
+    common.COMMAND_LINE = ["coralfs", *args]   # what a commit's provenance records
     try:
-        rc = cmd.main(args=argv if argv is not None else sys.argv[1:], prog_name="coralfs",
+        rc = cmd.main(args=args, prog_name="coralfs",
                       standalone_mode=False, complete_var="_CORALFS_COMPLETE")
     except typer.Abort:
         typer.echo("coralfs: aborted", err=True)

@@ -112,8 +112,18 @@ def commit(
     meta: MetaOpt = None,
     mount: Annotated[str | None, typer.Option("--mount", help="Commit what was saved into this writable mount")] = None,
     preserve_owner: PreserveOwnerOpt = False,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Training data (file or directory): its sha256 "
+                                                      "goes into the commit's provenance (repeatable)")] = None,
+    train_config: Annotated[str | None, typer.Option("--config", help="Training config file: its sha256 goes into the "
+                                                     "provenance")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="The model this one comes from (a Hub id, URL, or "
+                                               "REPO@COMMIT)")] = None,
 ) -> None:
-    """Record checkpoint files or directories (or a writable mount's changes) as a new commit."""
+    """Record checkpoint files or directories (or a writable mount's changes) as a new commit.
+
+    Every commit records its provenance (command line, framework versions; with --dataset,
+    --config, --source their hashes and name); a file new at its path whose tensors match a
+    model already here records where it came from (derived_from: fine-tune, quantized, ...)."""
     if mount and sources:
         raise CoralError("name checkpoint paths or --mount MNT, not both")
     if sources and len(sources) == 1 and _writable_mount(sources[0]):
@@ -126,6 +136,11 @@ def commit(
     metadata = parse_kv(meta or [], "meta")
     if metric:
         metadata["metrics"] = parse_kv(metric, "metric")
+    from ..workflow.provenance import record
+    from . import common
+    metadata["provenance"] = record(dataset, train_config, source, common.COMMAND_LINE)
+    if source:
+        metadata["derived_from"] = [{"source": source, "relation": "source"}]
     if mount:
         _commit_mount(mount, message, branch, author, metadata, preserve_owner)
         return

@@ -177,4 +177,5 @@ def save(
     from .repo_cmds import commit
     where = os.path.basename(os.path.abspath(path)) or path
     text = message or f"save {where} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    commit(ctx, sources=[path], message=text, branch=None, author=None, metric=None, meta=None, mount=None)
+    commit(ctx, sources=[path], message=text, branch=None, author=None, metric=None, meta=None, mount=None,
+           preserve_owner=False, dataset=None, train_config=None, source=None)

@@ -81,3 +81,27 @@ def merge_bases(repo: Repository, a: ObjectId, b: ObjectId) -> list[ObjectId]:
         if not any(c != o and c in ancestors(repo, o) for o in common):
             best.append(c)
     return sorted(best, key=lambda o: (-repo.read_commit(o).time, o))
+
+
+def topo_order(repo: Repository, starts: list[ObjectId]) -> list[ObjectId]:
+    """Commits reachable from ``starts``, every commit before its parents (children first),
+    independent of timestamps (commits made within one second keep their order); among
+    unrelated commits the newer by time comes first."""
+    order = {oid: i for i, oid in enumerate(walk(repo, starts))}   # time order, the tie-break
+    children: dict[ObjectId, int] = dict.fromkeys(order, 0)
+    for oid in order:
+        for p in repo.read_commit(oid).parents:
+            if p in children:
+                children[p] += 1
+    ready = [(order[o], o) for o, n in children.items() if n == 0]
+    heapq.heapify(ready)
+    out: list[ObjectId] = []
+    while ready:
+        _, oid = heapq.heappop(ready)
+        out.append(oid)
+        for p in repo.read_commit(oid).parents:
+            if p in children:
+                children[p] -= 1
+                if children[p] == 0:
+                    heapq.heappush(ready, (order[p], p))
+    return out

@@ -85,7 +85,7 @@ def changelog(repo: Repository, spec: str | None = None) -> Changelog:
     releases = list_releases(repo)
     out = Changelog(_label(repo, a, releases) if a else None, _label(repo, b, releases))
     before = history.ancestors(repo, a) if a else set()
-    for oid in history.walk(repo, [b]):
+    for oid in history.topo_order(repo, [b]):
         if oid in before:
             continue
         c = repo.read_commit(oid)
