@@ -398,7 +398,7 @@ class Fetcher:
                 if self.local.has(base):
                     self._release(base)
                 else:
-                    self.obtain_one(base)
+                    self._fetch_now(base)
         frontier: list[tuple[ObjectId, str, object]] = [(t, "any", 1) for t in tips]
         seen: set[tuple[ObjectId, str, object]] = set()
         while frontier:
@@ -502,12 +502,12 @@ class Fetcher:
             if h.base is not None and not self.local.has(h.base):
                 if h.base in batch:
                     self._store_verified(h.base, batch[h.base], key, len(batch[h.base]), batch)
-                elif self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
-                    self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
-                    self._waiting_bytes += len(frame)
-                    return
-                else:
-                    self.obtain_one(h.base)
+                if not self.local.has(h.base):   # not in this range, or it waits for its own base
+                    if self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
+                        self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
+                        self._waiting_bytes += len(frame)
+                        return
+                    self._fetch_now(h.base)
             data = codecs.decode(frame, oid, self.odb.read_chunk, header=h)
             if hash_bytes(data) != oid:
                 raise CorruptObject(to_hex(oid), "content does not hash to its id")
@@ -521,6 +521,14 @@ class Fetcher:
         self.objects += 1
         self.bytes += len(frame)
         self._release(oid)
+
+    def _fetch_now(self, oid: ObjectId) -> None:
+        """Store ``oid`` (and the bases it needs) before returning: nothing waits."""
+        defer, self.defer = self.defer, False
+        try:
+            self.obtain_one(oid)
+        finally:
+            self.defer = defer
 
     def _release(self, oid: ObjectId) -> None:
         """Store the deltas that waited for ``oid``."""

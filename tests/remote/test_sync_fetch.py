@@ -228,8 +228,9 @@ def test_a_mount_of_a_partial_clone_serves_every_byte_fetching_on_demand(tmp_pat
 
 
 def test_a_whole_fetch_reads_each_pack_once_whatever_order_the_deltas_need(tmp_path):
-    """A delta in a pack that sorts before its base's pack (packs are read in key order,
-    not upload order) waits for its base instead of costing a second read of the base."""
+    """A chain of deltas (d1 on d0 on k) in a pack that sorts before the pack of its
+    keyframe k (packs are read in key order, not upload order): the chain waits for k
+    instead of costing a second read of it, and every frame is verified."""
     import numpy as np
 
     from coralfs.objects import codecs
@@ -237,32 +238,38 @@ def test_a_whole_fetch_reads_each_pack_once_whatever_order_the_deltas_need(tmp_p
     from coralfs.remote.packs import PackBuilder
     from coralfs.remote.sync import Fetcher, RemoteObjects
     rng = np.random.default_rng(0)
-    base = rng.standard_normal(1 << 16).astype(np.float32)
-    bid = hash_bytes(base.tobytes())
-    bframe = codecs.encode(base.tobytes(), bid, width=4)
-    blobs = CountingBlobs(str(tmp_path / "remote"))
+    k = rng.standard_normal(1 << 16).astype(np.float32)
+
+    def version(of: np.ndarray, i: int) -> tuple[np.ndarray, bytes]:
+        v = of.copy()
+        v[i] += 1
+        return v, hash_bytes(v.tobytes())
+
+    kid = hash_bytes(k.tobytes())
+    kframe = codecs.encode(k.tobytes(), kid, width=4)
     for salt in range(100):
-        newer = base.copy()
-        newer[salt] += 1
-        did = hash_bytes(newer.tobytes())
-        dframe = codecs.encode(newer.tobytes(), did, width=4, base=codecs.Base(bid, base.tobytes(), 0))
-        delta, basepack = PackBuilder(), PackBuilder()
-        delta.add(did, dframe)
-        basepack.add(bid, bframe)
-        if delta.upload(CountingBlobs(str(tmp_path / f"try{salt}"))) < basepack.upload(CountingBlobs(str(tmp_path / f"b{salt}"))):
-            break   # this delta's pack sorts first
-    assert codecs.parse_header(dframe, did).base == bid
-    delta.upload(blobs)
-    basepack.upload(blobs)
+        d0, d0id = version(k, salt)
+        d1, d1id = version(d0, salt + 1)
+        chain, keypack = PackBuilder(), PackBuilder()
+        chain.add(d0id, codecs.encode(d0.tobytes(), d0id, width=4, base=codecs.Base(kid, k.tobytes(), 0)))
+        chain.add(d1id, codecs.encode(d1.tobytes(), d1id, width=4, base=codecs.Base(d0id, d0.tobytes(), 1)))
+        keypack.add(kid, kframe)
+        if chain.upload(CountingBlobs(str(tmp_path / f"c{salt}"))) < keypack.upload(CountingBlobs(str(tmp_path / f"k{salt}"))):
+            break   # the chain's pack sorts first
+    assert [codecs.parse_header(f, o).base for o, f in zip([d0id, d1id], chain.parts)] == [kid, d0id]
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    chain.upload(blobs)
+    keypack.upload(blobs)
     layout.initialize(blobs, Repository.init(str(tmp_path / "src")).config, "main")
     reader = CountingBlobs(str(tmp_path / "remote"))
     dest = Repository.init(str(tmp_path / "dest"))
     f = Fetcher(dest, RemoteObjects(reader))
     f.run([])
-    assert dest.store.has(did) and dest.store.has(bid) and f.objects == 2
-    packs = sum(os.path.getsize(os.path.join(blobs.root, k)) for k in blobs.list(PACKS))
+    assert f.objects == 3 and all(dest.store.has(o) for o in (kid, d0id, d1id))
+    packs = sum(os.path.getsize(os.path.join(blobs.root, key)) for key in blobs.list(PACKS))
     assert reader.read_bytes == packs   # each index and each pack once, nothing twice
-    assert dest.odb.read_chunk(did) == newer.tobytes()
+    assert dest.odb.read_chunk(d1id) == d1.tobytes()
+
 
 
 def test_a_partial_clone_reads_what_it_has_with_the_remote_gone(tmp_path, pushed):
