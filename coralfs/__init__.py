@@ -19,6 +19,19 @@ def _format_ops() -> _repository.FormatOps:
 _repository.use_format_ops(_format_ops)
 
 
+def _store_of(repo: _repository.Repository, store):
+    """A partial clone reads what it lacks from its remote (coralfs.remote.partial); any
+    other repository keeps its own store, without importing the remote layer."""
+    if "remote" not in repo.config.data:
+        return store
+    from .remote.partial import FallbackStore, partial_remote
+    name = partial_remote(repo.config)
+    return store if name is None else FallbackStore(store, repo.config, name)
+
+
+_repository.use_store_wrapper(_store_of)
+
+
 def _log_metric(metric: str, value: float, step: int | None = None, *, repo: str | None = None,
                 experiment: str | None = None, mount: str | None = None):
     """Record a metric for the experiment HEAD is on (or ``experiment``) of the repository

@@ -33,8 +33,12 @@ class FsckFailed(CoralError):
 
 
 @app.command()
-def fsck(ctx: typer.Context) -> None:
+def fsck(ctx: typer.Context,
+         remote: Annotated[str | None, typer.Option("--remote", help="Verify this remote instead (every pack, object and ref)")] = None,
+         ) -> None:
     """Re-verify every object (SHA-256) and every reference; non-zero exit on damage."""
+    if remote is not None:
+        return _fsck_remote(ctx, remote)
     repo = open_repo(ctx, tolerate_config=True)
     problems = []
     try:
@@ -49,6 +53,20 @@ def fsck(ctx: typer.Context) -> None:
     if problems:
         raise FsckFailed(f"fsck found {len(problems)} problems in {rep.objects} objects (listed above)")
     typer.echo(f"fsck: {rep.objects} objects verified, no problems")
+
+
+def _fsck_remote(ctx: typer.Context, name: str) -> None:
+    from ..remote.sync import naming, open_remote
+    from ..remote.verify import fsck_remote
+    name, blobs = open_remote(open_repo(ctx), name)
+    with naming(name):
+        rep = fsck_remote(blobs)
+    for p in rep.problems:
+        err(f"fsck: {p}")
+    if rep.problems:
+        raise FsckFailed(f"fsck --remote {name}: {len(rep.problems)} problems in {rep.objects} objects (listed above)")
+    extra = f"; {len(rep.unindexed)} interrupted uploads ignored (the next push removes them)" if rep.unindexed else ""
+    typer.echo(f"fsck --remote {esc(name)}: {rep.objects} objects in {rep.packs} packs verified, no problems{extra}")
 
 
 @app.command()

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (importing registers the commands)
     inspect_cmds,
     mount_cmds,
     ref_cmds,
+    remote_cmds,
     repo_cmds,
     staging_cmds,
     tui_cmds,

@@ -112,6 +112,58 @@ KEYS: dict[str, Key] = {
 }
 ALIAS = Key("", str, check=_alias_command, what="a coralfs command line, e.g. \"commit -m checkpoint\"")
 
+
+def _remote_url(v: str) -> str | None:
+    """A remote or endpoint URL without secrets: credentials come from each cloud's
+    environment and files, never from a repository's config (which is shared, copied, pushed)."""
+    from urllib.parse import urlsplit
+    why = _plain_text(2048)(v)
+    if why:
+        return why
+    try:
+        u = urlsplit(v)
+    except ValueError as e:
+        return f"a URL that parses ({e})"
+    if "@" in u.netloc:
+        return "no credentials in the URL (user:password@): they come from the environment (AWS_*, ~/.aws, " \
+               "GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_CONNECTION_STRING ...)"
+    if u.query or u.fragment:
+        return "no '?' or '#' parts (tokens and signatures come from the environment)"
+    return None
+
+
+# `remote.NAME.FIELD`: what `coralfs remote add` records (TOML: [remote] "NAME.FIELD" = ...).
+# ``partial``: the glob of a partial clone (objects outside it are read from this remote
+# on demand); set by `coralfs clone --filter`.
+REMOTE_FIELDS: dict[str, Key] = {
+    "url": Key("", str, check=_remote_url, what="a remote URL (s3://, gs://, az://, file:///) without credentials"),
+    "endpoint": Key("", str, check=_remote_url, what="a service URL without credentials"),
+    "profile": Key("", str, check=_plain_text(200), what="a profile name without control characters"),
+    "partial": Key("", str, check=_plain_text(4096), what="a glob without control characters"),
+    # Backend options (coralfs/remote/_common.py Limits, s3/gcs/azure): seconds and counts.
+    "region": Key("", str, check=_plain_text(100), what="a region name"),
+    "project": Key("", str, check=_plain_text(200), what="a GCP project id"),
+    "account": Key("", str, check=_plain_text(200), what="a storage account name"),
+    "connect_timeout": Key(10, int, 1, 3600),
+    "read_timeout": Key(30, int, 1, 3600),
+    "request_timeout": Key(600, int, 1, 86400),
+    "retries": Key(3, int, 0, 100),
+    "retry_timeout": Key(60, int, 1, 86400),
+}
+# What open_blobs takes as the URL and endpoint, or what only the clone reads; the other
+# fields are the backend's options.
+REMOTE_NOT_OPTIONS = ("url", "endpoint", "partial")
+_REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def remotes(config: Config) -> dict[str, dict[str, str]]:
+    """Remote name -> its fields (url, endpoint, profile, partial) from ``config``."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in config.data.get("remote", {}).items():
+        name, _, field = key.rpartition(".")
+        out.setdefault(name, {})[field] = value
+    return dict(sorted(out.items()))
+
 class ConfigError(CoralError):
     exit_code = 2
 
@@ -158,10 +210,18 @@ def _spec(key: str, scope: str) -> Key:
         if not _ALIAS_NAME.fullmatch(name):
             raise ConfigError(f"alias name {name!r}: letters, digits, '-' and '_' only (at most 64)")
         return ALIAS
+    if section == "remote":
+        rname, _, field = name.rpartition(".")
+        if scope != REPO:
+            raise ConfigError(f"remotes live in the repository config: drop --user for {key}")
+        if not _REMOTE_NAME.fullmatch(rname) or field not in REMOTE_FIELDS:
+            raise ConfigError(f"remote keys look like remote.NAME.{{{','.join(REMOTE_FIELDS)}}} with NAME of letters, "
+                              f"digits, '-' and '_' (at most 64), not {key!r}")
+        return REMOTE_FIELDS[field]
     spec = KEYS.get(key)
     if spec is None:
         known = ", ".join(k for k, s in sorted(KEYS.items()) if s.scope in (scope, "both"))
-        extra = ", alias.NAME" if scope == REPO else ""
+        extra = ", alias.NAME, remote.NAME.FIELD" if scope == REPO else ""
         raise ConfigError(f"unknown config key {key!r}; known: {known}{extra}")
     if spec.scope not in (scope, "both"):
         if spec.scope == USER:

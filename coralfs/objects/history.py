@@ -56,6 +56,8 @@ def walk(repo: Repository, starts: list[ObjectId], first_parent: bool = False) -
         c = repo.read_commit(oid)
         yield ObjectId(oid)
         parents = c.parents[:1] if first_parent else c.parents
+        if oid in getattr(repo, "shallow", ()):  # a shallow clone's boundary: its parents were not fetched
+            parents = []
         for p in parents:
             if p not in seen:
                 seen.add(p)

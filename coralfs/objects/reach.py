@@ -8,7 +8,7 @@ from . import codecs
 from .errors import CoralError, CorruptObject, ObjectNotFound
 from .ids import ObjectId, to_hex
 from .kinds import BytesSegment, Commit, File, PackSegment, ShaObject, Tag, Tensor, Tree, object_type
-from .refs import EXPERIMENTS, HEAD, HEADS, TAGS
+from .refs import EXPERIMENTS, HEAD, HEADS, REMOTES, TAGS
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -21,13 +21,14 @@ def roots(repo: Repository) -> tuple[list[Root], list[str]]:
     """Every root of ``repo``, and one problem per metadata file that does not parse (a
     damaged ref, reflog or pin is never treated as absent: gc would delete what it keeps).
 
-    The roots are branches, tags, experiment records, a detached HEAD, both ids of every reflog entry and every
+    The roots are branches, tags, experiment records, remote-tracking refs, a detached HEAD, both ids of every
+    reflog entry and every
     pinned id. gc keeps exactly what they reach and fsck checks exactly that, through this
     one function, so the two cannot disagree about what must be there.
     """
     found: list[Root] = []
     problems: list[str] = []
-    for prefix in (HEADS, TAGS, EXPERIMENTS):
+    for prefix in (HEADS, TAGS, EXPERIMENTS, REMOTES):
         refs, bad = repo.refs.scan(prefix)
         found += [(prefix + short, oid) for short, oid in refs.items()]
         problems += [str(e) for e in bad]
@@ -119,7 +120,8 @@ class Marker:
                 continue
             here = f"commit {to_hex(c_id)[:12]}"
             self.tree(c.tree, here)
-            stack.extend(c.parents)
+            if c_id not in getattr(self.repo, "shallow", ()):  # a shallow boundary's parents are not here
+                stack.extend(c.parents)
 
     def tree(self, oid: ObjectId, where: str) -> None:
         if oid in self.seen:

@@ -40,7 +40,9 @@ TAGS = "refs/tags/"
 # An experiment's record: a chain of commits with an empty tree whose metadata holds the
 # events (start with params, metrics, stop), so it is kept, checked and pushed like history.
 EXPERIMENTS = "refs/experiments/"
-NAMESPACES = (HEADS, TAGS, EXPERIMENTS)
+# Remote-tracking refs (``refs/remotes/NAME/BRANCH``): what a fetch last saw on remote NAME.
+REMOTES = "refs/remotes/"
+NAMESPACES = (HEADS, TAGS, EXPERIMENTS, REMOTES)
 SYMREF = "ref: "
 
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -83,6 +85,14 @@ class RefNotFound(CoralError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no such ref: {name}")
+
+
+def ref_text(data: bytes, what: str) -> str:
+    """The text of a ref, HEAD or reflog; BadRef if it is not UTF-8 (any backend)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRef(what, "is not UTF-8 text") from None
 
 
 def check_ref_name(short_name: str, kind: str = "branch") -> str:
@@ -129,12 +139,16 @@ def default_identity() -> str:
 
 
 def check_full_name(name: str) -> str:
-    """``HEAD`` or ``refs/heads/X``, ``refs/tags/X``, ``refs/experiments/X`` with a valid X:
-    nothing else is a ref (and so no name escapes a backend's namespace)."""
+    """``HEAD`` or ``refs/heads/X``, ``refs/tags/X``, ``refs/experiments/X``,
+    ``refs/remotes/R/X`` with a valid X: nothing else is a ref (and so no name escapes a
+    backend's namespace)."""
     if name != HEAD:
         if not name.startswith(NAMESPACES):
             raise InvalidRefName(name, "refs live under " + ", ".join(NAMESPACES))
-        check_ref_name(name.split("/", 2)[2], "ref")
+        rest = name.split("/", 2)[2]
+        check_ref_name(rest, "ref")
+        if name.startswith(REMOTES) and "/" not in rest:
+            raise InvalidRefName(name, "remote-tracking refs are refs/remotes/REMOTE/BRANCH")
     return name
 
 
@@ -345,10 +359,7 @@ class DiskRefs(RefsContainer):
                 data = f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRef(what, "is not UTF-8 text") from None
+        return ref_text(data, what)
 
     def read_raw(self, name: str) -> str | None:
         raw = self._read_text(self._path(name), name)

@@ -36,7 +36,7 @@ from .merge import MergeConflict, MergeReport, Strategy, merge_trees, parse_stra
 from .odb import ObjectDB
 from .pins import Pins
 from .reader import FileView
-from .refs import HEAD, HEADS, TAGS, DiskRefs, RefNotFound, RefsContainer, check_ref_name, default_identity
+from .refs import HEAD, HEADS, REMOTES, TAGS, DiskRefs, RefNotFound, RefsContainer, check_ref_name, default_identity
 from .regions import Region
 from .similarity import SimilarityIndex
 from .stores import DiskStore, ObjectStore
@@ -87,6 +87,15 @@ class FormatOps(Protocol):
 
 
 _format_ops_provider: Callable[[], FormatOps] | None = None
+# Wraps a repository's own DiskStore when its config says so (a partial clone reads what
+# it lacks from its remote); set by the composition root, since remotes live above here.
+_store_wrapper: Callable[[Repository, ObjectStore], ObjectStore] | None = None
+SHALLOW = "shallow"  # ids of the commits a shallow clone has without their parents
+
+
+def use_store_wrapper(wrapper: Callable[[Repository, ObjectStore], ObjectStore]) -> None:
+    global _store_wrapper
+    _store_wrapper = wrapper
 
 
 def use_format_ops(provider: Callable[[], FormatOps]) -> None:
@@ -127,7 +136,12 @@ class Repository:
         fmt = self.config.get("core.format")
         if fmt != FORMAT_VERSION:
             raise NotARepository(path, f"format {fmt}; this coralfs reads format {FORMAT_VERSION}")
-        self.store: ObjectStore = DiskStore(os.path.join(self.path, "objects")) if store is None else store
+        if store is None:
+            store = DiskStore(os.path.join(self.path, "objects"))
+            if _store_wrapper is not None:
+                store = _store_wrapper(self, store)
+        self.store: ObjectStore = store
+        self.shallow = self.read_shallow()
         self.odb = ObjectDB(self.store, cache_bytes=int(self.config.get("cache.size")),
                             level=int(self.config.get("storage.literal_level")))
         self.refs: RefsContainer = DiskRefs(self.path) if refs is None else refs
@@ -137,6 +151,17 @@ class Repository:
         self._session_mutex = threading.Lock()
         self._session_depth = 0
         self._session_fd: int | None = None
+
+    def read_shallow(self) -> frozenset[ObjectId]:
+        """The shallow boundary: commits whose parents were not fetched (history walks,
+        gc and fsck stop there instead of looking for them)."""
+        try:
+            with open(os.path.join(self.path, SHALLOW), encoding="ascii") as f:
+                return frozenset(from_hex(ln.strip()) for ln in f if ln.strip())
+        except FileNotFoundError:
+            return frozenset()
+        except (ValueError, UnicodeDecodeError):
+            raise CoralError(f"{os.path.join(self.path, SHALLOW)} is damaged: one commit id per line expected") from None
 
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
@@ -444,11 +469,18 @@ class Repository:
             oid = self.refs.read(prefix + name)
             if oid is not None:
                 return self.peel(oid)
-        for prefix in (HEADS, TAGS):
+        for prefix in (HEADS, TAGS, REMOTES):
             if name.startswith(prefix):
                 oid = self.refs.read(name)
                 if oid is not None:
                     return self.peel(oid)
+        if "/" in name:  # REMOTE/BRANCH: a remote-tracking ref
+            try:
+                oid = self.refs.read(REMOTES + name)
+            except CoralError:
+                oid = None
+            if oid is not None:
+                return self.peel(oid)
         low = name.lower()
         if is_hex_prefix(low):
             if len(low) == 64:

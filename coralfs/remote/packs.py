@@ -76,9 +76,10 @@ def pack_keys(pack_id: str) -> tuple[str, str]:
 
 
 class PackBuilder:
-    """Frames collected into one pack in memory, up to about ``TARGET_PACK`` bytes."""
+    """Frames collected into one pack in memory, up to about ``target`` bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: int = TARGET_PACK) -> None:
+        self.target = target
         self.parts: list[bytes] = []
         self.records: list[tuple[ObjectId, int, int]] = []
         self.size = 0
@@ -89,7 +90,7 @@ class PackBuilder:
         self.size += len(frame)
 
     def full(self) -> bool:
-        return self.size >= TARGET_PACK
+        return self.size >= self.target
 
     def upload(self, blobs: BlobStore) -> str:
         """Write the pack, then its index; returns the pack id."""

@@ -1,0 +1,114 @@
+"""Refs in a remote: the RefsContainer interface over a BlobStore's conditional writes.
+
+A move reads the ref's blob and its version token (``head`` then ``get``), compares, and
+writes with ``put_if(key, new, token)``: the store refuses if anyone wrote in between
+(If-Match on S3, a generation precondition on GCS, an ETag condition on Azure, a lock on a
+directory), so of two racing pushes exactly one wins and the other gets RefMoved. Reading
+the token before the text is what makes this safe: if the text read is newer than the
+token, the conditional write fails and the loop reads again.
+
+A deletion is a conditional write of an empty blob (a tombstone): BlobStore has no
+conditional delete, and a tombstone keeps the ref's version history linear. The reflog of
+a ref is ``logs/REF``, appended by the same compare-and-swap (a short text blob).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+
+from ..objects.ids import ObjectId, to_hex
+from ..objects.refs import BadRef, InvalidRefName, RefMoved, RefsContainer, check_full_name, ref_text
+from .blobs import BlobNotFound, BlobStore, PreconditionFailed, RemoteError
+from .layout import LOGS
+
+_RETRIES = 200
+
+
+class RemoteRefs(RefsContainer):
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    def _get(self, key: str) -> tuple[bytes | None, str | None]:
+        """(content, version token) read consistently enough for a compare-and-swap: the
+        token is read first, so a put_if with it fails if the content changed since."""
+        for _ in range(_RETRIES):
+            info = self.blobs.head(key)
+            if info is None:
+                return None, None
+            try:
+                return self.blobs.get(key), info.etag
+            except BlobNotFound:
+                continue  # deleted between head and get: look again
+        raise RemoteError(f"{self.blobs.url}: {key} keeps changing; retry")
+
+    def _text(self, data: bytes | None, what: str) -> str | None:
+        return None if data is None else ref_text(data, what)
+
+    def read_raw(self, name: str) -> str | None:
+        key = check_full_name(name)
+        raw = self._text(self._get(key)[0], name)
+        raw = None if raw is None else raw.strip()
+        return raw or None  # an empty blob is a deleted ref
+
+    def raw_refs(self, prefix: str) -> Iterator[tuple[str, str | BadRef]]:
+        for key in sorted(self.blobs.list(prefix)):
+            try:
+                check_full_name(key)
+            except InvalidRefName:
+                continue  # not a ref (a stray key under refs/)
+            try:
+                raw = self._text(self._get(key)[0], key)
+            except BadRef as e:
+                yield key[len(prefix):], e
+                continue
+            if raw is not None and raw.strip():
+                yield key[len(prefix):], raw.strip()
+
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
+                      message: str, who: str | None = None, *, force: bool = False) -> None:
+        key = check_full_name(name)
+        data = b"" if new is None else (to_hex(new) + "\n").encode()
+        cur: ObjectId | None = None
+        for attempt in range(_RETRIES):
+            content, etag = self._get(key)
+            raw = (self._text(content, name) or "").strip()
+            cur = self._parse(name, raw) if raw else None
+            if not force and cur != old:
+                raise RefMoved(name, old, cur)
+            if new is None and etag is None:
+                break  # nothing to delete
+            try:
+                self.blobs.put_if(key, data, etag)
+                break
+            except PreconditionFailed:
+                _backoff(attempt)  # someone wrote in between: compare again
+        else:
+            raise RefMoved(name, old, cur)
+        self.append_log(name, cur, new, message, who)
+
+    def write_head(self, text: str) -> None:
+        self.blobs.put("HEAD", text.encode())
+
+    def append_log_line(self, name: str, line: str) -> None:
+        key = LOGS + name
+        for attempt in range(_RETRIES):
+            content, etag = self._get(key)
+            try:
+                self.blobs.put_if(key, (content or b"") + line.encode("utf-8"), etag)
+                return
+            except PreconditionFailed:
+                _backoff(attempt)
+        raise RemoteError(f"{self.blobs.url}: {key} keeps changing; the reflog line was not written")
+
+    def read_log(self, name: str) -> str | None:
+        return self._text(self._get(LOGS + name)[0], LOGS + name)
+
+    def log_names(self) -> Iterator[str]:
+        yield from sorted(k[len(LOGS):] for k in self.blobs.list(LOGS))
+
+
+def _backoff(attempt: int) -> None:
+    """Racing writers spread out instead of retrying in lock step."""
+    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))

@@ -1,0 +1,685 @@
+"""push, fetch, pull and clone between a repository and a remote (layout: layout.py).
+
+What crosses the wire is frames exactly as the sending side stores them, in packs of
+about 32 MiB (packs.py), and ref texts. A push walks from the refs it sends, stops at
+objects the remote has (its pack indexes and loose keys) and uploads the rest
+children-first, so the remote never holds an object without what it references; then it
+moves each ref by compare-and-swap. A fetch walks the remote's graph from its refs, level
+by level, fetching the frames the local store lacks with coalesced range GETs; each frame
+is verified (header, decode, SHA-256 of the content against its id) before it is written,
+objects are made durable before any ref, and a damaged frame fails naming the object and
+the pack with nothing of it stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ..objects import codecs, history
+from ..objects.config import REMOTE_NOT_OPTIONS, remotes
+from ..objects.durable import fsync_dir, make_dirs, write_durable
+from ..objects.errors import CoralError, CorruptObject, ObjectNotFound
+from ..objects.ids import ObjectId, from_hex, hash_bytes, to_hex
+from ..objects.kinds import BytesSegment, Commit, File, PackSegment, Tag, Tensor, TensorSegment, Tree
+from ..objects.odb import ObjectDB
+from ..objects.refs import HEAD, HEADS, REMOTES, TAGS, RefMoved
+from ..objects.repository import SHALLOW, Repository
+from ..objects.stores import ObjectStore
+from . import layout
+from .blobs import BlobNotFound, BlobStore, RemoteError
+from .journal import JOURNAL_DIR, Journal
+from .packs import TARGET_PACK, Location, PackBuilder, PackIndexes, encode_index, pack_keys
+from .refs import RemoteRefs
+from .url import open_blobs
+
+log = logging.getLogger(__name__)
+
+# Progress callback: (phase, bytes done, objects done, bytes total or None, objects total or None).
+Progress = Callable[[str, int, int, int | None, int | None], None]
+# Adjacent frames closer than this are fetched in one range GET; a range holds at most
+# RANGE_MAX bytes (what a fetch keeps in memory at once).
+RANGE_GAP = 256 << 10
+RANGE_MAX = 16 << 20
+DEFER_MAX = 256 << 20
+
+
+class RemoteRefMoved(RemoteError):
+    """The remote's branch is not an ancestor of what is pushed (or moved during the push)."""
+
+    exit_code = 4
+
+
+class DamagedRemoteObject(RemoteError):
+    exit_code = 3
+
+    def __init__(self, where: str, oid: ObjectId, key: str, why: str) -> None:
+        self.oid, self.key = oid, key
+        super().__init__(f"{where}: object {to_hex(oid)} in {key} is damaged ({why}); nothing of it was stored; "
+                         f"run `coralfs fsck --remote` and push it again from a repository that has it")
+
+
+# -- opening remotes ---------------------------------------------------------------------
+
+def remote_settings(repo: Repository, name: str | None) -> tuple[str, dict[str, str]]:
+    """(name, its url/endpoint/profile/partial) of a configured remote; ``None``: origin,
+    or the only remote there is."""
+    all_remotes = remotes(repo.config)
+    if name is None:
+        if "origin" in all_remotes:
+            name = "origin"
+        elif len(all_remotes) == 1:
+            name = next(iter(all_remotes))
+        else:
+            raise CoralError("no remote named: add one with `coralfs remote add origin URL`"
+                             if not all_remotes else f"several remotes ({', '.join(all_remotes)}): name one")
+    if name not in all_remotes or not all_remotes[name].get("url"):
+        raise CoralError(f"no remote {name!r}: add it with `coralfs remote add {name} URL` (see `coralfs remote list`)")
+    return name, all_remotes[name]
+
+
+def open_remote(repo: Repository, name: str | None) -> tuple[str, BlobStore]:
+    name, s = remote_settings(repo, name)
+    with naming(name):
+        return name, open_configured(s)
+
+
+def open_configured(fields: dict) -> BlobStore:
+    """The BlobStore of a configured remote: its URL, endpoint and backend options."""
+    options = {k: v for k, v in fields.items() if k not in REMOTE_NOT_OPTIONS and v != ""}
+    return open_blobs(fields["url"], endpoint=fields.get("endpoint") or None, options=options or None)
+
+
+@contextlib.contextmanager
+def naming(remote: str) -> Iterator[None]:
+    """Errors of a remote say which of the configured remotes it was."""
+    try:
+        yield
+    except RemoteError as e:
+        if not str(e).startswith(f"remote {remote}: "):
+            e.args = (f"remote {remote}: {e}",)
+        raise
+
+
+def local_store(store: ObjectStore) -> ObjectStore:
+    """The repository's own store under a partial clone's fallback (what is really here)."""
+    return getattr(store, "local", store)
+
+
+class RemoteObjects:
+    """What a remote has: its pack indexes and its loose keys, loaded once."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+        self.indexes = PackIndexes(blobs)
+        self.loose: set[ObjectId] = set()
+        for key in blobs.list(layout.LOOSE):
+            try:
+                self.loose.add(from_hex(key[len(layout.LOOSE):]))
+            except ValueError:
+                continue
+
+    def __contains__(self, oid: ObjectId) -> bool:
+        return oid in self.indexes or oid in self.loose
+
+    def location(self, oid: ObjectId) -> Location | None:
+        loc = self.indexes.where.get(oid)
+        if loc is None and oid in self.loose:
+            loc = Location(layout.loose_key(to_hex(oid)), 0, -1)
+        return loc
+
+    def read(self, oid: ObjectId) -> tuple[bytes, str]:
+        """(frame, key it came from); ObjectNotFound if the remote has no such object."""
+        loc = self.location(oid)
+        if loc is None:
+            raise ObjectNotFound(to_hex(oid), f"object (not in {self.blobs.url})")
+        if loc.length < 0:
+            return self.blobs.get(loc.pack), loc.pack
+        return self.indexes.read(oid), loc.pack
+
+
+# -- the object graph --------------------------------------------------------------------
+
+# Kinds by level: everything an object references is of a lower level, or of its own
+# (a delta's base, a commit's parents, a tag's tag), which the post-order keeps first.
+LEVEL = {"chunk": 0, "tensor": 1, "file": 2, "tree": 3, "commit": 4, "tag": 5}
+
+
+def children(repo: Repository, oid: ObjectId) -> tuple[str, list[ObjectId]]:
+    """(kind, the ids the object references; a chunk: its delta base)."""
+    h = codecs.parse_header(repo.store.get_head(oid, codecs.HEADER_SIZE), oid)
+    if not h.structured:
+        return "chunk", [h.base] if h.base is not None else []
+    obj = repo.odb.get_object(oid)
+    if isinstance(obj, Commit):
+        return "commit", [obj.tree] + ([] if oid in repo.shallow else list(obj.parents))
+    if isinstance(obj, Tag):
+        return "tag", [obj.target]
+    if isinstance(obj, Tree):
+        return "tree", [e.file for e in obj.entries.values()]
+    if isinstance(obj, File):
+        out: list[ObjectId] = []
+        for s in obj.segments:
+            if isinstance(s, (BytesSegment, PackSegment)):
+                out += [c for c, _n in s.chunks]
+            elif isinstance(s, TensorSegment):
+                out.append(s.tensor)
+        return "file", out
+    if isinstance(obj, Tensor):
+        return "tensor", list(obj.chunks)
+    return "chunk", []
+
+
+def plan_push(repo: Repository, tips: Iterable[ObjectId], have: Callable[[ObjectId], bool]) -> list[ObjectId]:
+    """Every object reachable from ``tips`` that the remote lacks, children before parents
+    (so a remote never holds an object without what it references). The walk stops at
+    objects the remote has: by that same order, it has everything they reach.
+
+    The post-order is then sorted by level (stable: chunks, tensors, files, trees,
+    commits, tags), which keeps every reference pointing backwards and puts the small
+    structured objects next to each other at the end: a partial or shallow fetch reads
+    them with a few range GETs instead of one per object."""
+    order: list[tuple[ObjectId, str]] = []
+    seen: set[ObjectId] = set()
+    stack: list[tuple[ObjectId, str | None]] = [(t, None) for t in tips]
+    while stack:
+        oid, kind = stack.pop()
+        if kind is not None:
+            order.append((oid, kind))
+            continue
+        if oid in seen or have(oid):
+            continue
+        seen.add(oid)
+        kind, kids = children(repo, oid)
+        stack.append((oid, kind))
+        stack.extend((c, None) for c in kids if c not in seen)
+    order.sort(key=lambda x: LEVEL[x[1]])
+    return [oid for oid, _kind in order]
+
+
+# -- push --------------------------------------------------------------------------------
+
+@dataclass
+class RefUpdate:
+    name: str              # full name on the remote (refs/heads/main)
+    old: ObjectId | None   # what the remote held
+    new: ObjectId
+    status: str = ""       # "new", "fast-forward", "forced", "up-to-date"
+
+
+@dataclass
+class PushResult:
+    updates: list[RefUpdate] = field(default_factory=list)
+    objects: int = 0
+    bytes: int = 0
+    packs: int = 0
+    cleaned: int = 0       # interrupted uploads of an earlier push removed
+
+
+def pack_target() -> int:
+    """Bytes of frames per pack (CORALFS_PACK_SIZE overrides it: tests make many packs)."""
+    v = os.environ.get("CORALFS_PACK_SIZE")
+    return int(v) if v and v.isdigit() and int(v) > 0 else TARGET_PACK
+
+
+def push(repo: Repository, blobs: BlobStore, remote: str, refs: list[str], *, force: bool = False,
+         progress: Progress | None = None) -> PushResult:
+    """Send ``refs`` (full local names: refs/heads/X, refs/tags/X) to the remote."""
+    res = PushResult()
+    wanted: list[tuple[str, ObjectId]] = []
+    for name in refs:
+        oid = repo.refs.read(name)
+        if oid is None:
+            raise CoralError(f"nothing to push: {name} does not exist (or has no commits yet)")
+        wanted.append((name, oid))
+    if not layout.is_initialized(blobs):
+        # the remote's HEAD (what a clone checks out): the current branch if it is pushed,
+        # else the first branch pushed
+        branches = [n[len(HEADS):] for n, _ in wanted if n.startswith(HEADS)]
+        head = repo.head_branch()
+        layout.initialize(blobs, repo.config, head if head in branches or not branches else branches[0])
+    layout.check_remote(blobs)
+    rrefs = RemoteRefs(blobs)
+    for name, oid in wanted:
+        old = rrefs.read(name)
+        u = RefUpdate(name, old, oid)
+        if old == oid:
+            u.status = "up-to-date"
+        elif old is None:
+            u.status = "new"
+        elif name.startswith(HEADS) and _is_ancestor(repo, old, oid):
+            u.status = "fast-forward"
+        elif force:
+            u.status = "forced"
+        else:
+            short = name.split("/", 2)[2]
+            what = "tag" if name.startswith(TAGS) else "branch"
+            raise RemoteRefMoved(f"{what} {short} moved on the remote {remote} ({to_hex(old)[:12]} is not in your history): "
+                                 f"pull first (`coralfs pull {remote} {short}`), or push --force to replace it")
+        res.updates.append(u)
+    todo = [u for u in res.updates if u.status != "up-to-date"]
+    if todo:
+        _upload(repo, blobs, remote, [u.new for u in todo], res, progress)
+    for u in todo:
+        try:
+            rrefs.set_if_equals(u.name, u.old, u.new, f"push: {u.status}", repo.identity(), force=u.status == "forced")
+        except RefMoved:
+            short = u.name.split("/", 2)[2]
+            raise RemoteRefMoved(f"branch {short} moved on the remote {remote} during the push: pull first "
+                                 f"(`coralfs pull {remote} {short}`) and push again (the objects sent are not sent twice)") from None
+    for u in res.updates:
+        if u.name.startswith(HEADS):
+            track = f"{REMOTES}{remote}/{u.name[len(HEADS):]}"
+            repo.refs.set_if_equals(track, None, u.new, f"push: {u.status}", force=True)
+    return res
+
+
+def _is_ancestor(repo: Repository, old: ObjectId, new: ObjectId) -> bool:
+    if not local_store(repo.store).has(old):
+        return False   # the remote has a commit this repository never saw: not a fast-forward
+    try:
+        return history.is_ancestor(repo, old, new)
+    except CoralError:
+        return False
+
+
+def _upload(repo: Repository, blobs: BlobStore, remote: str, tips: list[ObjectId], res: PushResult,
+            progress: Progress | None) -> None:
+    journal = Journal.load(repo.path, remote, blobs.url)
+    if journal.in_flight:
+        pack_key, idx_key = pack_keys(journal.in_flight)
+        if blobs.head(idx_key) is None and blobs.head(pack_key) is not None:
+            blobs.delete(pack_key)   # our interrupted upload: never indexed, so never read
+            res.cleaned += 1
+        journal.in_flight = None
+    have = RemoteObjects(blobs)
+    order = plan_push(repo, tips, have.__contains__)
+    total = sum(repo.store.size(o) for o in order)
+    res.objects = len(order)
+    with repo.write_session():  # gc must not sweep what is being sent
+        builder = PackBuilder(pack_target())
+        done = 0
+        for i, oid in enumerate(order):
+            frame = repo.store.get(oid)   # as stored: never re-encoded
+            builder.add(oid, frame)
+            done += len(frame)
+            if builder.full() or i == len(order) - 1:
+                _send(builder, blobs, journal, res)
+                builder = PackBuilder(pack_target())
+                if progress:
+                    progress("push", done, i + 1, total, len(order))
+    res.bytes = total
+    journal.finish()
+
+
+def _send(builder: PackBuilder, blobs: BlobStore, journal: Journal, res: PushResult) -> None:
+    pack_id, _ = encode_index(builder.records)
+    journal.begin(pack_id)   # before the first byte leaves: the next push owns what is left of it
+    builder.upload(blobs)
+    journal.done(pack_id)
+    res.packs += 1
+
+
+# -- fetch -------------------------------------------------------------------------------
+
+@dataclass
+class FetchResult:
+    heads: dict[str, ObjectId] = field(default_factory=dict)
+    tags: dict[str, ObjectId] = field(default_factory=dict)
+    head_branch: str | None = None
+    objects: int = 0
+    bytes: int = 0
+    shallow: set[ObjectId] = field(default_factory=set)
+
+
+class Fetcher:
+    """Brings the closure of some remote ids into the local store, verified."""
+
+    def __init__(self, repo: Repository, objs: RemoteObjects, *, depth: int | None = None,
+                 pattern: str | None = None, progress: Progress | None = None) -> None:
+        self.repo = repo
+        self.objs = objs
+        self.where = objs.blobs.url
+        self.local = local_store(repo.store)
+        self.odb = ObjectDB(self.local, cache_bytes=256 << 20)
+        self.depth = depth
+        self.pattern = pattern
+        self.progress = progress
+        self.objects = 0
+        self.bytes = 0
+        self.boundary: set[ObjectId] = set()
+        self.totals: tuple[int | None, int | None] = (None, None)
+        # A whole fetch reads packs in key order, not upload order: a delta whose base is
+        # in a pack not read yet waits here (up to DEFER_MAX bytes) instead of costing a
+        # second read of its base.
+        self.defer = False
+        self._waiting: dict[ObjectId, list[tuple[ObjectId, bytes, str]]] = {}
+        self._waiting_bytes = 0
+
+    # what is already whole here: commits reachable from local refs (their objects landed
+    # before the ref moved); a fetch does not walk below them
+    def _complete(self) -> set[ObjectId]:
+        tips = []
+        for prefix in (HEADS, TAGS, REMOTES):
+            for oid in self.repo.refs.list(prefix).values():
+                try:
+                    tips.append(self.repo.peel(oid))
+                except CoralError:
+                    continue
+        try:
+            return set(history.walk(self.repo, tips))
+        except CoralError:
+            return set()
+
+    def _wanted(self, name: str) -> bool:
+        return self.pattern is None or fnmatch.fnmatchcase(name, self.pattern)
+
+    def run(self, tips: Iterable[ObjectId]) -> None:
+        complete = self._complete()
+        if self.depth is None and self.pattern is None:
+            # A whole fetch brings everything the remote has and this repository lacks,
+            # streamed pack by pack in large ranges; the walk below then only checks that
+            # the refs' closure is all here (objects nothing references any more come too:
+            # gc removes them).
+            missing = [oid for oid in [*self.objs.indexes.where, *self.objs.loose] if not self.local.has(oid)]
+            self.totals = (sum(max(self.objs.location(o).length, 0) for o in missing), len(missing))
+            self.defer = True
+            try:
+                self.obtain_many(missing)
+            finally:
+                self.defer = False
+            while self._waiting:   # bases no pack brought (a damaged remote): one GET each
+                base = next(iter(self._waiting))
+                if self.local.has(base):
+                    self._release(base)
+                else:
+                    self._fetch_now(base)
+        frontier: list[tuple[ObjectId, str, object]] = [(t, "any", 1) for t in tips]
+        seen: set[tuple[ObjectId, str, object]] = set()
+        while frontier:
+            batch = []
+            for item in frontier:
+                key = (item[0], item[1], item[2] if item[1] in ("commit", "tensor", "any") else None)
+                if key not in seen:
+                    seen.add(key)
+                    batch.append(item)
+            self.obtain_many([oid for oid, _k, _a in batch])
+            frontier = []
+            for oid, kind, arg in batch:
+                frontier += self._expand(oid, kind, arg, complete)
+
+    def _expand(self, oid: ObjectId, kind: str, arg: object, complete: set[ObjectId]) -> list[tuple[ObjectId, str, object]]:
+        if kind == "chunk":
+            return []
+        obj = self.odb.get_object(oid)
+        if isinstance(obj, Tag):
+            return [(obj.target, "any", arg)]
+        if isinstance(obj, Commit):
+            if oid in complete:
+                return []
+            out: list[tuple[ObjectId, str, object]] = [(obj.tree, "tree", None)]
+            d = int(arg)  # type: ignore[call-overload]
+            if self.depth is not None and d >= self.depth and obj.parents:
+                self.boundary.add(oid)
+            elif oid in self.repo.shallow:
+                pass   # a shallow boundary stays one
+            else:
+                out += [(p, "commit", d + 1) for p in obj.parents]
+            return out
+        if isinstance(obj, Tree):
+            return [(e.file, "file", path) for path, e in obj.entries.items()]
+        if isinstance(obj, File):
+            whole = self._wanted(str(arg))
+            out = []
+            for s in obj.segments:
+                if isinstance(s, (BytesSegment, PackSegment)):
+                    # a pack of small tensors travels whole if any of them is wanted
+                    if whole or (isinstance(s, PackSegment) and any(self._wanted(t.name) for t in s.tensors)):
+                        out += [(c, "chunk", None) for c, _n in s.chunks]
+                elif isinstance(s, TensorSegment):
+                    out.append((s.tensor, "tensor", whole or self._wanted(s.name)))
+            return out
+        if isinstance(obj, Tensor):
+            return [(c, "chunk", None) for c in obj.chunks] if arg else []
+        return []
+
+    # -- moving frames -------------------------------------------------------------------
+    def obtain_many(self, oids: list[ObjectId]) -> None:
+        need: dict[ObjectId, Location] = {}
+        for oid in oids:
+            if oid in need or self.local.has(oid):
+                continue
+            loc = self.objs.location(oid)
+            if loc is None:
+                raise RemoteError(f"{self.where}: object {to_hex(oid)} is referenced but not in the remote; "
+                                  f"run `coralfs fsck --remote` and push it again")
+            need[oid] = loc
+        by_pack: dict[str, list[tuple[int, int, ObjectId]]] = {}
+        for oid, loc in need.items():
+            if loc.length < 0:
+                self.obtain_one(oid)
+            else:
+                by_pack.setdefault(loc.pack, []).append((loc.offset, loc.length, oid))
+        for key in sorted(by_pack):
+            for start, end, members in _ranges(sorted(by_pack[key])):
+                data = self.objs.blobs.get_range(key, start, end - start)
+                frames = {oid: data[off - start: off - start + n] for off, n, oid in members}
+                for _off, n, oid in members:
+                    self._store_verified(oid, frames[oid], key, n, frames)
+                if self.progress:
+                    self.progress("fetch", self.bytes, self.objects, *self.totals)
+
+    def obtain_one(self, oid: ObjectId) -> None:
+        if self.local.has(oid):
+            return
+        loc = self.objs.location(oid)
+        if loc is None:
+            raise RemoteError(f"{self.where}: object {to_hex(oid)} is referenced but not in the remote; "
+                              f"run `coralfs fsck --remote` and push it again")
+        if loc.length < 0:
+            try:
+                frame = self.objs.blobs.get(loc.pack)
+            except BlobNotFound:
+                raise RemoteError(f"{self.where}: {loc.pack} vanished during the fetch; fetch again") from None
+            self._store_verified(oid, frame, loc.pack, len(frame), {})
+        else:
+            frame = self.objs.blobs.get_range(loc.pack, loc.offset, loc.length)
+            self._store_verified(oid, frame, loc.pack, loc.length, {})
+
+    def _store_verified(self, oid: ObjectId, frame: bytes, key: str, length: int,
+                        batch: dict[ObjectId, bytes]) -> None:
+        if self.local.has(oid):
+            return
+        if len(frame) != length:
+            raise DamagedRemoteObject(self.where, oid, key, f"cut short: {len(frame)} of {length} bytes")
+        try:
+            h = codecs.parse_header(frame, oid)
+            if h.base is not None and not self.local.has(h.base):
+                if h.base in batch:
+                    self._store_verified(h.base, batch[h.base], key, len(batch[h.base]), batch)
+                if not self.local.has(h.base):   # not in this range, or it waits for its own base
+                    if self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
+                        self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
+                        self._waiting_bytes += len(frame)
+                        return
+                    self._fetch_now(h.base)
+            data = codecs.decode(frame, oid, self.odb.read_chunk, header=h)
+            if hash_bytes(data) != oid:
+                raise CorruptObject(to_hex(oid), "content does not hash to its id")
+        except CorruptObject as e:
+            raise DamagedRemoteObject(self.where, oid, key, e.why) from None
+        except DamagedRemoteObject:
+            raise
+        except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
+            raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None
+        self.local.put(oid, frame)
+        self.objects += 1
+        self.bytes += len(frame)
+        self._release(oid)
+
+    def _fetch_now(self, oid: ObjectId) -> None:
+        """Store ``oid`` (and the bases it needs) before returning: nothing waits."""
+        defer, self.defer = self.defer, False
+        try:
+            self.obtain_one(oid)
+        finally:
+            self.defer = defer
+
+    def _release(self, oid: ObjectId) -> None:
+        """Store the deltas that waited for ``oid``."""
+        for w_oid, w_frame, w_key in self._waiting.pop(oid, []):
+            self._waiting_bytes -= len(w_frame)
+            self._store_verified(w_oid, w_frame, w_key, len(w_frame), {})
+
+
+def _ranges(members: list[tuple[int, int, ObjectId]]) -> Iterable[tuple[int, int, list[tuple[int, int, ObjectId]]]]:
+    """Coalesce (offset, length, id) sorted by offset into (start, end, members) ranges."""
+    cur: list[tuple[int, int, ObjectId]] = []
+    start = end = 0
+    for off, n, oid in members:
+        if cur and (off - end > RANGE_GAP or off + n - start > RANGE_MAX):
+            yield start, end, cur
+            cur = []
+        if not cur:
+            start = off
+        cur.append((off, n, oid))
+        end = max(end, off + n)
+    if cur:
+        yield start, end, cur
+
+
+def fetch(repo: Repository, blobs: BlobStore, remote: str, *, depth: int | None = None,
+          pattern: str | None = None, progress: Progress | None = None) -> FetchResult:
+    """Bring the remote's branches and tags here: objects first (verified, durable), then
+    the shallow boundary, then refs/remotes/REMOTE/* and the tags this repository lacks."""
+    layout.check_remote(blobs)
+    rrefs = RemoteRefs(blobs)
+    res = FetchResult(heads=rrefs.list(HEADS), tags=rrefs.list(TAGS))
+    try:
+        target = rrefs.head_target()
+        res.head_branch = target[len(HEADS):] if target else None
+    except CoralError:
+        res.head_branch = None
+    objs = RemoteObjects(blobs)
+    if pattern is None:
+        pattern = remotes(repo.config).get(remote, {}).get("partial") or None
+    with repo.write_session():
+        f = Fetcher(repo, objs, depth=depth, pattern=pattern, progress=progress)
+        f.run([*res.heads.values(), *res.tags.values()])
+        f.local.sync()
+        res.objects, res.bytes = f.objects, f.bytes
+        if f.boundary:
+            res.shallow = set(repo.shallow) | f.boundary
+            lines = "".join(sorted(to_hex(o) + "\n" for o in res.shallow))
+            write_durable(os.path.join(repo.path, SHALLOW), lines.encode())
+            repo.shallow = frozenset(res.shallow)
+        prefix = f"{REMOTES}{remote}/"
+        old = repo.refs.list(prefix)
+        for name, oid in res.heads.items():
+            if old.get(name) != oid:
+                repo.refs.set_if_equals(prefix + name, old.get(name), oid, "fetch", force=True)
+        for name in set(old) - set(res.heads):
+            repo.refs.set_if_equals(prefix + name, old[name], None, "fetch: gone from the remote", force=True)
+        mine = repo.tags()
+        for name, oid in res.tags.items():
+            if name not in mine:
+                repo.refs.set_if_equals(TAGS + name, None, oid, f"fetch: tag from {remote}")
+            elif mine[name] != oid:
+                log.warning("tag %s differs on the remote %s; kept the local one", name, remote)
+    return res
+
+
+# -- pull --------------------------------------------------------------------------------
+
+class Diverged(CoralError):
+    exit_code = 1
+
+
+def fast_forward(repo: Repository, remote: str, branch: str) -> tuple[str, ObjectId | None]:
+    """Move ``branch`` to ``REMOTE/branch`` if that is a fast-forward: ("up-to-date" |
+    "fast-forward" | "created", id). Diverged histories raise Diverged naming the merge."""
+    theirs = repo.refs.read(f"{REMOTES}{remote}/{branch}")
+    if theirs is None:
+        raise CoralError(f"the remote {remote} has no branch {branch} (see `coralfs remote show {remote}`)")
+    ours = repo.refs.read(HEADS + branch)
+    if ours is None:
+        repo.refs.set_if_equals(HEADS + branch, None, theirs, f"pull: created from {remote}/{branch}")
+        return "created", theirs
+    if history.is_ancestor(repo, theirs, ours):
+        return "up-to-date", ours
+    if history.is_ancestor(repo, ours, theirs):
+        repo.refs.set_if_equals(HEADS + branch, ours, theirs, f"pull: fast-forward to {remote}/{branch}")
+        return "fast-forward", theirs
+    raise Diverged(f"{branch} and {remote}/{branch} have diverged: merge them with `coralfs merge {remote}/{branch}` "
+                   f"(on {branch}), then push")
+
+
+# -- clone -------------------------------------------------------------------------------
+
+CLONE_MARK = "clone.json"
+
+
+def clone(url: str, dest: str, *, endpoint: str | None = None, profile: str | None = None,
+          depth: int | None = None, pattern: str | None = None, progress: Progress | None = None) -> tuple[Repository, FetchResult]:
+    """A new repository at ``dest`` with the remote as ``origin``. Resumable: a clone that
+    was interrupted leaves ``remote-journal/clone.json`` and the same command continues it."""
+    import json
+    if depth is not None and depth < 1:
+        raise CoralError("--depth takes a number of commits, 1 or more")
+    options = {"profile": profile} if profile else None
+    blobs = open_blobs(url, endpoint=endpoint, options=options)
+    layout.check_remote(blobs)
+    dest = os.path.abspath(dest)
+    mark = os.path.join(dest, JOURNAL_DIR, CLONE_MARK)
+    if os.path.exists(dest) and not os.path.exists(mark):
+        if not os.path.isdir(dest) or os.listdir(dest):
+            raise CoralError(f"cannot clone into {dest}: it exists and is not empty")
+        os.rmdir(dest)
+    if not os.path.exists(dest):
+        _create_clone(dest, url, endpoint, profile, pattern, blobs, json.dumps({"url": url, "depth": depth}))
+    repo = Repository.open(dest)
+    res = fetch(repo, blobs, "origin", depth=depth, pattern=pattern, progress=progress)
+    branch = res.head_branch if res.head_branch in res.heads else (sorted(res.heads)[0] if res.heads else None)
+    if branch is not None:
+        if repo.refs.read(HEADS + branch) is None:
+            repo.refs.set_if_equals(HEADS + branch, None, res.heads[branch], f"clone: from {url}")
+        if repo.head_branch() != branch:
+            repo.refs.set_symbolic(HEAD, HEADS + branch, f"clone: checkout {branch}")
+    os.unlink(mark)
+    fsync_dir(os.path.dirname(mark))
+    return repo, res
+
+
+def _create_clone(dest: str, url: str, endpoint: str | None, profile: str | None, pattern: str | None,
+                  blobs: BlobStore, mark: str) -> None:
+    """Initialize the clone beside ``dest`` and rename it into place: ``dest`` either does
+    not exist or is a repository that knows it is an unfinished clone of ``url``."""
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        raise CoralError(f"cannot clone into {dest}: parent directory {parent} does not exist")
+    tmp = os.path.join(parent, f".{os.path.basename(dest)}.clone-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)   # what an interrupted clone left before its rename
+    repo = Repository.init(tmp)
+    try:
+        for section, table in layout.read_config(blobs).items():
+            for k, v in table.items():
+                if section == "storage":
+                    repo.config.set(f"{section}.{k}", str(v).lower() if isinstance(v, bool) else str(v))
+        repo.config.set("remote.origin.url", url)
+        if endpoint:
+            repo.config.set("remote.origin.endpoint", endpoint)
+        if profile:
+            repo.config.set("remote.origin.profile", profile)
+        if pattern:
+            repo.config.set("remote.origin.partial", pattern)
+    finally:
+        repo.close()
+    make_dirs(os.path.join(tmp, JOURNAL_DIR))
+    write_durable(os.path.join(tmp, JOURNAL_DIR, CLONE_MARK), mark.encode())
+    os.rename(tmp, dest)
+    fsync_dir(parent)
