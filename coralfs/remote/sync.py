@@ -28,7 +28,7 @@ from ..objects.errors import CoralError, CorruptObject, ObjectNotFound
 from ..objects.ids import ObjectId, from_hex, hash_bytes, to_hex
 from ..objects.kinds import BytesSegment, Commit, File, PackSegment, Tag, Tensor, TensorSegment, Tree
 from ..objects.odb import ObjectDB
-from ..objects.refs import HEAD, HEADS, REMOTES, TAGS, RefMoved
+from ..objects.refs import EXPERIMENTS, HEAD, HEADS, REMOTES, TAGS, RefMoved
 from ..objects.repository import SHALLOW, Repository
 from ..objects.stores import ObjectStore
 from . import layout
@@ -237,6 +237,12 @@ def push(repo: Repository, blobs: BlobStore, remote: str, refs: list[str], *, fo
         if oid is None:
             raise CoralError(f"nothing to push: {name} does not exist (or has no commits yet)")
         wanted.append((name, oid))
+    # An experiment travels with its branch: pushing exp/NAME pushes its record too.
+    for name, _ in list(wanted):
+        if name.startswith(HEADS + "exp/"):
+            rec = repo.refs.read(EXPERIMENTS + name[len(HEADS + "exp/"):])
+            if rec is not None:
+                wanted.append((EXPERIMENTS + name[len(HEADS + "exp/"):], rec))
     if not layout.is_initialized(blobs):
         # the remote's HEAD (what a clone checks out): the current branch if it is pushed,
         # else the first branch pushed
@@ -252,13 +258,13 @@ def push(repo: Repository, blobs: BlobStore, remote: str, refs: list[str], *, fo
             u.status = "up-to-date"
         elif old is None:
             u.status = "new"
-        elif name.startswith(HEADS) and _is_ancestor(repo, old, oid):
+        elif name.startswith((HEADS, EXPERIMENTS)) and _is_ancestor(repo, old, oid):
             u.status = "fast-forward"
         elif force:
             u.status = "forced"
         else:
             short = name.split("/", 2)[2]
-            what = "tag" if name.startswith(TAGS) else "branch"
+            what = "tag" if name.startswith(TAGS) else "experiment record" if name.startswith(EXPERIMENTS) else "branch"
             raise RemoteRefMoved(f"{what} {short} moved on the remote {remote} ({to_hex(old)[:12]} is not in your history): "
                                  f"pull first (`coralfs pull {remote} {short}`), or push --force to replace it")
         res.updates.append(u)
@@ -568,9 +574,11 @@ def fetch(repo: Repository, blobs: BlobStore, remote: str, *, depth: int | None 
     objs = RemoteObjects(blobs)
     if pattern is None:
         pattern = remotes(repo.config).get(remote, {}).get("partial") or None
+    # Experiment records come along (their chains are short); a shallow fetch leaves them.
+    exps = rrefs.list(EXPERIMENTS) if depth is None else {}
     with repo.write_session():
         f = Fetcher(repo, objs, depth=depth, pattern=pattern, progress=progress)
-        f.run([*res.heads.values(), *res.tags.values()])
+        f.run([*res.heads.values(), *res.tags.values(), *exps.values()])
         f.local.sync()
         res.objects, res.bytes = f.objects, f.bytes
         if f.boundary:
@@ -591,6 +599,12 @@ def fetch(repo: Repository, blobs: BlobStore, remote: str, *, depth: int | None 
                 repo.refs.set_if_equals(TAGS + name, None, oid, f"fetch: tag from {remote}")
             elif mine[name] != oid:
                 log.warning("tag %s differs on the remote %s; kept the local one", name, remote)
+        for name, oid in exps.items():
+            here = repo.refs.read(EXPERIMENTS + name)
+            if here is None or (here != oid and history.is_ancestor(repo, here, oid)):
+                repo.refs.set_if_equals(EXPERIMENTS + name, here, oid, f"fetch: experiment from {remote}")
+            elif here != oid and not history.is_ancestor(repo, oid, here):
+                log.warning("experiment %s was logged to here and on the remote %s; kept the local record", name, remote)
     return res
 
 

@@ -169,3 +169,22 @@ def test_clone_depth_and_filter_from_a_real_process(tmp_path, origin):
     run_cli("fsck", repo=str(tmp_path / "p"))   # checks what is here, reads headers of the rest
     run_cli("export", "main~1", str(tmp_path / "out"), repo=str(tmp_path / "p"))
     assert sha_file(tmp_path / "out" / "model.safetensors") == sha_file(tmp_path / "c0" / "model.safetensors")
+
+
+def test_an_experiment_travels_with_its_branch(tmp_path, origin):
+    import json
+    repo, url = origin
+    cli(repo, "experiment", "start", "sweep", "--param", "lr=1e-4")
+    cli(repo, "commit", checkpoint(tmp_path / "e1", 7), "-m", "exp step")
+    cli(repo, "experiment", "log", "acc", "0.8", "--step", "1")
+    cli(repo, "push", "origin", "exp/sweep")
+    cli(None, "clone", url, tmp_path / "clone")
+    show = json.loads(cli(tmp_path / "clone", "experiment", "show", "sweep", "--json").output)
+    assert show["params"] == {"lr": 1e-4}
+    assert [(m["metric"], m["value"]) for m in show["metrics"] if m["source"] == "log"] == [("acc", 0.8)]
+    # more points logged on the first machine arrive with the next fetch (a fast-forward)
+    cli(repo, "experiment", "log", "acc", "0.85", "--step", "2")
+    cli(repo, "push", "origin", "exp/sweep")
+    cli(tmp_path / "clone", "fetch")
+    best = json.loads(cli(tmp_path / "clone", "experiment", "best", "--metric", "acc", "--json").output)
+    assert (best["experiment"], best["value"]) == ("sweep", 0.85)
