@@ -21,7 +21,7 @@ import time
 import numpy as np
 from safetensors.numpy import save_file
 
-LAYER = (2048, 4096)   # 32 MiB fp32 tensors
+LAYER = (2048, 4096)   # 32 MiB fp32 tensors (--tensor-mb changes the rows)
 
 
 def cli(repo: str, *args: str) -> tuple[float, int]:
@@ -38,9 +38,11 @@ def cli(repo: str, *args: str) -> tuple[float, int]:
     return time.perf_counter() - t0, ru.ru_maxrss * 1024
 
 
-def make(repo: str, size_mb: int) -> None:
+def make(repo: str, size_mb: int, tensor_mb: int = 32) -> None:
     """Commit a base and a fine-tune of it (every element moved by ~1e-4) into ``repo``."""
-    n = max(1, size_mb // 32)
+    global LAYER
+    LAYER = (tensor_mb * 64, 4096)
+    n = max(1, size_mb // tensor_mb)
     work = os.path.dirname(repo)
     rng = np.random.default_rng(0)
     base = {f"layers.{i}.weight": (rng.standard_normal(LAYER, dtype=np.float32) * 0.02) for i in range(n)}
@@ -57,18 +59,22 @@ def make(repo: str, size_mb: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--tensor-mb", type=int, default=32, help="size of each fp32 tensor")
     ap.add_argument("--make", metavar="REPO", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global LAYER
+    LAYER = (a.tensor_mb * 64, 4096)
     if a.make:
-        return make(a.make, a.size_mb)
-    n = max(1, a.size_mb // 32)
+        return make(a.make, a.size_mb, a.tensor_mb)
+    n = max(1, a.size_mb // a.tensor_mb)
     work = tempfile.mkdtemp(prefix="coralfs-bench-diff-")
     try:
         repo = os.path.join(work, "repo")
         subprocess.run([sys.executable, "-m", "coralfs", "init", repo], check=True, capture_output=True)
         # The checkpoints are made by a child, so this process stays small: a forked child's
         # peak RSS counts the pages it inherited.
-        subprocess.run([sys.executable, __file__, "--make", repo, "--size-mb", str(a.size_mb)], check=True)
+        subprocess.run([sys.executable, __file__, "--make", repo, "--size-mb", str(a.size_mb),
+                        "--tensor-mb", str(a.tensor_mb)], check=True)
         largest = LAYER[0] * LAYER[1] * 4
         _, base_rss = cli(repo, "log", "-n", "1")   # the interpreter and coralfs alone
         rows = []
@@ -79,7 +85,7 @@ def main() -> None:
             wall, rss = cli(repo, *args)
             rows.append((label, wall, rss))
         stat = rows[0][1]
-        print(f"two {n * 32} MiB fp32 checkpoints ({n} tensors of {largest >> 20} MiB), load {os.getloadavg()[0]:.1f}")
+        print(f"two {n * a.tensor_mb} MiB fp32 checkpoints ({n} tensors of {largest >> 20} MiB), load {os.getloadavg()[0]:.1f}")
         print(f"`coralfs log` alone peaks at {base_rss / 2**20:.0f} MiB RSS (the interpreter, numpy, coralfs)")
         print("| command | wall s | vs --stat | peak RSS MiB | RSS / largest tensor | (RSS - log's) / largest |")
         print("|---|---:|---:|---:|---:|---:|")
