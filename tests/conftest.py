@@ -110,3 +110,21 @@ def pytest_sessionstart(session) -> None:
             continue
         subprocess.run(["fusermount3", "-u", m], capture_output=True)
         subprocess.run(["fusermount3", "-z", "-u", m], capture_output=True)
+
+
+def fails(repo: str | None, *args: str, env: dict | None = None) -> str:
+    """Run a real coralfs process that must fail with one line on stderr; that line."""
+    p = run_cli(*args, repo=repo, check=False, env=env)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith("coralfs: error: "), (args, p.stdout, p.stderr)
+    return lines[0]
+
+
+def head_of(repo: str, rev: str = "HEAD") -> str:
+    """The commit id ``rev`` names in the repository at ``repo``."""
+    from coralfs import Repository
+    r = Repository.open(repo)
+    try:
+        return r.resolve(rev).hex()
+    finally:
+        r.close()

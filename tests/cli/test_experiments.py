@@ -6,38 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 
-from coralfs import Repository
 from tests.cli.test_cli import _ckpt, cli
-from tests.conftest import PYTHON, run_cli
-
-
-def _fails(repo: str, *args: str) -> str:
-    p = run_cli(*args, repo=repo, check=False)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith("coralfs: error: "), (args, p.stdout, p.stderr)
-    return lines[0]
-
-
-def _head(repo: str, rev: str = "HEAD") -> str:
-    r = Repository.open(repo)
-    try:
-        return r.resolve(rev).hex()
-    finally:
-        r.close()
+from tests.conftest import PYTHON, fails, head_of
 
 
 def test_experiment_lifecycle(tmp_path):
     repo = str(tmp_path / "repo")
     cli(None, "init", repo)
     cli(repo, "commit", _ckpt(tmp_path / "c0", 0, n=16), "-m", "base")
-    base = _head(repo)
+    base = head_of(repo)
     assert "on branch exp/lr-a" in cli(repo, "experiment", "start", "lr-a", "--param", "lr=2e-5", "-p", "opt=adam").output
     cli(repo, "commit", _ckpt(tmp_path / "c1", 1, n=16), "-m", "a step 1", "--metric", "loss=0.9")
-    a1 = _head(repo)
-    assert _head(repo, "exp/lr-a") == a1 and _head(repo, "main") == base   # commits go to the experiment branch
+    a1 = head_of(repo)
+    assert head_of(repo, "exp/lr-a") == a1 and head_of(repo, "main") == base   # commits go to the experiment branch
     cli(repo, "experiment", "log", "accuracy", "0.71", "--step", "1")
     cli(repo, "commit", _ckpt(tmp_path / "c2", 2, n=16), "-m", "a step 2")
-    a2 = _head(repo)
+    a2 = head_of(repo)
     cli(repo, "experiment", "log", "accuracy", "0.69", "--step", "2")
     # from Python, as a training loop would
     p = subprocess.run([PYTHON, "-c", f"import coralfs; print(coralfs.log_metric('loss', 0.5, step=2, repo={repo!r}).commit)"],
@@ -46,7 +30,7 @@ def test_experiment_lifecycle(tmp_path):
 
     cli(repo, "experiment", "start", "lr-b", "--from", "main", "--param", "lr=1e-4", "-p", "opt=adam")
     cli(repo, "commit", _ckpt(tmp_path / "c3", 3, n=16), "-m", "b step 1")
-    b1 = _head(repo)
+    b1 = head_of(repo)
     cli(repo, "experiment", "log", "accuracy", "0.70", "--step", "1")
     cli(repo, "experiment", "stop")
 
@@ -85,18 +69,18 @@ def test_experiment_bad_input(tmp_path):
     repo = str(tmp_path / "repo")
     cli(None, "init", repo)
     cli(repo, "commit", _ckpt(tmp_path / "c0", 0, n=16), "-m", "base")
-    assert "no experiment on this branch" in _fails(repo, "experiment", "log", "acc", "0.5")
-    assert "no experiment named 'nope'" in _fails(repo, "experiment", "show", "nope")
-    assert "no experiment has logged" in _fails(repo, "experiment", "best", "--metric", "acc")
+    assert "no experiment on this branch" in fails(repo, "experiment", "log", "acc", "0.5")
+    assert "no experiment named 'nope'" in fails(repo, "experiment", "show", "nope")
+    assert "no experiment has logged" in fails(repo, "experiment", "best", "--metric", "acc")
     cli(repo, "experiment", "start", "x")
-    assert "exists already" in _fails(repo, "experiment", "start", "x")
-    assert "not a number" in _fails(repo, "experiment", "log", "acc", "high")
-    assert "finite" in _fails(repo, "experiment", "log", "acc", "nan")
-    assert "KEY=VALUE" in _fails(repo, "experiment", "start", "y", "--param", "lr")
-    assert "invalid" in _fails(repo, "experiment", "start", "bad..name")
-    assert "two or more" in _fails(repo, "experiment", "compare", "x")
+    assert "exists already" in fails(repo, "experiment", "start", "x")
+    assert "not a number" in fails(repo, "experiment", "log", "acc", "high")
+    assert "finite" in fails(repo, "experiment", "log", "acc", "nan")
+    assert "KEY=VALUE" in fails(repo, "experiment", "start", "y", "--param", "lr")
+    assert "invalid" in fails(repo, "experiment", "start", "bad..name")
+    assert "two or more" in fails(repo, "experiment", "compare", "x")
     cli(repo, "experiment", "stop")
-    assert "stopped" in _fails(repo, "experiment", "log", "acc", "0.5", "-e", "x")
+    assert "stopped" in fails(repo, "experiment", "log", "acc", "0.5", "-e", "x")
     # nothing half-made by the refused starts
     assert [e["name"] for e in json.loads(cli(repo, "experiment", "list", "--json").output)] == ["x"]
     assert "exp/y" not in cli(repo, "branch").output

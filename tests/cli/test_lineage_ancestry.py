@@ -10,9 +10,8 @@ import os
 import numpy as np
 from safetensors.numpy import save_file
 
-from coralfs import Repository
 from tests.cli.test_cli import cli
-from tests.conftest import run_cli
+from tests.conftest import head_of, run_cli
 
 W = "enc.q.weight"
 
@@ -23,12 +22,6 @@ def _save(d, tensors: dict) -> str:
     return str(d)
 
 
-def _head(repo: str, rev: str = "HEAD") -> str:
-    r = Repository.open(repo)
-    try:
-        return r.resolve(rev).hex()
-    finally:
-        r.close()
 
 
 def _history(tmp_path):
@@ -41,19 +34,19 @@ def _history(tmp_path):
     repo = str(tmp_path / "repo")
     cli(None, "init", repo)
     cli(repo, "commit", _save(tmp_path / "base", {W: w0, "enc.q.bias": b0}), "-m", "base")
-    base = _head(repo)
+    base = head_of(repo)
     w1 = w0.copy()
     w1[0] += 1.0
     cli(repo, "commit", _save(tmp_path / "s1", {W: w1, "enc.q.bias": b0}), "-m", "step1")
-    s1 = _head(repo)
+    s1 = head_of(repo)
     cli(repo, "branch", "ft", base)
     wf = w0.copy()
     wf[3] -= 2.0
     cli(repo, "commit", _save(tmp_path / "f1", {W: wf, "enc.q.bias": b0}), "-m", "ft1", "--branch", "ft")
-    f1 = _head(repo, "ft")
+    f1 = head_of(repo, "ft")
     cli(repo, "commit", _save(tmp_path / "f2", {W: wf, "enc.q.bias": b0 + 1}), "-m", "ft2", "--branch", "ft")
     cli(repo, "merge", "ft", "--strategy", "average", "-m", "merge ft")
-    m = _head(repo)
+    m = head_of(repo)
     out = tmp_path / "exported"
     cli(repo, "export", "HEAD", str(out))
     cli(repo, "commit", str(out), "-m", "re-import")
@@ -114,7 +107,7 @@ def test_lineage_is_byte_stable_and_draws_merges(tmp_path):
 def test_bad_input(tmp_path):
     repo, _ = _history(tmp_path)
     for args, needle in ((["ancestry", "HEAD:nope.safetensors"], "not a file"),
-                         (["ancestry", f"HEAD:model.safetensors:nope"], "no tensor"),
+                         (["ancestry", "HEAD:model.safetensors:nope"], "no tensor"),
                          (["ancestry", "model.safetensors"], "REF:PATH"),
                          (["ancestry", "nosuchref:model.safetensors"], "nosuchref"),
                          (["lineage", "--format", "png"], "--format"),

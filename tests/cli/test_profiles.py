@@ -8,14 +8,7 @@ import json
 
 from coralfs import Repository
 from tests.cli.test_cli import cli
-from tests.conftest import run_cli
-
-
-def _fails(repo: str, *args: str, env: dict | None = None) -> str:
-    p = run_cli(*args, repo=repo, check=False, env=env)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith("coralfs: error: "), (args, p.stdout, p.stderr)
-    return lines[0]
+from tests.conftest import fails, run_cli
 
 
 def _explain(repo: str, key: str, env: dict | None = None, *pre: str) -> list[dict]:
@@ -91,20 +84,20 @@ def test_bad_profiles_and_secrets_are_refused(tmp_path):
     repo = str(tmp_path / "repo")
     cli(None, "init", repo)
     before = (tmp_path / "repo" / "config.toml").read_text()
-    assert "does not exist" in _fails(repo, "config", "profile", "use", "nope")
-    assert "$CORALFS_PROFILE" in _fails(repo, "log", env={"CORALFS_PROFILE": "ghost"})
-    assert "does not exist" in _fails(repo, "config", "profile", "show", "ghost")
-    assert "looks like a secret" in _fails(repo, "config", "set", "s3.secret_access_key", "abc")
+    assert "does not exist" in fails(repo, "config", "profile", "use", "nope")
+    assert "$CORALFS_PROFILE" in fails(repo, "log", env={"CORALFS_PROFILE": "ghost"})
+    assert "does not exist" in fails(repo, "config", "profile", "show", "ghost")
+    assert "looks like a secret" in fails(repo, "config", "set", "s3.secret_access_key", "abc")
     cli(repo, "config", "profile", "create", "p")
-    assert "looks like a secret" in _fails(repo, "config", "set", "--profile", "p", "hub.token", "hf_x")
+    assert "looks like a secret" in fails(repo, "config", "set", "--profile", "p", "hub.token", "hf_x")
     bad = tmp_path / "bad.toml"
     bad.write_text('[azure]\nconnection_string = "DefaultEndpointsProtocol=https;AccountKey=k"\n')
-    assert "looks like a secret" in _fails(repo, "config", "profile", "import", str(bad))
+    assert "looks like a secret" in fails(repo, "config", "profile", "import", str(bad))
     assert not (tmp_path / "repo" / "profiles" / "bad.toml").exists()
-    assert "exists already" in _fails(repo, "config", "profile", "create", "p")
-    assert "profile name" in _fails(repo, "config", "profile", "create", "../x")
-    assert "$CORALFS_STORAGE_MAX_CHAIN" in _fails(repo, "log", env={"CORALFS_STORAGE_MAX_CHAIN": "100"})
-    assert "-c storage.chunk_size" in _fails(repo, "-c", "storage.chunk_size=tiny", "log")
-    assert "KEY=VALUE" in _fails(repo, "-c", "nonsense", "log")
-    assert "not to a profile" in _fails(repo, "config", "set", "--profile", "p", "core.profile", "p")
+    assert "exists already" in fails(repo, "config", "profile", "create", "p")
+    assert "profile name" in fails(repo, "config", "profile", "create", "../x")
+    assert "$CORALFS_STORAGE_MAX_CHAIN" in fails(repo, "log", env={"CORALFS_STORAGE_MAX_CHAIN": "100"})
+    assert "-c storage.chunk_size" in fails(repo, "-c", "storage.chunk_size=tiny", "log")
+    assert "KEY=VALUE" in fails(repo, "-c", "nonsense", "log")
+    assert "not to a profile" in fails(repo, "config", "set", "--profile", "p", "core.profile", "p")
     assert (tmp_path / "repo" / "config.toml").read_text() == before   # nothing changed by the refusals

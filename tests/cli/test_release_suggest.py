@@ -10,7 +10,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from tests.cli.test_cli import cli
-from tests.conftest import run_cli
+from tests.conftest import fails
 
 
 def _save(d, tensors: dict, cfg: str = "{}") -> str:
@@ -27,12 +27,6 @@ def _base(rng) -> dict:
             "enc.1.weight": rng.standard_normal((8, 8)).astype(np.float32)}
 
 
-def _fails(repo: str, *args: str) -> str:
-    """Run a real coralfs process that must fail with one line on stderr; that line."""
-    p = run_cli(*args, repo=repo, check=False)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith("coralfs: error: "), (args, p.stdout, p.stderr)
-    return lines[0]
 
 
 def _suggest(repo) -> dict:
@@ -90,9 +84,9 @@ def test_suggest_names_file_level_changes_and_refuses_bad_input(tmp_path):
     s = _suggest(repo)
     assert s["part"] == "major" and s["reasons"][0] == "model.safetensors removed (3 tensors)"
     assert "config.json changed" not in s["reasons"]   # the most severe level only
-    assert "nosuchref" in _fails(repo, "release", "--suggest", "nosuchref")
-    assert "major|minor|patch|auto" in _fails(repo, "release")
-    assert "nothing changed" not in _fails(repo, "release", "bogus")
+    assert "nosuchref" in fails(repo, "release", "--suggest", "nosuchref")
+    assert "major|minor|patch|auto" in fails(repo, "release")
+    assert "nothing changed" not in fails(repo, "release", "bogus")
 
 
 def test_changelog_between_releases(tmp_path):
@@ -126,10 +120,10 @@ def test_changelog_between_releases(tmp_path):
     assert "| loss | 2 | 1 |" in md and "| model.safetensors | extra | 0 | 1 | 0 | - |" in md
     assert "## Commits (2)" in md and "Suggested bump: **minor**" in md
     # bad ranges: one line, non-zero
-    assert "not an ancestor" in _fails(repo, "changelog", "v0.2.0..v0.1.0")
-    assert "FROM..TO" in _fails(repo, "changelog", "..v0.2.0")
-    assert "md or json" in _fails(repo, "changelog", "--format", "xml")
-    assert "nope" in _fails(repo, "changelog", "nope..HEAD")
+    assert "not an ancestor" in fails(repo, "changelog", "v0.2.0..v0.1.0")
+    assert "FROM..TO" in fails(repo, "changelog", "..v0.2.0")
+    assert "md or json" in fails(repo, "changelog", "--format", "xml")
+    assert "nope" in fails(repo, "changelog", "nope..HEAD")
 
 
 def test_release_tags_are_never_moved_or_deleted(tmp_path):
@@ -139,8 +133,8 @@ def test_release_tags_are_never_moved_or_deleted(tmp_path):
     cli(repo, "commit", _save(tmp_path / "c0", _base(rng)), "-m", "base")
     cli(repo, "release", "minor")
     cli(repo, "commit", _save(tmp_path / "c1", _base(rng)), "-m", "next")
-    assert "is a release" in _fails(repo, "tag", "-f", "v0.1.0", "HEAD")
-    assert "is a release" in _fails(repo, "tag", "-d", "v0.1.0")
+    assert "is a release" in fails(repo, "tag", "-f", "v0.1.0", "HEAD")
+    assert "is a release" in fails(repo, "tag", "-d", "v0.1.0")
     assert [x["tag"] for x in json.loads(cli(repo, "releases", "--json").output)] == ["v0.1.0"]
     # ordinary tags, and a lightweight-looking name that no release made, stay under the user's control
     cli(repo, "tag", "nightly", "HEAD")
