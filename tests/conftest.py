@@ -106,8 +106,8 @@ def pytest_sessionstart(session) -> None:
     from coralfs.fs.lifecycle import _pid_alive, mount_info
     for m in mounts:
         pid = mount_info(m).get("pid")  # from the state file (no call into the mount: it may hang)
-        if pid and _pid_alive(pid):
-            continue
+        if not pid or _pid_alive(pid):
+            continue   # alive, or not known to be dead (another run's mount may be starting)
         subprocess.run(["fusermount3", "-u", m], capture_output=True)
         subprocess.run(["fusermount3", "-z", "-u", m], capture_output=True)
 

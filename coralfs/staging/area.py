@@ -753,18 +753,16 @@ class StagingArea:
         self.touch(path)
 
     # -- committing and stashes (commit.py, stash.py) ------------------------------------
-    def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None,
-               busy: set[str] = frozenset(), progress=None,
-               preserve_owner: bool = False) -> tuple[ObjectId | None, IngestStats]:
+    def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None, busy: set[str] = frozenset(),
+               progress=None, preserve_owner: bool = False) -> tuple[ObjectId | None, IngestStats]:
         """Record the working tree as a commit on the branch (:func:`.commit.commit`)."""
         self.rebase()  # here, so that directories the branch emptied go first
         return committing.commit(self, message, author=author, metadata=metadata, busy=busy, progress=progress,
                                  preserve_owner=preserve_owner)
 
     def rebase(self) -> None:
-        """Put the staged changes on the branch's new head (:func:`.commit.rebase`);
-        directories left empty by files the branch removed go too (they are not ours:
-        an empty directory made here is a staged change, and stays)."""
+        """Put the staged changes on the branch's new head (:func:`.commit.rebase`); directories
+        left empty by files the branch removed go too (an empty directory made here stays)."""
         if self.head() == self.base:
             return
         ours = {c.path for c in self.changes()}
