@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from tests.cli.test_cli import _ckpt, cli
-from tests.cli.test_experiments import _fails as fails
-from tests.cli.test_experiments import _head as head
+from tests.conftest import fails
+from tests.conftest import head_of as head
 
 __all__ = ["fails", "head", "names", "series", "show", "trained"]
 
