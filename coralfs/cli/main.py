@@ -26,7 +26,7 @@ from .common import click, esc
 
 # `coralfs --help` lists commands by task, in this order (typer's rich help panels).
 PANELS: dict[str, tuple[str, ...]] = {
-    "Start": ("init", "import", "clone", "config", "alias", "completions"),
+    "Start": ("init", "import", "import-pytorch", "clone", "config", "alias", "completions"),
     "Record": ("commit", "save", "status", "stash", "watch", "preview"),
     "Inspect": ("log", "show", "diff", "changelog", "lineage", "ancestry", "provenance", "stats", "browse", "ui"),
     "Branches and tags": ("branch", "tag", "checkout", "merge", "export"),

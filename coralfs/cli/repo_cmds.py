@@ -186,15 +186,58 @@ def _report_mount_commit(got: dict, message: str) -> None:
                f" ({stored / logical if logical else 0:.1%}){rate}")
 
 
+# `coralfs import KIND PATH`: what each kind's module turns a foreign model into (files to
+# commit and commit metadata). Each is "module:function", imported only when its kind runs,
+# returning a coralfs.integrations.ImportSource; "pytorch" is the plain import.
+IMPORTERS: dict[str, str] = {}
+
+
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    path: Annotated[str, typer.Argument(help="A .pt/.bin/.safetensors/.npz/.h5 checkpoint or a checkpoint directory")],
+    what: Annotated[str, typer.Argument(help="A .pt/.bin/.safetensors/.npz/.h5 checkpoint or a checkpoint directory;"
+                                        " or a kind (pytorch) followed by its path", show_default=False)],
+    path: Annotated[str | None, typer.Argument(help="With a kind: the file or directory to import", show_default=False)] = None,
     message: MessageOpt = None,
     branch: BranchOpt = None,
     author: AuthorOpt = None,
 ) -> None:
     """Import a checkpoint (file or directory) with an automatic commit."""
+    if path is None:
+        _import_checkpoint(ctx, what, message, branch, author)
+        return
+    if what == "pytorch":
+        _import_checkpoint(ctx, path, message, branch, author)
+        return
+    if what not in IMPORTERS:
+        kinds = ", ".join(["pytorch", *IMPORTERS])
+        raise CoralError(f"unknown import kind {what!r}: use one of {kinds}, or give just a path")
+    if not os.path.exists(path):
+        raise CoralError(f"{path}: no such file or directory")
+    import importlib
+    module, func = IMPORTERS[what].split(":")
+    src = getattr(importlib.import_module(module), func)(path)
+    try:
+        metadata = {"source": os.path.abspath(path), "import": what, **src.metadata}
+        _do_commit(ctx, src.paths, message or f"import {what} {src.name}", branch, author, metadata)
+    finally:
+        src.close()
+
+
+@app.command("import-pytorch", hidden=True)
+def import_pytorch(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="A .pt/.bin/.safetensors checkpoint or a checkpoint directory")],
+    message: MessageOpt = None,
+    branch: BranchOpt = None,
+    author: AuthorOpt = None,
+) -> None:
+    """The same as `coralfs import PATH`."""
+    _import_checkpoint(ctx, path, message, branch, author)
+
+
+def _import_checkpoint(ctx: typer.Context, path: str, message: str | None, branch: str | None,
+                       author: str | None) -> None:
     if not os.path.exists(path):
         raise CoralError(f"{path}: no such file or directory")
     name = os.path.basename(os.path.normpath(path))

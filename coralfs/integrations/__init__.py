@@ -1,4 +1,4 @@
-"""Experiment tracking integrations: runs of MLflow, TensorBoard and Weights & Biases
+"""Integrations with other systems. Experiment tracking: runs of MLflow, TensorBoard and Weights & Biases
 imported as coralfs experiments, and experiments exported to them.
 
 One module per system; each imports its library only inside its functions, so coralfs
@@ -32,6 +32,22 @@ def need(module: str, system: str, extra: str):
         return importlib.import_module(module)
     except ImportError:
         raise MissingExtra(system, extra) from None
+
+
+@dataclass
+class ImportSource:
+    """What `coralfs import KIND PATH` commits: the files (or directories) to commit, the
+    metadata to add to the commit, the name for its default message, and what to remove
+    once it is committed (a staging directory the importer made)."""
+    paths: list[str]
+    metadata: dict = field(default_factory=dict)
+    name: str = ""
+    cleanup: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        import shutil
+        for p in self.cleanup:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 @dataclass
