@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from ..objects import codecs
 from ..objects.cache import ByteLRU
-from ..objects.errors import CoralError, CorruptObject, ObjectNotFound
+from ..objects.errors import CoralError, CorruptObject, ObjectNotFound, ObjectUnavailable  # re-exported
 from ..objects.ids import ObjectId, from_hex, is_hex_prefix, to_hex
 from ..objects.refs import BadRef, RefsContainer, check_full_name
 from ..objects.stores import ObjectStore
@@ -46,18 +46,6 @@ COALESCE_GAP = 256 << 10     # a hole this small is cheaper to fetch than anothe
 COALESCE_MAX = 8 << 20       # largest range GET of coalesced objects (more go out in parallel)
 FETCH_THREADS = 4
 FRESH_BYTES = 64 << 20       # frames just fetched, kept in memory for their decode
-
-
-class ObjectUnavailable(CoralError):
-    """A remote did not deliver an object within the read's budget."""
-
-    exit_code = 5
-
-    def __init__(self, object_id_hex: str, why: str) -> None:
-        self.object_id = object_id_hex
-        self.why = why
-        what = f"object {object_id_hex}" if is_hex_prefix(object_id_hex) and len(object_id_hex) == 64 else object_id_hex
-        super().__init__(f"{what} could not be fetched: {why}")
 
 
 def default_cache_dir() -> str:
