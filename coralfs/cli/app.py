@@ -16,7 +16,10 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ..objects.errors import CoralError
+from . import plain_params
 from .common import State, click, esc, find_repo_path, state
+
+plain_params.install()   # plain values skip typer's pydantic adapters (start-up time)
 
 # Commands that are built-in aliases: `coralfs alias NAME ...` may redefine them.
 OVERRIDABLE = frozenset({"save"})

@@ -56,7 +56,7 @@ def state(ctx: typer.Context) -> State:
 
 
 def open_repo(ctx: typer.Context, *, tolerate_config: bool = False) -> Repository:
-    from ..api import Repository
+    from ..objects.repository import Repository  # not ..api: that imports the format layer and numpy
     st = state(ctx)
     return Repository.open(find_repo_path(st.repo_path), tolerate_config=tolerate_config, overrides=st.overrides)
 
@@ -64,7 +64,7 @@ def open_repo(ctx: typer.Context, *, tolerate_config: bool = False) -> Repositor
 def complete_ref(ctx: typer.Context, incomplete: str) -> list[str]:
     """Dynamic completion of branch and tag names (and REF:PATH after a colon)."""
     try:
-        from ..api import Repository
+        from ..objects.repository import Repository
         root = ctx.find_root()
         repo = Repository.open(find_repo_path(root.params.get("repo")))
         if ":" in incomplete:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 
 import typer
@@ -21,7 +22,7 @@ from . import (  # noqa: F401  (importing registers the commands)
     tui_cmds,
     workflow_cmds,
 )
-from .app import app
+from .app import OVERRIDABLE, app
 from .common import click, esc
 
 # `coralfs --help` lists commands by task, in this order (typer's rich help panels).
@@ -53,14 +54,56 @@ def assign_panels() -> None:
 
 assign_panels()
 
+# The root options (coralfs/cli/app.py) that take a value: skipped to find the command name.
+_ROOT_VALUE_OPTIONS = frozenset({"-R", "--repo", "-c", "--config"})
+_ROOT_FLAGS = frozenset({"-v", "--verbose"})
+
+
+def invoked_name(args: list[str]) -> str | None:
+    """The command or group name ``args`` run, when only root options come before it;
+    None for anything else (`--help`, an option this does not know)."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in _ROOT_VALUE_OPTIONS:
+            i += 2
+        elif a in _ROOT_FLAGS or a.startswith(("--repo=", "--config=")):
+            i += 1
+        elif a.startswith("-"):
+            return None
+        else:
+            return a
+    return None
+
+
+def build_command(args: list[str]) -> click.Command:
+    """The click group that runs ``args``. Building a click object for each of the ~70
+    commands costs more than the rest of `coralfs log` together (docs/benchmarks.md), so
+    when ``args`` name a built-in command (not an alias, not a custom command, not a
+    completion request), the group holds only that one; `--help` and everything else get
+    the whole tree."""
+    from typer.main import get_command_name
+    name = invoked_name(args)
+    commands, groups = app.registered_commands, app.registered_groups
+    if name is not None and name not in OVERRIDABLE and "_CORALFS_COMPLETE" not in os.environ:
+        only_cmd = [c for c in commands if (c.name or get_command_name(c.callback.__name__)) == name]
+        only_grp = [g for g in groups if g.name == name]
+        if only_cmd or only_grp:
+            app.registered_commands, app.registered_groups = only_cmd, only_grp
+    try:
+        return typer.main.get_command(app)
+    finally:
+        # Restored before the command runs: `coralfs alias` looks at the whole tree.
+        app.registered_commands, app.registered_groups = commands, groups
+
 
 def main(argv: list[str] | None = None) -> int:
     # Typer's shell-completion handlers (complete_bash, complete_zsh, ...) are registered
     # only on request; the scripts from `coralfs completions` call them.
     from typer._completion_classes import completion_init
     completion_init()
-    cmd = typer.main.get_command(app)
     args = argv if argv is not None else sys.argv[1:]
+    cmd = build_command(args)
     common.COMMAND_LINE = ["coralfs", *args]   # what a commit's provenance records
     try:
         rc = cmd.main(args=args, prog_name="coralfs",

@@ -7,11 +7,12 @@ import functools
 import math
 import struct
 
-import numpy as np
-
 from ..objects import dtypes
+from ..objects.lazy import lazy_module
 from ..objects.regions import Region
 from .base import FormatError, Layout, guarded
+
+np = lazy_module("numpy")  # imported on first use: commands that never compute start without it
 
 MAGIC = b"\x93NUMPY"
 MAX_NPY_HEADER = 1 << 20

@@ -19,8 +19,7 @@ from typing import Generic, TypeVar
 
 import pyfuse3
 
-from ..objects.errors import CorruptObject, ObjectNotFound
-from ..remote.store import ObjectUnavailable
+from ..objects.errors import CorruptObject, ObjectNotFound, ObjectUnavailable
 from .model import BadHandle, FileHandleT, InodeT, NotFound
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,8 @@ from typing import Protocol
 
 import trio
 
-from ..objects.errors import CorruptObject
+from ..objects.errors import CorruptObject, ObjectUnavailable
 from ..objects.ids import ObjectId, from_hex
-from ..remote.store import ObjectUnavailable
 from .content import Content
 from .readahead import ReadAhead
 

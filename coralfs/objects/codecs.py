@@ -23,13 +23,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import xxhash
 import zstandard
 
 from .dtypes import KEY_FLOAT, KEY_SIGNED
 from .errors import CorruptObject
 from .ids import ZERO_ID, ObjectId, to_hex
+from .lazy import LazyMapping, lazy_module
+
+np = lazy_module("numpy")  # imported by the first tensor frame, not by `coralfs log`
 
 RAW, ZSTD, GROUPED, XOR, SUB = 0, 1, 2, 3, 4
 CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", GROUPED: "grouped", XOR: "xor", SUB: "sub"}
@@ -48,7 +50,7 @@ MAX_DECODED = 1 << 34
 _SAMPLE_PIECE = 32 << 10
 _SAMPLE_MIN = 256 << 10
 
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_UINT = LazyMapping(lambda: {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64})
 _local = threading.local()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .ids import is_hex_prefix
+
 
 class CoralError(Exception):
     """An error with a one-line message a user can act on.
@@ -38,3 +40,17 @@ class CorruptObject(CoralError):
         self.object_id = object_id_hex
         self.why = why
         super().__init__(f"corrupt object {object_id_hex}: {why}; run `coralfs fsck` to list damage")
+
+
+class ObjectUnavailable(CoralError):
+    """A remote did not deliver an object within the read's budget. Defined here, below
+    the file system layer that turns it into EIO, so a local mount never imports the
+    remote store (coralfs.remote.store raises it and re-exports it)."""
+
+    exit_code = 5
+
+    def __init__(self, object_id_hex: str, why: str) -> None:
+        self.object_id = object_id_hex
+        self.why = why
+        what = f"object {object_id_hex}" if is_hex_prefix(object_id_hex) and len(object_id_hex) == 64 else object_id_hex
+        super().__init__(f"{what} could not be fetched: {why}")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import codecs, dtypes
 from .errors import CoralError
 from .ids import hash_bytes
 from .kinds import BytesSegment, File, PackSegment, Segment, Tensor, TensorSegment, Tree, TreeEntry
+from .lazy import lazy_module
 from .odb import ObjectDB
+
+np = lazy_module("numpy")  # imported on first use: commands that never compute start without it
 
 
 class MergeConflict(CoralError):

@@ -17,10 +17,11 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .durable import create_file, make_dirs
 from .ids import ObjectId
+from .lazy import lazy_module
+
+np = lazy_module("numpy")  # imported on first use: commands that never compute start without it
 
 if TYPE_CHECKING:
     from .dtypes import DType

@@ -15,16 +15,17 @@ from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import codecs, dtypes
 from .cdc import Chunker
 from .errors import CorruptObject, ObjectNotFound
 from .ids import ObjectId, hash_bytes
 from .kinds import BytesSegment, File, InvalidObject, PackedTensor, PackSegment, Segment, Tensor, TensorSegment
+from .lazy import lazy_module
 from .odb import ObjectDB
 from .regions import Region
 from .similarity import SimilarityIndex
+
+np = lazy_module("numpy")  # imported on first use: commands that never compute start without it
 
 log = logging.getLogger(__name__)
 

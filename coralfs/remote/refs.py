@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, to_hex
 from ..objects.refs import BadRef, InvalidRefName, RefMoved, RefsContainer, check_full_name, ref_text
 from .blobs import BlobNotFound, BlobStore, PreconditionFailed, RemoteError
@@ -26,19 +28,41 @@ from .layout import LOGS
 _RETRIES = 200
 
 
+def _direct(_what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
 class RemoteRefs(RefsContainer):
-    def __init__(self, blobs: BlobStore) -> None:
+    """``call(what, fn, *args)`` runs every request (a remote mount passes its store's
+    bounded call, so a stalled store fails a ref read after the read budget instead of
+    hanging). With ``read_only`` (the reason, one line), every write raises CoralError
+    with it: a remote mount reads refs and never moves them."""
+
+    def __init__(self, blobs: BlobStore, *, call: Callable[..., Any] = _direct, read_only: str | None = None) -> None:
         self.blobs = blobs
+        self._call = call
+        self.read_only = read_only
+
+    def _refuse_writes(self) -> None:
+        if self.read_only is not None:
+            raise CoralError(self.read_only)
+
+    def _content(self, key: str) -> bytes | None:
+        """The blob's bytes (None: missing) for a plain read: one request, no token."""
+        try:
+            return self._call(key, self.blobs.get, key)
+        except BlobNotFound:
+            return None
 
     def _get(self, key: str) -> tuple[bytes | None, str | None]:
         """(content, version token) read consistently enough for a compare-and-swap: the
         token is read first, so a put_if with it fails if the content changed since."""
         for _ in range(_RETRIES):
-            info = self.blobs.head(key)
+            info = self._call(key, self.blobs.head, key)
             if info is None:
                 return None, None
             try:
-                return self.blobs.get(key), info.etag
+                return self._call(key, self.blobs.get, key), info.etag
             except BlobNotFound:
                 continue  # deleted between head and get: look again
         raise RemoteError(f"{self.blobs.url}: {key} keeps changing; retry")
@@ -48,18 +72,18 @@ class RemoteRefs(RefsContainer):
 
     def read_raw(self, name: str) -> str | None:
         key = check_full_name(name)
-        raw = self._text(self._get(key)[0], name)
+        raw = self._text(self._content(key), name)
         raw = None if raw is None else raw.strip()
         return raw or None  # an empty blob is a deleted ref
 
     def raw_refs(self, prefix: str) -> Iterator[tuple[str, str | BadRef]]:
-        for key in sorted(self.blobs.list(prefix)):
+        for key in sorted(self._call(prefix, lambda: list(self.blobs.list(prefix)))):
             try:
                 check_full_name(key)
             except InvalidRefName:
                 continue  # not a ref (a stray key under refs/)
             try:
-                raw = self._text(self._get(key)[0], key)
+                raw = self._text(self._content(key), key)
             except BadRef as e:
                 yield key[len(prefix):], e
                 continue
@@ -68,6 +92,7 @@ class RemoteRefs(RefsContainer):
 
     def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
                       message: str, who: str | None = None, *, force: bool = False) -> None:
+        self._refuse_writes()
         key = check_full_name(name)
         data = b"" if new is None else (to_hex(new) + "\n").encode()
         cur: ObjectId | None = None
@@ -89,9 +114,11 @@ class RemoteRefs(RefsContainer):
         self.append_log(name, cur, new, message, who)
 
     def write_head(self, text: str) -> None:
+        self._refuse_writes()
         self.blobs.put("HEAD", text.encode())
 
     def append_log_line(self, name: str, line: str) -> None:
+        self._refuse_writes()
         key = LOGS + name
         for attempt in range(_RETRIES):
             content, etag = self._get(key)
@@ -103,10 +130,10 @@ class RemoteRefs(RefsContainer):
         raise RemoteError(f"{self.blobs.url}: {key} keeps changing; the reflog line was not written")
 
     def read_log(self, name: str) -> str | None:
-        return self._text(self._get(LOGS + name)[0], LOGS + name)
+        return self._text(self._content(LOGS + name), LOGS + name)
 
     def log_names(self) -> Iterator[str]:
-        yield from sorted(k[len(LOGS):] for k in self.blobs.list(LOGS))
+        yield from sorted(k[len(LOGS):] for k in self._call(LOGS, lambda: list(self.blobs.list(LOGS))))
 
 
 def _backoff(attempt: int) -> None:

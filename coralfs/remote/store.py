@@ -28,13 +28,13 @@ from typing import TypeVar
 
 from ..objects import codecs
 from ..objects.cache import ByteLRU
-from ..objects.errors import CoralError, CorruptObject, ObjectNotFound
+from ..objects.errors import CoralError, CorruptObject, ObjectNotFound, ObjectUnavailable  # re-exported
 from ..objects.ids import ObjectId, from_hex, is_hex_prefix, to_hex
-from ..objects.refs import BadRef, RefsContainer, check_full_name
 from ..objects.stores import ObjectStore
 from .blobs import BlobNotFound, BlobStore, PreconditionFailed, RemoteError, RemoteUnavailable
 from .cache import ChunkCache
 from .packs import DamagedPack, Location, PackIndexes, decode_index, encode_index
+from .refs import RemoteRefs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,18 +46,6 @@ COALESCE_GAP = 256 << 10     # a hole this small is cheaper to fetch than anothe
 COALESCE_MAX = 8 << 20       # largest range GET of coalesced objects (more go out in parallel)
 FETCH_THREADS = 4
 FRESH_BYTES = 64 << 20       # frames just fetched, kept in memory for their decode
-
-
-class ObjectUnavailable(CoralError):
-    """A remote did not deliver an object within the read's budget."""
-
-    exit_code = 5
-
-    def __init__(self, object_id_hex: str, why: str) -> None:
-        self.object_id = object_id_hex
-        self.why = why
-        what = f"object {object_id_hex}" if is_hex_prefix(object_id_hex) and len(object_id_hex) == 64 else object_id_hex
-        super().__init__(f"{what} could not be fetched: {why}")
 
 
 def default_cache_dir() -> str:
@@ -445,60 +433,6 @@ class RemoteObjectStore(ObjectStore):
         self.blobs.close()
 
 
-class RemoteRefsReader(RefsContainer):
-    """The refs of a remote, read-only (``HEAD``, ``refs/heads/*``, ``refs/tags/*``: hex id
-    and newline, an empty blob for a deleted ref); every read bounded by the store's
-    budget. Moving refs is push's job."""
-
-    def __init__(self, store: RemoteObjectStore) -> None:
-        self.store = store
-        self.blobs = store.blobs
-
-    def _text(self, key: str) -> str | None:
-        try:
-            data = self.store.call(key, self.blobs.get, key)
-        except BlobNotFound:
-            return None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRef(key, f"in {self.blobs.url} is not UTF-8 text") from None
-
-    def read_raw(self, name: str) -> str | None:
-        raw = self._text(check_full_name(name))
-        return (raw or "").strip() or None   # an empty blob is a deleted ref (a tombstone)
-
-    def raw_refs(self, prefix: str) -> Iterator[tuple[str, str | BadRef]]:
-        for key in sorted(self.store.call(prefix, lambda: list(self.blobs.list(prefix)))):
-            short = key[len(prefix):]
-            try:
-                raw = self._text(key)
-            except BadRef as e:
-                yield short, e
-                continue
-            if raw and raw.strip():
-                yield short, raw.strip()
-
-    def _refuse(self, *_args, **_kwargs) -> None:
-        raise CoralError(f"the refs of {self.blobs.url} are read-only here; move them with `coralfs push`")
-
-    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId | None,
-                      message: str, who: str | None = None, *, force: bool = False) -> None:
-        self._refuse()
-
-    def write_head(self, text: str) -> None:
-        self._refuse()
-
-    def append_log_line(self, name: str, line: str) -> None:
-        self._refuse()
-
-    def read_log(self, name: str) -> str | None:
-        return None  # remotes keep no reflogs
-
-    def log_names(self) -> Iterator[str]:
-        return iter(())
-
-
 REMOTE_MARKER = "coralfs-remote.json"
 
 
@@ -548,7 +482,10 @@ def open_remote_repository(url: str, *, endpoint: str | None = None, cache_dir: 
         same = False
     if not same:
         write_durable(path, config)
-    return Repository(scratch, store, RemoteRefsReader(store))
+    # Reads bounded by the store's budget like every object read; moving refs is push's job.
+    refs = RemoteRefs(blobs, call=store.call,
+                      read_only=f"the refs of {blobs.url} are read-only here; move them with `coralfs push`")
+    return Repository(scratch, store, refs)
 
 
 def warm_snapshot(repo, cid: ObjectId, headers: bool = False) -> int:
@@ -588,5 +525,5 @@ def warm_snapshot(repo, cid: ObjectId, headers: bool = False) -> int:
     return 3 + len(files) + len(tensors)
 
 
-__all__ = ["DEFAULT_CACHE_SIZE", "ObjectUnavailable", "RemoteObjectStore", "RemoteRefsReader",
+__all__ = ["DEFAULT_CACHE_SIZE", "ObjectUnavailable", "RemoteObjectStore",
            "default_cache_dir", "open_remote_repository", "remote_key", "warm_snapshot"]
