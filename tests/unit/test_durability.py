@@ -52,12 +52,20 @@ def test_kill_9_while_committing_never_breaks_the_repo(tmp_path):
     repo = _seed_repo(tmp_path)
     rnd = random.Random(1234)
     outcomes = {"old": 0, "new": 0}
+    # How long one commit takes here (a loaded machine is slower): kills land across it.
+    p = subprocess.Popen([sys.executable, "-c", CHILD, repo.path, str(tmp_path / "w-timed"), "100", "-"],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "READY"
+    t0 = time.monotonic()
+    assert p.stdout.readline().startswith("OK")
+    span = time.monotonic() - t0
+    p.wait()
     for run in range(24):
         old = Repository.open(repo.path).head()
         p = subprocess.Popen([sys.executable, "-c", CHILD, repo.path, str(tmp_path / f"w{run}"), str(run), "-"],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "READY"
-        time.sleep(rnd.uniform(0.0, 0.35))
+        time.sleep(rnd.uniform(0.0, 1.4 * span))
         p.send_signal(signal.SIGKILL)
         p.wait()
         fresh = Repository.open(repo.path)
