@@ -31,7 +31,9 @@ import logging
 import os
 import struct
 import zlib
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..objects.durable import write_durable
 from ..objects.ids import ID_LEN, ObjectId
@@ -47,6 +49,7 @@ MAP_SUFFIX = ".map"
 # A map is rewritten (compacted) at a sync once it holds this many records more than
 # extents: an h5py session writes thousands of small ranges that merge into a few.
 COMPACT_AFTER = 4096
+MATERIALIZE_THREADS = 4  # decoding the committed bytes for a commit (the writer's pool waits meanwhile)
 
 Piece = tuple[int, int, bool]  # (offset, length, from the spool)
 
@@ -234,18 +237,30 @@ class Overlay:
         parts = [os.pread(spool_fd, k, a) if own else committed(a, k) for a, k, own in self.pieces(off, n)]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def materialize(self, spool_path: str, committed: Callable[[int, int], bytes], dest: str) -> None:
+    def materialize(self, spool_path: str, committed: Callable[[int, int], bytes], dest: str,
+                    threads: int = MATERIALIZE_THREADS) -> None:
         """Write the whole file to ``dest`` (what a commit ingests: the same bytes a full
-        copy would hold). Not fsynced: it lives only while the commit reads it."""
+        copy would hold), blocks decoded on ``threads`` threads, a bounded window of them
+        in flight. Not fsynced: it lives only while the commit reads it."""
         fd_in = os.open(spool_path, os.O_RDONLY)
         fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
             size = os.fstat(fd_in).st_size
-            for off in range(0, size, COPY_BLOCK):
+
+            def block(off: int) -> None:
                 data = self.read(fd_in, size, off, COPY_BLOCK, committed)
                 if len(data) != min(COPY_BLOCK, size - off):
                     raise OSError(errno.EIO, f"{spool_path}: short read at {off}")
                 os.pwrite(fd, data, off)
+
+            with ThreadPoolExecutor(threads) as pool:
+                window: deque[Future] = deque()
+                for off in range(0, size, COPY_BLOCK):
+                    window.append(pool.submit(block, off))
+                    if len(window) >= 2 * threads:
+                        window.popleft().result()
+                while window:
+                    window.popleft().result()
             os.ftruncate(fd, size)
         except BaseException:
             os.close(fd)
