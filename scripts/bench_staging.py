@@ -84,11 +84,21 @@ def bench_h5(work: str, total_mb: int, repeat: int) -> None:
         for i in range(n):
             f.create_dataset(f"layer{i}/kernel", data=(rng.standard_normal((2048, 4096)) * 0.02).astype(np.float32))
     size = os.path.getsize(os.path.join(src, "model.h5"))
-    new = (rng.standard_normal((2048, 4096)) * 0.02).astype(np.float32)
+    # A new dataset per run: a run's commit must not find the last run's objects stored.
+    news = [(rng.standard_normal((2048, 4096)) * 0.02).astype(np.float32) for _ in range(repeat)]
+    new = news[0]
+    phases: dict[str, list[float]] = {"open": [], "write": [], "close": []}
 
-    def edit(path: str) -> None:
-        with h5py.File(path, "a") as f:
-            f[f"layer{n // 2}/kernel"][...] = new
+    def edit(path: str, r: int, where: str) -> None:
+        t0 = time.perf_counter()
+        f = h5py.File(path, "a")
+        t1 = time.perf_counter()
+        f[f"layer{n // 2}/kernel"][...] = news[r]
+        t2 = time.perf_counter()
+        f.close()
+        if where == "mount":
+            for k, v in zip(phases, (t1 - t0, t2 - t1, time.perf_counter() - t2), strict=True):
+                phases[k].append(v)
 
     repo, mnt = os.path.join(work, "h5repo"), os.path.join(work, "h5mnt")
     shutil.rmtree(repo, ignore_errors=True)
@@ -100,13 +110,13 @@ def bench_h5(work: str, total_mb: int, repeat: int) -> None:
     for r in range(repeat):
         local = os.path.join(work, "local.h5")
         shutil.copy(os.path.join(src, "model.h5"), local)
-        rows["local"].append(timed(lambda: edit(local)))  # noqa: B023 - called at once
+        rows["local"].append(timed(lambda: edit(local, r, "local")))  # noqa: B023 - called at once
         os.unlink(local)
         branch = f"edit{r}"
         cli("--repo", repo, "branch", branch)
         cli("mount", repo, mnt, "--write", "--branch", branch)
         try:
-            rows["mount"].append(timed(lambda: edit(os.path.join(mnt, "model.h5"))))
+            rows["mount"].append(timed(lambda: edit(os.path.join(mnt, "model.h5"), r, "mount")))  # noqa: B023
             spooled.append(spool_bytes(repo, branch))
             got = request(mnt, {"op": "commit", "message": "one dataset"})
             assert got["ok"] and got["commit"], got
@@ -124,6 +134,7 @@ def bench_h5(work: str, total_mb: int, repeat: int) -> None:
     for key, label in (("local", "edit on local disk"), ("mount", "edit through the staging mount")):
         print(f"{label:34} {med[key]:8.3f} {med[key] / med['local']:8.2f}x   {min(rows[key]):.3f}-{max(rows[key]):.3f}")
     print(f"{'commit of the edit':34} {med['commit']:8.2f}")
+    print("through the mount: " + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in phases.items()))
     print(f"spooled: {statistics.median(spooled) / 1e6:.1f} MB ({statistics.median(spooled) / new.nbytes:.3f} of the "
           f"dataset, {statistics.median(spooled) / size:.4f} of the file); commit stored "
           f"{statistics.median(stored) / 1e6:.1f} MB")
