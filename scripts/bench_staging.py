@@ -1,7 +1,9 @@
 """Writable-mount benchmark: a 1 GB safetensors save into a staging mount against the same
-save to local disk, and the commit of that file, measured in one run.
+save to local disk, and the commit of that file, measured in one run; then an h5py "a"
+edit of one dataset in a committed 1 GB HDF5 file through the mount against the same edit
+on local disk (range copy-on-write: the bytes spooled, the edit's commit).
 
-    .venv/bin/python scripts/bench_staging.py [--size-mb 1024] [--repeat 3]
+    .venv/bin/python scripts/bench_staging.py [--size-mb 1024] [--repeat 5] [--h5-only]
 
 Prints a table (medians over --repeat runs; each save starts after a sync). The local-disk save is safetensors'
 save_file to a directory beside the repository (no fsync, as a trainer does it); the mount
@@ -21,6 +23,8 @@ import sys
 import tempfile
 import time
 
+import h5py
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -62,14 +66,92 @@ def save_durable(sd, path: str) -> None:
     os.close(fd)
 
 
+def spool_bytes(repo: str, branch: str) -> int:
+    """Disk the branch's staging spool holds (allocated blocks: overlays are sparse)."""
+    d = os.path.join(repo, "staging", "branches", branch, "spool")
+    return sum(os.stat(os.path.join(d, n)).st_blocks * 512 for n in os.listdir(d))
+
+
+def bench_h5(work: str, total_mb: int, repeat: int) -> None:
+    """h5py "a" on a committed HDF5 file of ``total_mb`` (32 MiB datasets), one dataset
+    replaced, through a writable mount and on local disk, each edit on a fresh copy."""
+    n = max(2, total_mb // 32)
+    src = os.path.join(work, "h5src")
+    shutil.rmtree(src, ignore_errors=True)
+    os.makedirs(src)
+    rng = np.random.default_rng(0)
+    with h5py.File(os.path.join(src, "model.h5"), "w") as f:
+        for i in range(n):
+            f.create_dataset(f"layer{i}/kernel", data=(rng.standard_normal((2048, 4096)) * 0.02).astype(np.float32))
+    size = os.path.getsize(os.path.join(src, "model.h5"))
+    # A new dataset per run: a run's commit must not find the last run's objects stored.
+    news = [(rng.standard_normal((2048, 4096)) * 0.02).astype(np.float32) for _ in range(repeat)]
+    new = news[0]
+    phases: dict[str, list[float]] = {"open": [], "write": [], "close": []}
+
+    def edit(path: str, r: int, where: str) -> None:
+        t0 = time.perf_counter()
+        f = h5py.File(path, "a")
+        t1 = time.perf_counter()
+        f[f"layer{n // 2}/kernel"][...] = news[r]
+        t2 = time.perf_counter()
+        f.close()
+        if where == "mount":
+            for k, v in zip(phases, (t1 - t0, t2 - t1, time.perf_counter() - t2), strict=True):
+                phases[k].append(v)
+
+    repo, mnt = os.path.join(work, "h5repo"), os.path.join(work, "h5mnt")
+    shutil.rmtree(repo, ignore_errors=True)
+    os.makedirs(mnt, exist_ok=True)
+    cli("init", repo)
+    cli("--repo", repo, "commit", src, "-m", "trained")
+    rows: dict[str, list[float]] = {"local": [], "mount": [], "commit": []}
+    spooled, stored = [], []
+    for r in range(repeat):
+        local = os.path.join(work, "local.h5")
+        shutil.copy(os.path.join(src, "model.h5"), local)
+        rows["local"].append(timed(lambda: edit(local, r, "local")))  # noqa: B023 - called at once
+        os.unlink(local)
+        branch = f"edit{r}"
+        cli("--repo", repo, "branch", branch)
+        cli("mount", repo, mnt, "--write", "--branch", branch)
+        try:
+            rows["mount"].append(timed(lambda: edit(os.path.join(mnt, "model.h5"), r, "mount")))  # noqa: B023
+            spooled.append(spool_bytes(repo, branch))
+            got = request(mnt, {"op": "commit", "message": "one dataset"})
+            assert got["ok"] and got["commit"], got
+            rows["commit"].append(got["seconds"])
+            stored.append(got["stored"])
+        finally:
+            subprocess.run([sys.executable, "-m", "coralfs", "umount", mnt, "--keep"], capture_output=True)
+            subprocess.run(["fusermount3", "-z", "-u", mnt], capture_output=True)
+    shutil.rmtree(repo)
+    shutil.rmtree(src)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"\nh5py \"a\" edit of one {new.nbytes / 1e6:.0f} MB dataset in a {size / 1e6:.0f} MB HDF5 file, "
+          f"{repeat} runs (medians)\n")
+    print(f"{'':34} {'seconds':>8} {'vs local':>9}   range (s)")
+    for key, label in (("local", "edit on local disk"), ("mount", "edit through the staging mount")):
+        print(f"{label:34} {med[key]:8.3f} {med[key] / med['local']:8.2f}x   {min(rows[key]):.3f}-{max(rows[key]):.3f}")
+    print(f"{'commit of the edit':34} {med['commit']:8.2f}")
+    print("through the mount: " + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in phases.items()))
+    print(f"spooled: {statistics.median(spooled) / 1e6:.1f} MB ({statistics.median(spooled) / new.nbytes:.3f} of the "
+          f"dataset, {statistics.median(spooled) / size:.4f} of the file); commit stored "
+          f"{statistics.median(stored) / 1e6:.1f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--h5-only", action="store_true", help="Only the HDF5 edit")
     ap.add_argument("--dir", default=None, help="Working directory (default: a temporary one on /tmp)")
     args = ap.parse_args()
     work = args.dir or tempfile.mkdtemp(prefix="coralfs-bench-staging-")
     os.makedirs(work, exist_ok=True)
+    if args.h5_only:
+        bench_h5(work, args.size_mb, args.repeat)
+        return
     sd0, sd1 = weights(args.size_mb, 0), weights(args.size_mb, 1)
     nbytes = sum(v.numel() * v.element_size() for v in sd0.values())
     mb = nbytes / 1e6
@@ -115,6 +197,7 @@ def main() -> None:
     for key, label in (("commit_fresh", "commit (fresh)"), ("commit_delta", "commit (delta vs step 0)")):
         st = statistics.median(stored[key])
         print(f"{label:34} {med[key]:8.2f} {mb / med[key]:8.0f}   stored {st / nbytes:.3f} of the file")
+    bench_h5(work, args.size_mb, args.repeat)
     if not args.dir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -23,7 +23,6 @@ from ..objects.writer import IngestStats
 from . import commit as committing
 from . import stash as stashing
 from .entries import (
-    COPY_BLOCK,
     PATH_MAX,
     RESERVE,
     Change,
@@ -34,9 +33,11 @@ from .entries import (
 )
 from .layout import base_pin, pin_legacy_roots, stage_dir
 from .manifest import open_manifest, read_rows, root_entry, root_meta, write_rows
+from .overlay import MAP_SUFFIX, Overlay, committed_under
+from .xattrs import XattrRows
 
 
-class StagingArea:
+class StagingArea(XattrRows):
     """The manifest and spool of one branch's staging area. Methods that change it are
     called one at a time (the mount serialises them); reads may run alongside.
 
@@ -63,6 +64,7 @@ class StagingArea:
         self._base_tree: tuple[ObjectId | None, dict] = (None, {})
         self._sizes: dict[ObjectId, int] = {}
         self._base_dirs: set[str] | None = None
+        self.overlays: dict[str, Overlay | None] = {}  # spool name -> its overlay (None: none)
 
     @classmethod
     def open(cls, repo, branch: str) -> StagingArea:
@@ -199,7 +201,8 @@ class StagingArea:
         pending = self._meta("pending")
         ids = [x for x in (self.base, from_hex(pending) if pending else None) if x]
         in_base = {e.file for e in self.base_entries().values()}
-        ids += sorted({e.fid for e in self.entries.values() if e.fid and e.fid not in in_base})
+        ids += sorted({e.fid for e in self.entries.values() if e.fid and e.fid not in in_base}
+                      | (committed_under(self, {e.spool for e in self.entries.values() if e.spool}) - in_base))
         self.repo.pins.set(base_pin(self.branch), ids)
 
     def head(self) -> ObjectId | None:
@@ -279,21 +282,38 @@ class StagingArea:
             self._write_roots()
 
     def _drop_orphan_spools(self) -> None:
-        used = {e.spool for e in self.entries.values() if e.spool}
+        """Spool files (and overlay maps, and what a commit or a crash left) no row names."""
+        spools = {e.spool for e in self.entries.values() if e.spool}
+        used = spools | {s + MAP_SUFFIX for s in spools}
         for name in os.listdir(self.spool_dir):
             if name not in used:
-                self.discard_spool(name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.spool_path(name))
+        committed_under(self, spools)  # loads every overlay now
+
+    def overlay(self, name: str) -> Overlay | None:
+        """The overlay of spool file ``name`` (None: every byte of it is the file's)."""
+        if name not in self.overlays:
+            self.overlays[name] = Overlay.load(self.spool_path(name), writable=not self.readonly)
+        return self.overlays[name]
 
     def discard_spool(self, name: str) -> None:
-        """Remove spool file ``name`` (no row names it any more and no handle has it open)."""
-        try:
-            os.unlink(os.path.join(self.spool_dir, name))
-        except FileNotFoundError:
-            pass
+        """Remove spool file ``name`` and its overlay map (no row names it any more and no
+        handle has it open)."""
+        ov = self.overlays.pop(name, None)
+        if ov is not None:
+            ov.close()
+        for n in (name, name + MAP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.spool_dir, n))
         if not self.readonly:
             self._ensure_reserve()
 
     def close(self) -> None:
+        for ov in self.overlays.values():
+            if ov is not None:
+                ov.close()
+        self.overlays.clear()
         self.db.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -477,32 +497,31 @@ class StagingArea:
             self._dir_changed(posixpath.dirname(path), now)
         return e
 
-    def write_into_spool(self, path: str, read, truncate: bool) -> Entry:
-        """Give a committed file a spool copy before its first write (copy-on-write).
-        ``read(off, n)`` returns its committed bytes; with ``truncate`` nothing is copied.
-        Every name of the file (hard links) moves to the copy."""
+    def write_into_spool(self, path: str, truncate: bool) -> Entry:
+        """Give a committed file a spool before its first write: with ``truncate`` an
+        empty one, otherwise a sparse one of the committed size under an overlay map
+        (range copy-on-write, overlay.py: only the ranges written are ever copied).
+        Every name of the file (hard links) moves to it."""
         e = self.entries[path]
         if e.spool:
             return e
-        size = 0 if truncate else self.repo.read_file(e.fid).size
+        size = 0 if truncate else self.size_of(e)
         name = secrets.token_hex(8)
-        tmp = self.spool_path(name)
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        spool = self.spool_path(name)
+        fd = os.open(spool, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
-            off = 0
-            while off < size:
-                data = read(off, min(COPY_BLOCK, size - off))
-                if not data:
-                    raise OSError(errno.EIO, f"{path}: short read at {off}")
-                os.pwrite(fd, data, off)
-                off += len(data)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, size)  # a hole: the committed bytes stay in the repository
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if truncate:
+                fsync_dir(self.spool_dir)
+            else:  # the map names the committed File; durable (with the spool's name) first
+                self.overlays[name] = Overlay.create(spool, e.fid, size)
         except BaseException:
-            os.close(fd)
             self.discard_spool(name)
             raise
-        os.close(fd)
-        fsync_dir(self.spool_dir)
         was = (e.fid, e.spool, e.mtime_ns)
         e.fid, e.spool, e.mtime_ns = None, name, time.time_ns()
         try:
@@ -513,7 +532,7 @@ class StagingArea:
             e.fid, e.spool, e.mtime_ns = was
             self.discard_spool(name)
             raise
-        return e
+        return e  # its committed File is pinned already (by the base, or as a staged fid)
 
     def mkdir(self, path: str, mode: int, uid: int | None = None, gid: int | None = None) -> Entry:
         check_path(path)
@@ -730,27 +749,6 @@ class StagingArea:
         if e is not None:
             with self.db:
                 self._changed(path, e, time.time_ns())
-
-    # -- xattrs (kept in the staging area; commits do not record them) -------------------
-    def getxattr(self, path: str, name: bytes) -> bytes:
-        row = self.db.execute("SELECT value FROM xattrs WHERE path=? AND name=?", (path, name)).fetchone()
-        if row is None:
-            raise OSError(errno.ENODATA, path)
-        return row[0]
-
-    def setxattr(self, path: str, name: bytes, value: bytes) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO xattrs VALUES (?, ?, ?)", (path, name, value))
-        self.touch(path)
-
-    def listxattr(self, path: str) -> list[bytes]:
-        return [r[0] for r in self.db.execute("SELECT name FROM xattrs WHERE path=? ORDER BY name", (path,))]
-
-    def removexattr(self, path: str, name: bytes) -> None:
-        with self.db:
-            if self.db.execute("DELETE FROM xattrs WHERE path=? AND name=?", (path, name)).rowcount == 0:
-                raise OSError(errno.ENODATA, path)
-        self.touch(path)
 
     # -- committing and stashes (commit.py, stash.py) ------------------------------------
     def commit(self, message: str, *, author: str | None = None, metadata: dict | None = None, busy: set[str] = frozenset(),

@@ -11,7 +11,9 @@ a directory row ("d") with nothing under it a MODE_DIR entry; rows sharing one s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import stat
 import time
 from typing import TYPE_CHECKING
@@ -83,9 +85,21 @@ def commit(area: StagingArea, message: str, *, author: str | None = None, metada
     for p, e in files:
         if e.fid is None:
             by_spool.setdefault(e.spool, []).append(p)
-    written, stats = ingest_files(area.repo, [DiskFile(ps[0], area.spool_path(sp), area.entries[ps[0]].mode,
-                                                       label=ps[0]) for sp, ps in by_spool.items()],
-                                  base, progress)
+    sources = {sp: area.spool_path(sp) for sp in by_spool}
+    try:
+        for sp in by_spool:
+            ov = area.overlay(sp)
+            if ov is not None:  # range copy-on-write: the written ranges over the committed bytes
+                sources[sp] = area.spool_path(f"{sp}.{secrets.token_hex(4)}.commit")
+                ov.materialize(area.spool_path(sp), area.repo.open_file(ov.fid).read, sources[sp])
+        written, stats = ingest_files(area.repo, [DiskFile(ps[0], sources[sp], area.entries[ps[0]].mode,
+                                                           label=ps[0]) for sp, ps in by_spool.items()],
+                                      base, progress)
+    finally:  # what a crash leaves here goes when the area is next opened (no row names it)
+        for sp, src in sources.items():
+            if src != area.spool_path(sp):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(src)
     for ps in by_spool.values():
         for p in ps[1:]:
             written[p] = TreeEntry(written[ps[0]].file, tree_mode(area.entries[p].mode))

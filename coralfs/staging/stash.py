@@ -16,6 +16,7 @@ from ..objects.ids import from_hex, to_hex
 from ..objects.repository import in_write_session
 from .entries import Entry, StagingError
 from .layout import stash_pin, stash_root
+from .overlay import MAP_SUFFIX
 
 if TYPE_CHECKING:
     from .area import StagingArea
@@ -49,6 +50,11 @@ def stash(area: StagingArea, message: str = "") -> int:
                 # already): the stage's name goes with the reset below. Hard links share it.
                 if not os.path.exists(os.path.join(tmp, e.spool)):
                     os.link(area.spool_path(e.spool), os.path.join(tmp, e.spool))
+                    ov = area.overlay(e.spool)
+                    if ov is not None:  # its map, and the committed File the map reads
+                        ov.sync()
+                        os.link(ov.path, os.path.join(tmp, e.spool + MAP_SUFFIX))
+                        roots.append(ov.fid)
             elif e.fid is not None:
                 row["fid"] = to_hex(e.fid)
                 roots.append(e.fid)
@@ -104,6 +110,8 @@ def stash_pop(area: StagingArea, index: int | None = None) -> dict:
                     if name is None:
                         name = spools[row["spool"]] = secrets.token_hex(8)
                         os.link(os.path.join(d, row["spool"]), area.spool_path(name))
+                        if os.path.exists(os.path.join(d, row["spool"] + MAP_SUFFIX)):
+                            os.link(os.path.join(d, row["spool"] + MAP_SUFFIX), area.spool_path(name) + MAP_SUFFIX)
                     e = Entry("f", row["mode"], now, None, name, **owner)
                 else:
                     e = Entry("f", row["mode"], now, from_hex(row["fid"]), **owner)

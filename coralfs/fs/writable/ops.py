@@ -202,13 +202,23 @@ class StagingOperations(pyfuse3.Operations):
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
         view = self.sfs.read_view(fh)
         if view is not None:  # committed bytes: decoded lazily, with read-ahead
-            got = self._committed.get(fh)
-            if got is None or got.content.view is not view:
-                got = self._committed[fh] = OpenContent(Stored(view))
-            return await self.reads.read(got, off, size)
-        self._committed.pop(fh, None)
+            return await self.reads.read(self._content(fh, view), off, size)
         await self.writeback.drain(self.sfs.spool_of(fh))
-        return self.sfs.read(fh, off, size)
+        plan = self.sfs.overlay_plan(fh, off, size)
+        if plan is None:
+            self._committed.pop(fh, None)
+            return self.sfs.read(fh, off, size)
+        # Range copy-on-write: written ranges from the spool, the rest decoded as above.
+        pieces, under = plan
+        parts = [self.sfs.read(fh, a, n) if own else await self.reads.read(self._content(fh, under), a, n)
+                 for a, n, own in pieces]
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # none: at or past the end
+
+    def _content(self, fh: FileHandleT, view) -> OpenContent:
+        got = self._committed.get(fh)
+        if got is None or got.content.view is not view:
+            got = self._committed[fh] = OpenContent(Stored(view))
+        return got
 
     @handler
     async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:

@@ -45,6 +45,7 @@ from .posix import (
     new_owner,
     write_clears,
 )
+from .spools import SpoolFiles
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class AutoCommit:
         return not self.paths or any(fnmatch.fnmatchcase(path, p) for p in self.paths)
 
 
-class StageFS(InodeNames):
+class StageFS(InodeNames, SpoolFiles):
     def __init__(self, repo, stage: StagingArea, auto: AutoCommit | None = None, owner: int | None = None) -> None:
         self.repo = repo
         self.stage = stage
@@ -105,7 +106,7 @@ class StageFS(InodeNames):
         InodeNames.__init__(self, stage)
         self.handles: dict[FileHandleT, Handle] = {}
         self._next_fh = 1
-        self.fds: dict[str, list[int]] = {}     # spool name -> [fd, handles]
+        SpoolFiles.__init__(self)  # self.fds: spool name -> [fd, handles]
         self.dead: set[str] = set()             # spools unlinked from the tree, still open
         # Write-behind (see writeback.py): writes accepted but not yet in their spool file.
         self.pending: dict[str, int] = {}       # spool -> writes in flight
@@ -300,12 +301,7 @@ class StageFS(InodeNames):
 
     def _attach(self, h: Handle, spool: str) -> None:
         h.spool = spool
-        got = self.fds.get(spool)
-        if got is None:
-            fd = os.open(self.stage.spool_path(spool), os.O_RDWR)
-            self.fds[spool] = [fd, 1]
-        else:
-            got[1] += 1
+        self._open_spool(spool)
 
     def create(self, parent: InodeT, name: str, mode: int, caller: Caller | None = None) -> tuple[FileHandleT, Attr]:
         self._parent_writable(parent)
@@ -354,9 +350,8 @@ class StageFS(InodeNames):
 
     def copy_up(self, ino: InodeT, truncate: bool) -> None:
         path, e = self._entry(ino)
-        if e.spool is None:
-            view = None if truncate else self.repo.open_file(e.fid)
-            self.stage.write_into_spool(path, view.read if view else None, truncate)
+        if e.spool is None:  # range copy-on-write: an overlay, nothing copied yet (staging/overlay.py)
+            self.stage.write_into_spool(path, truncate)
             self.counters["copy_ups"] += 1
 
     def open(self, ino: InodeT, flags: int, uid: int | None = None) -> FileHandleT:
@@ -386,7 +381,7 @@ class StageFS(InodeNames):
         if e.spool:
             self._attach(h, e.spool)
             if flags & os.O_TRUNC and writable:
-                os.ftruncate(self.fds[e.spool][0], 0)
+                self._truncate_spool(e.spool, 0)
         else:
             h.view = self.repo.open_file(e.fid)
         if writable:
@@ -420,9 +415,16 @@ class StageFS(InodeNames):
         if h.ino in VIRTUAL:
             return (h.answer if h.ino == CONTROL_INO else h.body)[off:off + size]
         spool = self._spool_of(h)
-        if spool is not None:
-            return os.pread(self.fds[spool][0], size, off)
-        return h.view.read(off, size)
+        if spool is None:
+            return h.view.read(off, size)
+        return self._read_spool(spool, off, size)
+
+    def overlay_plan(self, fh: FileHandleT, off: int, size: int) -> tuple[list, FileView] | None:
+        """How to read ``size`` bytes at ``off`` of a file under range copy-on-write: its
+        (offset, length, from_spool) pieces and the committed bytes (None: no overlay)."""
+        h = self.handle(fh)
+        spool = None if h.ino in VIRTUAL else self._spool_of(h)
+        return None if spool is None else self._spool_plan(spool, off, size)
 
     def is_control(self, fh: FileHandleT) -> bool:
         return self.handle(fh).ino == CONTROL_INO
@@ -459,7 +461,14 @@ class StageFS(InodeNames):
         self._touch(self.paths.get(h.ino))
         return h.spool, self.fds[h.spool][0]
 
-    def end_write(self, spool: str, error: OSError | None) -> None:
+    def end_write(self, spool: str, error: OSError | None, off: int = 0, n: int = 0) -> None:
+        """A queued write of ``n`` bytes at ``off`` was applied (or failed with ``error``)."""
+        if error is None and n:
+            try:
+                self._wrote(spool, off, n)
+            except OSError as e:  # the map could not take the range: the writer is told
+                log.error("recording a write to the spool of %s failed: %s", spool, e)
+                error = e
         left = self.pending[spool] - 1
         if left:
             self.pending[spool] = left
@@ -511,7 +520,7 @@ class StageFS(InodeNames):
         h = self.handle(fh)
         self.raise_deferred(h.spool)
         if h.spool is not None and h.dirty:
-            os.fsync(self.fds[h.spool][0])
+            self._sync(h.spool)
             h.dirty = False
 
     def flush(self, fh: FileHandleT) -> None:
@@ -524,12 +533,8 @@ class StageFS(InodeNames):
             return
         if h.spool is not None:
             if h.dirty:
-                os.fsync(self.fds[h.spool][0])
-            got = self.fds[h.spool]
-            got[1] -= 1
-            if got[1] == 0:
-                os.close(got[0])
-                del self.fds[h.spool]
+                self._sync(h.spool)
+            if self._close_spool(h.spool):
                 if h.spool in self.dead:
                     self.dead.discard(h.spool)
                     self.stage.discard_spool(h.spool)
@@ -548,10 +553,7 @@ class StageFS(InodeNames):
             if e.spool is None:
                 raise OSError(errno.EIO, f"{path}: truncate before its copy")
             spool = e.spool
-        if spool in self.fds:
-            os.ftruncate(self.fds[spool][0], size)
-        else:
-            os.truncate(self.stage.spool_path(spool), size)
+        self._truncate_spool(spool, size)
         e = self.stage.get(path) if path is not None else None
         if e is not None and caller is not None and (mode := write_clears(e, caller.uid)) is not None:
             self.stage.chmod(path, mode)
@@ -581,6 +583,7 @@ class StageFS(InodeNames):
                 end = min(off + length, os.fstat(fd).st_size)
                 for at in range(off, end, 1 << 20):
                     os.pwrite(fd, bytes(min(1 << 20, end - at)), at)
+            self._wrote(h.spool, off, min(off + length, os.fstat(fd).st_size) - off)  # zeros, the spool's
         elif mode == 0:
             os.posix_fallocate(fd, off, length)
         else:
@@ -620,12 +623,14 @@ class StageFS(InodeNames):
 
     def close(self) -> None:
         """The mount ends: what open files wrote is made durable."""
-        for fd, _n in self.fds.values():
+        for spool, (fd, _n) in self.fds.items():
             try:
-                os.fsync(fd)
+                self._sync(spool)
             finally:
                 os.close(fd)
         self.fds.clear()
+        self.overlays.clear()
+        self.unders.clear()
         self.handles.clear()
 
     def writers(self) -> list[str]:

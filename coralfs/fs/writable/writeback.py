@@ -65,19 +65,19 @@ class WriteBehind:
                 # begins (an unshielded call could be cancelled before it starts).
                 with trio.CancelScope(shield=True):
                     err = await trio.to_thread.run_sync(write_out, fd, buf, off)
-                self._applied(spool, err)
+                self._applied(spool, err, off, len(buf))
         finally:  # shutting down (a signal): what was acknowledged still reaches the spool
             while True:
                 try:
                     spool, fd, off, buf = recv.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
-                self._applied(spool, write_out(fd, buf, off))
+                self._applied(spool, write_out(fd, buf, off), off, len(buf))
 
-    def _applied(self, spool: str, err: OSError | None) -> None:
+    def _applied(self, spool: str, err: OSError | None, off: int, n: int) -> None:
         if err is not None:
             log.error("write to the spool of %s failed: %s", spool, err)
-        self.model.end_write(spool, err)
+        self.model.end_write(spool, err, off, n)  # a file under range copy-on-write records the range
         if not self.model.writes_pending(spool):
             ev = self._drained.pop(spool, None)
             if ev is not None:
