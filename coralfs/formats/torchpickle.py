@@ -368,6 +368,7 @@ def _walk(root, found: dict[str, str | None], views: dict[str, list[View]]) -> N
     a top-level state dict's keys are the names themselves). Iterative and bounded."""
     stack: list[tuple[str, object, int]] = [("", root, 0)]
     seen: set[int] = set()
+    walked: set[int] = set()  # stand-ins whose items and state were pushed
     nodes = 0
     while stack:
         name, x, depth = stack.pop()
@@ -377,7 +378,9 @@ def _walk(root, found: dict[str, str | None], views: dict[str, list[View]]) -> N
             return
         if isinstance(x, (str, bytes, int, float, bool, type(None), StorageRef, type)):
             continue
-        if id(x) in seen:
+        # A tensor reached twice (tied weights: one object under two keys) is a view
+        # under each name; any other object is walked once (graphs may share or cycle).
+        if id(x) in seen and not isinstance(x, _Stand):
             continue
         seen.add(id(x))
         children: list[tuple[str, object]] = []
@@ -396,7 +399,10 @@ def _walk(root, found: dict[str, str | None], views: dict[str, list[View]]) -> N
                 continue
             if fn.startswith("_rebuild_parameter") and args:
                 children = [("", args[0])]  # a Parameter is named as its data
+            elif id(x) in walked:
+                continue
             else:
+                walked.add(id(x))
                 children = [(str(k), v) for k, v in getattr(x, "_items", [])]
                 state = getattr(x, "_state", None)
                 if isinstance(state, tuple) and len(state) == 2:  # (state, slotstate)
