@@ -65,6 +65,12 @@ class _Cursor:
         self.pos = end
         return out
 
+    def skip(self, n: int) -> None:
+        """Step over ``n`` bytes (a numeric metadata array) without reading them."""
+        if n < 0 or self.pos + n > self.limit:
+            raise FormatError(self.path, f"GGUF header truncated or over the cap at byte {self.pos}")
+        self.pos += n
+
     def u32(self) -> int:
         return struct.unpack("<I", self.take(4))[0]
 
@@ -90,7 +96,7 @@ def _value(c: _Cursor, vtype: int, depth: int = 0):
             raise FormatError(c.path, "GGUF arrays nested too deep")
         etype, count = c.u32(), c.u64()
         if etype in _FIXED:
-            c.take(count * _FIXED[etype])  # bounded by the cursor's limit
+            c.skip(count * _FIXED[etype])  # bounded by the cursor's limit
         else:
             if count > MAX_KV * 16:
                 raise FormatError(c.path, f"GGUF array of {count} items is over the cap")

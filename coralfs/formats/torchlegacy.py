@@ -52,8 +52,13 @@ def _pickle_end(path: str, data: bytes, start: int, what: str) -> int:
             if op.name == "STOP":
                 return pos + 1
     except Exception as e:  # noqa: BLE001 - an unreadable opcode: a malformed file
-        raise FormatError(path, f"legacy torch file: the {what} is not a pickle ({e})") from None
-    raise FormatError(path, f"legacy torch file: the {what} pickle is truncated")
+        if stream.tell() < len(data):
+            raise FormatError(path, f"legacy torch file: the {what} is not a pickle ({e})") from None
+    raise _Truncated(path, f"legacy torch file: the {what} pickle is truncated")
+
+
+class _Truncated(FormatError):
+    """The head read so far ends inside a pickle (more of the file may complete it)."""
 
 
 def _load_small(path: str, data: bytes, what: str):
@@ -66,19 +71,27 @@ def _load_small(path: str, data: bytes, what: str):
 
 def read_head(path: str, f, size: int) -> tuple[int, bytes, list[str]] | None:
     """(offset of the first storage record, the object-graph pickle, storage keys), or
-    None when the graph is over the cap (the file then stays literal bytes)."""
-    head = f.read(min(size, MAX_PICKLE))
+    None when the pickles are over the cap (the file then stays literal bytes). The head
+    is read in 1 MiB first (pickles are usually small), then up to the cap."""
+    for cap in (1 << 20, MAX_PICKLE):
+        f.seek(0)
+        head = f.read(min(size, cap))
+        try:
+            return _parse_head(path, head)
+        except _Truncated:
+            if len(head) == size:
+                raise
+    log.warning("%s: legacy torch pickles over %d MiB: stored as bytes", path, MAX_PICKLE >> 20)
+    return None
+
+
+def _parse_head(path: str, head: bytes) -> tuple[int, bytes, list[str]]:
     pos = 0
     ends = []
     for what in ("magic number", "protocol version", "system info", "object graph", "storage key list"):
         end = _pickle_end(path, head, pos, what)
         ends.append((pos, end))
         pos = end
-        if pos >= len(head) and what != "storage key list":
-            if len(head) < size:
-                log.warning("%s: legacy torch pickles over %d MiB: stored as bytes", path, MAX_PICKLE >> 20)
-                return None
-            raise FormatError(path, f"legacy torch file ends after its {what}")
     magic = _load_small(path, head[ends[0][0]:ends[0][1]], "magic number")
     if magic != MAGIC_NUMBER:
         raise FormatError(path, "not a legacy torch file (bad magic number)")
