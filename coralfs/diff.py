@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import torchnames
 from .objects import dtypes
 from .objects.codecs import HEADER_SIZE
 from .objects.fsck import read_link
@@ -187,10 +186,16 @@ def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True,
     return out
 
 
-def storage_views(repo: Repository, f: File | None) -> dict[str, list[torchnames.View]]:
-    """Region name -> the tensors viewing it, for a stored torch file ({} for others)."""
-    if f is None or f.format not in torchnames.FORMATS:
+TORCH_FORMATS = ("torch", "torch-legacy")  # formats.torchnames.FORMATS
+
+
+def storage_views(repo: Repository, f: File | None) -> dict[str, list]:
+    """Region name -> the tensors viewing it (formats.torchpickle.View), for a stored
+    torch file ({} for others). coralfs.formats is imported only then: analysis imports
+    this module and must not pull in the readers."""
+    if f is None or f.format not in TORCH_FORMATS:
         return {}
+    from .formats import torchnames
     return torchnames.storage_views(f.format, FileView(repo.odb, f).read, f.size)
 
 
@@ -210,7 +215,8 @@ def _tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: st
         dt, shape = _dtype_shape(sb or sa, t_b or t_a)
         ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed", dt, shape)
         if name in names:
-            ch.label = torchnames.label(names[name])
+            from .formats.torchnames import label
+            ch.label = label(names[name])
             ch.views = [v._asdict() for v in names[name]]
         if t_b is not None:
             ch.stored = tensor_stored_bytes(repo, t_b)[0]

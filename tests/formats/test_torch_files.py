@@ -196,6 +196,12 @@ def test_show_and_diff_name_torch_storages_by_state_dict_key(tmp_path):
     assert t["name"].startswith("data/") and t["views"][0]["shape"] == [512, 256]
 
 
+def test_diff_knows_the_formats_that_have_names():
+    from coralfs import diff
+    from coralfs.formats import torchnames
+    assert diff.TORCH_FORMATS == torchnames.FORMATS
+
+
 def test_names_survive_a_pickle_the_stand_ins_cannot_load(tmp_path):
     """A data.pkl no unpickler loads (BUILD on a list): the file commits with its dtypes
     from the opcode scan, show prints the storage names without labels, nothing fails."""
