@@ -86,6 +86,24 @@ def _gguf_huge_array() -> bytes:
             + struct.pack("<IIQ", 9, 4, 1 << 60))
 
 
+def _chunked_h5() -> bytes:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("k", data=np.ones((64, 64), np.float32), chunks=(16, 16))
+    return buf.getvalue()
+
+
+def _pt2_seed() -> bytes:
+    import tempfile
+
+    import torch
+    with tempfile.TemporaryDirectory() as d:
+        m = torch.nn.Linear(8, 4)
+        torch.export.save(torch.export.export(m, (torch.randn(2, 8),)), os.path.join(d, "m.pt2"))
+        with open(os.path.join(d, "m.pt2"), "rb") as f:
+            return f.read()
+
+
 def _legacy() -> bytes:
     import torch
     buf = io.BytesIO()
@@ -141,6 +159,8 @@ MALFORMED = {
     "truncated-legacy.pt": (lambda: _legacy()[:-5], "runs past the end"),
     "lying-legacy.pt": (_legacy_lying_count, "runs past the end"),
     "header-legacy.pt": (lambda: _legacy()[:300], "legacy torch"),
+    "truncated.pt2": (lambda: _pt2_seed()[:2000], "not a readable zip"),
+    "truncated-chunked.h5": (lambda: _chunked_h5()[:3000], "HDF5"),
 }
 
 
@@ -219,17 +239,6 @@ def _pt_seed() -> bytes:
     buf = io.BytesIO()
     torch.save({"w": torch.arange(12, dtype=torch.float32), "h": torch.ones(4, dtype=torch.bfloat16)}, buf)
     return buf.getvalue()
-
-
-def _pt2_seed() -> bytes:
-    import tempfile
-
-    import torch
-    with tempfile.TemporaryDirectory() as d:
-        m = torch.nn.Linear(8, 4)
-        torch.export.save(torch.export.export(m, (torch.randn(2, 8),)), os.path.join(d, "m.pt2"))
-        with open(os.path.join(d, "m.pt2"), "rb") as f:
-            return f.read()
 
 
 SEEDS = {".safetensors": _good_st(), ".npy": _npy_prefix(np.zeros(8)) + np.zeros(8).tobytes(),
