@@ -169,6 +169,7 @@ def _pt2_regions(path: str, zf: zipfile.ZipFile, f, size: int, infos: list[zipfi
     by_name = {i.filename: i for i in infos}
     regions: list[Region] = []
     used: set[str] = set()
+    members: set[str] = set()  # tensors sharing a storage share one member: the first names it
     for cfg_name, where, tag in ((PT2_WEIGHTS, "data/weights/", ""), (PT2_CONSTANTS, "data/constants/", "constants/")):
         for fqn, entry in _pt2_config(path, zf, prefix + cfg_name).items():
             if not isinstance(entry, dict) or entry.get("use_pickle") or not isinstance(entry.get("path_name"), str):
@@ -177,9 +178,10 @@ def _pt2_regions(path: str, zf: zipfile.ZipFile, f, size: int, infos: list[zipfi
             if i is None or i.compress_type != zipfile.ZIP_STORED or i.file_size == 0:
                 continue
             name = tag + str(fqn)
-            if name in used:
+            if name in used or i.filename in members:
                 continue
             used.add(name)
+            members.add(i.filename)
             off = _member_data_offset(path, f, i, size)
             got = _pt2_shape(entry.get("tensor_meta"))
             dt, shape = got if got is not None else ("U8", (i.file_size,))

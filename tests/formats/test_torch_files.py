@@ -155,6 +155,30 @@ def test_pt2_weights_are_regions_named_by_fqn(repo, tmp_path):
     assert torch.equal(torch.export.load(str(out / "model.pt2")).module()(x), m(x))
 
 
+def test_pt2_with_tied_weights_names_the_shared_member_once(repo, tmp_path):
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Linear(128, 128, bias=False)
+            self.head = torch.nn.Linear(128, 128, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, x):
+            return self.head(self.embed(x))
+
+    d = tmp_path / "src"
+    d.mkdir()
+    torch.export.save(torch.export.export(Tied(), (torch.randn(2, 128),)), str(d / "tied.pt2"))
+    with zipfile.ZipFile(d / "tied.pt2") as z:
+        cfg = json.loads(z.read(next(n for n in z.namelist() if n.endswith("model_weights_config.json"))))["config"]
+    lay = layout_of(str(d / "tied.pt2"))
+    members = {e["path_name"] for e in cfg.values()}
+    assert len(lay.regions) == len(members) and lay.regions[0].shape == (128, 128)
+    repo.commit_paths([str(d)], "tied")
+    repo.export("main", str(tmp_path / "out"))
+    assert sha(tmp_path / "out" / "tied.pt2") == sha(d / "tied.pt2")
+
+
 # -- names in show and diff -------------------------------------------------------------------
 
 def test_show_and_diff_name_torch_storages_by_state_dict_key(tmp_path):
