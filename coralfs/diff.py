@@ -32,6 +32,10 @@ class TensorChange:
     rel_l2: float | None = None
     stored: int = 0
     changed_frac: float | None = None  # share of elements whose value differs
+    # A torch storage's tensors as the pickle names them (state-dict key, dtype, shape,
+    # offset in the storage): ``name`` stays the stored region name (data/N).
+    label: str = ""
+    views: list[dict] = field(default_factory=list)
 
 
 # Called with (element offset, |b - a| of the elements from there; 0 where not finite) as a
@@ -182,11 +186,25 @@ def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True,
     return out
 
 
+TORCH_FORMATS = ("torch", "torch-legacy")  # formats.torchnames.FORMATS
+
+
+def storage_views(repo: Repository, f: File | None) -> dict[str, list]:
+    """Region name -> the tensors viewing it (formats.torchpickle.View), for a stored
+    torch file ({} for others). coralfs.formats is imported only then: analysis imports
+    this module and must not pull in the readers."""
+    if f is None or f.format not in TORCH_FORMATS:
+        return {}
+    from .formats import torchnames
+    return torchnames.storage_views(f.format, FileView(repo.odb, f).read, f.size)
+
+
 def _tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: str = "",
                     sink_for: SinkFor | None = None) -> list[TensorChange]:
     ta = fa.tensors() if fa else {}
     tb = fb.tensors() if fb else {}
     out = []
+    names = storage_views(repo, fb) or storage_views(repo, fa)
     views = None
     for name in list(ta) + [n for n in tb if n not in ta]:
         sa, sb = ta.get(name), tb.get(name)
@@ -196,6 +214,10 @@ def _tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: st
         t_a = repo.odb.get_object(sa.tensor, Tensor) if isinstance(sa, TensorSegment) else None
         dt, shape = _dtype_shape(sb or sa, t_b or t_a)
         ch = TensorChange(name, "added" if not sa else "removed" if not sb else "changed", dt, shape)
+        if name in names:
+            from .formats.torchnames import label
+            ch.label = label(names[name])
+            ch.views = [v._asdict() for v in names[name]]
         if t_b is not None:
             ch.stored = tensor_stored_bytes(repo, t_b)[0]
         sink = sink_for(path, name, shape) if sink_for is not None and sa and sb else None
@@ -247,4 +269,4 @@ def stats(repo: Repository) -> dict:
 
 
 __all__ = ["DeltaSink", "DeltaStats", "FileChange", "SinkFor", "TensorChange", "diff", "file_stored_bytes", "kind_of",
-           "stats", "tensor_stored_bytes"]
+           "stats", "storage_views", "tensor_stored_bytes"]

@@ -58,3 +58,14 @@ def sparse_file(path: str, size: int = 10 << 30) -> None:
         for off in (0, size // 2, size - 4096):
             f.seek(off)
             f.write(os.urandom(4096))
+
+
+def legacy_torch_claiming(count: int) -> bytes:
+    """A legacy (non-zip) torch file of one float32 storage whose record claims ``count``
+    elements (its bytes are 16)."""
+    import torch
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(4, dtype=torch.float32)}, buf, _use_new_zipfile_serialization=False)
+    raw = bytearray(buf.getvalue())
+    struct.pack_into("<q", raw, len(raw) - 16 - 8, count)
+    return bytes(raw)

@@ -456,6 +456,9 @@ def show(
             typer.echo(f"{esc(fi['path'])}/: empty directory")
         return
     f = repo.read_file(e.file)
+    from ..diff import storage_views
+    from ..formats.torchnames import label, shown
+    names = storage_views(repo, f)
     rows = []
     for name, s in f.tensors().items():
         if isinstance(s, TensorSegment):
@@ -466,6 +469,10 @@ def show(
         else:  # a small tensor in a shared pack: its bytes are counted with the file's
             rows.append({"name": name, "dtype": s.dtype, "shape": list(s.shape), "bytes": s.length,
                          "stored": 0, "codecs": {"packed": 1}})
+        if name in names:  # a torch storage: the tensors viewing it, as the pickle names them
+            rows[-1]["label"] = label(names[name])
+            rows[-1]["views"] = [{"name": v.name, "dtype": v.dtype, "shape": list(v.shape), "offset": v.offset}
+                                 for v in names[name]]
     if as_json:
         typer.echo(json.dumps({"path": path, "format": f.format, "size": f.size, "id": to_hex(e.file),
                                "tensors": rows}, indent=2))
@@ -473,7 +480,11 @@ def show(
     typer.echo(f"{esc(path)}: {f.format}, {human(f.size)}, stored {human(repo.file_stored_bytes(f))}, {len(rows)} tensors")
     for r in rows:
         codecs = ",".join(f"{k}" + (f"x{v}" if v > 1 else "") for k, v in r["codecs"].items())
-        typer.echo(f"  {esc(r['name']):<50} {r['dtype']:>7} {str(r['shape']):<16} {human(r['bytes']):>10} "
+        name, dt, shape = r["name"], r["dtype"], r["shape"]
+        if r.get("label"):
+            v = r["views"][0]
+            name, dt, shape = shown(name, r["label"]), v["dtype"], v["shape"]
+        typer.echo(f"  {esc(name):<50} {dt:>7} {str(shape):<16} {human(r['bytes']):>10} "
                    f"stored {human(r['stored']):>10} {codecs}")
 
 
@@ -515,6 +526,7 @@ def _change_line(c) -> str:
 
 
 def _print_changes(changes, stat: bool) -> None:
+    from ..formats.torchnames import shown
     if not changes:
         typer.echo("no changes")
         return
@@ -533,7 +545,10 @@ def _print_changes(changes, stat: bool) -> None:
                 extra = f" max|Δ|={t.max_abs:.3g}"
             if t.rel_l2 is not None:
                 extra += f" relL2={t.rel_l2:.3g}"
-            typer.echo(f"  {t.status:<8} {esc(t.name):<50} {esc(t.dtype):>6} {str(list(t.shape)):<14}{extra} stored {human(t.stored)}")
+            name, dt, shape = t.name, t.dtype, list(t.shape)
+            if t.label:  # a torch storage: its state-dict key(s), the tensor's dtype and shape
+                name, dt, shape = shown(t.name, t.label), t.views[0]["dtype"], list(t.views[0]["shape"])
+            typer.echo(f"  {t.status:<8} {esc(name):<50} {esc(dt):>6} {str(shape):<14}{extra} stored {human(t.stored)}")
     if stat:
         typer.echo(f" {len(changes)} files changed")
 

@@ -12,17 +12,17 @@ byte-identical all the same. Only a structurally broken archive is refused.
 
 from __future__ import annotations
 
-import io
+import json
 import logging
-import pickle
-import pickletools
+import math
 import struct
 import zipfile
-from typing import NamedTuple
 
+from ..objects import dtypes
 from ..objects.regions import Region
 from . import npy
 from .base import MAX_MEMBERS, FormatError, Layout, guarded, safe_member_name
+from .torchpickle import torch_storage_dtypes
 
 log = logging.getLogger(__name__)
 
@@ -32,241 +32,6 @@ _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 # a pickle (a small deflate stream can claim gigabytes); the file is then stored as a
 # plain archive, byte-exact, with its storages as untyped regions.
 MAX_PICKLE = 64 << 20
-
-TORCH_STORAGES = {
-    "DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
-    "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
-    "ByteStorage": "U8", "BoolStorage": "BOOL", "Float8_e4m3fnStorage": "F8_E4M3",
-    "Float8_e5m2Storage": "F8_E5M2", "ComplexFloatStorage": "C64", "ComplexDoubleStorage": "C128",
-    "QInt8Storage": "I8", "QUInt8Storage": "U8", "QInt32Storage": "I32",
-}
-TORCH_DTYPES = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-    "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "float8_e4m3fnuz": "F8_E4M3FNUZ",
-    "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e8m0fnu": "F8_E8M0", "complex64": "C64",
-    "complex128": "C128", "uint16": "U16", "uint32": "U32", "uint64": "U64",
-    # Packed sub-byte and quantized element types: one byte of the storage per element.
-    "float4_e2m1fn_x2": "U8", "qint8": "I8", "quint8": "U8", "qint32": "I32",
-}
-
-
-class _Stand:
-    """Base of the stand-in classes: every global a pickle names becomes a fresh subclass
-    of this (a real type, so NEWOBJ, NEWOBJ_EX, INST and OBJ accept it), whose instances
-    take every call and every protocol hook (BUILD, SETITEMS, APPENDS, ADDITEMS) and do
-    nothing. Nothing is imported and no code of the checkpoint runs."""
-
-    _module = ""
-    _name = ""
-    _scan: _ScanUnpickler | None = None
-
-    def __new__(cls, *a, **k):
-        return object.__new__(cls)
-
-    def __init__(self, *a, **k) -> None:
-        # A REDUCE on a stand-in class (``_rebuild_tensor_v3(storage, ..., dtype)``) is
-        # where newer torch files name a storage's dtype.
-        if self._scan is not None:
-            _note_rebuild(self._scan.storages, self._name, a)
-
-    def __call__(self, *a, **k):
-        return _Stand()
-
-    def __setstate__(self, state) -> None:
-        pass
-
-    def __setitem__(self, k, v) -> None:
-        pass
-
-    def append(self, v) -> None:
-        pass
-
-    def extend(self, v) -> None:
-        pass
-
-    def add(self, v) -> None:
-        pass
-
-
-class _StorageRef:
-    """What a persistent id ``('storage', type, key, ...)`` loads as."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-class _Global(NamedTuple):
-    """A global as the opcode scan sees it (it never looks it up)."""
-
-    module: str
-    name: str
-
-
-def _dtype_of(x) -> str | None:
-    """The coralfs dtype a global stands for (a torch storage class or dtype), if any."""
-    if isinstance(x, type) and issubclass(x, _Stand):
-        module, name = x._module, x._name
-    elif isinstance(x, _Global):
-        module, name = x
-    else:
-        return None
-    return (TORCH_STORAGES.get(name) or TORCH_DTYPES.get(name)) if module.startswith("torch") else None
-
-
-def _note_storage(found: dict[str, str | None], pid) -> _StorageRef | None:
-    """Record the storage a persistent id ``('storage', type, key, location, numel)`` names."""
-    if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
-        return None
-    key = str(pid[2])
-    if found.get(key) is None:
-        found[key] = _dtype_of(pid[1])
-    return _StorageRef(key)
-
-
-def _note_rebuild(found: dict[str, str | None], fn: str, args) -> None:
-    """``_rebuild_tensor_v3(storage, offset, size, stride, grad, hooks, dtype)``: newer
-    torch files load storages untyped (UntypedStorage) and name the dtype here."""
-    if not (fn.startswith("_rebuild_") and isinstance(args, tuple) and args
-            and isinstance(args[0], _StorageRef)) or found.get(args[0].key) is not None:
-        return
-    for a in args[1:]:
-        dtype = _dtype_of(a)
-        if dtype is not None:
-            found[args[0].key] = dtype
-            return
-
-
-class _ScanUnpickler(pickle.Unpickler):
-    def __init__(self, f) -> None:
-        super().__init__(f)
-        self.storages: dict[str, str | None] = {}
-        self._classes: dict[tuple[str, str], type] = {}
-
-    def find_class(self, module: str, name: str):
-        cls = self._classes.get((module, name))
-        if cls is None:
-            cls = type("Global", (_Stand,), {"_module": module, "_name": name, "_scan": self})
-            self._classes[(module, name)] = cls
-        return cls
-
-    def persistent_load(self, pid):
-        return _note_storage(self.storages, pid) or _Stand()
-
-
-class _OpcodeScan:
-    """The stack machine of :func:`_opcode_scan`: strings, numbers, tuples and globals
-    are tracked, everything else is an opaque None."""
-
-    def __init__(self) -> None:
-        self.found: dict[str, str | None] = {}
-        self.stack: list = []
-        self.marks: list[int] = []
-        self.memo: dict = {}
-
-    def to_mark(self) -> list:
-        k = self.marks.pop()
-        items = self.stack[k:]
-        del self.stack[k:]
-        return items
-
-    def step(self, op, arg) -> bool:
-        """Apply one opcode; False: stop (STOP, or an opcode it cannot follow)."""
-        name, stack = op.name, self.stack
-        if name == "MARK":
-            self.marks.append(len(stack))
-        elif name == "GLOBAL":
-            module, _, attr = arg.partition(" ")
-            stack.append(_Global(module, attr))
-        elif name == "STACK_GLOBAL":
-            attr, module = stack.pop(), stack.pop()
-            stack.append(_Global(module, attr) if isinstance(module, str) and isinstance(attr, str) else None)
-        elif name == "TUPLE":
-            stack.append(tuple(self.to_mark()))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            n = int(name[-1])
-            items = tuple(stack[-n:])
-            if len(items) != n:
-                return False
-            del stack[-n:]
-            stack.append(items)
-        elif name == "EMPTY_TUPLE":
-            stack.append(())
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            self.memo[arg] = stack[-1]
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = stack[-1]
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(self.memo.get(arg))
-        elif name == "DUP":
-            stack.append(stack[-1])
-        elif name == "BINPERSID":
-            stack.append(_note_storage(self.found, stack.pop()))
-        elif name == "REDUCE":
-            args, fn = stack.pop(), stack.pop()
-            if isinstance(fn, _Global):
-                _note_rebuild(self.found, fn.name, args)
-            stack.append(None)
-        elif name == "STOP":
-            return False
-        else:
-            return self.generic(op, arg)
-        return True
-
-    def generic(self, op, arg) -> bool:
-        """Any other opcode: pop what it takes, push opaque values (or its literal)."""
-        before = op.stack_before
-        if pickletools.markobject in before:
-            self.to_mark()
-            below = before.index(pickletools.markobject)
-        else:
-            below = len(before)
-        if below:
-            if len(self.stack) < below:
-                return False
-            del self.stack[-below:]
-        if op.stack_after and not before and op.arg is not None and isinstance(arg, (str, bytes, int, float)):
-            self.stack.append(arg)  # a literal push (strings, numbers)
-        else:
-            self.stack.extend(None for _ in op.stack_after)
-        return True
-
-
-def _opcode_scan(data: bytes) -> dict[str, str | None]:
-    """Storage keys and dtypes read from the pickle's opcodes alone, for a pickle the
-    stand-in unpickler cannot load. A small stack machine tracks only strings, numbers,
-    tuples and globals (everything else is an opaque None); it builds no object, calls
-    nothing, and stops quietly at the first opcode it cannot follow, keeping what it
-    found (the storages' bytes are stored exactly either way)."""
-    scan = _OpcodeScan()
-    try:
-        for op, arg, _pos in pickletools.genops(data):
-            if not scan.step(op, arg):
-                break
-    except Exception:  # noqa: BLE001 - an opcode it cannot follow ends the scan
-        log.debug("pickle opcode scan stopped early", exc_info=True)
-    return scan.found
-
-
-def torch_storage_dtypes(path: str, data: bytes) -> dict[str, str]:
-    """Storage key -> coralfs dtype of a torch ``data.pkl`` ("U8" where unknown).
-
-    The stand-in unpickler reads pickles of any class (TrainingArguments, nn.Module,
-    Namespace, dataclasses, TorchScript, ExportedProgram). A pickle it still cannot load
-    is not a reason to refuse the file: its storages' dtypes come from an opcode scan,
-    and the file is stored byte-identical whatever the scan learned."""
-    u = _ScanUnpickler(io.BytesIO(data))
-    try:
-        u.load()
-        found = u.storages
-    except Exception as e:  # noqa: BLE001 - untrusted pickle: fall back, never refuse
-        log.debug("%s: data.pkl does not load with stand-ins (%s: %s); scanning its opcodes",
-                  path, type(e).__name__, e)
-        found = _opcode_scan(data)
-        for k, v in u.storages.items():
-            if found.get(k) is None:
-                found[k] = v
-    return {k: v or "U8" for k, v in found.items()}
 
 
 def read_pickle(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
@@ -315,33 +80,130 @@ def parse(path: str, size: int) -> Layout:
                 raise FormatError(path, f"archive member name {i.filename!r} is not UTF-8")
             safe_member_name(path, i.filename)
         pkl = [i for i in infos if i.filename.endswith("data.pkl") and i.filename.count("/") <= 1]
-        regions: list[Region] = []
+        pt2 = [i for i in infos if i.filename.endswith(PT2_WEIGHTS) and i.filename.count("/") == 3]
         if pkl:
-            prefix = pkl[0].filename[: -len("data.pkl")]
-            pickled = read_pickle(path, zf, pkl[0])
-            dtypes_by_key = torch_storage_dtypes(path, pickled) if pickled is not None else {}
-            for i in infos:
-                member = i.filename[len(prefix):] if i.filename.startswith(prefix) else ""
-                # constants/N: the tensor constants of a TorchScript archive (bytes).
-                if not member.startswith(("data/", "constants/")) or i.compress_type != zipfile.ZIP_STORED:
-                    continue
-                dt = dtypes_by_key.get(member[5:], "U8") if member.startswith("data/") else "U8"
-                off = _member_data_offset(path, f, i, size)
-                from ..objects import dtypes as _dt
-                width = _dt.lookup(dt).width
-                if i.file_size % width:
-                    dt, width = "U8", 1
-                regions.append(Region(off, i.file_size, member, dt, (i.file_size // width,)))
-            fmt = "torch"
+            regions, fmt = _torch_regions(path, zf, f, size, infos, pkl[0]), "torch"
+        elif pt2:
+            regions, fmt = _pt2_regions(path, zf, f, size, infos, pt2[0].filename[: -len(PT2_WEIGHTS)]), "pt2"
         else:
-            for i in infos:
-                if i.compress_type != zipfile.ZIP_STORED or not i.filename.endswith(".npy"):
-                    continue
-                off = _member_data_offset(path, f, i, size)
-                f.seek(off)
-                head = f.read(min(i.file_size, 12 + npy.MAX_NPY_HEADER))
-                r = npy.region_at(f"{path}:{i.filename}", head, off, i.file_size, i.filename[:-4])
-                if r is not None:
-                    regions.append(r)
+            regions = _npy_regions(path, f, size, infos)
             fmt = "npz" if any(i.filename.endswith(".npy") for i in infos) else "zip"
     return Layout(fmt, regions)
+
+
+def _torch_regions(path: str, zf: zipfile.ZipFile, f, size: int, infos: list[zipfile.ZipInfo],
+                   pkl: zipfile.ZipInfo) -> list[Region]:
+    """The storages of a torch.save / torch.jit.save zip, typed from data.pkl."""
+    prefix = pkl.filename[: -len("data.pkl")]
+    pickled = read_pickle(path, zf, pkl)
+    dtypes_by_key = torch_storage_dtypes(path, pickled) if pickled is not None else {}
+    regions: list[Region] = []
+    for i in infos:
+        member = i.filename[len(prefix):] if i.filename.startswith(prefix) else ""
+        # constants/N: the tensor constants of a TorchScript archive (bytes).
+        if not member.startswith(("data/", "constants/")) or i.compress_type != zipfile.ZIP_STORED:
+            continue
+        dt = dtypes_by_key.get(member[5:], "U8") if member.startswith("data/") else "U8"
+        off = _member_data_offset(path, f, i, size)
+        width = dtypes.lookup(dt).width
+        if i.file_size % width:
+            dt, width = "U8", 1
+        # Region names stay the member names (data/N): they key delta bases and diffs of
+        # existing repositories; `show` and `diff` print state-dict keys (torchnames.py).
+        regions.append(Region(off, i.file_size, member, dt, (i.file_size // width,)))
+    return regions
+
+
+# torch.export.save (.pt2): <name>/data/weights/model_weights_config.json maps each
+# parameter's FQN to its member (path_name) and tensor_meta; constants likewise.
+PT2_WEIGHTS = "data/weights/model_weights_config.json"
+PT2_CONSTANTS = "data/constants/model_constants_config.json"
+MAX_PT2_CONFIG = 64 << 20
+# torch._export.serde.schema.ScalarType -> coralfs dtype.
+PT2_SCALARS = {1: "U8", 2: "I8", 3: "I16", 4: "I32", 5: "I64", 6: "F16", 7: "F32", 8: "F64", 10: "C64",
+               11: "C128", 12: "BOOL", 13: "BF16", 28: "U16", 29: "F8_E4M3", 30: "F8_E5M2",
+               31: "F8_E4M3FNUZ", 32: "F8_E5M2FNUZ", 33: "F8_E8M0", 34: "U32", 35: "U64"}
+
+
+def _pt2_config(path: str, zf: zipfile.ZipFile, name: str) -> dict:
+    """A pt2 weights/constants config's ``config`` map ({} when absent or unreadable: its
+    members are then stored as bytes, exactly)."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        return {}
+    if info.file_size > MAX_PT2_CONFIG:
+        log.warning("%s: %s declares %d bytes (over the cap): its tensors stored as bytes", path, name, info.file_size)
+        return {}
+    with zf.open(info) as m:
+        raw = m.read(MAX_PT2_CONFIG + 1)
+    try:
+        cfg = json.loads(raw.decode("utf-8")).get("config", {})
+    except (UnicodeDecodeError, ValueError, AttributeError) as e:
+        log.warning("%s: %s is not a JSON config (%s): its tensors stored as bytes", path, name, e)
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _pt2_shape(meta) -> tuple[str, tuple[int, ...]] | None:
+    """(dtype, shape) of a pt2 ``tensor_meta`` (None for one it cannot read)."""
+    if not isinstance(meta, dict):
+        return None
+    dt = PT2_SCALARS.get(meta.get("dtype"))  # type: ignore[arg-type]
+    sizes = meta.get("sizes")
+    if dt is None or not isinstance(sizes, list):
+        return None
+    shape = []
+    for s in sizes:
+        n = s.get("as_int") if isinstance(s, dict) else None
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            return None
+        shape.append(n)
+    return dt, tuple(shape)
+
+
+def _pt2_regions(path: str, zf: zipfile.ZipFile, f, size: int, infos: list[zipfile.ZipInfo],
+                 prefix: str) -> list[Region]:
+    """The weights and constants of a torch.export archive: each stored (uncompressed)
+    member its config names, typed by its tensor_meta and named by its FQN."""
+    by_name = {i.filename: i for i in infos}
+    regions: list[Region] = []
+    used: set[str] = set()
+    members: set[str] = set()  # tensors sharing a storage share one member: the first names it
+    for cfg_name, where, tag in ((PT2_WEIGHTS, "data/weights/", ""), (PT2_CONSTANTS, "data/constants/", "constants/")):
+        for fqn, entry in _pt2_config(path, zf, prefix + cfg_name).items():
+            if not isinstance(entry, dict) or entry.get("use_pickle") or not isinstance(entry.get("path_name"), str):
+                continue  # a pickled weight is a torch.save inside: its member stays bytes
+            i = by_name.get(prefix + where + entry["path_name"])
+            if i is None or i.compress_type != zipfile.ZIP_STORED or i.file_size == 0:
+                continue
+            name = tag + str(fqn)
+            if name in used or i.filename in members:
+                continue
+            used.add(name)
+            members.add(i.filename)
+            off = _member_data_offset(path, f, i, size)
+            got = _pt2_shape(entry.get("tensor_meta"))
+            dt, shape = got if got is not None else ("U8", (i.file_size,))
+            width = dtypes.lookup(dt).width
+            if math.prod(shape) * width != i.file_size:  # a view of a larger storage: flat
+                if i.file_size % width:
+                    dt, width = "U8", 1
+                shape = (i.file_size // width,)
+            regions.append(Region(off, i.file_size, name, dt, shape))
+    return regions
+
+
+def _npy_regions(path: str, f, size: int, infos: list[zipfile.ZipInfo]) -> list[Region]:
+    """The arrays of an .npz (its stored .npy members; deflated ones stay bytes)."""
+    regions: list[Region] = []
+    for i in infos:
+        if i.compress_type != zipfile.ZIP_STORED or not i.filename.endswith(".npy"):
+            continue
+        off = _member_data_offset(path, f, i, size)
+        f.seek(off)
+        head = f.read(min(i.file_size, 12 + npy.MAX_NPY_HEADER))
+        r = npy.region_at(f"{path}:{i.filename}", head, off, i.file_size, i.filename[:-4])
+        if r is not None:
+            regions.append(r)
+    return regions

@@ -69,6 +69,31 @@ def test_pickle_bomb_commits_within_a_memory_cap_and_exports_exactly(tmp_path):
     r.close()
 
 
+def test_lying_gguf_and_legacy_headers_fail_within_a_memory_cap(tmp_path):
+    """Headers that claim a million tensors of 2**40 elements, a 2**60-item array, or a
+    storage record of 2**62 elements: refused in one line by a child capped at 2 GiB of
+    address space (nothing is allocated from what a header claims)."""
+    import struct
+    repo = str(tmp_path / "repo")
+    run_cli("init", repo)
+    infos = b"".join(struct.pack("<Q", 4) + b"t%03d" % i + struct.pack("<IQQIQ", 2, 1 << 20, 1 << 20, 0, 0)
+                     for i in range(1000))
+    cases = {
+        "many.gguf": b"GGUF" + struct.pack("<IQQ", 3, 1000, 0) + infos,
+        "array.gguf": b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 8, 1 << 60),
+        "record.pt": hostile_inputs.legacy_torch_claiming(1 << 62),
+    }
+    for name, data in cases.items():
+        src = tmp_path / name.replace(".", "_")
+        src.mkdir()
+        (src / name).write_bytes(data)
+        p = _limited_cli(2 << 30, "commit", str(src), "-m", "x", repo=repo)
+        assert p.returncode != 0, name
+        err = p.stderr.strip()
+        assert len(err.splitlines()) == 1 and name in err and "nothing was committed" in err, err
+        assert "Traceback" not in err and "MemoryError" not in err
+
+
 # -- many small tensors -------------------------------------------------------------------
 
 def test_many_tiny_tensors_pack_into_few_objects(tmp_path):

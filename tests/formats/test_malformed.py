@@ -53,6 +53,74 @@ def _non_utf8_zip() -> bytes:
     return bytes(raw)
 
 
+def _gguf() -> bytes:
+    import tempfile
+
+    import gguf
+    with tempfile.TemporaryDirectory() as d:
+        w = gguf.GGUFWriter(os.path.join(d, "m.gguf"), "llama")
+        w.add_string("general.name", "t")
+        w.add_tensor("a", np.arange(64, dtype=np.float32).reshape(2, 32))
+        w.add_tensor("b", np.ones(32, np.float16))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with open(os.path.join(d, "m.gguf"), "rb") as f:
+            return f.read()
+
+
+def _gguf_lying_offset() -> bytes:
+    raw = bytearray(_gguf())
+    # tensor "b"'s info ends with its u64 offset: make it point far past the end
+    i = raw.index(b"\x01\x00\x00\x00\x00\x00\x00\x00b") + 9  # name length 1, "b"
+    i += 4 + 8 + 4  # n_dims, one dim, ggml type
+    struct.pack_into("<Q", raw, i, 1 << 40)
+    return bytes(raw)
+
+
+def _gguf_huge_array() -> bytes:
+    # one key whose array claims 2**60 u32 items
+    key = b"k"
+    return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+            + struct.pack("<IIQ", 9, 4, 1 << 60))
+
+
+def _chunked_h5() -> bytes:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("k", data=np.ones((64, 64), np.float32), chunks=(16, 16))
+    return buf.getvalue()
+
+
+def _pt2_seed() -> bytes:
+    import tempfile
+
+    import torch
+    with tempfile.TemporaryDirectory() as d:
+        m = torch.nn.Linear(8, 4)
+        torch.export.save(torch.export.export(m, (torch.randn(2, 8),)), os.path.join(d, "m.pt2"))
+        with open(os.path.join(d, "m.pt2"), "rb") as f:
+            return f.read()
+
+
+def _legacy() -> bytes:
+    import torch
+    buf = io.BytesIO()
+    # Both storages are 16 bytes: the records' order (by storage key, a memory address)
+    # varies from run to run, the last record's place does not.
+    torch.save({"w": torch.arange(4, dtype=torch.float32), "h": torch.ones(8, dtype=torch.float16)}, buf,
+               _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def _legacy_lying_count() -> bytes:
+    raw = bytearray(_legacy())
+    # the last record: 16 bytes after its count; claim 2**40 elements
+    struct.pack_into("<q", raw, len(raw) - 16 - 8, 1 << 40)
+    return bytes(raw)
+
+
 MALFORMED = {
     "truncated.safetensors": (lambda: _good_st()[:-5], "past the end|outside the data area|not indexed"),
     "truncated-header.safetensors": (lambda: _good_st()[:20], "truncated safetensors header"),
@@ -83,6 +151,16 @@ MALFORMED = {
     "broken.npz": (lambda: b"PK\x03\x04" + b"\0" * 40, "not a readable zip"),
     "bad.h5": (lambda: b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "HDF5"),
     "fake.h5": (lambda: b"not hdf5 at all", "not an HDF5 file"),
+    "truncated.gguf": (lambda: _gguf()[:-40], "past the end"),
+    "truncated-header.gguf": (lambda: _gguf()[:60], "truncated"),
+    "lying.gguf": (_gguf_lying_offset, "past the end"),
+    "bomb.gguf": (_gguf_huge_array, "truncated or over the cap"),
+    "fake.gguf": (lambda: b"GGUX" + b"\0" * 40, "not a GGUF file"),
+    "truncated-legacy.pt": (lambda: _legacy()[:-5], "runs past the end"),
+    "lying-legacy.pt": (_legacy_lying_count, "runs past the end"),
+    "header-legacy.pt": (lambda: _legacy()[:300], "legacy torch"),
+    "truncated.pt2": (lambda: _pt2_seed()[:2000], "not a readable zip"),
+    "truncated-chunked.h5": (lambda: _chunked_h5()[:3000], "HDF5"),
 }
 
 
@@ -164,7 +242,7 @@ def _pt_seed() -> bytes:
 
 
 SEEDS = {".safetensors": _good_st(), ".npy": _npy_prefix(np.zeros(8)) + np.zeros(8).tobytes(),
-         ".npz": _npz_seed(), ".pt": _pt_seed()}
+         ".npz": _npz_seed(), ".pt": _pt_seed(), ".gguf": _gguf(), ".pth": _legacy(), ".pt2": _pt2_seed()}
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -215,3 +293,19 @@ def test_fuzz_hdf5_truncations(tmp_path):
         q = tmp_path / f"t{n}.h5"
         q.write_bytes(full[:n])
         _check(str(q))
+
+
+def test_fuzz_hdf5_chunked(tmp_path):
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("k", data=np.ones((40, 40), np.float32), chunks=(16, 16))
+    path = str(tmp_path / "f.h5")
+
+    @FUZZ
+    @given(data=_fuzz_bytes(buf.getvalue()))
+    def run(data):
+        with open(path, "wb") as f:
+            f.write(data)
+        _check(path)
+
+    run()
