@@ -52,14 +52,20 @@ def cli(*args: str, env: dict | None = None, cwd: str | None = None) -> str:
                           env={**os.environ, **(env or {})}, cwd=cwd).stdout
 
 
-def timed_clone(tree: str, url: str, dest: str, endpoint: str | None, env: dict) -> float:
-    """Seconds of one `coralfs clone` with the coralfs of source tree ``tree`` (run from
-    the destination's parent: `python -m` puts the current directory first on sys.path)."""
+def timed_clone(tree: str, url: str, dest: str, endpoint: str | None, env: dict) -> tuple[float, float]:
+    """(wall s, CPU s of the clone process) of one `coralfs clone` with the coralfs of
+    source tree ``tree`` (run from the destination's parent: `python -m` puts the current
+    directory first on sys.path). On a loaded machine the CPU time says what the client
+    itself costs; the store (moto) runs in its own process."""
+    import resource
     shutil.rmtree(dest, ignore_errors=True)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     cli("clone", url, dest, *(["--endpoint", endpoint] if endpoint else []), env={**env, "PYTHONPATH": tree},
         cwd=os.path.dirname(dest))
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def has_command(name: str) -> bool:
@@ -136,6 +142,9 @@ def push(repo: str, url: str, endpoint: str | None, env: dict) -> str:
     """Push every branch; returns how ("coralfs push" or the test pack writer)."""
     if has_command("push"):
         args = ["remote", "add", "bench", url] + (["--endpoint", endpoint] if endpoint else [])
+        # A remote of an earlier run names that run's moto port: replace it.
+        subprocess.run([PY, "-m", "coralfs", "-R", repo, "remote", "remove", "bench"], capture_output=True,
+                       env={**os.environ, **env})
         subprocess.run([PY, "-m", "coralfs", "-R", repo, *args], capture_output=True, env={**os.environ, **env})
         from coralfs.objects.repository import Repository
         cli("-R", repo, "push", "bench", *sorted(Repository.open(repo).branches()), env=env)
@@ -244,15 +253,17 @@ def main() -> None:
         if has_command("clone"):
             dest = os.path.join(args.work, "clone")
             trees = [ROOT] + [os.path.abspath(t) for t in args.compare]
-            secs: dict[str, list[float]] = {t: [] for t in trees}
+            secs: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
             for _ in range(args.clones):
                 for tree in trees:
                     secs[tree].append(timed_clone(tree, url, dest, endpoint, env))
             for tree in trees:
-                s = sorted(secs[tree])[len(secs[tree]) // 2]
+                s = sorted(w for w, _ in secs[tree])[len(secs[tree]) // 2]
+                cpu = sorted(c for _, c in secs[tree])[len(secs[tree]) // 2]
                 rate = moved / 1e6 / s
-                print(f"clone ({tree}): median {s:.2f} s of {args.clones} = {rate:.0f} MB/s "
-                      f"(all: {', '.join(f'{x:.2f}' for x in secs[tree])})", flush=True)
+                print(f"clone ({tree}): median {s:.2f} s of {args.clones} = {rate:.0f} MB/s; client CPU median "
+                      f"{cpu:.2f} s = {moved / 1e6 / cpu:.0f} MB per CPU-second "
+                      f"(all: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in secs[tree])})", flush=True)
                 if tree == ROOT:
                     clone_rate = rate
                 else:
