@@ -28,9 +28,6 @@ class Operations(FormatOps):
     owns it."""
 
     def commit_paths(self, repo: Repository, sources: list[str], message: str, **options: Any) -> CommitResult:
-        # A file with no same-path predecessor whose tensors match a model the repository
-        # holds records where it came from (coralfs.analysis.relations).
-        options.setdefault("annotate", lambda tree, parent: derive(repo, tree, parent))
         return _ingest.commit_paths(repo, sources, message, **options)
 
     def export(self, repo: Repository, rev: str, dest: str, include: list[str] | None,
@@ -63,6 +60,15 @@ def derive(repo: Repository, tree, parent) -> dict:
     return {"derived_from": found} if found else {}
 
 
+def infer_derivations(repo: Repository) -> Repository:
+    """From now on, ``repo``'s commits of paths record ``derived_from`` for a file with no
+    same-path predecessor whose tensors match a model the repository holds
+    (coralfs.analysis.relations): what `coralfs commit`, `import` and `watch` do. Returns
+    ``repo``."""
+    repo.commit_annotate = lambda tree, parent: derive(repo, tree, parent)
+    return repo
+
+
 OPERATIONS = Operations()
 
 
@@ -71,7 +77,7 @@ def describe_commit(repo: Repository, oid: ObjectId) -> dict:
 
 
 __all__ = ["CommitResult", "FileChange", "Operations", "Repository", "TensorChange", "collect_sources",
-           "commit_mount", "describe_commit", "mount_status"]
+           "commit_mount", "describe_commit", "infer_derivations", "mount_status"]
 
 
 # -- writable mounts ---------------------------------------------------------------------

@@ -181,7 +181,7 @@ def diff(repo: Repository, a: str | None, b: str, *, tensors: bool = True,
             ch.target_new = read_link(repo, eb.file, path)
             ch.size_new = len(ch.target_new)
         if tensors:
-            ch.tensors = _tensor_changes(repo, fa, fb, path, sink_for)
+            ch.tensors = tensor_changes(repo, fa, fb, path, sink_for)
         out.append(ch)
     return out
 
@@ -199,8 +199,11 @@ def storage_views(repo: Repository, f: File | None) -> dict[str, list]:
     return torchnames.storage_views(f.format, FileView(repo.odb, f).read, f.size)
 
 
-def _tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: str = "",
-                    sink_for: SinkFor | None = None) -> list[TensorChange]:
+def tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: str = "",
+                   sink_for: SinkFor | None = None) -> list[TensorChange]:
+    """The tensors that differ between two versions of a file (either may be None: added
+    or removed), with their delta statistics; ``sink_for(path, name, shape)`` may give a
+    DeltaSink that sees each changed tensor's values."""
     ta = fa.tensors() if fa else {}
     tb = fb.tensors() if fb else {}
     out = []
@@ -222,7 +225,7 @@ def _tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: st
             ch.stored = tensor_stored_bytes(repo, t_b)[0]
         sink = sink_for(path, name, shape) if sink_for is not None and sa and sb else None
         if t_a is not None and t_b is not None:
-            ch.max_abs, ch.rel_l2, ch.changed_frac = _delta_stats(repo, t_a, t_b, sink)
+            ch.max_abs, ch.rel_l2, ch.changed_frac = delta_stats(repo, t_a, t_b, sink)
         elif sa and sb and _dtype_shape(sa, t_a) == (dt, shape):
             # A packed tensor on either side: compare its bytes read through the files.
             if views is None:
@@ -232,8 +235,10 @@ def _tensor_changes(repo: Repository, fa: File | None, fb: File | None, path: st
     return out
 
 
-def _delta_stats(repo: Repository, a: Tensor, b: Tensor,
-                 sink: DeltaSink | None = None) -> tuple[float | None, float | None, float | None]:
+def delta_stats(repo: Repository, a: Tensor, b: Tensor,
+                sink: DeltaSink | None = None) -> tuple[float | None, float | None, float | None]:
+    """(max |b - a|, ||b - a|| / ||a||, fraction of elements changed) of two tensors of one
+    dtype, shape and chunking, read one chunk pair at a time; Nones when not comparable."""
     dt = dtypes.lookup(a.dtype)
     if a.dtype != b.dtype or a.shape != b.shape or dt.numpy is None or dt.name == "BOOL" \
             or a.chunk_size != b.chunk_size:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from .api import infer_derivations
 from .ingest import CommitResult
 from .objects.errors import CoralError
 from .objects.repository import Repository, in_write_session
@@ -53,6 +54,7 @@ class Watcher:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        infer_derivations(self.repo)   # as `coralfs commit` does
         self.directory = os.path.abspath(self.directory)
         if not os.path.isdir(self.directory):
             raise CoralError(f"{self.directory}: not a directory to watch; create it or point at the trainer's output_dir")

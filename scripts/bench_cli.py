@@ -58,7 +58,7 @@ def main() -> None:
                                    capture_output=True, text=True, check=True).stdout.strip()
             print(f"{name}: {where}")
         times: dict = {(label, i): [] for label, _ in rows for i in range(len(trees))}
-        for label, args in rows:
+        for _label, args in rows:
             for e in envs:
                 once(args, e, d)   # warm-up: writes the bytecode cache
         for _ in range(a.repeat):

@@ -15,6 +15,11 @@ clone` when those commands exist; before that, the push is the pack writer the t
   local mount's cold read of the same commit.
 
     nice .venv/bin/python scripts/bench_remote.py [--work DIR] [--url URL] [--gb 1.0]
+        [--compare OTHER_SOURCE_TREE] [--clones 3] [--skip-mount]
+
+``--compare DIR`` clones with the coralfs found in DIR too (e.g. ``git archive REV coralfs |
+tar -x -C DIR``), alternating with this tree, ``--clones`` times each (medians), so the two
+clone figures share the machine's load. ``--skip-mount`` leaves out the 1 GiB cold reads.
 """
 
 from __future__ import annotations
@@ -42,9 +47,25 @@ from bench_mount import drop_caches, seq_read, umount  # noqa: E402
 from minilm_series import build  # noqa: E402
 
 
-def cli(*args: str, env: dict | None = None) -> str:
+def cli(*args: str, env: dict | None = None, cwd: str | None = None) -> str:
     return subprocess.run([PY, "-m", "coralfs", *args], check=True, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}).stdout
+                          env={**os.environ, **(env or {})}, cwd=cwd).stdout
+
+
+def timed_clone(tree: str, url: str, dest: str, endpoint: str | None, env: dict) -> tuple[float, float]:
+    """(wall s, CPU s of the clone process) of one `coralfs clone` with the coralfs of
+    source tree ``tree`` (run from the destination's parent: `python -m` puts the current
+    directory first on sys.path). On a loaded machine the CPU time says what the client
+    itself costs; the store (moto) runs in its own process."""
+    import resource
+    shutil.rmtree(dest, ignore_errors=True)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    cli("clone", url, dest, *(["--endpoint", endpoint] if endpoint else []), env={**env, "PYTHONPATH": tree},
+        cwd=os.path.dirname(dest))
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def has_command(name: str) -> bool:
@@ -121,6 +142,9 @@ def push(repo: str, url: str, endpoint: str | None, env: dict) -> str:
     """Push every branch; returns how ("coralfs push" or the test pack writer)."""
     if has_command("push"):
         args = ["remote", "add", "bench", url] + (["--endpoint", endpoint] if endpoint else [])
+        # A remote of an earlier run names that run's moto port: replace it.
+        subprocess.run([PY, "-m", "coralfs", "-R", repo, "remote", "remove", "bench"], capture_output=True,
+                       env={**os.environ, **env})
         subprocess.run([PY, "-m", "coralfs", "-R", repo, *args], capture_output=True, env={**os.environ, **env})
         from coralfs.objects.repository import Repository
         cli("-R", repo, "push", "bench", *sorted(Repository.open(repo).branches()), env=env)
@@ -188,6 +212,10 @@ def main() -> None:
     ap.add_argument("--url", help="a remote URL to use instead of moto / file://")
     ap.add_argument("--endpoint")
     ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--compare", action="append", default=[],
+                    help="another source tree holding coralfs/ (repeatable): its clone is timed in the same run")
+    ap.add_argument("--clones", type=int, default=3, help="clones per tree (median)")
+    ap.add_argument("--skip-mount", action="store_true", help="leave out the 1 GiB cold reads")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -196,7 +224,7 @@ def main() -> None:
     print("building the MiniLM fine-tuning series (cached)...", flush=True)
     idx = build(os.path.join(args.work, "series"))
     repo, dirs = commit_series(args.work, os.path.join(args.work, "series"), idx)
-    big_repo, big_file = big_model(args.work, args.gb)
+    big_repo, big_file = (None, None) if args.skip_mount else big_model(args.work, args.gb)
 
     with contextlib.ExitStack() as stack:
         if args.url:
@@ -221,40 +249,55 @@ def main() -> None:
         blobs.close()
         print(f"push ({how}): {moved / 1e6:.1f} MB stored bytes in {push_s:.2f} s = {moved / 1e6 / push_s:.0f} MB/s",
               flush=True)
-        clone_rate = None
+        clone_rate = compare_rate = None
         if has_command("clone"):
             dest = os.path.join(args.work, "clone")
-            shutil.rmtree(dest, ignore_errors=True)
-            t = time.perf_counter()
-            cli("clone", url, dest, *(["--endpoint", endpoint] if endpoint else []), env=env)
-            clone_s = time.perf_counter() - t
-            clone_rate = moved / 1e6 / clone_s
-            print(f"clone: {clone_s:.2f} s = {clone_rate:.0f} MB/s", flush=True)
+            trees = [ROOT] + [os.path.abspath(t) for t in args.compare]
+            secs: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
+            for _ in range(args.clones):
+                for tree in trees:
+                    secs[tree].append(timed_clone(tree, url, dest, endpoint, env))
+            for tree in trees:
+                s = sorted(w for w, _ in secs[tree])[len(secs[tree]) // 2]
+                cpu = sorted(c for _, c in secs[tree])[len(secs[tree]) // 2]
+                rate = moved / 1e6 / s
+                print(f"clone ({tree}): median {s:.2f} s of {args.clones} = {rate:.0f} MB/s; client CPU median "
+                      f"{cpu:.2f} s = {moved / 1e6 / cpu:.0f} MB per CPU-second "
+                      f"(all: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in secs[tree])})", flush=True)
+                if tree == ROOT:
+                    clone_rate = rate
+                else:
+                    compare_rate = {**(compare_rate or {}), tree: rate}
         else:
             print("clone: not measured (no `coralfs clone` yet)", flush=True)
         whole, whole_s = whole_file_upload(dirs, url, endpoint)
         print(f"whole-file upload: {whole / 1e6:.1f} MB in {whole_s:.2f} s = {whole / 1e6 / whole_s:.0f} MB/s", flush=True)
         print(f"coralfs moved {moved / whole:.3f}x the bytes of whole-file upload", flush=True)
 
-        # Cold reads of a 1 GiB model: the remote mount (fresh cache) vs the local mount.
-        big_url = url.rstrip("/") + "-big"
-        if big_url.startswith("file://"):
-            shutil.rmtree(big_url[7:], ignore_errors=True)
-            os.makedirs(big_url[7:])
-        push(big_repo, big_url, endpoint, env)
-        mnt = os.path.join(args.work, "mnt")
-        cache = os.path.join(args.work, "chunk-cache")
-        local = cold_read(os.path.join(mnt, "model.safetensors"), [big_repo, f"{mnt}@main"], mnt, env)
-        shutil.rmtree(cache, ignore_errors=True)
-        ep = ["--endpoint", endpoint] if endpoint else []
-        remote = cold_read(os.path.join(mnt, "model.safetensors"),
-                           [big_url, f"{mnt}@main", "--cache-dir", cache, *ep], mnt, env)
-        print(f"cold read of {os.path.getsize(big_file) / 2**30:.1f} GiB: local mount {local:.0f} MB/s, "
-              f"remote mount {remote:.0f} MB/s ({remote / local:.2f}x)", flush=True)
+        local = remote = None
+        if args.skip_mount:
+            print("cold reads: skipped (--skip-mount)", flush=True)
+        else:
+            # Cold reads of a 1 GiB model: the remote mount (fresh cache) vs the local mount.
+            big_url = url.rstrip("/") + "-big"
+            if big_url.startswith("file://"):
+                shutil.rmtree(big_url[7:], ignore_errors=True)
+                os.makedirs(big_url[7:])
+            push(big_repo, big_url, endpoint, env)
+            mnt = os.path.join(args.work, "mnt")
+            cache = os.path.join(args.work, "chunk-cache")
+            local = cold_read(os.path.join(mnt, "model.safetensors"), [big_repo, f"{mnt}@main"], mnt, env)
+            shutil.rmtree(cache, ignore_errors=True)
+            ep = ["--endpoint", endpoint] if endpoint else []
+            remote = cold_read(os.path.join(mnt, "model.safetensors"),
+                               [big_url, f"{mnt}@main", "--cache-dir", cache, *ep], mnt, env)
+            print(f"cold read of {os.path.getsize(big_file) / 2**30:.1f} GiB: local mount {local:.0f} MB/s, "
+                  f"remote mount {remote:.0f} MB/s ({remote / local:.2f}x)", flush=True)
     print(f"load after: {os.getloadavg()}", flush=True)
     print(json.dumps({"remote": where, "push": how, "stored_bytes": moved, "push_mb_s": moved / 1e6 / push_s,
-                      "clone_mb_s": clone_rate, "whole_file_bytes": whole, "whole_file_mb_s": whole / 1e6 / whole_s,
-                      "moved_ratio": moved / whole, "local_cold_mb_s": local, "remote_cold_mb_s": remote}))
+                      "clone_mb_s": clone_rate, "compare_clone_mb_s": compare_rate, "whole_file_bytes": whole,
+                      "whole_file_mb_s": whole / 1e6 / whole_s, "moved_ratio": moved / whole,
+                      "local_cold_mb_s": local, "remote_cold_mb_s": remote}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..diff import _delta_stats, _tensor_changes
+from ..diff import delta_stats, tensor_changes
 from ..objects import history
 from ..objects.errors import CoralError
 from ..objects.ids import ObjectId, to_hex
@@ -122,14 +122,14 @@ def ancestry(repo: Repository, spec: str) -> tuple[str, str, str | None, list[Ev
         fa = ident.file(c.parents[0]) if c.parents and parents[0] is not None else None
         if tensor is None:
             if fa is not None and fb is not None:
-                ch = [t for t in _tensor_changes(repo, fa, fb) if t.status != "changed" or t.changed_frac != 0.0]
+                ch = [t for t in tensor_changes(repo, fa, fb) if t.status != "changed" or t.changed_frac != 0.0]
                 ev.tensors_changed = len(ch)
                 rels = [t.rel_l2 for t in ch if t.rel_l2 is not None]
                 ev.rel_l2 = max(rels) if rels else None
         else:
             ra, rb = (fa.tensors().get(tensor) if fa else None), fb.tensors().get(tensor)
             if isinstance(ra, TensorSegment) and isinstance(rb, TensorSegment):
-                ev.max_abs, ev.rel_l2, ev.changed_frac = _delta_stats(
+                ev.max_abs, ev.rel_l2, ev.changed_frac = delta_stats(
                     repo, repo.odb.get_object(ra.tensor, Tensor), repo.odb.get_object(rb.tensor, Tensor))
             near = seen_chunks | _chunks(repo, fa, tensor)
             ev.stored = _stored(repo, fb, tensor, near)

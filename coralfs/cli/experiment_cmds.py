@@ -184,40 +184,44 @@ def _report_imports(done: list, as_json: bool) -> None:
         typer.echo("nothing to import")
 
 
-@import_app.command("mlflow")
-def import_mlflow(
-    ctx: typer.Context,
-    tracking_uri: UriOpt,
-    experiment: Annotated[str | None, typer.Option("--experiment", help="Only this MLflow experiment (default: all)")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Each MLflow run becomes an experiment: params, every metric's history (steps, times)."""
-    from ..integrations import mlflow as ml
-    _report_imports(ml.import_runs(open_repo(ctx), tracking_uri, experiment), as_json)
+def _import_command(kind: str, source: tuple[str, object], which: tuple[str, object], function: str, doc: str) -> None:
+    """Register `experiment import KIND`: its SOURCE (an argument or option, as (name,
+    annotation)), an optional narrowing option and --json, handed to
+    ``coralfs.integrations.KIND.FUNCTION(repo, source, which)`` (imported when it runs)."""
+    import inspect
+
+    def command(ctx: typer.Context, **values: object) -> None:
+        import importlib
+        module = importlib.import_module(f"coralfs.integrations.{kind}")
+        done = getattr(module, function)(open_repo(ctx), values[source[0]], values[which[0]])
+        _report_imports(done, bool(values["as_json"]))
+
+    kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("ctx", kw, annotation=typer.Context),
+              inspect.Parameter(source[0], kw, annotation=source[1]),
+              inspect.Parameter(which[0], kw, annotation=which[1], default=None),
+              inspect.Parameter("as_json", kw, annotation=JsonOpt, default=False)]
+    command.__signature__ = inspect.Signature(params, return_annotation=None)
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    command.__name__ = command.__qualname__ = f"import_{kind}"
+    command.__doc__ = doc
+    import_app.command(kind)(command)
 
 
-@import_app.command("tensorboard")
-def import_tensorboard(
-    ctx: typer.Context,
-    logdir: Annotated[str, typer.Argument(help="A TensorBoard log directory (tfevents files; one experiment per run directory)")],
-    name: Annotated[str | None, typer.Option("--name", help="Experiment name (default: the directory's name)")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Scalars of tfevents files become metric series (step, wall time)."""
-    from ..integrations import tensorboard as tb
-    _report_imports(tb.import_logdir(open_repo(ctx), logdir, name), as_json)
-
-
-@import_app.command("wandb")
-def import_wandb(
-    ctx: typer.Context,
-    run_dir: Annotated[str, typer.Argument(help="An offline run directory (wandb/offline-run-...), or the wandb directory")],
-    name: Annotated[str | None, typer.Option("--name", help="Experiment name (default: the run's name)")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """A Weights & Biases run: config as params, history as metric series, summary values."""
-    from ..integrations import wandb as wb
-    _report_imports(wb.import_run_dir(open_repo(ctx), run_dir, name), as_json)
+_import_command(
+    "mlflow", ("tracking_uri", UriOpt),
+    ("experiment", Annotated[str | None, typer.Option("--experiment", help="Only this MLflow experiment (default: all)")]),
+    "import_runs", "Each MLflow run becomes an experiment: params, every metric's history (steps, times).")
+_import_command(
+    "tensorboard",
+    ("logdir", Annotated[str, typer.Argument(help="A TensorBoard log directory (tfevents files; one experiment per run directory)")]),
+    ("name", Annotated[str | None, typer.Option("--name", help="Experiment name (default: the directory's name)")]),
+    "import_logdir", "Scalars of tfevents files become metric series (step, wall time).")
+_import_command(
+    "wandb",
+    ("run_dir", Annotated[str, typer.Argument(help="An offline run directory (wandb/offline-run-...), or the wandb directory")]),
+    ("name", Annotated[str | None, typer.Option("--name", help="Experiment name (default: the run's name)")]),
+    "import_run_dir", "A Weights & Biases run: config as params, history as metric series, summary values.")
 
 
 @export_app.command("mlflow")

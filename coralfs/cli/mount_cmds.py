@@ -21,16 +21,16 @@ def mount(
     cache_size: Annotated[str | None, typer.Option("--cache-size", help="Decoded-chunk cache budget, e.g. 512m, 2g; of a remote "
                                                                          "mount: its local chunk cache on disk (default 10g)")] = None,
     log_file: Annotated[str | None, typer.Option("--log", help="Daemon log file")] = None,
-    threads: Annotated[int, typer.Option("--threads", help="Decoding threads")] = 2,
+    threads: Annotated[int | None, typer.Option("--threads", help="Decoding threads (default: config mount.threads, 2)")] = None,
     write: Annotated[bool, typer.Option("--write", "-w", help="A writable staging mount of a branch")] = False,
     branch: Annotated[str | None, typer.Option("--branch", "-b",
                                                help="Branch a writable mount shows and commits to (default: HEAD's)")] = None,
     auto_commit: Annotated[float | None, typer.Option("--auto-commit", metavar="SECONDS",
                                                       help="With --write: commit once nothing was written for SECONDS (rules: `coralfs "
                                                            "config list staging`)")] = None,
-    allow_other: Annotated[bool, typer.Option("--allow-other",
-                                              help="Let other local users in, as the files' modes allow (default: only you); control "
-                                                   "requests stay yours")] = False,
+    allow_other: Annotated[bool | None, typer.Option("--allow-other/--no-allow-other",
+                                                     help="Let other local users in, as the files' modes allow (default: config "
+                                                          "mount.allow_other, only you); control requests stay yours")] = None,
     remote: Annotated[str | None, typer.Option("--remote", help="Mount MNT@REF of this remote of REPO (`coralfs remote add`), "
                                                                 "served from its object store")] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="A remote's service URL (emulators, S3-compatible stores)")] = None,
@@ -60,6 +60,19 @@ def mount(
     if remote is not None:
         endpoint = endpoint or remote_field(repo, remote, "endpoint")
         profile = profile or remote_field(repo, remote, "profile")
+    # What the command line leaves out comes from the mount.* settings (defaults < user <
+    # repository < profile < environment < -c): a URL alone has only the user's scopes.
+    cfg = _mount_settings(ctx, None if "://" in repo else repo)
+    threads = threads if threads is not None else int(cfg.get("mount.threads"))
+    allow_other = allow_other if allow_other is not None else bool(cfg.get("mount.allow_other"))
+    if write and auto_commit is None and cfg.get("mount.auto_commit"):
+        auto_commit = float(cfg.get("mount.auto_commit"))
+    if url is None and size is None and cfg.get("mount.cache_size"):
+        size = int(cfg.get("mount.cache_size"))
+    if url is not None:
+        size = size if size is not None else int(cfg.get("mount.remote_cache_size"))
+        cache_dir = cache_dir or cfg.get("mount.cache_dir") or None
+        fetch_timeout = fetch_timeout if fetch_timeout is not None else float(cfg.get("mount.fetch_timeout"))
     # --cache-size bounds the decoded-chunk cache of a local mount, the chunk cache on disk
     # of a remote one (whose decoded-chunk cache keeps the repository's cache.size).
     spec = MountSpec(repo=repo, mountpoint=mp, ref=ref, include=include or None,
@@ -76,6 +89,14 @@ def mount(
             if url is not None:
                 what += f" of {esc(url)}"
         typer.echo(f"mounted {what} at {esc(spec.mountpoint)} (pid {spec.pid}, log {esc(spec.log_file)})")
+
+
+def _mount_settings(ctx: typer.Context, repo: str | None):
+    """The settings in effect for a mount of ``repo`` (None: a remote's URL)."""
+    from ..objects.config import settings
+    from ..objects.repository import Repository
+    from .common import state
+    return settings(Repository.discover(repo) if repo is not None else None, state(ctx).overrides)
 
 
 def _remote_entry(repo: str, name: str) -> dict:

@@ -16,6 +16,8 @@ from .common import err, esc, human, is_tty, open_repo
 if TYPE_CHECKING:
     from ..objects.ids import ObjectId
     from ..objects.repository import Repository
+    from ..remote.blobs import BlobStore
+    from ..remote.sync import FetchResult
 
 remote_app = typer.Typer(help="Remotes: object stores (s3://, gs://, az://) or directories (file:///) "
                          "that repositories push to and fetch from.", no_args_is_help=True)
@@ -277,19 +279,27 @@ def push(ctx: typer.Context,
                f"({bar.rate(res.bytes)}){extra}")
 
 
-@app.command()
-def fetch(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="Remote name (default: origin)")] = None) -> None:
-    """Bring the remote's branches (as REMOTE/BRANCH) and tags here, with their objects, verified."""
+def _fetch_objects(repo: Repository, remote: str, blobs: BlobStore) -> tuple[FetchResult, _Progress]:
+    """fetch and pull: the remote's refs and objects, with a progress bar on a terminal.
+    Returns the FetchResult and the (closed) bar, for its rate."""
     from ..remote.sync import fetch as do_fetch
-    from ..remote.sync import naming, open_remote
-    repo = open_repo(ctx)
-    remote, blobs = open_remote(repo, remote)
+    from ..remote.sync import naming
     bar = _Progress()
     try:
         with naming(remote):
             res = do_fetch(repo, blobs, remote, progress=bar)
     finally:
         bar.close()
+    return res, bar
+
+
+@app.command()
+def fetch(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="Remote name (default: origin)")] = None) -> None:
+    """Bring the remote's branches (as REMOTE/BRANCH) and tags here, with their objects, verified."""
+    from ..remote.sync import open_remote
+    repo = open_repo(ctx)
+    remote, blobs = open_remote(repo, remote)
+    res, bar = _fetch_objects(repo, remote, blobs)
     typer.echo(f"fetched {res.objects} objects, {human(res.bytes)} from {esc(remote)} ({bar.rate(res.bytes)}); "
                f"{len(res.heads)} branches, {len(res.tags)} tags")
 
@@ -299,19 +309,13 @@ def pull(ctx: typer.Context,
          remote: Annotated[str | None, typer.Argument(help="Remote name (default: origin)")] = None,
          branch: Annotated[str | None, typer.Argument(help="Branch (default: the current one)")] = None) -> None:
     """fetch, then fast-forward the branch to REMOTE/BRANCH (diverged: merge it yourself)."""
-    from ..remote.sync import fast_forward, naming, open_remote
-    from ..remote.sync import fetch as do_fetch
+    from ..remote.sync import fast_forward, open_remote
     repo = open_repo(ctx)
     remote, blobs = open_remote(repo, remote)
     branch = branch or repo.head_branch()
     if branch is None:
         raise CoralError("HEAD is detached: name the branch to pull (coralfs pull REMOTE BRANCH)")
-    bar = _Progress()
-    try:
-        with naming(remote):
-            res = do_fetch(repo, blobs, remote, progress=bar)
-    finally:
-        bar.close()
+    res, _bar = _fetch_objects(repo, remote, blobs)
     outcome, oid = fast_forward(repo, remote, branch)
     typer.echo(esc(f"fetched {res.objects} objects, {human(res.bytes)}; {branch}: {outcome}"
                    + (f" at {oid.hex()[:12]}" if oid else "")))

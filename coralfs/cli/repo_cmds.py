@@ -56,8 +56,9 @@ PreserveOwnerOpt = Annotated[bool, typer.Option(
 
 
 def _do_commit(ctx, sources, message, branch, author, metadata, preserve_owner: bool = False) -> None:
+    from ..api import infer_derivations
     from ..ingest import collect_sources
-    repo = open_repo(ctx)
+    repo = infer_derivations(open_repo(ctx))
     total = sum(os.path.getsize(p) for p in collect_sources(sources).values())
     bar = None
     if is_tty() and total > 64 << 20:

@@ -106,6 +106,18 @@ KEYS: dict[str, Key] = {
                                      what="comma-separated globs without control characters"),
     "staging.min_interval": Key(0, int, 0, 365 * 86400),
     "staging.keep_last": Key(0, int, 0, 1_000_000),
+    # Mount defaults (`coralfs mount`; an option given on the command line wins):
+    # decoding threads, the decoded-chunk cache of a local mount (0: cache.size), other
+    # users let in, a writable mount's auto-commit quiet seconds (0: none); remote mounts'
+    # chunk cache on disk, its budget and how long a read may wait for the store.
+    "mount.threads": Key(2, int, 1, 64),
+    "mount.cache_size": Key(0, int, 0, 1 << 40),
+    "mount.allow_other": Key(False, bool),
+    "mount.auto_commit": Key(0, int, 0, 365 * 86400),
+    "mount.cache_dir": Key("", str, check=_plain_text(4096),
+                           what="a directory without control characters (empty: $XDG_CACHE_HOME/coralfs)"),
+    "mount.remote_cache_size": Key(10 << 30, int, 1 << 20, 1 << 44),
+    "mount.fetch_timeout": Key(30, int, 1, 3600),
     # Run REPO/commands/NAME as `coralfs NAME`: only when the user says so, never a
     # repository's own config (a typo would run code someone else wrote).
     "commands.trust": Key(False, bool, scope=USER),
@@ -474,6 +486,22 @@ def attach_scopes(cfg: Config, repo_path: str, *, overrides: dict[str, str] | No
     cfg.above.append(Layer("environment", "CORALFS_* variables", env))
     cmd = {k: parse_setting(k, v, REPO, f"-c {k}") for k, v in (overrides or {}).items()}
     cfg.above.append(Layer("command line", "-c KEY=VALUE", cmd))
+
+
+def settings(repo_path: str | None, overrides: dict[str, str] | None = None, environ=os.environ) -> Config:
+    """The settings in effect for a command on ``repo_path`` (its whole chain of scopes),
+    or, with None (a remote's URL, no repository here), the user's config with the
+    environment and command line above it."""
+    if repo_path is not None:
+        cfg = Config(os.path.join(repo_path, "config.toml"))
+        attach_scopes(cfg, repo_path, overrides=overrides, environ=environ)
+        return cfg
+    cfg = Config(user_config_path(), USER)
+    env = {k: parse_setting(k, environ[env_var(k)], USER, f"${env_var(k)}")
+           for k, spec in KEYS.items() if spec.scope != REPO and env_var(k) in environ}
+    cmd = {k: parse_setting(k, v, USER, f"-c {k}") for k, v in (overrides or {}).items()}
+    cfg.above = [Layer("environment", "CORALFS_* variables", env), Layer("command line", "-c KEY=VALUE", cmd)]
+    return cfg
 
 
 def create_profile(repo_path: str, name: str, source: str | None = None) -> Config:

@@ -36,6 +36,19 @@ def _sync_file_range():
 
 
 _SFR = _sync_file_range()
+
+
+def _syncfs():
+    try:
+        import ctypes
+        f = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int]
+    return f
+
+
+_SYNCFS = _syncfs()
 SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -50,6 +63,19 @@ def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: str) -> None:
+    """Make every write so far to the file system holding the directory ``path`` durable,
+    file data and directory entries alike, in one flush (Linux syncfs; elsewhere sync(),
+    which waits for all file systems): what a batch of many files pays once instead of an
+    fsync per file and per directory."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _SYNCFS is None or _SYNCFS(fd) != 0:
+            os.sync()
     finally:
         os.close(fd)
 
@@ -127,6 +153,7 @@ def write_temp(
     readonly: bool = False,
     dir_fd: int | None = None,
     sparse: bool = False,
+    sync: bool = True,
 ) -> str:
     """Write ``data`` to a new hidden temp file in ``directory`` and fsync it.
 
@@ -135,7 +162,9 @@ def write_temp(
     (:func:`inherited_file_mode`, without write bits if ``readonly``); an explicit mode is
     subject to the umask. ``sparse``: blocks of zeros are skipped over (holes), not
     written; the file reads back the same and takes no disk space for them (exports of
-    sparse files). On error the temp file is removed.
+    sparse files). ``sync`` False: no fsync; the caller makes the file durable
+    (:func:`sync_filesystem`) before any durable name points at it. On error the temp file
+    is removed.
     """
     tmp = os.path.basename(_temp_name("")) if dir_fd is not None else _temp_name(directory)
     inherit = mode is None
@@ -158,7 +187,8 @@ def write_temp(
                     _write_all(fd, block)
             # fsync before rename: otherwise a crash can leave the new name pointing at
             # an empty or partial file (delayed allocation).
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:

@@ -148,6 +148,11 @@ class Repository:
         self.pins = Pins(self.path)
         self._writer: Writer | None = None
         self._similarity: SimilarityIndex | None = None
+        # Metadata a commit of paths adds from its new tree and the parent's (the
+        # ``annotate`` option of :meth:`commit_paths` when the call gives none). The layers
+        # above set it: `coralfs commit`, `import` and `watch` infer ``derived_from``
+        # (coralfs.api.infer_derivations); None: nothing is added.
+        self.commit_annotate: Callable[[Tree, Tree | None], dict] | None = None
         self._session_mutex = threading.Lock()
         self._session_depth = 0
         self._session_fd: int | None = None
@@ -528,6 +533,8 @@ class Repository:
 
     def commit_paths(self, sources: list[str], message: str, **options: Any) -> Any:
         """Commit checkpoint directories or files (:func:`coralfs.ingest.commit_paths`)."""
+        if self.commit_annotate is not None:
+            options.setdefault("annotate", self.commit_annotate)
         return self.format_ops.commit_paths(self, sources, message, **options)
 
     def export(self, rev: str, dest: str, include: list[str] | None = None,

@@ -30,7 +30,7 @@ from ..objects.kinds import BytesSegment, Commit, File, PackSegment, Tag, Tensor
 from ..objects.odb import ObjectDB
 from ..objects.refs import EXPERIMENTS, HEAD, HEADS, REMOTES, TAGS, RefMoved
 from ..objects.repository import SHALLOW, Repository
-from ..objects.stores import ObjectStore
+from ..objects.stores import DiskStore, ObjectStore
 from . import layout
 from .blobs import BlobNotFound, BlobStore, RemoteError
 from .journal import JOURNAL_DIR, Journal
@@ -578,7 +578,10 @@ def fetch(repo: Repository, blobs: BlobStore, remote: str, *, depth: int | None 
     exps = rrefs.list(EXPERIMENTS) if depth is None else {}
     with repo.write_session():
         f = Fetcher(repo, objs, depth=depth, pattern=pattern, progress=progress)
-        f.run([*res.heads.values(), *res.tags.values(), *exps.values()])
+        # Objects without an fsync each, made durable in a few flushes, all before the
+        # shallow file and the refs below name them (DiskStore.batch).
+        with f.local.batch() if isinstance(f.local, DiskStore) else contextlib.nullcontext():
+            f.run([*res.heads.values(), *res.tags.values(), *exps.values()])
         f.local.sync()
         res.objects, res.bytes = f.objects, f.bytes
         if f.boundary:

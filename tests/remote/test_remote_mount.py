@@ -44,6 +44,14 @@ def remote_stats(mountpoint: str) -> dict:
         return json.load(f)["remote"]
 
 
+def read_whole_mount(url: str, mountpoint, ref: str, want: dict, *extra: str) -> dict:
+    """Mount ``url`` at MOUNTPOINT@REF, check every file against ``want`` (tree_sha) and
+    return the mount's remote stats, read before it is unmounted."""
+    with remote_mounted(url, str(mountpoint), ref, *extra):
+        assert tree_sha(mountpoint) == want
+        return remote_stats(str(mountpoint))
+
+
 @pytest.fixture(scope="module")
 def minilm_remote(tmp_path_factory):
     """MiniLM plus an .npy file in two commits of a local repository, and a file://
@@ -68,10 +76,8 @@ def minilm_remote(tmp_path_factory):
 def test_remote_mount_serves_every_file_byte_identical(minilm_remote, tmp_path):
     r = minilm_remote
     cache = str(tmp_path / "cache")
-    with remote_mounted(r["url"], str(tmp_path / "m1"), "main", "--cache-dir", cache):
-        assert tree_sha(tmp_path / "m1") == r["second"]
-        st = remote_stats(str(tmp_path / "m1"))
-        assert st["bytes_fetched"] > 0 and st["fetch_failures"] == 0
+    st = read_whole_mount(r["url"], tmp_path / "m1", "main", r["second"], "--cache-dir", cache)
+    assert st["bytes_fetched"] > 0 and st["fetch_failures"] == 0
     with remote_mounted(r["url"], str(tmp_path / "m2"), "v1", "--cache-dir", cache):
         assert tree_sha(tmp_path / "m2") == r["first"]
         commit = json.loads((tmp_path / "m2" / ".coral" / "commit.json").read_text())
@@ -105,12 +111,8 @@ def test_mount_by_remote_name_of_a_repository(minilm_remote, tmp_path):
 def test_a_warm_cache_fetches_nothing(minilm_remote, tmp_path):
     r = minilm_remote
     cache = str(tmp_path / "cache")
-    with remote_mounted(r["url"], str(tmp_path / "m1"), "main", "--cache-dir", cache):
-        assert tree_sha(tmp_path / "m1") == r["second"]
-        cold = remote_stats(str(tmp_path / "m1"))
-    with remote_mounted(r["url"], str(tmp_path / "m2"), "main", "--cache-dir", cache):
-        assert tree_sha(tmp_path / "m2") == r["second"]
-        warm = remote_stats(str(tmp_path / "m2"))
+    cold = read_whole_mount(r["url"], tmp_path / "m1", "main", r["second"], "--cache-dir", cache)
+    warm = read_whole_mount(r["url"], tmp_path / "m2", "main", r["second"], "--cache-dir", cache)
     assert cold["bytes_fetched"] > 80 << 20
     assert warm["bytes_fetched"] == 0 and warm["range_gets"] == 0 and warm["objects_fetched"] == 0
     # The pack indexes are kept too (fetched once, by the mount command's own checks).
@@ -122,9 +124,7 @@ def test_a_warm_cache_fetches_nothing(minilm_remote, tmp_path):
 def test_eviction_keeps_the_cache_within_cache_size(minilm_remote, tmp_path):
     r = minilm_remote
     cache = tmp_path / "cache"
-    with remote_mounted(r["url"], str(tmp_path / "m"), "main", "--cache-dir", str(cache), "--cache-size", "8m"):
-        assert tree_sha(tmp_path / "m") == r["second"]
-        st = remote_stats(str(tmp_path / "m"))
+    st = read_whole_mount(r["url"], tmp_path / "m", "main", r["second"], "--cache-dir", str(cache), "--cache-size", "8m")
     on_disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache) for f in fs
                   if "/chunks/" in os.path.join(d, f))
     assert st["cache_evicted"] > 0 and st["cache_budget"] == 8 << 20

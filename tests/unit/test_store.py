@@ -75,3 +75,92 @@ def test_a_store_missing_any_method_cannot_be_instantiated(missing):
     partial = type(f"No_{missing}", (ObjectStore,), body)
     with pytest.raises(TypeError, match=missing):
         partial()
+
+
+class TestDiskStoreInABatch(StoreConformance):
+    """A DiskStore inside batch() (fetch and clone) keeps the whole contract."""
+
+    def make(self, tmp_path):
+        import contextlib
+        root = tmp_path / "objects"
+        root.mkdir()
+        s = DiskStore(str(root))
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(s.batch())
+        return s
+
+    def teardown_method(self, method):
+        stack = getattr(self, "_stack", None)
+        if stack is not None:
+            stack.close()
+
+
+def _frame(data: bytes):
+    from coralfs.objects import codecs
+    from coralfs.objects.ids import hash_bytes
+    oid = hash_bytes(data)
+    return oid, codecs.encode(data, oid, literal=True)
+
+
+def _named(root) -> set[str]:
+    return {d + f for d in os.listdir(root) if len(d) == 2 for f in os.listdir(os.path.join(root, d))
+            if not f.startswith(".")}
+
+
+def test_a_batch_names_objects_only_once_they_are_flushed(tmp_path):
+    root = tmp_path / "objects"
+    root.mkdir()
+    s = DiskStore(str(root))
+    frames = [_frame(f"object {i}".encode() * 100) for i in range(12)]
+    with s.batch():
+        for oid, fr in frames:
+            assert s.put(oid, fr)
+            assert not s.put(oid, fr)                   # write-once, pending or not
+        assert _named(root) == set()                    # nothing has its name yet ...
+        for oid, fr in frames:                          # ... and everything reads back
+            assert s.has(oid) and s.get(oid) == fr and s.size(oid) == len(fr)
+        hidden = [f for d, _, fs in os.walk(root) for f in fs if f.startswith(".tmp")]
+        assert len(hidden) == len(frames)
+    assert _named(root) == {o.hex() for o, _ in frames}
+    assert [f for d, _, fs in os.walk(root) for f in fs if f.startswith(".tmp")] == []
+    for oid, fr in frames:
+        h = oid.hex()
+        assert open(root / h[:2] / h[2:], "rb").read() == fr
+        assert not os.stat(root / h[:2] / h[2:]).st_mode & 0o222
+
+
+def test_a_batch_flushes_every_flush_bytes_and_in_sync(tmp_path):
+    root = tmp_path / "objects"
+    root.mkdir()
+    s = DiskStore(str(root))
+    frames = [_frame(bytes([i]) * 5000) for i in range(6)]
+    with s.batch(flush_bytes=2 * len(frames[0][1])):
+        for oid, fr in frames[:4]:
+            s.put(oid, fr)
+        assert _named(root) == {o.hex() for o, _ in frames[:4]}   # two flushes of two
+        s.put(*frames[4])
+        assert frames[4][0].hex() not in _named(root)
+        s.sync()                                                  # a ref may move now: flushed
+        assert frames[4][0].hex() in _named(root)
+        s.put(*frames[5])
+    assert _named(root) == {o.hex() for o, _ in frames}
+
+
+def test_a_batch_killed_before_its_flush_leaves_no_objects(tmp_path):
+    import subprocess
+    import sys
+    root = tmp_path / "objects"
+    root.mkdir()
+    code = (
+        "import os, sys\n"
+        "from coralfs.objects.stores import DiskStore\n"
+        "from tests.unit.test_store import _frame\n"
+        "s = DiskStore(sys.argv[1])\n"
+        "with s.batch():\n"
+        "    for i in range(5):\n"
+        "        s.put(*_frame(b'killed %d' % i))\n"
+        "    os._exit(9)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
+    assert p.returncode == 9, p.stderr
+    s = DiskStore(str(root))
+    assert list(s) == [] and _named(root) == set()     # hidden temp files only, never objects
