@@ -85,7 +85,7 @@ def commit(area: StagingArea, message: str, *, author: str | None = None, metada
             by_spool.setdefault(e.spool, []).append(p)
     written, stats = ingest_files(area.repo, [DiskFile(ps[0], area.spool_path(sp), area.entries[ps[0]].mode,
                                                        label=ps[0]) for sp, ps in by_spool.items()],
-                                  base, progress)
+                                  base, progress, kept=tree)
     for ps in by_spool.values():
         for p in ps[1:]:
             written[p] = TreeEntry(written[ps[0]].file, tree_mode(area.entries[p].mode))
