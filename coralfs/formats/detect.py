@@ -6,7 +6,7 @@ import os
 import posixpath
 from collections.abc import Callable, Iterable
 
-from . import hdf5, npy, safetensors, ziparchive
+from . import hdf5, npy, safetensors, tfbundle, ziparchive
 from .base import FormatError, Layout
 
 STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchive.parse,
@@ -60,7 +60,9 @@ def disk_siblings(path: str) -> Siblings:
 # each takes (path, size, siblings) and returns a Layout, or None when the name only
 # looked like its format (no sibling index: then the file is read as any other).
 SiblingReader = Callable[[str, int, Siblings], "Layout | None"]
-BY_NAME: list[tuple[Callable[[str], bool], SiblingReader]] = []
+BY_NAME: list[tuple[Callable[[str], bool], SiblingReader]] = [
+    (tfbundle.is_shard_name, tfbundle.parse_shard),
+]
 
 
 def layout_of(path: str, name: str | None = None, siblings: Siblings | None = None) -> Layout:
