@@ -6,7 +6,7 @@ import os
 import posixpath
 from collections.abc import Callable, Iterable
 
-from . import hdf5, npy, safetensors, tfbundle, ziparchive
+from . import dcp, hdf5, npy, safetensors, tfbundle, ziparchive
 from .base import FormatError, Layout
 
 STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchive.parse,
@@ -62,6 +62,7 @@ def disk_siblings(path: str) -> Siblings:
 SiblingReader = Callable[[str, int, Siblings], "Layout | None"]
 BY_NAME: list[tuple[Callable[[str], bool], SiblingReader]] = [
     (tfbundle.is_shard_name, tfbundle.parse_shard),
+    (dcp.is_shard_name, dcp.parse_shard),
 ]
 
 
