@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..objects import dtypes
 from ..objects.regions import Region
-from .base import MAX_HEADER, MAX_MEMBERS, FormatError, Layout
+from .base import MAX_MEMBERS, FormatError, Layout
 from .ziparchive import TORCH_DTYPES
 
 SHARD_NAME = re.compile(r"^__\d+_\d+\.distcp$")
@@ -285,18 +285,19 @@ def is_shard_name(name: str) -> bool:
 
 def parse_shard(path: str, size: int, siblings) -> Layout | None:
     """The layout of a ``__R_S.distcp`` shard with a sibling ``.metadata``; None without one."""
-    p = siblings.path(METADATA)
-    if p is None:
+    data = siblings.read(METADATA, path)
+    if data is None:
         return None
-    with open(p, "rb") as f:
-        data = f.read(MAX_HEADER + 1)
-    if len(data) > MAX_HEADER:
-        raise FormatError(path, f"its {METADATA} is over the {MAX_HEADER >> 20} MiB cap")
     try:
         chunks = parse_metadata(METADATA, data)
     except FormatError as e:
         raise FormatError(path, f"its {METADATA}: {e.problem}") from None
-    return shard_layout(path, size, chunks, siblings.here.rpartition("/")[2])
+    try:
+        return shard_layout(path, size, chunks, siblings.here.rpartition("/")[2])
+    except FormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the boundary of untrusted input
+        raise FormatError(path, f"malformed DCP shard ({type(e).__name__}: {e})") from None
 
 
 __all__ = ["Chunk", "is_shard_name", "parse_metadata", "parse_shard", "shard_layout"]

@@ -7,7 +7,7 @@ import posixpath
 from collections.abc import Callable, Iterable
 
 from . import dcp, hdf5, npy, safetensors, tfbundle, ziparchive
-from .base import FormatError, Layout
+from .base import MAX_HEADER, FormatError, Layout
 
 STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchive.parse,
           ".h5": hdf5.parse, ".hdf5": hdf5.parse}
@@ -47,6 +47,18 @@ class Siblings:
         reader runs), or None when there is no such file inside the tree."""
         p = self.resolve(name)
         return None if p is None else self._open(p)
+
+    def read(self, name: str, path: str, limit: int = MAX_HEADER) -> bytes | None:
+        """The bytes of sibling ``name`` (None when the tree has none). One over
+        ``limit`` bytes is refused: a FormatError naming ``path``, the file it describes."""
+        p = self.path(name)
+        if p is None:
+            return None
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise FormatError(path, f"its {name} is over the {limit >> 20} MiB cap")
+        return data
 
 
 def disk_siblings(path: str) -> Siblings:
