@@ -305,3 +305,21 @@ def test_crafted_index_lies_are_refused(tmp_path, repo, case, entry, problem):
 
 def test_no_tensorflow_imported():
     assert "tensorflow" not in sys.modules
+
+
+def test_tensors_reads_any_format_coralfs_splits(repo, tmp_path):
+    from safetensors.numpy import save_file
+    import torch
+    d = tmp_path / "m"
+    d.mkdir()
+    big = np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)  # stored as a tensor
+    save_file({"big": big, "small": np.arange(5, dtype=np.int16)}, str(d / "a.safetensors"))
+    torch.save({"t": torch.arange(6, dtype=torch.float64)}, d / "b.pt")
+    np.save(d / "c.npy", np.eye(3, dtype=np.float32))
+    repo.commit_paths([str(d)], "mixed")
+    got = dict(tensors(repo, "HEAD", files="*.safetensors"))
+    assert set(got) == {"big", "small"} and np.array_equal(got["big"], big)
+    assert np.array_equal(got["small"], np.arange(5, dtype=np.int16))
+    allv = list(tensors(repo))
+    assert any(np.array_equal(a, np.arange(6, dtype=np.float64)) for _, a in allv)  # the torch storage
+    assert any(np.array_equal(a, np.eye(3, dtype=np.float32)) for _, a in allv)

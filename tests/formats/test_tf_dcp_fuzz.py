@@ -33,35 +33,44 @@ def _check(shard: str) -> None:
         assert 0 <= r.offset and r.offset + r.length <= size
 
 
-def _bundle_dir(tmp_path_factory) -> tuple[str, bytes, bytes]:
+def _bundle_dir(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("tf")
     for n in ("ckpt.index", "ckpt.data-00000-of-00001"):
         shutil.copy(os.path.join(FIX, "ckpt_v1", n), d / n)
-    return str(d), (d / "ckpt.index").read_bytes(), (d / "ckpt.data-00000-of-00001").read_bytes()
+    return str(d)
 
 
-def test_fuzz_bundle_index_bytes(tmp_path_factory):
-    d, index, _ = _bundle_dir(tmp_path_factory)
+def _dcp_dir(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("dcp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torch.distributed.checkpoint as dcp
+        dcp.save({"w": torch.arange(64, dtype=torch.float32).reshape(8, 8), "n": 3,
+                  "h": torch.ones(4, dtype=torch.bfloat16)}, checkpoint_id=str(d / "ck"))
+    return str(d / "ck")
+
+
+# What is fuzzed: (directory maker, the file whose bytes mutate, the shard read).
+TARGETS = {
+    "bundle index": (_bundle_dir, "ckpt.index", "ckpt.data-00000-of-00001"),
+    "bundle shard": (_bundle_dir, "ckpt.data-00000-of-00001", "ckpt.data-00000-of-00001"),
+    "dcp metadata": (_dcp_dir, ".metadata", "__0_0.distcp"),
+    "dcp shard": (_dcp_dir, "__0_0.distcp", "__0_0.distcp"),
+}
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_fuzz_sibling_formats(tmp_path_factory, target):
+    make, victim, shard = TARGETS[target]
+    d = make(tmp_path_factory)
+    seed = open(os.path.join(d, victim), "rb").read()
 
     @FUZZ
-    @given(data=_fuzz_bytes(index))
+    @given(data=_fuzz_bytes(seed))
     def run(data):
-        with open(os.path.join(d, "ckpt.index"), "wb") as f:
+        with open(os.path.join(d, victim), "wb") as f:
             f.write(data)
-        _check(os.path.join(d, "ckpt.data-00000-of-00001"))
-
-    run()
-
-
-def test_fuzz_bundle_shard_bytes(tmp_path_factory):
-    d, _, shard = _bundle_dir(tmp_path_factory)
-
-    @FUZZ
-    @given(data=_fuzz_bytes(shard))
-    def run(data):
-        with open(os.path.join(d, "ckpt.data-00000-of-00001"), "wb") as f:
-            f.write(data)
-        _check(os.path.join(d, "ckpt.data-00000-of-00001"))
+        _check(os.path.join(d, shard))
 
     run()
 
@@ -78,44 +87,6 @@ def test_fuzz_bundle_entries_inside_a_valid_table(tmp_path_factory):
     def run(entry, header):
         (d / "b.index").write_bytes(_table([(b"", header), (b"t", entry)]))
         _check(str(d / "b.data-00000-of-00001"))
-
-    run()
-
-
-def _dcp_dir(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("dcp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import torch.distributed.checkpoint as dcp
-        dcp.save({"w": torch.arange(64, dtype=torch.float32).reshape(8, 8), "n": 3,
-                  "h": torch.ones(4, dtype=torch.bfloat16)}, checkpoint_id=str(d / "ck"))
-    return str(d / "ck")
-
-
-def test_fuzz_dcp_metadata(tmp_path_factory):
-    d = _dcp_dir(tmp_path_factory)
-    meta = open(os.path.join(d, ".metadata"), "rb").read()
-
-    @FUZZ
-    @given(data=_fuzz_bytes(meta))
-    def run(data):
-        with open(os.path.join(d, ".metadata"), "wb") as f:
-            f.write(data)
-        _check(os.path.join(d, "__0_0.distcp"))
-
-    run()
-
-
-def test_fuzz_dcp_shard(tmp_path_factory):
-    d = _dcp_dir(tmp_path_factory)
-    shard = open(os.path.join(d, "__0_0.distcp"), "rb").read()
-
-    @FUZZ
-    @given(data=_fuzz_bytes(shard))
-    def run(data):
-        with open(os.path.join(d, "__0_0.distcp"), "wb") as f:
-            f.write(data)
-        _check(os.path.join(d, "__0_0.distcp"))
 
     run()
 
