@@ -89,8 +89,9 @@ def test_two_steps_second_stores_far_less(tmp_path, monkeypatch):
     as_dcp, logical = stored("dcp")
     monkeypatch.setattr(detect, "BY_NAME", [])
     as_bytes, _ = stored("bytes")
-    assert as_dcp < 0.25 * logical, (as_dcp, logical)
-    assert as_dcp < 0.5 * as_bytes, (as_dcp, as_bytes)
+    # measured: 92 KB of 23.4 MB with the reader, 8.6 MB as plain content-defined chunks
+    assert as_dcp < 0.05 * logical, (as_dcp, logical)
+    assert as_dcp < 0.1 * as_bytes, (as_dcp, as_bytes)
 
 
 def test_saved_into_a_writable_mount_loads_back_and_partial_load_reads_little(tmp_path):
