@@ -21,6 +21,7 @@ its spool files) all store files through :func:`ingest_files`, so they agree on:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat as _stat
 import tempfile
@@ -134,8 +135,9 @@ class _TreeFiles:
         self.opened: dict[str, str] = {}
         self.tmp: str | None = None
 
-    def names(self) -> list[str]:
-        return list(self.files) + list(self.stored)
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.files) | frozenset(self.stored)
 
     def open(self, path: str) -> str:
         if path not in self.opened:
@@ -154,7 +156,7 @@ class _TreeFiles:
 
 def _checked_layout(f: DiskFile, tree: _TreeFiles | None = None) -> Layout:
     with _pinned(f) as g:
-        return _layout(g, None if tree is None else Siblings(f.path, tree.names(), tree.open))
+        return _layout(g, None if tree is None else Siblings(f.path, tree.names, tree.open))
 
 
 @in_write_session

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import math
 import pickle
-import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from ..objects.regions import Region
 from .base import MAX_MEMBERS, FormatError, Layout
 from .ziparchive import TORCH_DTYPES
 
-SHARD_NAME = re.compile(r"^__\d+_\d+\.distcp$")
 METADATA = ".metadata"
 
 
@@ -123,12 +121,6 @@ class Chunk:
         if not self.offsets or not any(self.offsets):
             return self.fqn
         return f"{self.fqn}[{','.join(f'{o}:{o + s}' for o, s in zip(self.offsets, self.sizes, strict=True))}]"
-
-    @property
-    def raw(self) -> bool:
-        """Whether the bytes are the chunk's elements as they are in memory."""
-        return (self.dtype is not None and not self.transformed
-                and self.length == math.prod(self.sizes) * dtypes.lookup(self.dtype).width)
 
 
 def _dtype_of(props) -> str | None:
@@ -279,10 +271,6 @@ def shard_layout(path: str, size: int, chunks: list[Chunk], shard: str) -> Layou
     return Layout("dcp", regions)
 
 
-def is_shard_name(name: str) -> bool:
-    return SHARD_NAME.match(name) is not None
-
-
 def parse_shard(path: str, size: int, siblings) -> Layout | None:
     """The layout of a ``__R_S.distcp`` shard with a sibling ``.metadata``; None without one."""
     data = siblings.read(METADATA, path)
@@ -300,4 +288,4 @@ def parse_shard(path: str, size: int, siblings) -> Layout | None:
         raise FormatError(path, f"malformed DCP shard ({type(e).__name__}: {e})") from None
 
 
-__all__ = ["Chunk", "is_shard_name", "parse_metadata", "parse_shard", "shard_layout"]
+__all__ = ["Chunk", "parse_metadata", "parse_shard", "shard_layout"]

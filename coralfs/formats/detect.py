@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import posixpath
+import re
 from collections.abc import Callable, Iterable
 
-from . import dcp, hdf5, npy, safetensors, tfbundle, ziparchive
+from . import hdf5, npy, safetensors, ziparchive
 from .base import MAX_HEADER, FormatError, Layout
 
 STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchive.parse,
@@ -25,7 +27,8 @@ class Siblings:
 
     def __init__(self, here: str, names: Iterable[str], open_: Callable[[str], str]) -> None:
         self.here = here
-        self._names = frozenset(names)
+        # (a commit's _TreeFiles passes one frozenset for all its files: not copied)
+        self._names = names if isinstance(names, frozenset) else frozenset(names)
         self._open = open_
 
     def resolve(self, name: str) -> str | None:
@@ -70,12 +73,21 @@ def disk_siblings(path: str) -> Siblings:
 
 # Readers that need a sibling file, tried in order on the file's name (not its path):
 # each takes (path, size, siblings) and returns a Layout, or None when the name only
-# looked like its format (no sibling index: then the file is read as any other).
+# looked like its format (no sibling index: then the file is read as any other). A reader
+# is named "module:function" and imported on its first match, so a commit of files none
+# of these names match never imports it.
 SiblingReader = Callable[[str, int, Siblings], "Layout | None"]
-BY_NAME: list[tuple[Callable[[str], bool], SiblingReader]] = [
-    (tfbundle.is_shard_name, tfbundle.parse_shard),
-    (dcp.is_shard_name, dcp.parse_shard),
+BY_NAME: list[tuple[Callable[[str], bool], SiblingReader | str]] = [
+    (re.compile(r"^.+\.data-\d{5}-of-\d{5}$").match, "tfbundle:parse_shard"),   # TensorFlow bundle shards
+    (re.compile(r"^__\d+_\d+\.distcp$").match, "dcp:parse_shard"),              # torch.distributed.checkpoint
 ]
+
+
+def _reader(read: SiblingReader | str) -> SiblingReader:
+    if isinstance(read, str):
+        module, func = read.split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), func)
+    return read
 
 
 def layout_of(path: str, name: str | None = None, siblings: Siblings | None = None) -> Layout:
@@ -92,7 +104,7 @@ def layout_of(path: str, name: str | None = None, siblings: Siblings | None = No
         base = posixpath.basename(name or path)
         for match, read in BY_NAME:
             if match(base):
-                lay = read(path, size, siblings)
+                lay = _reader(read)(path, size, siblings)
                 if lay is not None:
                     return lay.check(path, size)
     with open(path, "rb") as f:

@@ -16,6 +16,7 @@ Nothing here imports TensorFlow or protobuf: the few proto fields are read off t
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
@@ -41,6 +42,7 @@ DT_STRING = 7
 
 # --- crc32c (Castagnoli), as TensorFlow and LevelDB use it -----------------------------
 
+@functools.cache
 def _table() -> list[int]:
     out = []
     for i in range(256):
@@ -51,12 +53,9 @@ def _table() -> list[int]:
     return out
 
 
-_CRC_TABLE = _table()
-
-
 def _crc32c_py(data: bytes | memoryview, crc: int = 0) -> int:
     crc ^= 0xFFFFFFFF
-    t = _CRC_TABLE
+    t = _table()
     for b in bytes(data):
         crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
@@ -370,6 +369,22 @@ def _string_crc(path: str, e: Entry, data: bytes) -> int:
     return crc32c(data[pos + 4:], crc)
 
 
+BLOCK = 16 << 20
+MAX_STRING_TENSOR = 256 << 20
+
+
+def _crc_of_range(f, n: int) -> int:
+    """crc32c of the next ``n`` bytes of ``f``, read in blocks (a tensor may be gigabytes)."""
+    crc = 0
+    while n > 0:
+        b = f.read(min(n, BLOCK))
+        if not b:
+            raise ValueError("shard ended early")
+        crc = crc32c(b, crc)
+        n -= len(b)
+    return crc
+
+
 def shard_layout(path: str, size: int, bundle: Bundle, shard: int, count: int, index: str) -> Layout:
     """The regions of data shard ``shard`` (of ``count``) of ``bundle``, each checked."""
     if count != bundle.num_shards:
@@ -381,16 +396,18 @@ def shard_layout(path: str, size: int, bundle: Bundle, shard: int, count: int, i
                 raise FormatError(path, f"tensor {e.name!r}: bytes {e.offset}..{e.offset + e.size} "
                                         f"are outside the shard ({size} bytes), as its index {index} says")
             f.seek(e.offset)
-            data = f.read(e.size)
             dt = e.coral_dtype
             if dt is not None:
                 want = math.prod(e.shape) * dtypes.lookup(dt).width
                 if want != e.size:
                     raise FormatError(path, f"tensor {e.name!r}: {e.size} bytes for shape {list(e.shape)} "
                                             f"(needs {want}), as its index {index} says")
-                got = crc32c(data)
+                got = _crc_of_range(f, e.size)
             elif e.dtype == DT_STRING:
-                got = _string_crc(path, e, data)
+                if e.size > MAX_STRING_TENSOR:
+                    raise FormatError(path, f"string tensor {e.name!r} of {e.size} bytes is over the "
+                                            f"{MAX_STRING_TENSOR >> 20} MiB this reader checks")
+                got = _string_crc(path, e, f.read(e.size))
             else:
                 got = None  # a type this reader does not know (variant, resource): kept as bytes
             if e.crc is not None and got is not None and mask(got) != e.crc:
@@ -401,10 +418,6 @@ def shard_layout(path: str, size: int, bundle: Bundle, shard: int, count: int, i
                 else:  # big-endian bytes: kept exact, but not typed as little-endian values
                     regions.append(Region(e.offset, e.size, e.name, "U8", (e.size,)))
     return Layout("tfbundle", regions)
-
-
-def is_shard_name(name: str) -> bool:
-    return SHARD_NAME.match(name) is not None
 
 
 MAX_INDEX = MAX_HEADER
@@ -437,5 +450,5 @@ def bundle_files(prefix: str, bundle: Bundle) -> list[str]:
     return [f"{prefix}.data-{i:05d}-of-{bundle.num_shards:05d}" for i in range(bundle.num_shards)]
 
 
-__all__ = ["Bundle", "Entry", "bundle_files", "crc32c", "is_shard_name", "mask", "parse_index",
+__all__ = ["Bundle", "Entry", "bundle_files", "crc32c", "mask", "parse_index",
            "parse_shard", "read_table", "shard_layout", "snappy_decompress"]

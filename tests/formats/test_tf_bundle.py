@@ -323,3 +323,21 @@ def test_tensors_reads_any_format_coralfs_splits(repo, tmp_path):
     allv = list(tensors(repo))
     assert any(np.array_equal(a, np.arange(6, dtype=np.float64)) for _, a in allv)  # the torch storage
     assert any(np.array_equal(a, np.eye(3, dtype=np.float32)) for _, a in allv)
+
+
+def test_crc32c_fallback_equals_the_c_implementation():
+    import google_crc32c
+    data = bytes(range(256)) * 40 + b"tail"
+    assert tfbundle._crc32c_py(data) == google_crc32c.value(data) == tfbundle.crc32c(data)
+    assert tfbundle._crc32c_py(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert tfbundle._crc32c_py(data[100:], tfbundle._crc32c_py(data[:100])) == tfbundle.crc32c(data)
+
+
+def test_import_tensorflow_refuses_what_is_not_tensorflow(tmp_path):
+    repo = str(tmp_path / "r")
+    run_cli("init", repo)
+    (tmp_path / "empty").mkdir()
+    assert "neither a SavedModel" in fails(repo, "import", "tensorflow", str(tmp_path / "empty"))
+    (tmp_path / "x.bin").write_bytes(b"abc")
+    assert "no x.bin.index beside it" in fails(repo, "import", "tensorflow", str(tmp_path / "x.bin"))
+    assert "no such file or directory" in fails(repo, "import", "tensorflow", str(tmp_path / "nope"))
