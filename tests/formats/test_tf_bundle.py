@@ -106,7 +106,7 @@ def test_import_savedmodel_deltas_and_exports_byte_identical(tmp_path):
     v1 = head_of(repo)
     shutil.rmtree(sm)
     shutil.copytree(os.path.join(FIX, "savedmodel_v2"), sm)
-    out = run_cli("commit", str(sm), "-m", "v2", repo=repo).stdout
+    out = run_cli("import", "tensorflow", str(sm), repo=repo).stdout
     from coralfs import Repository
     r = Repository.open(repo)
     try:
