@@ -21,12 +21,15 @@ its spool files) all store files through :func:`ingest_files`, so they agree on:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat as _stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .formats import FormatError, Layout, layout_of
+from .formats.detect import Siblings
 from .interrupts import landing
 from .objects.errors import CoralError
 from .objects.fsck import EMPTY_FILE, MAX_LINK_TARGET, read_link  # what fsck holds entries to
@@ -85,9 +88,9 @@ def tree_mode(perm: int) -> int:
     return MODE_EXEC if perm & _stat.S_IXUSR else MODE_FILE
 
 
-def _layout(f: DiskFile) -> Layout:
+def _layout(f: DiskFile, siblings: Siblings | None = None) -> Layout:
     try:
-        return layout_of(f.source, name=f.path)
+        return layout_of(f.source, name=f.path, siblings=siblings)
     except FormatError as err:
         if not f.label or f.label == f.source:
             raise
@@ -120,18 +123,54 @@ def _pinned(f: DiskFile) -> Iterator[DiskFile]:
         os.close(fd)
 
 
-def _checked_layout(f: DiskFile) -> Layout:
+class _TreeFiles:
+    """The files of the commit being made, for :class:`Siblings`: those being ingested
+    (opened pinned, as :func:`_pinned` reads them) and those already stored that the
+    new tree keeps (copied out to a temporary file on first use)."""
+
+    def __init__(self, repo: Repository, files: Mapping[str, DiskFile], stored: Mapping[str, TreeEntry],
+                 stack: contextlib.ExitStack) -> None:
+        self.repo, self.files, self.stack = repo, files, stack
+        self.stored = {p: e for p, e in stored.items() if not (e.is_symlink or e.is_dir) and p not in files}
+        self.opened: dict[str, str] = {}
+        self.tmp: str | None = None
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.files) | frozenset(self.stored)
+
+    def open(self, path: str) -> str:
+        if path not in self.opened:
+            if path in self.files:
+                self.opened[path] = self.stack.enter_context(_pinned(self.files[path])).source
+            else:
+                if self.tmp is None:
+                    self.tmp = self.stack.enter_context(tempfile.TemporaryDirectory(prefix="coral-sibling-"))
+                out = os.path.join(self.tmp, str(len(self.opened)))
+                with open(out, "wb") as w:
+                    for block in self.repo.open_file(self.stored[path].file).iter_bytes():
+                        w.write(block)
+                self.opened[path] = out
+        return self.opened[path]
+
+
+def _checked_layout(f: DiskFile, tree: _TreeFiles | None = None) -> Layout:
     with _pinned(f) as g:
-        return _layout(g)
+        return _layout(g, None if tree is None else Siblings(f.path, tree.names, tree.open))
 
 
 @in_write_session
 def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str, TreeEntry],
-                 progress: Progress | None = None) -> tuple[dict[str, TreeEntry], IngestStats]:
+                 progress: Progress | None = None,
+                 kept: Mapping[str, TreeEntry] | None = None) -> tuple[dict[str, TreeEntry], IngestStats]:
     """Store ``files`` (each a delta against the same path in ``base``, if there) and
     return their tree entries. Every file is validated first: a malformed one raises
-    FormatError before anything is stored."""
-    todo = [(f, _checked_layout(f)) for f in files]
+    FormatError before anything is stored. ``kept``: the stored files the new tree keeps
+    besides ``files``, which a reader may read as siblings (a shard's index)."""
+    files = list(files)
+    with contextlib.ExitStack() as stack:
+        tree = _TreeFiles(repo, {f.path: f for f in files}, kept or {}, stack)
+        todo = [(f, _checked_layout(f, tree)) for f in files]
     stats = IngestStats()
     entries: dict[str, TreeEntry] = {}
     for f, layout in todo:

@@ -190,14 +190,17 @@ def _report_mount_commit(got: dict, message: str) -> None:
 # `coralfs import KIND PATH`: what each kind's module turns a foreign model into (files to
 # commit and commit metadata). Each is "module:function", imported only when its kind runs,
 # returning a coralfs.integrations.ImportSource; "pytorch" is the plain import.
-IMPORTERS: dict[str, str] = {}
+IMPORTERS: dict[str, str] = {
+    "tensorflow": "coralfs.integrations.tensorflow:prepare_import",
+    "wandb": "coralfs.integrations.wandb:prepare_import",
+}
 
 
 @app.command("import")
 def import_(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(help="A .pt/.bin/.safetensors/.npz/.h5 checkpoint or a checkpoint directory;"
-                                        " or a kind (pytorch) followed by its path", show_default=False)],
+                                        " or a kind (pytorch, tensorflow, wandb) followed by its path", show_default=False)],
     path: Annotated[str | None, typer.Argument(help="With a kind: the file or directory to import", show_default=False)] = None,
     message: MessageOpt = None,
     branch: BranchOpt = None,
@@ -213,7 +216,8 @@ def import_(
     if what not in IMPORTERS:
         kinds = ", ".join(["pytorch", *IMPORTERS])
         raise CoralError(f"unknown import kind {what!r}: use one of {kinds}, or give just a path")
-    if not os.path.exists(path):
+    # (a TensorFlow checkpoint prefix names no file itself: its PREFIX.index does)
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise CoralError(f"{path}: no such file or directory")
     import importlib
     module, func = IMPORTERS[what].split(":")

@@ -158,3 +158,99 @@ def read_run_dir(run_dir: str, name: str | None = None) -> Run:
 
 def import_run_dir(repo: Repository, run_dir: str, name: str | None = None) -> list[Imported]:
     return store_all(repo, [read_run_dir(run_dir, name)])
+
+
+# --- `coralfs import wandb RUN_DIR_OR_ARTIFACT_DIR`: the model files as a commit ---------
+
+# What wandb itself writes into a run's files/ (not the run's model files).
+_OWN_FILES = {"requirements.txt", "config.yaml", "wandb-summary.json", "wandb-metadata.json", "output.log",
+              "diff.patch", "conda-environment.yaml"}
+
+
+def _logged_artifacts(path: str) -> list[tuple[str, str, str]]:
+    """(artifact name, path in the artifact, local copy) of the files of each artifact the
+    run logged (an offline run keeps a staged copy of each file until it is synced)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+    out = []
+    for data in records(path):
+        rec = pb.Record()
+        rec.ParseFromString(data)
+        if rec.WhichOneof("record_type") == "artifact":
+            for e in rec.artifact.manifest.contents:
+                out.append((rec.artifact.name, e.path, e.local_path))
+    return out
+
+
+def _stage(stage: str, rel: str, src: str, what: str) -> None:
+    """Put ``src`` at ``stage/rel`` (a hard link, or a copy across file systems)."""
+    import shutil
+    parts = rel.replace("\\", "/").split("/")
+    if rel.startswith("/") or ".." in parts or not all(parts):
+        raise CoralError(f"{what}: the file name {rel!r} would leave the import; nothing was committed")
+    if not os.path.isfile(src):
+        raise CoralError(f"{what}: {src} is missing (was the run's file moved?); nothing was committed")
+    dest = os.path.join(stage, *parts)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        os.link(os.path.realpath(src), dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def _final_metrics(run: Run) -> dict:
+    """Each metric's last value (the summary a run shows)."""
+    out: dict = {}
+    for p in run.points:
+        out[p.metric] = p.value
+    return out
+
+
+def prepare_import(path: str):
+    """What ``coralfs import wandb PATH`` commits. A run directory (offline, or synced
+    and kept): the model files the run saved (``wandb.save`` puts links to them in
+    ``files/``; those links are followed, as the run asked to keep those files) and the
+    files of the artifacts it logged (under ``artifacts/NAME/``), with the run's config
+    and final metrics in the commit's metadata. Any other directory is a downloaded
+    artifact folder (``artifact.download()``): its files as they are."""
+    import tempfile
+
+    from . import ImportSource
+    path = path.rstrip("/") or path
+    if not os.path.isdir(path):
+        raise CoralError(f"{path}: not a directory: give a wandb run directory or a downloaded artifact folder")
+    try:
+        log = find_run_log(path)
+    except CoralError:
+        log = None
+    if log is None:  # a downloaded artifact folder: "name:v3" as wandb names it
+        name, _, version = os.path.basename(os.path.abspath(path)).partition(":")
+        meta = {"wandb": {"artifact": name, **({"version": version} if version else {})}}
+        return ImportSource([path], meta, os.path.basename(os.path.abspath(path)))
+    run = read_run_dir(os.path.dirname(log))
+    stage = tempfile.mkdtemp(prefix="coral-wandb-")
+    try:
+        files = os.path.join(os.path.dirname(log), "files")
+        n = 0
+        if os.path.isdir(files):
+            for root, dirs, names in os.walk(files):
+                dirs[:] = [d for d in dirs if d != "media"]
+                for f in names:
+                    rel = os.path.relpath(os.path.join(root, f), files)
+                    if rel in _OWN_FILES:
+                        continue
+                    _stage(stage, rel, os.path.join(root, f), path)
+                    n += 1
+        for art, rel, local in _logged_artifacts(log):
+            _stage(stage, f"artifacts/{art}/{rel}", local, path)
+            n += 1
+        if not n:
+            raise CoralError(f"{path}: the run saved no model files (wandb.save or log_artifact): nothing to "
+                             "import; `coralfs experiment import wandb` imports its metrics alone")
+    except BaseException:
+        import shutil
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    meta = {"wandb": {"run_id": run.info.get("run_id"), "project": run.info.get("project"),
+                      "entity": run.info.get("entity"), "name": run.name, "config": run.params},
+            "metrics": _final_metrics(run)}
+    return ImportSource([stage], meta, run.name, cleanup=[stage])

@@ -94,7 +94,7 @@ def commit(area: StagingArea, message: str, *, author: str | None = None, metada
                 ov.materialize(area.spool_path(sp), area.repo.open_file(ov.fid).read, sources[sp])
         written, stats = ingest_files(area.repo, [DiskFile(ps[0], sources[sp], area.entries[ps[0]].mode,
                                                            label=ps[0]) for sp, ps in by_spool.items()],
-                                      base, progress)
+                                      base, progress, kept=tree)
     finally:  # what a crash leaves here goes when the area is next opened (no row names it)
         for sp, src in sources.items():
             if src != area.spool_path(sp):
