@@ -59,3 +59,26 @@ def huggingface(
     typer.echo(f"Published {r.plan.commit[:12]} to {esc(repo_id)} as revision {r.revision[:12]}: "
                f"{n} file{'s' if n != 1 else ''} uploaded" + (f", {d} deleted" if d else "")
                + f", {len(r.plan.unchanged)} unchanged")
+
+
+@publish_app.command("mlflow")
+def mlflow_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Registered model name (created if missing)")],
+    ref: RefArg = "HEAD",
+    tracking_uri: Annotated[str, typer.Option("--tracking-uri", help="MLflow tracking URI (http://host:port, sqlite:///path)")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """A new model version: the commit's files as artifacts of a pyfunc model, tags for the coralfs commit."""
+    from ..integrations import mlflow_registry as reg
+    from ..objects.errors import CoralError
+    if not tracking_uri:
+        raise CoralError("say where the registry is: --tracking-uri http://host:port (or sqlite:///path)")
+    r = reg.publish(open_repo(ctx), name, ref, tracking_uri)
+    if as_json:
+        typer.echo(json.dumps(vars(r), indent=2))
+        return
+    if r.status == "unchanged":
+        typer.echo(f"{r.commit[:12]} is version {r.version} of {esc(name)} already: nothing registered")
+        return
+    typer.echo(f"Registered {r.commit[:12]} as {esc(name)} version {r.version} ({esc(r.source)})")
