@@ -82,3 +82,31 @@ def mlflow_cmd(
         typer.echo(f"{r.commit[:12]} is version {r.version} of {esc(name)} already: nothing registered")
         return
     typer.echo(f"Registered {r.commit[:12]} as {esc(name)} version {r.version} ({esc(r.source)})")
+
+
+@publish_app.command("sagemaker")
+def sagemaker_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model package group (the registry entry); the Model is NAME-COMMIT12")],
+    ref: RefArg = "HEAD",
+    bucket: Annotated[str, typer.Option("--bucket", help="S3 bucket for model.tar.gz")] = "",
+    role: Annotated[str, typer.Option("--role", help="IAM role ARN SageMaker runs the model with")] = "",
+    image: Annotated[str | None, typer.Option("--image", help="Inference container image URI (default: SageMaker's "
+                                              "PyTorch CPU inference image of the region)")] = None,
+    code: Annotated[str | None, typer.Option("--code", help="Directory with inference.py (becomes code/ in the archive)")] = None,
+    requirements: Annotated[str | None, typer.Option("--requirements", help="requirements.txt for code/")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """model.tar.gz (weights at the root, code/ when given) to S3, then a Model and a Model Package."""
+    from ..integrations import sagemaker as sm
+    from ..objects.errors import CoralError
+    if not bucket or not role:
+        raise CoralError("publish sagemaker needs --bucket BUCKET and --role ARN")
+    r = sm.publish(open_repo(ctx), name, ref, bucket=bucket, role=role, image=image, code=code, requirements=requirements)
+    if as_json:
+        typer.echo(json.dumps(vars(r), indent=2))
+        return
+    if r.status == "unchanged":
+        typer.echo(f"{r.commit[:12]} is in {esc(name)} already as {esc(r.model_package)}: nothing created")
+        return
+    typer.echo(f"Published {r.commit[:12]}: {esc(r.s3)}, model {esc(r.model)}, model package {esc(r.model_package)}")
