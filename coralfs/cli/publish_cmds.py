@@ -75,13 +75,15 @@ def mlflow_cmd(
     if not tracking_uri:
         raise CoralError("say where the registry is: --tracking-uri http://host:port (or sqlite:///path)")
     r = reg.publish(open_repo(ctx), name, ref, tracking_uri)
+    _report(r, as_json, f"{r.commit[:12]} is version {r.version} of {esc(name)} already: nothing registered",
+            f"Registered {r.commit[:12]} as {esc(name)} version {r.version} ({esc(r.source)})")
+
+
+def _report(r, as_json: bool, unchanged: str, new: str) -> None:
     if as_json:
         typer.echo(json.dumps(vars(r), indent=2))
-        return
-    if r.status == "unchanged":
-        typer.echo(f"{r.commit[:12]} is version {r.version} of {esc(name)} already: nothing registered")
-        return
-    typer.echo(f"Registered {r.commit[:12]} as {esc(name)} version {r.version} ({esc(r.source)})")
+    else:
+        typer.echo(unchanged if r.status == "unchanged" else new)
 
 
 @publish_app.command("sagemaker")
@@ -103,10 +105,5 @@ def sagemaker_cmd(
     if not bucket or not role:
         raise CoralError("publish sagemaker needs --bucket BUCKET and --role ARN")
     r = sm.publish(open_repo(ctx), name, ref, bucket=bucket, role=role, image=image, code=code, requirements=requirements)
-    if as_json:
-        typer.echo(json.dumps(vars(r), indent=2))
-        return
-    if r.status == "unchanged":
-        typer.echo(f"{r.commit[:12]} is in {esc(name)} already as {esc(r.model_package)}: nothing created")
-        return
-    typer.echo(f"Published {r.commit[:12]}: {esc(r.s3)}, model {esc(r.model)}, model package {esc(r.model_package)}")
+    _report(r, as_json, f"{r.commit[:12]} is in {esc(name)} already as {esc(r.model_package)}: nothing created",
+            f"Published {r.commit[:12]}: {esc(r.s3)}, model {esc(r.model)}, model package {esc(r.model_package)}")
