@@ -6,10 +6,13 @@ uploader is driven against a small local server speaking the Hub's commit API.""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -21,8 +24,8 @@ from coralfs import Repository
 from coralfs.integrations import huggingface as hf
 from coralfs.integrations import published as pub
 from coralfs.workflow.releases import create_release
-from tests.cli.test_cli import cli
-from tests.conftest import fails
+from tests.cli.test_cli import _ckpt, cli
+from tests.conftest import fails, run_cli
 
 SENTENCES = ["coralfs versions weights", "a mount serves them"]
 TENSOR = "encoder.layer.0.attention.self.query.weight"
@@ -98,6 +101,15 @@ def test_the_published_folder_loads_with_sentence_transformers_and_transformers(
     [e] = pub.load(r)
     assert (e.system, e.target, e.commit, e.version, e.release) == ("huggingface", "me/base", r.resolve("HEAD").hex(),
                                                                     res.revision, "v0.1.0")
+    # show and releases name it
+    assert f"Published: huggingface me/base {res.revision[:12]}" in cli(r.path, "show").output
+    [rel] = json.loads(cli(r.path, "releases", "--json").output)
+    assert [(p["system"], p["version"]) for p in rel["published"]] == [("huggingface", res.revision)]
+    assert f"published: huggingface me/base {res.revision[:12]}" in cli(r.path, "releases").output
+    # a damaged record is named, never read as "nothing published"
+    with open(os.path.join(r.path, pub.FILE), "a") as f:
+        f.write("{")
+    assert "published.json is damaged" in fails(r.path, "publish", "huggingface", "me/base", "--dry-run")
 
 
 def test_the_card_parses_with_model_card_and_names_commit_release_metrics(published_base):
@@ -204,3 +216,122 @@ def test_bad_input_is_one_line_and_records_nothing(tmp_path, minilm):
     down = {**hidden, "HF_TOKEN": "hf_test", "HF_ENDPOINT": "http://127.0.0.1:9"}
     assert "Hugging Face Hub at http://127.0.0.1:9 is unreachable" in fails(repo, "publish", "huggingface", "me/x", env=down)
     assert not os.path.exists(os.path.join(repo, pub.FILE))
+
+
+class FakeHub:
+    """The Hub's HTTP API as huggingface_hub's create_repo, create_commit (files inline,
+    "regular" upload mode) and create_tag use it; each repo a folder under ``root``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.requests: list[tuple[str, str, str]] = []     # method, path, Authorization
+        self.heads: dict[str, str] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.validated: list[ModelCard] = []
+        hub = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code: int, doc: dict) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(n)
+                hub.requests.append(("POST", self.path.split("?")[0], self.headers.get("Authorization", "")))
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[:2] == ["api", "validate-yaml"]:   # the Hub checks a README's metadata before a commit
+                    card = ModelCard(json.loads(data)["content"])
+                    hub.validated.append(card)
+                    rel = card.data.to_dict().get("base_model_relation")
+                    if rel is not None and rel not in ("adapter", "merge", "quantized", "finetune"):
+                        return self._send(400, {"errors": [{"message": f"base_model_relation {rel!r}"}]})
+                    return self._send(200, {"errors": [], "warnings": []})
+                if parts[:3] == ["api", "repos", "create"]:
+                    doc = json.loads(data)
+                    rid = f"{doc.get('organization') or 'me'}/{doc['name']}" if "/" not in doc["name"] else doc["name"]
+                    return self._send(200, {"url": f"{hub.url}/{rid}", "name": rid})
+                if parts[0] == "api" and parts[1] == "models" and parts[4] == "preupload":
+                    files = json.loads(data)["files"]
+                    return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                      for f in files]})
+                if parts[0] == "api" and parts[1] == "models" and parts[4] == "commit":
+                    rid = f"{parts[2]}/{parts[3]}"
+                    lines = [json.loads(ln) for ln in data.splitlines() if ln.strip()]
+                    header = lines[0]["value"]
+                    if header.get("parentCommit") and header["parentCommit"] != hub.heads.get(rid):
+                        return self._send(412, {"error": "A commit has happened since. Please refresh and try again."})
+                    d = os.path.join(hub.root, rid)
+                    for ln in lines[1:]:
+                        v = ln["value"]
+                        p = os.path.join(d, v["path"])
+                        if ln["key"] == "file":
+                            os.makedirs(os.path.dirname(p), exist_ok=True)
+                            with open(p, "wb") as f:
+                                f.write(base64.b64decode(v["content"]))
+                        elif ln["key"] == "deletedFile":
+                            os.unlink(p)
+                    oid = hashlib.sha1(data).hexdigest()
+                    hub.heads[rid] = oid
+                    return self._send(200, {"commitUrl": f"{hub.url}/{rid}/commit/{oid}", "commitOid": oid})
+                if parts[0] == "api" and parts[1] == "models" and parts[4] == "tag":
+                    hub.tags.setdefault(f"{parts[2]}/{parts[3]}", {})[json.loads(data)["tag"]] = parts[5]
+                    return self._send(200, {})
+                return self._send(404, {"error": f"fake hub: no route {self.path}"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_real_uploader_speaks_the_hub_api(tmp_path):
+    """The seam's real side: `coralfs publish huggingface` in a process of its own, its
+    huggingface_hub calls answered by a local server speaking the Hub's API."""
+    hub = FakeHub(str(tmp_path / "hub"))
+    try:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_test_token", "HF_HOME": str(tmp_path / "hf-home")}
+        repo = str(tmp_path / "repo")
+        cli(None, "init", repo)
+        cli(repo, "commit", _ckpt(tmp_path / "c0", 0), "-m", "v1")
+        cli(repo, "release", "major")
+        out = run_cli("publish", "huggingface", "me/tiny", repo=repo, env=env).stdout
+        assert "3 files uploaded, 0 unchanged" in out
+        assert sorted(os.listdir(tmp_path / "hub" / "me" / "tiny")) == ["README.md", "config.json", "model.safetensors"]
+        assert (tmp_path / "hub/me/tiny/model.safetensors").read_bytes() == (tmp_path / "c0/model.safetensors").read_bytes()
+        assert {auth for _, _, auth in hub.requests} == {"Bearer hf_test_token"}
+        assert [p for _, p, _ in hub.requests][:4] == ["/api/repos/create", "/api/validate-yaml",
+                                                        "/api/models/me/tiny/preupload/main", "/api/models/me/tiny/commit/main"]
+        first = hub.heads["me/tiny"]
+        assert hub.tags["me/tiny"] == {"v1.0.0": first}
+        assert hub.validated[0].data.to_dict()["coralfs"]["release"] == "v1.0.0"
+
+        # one file changed: it and the card are sent, with the recorded revision as parent
+        with open(tmp_path / "c0" / "config.json", "w") as f:
+            f.write('{"seed": 1}')
+        cli(repo, "commit", str(tmp_path / "c0"), "-m", "v2")
+        out = run_cli("publish", "huggingface", "me/tiny", repo=repo, env=env).stdout
+        assert "2 files uploaded, 1 unchanged" in out
+        assert (tmp_path / "hub/me/tiny/config.json").read_text() == '{"seed": 1}'
+
+        # someone else pushed to the Hub repo: refused in one line, nothing recorded
+        hub.heads["me/tiny"] = "f" * 40
+        cli(repo, "commit", _ckpt(tmp_path / "c0", 2), "-m", "v3")
+        line = fails(repo, "publish", "huggingface", "me/tiny", env=env)
+        assert line.startswith("coralfs: error: me/tiny changed on the Hub since coralfs published ")
+        r = Repository.open(repo)
+        assert [e.commit for e in pub.load(r)] == [r.resolve("HEAD~2").hex(), r.resolve("HEAD~1").hex()]
+        r.close()
+    finally:
+        hub.close()
