@@ -97,7 +97,8 @@ def check_repo_id(repo_id: str) -> str:
 # -- what gets published ----------------------------------------------------------------
 
 def hub_files(repo: Repository, oid: ObjectId) -> dict[str, ObjectId]:
-    """Hub path -> File id of the commit's files (links followed inside the tree)."""
+    """Hub path -> File id of the commit's files (links to files inside the tree followed;
+    empty directories left out). SageMaker's archive takes the same files."""
     entries = repo.tree_of(oid).entries
     out: dict[str, ObjectId] = {}
     for path, e in entries.items():
@@ -109,11 +110,13 @@ def hub_files(repo: Repository, oid: ObjectId) -> dict[str, ObjectId]:
             nxt = posixpath.normpath(posixpath.join(posixpath.dirname(cur), target))
             if target.startswith("/") or nxt.startswith("../") or nxt in seen or nxt not in entries:
                 raise CoralError(f"{path} is a symbolic link to {target!r}, which is not a file of the commit: "
-                                 "the Hub stores no links (replace it by the file)")
+                                 "registries store no links (replace it by the file)")
             seen.add(nxt)
             cur, cur_e = nxt, entries[nxt]
-        if not cur_e.is_dir:
-            out[path] = cur_e.file
+        if cur_e.is_dir:
+            raise CoralError(f"{path} is a symbolic link to the directory {cur}: registries store no links "
+                             "(replace it by the files)")
+        out[path] = cur_e.file
     return out
 
 
@@ -270,7 +273,8 @@ def hub_uploader(repo_id: str, ops: list[Operation], message: str, private: bool
     operations = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=o.local) if o.op == "add"
                   else CommitOperationDelete(path_in_repo=o.path) for o in ops]
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        # without --private the Hub's default visibility (an organization may default to private)
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True)
         info = api.create_commit(repo_id, operations, commit_message=message, parent_commit=parent)
         if tag:
             api.create_tag(repo_id, tag=tag, revision=info.oid, exist_ok=True)

@@ -73,10 +73,13 @@ def check_code(code: str | None, requirements: str | None) -> list[tuple[str, st
     root = os.path.realpath(code)
     for d, dirs, files in os.walk(code):
         dirs[:] = [x for x in dirs if x != "__pycache__"]
-        for name in sorted(files) + [x for x in dirs if os.path.islink(os.path.join(d, x))]:
+        for x in dirs:
+            if os.path.islink(os.path.join(d, x)):   # os.walk does not descend into it: its files would be left out
+                raise CoralError(f"{os.path.join(d, x)} is a link to a directory in --code {code}: copy the files in instead")
+        for name in sorted(files):
             p = os.path.join(d, name)
             real = os.path.realpath(p)
-            if os.path.islink(p) and not (real == root or real.startswith(root + os.sep)):
+            if os.path.islink(p) and not real.startswith(root + os.sep):
                 raise CoralError(f"{p} is a link out of --code {code}: copy the file in instead")
             if os.path.isfile(p):
                 out.append(("code/" + os.path.relpath(p, code).replace(os.sep, "/"), p))
@@ -124,11 +127,11 @@ def build_archive(repo: Repository, oid: ObjectId, code: list[tuple[str, str]], 
             info.size, info.mtime, info.mode = f.size, when, 0o755 if modes.get(path, 0) & 0o111 else 0o644
             tar.addfile(info, _Blocks(repo.open_file(files[path]).iter_bytes()))
         for arc, local in code:
-            info = tar.gettarinfo(local, arc)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = when
-            with open(local, "rb") as fh:
+            with open(local, "rb") as fh:   # a link inside --code goes in as the file it names
+                info = tar.gettarinfo(arcname=arc, fileobj=fh)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = when
                 tar.addfile(info, fh)
     with tarfile.open(dest, "r:gz") as tar:
         names = tar.getnames()

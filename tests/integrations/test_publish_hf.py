@@ -199,7 +199,7 @@ def test_links_inside_the_tree_are_published_as_their_file(tmp_path):
     os.unlink(src / "pytorch_model.bin")
     os.symlink("/etc/passwd", src / "pytorch_model.bin")
     r.commit_paths([str(src)], "link out of the tree")
-    with pytest.raises(Exception, match="not a file of the commit: the Hub stores no links"):
+    with pytest.raises(Exception, match="not a file of the commit: registries store no links"):
         hf.publish(r, "me/links", "HEAD", uploader=hub)
     r.close()
 
@@ -228,6 +228,7 @@ class FakeHub:
         self.heads: dict[str, str] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.validated: list[ModelCard] = []
+        self.created: list[dict] = []
         hub = self
 
         class H(BaseHTTPRequestHandler):
@@ -256,6 +257,7 @@ class FakeHub:
                     return self._send(200, {"errors": [], "warnings": []})
                 if parts[:3] == ["api", "repos", "create"]:
                     doc = json.loads(data)
+                    hub.created.append(doc)
                     rid = f"{doc.get('organization') or 'me'}/{doc['name']}" if "/" not in doc["name"] else doc["name"]
                     return self._send(200, {"url": f"{hub.url}/{rid}", "name": rid})
                 if parts[0] == "api" and parts[1] == "models" and parts[4] == "preupload":
@@ -306,8 +308,9 @@ def test_the_real_uploader_speaks_the_hub_api(tmp_path):
         cli(None, "init", repo)
         cli(repo, "commit", _ckpt(tmp_path / "c0", 0), "-m", "v1")
         cli(repo, "release", "major")
-        out = run_cli("publish", "huggingface", "me/tiny", repo=repo, env=env).stdout
+        out = run_cli("publish", "huggingface", "me/tiny", "--private", repo=repo, env=env).stdout
         assert "3 files uploaded, 0 unchanged" in out
+        assert hub.created[0]["visibility"] == "private"
         assert sorted(os.listdir(tmp_path / "hub" / "me" / "tiny")) == ["README.md", "config.json", "model.safetensors"]
         assert (tmp_path / "hub/me/tiny/model.safetensors").read_bytes() == (tmp_path / "c0/model.safetensors").read_bytes()
         assert {auth for _, _, auth in hub.requests} == {"Bearer hf_test_token"}
@@ -323,6 +326,7 @@ def test_the_real_uploader_speaks_the_hub_api(tmp_path):
         cli(repo, "commit", str(tmp_path / "c0"), "-m", "v2")
         out = run_cli("publish", "huggingface", "me/tiny", repo=repo, env=env).stdout
         assert "2 files uploaded, 1 unchanged" in out
+        assert "visibility" not in hub.created[1] and "private" not in hub.created[1]   # without --private: the Hub's default
         assert (tmp_path / "hub/me/tiny/config.json").read_text() == '{"seed": 1}'
 
         # someone else pushed to the Hub repo: refused in one line, nothing recorded
