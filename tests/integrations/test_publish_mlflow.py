@@ -93,3 +93,22 @@ def test_bad_input_is_one_line(tmp_path, mlflow_server):
     assert "is not an MLflow model name" in fails(repo, "publish", "mlflow", "a/b", "--tracking-uri", mlflow_server)
     assert "unreachable" in fails(repo, "publish", "mlflow", "m", "--tracking-uri", "http://127.0.0.1:9")
     assert not os.path.exists(os.path.join(repo, pub.FILE))
+
+
+def test_a_transformers_folder_loads_back_as_the_model(tmp_path, mlflow_server, minilm):
+    import shutil
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    src = tmp_path / "bert"
+    shutil.copytree(minilm, src, ignore=shutil.ignore_patterns("modules.json", "1_Pooling", "sentence_*", "config_sentence*"))
+    repo = str(tmp_path / "repo")
+    cli(None, "init", repo)
+    cli(repo, "commit", str(src), "-m", "bert")
+    name = f"bert-{uuid.uuid4().hex[:8]}"
+    cli(repo, "publish", "mlflow", name, "--tracking-uri", mlflow_server)
+    got = _load(mlflow_server, f"models:/{name}/1").predict(SENTENCES)
+    tok, model = AutoTokenizer.from_pretrained(str(src)), AutoModel.from_pretrained(str(src)).eval()
+    with torch.no_grad():
+        want = model(**tok(SENTENCES, return_tensors="pt", padding=True)).last_hidden_state.numpy()
+    np.testing.assert_array_equal(got, want)
