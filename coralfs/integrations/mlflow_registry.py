@@ -140,6 +140,7 @@ def publish(repo: Repository, name: str, ref: str, uri: str) -> Registered:
             quiet = logging.getLogger("mlflow")
             level = quiet.level
             quiet.setLevel(logging.WARNING)
+            run = None
             try:
                 with mlflow.start_run(experiment_id=exp_id, run_name=f"publish {hx[:12]}", tags=tags) as run, \
                         contextlib.redirect_stderr(io.StringIO()):
@@ -148,6 +149,11 @@ def publish(repo: Repository, name: str, ref: str, uri: str) -> Registered:
                 _ensure_registered(client, name)
                 mv = client.create_model_version(name, source=info.model_uri, run_id=run.info.run_id, tags=tags,
                                                  description=message, model_id=getattr(info, "model_id", None))
+            except BaseException:
+                if run is not None:   # no version came of it: the run is not left behind as if it had
+                    with contextlib.suppress(Exception):
+                        client.delete_run(run.info.run_id)
+                raise
             finally:
                 quiet.setLevel(level)
                 mlflow.set_tracking_uri(saved)
