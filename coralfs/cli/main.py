@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (importing registers the commands)
     experiment_cmds,
     inspect_cmds,
     mount_cmds,
+    publish_cmds,
     ref_cmds,
     remote_cmds,
     repo_cmds,

@@ -424,6 +424,10 @@ def show(
             files.append({"path": p, "kind": "file", "format": f.format, "size": f.size,
                           "stored": repo.file_stored_bytes(f), "tensors": len(f.tensors()), "id": to_hex(e.file)})
         info["files"] = files
+        from ..integrations.published import of_commits
+        pubs = of_commits(repo, [info["id"]]).get(info["id"], [])
+        if pubs:   # which registry versions this commit became (coralfs publish)
+            info["published"] = [p.to_json() for p in pubs]
         if as_json:
             typer.echo(json.dumps(info, indent=2))
             return
@@ -438,6 +442,8 @@ def show(
             typer.echo(f"Metadata: {json.dumps(meta, sort_keys=True)}")
         if isinstance(owners, dict):
             typer.echo(f"Owners: uid, gid and mode of {len(owners)} paths (--preserve-owner; `--json` lists them)")
+        for p in pubs:
+            typer.echo(f"Published: {esc(p.label())}" + (f" ({esc(p.url)})" if p.url else ""))
         typer.echo("\n" + "\n".join(f"    {esc(line)}" for line in (info["message"] or "").splitlines() or [""]) + "\n")
         for fi in files:
             if fi["kind"] == "link":

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..objects.errors import CoralError
-from ..objects.ids import short
+from ..objects.ids import short, to_hex
 from .app import app
 from .common import JsonOpt, complete_ref, esc, first_line, open_repo
 
@@ -74,15 +74,21 @@ def changelog(
 @app.command()
 def releases(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List release tags (vX.Y.Z...) in semantic-version order, lowest first."""
+    from ..integrations.published import of_commits
     from ..workflow.releases import list_releases
-    rs = list_releases(open_repo(ctx))
+    repo = open_repo(ctx)
+    rs = list_releases(repo)
+    pubs = of_commits(repo, [to_hex(r.commit) for r in rs])   # coralfs publish: registry versions
     if as_json:
-        typer.echo(json.dumps([r.to_json() for r in rs], indent=2))
+        typer.echo(json.dumps([dict(r.to_json(), published=[p.to_json() for p in pubs.get(to_hex(r.commit), [])])
+                               for r in rs], indent=2))
         return
     for r in rs:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.time))
         metrics = "  [" + ", ".join(esc(f"{k}={v}") for k, v in r.metrics.items()) + "]" if r.metrics else ""
-        typer.echo(f"{esc(r.tag):<24} {short(r.commit)} {when} {first_line(r.message)}{metrics}")
+        done = pubs.get(to_hex(r.commit))
+        where = "  published: " + ", ".join(esc(p.label()) for p in done) if done else ""
+        typer.echo(f"{esc(r.tag):<24} {short(r.commit)} {when} {first_line(r.message)}{metrics}{where}")
 
 
 def _size(text: str) -> int:

@@ -72,7 +72,7 @@ def _client(uri: str, must_exist: bool) -> Iterator[object]:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            yield MlflowClient(tracking_uri=uri)
+            yield MlflowClient(tracking_uri=uri, registry_uri=uri)
     except MlflowException as e:
         msg = (str(e.message) if hasattr(e, "message") else str(e)).strip().splitlines()
         raise CoralError(f"MLflow at {uri}: {msg[0] if msg else type(e).__name__}") from None

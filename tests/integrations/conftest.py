@@ -1,5 +1,6 @@
-"""A real MLflow tracking server (SQLite backend, local artifact root) on 127.0.0.1 at a
-free port, started from the virtualenv once per test session and stopped by its PID."""
+"""The moto S3 server of tests/remote (``moto``, ``s3_remote``: publish sagemaker uses it), and
+a real MLflow tracking server (SQLite backend, local artifact root) on 127.0.0.1 at a free
+port, started from the virtualenv once per test session and stopped by its PID."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+
+from tests.remote.conftest import moto, s3_remote  # noqa: F401  (the moto server, for publish sagemaker)
 
 MLFLOW = os.path.join(os.path.dirname(sys.executable), "mlflow")
 
