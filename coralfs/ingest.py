@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import stat as _stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .formats import FormatError, Layout, layout_of
+from .formats.onnx import sibling_layout
 from .interrupts import landing
 from .objects.errors import CoralError
 from .objects.fsck import EMPTY_FILE, MAX_LINK_TARGET, read_link  # what fsck holds entries to
@@ -125,13 +127,33 @@ def _checked_layout(f: DiskFile) -> Layout:
         return _layout(g)
 
 
+def _with_siblings(todo: list[tuple[DiskFile, Layout]]) -> list[tuple[DiskFile, Layout]]:
+    """Files another file of the same commit describes (an .onnx model's external data,
+    :attr:`Layout.siblings`) take their regions from it. Locations resolve against the
+    describing file's directory in the tree and never leave the tree (readers refuse
+    absolute paths and '..'); a file described but not committed with it is not looked
+    for, and a file with a format of its own keeps it."""
+    index = {f.path: i for i, (f, _) in enumerate(todo)}
+    for f, layout in list(todo):
+        for location, regions in layout.siblings.items():
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(f.path), location))
+            i = index.get(target)
+            if i is None or todo[i][1].format != "bytes" or target.startswith("../"):
+                continue
+            g = todo[i][0]
+            with _pinned(g) as pinned:
+                size = os.stat(pinned.source).st_size
+            todo[i] = (g, sibling_layout(f.label or f.source, location, regions, size))
+    return todo
+
+
 @in_write_session
 def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str, TreeEntry],
                  progress: Progress | None = None) -> tuple[dict[str, TreeEntry], IngestStats]:
     """Store ``files`` (each a delta against the same path in ``base``, if there) and
     return their tree entries. Every file is validated first: a malformed one raises
     FormatError before anything is stored."""
-    todo = [(f, _checked_layout(f)) for f in files]
+    todo = _with_siblings([(f, _checked_layout(f)) for f in files])
     stats = IngestStats()
     entries: dict[str, TreeEntry] = {}
     for f, layout in todo:

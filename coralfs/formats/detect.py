@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-from . import hdf5, npy, safetensors, ziparchive
+from . import hdf5, keras, npy, onnx, safetensors, ziparchive
 from .base import FormatError, Layout
 
 STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchive.parse,
-          ".h5": hdf5.parse, ".hdf5": hdf5.parse}
+          ".h5": hdf5.parse, ".hdf5": hdf5.parse, ".onnx": onnx.parse,
+          ".keras": keras.parse}
 
 
 def layout_of(path: str, name: str | None = None) -> Layout:
