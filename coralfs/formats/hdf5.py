@@ -11,12 +11,14 @@ MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 @guarded("HDF5")
-def parse(path: str, size: int) -> Layout:
+def parse(path: str, size: int, fileobj=None, base: int = 0) -> Layout:
+    """``fileobj``, ``base``: an HDF5 file inside another one (a .keras archive's weights),
+    read through ``fileobj``, its regions placed at ``base`` + their offset."""
     import h5py  # here, not at import: every CLI command would pay for it (docs/benchmarks.md)
 
     regions: list[Region] = []
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path if fileobj is None else fileobj, "r")
     except OSError as e:
         raise FormatError(path, f"HDF5 file does not open ({str(e).splitlines()[0]})") from None
     with f:
@@ -36,6 +38,6 @@ def parse(path: str, size: int) -> Layout:
             if n % cdt.width:
                 return
             shape = tuple(obj.shape) if n == obj.size * cdt.width else (n // cdt.width,)
-            regions.append(Region(off, n, "/" + name, cdt.name, shape))
+            regions.append(Region(base + off, n, "/" + name, cdt.name, shape))
         f.visititems(visit)
     return Layout("hdf5", regions)
