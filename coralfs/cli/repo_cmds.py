@@ -189,14 +189,17 @@ def _report_mount_commit(got: dict, message: str) -> None:
 # `coralfs import KIND PATH`: what each kind's module turns a foreign model into (files to
 # commit and commit metadata). Each is "module:function", imported only when its kind runs,
 # returning a coralfs.integrations.ImportSource; "pytorch" is the plain import.
-IMPORTERS: dict[str, str] = {}
+IMPORTERS: dict[str, str] = {
+    "onnx": "coralfs.integrations.onnx:prepare_import",
+    "keras": "coralfs.integrations.keras:prepare_import",
+}
 
 
 @app.command("import")
 def import_(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(help="A .pt/.bin/.safetensors/.npz/.h5 checkpoint or a checkpoint directory;"
-                                        " or a kind (pytorch) followed by its path", show_default=False)],
+                                        " or a kind (pytorch, onnx, keras) followed by its path", show_default=False)],
     path: Annotated[str | None, typer.Argument(help="With a kind: the file or directory to import", show_default=False)] = None,
     message: MessageOpt = None,
     branch: BranchOpt = None,
