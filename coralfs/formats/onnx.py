@@ -146,13 +146,12 @@ def _want(wt: int, expect: int, r: _Reader, what: str) -> None:
 
 
 def _tensor(r: _Reader, start: int, end: int, fallback: str) -> TensorInfo:
-    t = TensorInfo(fallback, 1, ())
+    t = TensorInfo(fallback, 0, ())  # proto3: an absent data_type is 0 (UNDEFINED)
     dims: list[int] = []
     data: tuple[int, int] | None = None
     packed: dict[int, tuple[int, int]] = {}
     ext: dict[str, str] = {}
     external = False
-    seen_type = False
     for num, wt, v in r.fields(start, end):
         if num == _T_DIMS:
             if wt == 0:
@@ -171,7 +170,7 @@ def _tensor(r: _Reader, start: int, end: int, fallback: str) -> TensorInfo:
                 raise FormatError(r.path, f"tensor {t.name!r}: more than {MAX_DIMS} dims")
         elif num == _T_TYPE:
             _want(wt, 0, r, "data_type")
-            t.data_type, seen_type = v, True
+            t.data_type = v
         elif num == _T_NAME:
             _want(wt, 2, r, "a tensor name")
             t.name = r.text(v, "a tensor name")
@@ -200,8 +199,6 @@ def _tensor(r: _Reader, start: int, end: int, fallback: str) -> TensorInfo:
         if d >= 1 << 62:  # negative int64 values arrive as huge varints
             raise FormatError(r.path, f"tensor {t.name!r}: bad dim {d - (1 << 64) if d >> 63 else d}")
     t.dims = tuple(dims)
-    if not seen_type:
-        raise FormatError(r.path, f"tensor {t.name!r} has no data_type")
     want = _bytes_needed(t)
     if external:
         _external(r.path, t, ext, want)
