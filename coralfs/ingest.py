@@ -138,7 +138,7 @@ def _with_siblings(todo: list[tuple[DiskFile, Layout]]) -> list[tuple[DiskFile, 
         for location, regions in layout.siblings.items():
             target = posixpath.normpath(posixpath.join(posixpath.dirname(f.path), location))
             i = index.get(target)
-            if i is None or todo[i][1].format != "bytes" or target.startswith("../"):
+            if i is None or todo[i][1].format != "bytes" or target.split("/")[0] in ("..", ""):
                 continue
             g = todo[i][0]
             with _pinned(g) as pinned:
