@@ -263,29 +263,37 @@ def _graph(r: _Reader, start: int, end: int, out: ModelInfo, depth: int) -> None
 
 
 def _constant(r: _Reader, start: int, end: int, out: ModelInfo) -> None:
-    """A Constant node's ``value`` tensor, named by the node's output (unique in a graph)."""
-    op = output = ""
-    value: tuple[int, int] | None = None
+    """A Constant node's ``value`` tensor, named by the node's output (unique in a graph).
+    Other nodes cost one pass over their fields: nothing of them is decoded."""
+    op = b""
+    output: tuple[int, int] | None = None
+    attrs: list[tuple[int, int]] = []
     for num, wt, v in r.fields(start, end):
         if wt != 2:
             continue
         if num == _NODE_OPTYPE:
-            op = r.text(v, "an op_type")
-        elif num == _NODE_OUTPUT and not output:
-            output = r.text(v, "a node output")
+            op = bytes(r.buf[v[0]:v[0] + min(v[1], 16)])
+        elif num == _NODE_OUTPUT and output is None:
+            output = v
         elif num == _NODE_ATTR:
-            name, t = "", None
-            for n2, wt2, v2 in r.fields(*_span(v)):
-                if wt2 == 2 and n2 == _ATTR_NAME:
-                    name = r.text(v2, "an attribute name")
-                elif wt2 == 2 and n2 == _ATTR_T:
-                    t = v2
-            if name == "value" and t is not None:
-                value = t
-    if op == "Constant" and value is not None and output:
-        t = _tensor(r, *_span(value), output)
-        t.name = output  # the tensor's own name is optional and need not be unique
-        out.tensors.append(t)
+            attrs.append(v)
+    if op != b"Constant" or output is None:
+        return
+    value: tuple[int, int] | None = None
+    for a in attrs:
+        name, t = "", None
+        for n2, wt2, v2 in r.fields(*_span(a)):
+            if wt2 == 2 and n2 == _ATTR_NAME:
+                name = r.text(v2, "an attribute name")
+            elif wt2 == 2 and n2 == _ATTR_T:
+                t = v2
+        if name == "value" and t is not None:
+            value = t
+    name = r.text(output, "a node output")
+    if value is not None and name:
+        tensor = _tensor(r, *_span(value), name)
+        tensor.name = name  # the tensor's own name is optional and need not be unique
+        out.tensors.append(tensor)
 
 
 def read_model(path: str, buf, size: int) -> ModelInfo:
