@@ -60,6 +60,11 @@ def prepare_import(path: str) -> ImportSource:
         if t.location is None:
             continue
         data = os.path.join(base, *t.location.split("/"))
+        real = os.path.realpath(data)
+        if os.path.islink(data) or not real.startswith(os.path.realpath(base) + os.sep):
+            # the model named this path, the user did not: a link is not followed out
+            raise CoralError(f"{path}: external data file {t.location!r} is a symbolic link or lies outside the "
+                             f"model's directory; nothing was committed")
         if not os.path.isfile(data):
             raise CoralError(f"{path}: external data file {t.location!r} of tensor {t.name!r} is missing next to "
                              f"the model; nothing was committed")

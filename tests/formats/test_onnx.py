@@ -307,3 +307,17 @@ def test_a_model_of_many_tiny_initializers_packs_into_few_objects(tmp_path):
     r.export("HEAD", str(tmp_path / "out"))
     r.close()
     assert sha(tmp_path / "out" / "m.onnx") == sha(src / "m.onnx")
+
+
+def test_import_does_not_follow_a_data_file_that_is_a_link(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\0" * 16)
+    (d / "m.onnx").write_bytes(_model_with(_external("w.bin")))
+    os.symlink(secret, d / "w.bin")
+    repo = str(tmp_path / "repo")
+    run_cli("init", repo)
+    err = fails(repo, "import", "onnx", str(d / "m.onnx"))
+    assert "'w.bin' is a symbolic link" in err and "nothing was committed" in err
+    assert not os.path.exists(os.path.join(repo, "refs", "heads", "main"))
