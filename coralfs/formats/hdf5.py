@@ -11,9 +11,8 @@ MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 @guarded("HDF5")
-def parse(path: str, size: int, fileobj=None, base: int = 0) -> Layout:
-    """``fileobj``, ``base``: an HDF5 file inside another one (a .keras archive's weights),
-    read through ``fileobj``, its regions placed at ``base`` + their offset."""
+def parse(path: str, size: int, fileobj=None) -> Layout:
+    """``fileobj``: read the HDF5 file through it (one inside a .keras archive)."""
     import h5py  # here, not at import: every CLI command would pay for it (docs/benchmarks.md)
 
     regions: list[Region] = []
@@ -38,6 +37,6 @@ def parse(path: str, size: int, fileobj=None, base: int = 0) -> Layout:
             if n % cdt.width:
                 return
             shape = tuple(obj.shape) if n == obj.size * cdt.width else (n // cdt.width,)
-            regions.append(Region(base + off, n, "/" + name, cdt.name, shape))
+            regions.append(Region(off, n, "/" + name, cdt.name, shape))
         f.visititems(visit)
     return Layout("hdf5", regions)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import replace
 
 from . import hdf5
 from .base import MAX_MEMBERS, FormatError, Layout, guarded, safe_member_name
@@ -79,11 +80,12 @@ def parse(path: str, size: int) -> Layout:
                                     f"({info.compress_size} and {info.file_size} bytes)")
         start = _member_data_offset(path, f, info, size)
         where = f"{path}:{WEIGHTS}"
-        inner = hdf5.parse(where, info.file_size, fileobj=Window(f, start, info.file_size), base=start)
+        inner = hdf5.parse(where, info.file_size, fileobj=Window(f, start, info.file_size))
         for r in inner.regions:
-            if r.offset + r.length > start + info.file_size:
+            if r.offset < 0 or r.offset + r.length > info.file_size:
                 raise FormatError(where, f"dataset {r.name!r} runs past the end of the weights member")
-    return Layout("keras", inner.regions)
+    # The h5's own offsets, placed where the member's bytes lie in the archive.
+    return Layout("keras", [replace(r, offset=start + r.offset) for r in inner.regions])
 
 
 __all__ = ["WEIGHTS", "Window", "parse"]

@@ -206,4 +206,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["CoralCheckpoint", "prepare_import"]
+__all__ = ["CoralCheckpoint", "prepare_import"]  # noqa: F822 - CoralCheckpoint is made on first access

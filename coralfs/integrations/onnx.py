@@ -254,8 +254,7 @@ def _external_blocks(inits, have: dict[str, CommitTensor], location: str) -> Ite
         for key, value in (("location", location), ("offset", str(pos)), ("length", str(src.length))):
             entry = t.external_data.add()
             entry.key, entry.value = key, value
-        for block in src.blocks():
-            yield block
+        yield from src.blocks()
         pos += src.length
 
 

@@ -265,7 +265,7 @@ def test_onnx_truncations_are_errors_or_valid_layouts(tmp_path):
         try:
             lay = layout_of(str(q))
         except FormatError as e:
-            assert "t%d.onnx" % n in str(e) and "\n" not in str(e)
+            assert f"t{n}.onnx" in str(e) and "\n" not in str(e)
             continue
         for r in lay.regions:
             assert r.offset + r.length <= n
