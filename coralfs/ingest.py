@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import posixpath
 import stat as _stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from .formats import FormatError, Layout, layout_of
 from .formats.detect import Siblings
+from .formats.onnx import sibling_layout
 from .interrupts import landing
 from .objects.errors import CoralError
 from .objects.fsck import EMPTY_FILE, MAX_LINK_TARGET, read_link  # what fsck holds entries to
@@ -159,6 +161,26 @@ def _checked_layout(f: DiskFile, tree: _TreeFiles | None = None) -> Layout:
         return _layout(g, None if tree is None else Siblings(f.path, tree.names, tree.open))
 
 
+def _with_siblings(todo: list[tuple[DiskFile, Layout]]) -> list[tuple[DiskFile, Layout]]:
+    """Files another file of the same commit describes (an .onnx model's external data,
+    :attr:`Layout.siblings`) take their regions from it. Locations resolve against the
+    describing file's directory in the tree and never leave the tree (readers refuse
+    absolute paths and '..'); a file described but not committed with it is not looked
+    for, and a file with a format of its own keeps it."""
+    index = {f.path: i for i, (f, _) in enumerate(todo)}
+    for f, layout in list(todo):
+        for location, regions in layout.siblings.items():
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(f.path), location))
+            i = index.get(target)
+            if i is None or todo[i][1].format != "bytes" or target.split("/")[0] in ("..", ""):
+                continue
+            g = todo[i][0]
+            with _pinned(g) as pinned:
+                size = os.stat(pinned.source).st_size
+            todo[i] = (g, sibling_layout(f.label or f.source, location, regions, size))
+    return todo
+
+
 @in_write_session
 def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str, TreeEntry],
                  progress: Progress | None = None,
@@ -170,7 +192,7 @@ def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str,
     files = list(files)
     with contextlib.ExitStack() as stack:
         tree = _TreeFiles(repo, {f.path: f for f in files}, kept or {}, stack)
-        todo = [(f, _checked_layout(f, tree)) for f in files]
+        todo = _with_siblings([(f, _checked_layout(f, tree)) for f in files])
     stats = IngestStats()
     entries: dict[str, TreeEntry] = {}
     for f, layout in todo:

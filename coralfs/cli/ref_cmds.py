@@ -102,7 +102,9 @@ def checkout(
 def export(
     ctx: typer.Context,
     ref: RefArg,
-    dest: Annotated[str, typer.Argument(help="Directory to write the files into")],
+    dest: Annotated[str, typer.Argument(help="Directory to write the files into (with a kind: the revision)")],
+    out: Annotated[str | None, typer.Argument(help="With a kind (onnx REF OUT.onnx): the file to write",
+                                              show_default=False)] = None,
     include: Annotated[list[str] | None, typer.Option("--include",
                                                       help="Only tensors matching this glob (safetensors files are rewritten; "
                                                            "repeatable)")] = None,
@@ -110,8 +112,18 @@ def export(
     preserve_owner: Annotated[bool, typer.Option("--preserve-owner",
                                                  help="Restore the uid, gid and mode `commit --preserve-owner` recorded "
                                                       "(as root)")] = False,
+    graph: Annotated[str | None, typer.Option("--graph", help="export onnx: the template model whose initializers "
+                                              "take the revision's weights")] = None,
+    external_data: Annotated[bool, typer.Option("--external-data", help="export onnx: weights in OUT.onnx.data "
+                                                "beside the model (models over 2 GB)")] = False,
 ) -> None:
-    """Write the files of a revision (links as links, empty directories too), byte-identical to what was committed."""
+    """Write the files of a revision (links as links, empty directories too), byte-identical to what was committed.
+
+    `export onnx REF OUT.onnx --graph TEMPLATE.onnx [--external-data]` writes the revision's
+    weights into the template's initializers instead."""
+    if out is not None or graph is not None or external_data:
+        _export_kind(ctx, ref, dest, out, graph, external_data, path)
+        return
     repo = open_repo(ctx)
     written = repo.export(ref, dest, include=include, paths=path, preserve_owner=preserve_owner)
     from .repo_cmds import _links_dirs
@@ -120,6 +132,20 @@ def export(
     dirs = sum(1 for p in written if entries[p].is_dir)
     typer.echo(f"exported {len(written) - links - dirs} files{_links_dirs(links, dirs)} of {esc(ref)} to {esc(dest)}"
                + (" with their owners" if preserve_owner else ""))
+
+
+def _export_kind(ctx: typer.Context, kind: str, ref: str, out: str | None, graph: str | None,
+                 external_data: bool, paths: list[str] | None) -> None:
+    if kind != "onnx" or out is None:
+        raise CoralError("export takes REF DEST, or onnx REF OUT.onnx --graph TEMPLATE.onnx [--external-data]")
+    if graph is None:
+        raise CoralError("export onnx needs the graph to fill: add --graph TEMPLATE.onnx")
+    from ..integrations.onnx import export as export_onnx
+    repo = open_repo(ctx)
+    got = export_onnx(repo, ref, out, graph, external_data=external_data, paths=paths)
+    extra = f" (weights in {esc(got.data)})" if got.data else ""
+    unused = f"; {got.unused} tensors of {esc(ref)} are not in the graph" if got.unused else ""
+    typer.echo(f"exported {got.tensors} initializers of {esc(ref)} into {esc(out)}{extra}{unused}")
 
 
 @app.command()

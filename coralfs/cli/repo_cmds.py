@@ -193,6 +193,8 @@ def _report_mount_commit(got: dict, message: str) -> None:
 IMPORTERS: dict[str, str] = {
     "tensorflow": "coralfs.integrations.tensorflow:prepare_import",
     "wandb": "coralfs.integrations.wandb:prepare_import",
+    "onnx": "coralfs.integrations.onnx:prepare_import",
+    "keras": "coralfs.integrations.keras:prepare_import",
 }
 
 
@@ -200,7 +202,7 @@ IMPORTERS: dict[str, str] = {
 def import_(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(help="A .pt/.bin/.safetensors/.npz/.h5 checkpoint or a checkpoint directory;"
-                                        " or a kind (pytorch, tensorflow, wandb) followed by its path", show_default=False)],
+                                        " or a kind (pytorch, onnx, keras, tensorflow, wandb) followed by its path", show_default=False)],
     path: Annotated[str | None, typer.Argument(help="With a kind: the file or directory to import", show_default=False)] = None,
     message: MessageOpt = None,
     branch: BranchOpt = None,

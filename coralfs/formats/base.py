@@ -28,6 +28,9 @@ class FormatError(CoralError):
 class Layout:
     format: str
     regions: list[Region] = field(default_factory=list)
+    # Regions of other files this one describes, by location relative to its directory
+    # (an .onnx model's external data): coralfs/ingest.py gives them to those files.
+    siblings: dict[str, list[Region]] = field(default_factory=dict)
 
     def check(self, path: str, size: int) -> Layout:
         """Reject overlapping or out-of-range regions (a lying header)."""
@@ -66,9 +69,9 @@ def guarded(kind: str):
     naming the file and what went wrong (never a traceback, never a crash)."""
     def wrap(parse):
         @functools.wraps(parse)
-        def run(path: str, size: int) -> Layout:
+        def run(path: str, size: int, *more, **options) -> Layout:
             try:
-                return parse(path, size)
+                return parse(path, size, *more, **options)
             except FormatError:
                 raise
             except MemoryError:

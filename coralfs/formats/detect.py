@@ -8,11 +8,12 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable
 
-from . import gguf, hdf5, npy, safetensors, torchlegacy, ziparchive
+from . import gguf, hdf5, keras, npy, onnx, safetensors, torchlegacy, ziparchive
 from .base import MAX_HEADER, FormatError, Layout
 
 STRICT = {".safetensors": safetensors.parse, ".npy": npy.parse, ".npz": ziparchive.parse,
-          ".h5": hdf5.parse, ".hdf5": hdf5.parse, ".gguf": gguf.parse}
+          ".h5": hdf5.parse, ".hdf5": hdf5.parse, ".gguf": gguf.parse, ".onnx": onnx.parse,
+          ".keras": keras.parse}
 
 
 class Siblings:

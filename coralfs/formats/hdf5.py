@@ -46,12 +46,13 @@ def _chunks(dsid) -> list[tuple[tuple[int, ...], int, int, int]]:
 
 
 @guarded("HDF5")
-def parse(path: str, size: int) -> Layout:
+def parse(path: str, size: int, fileobj=None) -> Layout:
+    """``fileobj``: read the HDF5 file through it (one inside a .keras archive)."""
     import h5py  # here, not at import: every CLI command would pay for it (docs/benchmarks.md)
 
     regions: list[Region] = []
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path if fileobj is None else fileobj, "r")
     except OSError as e:
         raise FormatError(path, f"HDF5 file does not open ({str(e).splitlines()[0]})") from None
     with f:

@@ -1,0 +1,92 @@
+"""Keras 3 ``.keras`` files: a zip of ``metadata.json``, ``config.json`` and the weights
+``model.weights.h5`` (plus ``assets/`` when a layer has any).
+
+Keras writes every member STORED (``zipfile.ZipFile(f, "w")`` without compression), so
+the weights h5 lies in the archive as it is: it is opened in place through a window on
+the archive (h5py reads a file object), and its contiguous datasets become typed regions
+at their offset in the .keras file, exactly as a bare ``.weights.h5`` would
+(coralfs/formats/hdf5.py). A weights member that was DEFLATED (an archive re-zipped by
+another tool) has no numeric bytes in the file: the archive is then stored as it is,
+without regions. The JSON members and zip headers are literal bytes; the file comes
+back byte-identical either way.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import replace
+
+from . import hdf5
+from .base import MAX_MEMBERS, FormatError, Layout, guarded, safe_member_name
+from .ziparchive import _member_data_offset
+
+WEIGHTS = "model.weights.h5"
+
+
+class Window(io.RawIOBase):
+    """Bytes ``[start, start + length)`` of an open file, as a read-only file of their own."""
+
+    def __init__(self, f, start: int, length: int) -> None:
+        super().__init__()
+        self.f, self.start, self.length, self.pos = f, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self.length - self.pos))
+        if not n:
+            return 0
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        b[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+@guarded("Keras")
+def parse(path: str, size: int) -> Layout:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise FormatError(path, f"not a Keras archive: not a readable zip ({e})") from None
+    with zf, open(path, "rb") as f:
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise FormatError(path, f"{len(infos)} archive members is over the cap")
+        for i in infos:
+            safe_member_name(path, i.filename)
+        names = {i.filename for i in infos}
+        if "config.json" not in names:
+            raise FormatError(path, "not a Keras archive (no config.json)")
+        weights = [i for i in infos if i.filename == WEIGHTS]
+        if not weights or weights[0].compress_type != zipfile.ZIP_STORED:
+            return Layout("keras")  # no weights, or deflated: no numeric bytes to point at
+        info = weights[0]
+        if info.compress_size != info.file_size:
+            raise FormatError(path, f"{WEIGHTS} is stored uncompressed but its sizes differ "
+                                    f"({info.compress_size} and {info.file_size} bytes)")
+        start = _member_data_offset(path, f, info, size)
+        where = f"{path}:{WEIGHTS}"
+        inner = hdf5.parse(where, info.file_size, fileobj=Window(f, start, info.file_size))
+        for r in inner.regions:
+            if r.offset < 0 or r.offset + r.length > info.file_size:
+                raise FormatError(where, f"dataset {r.name!r} runs past the end of the weights member")
+    # The h5's own offsets, placed where the member's bytes lie in the archive.
+    return Layout("keras", [replace(r, offset=start + r.offset) for r in inner.regions])
+
+
+__all__ = ["WEIGHTS", "Window", "parse"]
+
