@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..objects import dtypes
 from ..objects.regions import Region
 from .base import MAX_MEMBERS, FormatError, Layout
-from .ziparchive import TORCH_DTYPES
+from .torchpickle import TORCH_DTYPES
 
 METADATA = ".metadata"
 
