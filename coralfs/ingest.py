@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat as _stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -131,11 +132,15 @@ def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str,
     """Store ``files`` (each a delta against the same path in ``base``, if there) and
     return their tree entries. Every file is validated first: a malformed one raises
     FormatError before anything is stored."""
-    todo = [(f, _checked_layout(f)) for f in files]
+    # Checkpoint directories in step order (checkpoint-2 before checkpoint-10), so each
+    # finds the one before it as its sibling base.
+    todo = sorted(((f, _checked_layout(f)) for f in files), key=lambda t: _natural(t[0].path))
     stats = IngestStats()
     entries: dict[str, TreeEntry] = {}
     for f, layout in todo:
         prev = base.get(f.path)
+        if prev is None:
+            prev = sibling_base(f.path, entries, base)
         if prev is not None and (prev.is_symlink or prev.is_dir):
             prev = None  # a link's text or the empty file: nothing to delta against
         with _pinned(f) as g:
@@ -146,6 +151,39 @@ def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str,
         if progress:
             progress(f.path, st.logical)
     return entries, stats
+
+
+_NUM = re.compile(r"\d+")
+
+
+def _natural(path: str) -> tuple:
+    """Sort key: numbers compare as numbers (step-9 before step-10)."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path))
+
+
+def sibling_base(path: str, written: Mapping[str, TreeEntry], parent: Mapping[str, TreeEntry]) -> TreeEntry | None:
+    """The base of a file with no same-path parent whose path differs from another only in
+    its numbers: ``run/checkpoint-400/optimizer.pt`` takes ``run/checkpoint-300/optimizer.pt``
+    (written earlier in this commit, or in the parent), the nearest lower step, else the
+    nearest higher. Its tensors then delta by name, as against a parent: a Trainer's
+    optimizer state (Adam moments, all positive, so the sign sketch of the similarity index
+    cannot tell them apart) against the previous checkpoint's state at the same key."""
+    shape = _NUM.sub("#", path)
+    if shape == path:
+        return None
+    mine = [int(n) for n in _NUM.findall(path)]
+    best: tuple | None = None
+    for table in (written, parent):
+        for p, e in table.items():
+            if p == path or _NUM.sub("#", p) != shape or e.is_symlink or e.is_dir:
+                continue
+            nums = [int(n) for n in _NUM.findall(p)]
+            # lexicographic distance on the number tuple: lower steps first, nearest first
+            lower = nums < mine
+            rank = (0 if lower else 1, [abs(a - b) for a, b in zip(mine, nums)])
+            if best is None or rank < best[0]:
+                best = (rank, e)
+    return best[1] if best is not None else None
 
 
 class _BytesSource(Source):
@@ -363,5 +401,5 @@ def commit_paths(repo: Repository, sources: list[str], message: str, *, branch: 
 
 
 __all__ = ["MAX_LINK_TARGET", "OWNERS_KEY", "CommitResult", "DiskFile", "Sources", "check_link_target",
-           "collect_sources", "commit_paths", "ingest_files", "owner_of", "read_link", "scan_sources", "special_entries",
+           "collect_sources", "commit_paths", "ingest_files", "owner_of", "read_link", "scan_sources", "sibling_base", "special_entries",
            "tree_mode", "with_owners"]
