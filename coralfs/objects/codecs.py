@@ -91,6 +91,18 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+def _unzstd(body, limit: int, oid: ObjectId) -> bytes:
+    """zstd-decompress at most ``limit`` bytes; a frame claiming more is corrupt (the
+    library would otherwise allocate what a damaged header claims)."""
+    try:
+        size = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as e:
+        raise CorruptObject(to_hex(oid), f"zstd: {e}") from None
+    if size > limit:
+        raise CorruptObject(to_hex(oid), "zstd frame claims more bytes than the object holds")
+    return _decompressor().decompress(body, max_output_size=limit)
+
+
 def checksum(data) -> int:
     return xxhash.xxh3_64_intdigest(data)
 
@@ -303,7 +315,7 @@ def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId) -
         pos += size
         if len(body) != size or mode > 1:
             raise CorruptObject(to_hex(oid), "byte plane out of range")
-        plane = _decompressor().decompress(body, max_output_size=n) if mode == 1 else body
+        plane = _unzstd(body, n, oid) if mode == 1 else body
         if len(plane) != n:
             raise CorruptObject(to_hex(oid), "byte plane has the wrong length")
         dst[:, i] = np.frombuffer(plane, dtype=np.uint8)
@@ -419,13 +431,14 @@ def _sparse_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, le
     bbody, btail = _split(base, width)
     u, bu = body.view(_UINT[width]), bbody.view(_UINT[width])
     changed = u != bu
-    bc = bu[changed]
-    vals = _zigzag(_keys(u[changed], width, key) - _keys(bc, width, key), width)
+    idx = np.flatnonzero(changed)  # one index pass; take() is faster than three masks
+    bc = bu.take(idx)
+    vals = _zigzag(_keys(u.take(idx), width, key) - _keys(bc, width, key), width)
     mode, bm = _squeeze(np.packbits(changed, bitorder="little"), level)
     if len(bc) * 8 < len(u):
         # Few changes (an RL step moves ~1%): the gaps between changed elements cost
         # less than a bitmap (measured 0.0055 against 0.0090 of the bf16 file).
-        gaps = np.diff(np.flatnonzero(changed), prepend=-1).astype(np.uint32)
+        gaps = np.diff(idx, prepend=-1).astype(np.uint32)
         g = _pack_planes(group(gaps.view(np.uint8), 4), 4, level)
         if len(g) < len(bm):
             mode, bm = POS_GAPS, g
@@ -452,7 +465,7 @@ def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: Object
         if count and idx[-1] >= n_el:
             raise CorruptObject(to_hex(oid), "sparse delta gaps run past the chunk")
     else:
-        bm = _decompressor().decompress(body, max_output_size=nbm) if mode == 1 else body
+        bm = _unzstd(body, nbm, oid) if mode == 1 else body
         if len(bm) != nbm:
             raise CorruptObject(to_hex(oid), "sparse delta bitmap has the wrong length")
         idx = np.flatnonzero(np.unpackbits(np.frombuffer(bm, np.uint8), count=n_el, bitorder="little"))
@@ -460,7 +473,7 @@ def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: Object
         raise CorruptObject(to_hex(oid), "sparse delta bitmap disagrees with its count")
     out = base.copy()
     ou = out[: n_el * width].view(_UINT[width])
-    bc = ou[idx]
+    bc = ou.take(idx)
     z, used = _unpack_sorted(payload[pos + size:], bc, width, oid)
     tail = payload[pos + size + used:]
     if len(tail) != h.decoded_len - n_el * width:
@@ -568,7 +581,7 @@ def decode(frame: bytes | memoryview, oid: ObjectId,
         if h.codec == RAW:
             out = bytes(payload)
         elif h.codec == ZSTD:
-            out = _decompressor().decompress(payload, max_output_size=h.decoded_len)
+            out = _unzstd(payload, h.decoded_len, oid)
         elif h.codec == FGROUPED:
             if h.width not in _UINT:
                 raise CorruptObject(to_hex(oid), "fgrouped frame with an unsupported width")
@@ -579,7 +592,7 @@ def decode(frame: bytes | memoryview, oid: ObjectId,
             fn = _unsparse if h.codec == SPARSE else _unsubs
             out = fn(payload, _base_of(h, oid, get_base), h, oid).tobytes()
         else:
-            raw = _decompressor().decompress(payload, max_output_size=h.decoded_len)
+            raw = _unzstd(payload, h.decoded_len, oid)
             if len(raw) != h.decoded_len:
                 raise CorruptObject(to_hex(oid), "decoded length mismatch")
             t = ungroup(raw, h.width)

@@ -290,3 +290,38 @@ def test_sparse_positions_as_gaps_or_bitmap(density):
     mode = codecs._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
     assert (mode == codecs.POS_GAPS) == (density < 0.1)
     assert codecs.decode(frame, oid, lambda o: bb) == data
+
+
+def _reseal(frame: bytearray) -> bytes:
+    """A v2 frame whose payload was altered, with its payload checksum made valid again
+    (what a buggy writer, not a flipped bit, would produce)."""
+    body = bytes(frame[codecs.HEADER_SIZE + 8:])
+    frame[codecs.HEADER_SIZE:codecs.HEADER_SIZE + 8] = codecs._CHECK.pack(codecs.checksum(body))
+    return bytes(frame)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(codec=st.sampled_from([codecs.SPARSE, codecs.SUBS, codecs.FGROUPED]),
+       density=st.sampled_from([0.001, 0.05, 0.5]), edits=st.lists(
+           # mostly the structure at the front (counts, modes, sizes), sometimes anywhere
+           st.tuples(st.one_of(st.integers(0, 40), st.integers(0, 10**6)), st.integers(0, 255)),
+           min_size=1, max_size=4))
+def test_malformed_v2_payloads_are_named_corrupt(codec, density, edits):
+    """Structurally wrong payloads (counts, sizes, modes, gaps) with a valid checksum raise
+    CorruptObject, never another exception, and never return wrong bytes."""
+    rng = np.random.default_rng(11)
+    base = (rng.standard_normal(40000) * 0.05).astype(np.float32)
+    new = base.copy()
+    moved = rng.random(len(new)) < density
+    new[moved] = np.nextafter(new[moved], np.float32(1))
+    data, bb = new.tobytes(), base.tobytes()
+    oid = hash_bytes(data)
+    frame = bytearray(codecs.encode_as(codec, data, oid, width=4, key=2, base=codecs.Base(hash_bytes(bb), bb, 0)))
+    start = codecs.HEADER_SIZE + 8
+    for pos, val in edits:
+        frame[start + pos % (len(frame) - start)] = val
+    try:
+        out = codecs.decode(_reseal(frame), oid, lambda o: bb)
+    except CorruptObject:
+        return
+    assert out == data
