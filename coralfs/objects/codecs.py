@@ -515,8 +515,9 @@ def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
 
     Literal bytes get plain zstd. Tensor bytes get a keyframe codec (FGROUPED for floats,
     byte-grouped zstd otherwise), or, when ``base`` is an equally long chunk, the cheapest
-    of the XOR, SUB and SPARSE deltas if a sample says the delta is smaller than the
-    keyframe. RAW when nothing makes it smaller.
+    delta (SUBS or SPARSE for floats; XOR, SUB, SUBS or SPARSE for other widths of 1-8
+    bytes; XOR for the rest) if a sample says it is smaller than the keyframe. RAW when
+    nothing makes it smaller.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     n = len(buf)
