@@ -24,6 +24,7 @@ import contextlib
 import functools
 import os
 import posixpath
+import re
 import stat as _stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -192,11 +193,15 @@ def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str,
     files = list(files)
     with contextlib.ExitStack() as stack:
         tree = _TreeFiles(repo, {f.path: f for f in files}, kept or {}, stack)
-        todo = _with_siblings([(f, _checked_layout(f, tree)) for f in files])
+        # Checkpoint directories in step order (checkpoint-2 before checkpoint-10), so each
+        # finds the one before it as its sibling base.
+        todo = sorted(_with_siblings([(f, _checked_layout(f, tree)) for f in files]), key=lambda t: _natural(t[0].path))
     stats = IngestStats()
     entries: dict[str, TreeEntry] = {}
     for f, layout in todo:
         prev = base.get(f.path)
+        if prev is None:
+            prev = sibling_base(f.path, entries, base)
         if prev is not None and (prev.is_symlink or prev.is_dir):
             prev = None  # a link's text or the empty file: nothing to delta against
         with _pinned(f) as g:
@@ -207,6 +212,39 @@ def ingest_files(repo: Repository, files: Iterable[DiskFile], base: Mapping[str,
         if progress:
             progress(f.path, st.logical)
     return entries, stats
+
+
+_NUM = re.compile(r"\d+")
+
+
+def _natural(path: str) -> tuple:
+    """Sort key: numbers compare as numbers (step-9 before step-10)."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path))
+
+
+def sibling_base(path: str, written: Mapping[str, TreeEntry], parent: Mapping[str, TreeEntry]) -> TreeEntry | None:
+    """The base of a file with no same-path parent whose path differs from another only in
+    its numbers: ``run/checkpoint-400/optimizer.pt`` takes ``run/checkpoint-300/optimizer.pt``
+    (written earlier in this commit, or in the parent), the nearest lower step, else the
+    nearest higher. Its tensors then delta by name, as against a parent: a Trainer's
+    optimizer state (Adam moments, all positive, so the sign sketch of the similarity index
+    cannot tell them apart) against the previous checkpoint's state at the same key."""
+    shape = _NUM.sub("#", path)
+    if shape == path:
+        return None
+    mine = [int(n) for n in _NUM.findall(path)]
+    best: tuple | None = None
+    for table in (written, parent):
+        for p, e in table.items():
+            if p == path or _NUM.sub("#", p) != shape or e.is_symlink or e.is_dir:
+                continue
+            nums = [int(n) for n in _NUM.findall(p)]
+            # lexicographic distance on the number tuple: lower steps first, nearest first
+            lower = nums < mine
+            rank = (0 if lower else 1, [abs(a - b) for a, b in zip(mine, nums)])
+            if best is None or rank < best[0]:
+                best = (rank, e)
+    return best[1] if best is not None else None
 
 
 class _BytesSource(Source):
@@ -424,5 +462,5 @@ def commit_paths(repo: Repository, sources: list[str], message: str, *, branch: 
 
 
 __all__ = ["MAX_LINK_TARGET", "OWNERS_KEY", "CommitResult", "DiskFile", "Sources", "check_link_target",
-           "collect_sources", "commit_paths", "ingest_files", "owner_of", "read_link", "scan_sources", "special_entries",
+           "collect_sources", "commit_paths", "ingest_files", "owner_of", "read_link", "scan_sources", "sibling_base", "special_entries",
            "tree_mode", "with_owners"]

@@ -14,6 +14,22 @@ infinities, subnormals, any dtype):
 - XOR: the XOR of the bit patterns with an equally long base chunk, byte-grouped, zstd.
 - SUB: the wrap-around difference of order-preserving integer keys, zig-zagged,
   byte-grouped, zstd. Small numeric changes give small integers even across carries.
+
+Added in frame version 2 (frames of the codecs above keep version 1, so repositories
+written before stay readable by older coralfs until a v2 codec is used):
+
+- SUBS: SUB differences in the order of their base element's exponent (the 8 bits after
+  the sign; a stable sort the decoder repeats from the base), cut into segments of at
+  least 4096 elements where the exponent changes, each segment's byte planes compressed
+  on their own. How far a weight moves in ulps depends on its magnitude, so each
+  segment gets its own entropy table: an order-0 coder conditioned on the exponent.
+- SPARSE: a delta listing only the elements that differ from the base: a bitmap of
+  changed elements (zstd), then the SUB differences of just those elements laid out as
+  in SUBS. Consecutive bf16 checkpoints leave most elements bit-identical; a dense delta
+  pays for every unchanged zero.
+- FGROUPED: the keyframe codec for floats: the sign bit rotated to the lowest bit (so one
+  byte plane holds the exponent, which zstd's Huffman stage codes well, and the sign joins
+  the near-random mantissa), byte-grouped, each plane compressed on its own or stored raw.
 """
 
 from __future__ import annotations
@@ -33,12 +49,18 @@ from .lazy import LazyMapping, lazy_module
 
 np = lazy_module("numpy")  # imported by the first tensor frame, not by `coralfs log`
 
-RAW, ZSTD, GROUPED, XOR, SUB = 0, 1, 2, 3, 4
-CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", GROUPED: "grouped", XOR: "xor", SUB: "sub"}
-DELTA_CODECS = (XOR, SUB)
+RAW, ZSTD, GROUPED, XOR, SUB, SPARSE, FGROUPED, SUBS = 0, 1, 2, 3, 4, 5, 6, 7
+CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", GROUPED: "grouped", XOR: "xor", SUB: "sub",
+               SPARSE: "sparse", FGROUPED: "fgrouped", SUBS: "subs"}
+DELTA_CODECS = (XOR, SUB, SPARSE, SUBS)
+# Codecs whose payload is tensor elements (what optimize and the benchmarks count as tensors).
+TENSOR_CODECS = (GROUPED, XOR, SUB, SPARSE, FGROUPED, SUBS)
 
 MAGIC = b"CRAL"
-VERSION = 1
+VERSION = 2  # the newest frame version this code reads and writes
+# The frame version that introduced each codec: a frame is written with the lowest version
+# that knows its codec, and a frame naming a codec newer than its version is corrupt.
+CODEC_SINCE = {RAW: 1, ZSTD: 1, GROUPED: 1, XOR: 1, SUB: 1, SPARSE: 2, FGROUPED: 2, SUBS: 2}
 # magic, version, codec, width, key, depth, flags, gen, decoded_len, xxh3(decoded), oid, base
 _HEAD = struct.Struct("<4sBBBBHBBQQ32s32s")
 _CHECK = struct.Struct("<Q")
@@ -69,6 +91,18 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     if d is None:
         d = _local.d = zstandard.ZstdDecompressor()
     return d
+
+
+def _unzstd(body, limit: int, oid: ObjectId) -> bytes:
+    """zstd-decompress at most ``limit`` bytes; a frame claiming more is corrupt (the
+    library would otherwise allocate what a damaged header claims)."""
+    try:
+        size = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as e:
+        raise CorruptObject(to_hex(oid), f"zstd: {e}") from None
+    if size > limit:
+        raise CorruptObject(to_hex(oid), "zstd frame claims more bytes than the object holds")
+    return _decompressor().decompress(body, max_output_size=limit)
 
 
 def checksum(data) -> int:
@@ -108,10 +142,11 @@ def parse_header(frame: bytes | memoryview, oid: ObjectId) -> FrameHeader:
     magic, version, codec, width, key, depth, flags, gen, dlen, check, foid, base = _HEAD.unpack(head)
     if magic != MAGIC:
         raise CorruptObject(to_hex(oid), "bad frame magic")
-    if version != VERSION:
-        raise CorruptObject(to_hex(oid), f"unsupported frame version {version}")
-    if codec not in CODEC_NAMES:
-        raise CorruptObject(to_hex(oid), f"unknown codec {codec}")
+    if not 1 <= version <= VERSION:
+        raise CorruptObject(to_hex(oid), f"unsupported frame version {version} (a newer coralfs wrote it: "
+                                         f"upgrade coralfs to read this repository)")
+    if codec not in CODEC_NAMES or CODEC_SINCE[codec] > version:
+        raise CorruptObject(to_hex(oid), f"unknown codec {codec} in a version {version} frame")
     if foid != oid:
         raise CorruptObject(to_hex(oid), f"frame holds object {to_hex(foid)}, not this one")
     if dlen > MAX_DECODED or width == 0:
@@ -125,7 +160,7 @@ def parse_header(frame: bytes | memoryview, oid: ObjectId) -> FrameHeader:
 
 def _pack(codec: int, width: int, key: int, depth: int, data_len: int, check: int,
           oid: ObjectId, base: ObjectId | None, payload, flags: int = 0, gen: int = 0) -> bytes:
-    head = _HEAD.pack(MAGIC, VERSION, codec, width, key, depth, flags, gen, data_len, check,
+    head = _HEAD.pack(MAGIC, CODEC_SINCE[codec], codec, width, key, depth, flags, gen, data_len, check,
                       oid, base if base is not None else ZERO_ID)
     return b"".join((head, _CHECK.pack(checksum(head)), payload))
 
@@ -232,6 +267,224 @@ def _sample(buf: np.ndarray, width: int) -> np.ndarray | slice:
     return idx
 
 
+# -- byte planes, each compressed on its own ------------------------------------------------
+
+_PLANE = struct.Struct("<BI")  # mode (0 stored, 1 zstd), stored length
+_SPARSE = struct.Struct("<QBI")  # changed elements, positions mode, positions stored length
+POS_GAPS = 2  # positions mode: gaps between changed elements (modes 0, 1: a raw or zstd bitmap)
+
+
+_PROBE = 16 << 10
+
+
+def _squeeze(plane, level: int) -> tuple[int, bytes | memoryview]:
+    """(mode, bytes) of one plane: zstd, or the plane itself where zstd does not help
+    (the mantissa planes of floats are near-random: storing them skips their decode).
+    A large plane whose first 16 KiB do not compress by 1% is stored without trying."""
+    if len(plane) > 8 * _PROBE and len(_compressor(level).compress(plane[:_PROBE])) > 0.99 * _PROBE:
+        return 0, memoryview(plane).cast("B")
+    z = _compressor(level).compress(plane)
+    if len(z) < len(plane):
+        return 1, z
+    return 0, memoryview(plane).cast("B")
+
+
+def _pack_planes(g: np.ndarray, width: int, level: int) -> bytes:
+    """A grouped buffer as ``width`` planes of equal length, each squeezed on its own,
+    then the tail (shorter than one element) as it is."""
+    n = len(g) // width
+    parts = []
+    for i in range(width):
+        mode, b = _squeeze(g[i * n:(i + 1) * n], level)
+        parts += [_PLANE.pack(mode, len(b)), b]
+    parts.append(memoryview(g[n * width:]).cast("B"))
+    return b"".join(parts)
+
+
+def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId) -> np.ndarray:
+    """Inverse of :func:`_pack_planes` fused with :func:`ungroup`: each plane is decoded
+    straight into its strided place in the element-ordered output."""
+    n = total // width
+    out = np.empty(total, dtype=np.uint8)
+    dst = out[: n * width].reshape(n, width)
+    pos = 0
+    for i in range(width):
+        if pos + _PLANE.size > len(payload):
+            raise CorruptObject(to_hex(oid), "byte plane header past the end of the frame")
+        mode, size = _PLANE.unpack_from(payload, pos)
+        pos += _PLANE.size
+        body = payload[pos:pos + size]
+        pos += size
+        if len(body) != size or mode > 1:
+            raise CorruptObject(to_hex(oid), "byte plane out of range")
+        plane = _unzstd(body, n, oid) if mode == 1 else body
+        if len(plane) != n:
+            raise CorruptObject(to_hex(oid), "byte plane has the wrong length")
+        dst[:, i] = np.frombuffer(plane, dtype=np.uint8)
+    tail = payload[pos:]
+    if len(tail) != total - n * width:
+        raise CorruptObject(to_hex(oid), "byte planes do not add up to the decoded length")
+    out[n * width:] = np.frombuffer(tail, dtype=np.uint8)
+    return out
+
+
+def _rotate(buf: np.ndarray, width: int, inverse: bool = False) -> np.ndarray:
+    """Float bit patterns rotated left by one (sign to the lowest bit), or back; a tail
+    shorter than one element is kept as it is."""
+    body, tail = _split(buf, width)
+    u = body.view(_UINT[width])
+    one, rest = _UINT[width](1), _UINT[width](8 * width - 1)
+    r = (u >> one) | (u << rest) if inverse else (u << one) | (u >> rest)
+    return np.concatenate([r.view(np.uint8), tail]) if len(tail) else r.view(np.uint8)
+
+
+def _fgrouped_ok(width: int, key: int) -> bool:
+    return key == KEY_FLOAT and width in (2, 4, 8)
+
+
+SEGMENT_MIN = 4096  # elements: fewer would not pay for a segment's own entropy tables
+_COUNT = struct.Struct("<I")
+
+
+def _order(bu: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stable order of base elements by the 8 bits after the sign (a float's exponent:
+    bf16, fp32 exactly, the top of fp16's and fp64's); None for bytes."""
+    if width == 1:
+        return None
+    cls = (bu >> _UINT[width](8 * width - 9)).astype(np.uint8)
+    return np.argsort(cls, kind="stable"), cls
+
+
+def _pack_sorted(vals: np.ndarray, bu: np.ndarray, width: int, level: int) -> bytes:
+    """Zig-zagged differences ``vals`` (one per element of ``bu``, the base elements they
+    apply to) in exponent order, as segments of byte planes (see SUBS)."""
+    order = _order(bu, width)
+    if order is None:
+        cuts = [0, len(vals)]
+    else:
+        perm, cls = order
+        vals = vals[perm]
+        cs = cls[perm]
+        cuts = [0]
+        for b in (np.flatnonzero(cs[1:] != cs[:-1]) + 1).tolist():
+            if b - cuts[-1] >= SEGMENT_MIN:
+                cuts.append(b)
+        if len(cuts) > 1 and len(vals) - cuts[-1] < SEGMENT_MIN:
+            cuts.pop()
+        cuts.append(len(vals))
+    parts = [_COUNT.pack(len(cuts) - 1)]
+    for a, b in zip(cuts, cuts[1:]):
+        seg = _pack_planes(group(vals[a:b].view(np.uint8), width), width, level)
+        parts += [_COUNT.pack(b - a), _COUNT.pack(len(seg)), seg]
+    return b"".join(parts)
+
+
+def _unpack_sorted(payload: memoryview, bu: np.ndarray, width: int, oid: ObjectId) -> tuple[np.ndarray, int]:
+    """Inverse of :func:`_pack_sorted`: the differences in element order, and the bytes read."""
+    n = len(bu)
+    if len(payload) < _COUNT.size:
+        raise CorruptObject(to_hex(oid), "delta segments missing")
+    (nseg,) = _COUNT.unpack_from(payload, 0)
+    pos = _COUNT.size
+    out = np.empty(n, dtype=_UINT[width])
+    at = 0
+    for _ in range(nseg):
+        if pos + 2 * _COUNT.size > len(payload):
+            raise CorruptObject(to_hex(oid), "delta segment header past the end of the frame")
+        (count,) = _COUNT.unpack_from(payload, pos)
+        (size,) = _COUNT.unpack_from(payload, pos + _COUNT.size)
+        pos += 2 * _COUNT.size
+        if at + count > n or pos + size > len(payload):
+            raise CorruptObject(to_hex(oid), "delta segment out of range")
+        out[at:at + count] = _unpack_planes(payload[pos:pos + size], count * width, width, oid).view(_UINT[width])
+        at += count
+        pos += size
+    if at != n:
+        raise CorruptObject(to_hex(oid), "delta segments do not cover every element")
+    order = _order(bu, width)
+    if order is not None:
+        sorted_vals, out = out, np.empty(n, dtype=_UINT[width])
+        out[order[0]] = sorted_vals
+    return out, pos
+
+
+def _subs_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, level: int) -> bytes:
+    body, tail = _split(data, width)
+    bbody, btail = _split(base, width)
+    u, bu = body.view(_UINT[width]), bbody.view(_UINT[width])
+    vals = _zigzag(_keys(u, width, key) - _keys(bu, width, key), width)
+    return _pack_sorted(vals, bu, width, level) + (tail ^ btail).tobytes()
+
+
+def _unsubs(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId) -> np.ndarray:
+    width = h.width
+    bbody, btail = _split(base, width)
+    bu = bbody.view(_UINT[width])
+    vals, pos = _unpack_sorted(payload, bu, width, oid)
+    tail = payload[pos:]
+    if len(tail) != len(btail):
+        raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
+    k = _keys(bu, width, h.key) + _unzigzag(vals, width)
+    return np.concatenate([_unkeys(k, width, h.key).view(np.uint8), btail ^ np.frombuffer(tail, np.uint8)])
+
+
+def _sparse_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, level: int) -> bytes:
+    body, tail = _split(data, width)
+    bbody, btail = _split(base, width)
+    u, bu = body.view(_UINT[width]), bbody.view(_UINT[width])
+    changed = u != bu
+    idx = np.flatnonzero(changed)  # one index pass; take() is faster than three masks
+    bc = bu.take(idx)
+    vals = _zigzag(_keys(u.take(idx), width, key) - _keys(bc, width, key), width)
+    mode, bm = _squeeze(np.packbits(changed, bitorder="little"), level)
+    if len(bc) * 8 < len(u):
+        # Few changes (an RL step moves ~1%): the gaps between changed elements cost
+        # less than a bitmap (measured 0.0055 against 0.0090 of the bf16 file).
+        gaps = np.diff(idx, prepend=-1).astype(np.uint32)
+        g = _pack_planes(group(gaps.view(np.uint8), 4), 4, level)
+        if len(g) < len(bm):
+            mode, bm = POS_GAPS, g
+    return b"".join((_SPARSE.pack(len(bc), mode, len(bm)), bm, _pack_sorted(vals, bc, width, level),
+                     (tail ^ btail).tobytes()))
+
+
+def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId) -> np.ndarray:
+    width = h.width
+    n_el = h.decoded_len // width
+    if len(payload) < _SPARSE.size:
+        raise CorruptObject(to_hex(oid), "sparse delta shorter than its header")
+    count, mode, size = _SPARSE.unpack_from(payload, 0)
+    pos = _SPARSE.size
+    body = payload[pos:pos + size]
+    nbm = (n_el + 7) // 8
+    if len(body) != size or mode > POS_GAPS or count > n_el:
+        raise CorruptObject(to_hex(oid), "sparse delta header out of range")
+    if mode == POS_GAPS:
+        gaps = _unpack_planes(body, 4 * count, 4, oid).view(np.uint32)
+        if count and (gaps.min() == 0):
+            raise CorruptObject(to_hex(oid), "sparse delta gaps out of range")
+        idx = np.cumsum(gaps, dtype=np.int64) - 1
+        if count and idx[-1] >= n_el:
+            raise CorruptObject(to_hex(oid), "sparse delta gaps run past the chunk")
+    else:
+        bm = _unzstd(body, nbm, oid) if mode == 1 else body
+        if len(bm) != nbm:
+            raise CorruptObject(to_hex(oid), "sparse delta bitmap has the wrong length")
+        idx = np.flatnonzero(np.unpackbits(np.frombuffer(bm, np.uint8), count=n_el, bitorder="little"))
+    if len(idx) != count:
+        raise CorruptObject(to_hex(oid), "sparse delta bitmap disagrees with its count")
+    out = base.copy()
+    ou = out[: n_el * width].view(_UINT[width])
+    bc = ou.take(idx)
+    z, used = _unpack_sorted(payload[pos + size:], bc, width, oid)
+    tail = payload[pos + size + used:]
+    if len(tail) != h.decoded_len - n_el * width:
+        raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
+    ou[idx] = _unkeys(_keys(bc, width, h.key) + _unzigzag(z, width), width, h.key)
+    out[n_el * width:] ^= np.frombuffer(tail, np.uint8)
+    return out
+
+
 # -- encode / decode ---------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -243,47 +496,79 @@ class Base:
     depth: int
 
 
+def _payload(codec: int, buf: np.ndarray, bbuf: np.ndarray | None, width: int, key: int,
+             level: int) -> bytes:
+    """The encoded payload of ``buf`` under ``codec`` (the estimate runs this on samples)."""
+    if codec == GROUPED:
+        return _compressor(level).compress(group(buf, width))
+    if codec == FGROUPED:
+        return _pack_planes(group(_rotate(buf, width), width), width, level)
+    if codec == SPARSE:
+        return _sparse_payload(buf, bbuf, width, key, level)
+    if codec == SUBS:
+        return _subs_payload(buf, bbuf, width, key, level)
+    return _compressor(level).compress(group(_delta(codec, buf, bbuf, width, key), width))
+
+
 def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
            base: Base | None = None, literal: bool = False, structured: bool = False,
            gen: int = 0) -> bytes:
     """Encode ``data`` (the decoded bytes whose id is ``oid``) into a frame.
 
-    Literal bytes get plain zstd. Tensor bytes get byte-grouped zstd, or, when ``base`` is
-    an equally long chunk, the cheaper of XOR and SUB deltas if a sample says the delta
-    is smaller than grouping alone. RAW when nothing makes it smaller.
+    Literal bytes get plain zstd. Tensor bytes get a keyframe codec (FGROUPED for floats,
+    byte-grouped zstd otherwise), or, when ``base`` is an equally long chunk, the cheapest
+    delta (SUBS or SPARSE for floats; XOR, SUB, SUBS or SPARSE for other widths of 1-8
+    bytes; XOR for the rest) if a sample says it is smaller than the keyframe. RAW when
+    nothing makes it smaller.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     n = len(buf)
-    check = checksum(data)
     if literal or n == 0:
         codec, payload, use_base, depth = ZSTD, _compressor(level).compress(data), None, 0
+        check = checksum(data)
     else:
-        candidates = [GROUPED]
+        keyframe = FGROUPED if _fgrouped_ok(width, key) else GROUPED
+        candidates = [keyframe]
         if base is not None and len(base.data) == n:
-            candidates.append(XOR)
-            if width in _UINT:
-                candidates.append(SUB)
+            if width not in _UINT:
+                candidates.append(XOR)
+            elif keyframe == FGROUPED:
+                # Measured on the MiniLM series: for floats SUBS or SPARSE is smaller than
+                # XOR and SUB in every chunk; not sampling those two saves ingest time.
+                candidates += [SUBS, SPARSE]
+            else:
+                candidates += [XOR, SUB, SUBS, SPARSE]
         bbuf = np.frombuffer(base.data, dtype=np.uint8) if len(candidates) > 1 else None
         if len(candidates) > 1:
             sel = _sample(buf, width)
             s, bs = buf[sel], bbuf[sel]
-            quick = _compressor(1)
-            sizes = {}
-            for c in candidates:
-                t = s if c == GROUPED else _delta(c, s, bs, width, key)
-                sizes[c] = len(quick.compress(group(t, width)))
+            sizes = {c: len(_payload(c, s, bs, width, key, 1)) for c in candidates}
             codec = min(candidates, key=lambda c: (sizes[c], c))
         else:
-            codec = GROUPED
-        if codec == GROUPED:
-            payload, use_base, depth = _compressor(level).compress(group(buf, width)), None, 0
-        else:
-            t = _delta(codec, buf, bbuf, width, key)
-            payload = _compressor(level).compress(group(t, width))
-            use_base, depth = base.oid, base.depth + 1
+            codec = keyframe
+        return encode_as(codec, data, oid, width=width, key=key, level=level, base=base, gen=gen,
+                         structured=structured)
     if len(payload) >= n and codec != RAW:
         codec, payload, use_base, depth = RAW, data, None, 0
     return _pack(codec, width, key, depth, n, check, oid, use_base, payload,
+                 FLAG_STRUCTURED if structured else 0, gen if use_base is None else 0)
+
+
+def encode_as(codec: int, data, oid: ObjectId, *, width: int, key: int, level: int = 3,
+              base: Base | None = None, gen: int = 0, structured: bool = False) -> bytes:
+    """A tensor frame of ``data`` under ``codec`` (RAW if that does not make it smaller);
+    :func:`encode` picks the codec, tests force each one."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    bbuf = np.frombuffer(base.data, dtype=np.uint8) if codec in DELTA_CODECS else None
+    payload = data if codec == RAW else _payload(codec, buf, bbuf, width, key, level)
+    use_base, depth = (base.oid, base.depth + 1) if codec in DELTA_CODECS else (None, 0)
+    if len(payload) + _CHECK.size >= len(buf) and codec != RAW:
+        codec, payload, use_base, depth = RAW, data, None, 0
+    if CODEC_SINCE[codec] >= 2:
+        # v2 payloads are many small zstd frames and plane headers: a checksum of the
+        # payload catches a flipped bit zstd ignores (reserved header bits) before parsing.
+        payload = _CHECK.pack(checksum(payload)) + payload
+    return _pack(codec, width, key, depth, len(buf), checksum(data), oid, use_base, payload,
                  FLAG_STRUCTURED if structured else 0, gen if use_base is None else 0)
 
 
@@ -293,31 +578,93 @@ def decode(frame: bytes | memoryview, oid: ObjectId,
     """Decode and verify a frame; ``get_base`` returns the decoded bytes of a base id."""
     h = header or parse_header(frame, oid)
     payload = memoryview(frame)[HEADER_SIZE:]  # no copy of the payload
+    if CODEC_SINCE[h.codec] >= 2:
+        payload = _checked_payload(payload, oid)
     try:
         if h.codec == RAW:
             out = bytes(payload)
+        elif h.codec == ZSTD:
+            out = _unzstd(payload, h.decoded_len, oid)
+        elif h.codec == FGROUPED:
+            if h.width not in _UINT:
+                raise CorruptObject(to_hex(oid), "fgrouped frame with an unsupported width")
+            out = _rotate(_unpack_planes(payload, h.decoded_len, h.width, oid), h.width, inverse=True).tobytes()
+        elif h.codec in (SPARSE, SUBS):
+            if h.width not in _UINT:
+                raise CorruptObject(to_hex(oid), f"{h.codec_name} delta with an unsupported width")
+            fn = _unsparse if h.codec == SPARSE else _unsubs
+            out = fn(payload, _base_of(h, oid, get_base), h, oid).tobytes()
         else:
-            raw = _decompressor().decompress(payload, max_output_size=h.decoded_len)
-            if h.codec == ZSTD:
-                out = raw
+            raw = _unzstd(payload, h.decoded_len, oid)
+            if len(raw) != h.decoded_len:
+                raise CorruptObject(to_hex(oid), "decoded length mismatch")
+            t = ungroup(raw, h.width)
+            if h.codec == GROUPED:
+                out = t.tobytes()
             else:
-                if len(raw) != h.decoded_len:
-                    raise CorruptObject(to_hex(oid), "decoded length mismatch")
-                t = ungroup(raw, h.width)
-                if h.codec == GROUPED:
-                    out = t.tobytes()
-                else:
-                    if get_base is None:
-                        raise CorruptObject(to_hex(oid), "delta frame without a base reader")
-                    base = get_base(h.base)
-                    if len(base) != h.decoded_len:
-                        raise CorruptObject(to_hex(oid), "delta base has the wrong length")
-                    bbuf = np.frombuffer(base, dtype=np.uint8)
-                    if h.codec == SUB and h.width not in _UINT:
-                        raise CorruptObject(to_hex(oid), "SUB delta with an unsupported width")
-                    out = _undelta(h.codec, t, bbuf, h.width, h.key).tobytes()
+                if h.codec == SUB and h.width not in _UINT:
+                    raise CorruptObject(to_hex(oid), "SUB delta with an unsupported width")
+                out = _undelta(h.codec, t, _base_of(h, oid, get_base), h.width, h.key).tobytes()
     except zstandard.ZstdError as e:
         raise CorruptObject(to_hex(oid), f"zstd: {e}") from None
     if len(out) != h.decoded_len or checksum(out) != h.check:
         raise CorruptObject(to_hex(oid), "decoded bytes fail their xxh3 checksum")
+    return out
+
+
+def _checked_payload(payload: memoryview, oid: ObjectId) -> memoryview:
+    if len(payload) < _CHECK.size or _CHECK.unpack_from(payload, 0)[0] != checksum(payload[_CHECK.size:]):
+        raise CorruptObject(to_hex(oid), "frame payload checksum mismatch")
+    return payload[_CHECK.size:]
+
+
+def _base_of(h: FrameHeader, oid: ObjectId, get_base: Callable[[ObjectId], bytes] | None) -> np.ndarray:
+    if get_base is None:
+        raise CorruptObject(to_hex(oid), "delta frame without a base reader")
+    base = get_base(h.base)
+    if len(base) != h.decoded_len:
+        raise CorruptObject(to_hex(oid), "delta base has the wrong length")
+    return np.frombuffer(base, dtype=np.uint8)
+
+
+def transformed(frame: bytes | memoryview, oid: ObjectId) -> list[bytes]:
+    """The entropy-coded streams of a frame, decompressed but not un-transformed (byte
+    planes, bitmaps, each on its own): what the benchmark measures order-0 entropy of."""
+    h = parse_header(frame, oid)
+    payload = memoryview(frame)[HEADER_SIZE:]
+    if CODEC_SINCE[h.codec] >= 2:
+        payload = _checked_payload(payload, oid)
+    d = _decompressor()
+    if h.codec in (GROUPED, XOR, SUB, ZSTD):
+        return [d.decompress(payload, max_output_size=h.decoded_len)]
+    if h.codec == RAW:
+        return [bytes(payload)]
+    out: list[bytes] = []
+
+    def planes(pos: int, width: int = h.width) -> int:
+        for _ in range(width):
+            mode, size = _PLANE.unpack_from(payload, pos)
+            body = payload[pos + _PLANE.size:pos + _PLANE.size + size]
+            out.append(d.decompress(body, max_output_size=h.decoded_len) if mode else bytes(body))
+            pos += _PLANE.size + size
+        return pos
+
+    if h.codec == FGROUPED:
+        planes(0)
+        return out
+    pos = 0
+    if h.codec == SPARSE:
+        _count, mode, size = _SPARSE.unpack_from(payload, 0)
+        if mode == POS_GAPS:
+            planes(_SPARSE.size, 4)
+        else:
+            bm = payload[_SPARSE.size:_SPARSE.size + size]
+            out.append(d.decompress(bm, max_output_size=h.decoded_len) if mode else bytes(bm))
+        pos = _SPARSE.size + size
+    (nseg,) = _COUNT.unpack_from(payload, pos)
+    pos += _COUNT.size
+    for _ in range(nseg):
+        (size,) = _COUNT.unpack_from(payload, pos + _COUNT.size)
+        planes(pos + 2 * _COUNT.size)
+        pos += 2 * _COUNT.size + size
     return out

@@ -102,7 +102,7 @@ def _chunk_kinds(repo: Repository, seen: set[ObjectId]) -> dict[str, list[Object
             continue
         if h.structured:
             continue
-        if h.codec in (codecs.GROUPED, codecs.XOR, codecs.SUB) or (h.codec == codecs.RAW and h.width > 1):
+        if h.codec in codecs.TENSOR_CODECS or (h.codec == codecs.RAW and h.width > 1):
             out["tensor"].append(oid)
         elif h.codec in (codecs.ZSTD, codecs.RAW):
             out["literal"].append(oid)

@@ -91,7 +91,9 @@ def test_fetch_many_coalesces_neighbours_and_follows_delta_bases(pushed):
     by_pack: dict = {}
     for o in ids:
         by_pack.setdefault(s.indexes.where[o].pack, []).append(o)
-    run = max(by_pack.values(), key=len)[:20]
+    # Objects that are not deltas: fetching a delta also brings its base, which may lie
+    # outside the run (where a pack boundary falls depends on the codecs' sizes).
+    run = [o for o in max(by_pack.values(), key=len) if local.odb.chunk_header(o).base is None][:20]
     s.fetch_many(run)
     assert len(run) > 5
     assert s.stats()["objects_fetched"] == len(run) and s.stats()["range_gets"] == 1

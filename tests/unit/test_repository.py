@@ -95,7 +95,7 @@ def test_delta_against_parent(repo, tmp_path):
     b = dict(a)
     b["w"] = (a["w"] + np.random.default_rng(9).standard_normal(a["w"].shape).astype(np.float32) * 1e-5)
     r = repo.commit_paths([_ckpt(tmp_path / "b", b)], "b")
-    assert set(r.stats.codecs) & {"xor", "sub"}
+    assert set(r.stats.codecs) & {"xor", "sub", "subs", "sparse"}
     assert r.stats.stored < 0.5 * a["w"].nbytes
     np.testing.assert_array_equal(_export_tensors(repo, "main", tmp_path)["w"], b["w"])
     np.testing.assert_array_equal(_export_tensors(repo, "main~1", tmp_path)["w"], a["w"])
@@ -141,7 +141,7 @@ def test_similarity_index_finds_a_base_for_a_new_lineage(repo, tmp_path):
     os.makedirs(tmp_path / "ft")
     save_file(ft, str(tmp_path / "ft" / "other.safetensors"))
     r = repo.commit_paths([str(tmp_path / "ft")], "fine-tune as a new lineage")
-    assert set(r.stats.codecs) & {"xor", "sub"}, r.stats.codecs
+    assert set(r.stats.codecs) & {"xor", "sub", "subs", "sparse"}, r.stats.codecs
     assert r.stats.stored < 0.6 * ft["renamed.w"].nbytes
     # and the index survives a new process (it is on disk)
     from coralfs.objects.similarity import SimilarityIndex
