@@ -166,6 +166,9 @@ def main() -> None:
     ap.add_argument("--read-ahead-kb", type=int, default=None, help="kernel readahead of the FUSE mounts (null and coralfs)")
     ap.add_argument("--max-background", type=int, default=None, help="FUSE background requests (null and coralfs)")
     ap.add_argument("--threads", type=int, default=2, help="coralfs decode threads")
+    ap.add_argument("--tune-read-ahead-kb", type=int, default=1024, help="the tuned kernel settings compared")
+    ap.add_argument("--tune-max-background", type=int, default=64)
+    ap.add_argument("--no-kernel-compare", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     print(f"preparing a {args.gb:.1f} GB two-version series...", flush=True)
@@ -255,6 +258,42 @@ def main() -> None:
     finally:
         umount(mnt)
 
+    # The kernel's side, side by side: default settings vs --read-ahead-kb/--max-background,
+    # for the null filesystem and for coralfs serving chunks from its memory cache.
+    kernel_rows = []
+    if not args.no_kernel_compare:
+        tuned = (args.tune_read_ahead_kb, args.tune_max_background)
+        for ra, mb in ((None, None), tuned):
+            label = "default" if ra is None else f"read_ahead_kb {ra}, max_background {mb}"
+            p = subprocess.Popen([PY, os.path.join(HERE, "nullfs.py"), native, nmnt, str(ra or "-"), str(mb or "-")],
+                                 stdout=subprocess.PIPE, text=True)
+            assert p.stdout.readline().strip() == "READY"
+            try:
+                npath = os.path.join(nmnt, "model.safetensors")
+                drop_caches()
+                n_read = seq_read(npath)
+                drop_caches()
+                n_mmap = mmap_touch(npath)
+            finally:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+                umount(nmnt)
+            extra = ["--read-ahead-kb", str(ra), "--max-background", str(mb)] if ra else []
+            umount(mnt)
+            cli("mount", repo, f"{mnt}@main", "--cache-size", mem, "--cache-dir", cache, "--threads", str(args.threads),
+                *extra)
+            try:
+                seq_read(target)  # from the materialization cache into the daemon's memory
+                drop_caches()
+                h_read = seq_read(target)
+                drop_caches()
+                h_mmap = mmap_touch(target)
+            finally:
+                umount(mnt)
+            kernel_rows.append((label, n_read, n_mmap, h_read, h_mmap))
+            print(f"  kernel {label:<40} null read {n_read:6.0f} mmap {n_mmap:6.0f}   coralfs daemon-hot read "
+                  f"{h_read:6.0f} mmap {h_mmap:6.0f} MB/s", flush=True)
+
     # ls -lR of a 1,000-tensor snapshot (the .coral/tensors views included)
     r1000 = many_tensors(args.work)
     cli("mount", r1000, f"{mnt}@main")
@@ -318,6 +357,11 @@ def main() -> None:
         print(f"| ls -laR 1,000 tensors with .npy views (s) | {lsa_s:.3f} | < 0.5 |")
         print(f"| daemon peak RSS (MB) / memory cache budget (MiB) | {rss:.0f} / {budget >> 20} | budget + 150 |")
         print(f"| decoded chunks in the last materialized remount | {last.get('decoded_chunks')} | 0 |")
+        if kernel_rows:
+            print("\n| kernel settings | null read | null mmap | coralfs daemon-hot read | coralfs daemon-hot mmap |")
+            print("|---|---|---|---|---|")
+            for label, *v in kernel_rows:
+                print(f"| {label} | " + " | ".join(f"{x:.0f}" for x in v) + " |")
 
 
 if __name__ == "__main__":

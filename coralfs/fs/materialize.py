@@ -366,14 +366,17 @@ class TieredChunks:
     cache. It stands in for ``ObjectDB.chunks`` (the same get/peek/put/clear interface),
     so every chunk the object database asks for, delta bases included, is looked up on
     disk before it is decoded, and every decoded chunk is written to disk (by a writer
-    thread: a read waiting for a chunk does not wait for its write)."""
+    thread, behind the reads: a read never waits for a write)."""
 
-    def __init__(self, memory: ByteLRU, disk: MaterializedCache, max_pending: int = 64 << 20) -> None:
+    def __init__(self, memory: ByteLRU, disk: MaterializedCache, max_pending: int | None = None) -> None:
         self.memory = memory
         self.disk = disk
         self.loaded = 0            # chunks served from disk into memory
+        self.skipped = 0           # chunks not written: the disk was behind (a later read writes them)
         self._pending = 0
-        self._max_pending = max_pending
+        # Queued chunks are the most recently decoded ones, so they are in the memory cache
+        # too while the queue stays within half of it: the queue costs no memory of its own.
+        self._max_pending = max_pending or max(64 << 20, min(512 << 20, memory.budget // 2))
         self._cond = threading.Condition()
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="coralfs-materialize", daemon=True)
@@ -425,11 +428,14 @@ class TieredChunks:
 
     # Writing behind.
     def materialize(self, oid: ObjectId, data: bytes) -> None:
-        """Queue ``data`` for writing (waits while too much is queued: decoding must not
-        outrun the disk by more than ``max_pending`` bytes of memory)."""
+        """Queue ``data`` for writing. A reader never waits for the disk: when the queue is
+        full the chunk is not written now (``skipped``; the next read that decodes it, or
+        ``--prefetch``, writes it). Measured: on a disk that takes writes at ~110 MB/s,
+        waiting for it made a cold first read 3x slower than decoding without the cache."""
         with self._cond:
-            while self._pending > self._max_pending and self._writer.is_alive():
-                self._cond.wait(1.0)
+            if self._pending + len(data) > self._max_pending or not self._writer.is_alive():
+                self.skipped += 1
+                return
             self._pending += len(data)
         self._q.put((oid, data))
 
@@ -464,7 +470,7 @@ class TieredChunks:
             self.disk.close()
 
     def stats(self) -> dict:
-        return {**self.disk.stats(), "loaded": self.loaded, "pending": self.pending()}
+        return {**self.disk.stats(), "loaded": self.loaded, "skipped": self.skipped, "pending": self.pending()}
 
 
 def segment_chunks(odb, seg) -> list[tuple[ObjectId, int]]:
