@@ -90,6 +90,9 @@ def test_the_default_cache_lives_in_the_repository_and_can_be_turned_off(tmp_pat
         _read_all(mnt, src)
         assert stats(mnt)["materialized"]["dir"] == os.path.join(repo, "cache", "materialized")
     assert len(_entries(os.path.join(repo, "cache"))) >= 3
+    out = run_cli("stats", repo=repo).stdout
+    assert "materialization cache" in out and os.path.join(repo, "cache", "materialized") in out
+    assert json.loads(run_cli("stats", "--json", repo=repo).stdout)["materialized"]["entries"] >= 3
     with mounted(repo, mnt, "main", "--materialize-size", "0"):
         _read_all(mnt, src)
         s = stats(mnt)
