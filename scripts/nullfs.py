@@ -1,7 +1,7 @@
 """A null pyfuse3 filesystem: one file served from RAM. The ceiling of this FUSE stack
 (pyfuse3 + trio + the kernel) on this machine, for the mount benchmark.
 
-    python scripts/nullfs.py FILE MOUNTPOINT   (prints READY when mounted)
+    python scripts/nullfs.py FILE MOUNTPOINT [READ_AHEAD_KB [MAX_BACKGROUND]]   (prints READY when mounted)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import pyfuse3
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from coralfs.fs.daemon import serve_mounted  # noqa: E402
+from coralfs.fs.daemon import serve_mounted, tune_kernel  # noqa: E402
 
 
 class NullFS(pyfuse3.Operations):
@@ -63,11 +63,16 @@ class NullFS(pyfuse3.Operations):
 
 
 def main() -> None:
+    """FILE MOUNTPOINT [READ_AHEAD_KB [MAX_BACKGROUND]]: the kernel settings as a coralfs
+    mount's --read-ahead-kb / --max-background, so both run on the same kernel side."""
     path, mnt = sys.argv[1], sys.argv[2]
+    knobs = [int(a) if a != "-" else None for a in sys.argv[3:5]] + [None, None]
     with open(path, "rb") as f:
         data = f.read()
     ops = NullFS(os.path.basename(path), data)
+    real = os.path.realpath(mnt)
     pyfuse3.init(ops, mnt, {"fsname=nullfs", "ro", "default_permissions"})
+    tune_kernel(real, knobs[0], knobs[1])
     # The same serving loop as coralfs's daemon, so only the filesystems differ.
     serve_mounted(mnt, lambda error: print("READY" if error is None else f"ERROR {error}", flush=True))
 

@@ -74,6 +74,7 @@ def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Logical vs stored bytes, ratio, objects by codec."""
     repo = open_repo(ctx)
     s = repo.stats()
+    s["materialized"] = _materialized(repo.path)
     if as_json:
         typer.echo(json.dumps(s, indent=2))
         return
@@ -82,6 +83,29 @@ def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                f"ratio {ratio}, objects {s['objects']}")
     for k, v in sorted(s["objects_by_codec"].items()):
         typer.echo(f"  {k:<8} {v:>7} objects {human(s['bytes_by_codec'][k]):>10}")
+    m = s["materialized"]
+    if m is not None:
+        typer.echo(f"materialization cache {esc(m['dir'])}: {m['entries']} entries, {human(m['bytes'])} "
+                   "(`coralfs cache ls`)")
+
+
+def _materialized(repo_path: str) -> dict | None:
+    """The repository's own materialization cache (None if no mount made one)."""
+    import os
+
+    from ..fs.materialize import MaterializedCache, materialized_dir
+    root = materialized_dir(None, repo_path)
+    if not os.path.isdir(root):
+        return None
+    try:
+        cache = MaterializedCache(root)
+    except OSError:
+        return None
+    try:
+        entries = cache.entries(sweep=False)
+    finally:
+        cache.close()
+    return {"dir": root, "entries": len(entries), "bytes": sum(e.size for e in entries)}
 
 
 config_app = typer.Typer(help="Read and change the repository config (config.toml), or with --user the "

@@ -10,6 +10,7 @@ import typer
 
 from . import (  # noqa: F401  (importing registers the commands)
     admin_cmds,
+    cache_cmds,
     ci_cmds,
     common,
     experiment_cmds,
@@ -35,7 +36,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     "Mount": ("mount", "umount", "mounts"),
     "Experiments and releases": ("experiment", "release", "releases", "ci"),
     "Share": ("remote", "push", "fetch", "pull", "publish"),
-    "Maintain": ("gc", "fsck", "optimize"),
+    "Maintain": ("gc", "fsck", "optimize", "cache"),
 }
 PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
 

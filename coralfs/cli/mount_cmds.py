@@ -35,8 +35,22 @@ def mount(
                                                                 "served from its object store")] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="A remote's service URL (emulators, S3-compatible stores)")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="A remote's credentials profile (~/.aws ...)")] = None,
-    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Remote mounts: the local chunk cache "
-                                                                      "(default $XDG_CACHE_HOME/coralfs)")] = None,
+    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="Local caches: materialized chunks (DIR/materialized; "
+                                                                      "default REPO/cache, or $XDG_CACHE_HOME/coralfs for "
+                                                                      "remotes) and a remote's chunk cache")] = None,
+    materialize_size: Annotated[str | None, typer.Option("--materialize-size",
+                                                         help="Bound of the materialization cache of decoded chunks on disk, "
+                                                              "e.g. 20g (default 16g; 0 turns it off)")] = None,
+    prefetch: Annotated[list[str] | None, typer.Option("--prefetch", metavar="all|GLOB",
+                                                       help="After mounting, materialize the whole commit (all) or the files "
+                                                            "and tensors matching GLOB in the background (repeatable; "
+                                                            "progress in .coral/stats.json)")] = None,
+    read_ahead_kb: Annotated[int | None, typer.Option("--read-ahead-kb", metavar="KB",
+                                                      help="Read-only mounts: the kernel's readahead for this mount (root "
+                                                           "only; default: the kernel's)")] = None,
+    max_background: Annotated[int | None, typer.Option("--max-background", metavar="N",
+                                                       help="Read-only mounts: FUSE requests the kernel keeps in flight "
+                                                            "in the background (root and fusectl only; default: the kernel's)")] = None,
     fetch_timeout: Annotated[float | None, typer.Option("--fetch-timeout", metavar="SECONDS",
                                                         help="Remote mounts: how long a read may wait for the store, retries "
                                                              "included, before it fails with EIO (default 30)")] = None,
@@ -54,9 +68,10 @@ def mount(
                          "(a read-only mount of a branch is MNT@BRANCH)")
     size = _parse_value("--cache-size", cache_size, int) if cache_size else None
     url = remote_url(repo, remote) if remote is not None else (repo if "://" in repo else None)
-    if url is None and (endpoint or profile or cache_dir or fetch_timeout is not None):
-        raise MountError("--endpoint, --profile, --cache-dir and --fetch-timeout belong to remote mounts: "
+    if url is None and (endpoint or profile or fetch_timeout is not None):
+        raise MountError("--endpoint, --profile and --fetch-timeout belong to remote mounts: "
                          "mount a URL or add --remote NAME")
+    msize = _parse_value("--materialize-size", materialize_size, int) if materialize_size else None
     if remote is not None:
         endpoint = endpoint or remote_field(repo, remote, "endpoint")
         profile = profile or remote_field(repo, remote, "profile")
@@ -79,7 +94,8 @@ def mount(
                      cache_size=size if url is None else None, log_file=log_file, threads=threads, write=write,
                      branch=branch, auto_commit=auto_commit, allow_other=allow_other, remote=url, endpoint=endpoint,
                      profile=profile, cache_dir=cache_dir, remote_cache_size=size if url is not None else None,
-                     fetch_timeout=fetch_timeout)
+                     fetch_timeout=fetch_timeout, materialize_size=msize, prefetch=prefetch or None,
+                     read_ahead_kb=read_ahead_kb, max_background=max_background)
     spec = do_mount(spec, foreground=foreground)
     if not foreground:
         if write:

@@ -29,7 +29,7 @@ class Span:
     def chunk_ids(self) -> list[ObjectId]:
         return [p[0] for p in self.parts if not isinstance(p, bytes)]
 
-    def cached(self) -> bytes | None:
+    def cached(self) -> bytes | memoryview | None:
         """The bytes if every chunk is decoded already, else None (and no miss counted)."""
         cache = self.odb.chunks if self.odb is not None else None
         if any(not isinstance(p, bytes) and cache.peek(p[0]) is None for p in self.parts):
@@ -45,17 +45,19 @@ class Span:
             out.append(_cut(data, p[1], p[2]))
         return _join(out)
 
-    def read(self) -> bytes:
+    def read(self) -> bytes | memoryview:
         """The bytes, decoding chunks that are not cached (call from a worker thread)."""
         return _join([p if isinstance(p, bytes) else _cut(self.odb.read_chunk(p[0]), p[1], p[2])
                       for p in self.parts])
 
 
-def _cut(data: bytes, skip: int, take: int) -> bytes:
-    return data if skip == 0 and take == len(data) else data[skip:skip + take]
+def _cut(data: bytes, skip: int, take: int) -> bytes | memoryview:
+    # A view, not a copy: the kernel's reply copies the bytes once anyway (pyfuse3 takes
+    # any contiguous buffer), and most reads are 128 KiB pieces of one 4 MiB chunk.
+    return data if skip == 0 and take == len(data) else memoryview(data)[skip:skip + take]
 
 
-def _join(parts: list[bytes]) -> bytes:
+def _join(parts: list[bytes | memoryview]) -> bytes | memoryview:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -27,25 +27,17 @@ log = logging.getLogger(__name__)
 def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (SIGTERM/SIGINT unmount cleanly)."""
     from ..objects.repository import Repository
-    from .readonly.ops import CoralOperations
-    from .readonly.vfs import VFS
 
     remote = spec.remote is not None
     repo = _remote_repo(spec) if remote else Repository.open(spec.repo)
     if spec.cache_size:
         repo.odb.chunks.budget = spec.cache_size
-    stage = None
+    stage = tier = None
     if spec.write:
         ops, stage = _staging_ops(repo, spec)
         spec.commit = stage.base.hex() if stage.base else None
     else:
-        # A remote mount shows the commit the client resolved (a push in between does not
-        # change what was asked for).
-        vfs = VFS(repo, spec.commit if remote else spec.ref, spec.include)
-        ops = CoralOperations(vfs, threads=spec.threads)
-        spec.commit = vfs.root_commit.hex() if vfs.root_commit else None
-        if remote:
-            _serve_remote(repo, vfs, ops, spec)
+        ops, tier = _readonly_ops(repo, spec)
     spec.pid = os.getpid()
     # Everything that touches the mountpoint happens before mounting: afterwards it would
     # wait for this very process to answer.
@@ -60,7 +52,12 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     options.add("default_permissions")
     if spec.allow_other:
         options.add("allow_other")
+    real = os.path.realpath(spec.mountpoint)  # before mounting: afterwards a stat waits for us
     pyfuse3.init(ops, spec.mountpoint, options)
+    if not spec.write:
+        kernel = tune_kernel(real, spec.read_ahead_kb, spec.max_background)
+        local = ops.vfs.stats
+        ops.vfs.stats = lambda: {**local(), "kernel": kernel}
     with open(state_file, "w") as f:
         json.dump(asdict(spec), f)
 
@@ -80,9 +77,94 @@ def serve(spec: MountSpec, status_fd: int | None = None) -> None:
         if stage is not None:
             ops.sfs.close()
             stage.close()
+        if tier is not None:
+            tier.close()  # what is queued for the disk is written before the daemon exits
         repo.close()
         if remote:
             repo.store.close()
+
+
+def _mount_device(real: str) -> str | None:
+    """The "major:minor" of the mount at the resolved path ``real`` (from
+    /proc/self/mountinfo: a stat() of the mountpoint would wait for this very process)."""
+    path = real.encode()
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found = None
+    for ln in lines:
+        parts = ln.split()
+        if len(parts) > 4 and parts[4].replace(b"\\040", b" ") == path:
+            found = parts[2].decode()  # the last one listed is the one on top
+    return found
+
+
+def tune_kernel(real: str, read_ahead_kb: int | None, max_background: int | None) -> dict:
+    """Set the kernel's side of a read-only mount: the readahead of its bdi (how large and
+    how far ahead the kernel reads for sequential and mmap readers) and how many requests
+    the FUSE connection keeps in flight in the background (readahead is background).
+    Needs root (and fusectl at /sys/fs/fuse/connections for the second); otherwise the
+    kernel's defaults stay, which costs speed, not reads. Returns what is in effect."""
+    dev = _mount_device(real)
+    if dev is None:
+        return {}
+    wanted = {f"/sys/class/bdi/{dev}/read_ahead_kb": read_ahead_kb}
+    conn = f"/sys/fs/fuse/connections/{dev.split(':')[1]}"
+    if max_background:
+        # Congestion (the kernel stops queueing readahead) at 3/4 of it, as its defaults 12/9.
+        wanted[f"{conn}/max_background"] = max_background
+        wanted[f"{conn}/congestion_threshold"] = max(1, max_background * 3 // 4)
+    out = {}
+    for path, value in wanted.items():
+        if value is not None:
+            try:
+                with open(path, "w") as f:
+                    f.write(f"{value}\n")
+            except OSError as e:
+                log.info("cannot set %s to %s (%s): the kernel's default stays", path, value, e)
+        try:
+            with open(path) as f:
+                out[os.path.basename(path)] = int(f.read())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _readonly_ops(repo, spec: MountSpec):
+    from .readonly.ops import CoralOperations
+    from .readonly.vfs import VFS
+    # A remote mount shows the commit the client resolved (a push in between does not
+    # change what was asked for).
+    remote = spec.remote is not None
+    vfs = VFS(repo, spec.commit if remote else spec.ref, spec.include)
+    tier = _materialization(repo, spec)
+    ops = CoralOperations(vfs, threads=spec.threads, tier=tier, prefetch=spec.prefetch)
+    spec.commit = vfs.root_commit.hex() if vfs.root_commit else None
+    if remote:
+        _serve_remote(repo, vfs, ops, spec)
+    return ops, tier
+
+
+def _materialization(repo, spec: MountSpec):
+    """The decoded-chunk cache of a read-only mount with its materialization cache on disk
+    (None when --materialize-size is 0, for a remote mount without --materialize-size, or
+    when the cache directory cannot be created: the
+    mount then decodes in memory as before, which costs speed, not reads)."""
+    from .materialize import DEFAULT_SIZE, MaterializedCache, TieredChunks, materialized_dir
+    # A remote mount keeps the fetched frames on disk already (its chunk cache): it also
+    # materializes decoded chunks only when asked to with --materialize-size.
+    if spec.materialize_size == 0 or spec.remote is not None and spec.materialize_size is None:
+        return None
+    root = materialized_dir(spec.cache_dir, None if spec.remote is not None else spec.repo)
+    try:
+        disk = MaterializedCache(root, spec.materialize_size or DEFAULT_SIZE)
+    except OSError as e:
+        log.warning("materialization cache %s not usable (%s): decoding in memory only", root, e)
+        return None
+    log.info("materialization cache %s, budget %d bytes", root, disk.budget)
+    return TieredChunks(repo.odb.chunks, disk)
 
 
 def _remote_repo(spec: MountSpec):

@@ -54,7 +54,11 @@ class MountSpec:
     remote: str | None = None         # a remote's URL: a read-only mount served from its store
     endpoint: str | None = None       # the remote's service URL (emulators, S3-compatible stores)
     profile: str | None = None        # the credentials profile of the cloud's own config files
-    cache_dir: str | None = None      # the local chunk cache of remote mounts (default: XDG cache)
+    cache_dir: str | None = None      # local caches: materialized chunks, a remote's chunk cache
+    materialize_size: int | None = None   # bound of the materialization cache (None: default; 0: off)
+    prefetch: list[str] | None = None     # materialize these ("all", or globs) after mounting
+    read_ahead_kb: int | None = None      # the kernel's readahead for this mount (None: its default)
+    max_background: int | None = None     # FUSE requests in flight in the background (None: default)
     remote_cache_size: int | None = None  # its budget in bytes
     fetch_timeout: float | None = None    # seconds a read may wait for the remote, retries included
 
@@ -171,6 +175,7 @@ def mount(spec: MountSpec, foreground: bool = False) -> MountSpec:
         else:
             commit = repo.resolve(spec.ref) if spec.ref is not None else None  # unknown ref: fail here
     spec.commit = commit.hex() if commit else None
+    _check_cache_args(spec)
     preflight(spec)
     if spec.write:
         # Open (and recover) the staging area now: a second writable mount of this
@@ -261,6 +266,19 @@ def _wait_ready(r: int, proc: subprocess.Popen) -> str:
         time.sleep(0.02)
     os.close(r)
     return buf.decode().strip()
+
+
+def _check_cache_args(spec: MountSpec) -> None:
+    if spec.materialize_size is not None and spec.materialize_size < 0:
+        raise MountError("--materialize-size takes a size >= 0 (0 turns the materialization cache off)")
+    if not spec.prefetch:
+        return
+    if spec.write:
+        raise MountError("--prefetch materializes a commit of a read-only mount: drop --write")
+    if spec.ref is None:
+        raise MountError("--prefetch needs one commit: mount MNT@REF")
+    if spec.materialize_size == 0 or spec.remote is not None and spec.materialize_size is None:
+        raise MountError("--prefetch writes to the materialization cache: give it a size with --materialize-size SIZE")
 
 
 def _check_staging_args(repo, spec: MountSpec) -> None:

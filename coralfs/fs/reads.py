@@ -3,7 +3,9 @@ decoded in worker threads, and the chunks readahead.py expects next decoded in t
 background (each once: a read needing one waits for it).
 
 :class:`ChunkReads` is an object an adapter holds (not a base class): it knows the
-object database, its thread limits and counters, nothing about inodes or handles.
+object database, its thread limits and counters, nothing about inodes or handles. With
+a materialization cache (materialize.py) it also serves ``--prefetch``: the chunks of a
+commit decoded straight to disk in the background, with progress in stats.json.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Protocol
 
 import trio
 
+from ..objects import codecs
 from ..objects.errors import CorruptObject, ObjectUnavailable
 from ..objects.ids import ObjectId, from_hex
 from .content import Content
-from .readahead import ReadAhead
+from .materialize import TieredChunks
+from .readahead import MIN_WINDOW, WINDOW, ReadAhead
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,15 @@ class Fetcher(Protocol):
 
 
 class ChunkReads:
-    def __init__(self, odb, threads: int, fetcher: Fetcher | None = None) -> None:
+    def __init__(self, odb, threads: int, fetcher: Fetcher | None = None,
+                 tier: TieredChunks | None = None) -> None:
         self.odb = odb
+        # The materialization cache, installed as the object database's chunk cache (so
+        # delta bases are looked up on disk too); None: decoded chunks stay in memory.
+        self.tier = tier
+        if tier is not None:
+            odb.chunks = tier
+        self.progress: dict | None = None  # --prefetch
         # A remote store: chunks are fetched (coalesced) in fetch threads of their own, so
         # a stalled store occupies those, never the decode threads that serve reads of
         # chunks already here; a read waits at most the store's budget for its fetch.
@@ -85,12 +96,17 @@ class ChunkReads:
                 raise
         else:
             self.counters["cache_fast_path"] += 1
-        wanted = f.ahead.after_read(f.content, off, len(data), span.region)
+        wanted = f.ahead.after_read(f.content, off, len(data), span.region, self.window())
         if wanted:
             self._prefetch(wanted)
         self.counters["reads"] += 1
         self.counters["bytes_served"] += len(data)
         return data
+
+    def window(self) -> int:
+        """How far decode-ahead may run: a quarter of the chunk cache, so chunks decoded
+        ahead are still there when the reader comes."""
+        return max(MIN_WINDOW, min(WINDOW, self.odb.chunks.budget // 4))
 
     async def in_thread(self, fn, *args):
         """Run ``fn(*args)`` in a worker thread, under the demand-read limit."""
@@ -143,12 +159,68 @@ class ChunkReads:
         finally:
             self._prefetching.pop(oid).set()
 
+    # -- --prefetch: materialize a whole commit (or some tensors) in the background ------
+    async def prefetch_all(self, plan) -> None:
+        """Decode every chunk ``plan()`` lists (chunk id, length) straight into the
+        materialization cache (not the memory cache: a reader's working set stays), under
+        the read-ahead thread limit, so demand reads keep their own threads."""
+        tier = self.tier
+        p = self.progress = {"state": "planning", "chunks": 0, "bytes": 0, "done_chunks": 0, "done_bytes": 0,
+                             "written": 0, "already": 0, "errors": 0}
+        items = await trio.to_thread.run_sync(plan, limiter=self.prefetch_limiter)
+        p.update(state="running", chunks=len(items), bytes=sum(n for _oid, n in items))
+        log.info("prefetch: %d chunks, %d bytes", len(items), p["bytes"])
+
+        async def one(oid: ObjectId, n: int) -> None:
+            try:
+                if self.fetcher is not None:
+                    await self._fetch([oid])
+                fresh = await trio.to_thread.run_sync(self._materialize_one, tier, oid,
+                                                      limiter=self.prefetch_limiter)
+                p["done_chunks"] += 1
+                p["written" if fresh else "already"] += 1
+            except Exception as e:  # noqa: BLE001 - a chunk that fails here is decoded (or fails) on read
+                p["errors"] += 1
+                log.warning("prefetch of %s failed: %s", oid.hex(), e)
+            p["done_bytes"] += n
+
+        async with trio.open_nursery() as nursery:
+            lanes = trio.Semaphore(2 * self.prefetch_limiter.total_tokens)  # bounded memory
+            for oid, n in items:
+                await lanes.acquire()
+
+                async def run(oid=oid, n=n) -> None:
+                    try:
+                        await one(oid, n)
+                    finally:
+                        lanes.release()
+                nursery.start_soon(run)
+        p["state"] = "done"
+        log.info("prefetch done: %d chunks (%d already materialized, %d errors)", p["done_chunks"],
+                 p["already"], p["errors"])
+
+    def _materialize_one(self, tier: TieredChunks, oid: ObjectId) -> bool:
+        """Decode one chunk into the cache on disk; False if it was there already."""
+        if tier.disk.contains(oid):
+            return False
+        data = tier.peek(oid)  # decoded by a reader already: only written
+        if data is None:
+            odb = self.odb
+            data = codecs.decode(odb.store.get(oid), oid, odb.read_chunk)
+        tier.disk.put(oid, data)
+        return True
+
     def stats(self) -> dict:
         """The counters .coral/stats.json shows about reads and the chunk cache."""
         odb = self.odb
-        return {**self.counters, "decoded_bytes": odb.decoded_bytes, "decoded_chunks": odb.decoded_chunks,
-                "cache_used": odb.chunks.used, "cache_budget": odb.chunks.budget,
-                "cache_hits": odb.chunks.hits, "cache_misses": odb.chunks.misses}
+        out = {**self.counters, "decoded_bytes": odb.decoded_bytes, "decoded_chunks": odb.decoded_chunks,
+               "cache_used": odb.chunks.used, "cache_budget": odb.chunks.budget,
+               "cache_hits": odb.chunks.hits, "cache_misses": odb.chunks.misses}
+        if self.tier is not None:
+            out["materialized"] = self.tier.stats()
+        if self.progress is not None:
+            out["prefetch"] = dict(self.progress)
+        return out
 
 
 __all__ = ["ChunkReads", "OpenContent"]

@@ -30,7 +30,10 @@ def test_random_reads_never_prefetch(repo, tmp_path):
         assert ra.after_read(c, int(off), 1 << 17) == []
 
 
-def test_sequential_reads_plan_once_per_chunk_within_the_tensor(repo, tmp_path):
+def test_sequential_reads_plan_the_rest_of_the_tensor_once(repo, tmp_path):
+    # Whole-tensor decode-ahead (issue 11): once a reader has gone 512 KiB into a tensor,
+    # every remaining chunk of it is scheduled at once (it was a 4-chunk window planned
+    # again per chunk), and never a chunk of the next tensor for this short run.
     c, starts = _content(repo, tmp_path)
     t1 = starts[1]
     ra = ReadAhead()
@@ -43,13 +46,30 @@ def test_sequential_reads_plan_once_per_chunk_within_the_tensor(repo, tmp_path):
         off += 1 << 17
     assert plans and plans[0][0] + (1 << 17) >= PREFETCH_AFTER  # not before 512 KiB in
     assert plans[0][0] < PREFETCH_AFTER + (1 << 17)
-    # planned again about once per chunk of progress, not on every 128 KiB read
-    assert 2 <= len(plans) <= 12 // 4 + 2
+    assert len(plans) == 1  # one plan, not one per 128 KiB read or per chunk
+    rest = c.chunk_ids(t1 + plans[0][0] + (1 << 17), starts[2] - t1 - plans[0][0] - (1 << 17))
+    assert plans[0][1] == list(dict.fromkeys(rest))  # the whole rest of tensor t1, in order
+
+
+def test_decode_ahead_stays_within_its_window_and_plans_again_halfway(repo, tmp_path):
+    c, starts = _content(repo, tmp_path)
+    t1, window = starts[1], 3 * STEP  # a tensor of 8 chunks, a window of 3
+    ra = ReadAhead()
+    plans = []
+    off = t1
+    while off < starts[2]:
+        ids = ra.after_read(c, off, 1 << 17, window=window)
+        if ids:
+            plans.append((off - t1, ids))
+        off += 1 << 17
+    assert len(plans) >= 3
+    assert all(len(ids) <= window // STEP + 1 for _, ids in plans)
     gaps = [b[0] - a[0] for a, b in zip(plans, plans[1:])]
-    assert all(g >= STEP - (1 << 17) for g in gaps)
-    # everything planned lies within tensor t1 (a short run does not cross)
-    inside = set(c.chunk_ids(t1, starts[2] - t1))
-    assert all(set(ids) <= inside for _, ids in plans)
+    # halfway through the window, not on every read (once more when the run becomes a
+    # streaming one that may cross into the next tensor)
+    assert sum(g < window // 2 - (1 << 17) for g in gaps) <= 1
+    planned = {i for _, ids in plans for i in ids}
+    assert set(c.chunk_ids(t1 + (1 << 20), starts[2] - t1 - (1 << 20))) <= planned
 
 
 def test_a_streaming_reader_crosses_one_chunk_into_the_next_tensor(repo, tmp_path):

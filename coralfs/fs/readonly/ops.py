@@ -14,6 +14,7 @@ import os
 import pyfuse3
 
 from ..adapter import Handles, entry_attributes, handler, statfs_empty
+from ..materialize import TieredChunks
 from ..model import FileHandleT, InodeT
 from ..reads import ChunkReads, OpenContent
 from .vfs import LONG, VFS, Node
@@ -39,18 +40,23 @@ class CoralOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, vfs: VFS, threads: int = 2) -> None:
+    def __init__(self, vfs: VFS, threads: int = 2, tier: TieredChunks | None = None,
+                 prefetch: list[str] | None = None) -> None:
         super().__init__()
         self.vfs = vfs
-        self.reads = ChunkReads(vfs.repo.odb, threads)
+        self.reads = ChunkReads(vfs.repo.odb, threads, tier=tier)
+        self.prefetch = prefetch if tier is not None and vfs.root_commit is not None else None
         self.files: Handles[OpenContent] = Handles()
         self.dirs: Handles[list[tuple[str, Node]]] = Handles()
         self.uid, self.gid = os.getuid(), os.getgid()
         vfs.stats = self.stats  # .coral/stats.json shows these counters
 
     def start(self, nursery) -> None:
-        """Background work of a serving mount: read-ahead."""
+        """Background work of a serving mount: read-ahead, and ``--prefetch``."""
         self.reads.start(nursery)
+        if self.prefetch:
+            snap = self.vfs.snapshot(self.vfs.root_commit)
+            nursery.start_soon(self.reads.prefetch_all, lambda: snap.chunk_plan(self.prefetch))
 
     # -- attributes ----------------------------------------------------------------------
     def _attr(self, node: Node, entry_timeout: float = LONG) -> pyfuse3.EntryAttributes:

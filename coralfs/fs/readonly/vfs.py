@@ -47,6 +47,7 @@ from ...objects.kinds import MODE_EXEC, File, PackedTensor, Tensor, TensorSegmen
 from ...objects.reader import FileView
 from ...objects.repository import Repository
 from ..content import Content, Literal, Pieces, Stored
+from ..materialize import segment_chunks
 from ..model import InodeT, NotFound
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,33 @@ class Snapshot:
             starts = {name: off for name, (off, _s) in view.file.tensor_offsets().items()}
             got = self._views[path] = (view, starts)
         return got
+
+    def chunk_plan(self, patterns: list[str]) -> list[tuple[ObjectId, int]]:
+        """(chunk id, length) of every chunk ``--prefetch`` materializes, in file order,
+        each once: all of them for ``["all"]``, else those of the files whose path, or the
+        tensors whose name, matches a pattern (with the literal bytes of their files, which
+        a reader of the tensor reads too: the header)."""
+        every = "all" in patterns
+        out: dict[ObjectId, int] = {}
+        for path, e in self.files.items():
+            if e.is_symlink or e.is_dir:
+                continue
+            whole = every or any(fnmatch.fnmatchcase(path, p) for p in patterns)
+            picked: list[tuple[ObjectId, int]] = []
+            literal: list[tuple[ObjectId, int]] = []
+            for seg in self.file(path).segments:
+                if isinstance(seg, TensorSegment):
+                    if whole or any(fnmatch.fnmatchcase(seg.name, p) for p in patterns):
+                        picked.extend(segment_chunks(self.repo.odb, seg))
+                elif getattr(seg, "tensors", None) and not whole:  # small tensors packed together
+                    if any(fnmatch.fnmatchcase(pt.name, p) for pt in seg.tensors for p in patterns):
+                        picked.extend(seg.chunks)
+                else:
+                    literal.extend(seg.chunks)
+            if whole or picked:
+                for oid, n in literal + picked:
+                    out.setdefault(oid, n)
+        return list(out.items())
 
     def npy_content(self, path: str, seg: TensorSegment | PackedTensor) -> Content:
         key = f".coral/{path}/{seg.name}"
