@@ -9,8 +9,14 @@ import sys
 
 import pytest
 
+from coralfs.objects import codecs as _codecs
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
+
+
+# Names of the codecs that store a chunk as a delta against a base (stats.codecs keys).
+DELTA_CODEC_NAMES = frozenset(_codecs.CODEC_NAMES[c] for c in _codecs.DELTA_CODECS)
 
 
 def sha(path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass, field
 
 from ..objects.errors import CoralError
@@ -80,3 +81,35 @@ def guarded(kind: str):
                 raise FormatError(path, f"malformed {kind} file ({type(e).__name__}: {e})") from None
         return run
     return wrap
+
+
+class Window(io.RawIOBase):
+    """Bytes ``[start, start + length)`` of an open file, as a read-only file of their own."""
+
+    def __init__(self, f, start: int, length: int) -> None:
+        super().__init__()
+        self.f, self.start, self.length, self.pos = f, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self.length - self.pos))
+        if not n:
+            return 0
+        self.f.seek(self.start + self.pos)
+        data = self.f.read(n)
+        b[:len(data)] = data
+        self.pos += len(data)
+        return len(data)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ..objects import dtypes
 from ..objects.regions import Region
-from .base import MAX_MEMBERS, FormatError, Layout
+from .base import MAX_MEMBERS, FormatError, Layout, Window
 from .torchpickle import TORCH_DTYPES
 
 METADATA = ".metadata"
@@ -190,45 +190,16 @@ def _chunk_sizes(m: _Record, offsets: tuple[int, ...], fqn: str) -> tuple[int, .
     raise ValueError(f"{fqn!r} has no chunk at offset {list(offsets)}")
 
 
-class _Slice(io.RawIOBase):
-    """A read-only file over bytes [start, start + length) of an open file."""
-
-    def __init__(self, f, start: int, length: int) -> None:
-        super().__init__()
-        self.f, self.start, self.length, self.pos = f, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = max(0, {0: pos, 1: self.pos + pos, 2: self.length + pos}[whence])
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def readinto(self, b) -> int:
-        n = max(0, min(len(b), self.length - self.pos))
-        self.f.seek(self.start + self.pos)
-        data = self.f.read(n)
-        b[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-
 def _saved_storage(path: str, f, c: Chunk) -> tuple[int, int] | None:
     """(offset in the shard, length) of the storage bytes of a chunk written as
     ``torch.save(tensor)`` (a zip of data.pkl and one uncompressed ``data/0``), or None
     when the item is not such a zip."""
-    head = _Slice(f, c.offset, c.length)
+    head = Window(f, c.offset, c.length)
     head.seek(0)
     if head.read(4) != b"PK\x03\x04":
         return None
     try:
-        zf = zipfile.ZipFile(io.BufferedReader(_Slice(f, c.offset, c.length)))
+        zf = zipfile.ZipFile(io.BufferedReader(Window(f, c.offset, c.length)))
     except zipfile.BadZipFile as e:
         raise FormatError(path, f"{c.name!r}: its saved tensor is a broken zip ({e})") from None
     data = [i for i in zf.infolist() if i.filename.endswith("/data/0")]

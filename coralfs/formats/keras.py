@@ -13,47 +13,14 @@ back byte-identical either way.
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import replace
 
 from . import hdf5
-from .base import MAX_MEMBERS, FormatError, Layout, guarded, safe_member_name
+from .base import MAX_MEMBERS, FormatError, Layout, Window, guarded, safe_member_name
 from .ziparchive import _member_data_offset
 
 WEIGHTS = "model.weights.h5"
-
-
-class Window(io.RawIOBase):
-    """Bytes ``[start, start + length)`` of an open file, as a read-only file of their own."""
-
-    def __init__(self, f, start: int, length: int) -> None:
-        super().__init__()
-        self.f, self.start, self.length, self.pos = f, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def readinto(self, b) -> int:
-        n = max(0, min(len(b), self.length - self.pos))
-        if not n:
-            return 0
-        self.f.seek(self.start + self.pos)
-        data = self.f.read(n)
-        b[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
 
 
 @guarded("Keras")
