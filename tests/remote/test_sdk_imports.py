@@ -12,6 +12,9 @@ SDKS = {"obstore", "google", "boto3", "botocore", "azure", "requests"}
 # Not cloud SDKs though under google.: protocol buffers (the W&B run log is made of them).
 NOT_SDKS = ("google.protobuf",)
 BACKENDS = {"coralfs/remote/s3.py", "coralfs/remote/gcs.py", "coralfs/remote/azure.py", "coralfs/remote/_common.py"}
+# `coralfs publish sagemaker` talks to AWS with boto3, its own extra ([sagemaker]), imported
+# inside the function that publishes (tests/integrations/test_extras.py checks import coralfs).
+BACKENDS |= {"coralfs/integrations/sagemaker.py"}
 
 
 def test_only_the_backends_import_a_cloud_sdk():

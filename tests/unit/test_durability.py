@@ -58,14 +58,16 @@ def test_kill_9_while_committing_never_breaks_the_repo(tmp_path):
     assert p.stdout.readline().strip() == "READY"
     t0 = time.monotonic()
     assert p.stdout.readline().startswith("OK")
-    span = time.monotonic() - t0
+    window = 1.4 * (time.monotonic() - t0)
     p.wait()
-    for run in range(24):
+    for run in range(48):
+        if run >= 24 and outcomes["old"] and outcomes["new"]:
+            break
         old = Repository.open(repo.path).head()
         p = subprocess.Popen([sys.executable, "-c", CHILD, repo.path, str(tmp_path / f"w{run}"), str(run), "-"],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "READY"
-        time.sleep(rnd.uniform(0.0, 1.4 * span))
+        time.sleep(rnd.uniform(0.0, window))
         p.send_signal(signal.SIGKILL)
         p.wait()
         fresh = Repository.open(repo.path)
@@ -74,6 +76,8 @@ def test_kill_9_while_committing_never_breaks_the_repo(tmp_path):
         assert rep.ok, rep.problems
         if head == old:
             outcomes["old"] += 1
+            if not outcomes["new"] and outcomes["old"] % 6 == 0:
+                window *= 2   # the machine got slower than the measured commit: widen
         else:
             c = fresh.read_commit(head)
             assert c.parents == [old] and c.message == f"seed {run}"
