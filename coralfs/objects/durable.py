@@ -11,6 +11,7 @@ the execute bits), so a repository created 0700 (the default) keeps every file 0
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import stat
@@ -74,7 +75,15 @@ def sync_filesystem(path: str) -> None:
     fsync per file and per directory."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _SYNCFS is None or _SYNCFS(fd) != 0:
+        if _SYNCFS is None:
+            os.sync()
+        elif _SYNCFS(fd) != 0:
+            import ctypes
+            err = ctypes.get_errno()
+            if err != errno.ENOSYS:
+                # A write error the flush found (EIO, ENOSPC): sync() would not report it,
+                # and the caller would name files whose bytes never reached the disk.
+                raise OSError(err, f"cannot make {path} durable: {os.strerror(err)}")
             os.sync()
     finally:
         os.close(fd)

@@ -164,3 +164,28 @@ def test_a_batch_killed_before_its_flush_leaves_no_objects(tmp_path):
     assert p.returncode == 9, p.stderr
     s = DiskStore(str(root))
     assert list(s) == [] and _named(root) == set()     # hidden temp files only, never objects
+
+
+def test_a_write_error_found_by_the_batch_flush_names_no_object(tmp_path, monkeypatch):
+    """syncfs reporting EIO is an error, not a reason to fall back to sync() (which reports
+    nothing) and rename the objects as if their bytes were on disk."""
+    import ctypes
+    import errno
+
+    from coralfs.objects import durable
+
+    def failing_syncfs(fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    root = tmp_path / "objects"
+    root.mkdir()
+    s = DiskStore(str(root))
+    frames = [_frame(f"object {i}".encode() * 100) for i in range(3)]
+    monkeypatch.setattr(durable, "_SYNCFS", failing_syncfs)
+    with pytest.raises(OSError) as e:
+        with s.batch():
+            for oid, fr in frames:
+                s.put(oid, fr)
+    assert e.value.errno == errno.EIO
+    assert _named(root) == set()
