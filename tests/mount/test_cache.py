@@ -284,3 +284,22 @@ def test_mount_refuses_bad_cache_options(tmp_path, mnt):
     p = run_cli("mount", repo, mnt, "--prefetch", "all", check=False)
     assert p.returncode != 0 and "MNT@REF" in p.stderr
 
+
+
+def test_a_killed_writer_not_yet_reaped_counts_as_dead():
+    """A zombie writes nothing more: the sweep at mount start removes its temp files even
+    when its parent has not reaped it yet (a daemon killed just before the remount)."""
+    from coralfs.fs.materialize import _pid_alive
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        assert _pid_alive(p.pid)
+        p.kill()
+        deadline = time.monotonic() + 30
+        while _pid_alive(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(p.pid)
+        with open(f"/proc/{p.pid}/stat", "rb") as f:
+            assert f.read().rsplit(b")", 1)[1].split()[0] == b"Z"   # still there, a zombie
+    finally:
+        p.wait()
+    assert _pid_alive(os.getpid())
