@@ -52,14 +52,16 @@ def test_kill_9_while_committing_never_breaks_the_repo(tmp_path):
     repo = _seed_repo(tmp_path)
     rnd = random.Random(1234)
     outcomes = {"old": 0, "new": 0}
-    # How long one commit takes here (a loaded machine is slower): kills land across it.
-    p = subprocess.Popen([sys.executable, "-c", CHILD, repo.path, str(tmp_path / "w-timed"), "100", "-"],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "READY"
-    t0 = time.monotonic()
-    assert p.stdout.readline().startswith("OK")
-    window = 1.4 * (time.monotonic() - t0)
-    p.wait()
+    # How long one commit takes here (a loaded machine is slower): kills land across it. The
+    # second timed commit has a parent like the loop's commits (delta bases to weigh).
+    for seed in (100, 101):
+        p = subprocess.Popen([sys.executable, "-c", CHILD, repo.path, str(tmp_path / f"w-timed{seed}"), str(seed), "-"],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "READY"
+        t0 = time.monotonic()
+        assert p.stdout.readline().startswith("OK")
+        window = 1.4 * (time.monotonic() - t0)
+        p.wait()
     for run in range(48):
         if run >= 24 and outcomes["old"] and outcomes["new"]:
             break
