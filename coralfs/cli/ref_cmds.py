@@ -114,7 +114,7 @@ def export(
                                                       "(as root)")] = False,
     graph: Annotated[str | None, typer.Option("--graph", help="export onnx: the template model whose initializers "
                                               "take the revision's weights")] = None,
-    external_data: Annotated[bool, typer.Option("--external-data", help="export onnx: weights in OUT.onnx.data "
+    external_data: Annotated[bool, typer.Option("--external-data", help="export onnx: weights in OUT.onnx.<digest>.data "
                                                 "beside the model (models over 2 GB)")] = False,
 ) -> None:
     """Write the files of a revision (links as links, empty directories too), byte-identical to what was committed.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -198,8 +199,9 @@ def export(repo: Repository, rev: str, out: str, graph: str, *, external_data: b
         raise CoralError(f"{out}: its directory does not exist")
     from ..objects.durable import fsync_dir, write_durable
     data_path = None
+    earlier = _data_files_of(onnx, out, dest)
     if external_data:
-        data_name = os.path.basename(out) + ".data"
+        data_name = _data_name(out, commit, graph, paths)
         data_path = os.path.join(dest, data_name)
         write_durable(data_path, _external_blocks(inits, have, data_name), mode=0o644, sync_dir=False)
     else:
@@ -208,7 +210,47 @@ def export(repo: Repository, rev: str, out: str, graph: str, *, external_data: b
             t.raw_data = b"".join(have[t.name].blocks())
     write_durable(os.path.abspath(out), model.SerializeToString(), mode=0o644, sync_dir=False)
     fsync_dir(dest)
+    stale = [p for p in earlier if p != data_path]
+    for p in stale:
+        os.unlink(p)
+    if stale:
+        fsync_dir(dest)
     return Exported(out, data_path, len(inits), len(set(have) - {t.name for t in inits}), total)
+
+
+def _data_name(out: str, commit: bytes, graph: str, paths: list[str] | None) -> str:
+    """``OUT.onnx.<digest>.data``, the digest of what decides the data file's bytes (the
+    commit, the template, the files chosen). A model names its data file, and two files
+    cannot be renamed into place at once: with one fixed name, a crash between the two
+    renames of a re-export would pair the earlier model with the new data. Distinct names
+    make every model on disk name data that matches it; the same export twice writes the
+    same bytes under the same name."""
+    import hashlib
+    h = hashlib.sha256(commit)
+    with open(graph, "rb") as f:
+        h.update(hashlib.file_digest(f, "sha256").digest())
+    h.update("\0".join(sorted(paths or [])).encode())
+    return f"{os.path.basename(out)}.{h.hexdigest()[:12]}.data"
+
+
+def _data_files_of(onnx, out: str, dest: str) -> list[str]:
+    """The data files an earlier export to ``out`` wrote (named as :func:`_data_name`
+    names them, or ``OUT.onnx.data``), removed once the new model is in place; files of
+    other names the earlier model may point at are not ours to remove."""
+    if not os.path.isfile(out):
+        return []
+    try:
+        old = onnx.load(out, load_external_data=False)
+    except Exception:  # noqa: BLE001 - whatever is there is replaced; its data is not guessed at
+        return []
+    base = os.path.basename(out)
+    ours = re.compile(re.escape(base) + r"(\.[0-9a-f]{12})?\.data")
+    found = set()
+    for t in old.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location" and ours.fullmatch(e.value) and os.path.isfile(os.path.join(dest, e.value)):
+                found.add(os.path.join(dest, e.value))
+    return sorted(found)
 
 
 def _mismatches(inits, have: dict[str, CommitTensor], onnx) -> list[str]:

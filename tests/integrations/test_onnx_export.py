@@ -55,10 +55,12 @@ def test_weights_changed_in_coralfs_run_in_onnxruntime(tmp_path):
     assert json.loads(props["coralfs.lineage"])["parents"] == [head_of(repo, "v1.0.0")]
     assert _props(tmp_path / "same.onnx")["coralfs.release"] == "v1.0.0"
     onnx.checker.check_model(str(tmp_path / "new.onnx"))
-    # --external-data: the weights in OUT.onnx.data, aligned, and the same outputs
-    run_cli("export", "onnx", "HEAD", str(tmp_path / "ext.onnx"), "--graph", str(tmp_path / "m.onnx"),
-            "--external-data", repo=repo)
-    assert os.path.getsize(tmp_path / "ext.onnx") < 2048 < os.path.getsize(tmp_path / "ext.onnx.data")
+    # --external-data: the weights in OUT.onnx.<digest>.data, aligned, and the same outputs
+    p = run_cli("export", "onnx", "HEAD", str(tmp_path / "ext.onnx"), "--graph", str(tmp_path / "m.onnx"),
+                "--external-data", repo=repo)
+    (data_name,) = _data_files(tmp_path, "ext.onnx")
+    assert f"(weights in {tmp_path / data_name})" in p.stdout
+    assert os.path.getsize(tmp_path / "ext.onnx") < 2048 < os.path.getsize(tmp_path / data_name)
     assert np.allclose(_run(tmp_path / "ext.onnx", x), want, atol=1e-5)
     onnx.checker.check_model(str(tmp_path / "ext.onnx"))
     # and the exported model committed again is an onnx file whose tensors are the commit's
@@ -67,9 +69,66 @@ def test_weights_changed_in_coralfs_run_in_onnxruntime(tmp_path):
     r.close()
     run_cli("import", "onnx", str(tmp_path / "ext.onnx"), repo=repo)
     r = Repository.open(repo)
-    data = tensor_signatures(r, r.read_file(r.tree_of("HEAD").entries["ext.onnx.data"].file))
+    data = tensor_signatures(r, r.read_file(r.tree_of("HEAD").entries[data_name].file))
     r.close()
     assert data == st  # the same names, dtypes, shapes and values
+
+
+def _data_files(d, model: str) -> list[str]:
+    return sorted(n for n in os.listdir(d) if n.startswith(model + ".") and n.endswith(".data"))
+
+
+def test_a_re_export_with_external_data_never_pairs_a_model_with_other_data(tmp_path, monkeypatch):
+    """A model names its data file and two files cannot be renamed at once: a re-export
+    writes its data under a new name, so a crash between the two renames leaves the earlier
+    model with its own data; once the new model is in place the earlier data is removed."""
+    from coralfs.integrations import onnx as onnx_export
+    from coralfs.objects import durable
+
+    m = torch_model()
+    x = export_torch(m, tmp_path / "m.onnx")
+    repo = str(tmp_path / "repo")
+    run_cli("init", repo)
+    run_cli("import", "onnx", str(tmp_path / "m.onnx"), repo=repo)
+    out = tmp_path / "ext.onnx"
+    args = ("export", "onnx", "HEAD", str(out), "--graph", str(tmp_path / "m.onnx"), "--external-data")
+    run_cli(*args, repo=repo)
+    first = _run(out, x)
+    (first_data,) = _data_files(tmp_path, "ext.onnx")
+    run_cli(*args, repo=repo)  # the same export again: the same name, the same bytes
+    assert _data_files(tmp_path, "ext.onnx") == [first_data]
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_file({k: v.contiguous() * 2 for k, v in m.state_dict().items()}, str(ck / "model.safetensors"))
+    run_cli("commit", str(ck), "-m", "doubled", repo=repo)
+    # the new data is in place, then the process dies before the model's rename
+    real = durable.write_durable
+
+    def dies_at_the_model(path, *a, **k):
+        if str(path).endswith(".onnx"):
+            raise KeyboardInterrupt("killed")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(durable, "write_durable", dies_at_the_model)
+    r = Repository.open(repo)
+    try:
+        onnx_export.export(r, "HEAD", str(out), str(tmp_path / "m.onnx"), external_data=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        r.close()
+    monkeypatch.setattr(durable, "write_durable", real)
+    assert len(_data_files(tmp_path, "ext.onnx")) == 2
+    assert np.array_equal(_run(out, x), first)  # the earlier model still runs on its own data
+    p = run_cli(*args, repo=repo)
+    (data_name,) = _data_files(tmp_path, "ext.onnx")
+    assert data_name != first_data and data_name in p.stdout
+    assert not np.allclose(_run(out, x), first, atol=1e-3)
+    # exporting the first commit again takes its name back; other files beside the model stay
+    (tmp_path / "keep.data").write_bytes(b"x")
+    run_cli("export", "onnx", "HEAD~1", str(out), "--graph", str(tmp_path / "m.onnx"), "--external-data",
+            repo=repo)
+    assert _data_files(tmp_path, "ext.onnx") == [first_data] and (tmp_path / "keep.data").exists()
 
 
 def test_a_template_with_external_data_takes_the_weights(tmp_path):
