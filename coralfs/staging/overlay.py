@@ -58,6 +58,18 @@ def map_path(spool_path: str) -> str:
     return spool_path + MAP_SUFFIX
 
 
+def _header(path: str, data: bytes) -> tuple[ObjectId, int]:
+    """The committed File and size a map's header names (EIO when the header is damaged)."""
+    hl = HEADER.size + CRC.size
+    if len(data) < hl or _sealed(data[:HEADER.size]) != data[:hl]:
+        raise OSError(errno.EIO, f"{path}: the overlay map's header is damaged; the staged file's "
+                                 "written ranges cannot be told from its committed bytes")
+    magic, fid, size = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise OSError(errno.EIO, f"{path}: not an overlay map (magic {magic!r})")
+    return ObjectId(fid), size
+
+
 def _sealed(data: bytes) -> bytes:
     return data + CRC.pack(zlib.crc32(data))
 
@@ -101,14 +113,9 @@ class Overlay:
                 data = f.read()
         except FileNotFoundError:
             return None
+        fid, size = _header(path, data)
         hl = HEADER.size + CRC.size
-        if len(data) < hl or _sealed(data[:HEADER.size]) != data[:hl]:
-            raise OSError(errno.EIO, f"{path}: the overlay map's header is damaged; the staged file's "
-                                     "written ranges cannot be told from its committed bytes")
-        magic, fid, size = HEADER.unpack_from(data)
-        if magic != MAGIC:
-            raise OSError(errno.EIO, f"{path}: not an overlay map (magic {magic!r})")
-        ov = cls(path, ObjectId(fid), size, None)
+        ov = cls(path, fid, size, None)
         rl = RECORD.size + CRC.size
         pos = hl
         while pos + rl <= len(data):
@@ -274,13 +281,20 @@ class Overlay:
 def committed_under(area, spools: set[str]) -> set[ObjectId]:
     """The committed Files the overlays of ``spools`` read (what gc must keep), loading
     each (when the area opens: before anything can resize a spool, see Overlay.load). A
-    damaged map is logged and left out: reading its file answers EIO naming it."""
+    map with a damaged record is logged (reading its file answers EIO naming it) and the
+    File its intact header names is still kept, so a repair can read the committed bytes."""
     out = set()
     for s in spools:
         try:
             ov = area.overlay(s)
         except OSError as e:
             log.error("%s", e)
+            path = map_path(area.spool_path(s))
+            try:
+                with open(path, "rb") as f:
+                    out.add(_header(path, f.read(HEADER.size + CRC.size))[0])
+            except OSError:
+                pass  # no header to name a File: nothing of the repository is read through it
             continue
         if ov is not None:
             out.add(ov.fid)

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from coralfs.staging import StagingArea, base_pin
-from coralfs.staging.overlay import Overlay, map_path
+from coralfs.staging.overlay import Overlay, committed_under, map_path
 
 
 class Model:
@@ -224,4 +224,25 @@ def test_gc_keeps_the_committed_file_an_overlay_reads_once_the_base_moved_past_i
     finally:
         os.close(fd)
     assert got == bytes(want)
+    st.close()
+
+
+def test_gc_keeps_the_committed_file_a_map_with_a_damaged_record_names(repo, committed):
+    """The file answers EIO until someone repairs it, but what its header names stays, so the
+    committed bytes are still there to repair it from."""
+    st = StagingArea.open(repo, "main")
+    for k in range(3):
+        _write(st, "model.safetensors", 1000 + 100 * k, b"x")
+    spool = st.get("model.safetensors").spool
+    old = st.overlay(spool).fid
+    st.commit("busy", busy={spool})
+    st.close()
+    path = map_path(st.spool_path(spool))
+    data = bytearray(open(path, "rb").read())
+    data[60] ^= 0xFF  # inside the first record; more records follow
+    open(path, "wb").write(bytes(data))
+    st = StagingArea.open(repo, "main")
+    with pytest.raises(OSError):
+        st.overlay(spool)
+    assert old in committed_under(st, {spool})
     st.close()
