@@ -28,12 +28,18 @@ def _props(path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def test_weights_changed_in_coralfs_run_in_onnxruntime(tmp_path):
+def _imported(tmp_path):
+    """A torch model, its input, and a repository with the model imported as m.onnx."""
     m = torch_model()
     x = export_torch(m, tmp_path / "m.onnx")
     repo = str(tmp_path / "repo")
     run_cli("init", repo)
     run_cli("import", "onnx", str(tmp_path / "m.onnx"), repo=repo)
+    return m, x, repo
+
+
+def test_weights_changed_in_coralfs_run_in_onnxruntime(tmp_path):
+    m, x, repo = _imported(tmp_path)
     run_cli("tag", "v1.0.0", repo=repo)
     run_cli("export", "onnx", "v1.0.0", str(tmp_path / "same.onnx"), "--graph", str(tmp_path / "m.onnx"), repo=repo)
     assert np.allclose(_run(tmp_path / "same.onnx", x), m(x).detach().numpy(), atol=1e-5)
@@ -85,11 +91,7 @@ def test_a_re_export_with_external_data_never_pairs_a_model_with_other_data(tmp_
     from coralfs.integrations import onnx as onnx_export
     from coralfs.objects import durable
 
-    m = torch_model()
-    x = export_torch(m, tmp_path / "m.onnx")
-    repo = str(tmp_path / "repo")
-    run_cli("init", repo)
-    run_cli("import", "onnx", str(tmp_path / "m.onnx"), repo=repo)
+    m, x, repo = _imported(tmp_path)
     out = tmp_path / "ext.onnx"
     args = ("export", "onnx", "HEAD", str(out), "--graph", str(tmp_path / "m.onnx"), "--external-data")
     run_cli(*args, repo=repo)
@@ -132,11 +134,7 @@ def test_a_re_export_with_external_data_never_pairs_a_model_with_other_data(tmp_
 
 
 def test_a_template_with_external_data_takes_the_weights(tmp_path):
-    m = torch_model()
-    x = export_torch(m, tmp_path / "m.onnx")
-    repo = str(tmp_path / "repo")
-    run_cli("init", repo)
-    run_cli("import", "onnx", str(tmp_path / "m.onnx"), repo=repo)
+    m, x, repo = _imported(tmp_path)
     t = tmp_path / "t"
     t.mkdir()
     with_external(tmp_path / "m.onnx", t / "template.onnx")
