@@ -4,6 +4,7 @@ then kill), and a shared repository of real checkpoints."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -104,3 +105,38 @@ def mnt(tmp_path):
 
 
 __all__ = ["mounted", "sha", "tree_sha", "stats", "force_unmount", "time"]
+
+
+def _errno_of(fn) -> str:
+    try:
+        got = fn()
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    return got if isinstance(got, str) else "ok"
+
+
+def as_user(uid: int, gid: int, attempts: dict, groups: tuple[int, ...] = (),
+            umask: int | None = 0o022) -> dict:
+    """Run each attempt in a forked child that dropped to ``uid``/``gid`` (with the
+    supplementary ``groups``); each gives "ok", a string it returns, or its errno name."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no Python-level cleanup, just the attempts
+        try:
+            os.close(r)
+            os.setgroups(list(groups))
+            os.setgid(gid)
+            os.setuid(uid)
+            if umask is not None:
+                os.umask(umask)
+            out = {name: _errno_of(fn) for name, fn in attempts.items()}
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    buf = b""
+    while chunk := os.read(r, 1 << 16):
+        buf += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(buf)

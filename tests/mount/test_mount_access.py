@@ -22,7 +22,7 @@ from safetensors.numpy import save, save_file
 from coralfs.fs.lifecycle import mount_info
 from coralfs.fs.writable.control import request
 from tests.conftest import run_cli
-from tests.mount.conftest import mounted
+from tests.mount.conftest import as_user, mounted
 
 pytestmark = pytest.mark.mount
 
@@ -52,36 +52,9 @@ def public(tmp_path):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _errno_of(fn) -> str:
-    try:
-        got = fn()
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
-    return got if isinstance(got, str) else "ok"
-
-
 def as_nobody(attempts: dict) -> dict:
-    """Run each attempt in a forked child that dropped to uid/gid 65534; each gives "ok",
-    a string it returns, or the errno name it failed with."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no Python-level cleanup, just the attempts
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            out = {name: _errno_of(fn) for name, fn in attempts.items()}
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    buf = b""
-    while chunk := os.read(r, 1 << 16):
-        buf += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(buf)
+    """Run each attempt in a forked child that dropped to uid/gid 65534 (see as_user)."""
+    return as_user(NOBODY, NOBODY, attempts, umask=None)
 
 
 def _read(path: str) -> str:

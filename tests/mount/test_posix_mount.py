@@ -7,7 +7,6 @@ as on a local file system."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import time
@@ -16,37 +15,12 @@ import pytest
 
 from coralfs.fs.writable.control import request
 from tests.conftest import run_cli
-from tests.mount.conftest import mounted
-from tests.mount.test_mount_access import _errno_of, public  # noqa: F401 - the fixture
+from tests.mount.conftest import as_user, mounted
+from tests.mount.test_mount_access import public  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.mount
 
 ALICE, BOB, STAFF = 4321, 4322, 4400
-
-
-def as_user(uid: int, gid: int, attempts: dict, groups: tuple[int, ...] = ()) -> dict:
-    """Run each attempt in a forked child that dropped to ``uid``/``gid`` (with the
-    supplementary ``groups``); each gives "ok", a value it returns, or its errno name."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgroups(list(groups))
-            os.setgid(gid)
-            os.setuid(uid)
-            os.umask(0o022)
-            out = {name: _errno_of(fn) for name, fn in attempts.items()}
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    buf = b""
-    while chunk := os.read(r, 1 << 16):
-        buf += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(buf)
 
 
 def _make(path: str, mode: int = 0o644) -> str:
