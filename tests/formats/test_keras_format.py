@@ -14,13 +14,12 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from hypothesis import given  # noqa: E402
 
 from coralfs import Repository  # noqa: E402
 from coralfs.api import Repository as ApiRepository  # noqa: E402
 from coralfs.formats import layout_of  # noqa: E402
 from tests.conftest import fails, run_cli, sha  # noqa: E402
-from tests.formats.test_malformed import FUZZ, _check, _fuzz_bytes, _snapshot  # noqa: E402
+from tests.formats.test_malformed import _snapshot, fuzz_layouts  # noqa: E402
 
 
 def keras_model(seed: int = 0, width: int = 16, inputs: int = 8) -> keras.Model:
@@ -161,11 +160,4 @@ def test_fuzz_keras_reader_never_crashes(tmp_path):
     seed = _seed(tmp_path)
     path = str(tmp_path / "f.keras")
 
-    @FUZZ
-    @given(data=_fuzz_bytes(seed))
-    def run(data):
-        with open(path, "wb") as f:
-            f.write(data)
-        _check(path)
-
-    run()
+    fuzz_layouts(path, seed)

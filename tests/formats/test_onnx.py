@@ -12,14 +12,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hypothesis import given
 from onnx import helper, numpy_helper
 
 from coralfs import Repository
 from coralfs.api import Repository as ApiRepository
 from coralfs.formats import FormatError, layout_of
 from tests.conftest import fails, run_cli, sha
-from tests.formats.test_malformed import FUZZ, _check, _fuzz_bytes, _snapshot
+from tests.formats.test_malformed import _snapshot, fuzz_layouts
 
 
 def torch_model(width: int = 32, seed: int = 0) -> torch.nn.Module:
@@ -246,14 +245,7 @@ def test_fuzz_onnx_reader_never_crashes(tmp_path):
     seed = (tmp_path / "seed.onnx").read_bytes()
     path = str(tmp_path / "f.onnx")
 
-    @FUZZ
-    @given(data=_fuzz_bytes(seed))
-    def run(data):
-        with open(path, "wb") as f:
-            f.write(data)
-        _check(path)
-
-    run()
+    fuzz_layouts(path, seed)
 
 
 def test_onnx_truncations_are_errors_or_valid_layouts(tmp_path):
