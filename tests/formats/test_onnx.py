@@ -19,6 +19,7 @@ from coralfs.api import Repository as ApiRepository
 from coralfs.formats import FormatError, layout_of
 from tests.conftest import fails, run_cli, sha
 from tests.formats.test_malformed import _snapshot, fuzz_layouts
+from tests.formats.wire import varint
 
 
 def torch_model(width: int = 32, seed: int = 0) -> torch.nn.Module:
@@ -146,14 +147,6 @@ def test_a_data_file_committed_without_its_model_is_plain_bytes(tmp_path):
 
 # -- malformed models -----------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _model_with(tensor: onnx.TensorProto) -> bytes:
@@ -183,7 +176,7 @@ def _lying_length() -> bytes:
     """A raw_data field whose length prefix claims more bytes than the file holds."""
     good = _good()
     i = good.index(b"\x4a\x10")  # field 9 (raw_data), 16 bytes
-    return good[:i] + b"\x4a" + _varint(1 << 30) + good[i + 2:]
+    return good[:i] + b"\x4a" + varint(1 << 30) + good[i + 2:]
 
 
 MALFORMED = {

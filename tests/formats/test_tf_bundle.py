@@ -16,6 +16,7 @@ import pytest
 from coralfs.formats import FormatError, detect, tfbundle
 from coralfs.integrations.tensorflow import tensors
 from tests.conftest import fails, head_of, run_cli, tree_sha
+from tests.formats.wire import varint
 
 FIX = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "tf")
 EXPECTED = np.load(os.path.join(FIX, "expected.npz"))
@@ -220,24 +221,16 @@ def test_corrupt_index_is_named(tmp_path, repo):
 
 # A table writer for crafted indexes (one data block, uncompressed or snappy).
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _block(rows: list[tuple[bytes, bytes]]) -> bytes:
-    body = b"".join(_varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in rows)
+    body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in rows)
     return body + struct.pack("<II", 0, 1)
 
 
 def _snappy_literal(data: bytes) -> bytes:
     """Snappy of ``data`` as literals of up to 60 bytes (valid snappy, never a copy)."""
-    out = _varint(len(data))
+    out = varint(len(data))
     for i in range(0, len(data), 60):
         piece = data[i:i + 60]
         out += bytes([(len(piece) - 1) << 2]) + piece
@@ -256,21 +249,21 @@ def _table(rows: list[tuple[bytes, bytes]], snappy: bool = False) -> bytes:
     data = _block(rows)
     off, size = put(_snappy_literal(data), 1) if snappy else put(data)
     meta_off, meta_size = put(_block([]))
-    idx_off, idx_size = put(_block([(rows[-1][0] + b"\xff", _varint(off) + _varint(size))]))
-    foot = _varint(meta_off) + _varint(meta_size) + _varint(idx_off) + _varint(idx_size)
+    idx_off, idx_size = put(_block([(rows[-1][0] + b"\xff", varint(off) + varint(size))]))
+    foot = varint(meta_off) + varint(meta_size) + varint(idx_off) + varint(idx_size)
     return bytes(out) + foot.ljust(40, b"\0") + struct.pack("<Q", tfbundle.TABLE_MAGIC)
 
 
 def _entry(dtype: int, shape: list[int], offset: int, size: int, crc: int, shard: int = 0) -> bytes:
-    dims = b"".join(b"\x12" + _varint(len(d)) + d for d in (b"\x08" + _varint(s) for s in shape))
-    return (b"\x08" + _varint(dtype) + b"\x12" + _varint(len(dims)) + dims + b"\x18" + _varint(shard)
-            + b"\x20" + _varint(offset) + b"\x28" + _varint(size) + b"\x35" + struct.pack("<I", crc))
+    dims = b"".join(b"\x12" + varint(len(d)) + d for d in (b"\x08" + varint(s) for s in shape))
+    return (b"\x08" + varint(dtype) + b"\x12" + varint(len(dims)) + dims + b"\x18" + varint(shard)
+            + b"\x20" + varint(offset) + b"\x28" + varint(size) + b"\x35" + struct.pack("<I", crc))
 
 
 def _bundle(tmp_path, entries: list[tuple[bytes, bytes]], data: bytes, snappy: bool = False, shards: int = 1):
     d = tmp_path / "crafted"
     d.mkdir(exist_ok=True)
-    (d / "b.index").write_bytes(_table([(b"", b"\x08" + _varint(shards))] + entries, snappy))
+    (d / "b.index").write_bytes(_table([(b"", b"\x08" + varint(shards))] + entries, snappy))
     (d / f"b.data-00000-of-{shards:05d}").write_bytes(data)
     return d
 
