@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import math
 import pickle
-import struct
 import zipfile
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from ..objects import dtypes
 from ..objects.regions import Region
 from .base import MAX_MEMBERS, FormatError, Layout, Window
 from .torchpickle import TORCH_DTYPES
+from .ziparchive import member_data_offset
 
 METADATA = ".metadata"
 
@@ -206,14 +206,7 @@ def _saved_storage(path: str, f, c: Chunk) -> tuple[int, int] | None:
     if len(data) != 1 or data[0].compress_type != zipfile.ZIP_STORED:
         return None
     info = data[0]
-    f.seek(c.offset + info.header_offset)
-    local = f.read(30)
-    if len(local) != 30 or local[:4] != b"PK\x03\x04":
-        raise FormatError(path, f"{c.name!r}: its saved tensor has a bad local header")
-    name_len, extra_len = struct.unpack_from("<HH", local, 26)
-    start = info.header_offset + 30 + name_len + extra_len
-    if start + info.compress_size > c.length:
-        raise FormatError(path, f"{c.name!r}: its saved tensor's storage runs past the item ({c.length} bytes)")
+    start = member_data_offset(f"{path}: {c.name!r}'s saved tensor", Window(f, c.offset, c.length), info, c.length)
     return c.offset + start, info.compress_size
 
 

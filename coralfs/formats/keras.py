@@ -17,24 +17,15 @@ import zipfile
 from dataclasses import replace
 
 from . import hdf5
-from .base import MAX_MEMBERS, FormatError, Layout, Window, guarded, safe_member_name
-from .ziparchive import _member_data_offset
+from .base import FormatError, Layout, Window, guarded
+from .ziparchive import member_data_offset, open_members
 
 WEIGHTS = "model.weights.h5"
 
 
 @guarded("Keras")
 def parse(path: str, size: int) -> Layout:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise FormatError(path, f"not a Keras archive: not a readable zip ({e})") from None
-    with zf, open(path, "rb") as f:
-        infos = zf.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise FormatError(path, f"{len(infos)} archive members is over the cap")
-        for i in infos:
-            safe_member_name(path, i.filename)
+    with open_members(path, "not a Keras archive: not a readable zip") as (_, f, infos):
         names = {i.filename for i in infos}
         if "config.json" not in names:
             raise FormatError(path, "not a Keras archive (no config.json)")
@@ -45,7 +36,7 @@ def parse(path: str, size: int) -> Layout:
         if info.compress_size != info.file_size:
             raise FormatError(path, f"{WEIGHTS} is stored uncompressed but its sizes differ "
                                     f"({info.compress_size} and {info.file_size} bytes)")
-        start = _member_data_offset(path, f, info, size)
+        start = member_data_offset(path, f, info, size)
         where = f"{path}:{WEIGHTS}"
         inner = hdf5.parse(where, info.file_size, fileobj=Window(f, start, info.file_size))
         for r in inner.regions:

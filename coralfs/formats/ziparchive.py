@@ -12,11 +12,14 @@ byte-identical all the same. Only a structurally broken archive is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import struct
 import zipfile
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..objects import dtypes
 from ..objects.regions import Region
@@ -51,7 +54,7 @@ def read_pickle(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes 
     return data
 
 
-def _member_data_offset(path: str, f, info: zipfile.ZipInfo, size: int) -> int:
+def member_data_offset(path: str, f, info: zipfile.ZipInfo, size: int) -> int:
     f.seek(info.header_offset)
     head = f.read(_LOCAL.size)
     if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
@@ -64,12 +67,14 @@ def _member_data_offset(path: str, f, info: zipfile.ZipInfo, size: int) -> int:
     return off
 
 
-@guarded("zip")
-def parse(path: str, size: int) -> Layout:
+@contextlib.contextmanager
+def open_members(path: str, unreadable: str) -> Iterator[tuple[zipfile.ZipFile, BinaryIO, list[zipfile.ZipInfo]]]:
+    """The archive, the file under it and its members, checked: a readable zip (else
+    ``unreadable (why)``), at most MAX_MEMBERS members, names UTF-8 and safe."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise FormatError(path, f"not a readable zip archive ({e})") from None
+        raise FormatError(path, f"{unreadable} ({e})") from None
     with zf, open(path, "rb") as f:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
@@ -79,6 +84,12 @@ def parse(path: str, size: int) -> Layout:
                 # cp437 names decode to anything; require the UTF-8 flag for non-ASCII.
                 raise FormatError(path, f"archive member name {i.filename!r} is not UTF-8")
             safe_member_name(path, i.filename)
+        yield zf, f, infos
+
+
+@guarded("zip")
+def parse(path: str, size: int) -> Layout:
+    with open_members(path, "not a readable zip archive") as (zf, f, infos):
         pkl = [i for i in infos if i.filename.endswith("data.pkl") and i.filename.count("/") <= 1]
         pt2 = [i for i in infos if i.filename.endswith(PT2_WEIGHTS) and i.filename.count("/") == 3]
         if pkl:
@@ -104,7 +115,7 @@ def _torch_regions(path: str, zf: zipfile.ZipFile, f, size: int, infos: list[zip
         if not member.startswith(("data/", "constants/")) or i.compress_type != zipfile.ZIP_STORED:
             continue
         dt = dtypes_by_key.get(member[5:], "U8") if member.startswith("data/") else "U8"
-        off = _member_data_offset(path, f, i, size)
+        off = member_data_offset(path, f, i, size)
         width = dtypes.lookup(dt).width
         if i.file_size % width:
             dt, width = "U8", 1
@@ -182,7 +193,7 @@ def _pt2_regions(path: str, zf: zipfile.ZipFile, f, size: int, infos: list[zipfi
                 continue
             used.add(name)
             members.add(i.filename)
-            off = _member_data_offset(path, f, i, size)
+            off = member_data_offset(path, f, i, size)
             got = _pt2_shape(entry.get("tensor_meta"))
             dt, shape = got if got is not None else ("U8", (i.file_size,))
             width = dtypes.lookup(dt).width
@@ -200,7 +211,7 @@ def _npy_regions(path: str, f, size: int, infos: list[zipfile.ZipInfo]) -> list[
     for i in infos:
         if i.compress_type != zipfile.ZIP_STORED or not i.filename.endswith(".npy"):
             continue
-        off = _member_data_offset(path, f, i, size)
+        off = member_data_offset(path, f, i, size)
         f.seek(off)
         head = f.read(min(i.file_size, 12 + npy.MAX_NPY_HEADER))
         r = npy.region_at(f"{path}:{i.filename}", head, off, i.file_size, i.filename[:-4])
