@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ..objects import dtypes
 from ..objects.regions import Region
 from .base import MAX_MEMBERS, FormatError, Layout, Window
-from .torchpickle import TORCH_DTYPES
+from .torchpickle import TORCH_DTYPES, fits
 from .ziparchive import member_data_offset
 
 METADATA = ".metadata"
@@ -137,6 +137,8 @@ def _dtype_of(props) -> str | None:
 
 def parse_metadata(path: str, data: bytes) -> list[Chunk]:
     """Every chunk a ``.metadata`` pickle records (FormatError names ``path``)."""
+    if not fits(data):
+        raise FormatError(path, f"a .metadata pickle of {len(data)} bytes is too large to read safely")
     try:
         meta = _Unpickler(io.BytesIO(data)).load()
         if not isinstance(meta, _Record) or meta.name != "Metadata":

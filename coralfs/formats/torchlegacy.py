@@ -24,7 +24,7 @@ import pickletools
 from ..objects import dtypes
 from ..objects.regions import Region
 from .base import FormatError, Layout, guarded
-from .torchpickle import Scan, ScanUnpickler, View, primary_names, scan
+from .torchpickle import Scan, ScanUnpickler, View, fits, primary_names, scan
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class _Truncated(FormatError):
 
 def _load_small(path: str, data: bytes, what: str):
     """A small header pickle (magic, protocol, sys info, storage keys), read with stand-ins."""
+    if not fits(data):
+        raise FormatError(path, f"legacy torch file: the {what} pickle is too large to read safely "
+                                f"({len(data)} bytes)")
     try:
         return ScanUnpickler(io.BytesIO(data)).load()
     except Exception as e:  # noqa: BLE001 - untrusted bytes

@@ -41,6 +41,23 @@ TORCH_DTYPES = {
 # costs bounded time, and a real checkpoint is far from either.
 MAX_DEPTH = 64
 MAX_NODES = 5_000_000
+# What reading a pickle with stand-ins (or scanning its opcodes) may take in memory. A
+# one-byte opcode can build an object: measured on 8 MiB streams, EMPTY_DICT / EMPTY_LIST
+# cost ~75 bytes a byte and any other opcode (DUP, NONE, MARK ...) at most ~18 (the stack,
+# the marks, the fallback scan). A real checkpoint's pickle is far under the bound (a few
+# MiB for tens of thousands of tensors); a crafted one over it is not read (storages
+# stay untyped, which stores them exactly).
+SCAN_MEMORY = 512 << 20
+
+
+def scan_memory(data: bytes) -> int:
+    """An upper estimate of the memory reading ``data`` with stand-ins may take."""
+    builders = data.count(b"}") + data.count(b"]") + data.count(b"\x8f")  # EMPTY_DICT/LIST/SET
+    return 18 * len(data) + 64 * builders
+
+
+def fits(data: bytes) -> bool:
+    return scan_memory(data) <= SCAN_MEMORY
 
 
 class View(NamedTuple):
@@ -312,7 +329,12 @@ class Scan(NamedTuple):
 
 def scan(path: str, data: bytes) -> Scan:
     """Read a torch pickle with stand-ins (never refusing it: a pickle they cannot load
-    is scanned for its opcodes, which gives dtypes but no tensor names)."""
+    is scanned for its opcodes, which gives dtypes but no tensor names). A pickle that
+    could take more than SCAN_MEMORY to read is not read: nothing is known of it."""
+    if not fits(data):
+        log.warning("%s: a pickle of %d bytes could take over %d MiB to read: its storages stay untyped",
+                    path, len(data), SCAN_MEMORY >> 20)
+        return Scan({}, {}, {}, {})
     u = ScanUnpickler(io.BytesIO(data))
     views: dict[str, list[View]] = {}
     try:

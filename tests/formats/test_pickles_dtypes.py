@@ -11,6 +11,7 @@ import io
 import json
 import os
 import struct
+import subprocess
 import sys
 import zipfile
 
@@ -20,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from coralfs.formats import layout_of
-from tests.conftest import run_cli, sha
+from tests.conftest import PYTHON, run_cli, sha
 
 
 @dataclasses.dataclass
@@ -306,3 +307,33 @@ torch.save(torch.nn.Linear(4, 2), {str(src / 'module.pt')!r})
     assert {f["path"]: f["format"] for f in info["files"]} == {
         "training_args.bin": "torch", "state.pt": "torch", "module.pt": "torch", "model.safetensors": "safetensors"}
     assert {f["path"]: f["tensors"] for f in info["files"]}["module.pt"] == 2
+
+
+MEMORY_PROBE = """
+import resource, sys
+from coralfs.formats.torchpickle import scan
+op = sys.argv[1].encode("latin-1")
+data = b"\\x80\\x02" + op * (int(sys.argv[2]) << 20) + b"."
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+s = scan("crafted", data)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, len(s.dtypes))
+"""
+
+
+@pytest.mark.parametrize("op", ["}", "]", "2"])
+def test_a_pickle_that_would_take_too_much_memory_is_not_read(op):
+    """A stream of one-byte builders (EMPTY_DICT, EMPTY_LIST, DUP) would make the stand-in
+    load build millions of objects; it is left unread (storages untyped) at bounded memory."""
+    big = "40" if op == "2" else "8"  # DUP costs ~10 bytes a byte, a dict or list ~75
+    p = subprocess.run([PYTHON, "-c", MEMORY_PROBE, op, big], capture_output=True, text=True, check=True)
+    grown_mb, typed = map(int, p.stdout.split())
+    assert typed == 0 and grown_mb < 120, p.stdout
+
+
+def test_a_real_checkpoint_pickle_is_far_inside_the_scan_bound():
+    from coralfs.formats.torchpickle import SCAN_MEMORY, scan_memory
+    buf = io.BytesIO()
+    torch.save({f"layer{i}.weight": torch.zeros(2, 2) for i in range(20000)}, buf)
+    with zipfile.ZipFile(buf) as zf:
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+    assert scan_memory(pkl) * 10 < SCAN_MEMORY
