@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (SIGTERM/SIGINT unmount cleanly)."""
+    from ..objects.memory import tune_allocator
     from ..objects.repository import Repository
+
+    tune_allocator()  # a daemon decoding 4 MiB chunks reuses its buffers (objects/memory.py)
 
     remote = spec.remote is not None
     repo = _remote_repo(spec) if remote else Repository.open(spec.repo)
