@@ -1,6 +1,8 @@
 """How fast the command line answers: median wall time of `coralfs log`, `status`, `branch`
-and `--help` on an empty repository, each in a fresh process, beside the floor every
-Python command pays (the interpreter alone, and importing numpy).
+and `--help` on an empty repository, each in a fresh process, beside the floors: the
+interpreter alone, importing numpy, importing typer, importing the coralfs package (what
+every `coralfs` command pays before it parses its arguments) and the rich modules the root
+help draws with.
 
     .venv/bin/python scripts/bench_cli.py [--repeat 7] [--compare OTHER_SOURCE_TREE]
 
@@ -23,6 +25,7 @@ import tempfile
 import time
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RICH = "import rich.align, rich.columns, rich.console, rich.highlighter, rich.padding, rich.panel, rich.table, rich.text"
 
 
 def once(args: list[str], env: dict, cwd: str) -> tuple[float, float]:
@@ -49,7 +52,11 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "coralfs", "init", repo], check=True, capture_output=True,
                        env=dict(env, PYTHONPATH=SRC))
         rows = [("python -c pass", [sys.executable, "-c", "pass"]),
-                ("python -c 'import numpy'", [sys.executable, "-c", "import numpy"])]
+                ("python -c 'import numpy'", [sys.executable, "-c", "import numpy"]),
+                ("python -c 'import typer'", [sys.executable, "-c", "import typer"]),
+                ("python -c 'import coralfs'", [sys.executable, "-c", "import coralfs"]),
+                # What the root help draws with (coralfs/cli/root_help.py).
+                ("python -c 'import rich.table, ...'", [sys.executable, "-c", RICH])]
         rows += [(f"coralfs {c}", [sys.executable, "-m", "coralfs", *c.split()]) for c in ("log", "status", "branch", "--help")]
         envs = [dict(env, PYTHONPATH=path) for _, path in trees]
         # From the scratch directory: `python -m` puts the current directory first on sys.path.

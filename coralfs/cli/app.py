@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ..objects.errors import CoralError
-from . import plain_params
+from . import catalog, plain_params
 from .common import State, click, esc, find_repo_path, state
 
 plain_params.install()   # plain values skip typer's pydantic adapters (start-up time)
@@ -121,7 +121,7 @@ class _External(TyperCommand):
 app = typer.Typer(
     cls=CoralGroup,
     name="coralfs",
-    help="Version control for neural-network weights, used through the file system.",
+    help=catalog.HELP,   # `coralfs --help` shows catalog.HELP without building this app
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

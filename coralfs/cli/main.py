@@ -1,47 +1,55 @@
-"""Entry point: ``coralfs`` and ``python -m coralfs``."""
+"""Entry point: ``coralfs`` and ``python -m coralfs``.
+
+Importing this module imports neither typer nor a command module: `coralfs --help` and
+`coralfs` alone are drawn from coralfs/cli/catalog.py (coralfs/cli/root_help.py); anything
+else loads the command modules first (``load_commands()``). ``app``, as an attribute of this
+module, is the root typer app with every command registered."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import io
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import typer
+from . import root_help
+from .catalog import PANEL_OF, PANELS  # noqa: F401  (re-exported: where the panels are)
+from .root_help import ROOT_FLAGS, ROOT_VALUE_OPTIONS
 
-from . import (  # noqa: F401  (importing registers the commands)
-    admin_cmds,
-    cache_cmds,
-    ci_cmds,
-    common,
-    experiment_cmds,
-    inspect_cmds,
-    mount_cmds,
-    publish_cmds,
-    ref_cmds,
-    remote_cmds,
-    repo_cmds,
-    staging_cmds,
-    tui_cmds,
-    workflow_cmds,
-)
-from .app import OVERRIDABLE, app
-from .common import click, esc
+if TYPE_CHECKING:
+    import typer
 
-# `coralfs --help` lists commands by task, in this order (typer's rich help panels).
-PANELS: dict[str, tuple[str, ...]] = {
-    "Start": ("init", "import", "import-pytorch", "clone", "config", "alias", "completions"),
-    "Record": ("commit", "save", "status", "stash", "watch", "preview"),
-    "Inspect": ("log", "show", "diff", "changelog", "lineage", "ancestry", "provenance", "stats", "browse", "ui"),
-    "Branches and tags": ("branch", "tag", "checkout", "merge", "export"),
-    "Mount": ("mount", "umount", "mounts"),
-    "Experiments and releases": ("experiment", "release", "releases", "ci"),
-    "Share": ("remote", "push", "fetch", "pull", "publish"),
-    "Maintain": ("gc", "fsck", "optimize", "cache"),
-}
-PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+    from .common import click
+
+# The modules whose import registers the commands on the root app (coralfs/cli/app.py).
+COMMAND_MODULES = ("admin_cmds", "cache_cmds", "ci_cmds", "experiment_cmds", "inspect_cmds", "mount_cmds",
+                   "publish_cmds", "ref_cmds", "remote_cmds", "repo_cmds", "staging_cmds", "tui_cmds",
+                   "workflow_cmds")
+_loaded: typer.Typer | None = None
 
 
-def assign_panels() -> None:
+def load_commands() -> typer.Typer:
+    """The root app with every command registered and put in its panel (done once)."""
+    global _loaded
+    if _loaded is None:
+        for name in COMMAND_MODULES:
+            importlib.import_module(f"{__package__}.{name}")
+        from .app import app
+        assign_panels(app)
+        _loaded = app
+    return _loaded
+
+
+def __getattr__(name: str):
+    # `from coralfs.cli.main import app` (tests, typer's CliRunner) gets the whole tree.
+    if name == "app":
+        return load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def assign_panels(app: typer.Typer) -> None:
     """Put every registered command and group in its panel; commands are listed by panel
     in PANELS order, then by the order within it."""
     order = {name: i for i, name in enumerate(n for names in PANELS.values() for n in names)}
@@ -54,22 +62,15 @@ def assign_panels() -> None:
     app.registered_groups.sort(key=lambda g: order.get(g.name, len(order)))
 
 
-assign_panels()
-
-# The root options (coralfs/cli/app.py) that take a value: skipped to find the command name.
-_ROOT_VALUE_OPTIONS = frozenset({"-R", "--repo", "-c", "--config"})
-_ROOT_FLAGS = frozenset({"-v", "--verbose"})
-
-
 def invoked_name(args: list[str]) -> str | None:
     """The command or group name ``args`` run, when only root options come before it;
     None for anything else (`--help`, an option this does not know)."""
     i = 0
     while i < len(args):
         a = args[i]
-        if a in _ROOT_VALUE_OPTIONS:
+        if a in ROOT_VALUE_OPTIONS:
             i += 2
-        elif a in _ROOT_FLAGS or a.startswith(("--repo=", "--config=")):
+        elif a in ROOT_FLAGS or a.startswith(("--repo=", "--config=")):
             i += 1
         elif a.startswith("-"):
             return None
@@ -84,27 +85,49 @@ def build_command(args: list[str]) -> click.Command:
     when ``args`` name a built-in command (not an alias, not a custom command, not a
     completion request), the group holds only that one; `--help` and everything else get
     the whole tree."""
-    from typer.main import get_command_name
+    import typer.main
+
+    from .app import OVERRIDABLE
+    app = load_commands()
     name = invoked_name(args)
     commands, groups = app.registered_commands, app.registered_groups
     if name is not None and name not in OVERRIDABLE and "_CORALFS_COMPLETE" not in os.environ:
-        only_cmd = [c for c in commands if (c.name or get_command_name(c.callback.__name__)) == name]
+        only_cmd = [c for c in commands if (c.name or typer.main.get_command_name(c.callback.__name__)) == name]
         only_grp = [g for g in groups if g.name == name]
         if only_cmd or only_grp:
             app.registered_commands, app.registered_groups = only_cmd, only_grp
     try:
-        return typer.main.get_command(app)
+        group = typer.main.get_command(app)
     finally:
         # Restored before the command runs: `coralfs alias` looks at the whole tree.
         app.registered_commands, app.registered_groups = commands, groups
+    for cmd in group.commands.values():  # type: ignore[attr-defined]
+        if not cmd.short_help and cmd.help:
+            cmd.short_help = one_line(cmd.help)
+    return group
+
+
+def one_line(help_text: str) -> str:
+    """The first paragraph of a help text on one line: what `coralfs --help` lists for the
+    command. typer's rich markup keeps a docstring's single line breaks, which cut a
+    listed help in the middle of its column."""
+    return inspect.cleandoc(help_text).split("\n\n")[0].replace("\n", " ").strip()
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    rc = root_help.exit_code_of(args)
+    if rc is not None:
+        root_help.show(blank_line=rc == 0)   # a reader gone away (| head): rich exits 1 quietly
+        return rc
+    import typer
+    from typer._completion_classes import completion_init
+
+    from . import common
+    from .common import click, esc
     # Typer's shell-completion handlers (complete_bash, complete_zsh, ...) are registered
     # only on request; the scripts from `coralfs completions` call them.
-    from typer._completion_classes import completion_init
     completion_init()
-    args = argv if argv is not None else sys.argv[1:]
     cmd = build_command(args)
     common.COMMAND_LINE = ["coralfs", *args]   # what a commit's provenance records
     try:

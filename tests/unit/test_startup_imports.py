@@ -23,6 +23,7 @@ import contextlib, io, json, sys
 args = json.loads(sys.argv[1])
 if args is None:
     import coralfs.cli.main
+    coralfs.cli.main.load_commands()   # every command module, as `coralfs CMD` loads them
     rc = 0
 else:
     from coralfs.cli.main import main
@@ -62,10 +63,27 @@ def test_importing_the_cli_imports_nothing_heavy():
     assert "coralfs.cli.main" in modules
 
 
-def test_help_imports_nothing_heavy():
-    rc, modules = loaded(["--help"])
-    assert rc == 0
+# What the root help does not need: typer (it draws from coralfs/cli/catalog.py with rich's
+# console, table and panel), typer's rich_utils and the markdown and traceback modules it
+# imports, or any command module.
+NOT_FOR_ROOT_HELP = ("typer", "click", "markdown_it", "rich.markdown", "rich.traceback", "rich.syntax", "pygments",
+                     "coralfs.cli.app", "coralfs.cli.common", "coralfs.cli.plain_params")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], [], ["-R", "/nowhere", "--help"]])
+def test_help_imports_nothing_heavy(args):
+    rc, modules = loaded(args)
+    assert rc == (2 if args == [] else 0)
     assert heavy_in(modules) == []
+    assert sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_FOR_ROOT_HELP)) == []
+    assert sorted(m for m in modules if m.startswith("coralfs.cli.") and m.endswith("_cmds")) == []
+    assert "coralfs.cli.root_help" in modules and "rich.table" in modules   # it did draw the help
+
+
+def test_a_command_s_help_still_loads_the_commands():
+    rc, modules = loaded(["log", "--help"])
+    assert rc == 0
+    assert {"typer", "coralfs.cli.repo_cmds", "coralfs.cli.app"} <= modules
 
 
 @pytest.mark.parametrize("args", [["log"], ["log", "--oneline", "-n", "5"], ["status"], ["branch"], ["branch", "-h"]])
