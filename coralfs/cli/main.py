@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h"):
+    if root_help.exit_code_of(sys.argv[1:]) is None:  # a command to run, not the root help
         from ..objects.memory import tune_allocator
         tune_allocator()  # coralfs' own process: buffers reused, not page-faulted again
     sys.exit(main())
