@@ -57,6 +57,17 @@ def test_roundtrip_any_bits_any_dtype(dtype, n, seed, mode):
     _roundtrip(data, dtype, base)
 
 
+def _changed_bits(dtype: str, n: int, seed: int, changed: float, tail: int) -> tuple[bytes, bytes]:
+    """(new, base): arbitrary bits, a random fraction of the new bytes changed, and a
+    tail shorter than one element."""
+    rng = np.random.default_rng(seed)
+    base = _bits(dtype, n, seed) + bytes(tail % dtypes.lookup(dtype).width)
+    new = np.frombuffer(base, np.uint8).copy()
+    moved = rng.random(len(new)) < changed
+    new[moved] = rng.integers(0, 256, int(moved.sum()), dtype=np.uint8)
+    return new.tobytes(), base
+
+
 FORCED = [codecs.RAW, codecs.GROUPED, codecs.XOR, codecs.SUB, codecs.SUBS, codecs.SPARSE, codecs.FGROUPED]
 
 
@@ -78,12 +89,7 @@ def test_every_codec_forced_roundtrips(dtype, n, seed, codec, changed, tail):
     dt = dtypes.lookup(dtype)
     if not _forceable(codec, dtype):
         return
-    rng = np.random.default_rng(seed)
-    base = _bits(dtype, n, seed) + bytes(tail % dt.width)
-    new = np.frombuffer(base, np.uint8).copy()
-    moved = rng.random(len(new)) < changed
-    new[moved] = rng.integers(0, 256, int(moved.sum()), dtype=np.uint8)
-    data = new.tobytes()
+    data, base = _changed_bits(dtype, n, seed, changed, tail)
     oid = hash_bytes(data)
     b = codecs.Base(hash_bytes(base), base, 0)
     frame = codecs.encode_as(codec, data, oid, width=dt.width, key=dt.key, base=b, level=1)
@@ -423,13 +429,7 @@ def test_value_segments_roundtrip(width, n, seed, small, top):
 def test_sparse_with_forced_exponent_groups_roundtrips(dtype, n, seed, changed, tail, cuts):
     """POS_GROUPS forced with arbitrary thresholds (empty groups, one group holding all)
     over arbitrary bits: exact, also through encode's own choice on the same data."""
-    dt = dtypes.lookup(dtype)
-    rng = np.random.default_rng(seed)
-    base = _bits(dtype, n, seed) + bytes(tail % dt.width)
-    new = np.frombuffer(base, np.uint8).copy()
-    moved = rng.random(len(new)) < changed
-    new[moved] = rng.integers(0, 256, int(moved.sum()), dtype=np.uint8)
-    data = new.tobytes()
+    data, base = _changed_bits(dtype, n, seed, changed, tail)
     frame = _sparse_frame(data, base, dtype, sorted(cuts))
     assert _positions_mode(frame) == codecs.POS_GROUPS
     assert codecs.decode(frame, hash_bytes(data), lambda o: base) == data
