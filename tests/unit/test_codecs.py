@@ -57,6 +57,17 @@ def test_roundtrip_any_bits_any_dtype(dtype, n, seed, mode):
     _roundtrip(data, dtype, base)
 
 
+def _changed_bits(dtype: str, n: int, seed: int, changed: float, tail: int) -> tuple[bytes, bytes]:
+    """(new, base): arbitrary bits, a random fraction of the new bytes changed, and a
+    tail shorter than one element."""
+    rng = np.random.default_rng(seed)
+    base = _bits(dtype, n, seed) + bytes(tail % dtypes.lookup(dtype).width)
+    new = np.frombuffer(base, np.uint8).copy()
+    moved = rng.random(len(new)) < changed
+    new[moved] = rng.integers(0, 256, int(moved.sum()), dtype=np.uint8)
+    return new.tobytes(), base
+
+
 FORCED = [codecs.RAW, codecs.GROUPED, codecs.XOR, codecs.SUB, codecs.SUBS, codecs.SPARSE, codecs.FGROUPED]
 
 
@@ -78,12 +89,7 @@ def test_every_codec_forced_roundtrips(dtype, n, seed, codec, changed, tail):
     dt = dtypes.lookup(dtype)
     if not _forceable(codec, dtype):
         return
-    rng = np.random.default_rng(seed)
-    base = _bits(dtype, n, seed) + bytes(tail % dt.width)
-    new = np.frombuffer(base, np.uint8).copy()
-    moved = rng.random(len(new)) < changed
-    new[moved] = rng.integers(0, 256, int(moved.sum()), dtype=np.uint8)
-    data = new.tobytes()
+    data, base = _changed_bits(dtype, n, seed, changed, tail)
     oid = hash_bytes(data)
     b = codecs.Base(hash_bytes(base), base, 0)
     frame = codecs.encode_as(codec, data, oid, width=dt.width, key=dt.key, base=b, level=1)
@@ -322,6 +328,205 @@ def test_malformed_v2_payloads_are_named_corrupt(codec, density, edits):
         frame[start + pos % (len(frame) - start)] = val
     try:
         out = codecs.decode(_reseal(frame), oid, lambda o: bb)
+    except CorruptObject:
+        return
+    assert out == data
+
+
+# -- frame v3: SPARSE positions by exponent groups, packed small differences ---------------
+
+def _exponent_sensitive(n: int, seed: int) -> tuple[bytes, bytes]:
+    """(new, base) bf16 like consecutive checkpoints: small weights change often and by
+    several ulps, large ones rarely and by one (an update must cross half an ulp)."""
+    rng = np.random.default_rng(seed)
+    base = (rng.standard_normal(n) * 0.05).astype(ml_dtypes.bfloat16)
+    mag = np.abs(base.astype(np.float32))
+    p = np.where(mag < 0.01, 0.45, np.where(mag < 0.04, 0.15, 0.03))
+    moved = rng.random(n) < p
+    step = np.where(rng.random(n) < 0.9, 1, rng.integers(2, 40, n)) * rng.choice([-1, 1], n)
+    u = base.view(np.uint16).copy()
+    u[moved] = (u[moved].astype(np.int64) + step[moved]).astype(np.uint16)
+    return u.tobytes(), base.tobytes()
+
+
+def _sparse_frame(data: bytes, base: bytes, dtype: str, cuts: list[int] | None) -> bytes:
+    """A SPARSE frame as encode_as writes it, its positions layout forced by ``cuts``."""
+    dt = dtypes.lookup(dtype)
+    payload = codecs._sparse_payload(np.frombuffer(data, np.uint8), np.frombuffer(base, np.uint8),
+                                     dt.width, dt.key, 1, cuts)
+    payload = codecs._CHECK.pack(codecs.checksum(payload)) + payload
+    return codecs._pack(codecs.SPARSE, dt.width, dt.key, 1, len(data), codecs.checksum(data),
+                        hash_bytes(data), hash_bytes(base), payload)
+
+
+def _positions_mode(frame: bytes) -> int:
+    return codecs._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
+
+
+def test_sparse_bitmap_by_exponent_groups_when_changes_depend_on_magnitude():
+    """The encoder keeps the grouped bitmap when it is smaller, and it is: the frame beats
+    the same delta with its bitmap in element order; bit-exact."""
+    data, base = _exponent_sensitive(1 << 18, 1)
+    oid = hash_bytes(data)
+    frame = codecs.encode_as(codecs.SPARSE, data, oid, width=2, key=dtypes.KEY_FLOAT,
+                             base=codecs.Base(hash_bytes(base), base, 0))
+    assert frame[4] == 3 and _positions_mode(frame) == codecs.POS_GROUPS
+    assert codecs.decode(frame, oid, lambda o: base) == data
+    element_order = _sparse_frame(data, base, "BF16", [])
+    assert _positions_mode(element_order) in (0, 1, codecs.POS_GAPS)
+    assert codecs.decode(element_order, oid, lambda o: base) == data
+    assert len(frame) < 0.95 * len(element_order)
+
+
+def test_small_differences_are_stored_as_packed_symbols():
+    """+-1 ulp with a few larger moves: segments of 2- or 4-bit symbols with escapes."""
+    data, base = _exponent_sensitive(1 << 16, 2)
+    oid = hash_bytes(data)
+    for codec in (codecs.SPARSE, codecs.SUBS):
+        frame = codecs.encode_as(codec, data, oid, width=2, key=dtypes.KEY_FLOAT,
+                                 base=codecs.Base(hash_bytes(base), base, 0))
+        kinds = set()
+        orig = codecs._unpack_values
+
+        def spy(body, count, width, o):
+            kinds.add(body[0])
+            return orig(body, count, width, o)
+        codecs._unpack_values = spy
+        try:
+            assert codecs.decode(frame, oid, lambda o: base) == data
+        finally:
+            codecs._unpack_values = orig
+        assert kinds & set(codecs.SYMBOL_BITS), (codec, kinds)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(width=st.sampled_from([1, 2, 4, 8]), n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1),
+       small=st.floats(0.0, 1.0), top=st.sampled_from([2, 3, 4, 15, 16, 300, 2**31]))
+def test_value_segments_roundtrip(width, n, seed, small, top):
+    """Every segment layout (byte planes, 2- and 4-bit symbols with escapes) is exact for
+    any mix of small and large values of every width."""
+    rng = np.random.default_rng(seed)
+    dt = codecs._UINT[width]
+    big = rng.integers(0, 256, n * width, dtype=np.uint8).view(dt)
+    s = np.where(rng.random(n) < small, rng.integers(0, min(top, 2**63), n).astype(dt), big).astype(dt)
+    oid = hash_bytes(s.tobytes())
+    seg = codecs._pack_values(s, width, 1)
+    assert codecs._unpack_values(memoryview(seg), n, width, oid).tobytes() == s.tobytes()
+    for bits in codecs.SYMBOL_BITS:  # each packing forced, whatever the sizes say
+        marker = (1 << bits) - 1
+        mode, packed = codecs._squeeze(codecs._pack_symbols(np.minimum(s, marker).astype(np.uint8), bits), 1)
+        forced = bytes((bits,)) + codecs._PLANE.pack(mode, len(packed)) + bytes(packed)
+        if (s >= marker).any():
+            esc = (s[s >= marker] - dt(marker)).view(np.uint8)
+            forced += codecs._pack_planes(codecs.group(esc, width), width, 1)
+        assert codecs._unpack_values(memoryview(forced), n, width, oid).tobytes() == s.tobytes()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dtype=st.sampled_from(["F64", "F32", "F16", "BF16", "I32", "U16", "I64"]), n=st.integers(0, 5000),
+       seed=st.integers(0, 2**32 - 1), changed=st.floats(0.0, 1.0), tail=st.integers(0, 7),
+       cuts=st.lists(st.integers(0, 255), min_size=1, max_size=codecs.GROUPS_MAX - 1, unique=True))
+def test_sparse_with_forced_exponent_groups_roundtrips(dtype, n, seed, changed, tail, cuts):
+    """POS_GROUPS forced with arbitrary thresholds (empty groups, one group holding all)
+    over arbitrary bits: exact, also through encode's own choice on the same data."""
+    data, base = _changed_bits(dtype, n, seed, changed, tail)
+    frame = _sparse_frame(data, base, dtype, sorted(cuts))
+    assert _positions_mode(frame) == codecs.POS_GROUPS
+    assert codecs.decode(frame, hash_bytes(data), lambda o: base) == data
+    _roundtrip(data, dtype, base)
+
+
+def test_golden_v2_frames_still_decode():
+    """Frames written by frame format v2 (before SPARSE and SUBS changed layout) decode
+    bit-exactly: tests/unit/golden/frames-v2.json.gz, made by make_frames_v2.py."""
+    import gzip
+    import json
+    import os
+    with gzip.open(os.path.join(os.path.dirname(__file__), "golden", "frames-v2.json.gz"), "rt") as f:
+        recs = json.load(f)
+    assert {(r["codec"], r["mode"]) for r in recs} >= {("sparse", codecs.POS_GAPS), ("subs", None)}
+    for r in recs:
+        base = bytes.fromhex(r["base"])
+        data = (np.frombuffer(base, np.uint8) ^ np.frombuffer(bytes.fromhex(r["xor"]), np.uint8)).tobytes()
+        frame = bytes.fromhex(r["frame"])
+        h = codecs.parse_header(frame, hash_bytes(data))
+        assert h.version == 2 and h.codec_name == r["codec"]
+        assert codecs.decode(frame, hash_bytes(data), lambda o: base) == data
+
+
+def test_v3_frames_ask_an_older_reader_to_upgrade(monkeypatch):
+    """SPARSE and SUBS frames are version 3: a reader that knows only version 2 (what an
+    older coralfs checks) says "upgrade coralfs", not corrupt; the other codecs keep
+    their versions; a v3 positions mode in a frame labelled version 2 is corrupt."""
+    data, base = _exponent_sensitive(1 << 16, 3)
+    oid = hash_bytes(data)
+    b = codecs.Base(hash_bytes(base), base, 0)
+    frames = {c: codecs.encode_as(c, data, oid, width=2, key=dtypes.KEY_FLOAT, base=b)
+              for c in (codecs.SPARSE, codecs.SUBS, codecs.FGROUPED, codecs.SUB)}
+    assert {c: f[4] for c, f in frames.items()} == {codecs.SPARSE: 3, codecs.SUBS: 3, codecs.FGROUPED: 2,
+                                                    codecs.SUB: 1}
+    sparse = frames[codecs.SPARSE]
+    assert _positions_mode(sparse) == codecs.POS_GROUPS
+    with monkeypatch.context() as m:
+        m.setattr(codecs, "VERSION", 2)
+        for c in (codecs.SPARSE, codecs.SUBS):
+            with pytest.raises(CorruptObject, match="upgrade coralfs"):
+                codecs.decode(frames[c], oid, lambda o: base)
+        assert codecs.decode(frames[codecs.FGROUPED], oid) == data
+    forged = bytearray(sparse)
+    forged[4] = 2
+    forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
+        codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
+    with pytest.raises(CorruptObject, match="out of range"):
+        codecs.decode(bytes(forged), oid, lambda o: base)
+
+
+def _grouped_frame() -> tuple[bytes, bytes, bytes]:
+    data, base = _exponent_sensitive(6000, 4)
+    frame = _sparse_frame(data, base, "BF16", [119, 121])
+    assert _positions_mode(frame) == codecs.POS_GROUPS
+    return frame, data, base
+
+
+def test_every_flipped_byte_of_a_grouped_sparse_frame_is_detected():
+    frame, data, base = _grouped_frame()
+    oid = hash_bytes(data)
+    assert codecs.decode(frame, oid, lambda o: base) == data
+    for i in range(len(frame)):
+        bad = bytearray(frame)
+        bad[i] ^= 0x10
+        with pytest.raises(CorruptObject):
+            codecs.decode(bytes(bad), oid, lambda o: base)
+
+
+def test_truncated_grouped_sparse_frames_are_corrupt():
+    """A payload cut anywhere (its checksum made valid again) raises, never decodes."""
+    frame, data, base = _grouped_frame()
+    oid = hash_bytes(data)
+    start = codecs.HEADER_SIZE + 8
+    for cut in range(start, len(frame)):
+        with pytest.raises(CorruptObject):
+            codecs.decode(_reseal(bytearray(frame[:cut])), oid, lambda o: base)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.one_of(st.integers(0, 120), st.integers(0, 10**6)), st.integers(0, 255)),
+                      min_size=1, max_size=4),
+       codec=st.sampled_from([codecs.SPARSE, codecs.SUBS]))
+def test_malformed_v3_payloads_are_named_corrupt(edits, codec):
+    """Structurally wrong v3 payloads (group counts and thresholds, group sizes, segment
+    kinds, packed symbol lengths, escapes) with a valid checksum raise CorruptObject, never
+    another exception, and never return wrong bytes."""
+    frame, data, base = _grouped_frame()
+    if codec == codecs.SUBS:
+        frame = codecs.encode_as(codecs.SUBS, data, hash_bytes(data), width=2, key=dtypes.KEY_FLOAT,
+                                 base=codecs.Base(hash_bytes(base), base, 0))
+    frame = bytearray(frame)
+    start = codecs.HEADER_SIZE + 8
+    for pos, val in edits:
+        frame[start + pos % (len(frame) - start)] = val
+    try:
+        out = codecs.decode(_reseal(frame), hash_bytes(data), lambda o: base)
     except CorruptObject:
         return
     assert out == data
