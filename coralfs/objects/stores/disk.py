@@ -127,7 +127,7 @@ class DiskStore(ObjectStore):
             with self._lock:
                 self._dirty.add(self.root)
         if self._batching:
-            tmp = write_temp(d, frame, readonly=True, sync=False)
+            tmp = write_temp(d, frame, readonly=True, sync=False, writeback=True)
             with self._lock:
                 if oid in self._pending:   # another thread put it meanwhile
                     os.unlink(tmp)
@@ -172,7 +172,7 @@ class DiskStore(ObjectStore):
             if not self.has(oid):
                 raise ObjectNotFound(to_hex(oid))
             # Swapped in by the flush, after the names of the objects put before it.
-            tmp = write_temp(os.path.dirname(path), frame, readonly=True, sync=False)
+            tmp = write_temp(os.path.dirname(path), frame, readonly=True, sync=False, writeback=True)
             with self._lock:
                 old = self._replacing.get(oid)
                 self._replacing[oid] = tmp
