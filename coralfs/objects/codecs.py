@@ -346,13 +346,31 @@ SEGMENT_MIN = 4096  # elements: fewer would not pay for a segment's own entropy 
 _COUNT = struct.Struct("<I")
 
 
+_KEY_BITS = 24  # positions below this many bits fit under the class in one uint32 sort key
+
+
 def _order(bu: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The stable order of base elements by the 8 bits after the sign (a float's exponent:
-    bf16, fp32 exactly, the top of fp16's and fp64's); None for bytes."""
+    bf16, fp32 exactly, the top of fp16's and fp64's), and the classes in that order;
+    None for bytes."""
     if width == 1:
         return None
     cls = (bu >> _UINT[width](8 * width - 9)).astype(np.uint8)
-    return np.argsort(cls, kind="stable"), cls
+    n = len(cls)
+    if n >= 1 << _KEY_BITS:
+        perm = np.argsort(cls, kind="stable")
+        return perm, cls[perm]
+    # The same order as a plain sort of unique keys (class above, position below): half
+    # the time of the indirect stable argsort (measured 4.0 against 8.3 ms for the 1 Mi
+    # elements of a 4 MiB fp32 chunk, 9.4 against 17 ms for bf16), and the sorted classes
+    # come with it instead of a gather.
+    key = cls.astype(np.uint32)
+    key <<= _KEY_BITS
+    key |= np.arange(n, dtype=np.uint32)
+    key.sort()
+    sorted_cls = (key >> _KEY_BITS).astype(np.uint8)
+    key &= (1 << _KEY_BITS) - 1
+    return key, sorted_cls
 
 
 def _pack_sorted(vals: np.ndarray, bu: np.ndarray, width: int, level: int) -> bytes:
@@ -362,9 +380,8 @@ def _pack_sorted(vals: np.ndarray, bu: np.ndarray, width: int, level: int) -> by
     if order is None:
         cuts = [0, len(vals)]
     else:
-        perm, cls = order
+        perm, cs = order
         vals = vals[perm]
-        cs = cls[perm]
         cuts = [0]
         for b in (np.flatnonzero(cs[1:] != cs[:-1]) + 1).tolist():
             if b - cuts[-1] >= SEGMENT_MIN:
