@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--series", default="fp32,bf16")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    from bench_storage import shared_series   # the same checkpoints as the storage benchmark
+    from bench_storage import shared_series  # the same checkpoints as the storage benchmark
     shared = shared_series(args.work)
     names = {"fp32": "ckpt_{:02d}.safetensors", "bf16": "bf16_{:02d}.safetensors"}
     os.fsync = _counted("fsync", os.fsync)
