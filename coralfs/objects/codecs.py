@@ -386,12 +386,34 @@ def _classes(bu: np.ndarray, width: int) -> np.ndarray:
     return (bu >> _UINT[width](8 * width - 9)).astype(np.uint8)
 
 
+_KEY_BITS = 24  # positions below this many bits fit under the class in one uint32 sort key
+
+
 def _order(bu: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stable order of base elements by their class (see _classes); None for bytes."""
+    """The stable order of base elements by their class (see _classes), and the classes
+    in that order; None for bytes."""
     if width == 1:
         return None
-    cls = _classes(bu, width)
-    return np.argsort(cls, kind="stable"), cls
+    return _sorted(_classes(bu, width))
+
+
+def _sorted(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stable sort of ``cls``: (the permutation, the sorted classes)."""
+    n = len(cls)
+    if n >= 1 << _KEY_BITS:
+        perm = np.argsort(cls, kind="stable")
+        return perm, cls[perm]
+    # The same order as a plain sort of unique keys (class above, position below): half
+    # the time of the indirect stable argsort (measured 4.0 against 8.3 ms for the 1 Mi
+    # elements of a 4 MiB fp32 chunk, 9.4 against 17 ms for bf16), and the sorted classes
+    # come with it instead of a gather.
+    key = cls.astype(np.uint32)
+    key <<= _KEY_BITS
+    key |= np.arange(n, dtype=np.uint32)
+    key.sort()
+    sorted_cls = (key >> _KEY_BITS).astype(np.uint8)
+    key &= (1 << _KEY_BITS) - 1
+    return key, sorted_cls
 
 
 def _cuts(cs: np.ndarray) -> list[int]:
@@ -507,9 +529,9 @@ def _pack_sorted(vals: np.ndarray, bu: np.ndarray, width: int, level: int,
     else:
         if cls is None:
             cls = _classes(bu, width)
-        perm = np.argsort(cls, kind="stable")
+        perm, cs = _sorted(cls)
         vals = vals[perm]
-        cuts = _cuts(cls[perm])
+        cuts = _cuts(cs)
     parts = [_COUNT.pack(len(cuts) - 1)]
     for a, b in zip(cuts, cuts[1:]):
         seg = _pack_values(vals[a:b], width, level)

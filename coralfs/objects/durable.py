@@ -163,6 +163,7 @@ def write_temp(
     dir_fd: int | None = None,
     sparse: bool = False,
     sync: bool = True,
+    writeback: bool = False,
 ) -> str:
     """Write ``data`` to a new hidden temp file in ``directory`` and fsync it.
 
@@ -172,8 +173,9 @@ def write_temp(
     subject to the umask. ``sparse``: blocks of zeros are skipped over (holes), not
     written; the file reads back the same and takes no disk space for them (exports of
     sparse files). ``sync`` False: no fsync; the caller makes the file durable
-    (:func:`sync_filesystem`) before any durable name points at it. On error the temp file
-    is removed.
+    (:func:`sync_filesystem`) before any durable name points at it; with ``writeback``
+    the kernel starts writing it out now (:func:`start_writeback`), so that flush has less
+    left to wait for. On error the temp file is removed.
     """
     tmp = os.path.basename(_temp_name("")) if dir_fd is not None else _temp_name(directory)
     inherit = mode is None
@@ -198,6 +200,8 @@ def write_temp(
             # an empty or partial file (delayed allocation).
             if sync:
                 os.fsync(fd)
+            elif writeback:
+                start_writeback(fd, 0, 0)   # length 0: to the end of the file
         finally:
             os.close(fd)
     except BaseException:

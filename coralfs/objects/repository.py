@@ -291,6 +291,22 @@ class Repository:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def write_batch(self) -> Iterator[None]:
+        """Objects stored inside it skip their own fsync and become durable together in a
+        few flushes of the file system (:meth:`DiskStore.batch`: at the latest in
+        ``store.sync()``, which every ref move waits for, and when the outermost batch
+        ends). A commit of a checkpoint paid an fsync per object file, per fan-out
+        directory and per re-encoded parent (~450 for 45 MB of bf16). Use it inside a
+        write session: pending objects are hidden temp files that gc must not race."""
+        store = self.store
+        disk = store if isinstance(store, DiskStore) else getattr(store, "local", None)
+        if not isinstance(disk, DiskStore):
+            yield   # a store without batches (memory, remote): each put as it is
+            return
+        with self.write_session(), disk.batch():
+            yield
+
     # -- components ----------------------------------------------------------------------
     @property
     def settings(self) -> Settings:
