@@ -25,7 +25,8 @@ def gc(
     pin_legacy_roots(repo)  # a damaged one refuses gc, as any damaged root does
     rep = repo.gc(prune_age, dry_run)
     verb = "would remove" if dry_run else "removed"
-    typer.echo(f"gc: {verb} {rep.removed} objects ({human(rep.freed)}), kept {rep.kept}")
+    temps = f"; {verb} {rep.temps} temp files of killed writers ({human(rep.temps_freed)})" if rep.temps else ""
+    typer.echo(f"gc: {verb} {rep.removed} objects ({human(rep.freed)}), kept {rep.kept}{temps}")
 
 
 class FsckFailed(CoralError):

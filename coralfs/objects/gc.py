@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,8 @@ class GcReport:
     kept: int = 0
     removed: int = 0
     freed: int = 0
+    temps: int = 0       # temp files of writers that died (a killed commit or fetch)
+    temps_freed: int = 0
 
 
 def gc(repo: Repository, grace_seconds: float = 3600.0, dry_run: bool = False) -> GcReport:
@@ -61,4 +65,11 @@ def _gc_locked(repo: Repository, grace_seconds: float, dry_run: bool) -> GcRepor
             store.delete(oid)
     if not dry_run and repo.similarity is not None:
         repo.similarity.remove_missing(set(store))
+    stale = getattr(store, "stale_temps", None)
+    for path, size in stale(grace_seconds) if stale is not None else ():
+        rep.temps += 1
+        rep.temps_freed += size
+        if not dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     return rep

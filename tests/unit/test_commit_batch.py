@@ -157,3 +157,27 @@ def test_kill_9_at_each_flush_step_leaves_a_consistent_repository(tmp_path, at):
     deltas = [fresh.odb.chunk_header(c).codec in codecs.DELTA_CODECS for c in parents]
     # Before the re-encoded frames are swapped in, the parents are the keyframes they were.
     assert deltas == [at >= 3] * len(parents)
+
+
+def test_gc_removes_the_temp_files_of_a_killed_batch_and_only_those(tmp_path):
+    """A commit killed before its first flush leaves its objects as hidden temp files; gc
+    removes them once their writer is gone and they are older than its grace, never a
+    live writer's."""
+    repo, old = _parent_and_child(tmp_path)
+    p = subprocess.run([sys.executable, "-c", KILLER, repo.path, str(tmp_path / "c1"), "1"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert p.returncode in (-9, 9), p.stderr
+    objects = os.path.join(repo.path, "objects")
+    left = [os.path.join(d, n) for d, _, fs in os.walk(objects) for n in fs if n.startswith(".tmp-")]
+    assert left  # what the killed commit had written
+    mine = os.path.join(objects, os.listdir(objects)[0], f".tmp-{os.getpid()}-1-1.part")
+    with open(mine, "wb") as f:
+        f.write(b"a write in progress")
+    fresh = Repository.open(repo.path)
+    assert fresh.gc(grace_seconds=3600).temps == 0  # too young: a pid may be reused
+    rep = fresh.gc(grace_seconds=0, dry_run=True)
+    assert rep.temps == len(left) and all(os.path.exists(x) for x in left)
+    rep = fresh.gc(grace_seconds=0)
+    assert rep.temps == len(left) and rep.temps_freed > 0
+    assert not any(os.path.exists(x) for x in left) and os.path.exists(mine)
+    assert fresh.fsck().ok and fresh.head() == old

@@ -255,6 +255,28 @@ class DiskStore(ObjectStore):
                 except ValueError:
                     continue
 
+    def stale_temps(self, older_than: float) -> Iterator[tuple[str, int]]:
+        """(path, size) of hidden temp files in the fan-out directories that a writer
+        left behind: its process is gone (the pid in the name, see durable._temp_name)
+        and the file is older than ``older_than`` seconds (a pid can be reused). A
+        batch killed before its flush leaves up to BATCH_BYTES of them."""
+        now = time.time()
+        for d in sorted(os.listdir(self.root)):
+            sub = os.path.join(self.root, d)
+            if len(d) != 2 or not os.path.isdir(sub):
+                continue
+            for name in os.listdir(sub):
+                if not name.startswith(".tmp-"):
+                    continue
+                path = os.path.join(sub, name)
+                try:
+                    pid = int(name.split("-")[1])
+                    st = os.lstat(path)
+                except (ValueError, IndexError, OSError):
+                    continue
+                if now - st.st_mtime >= older_than and not _alive(pid):
+                    yield path, st.st_size
+
     def sync(self) -> None:
         self.flush()
         with self._lock:
@@ -262,3 +284,15 @@ class DiskStore(ObjectStore):
         # Subdirectories first, then the root that lists them.
         for d in sorted(dirty, key=len, reverse=True):
             fsync_dir(d)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
