@@ -2,7 +2,7 @@
 the same path in order): MB/s, MB per CPU-second, and what the commits spent waiting for
 durability (fsync calls and syncfs flushes, their count and summed time per commit).
 
-    flock /work/notes/bench.lock env PYTHONPATH=$PWD .venv/bin/python scripts/bench_ingest.py
+    flock /work/notes/bench.lock env PYTHONPATH=$PWD .venv/bin/python scripts/bench_ingest.py [--default-allocator]
 
 The series is the one scripts/bench_storage.py uses (built by scripts/make_series.py under
 $TMPDIR/coralfs-acceptance/series if missing). Waits are summed over the writer's threads,
@@ -75,7 +75,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "coralfs-bench-ingest"))
     ap.add_argument("--series", default="fp32,bf16")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="keep glibc's default thresholds (the CLI fixes them: objects/memory.py)")
     args = ap.parse_args()
+    if not args.default_allocator:
+        from coralfs.objects.memory import tune_allocator
+        tune_allocator()  # as `coralfs commit` does
     os.makedirs(args.work, exist_ok=True)
     from bench_storage import shared_series  # the same checkpoints as the storage benchmark
     shared = shared_series(args.work)
