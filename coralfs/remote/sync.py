@@ -45,9 +45,9 @@ log = logging.getLogger(__name__)
 # Progress callback: (phase, bytes done, objects done, bytes total or None, objects total or None).
 Progress = Callable[[str, int, int, int | None, int | None], None]
 # Adjacent frames closer than this are fetched in one range GET; a range holds at most
-# RANGE_MAX bytes (what a fetch keeps in memory at once).
+# RANGE_MAX bytes (what a fetch keeps in memory at once; a pack of about 32 MiB is one GET).
 RANGE_GAP = 256 << 10
-RANGE_MAX = 16 << 20
+RANGE_MAX = 40 << 20
 DEFER_MAX = 256 << 20
 # A fetch keeps this many range GETs in flight, and this many bytes of frames queued for
 # verification, while it verifies on VERIFY_THREADS threads.
