@@ -16,11 +16,14 @@ clone` when those commands exist; before that, the push is the pack writer the t
   dropped).
 
     nice .venv/bin/python scripts/bench_remote.py [--work DIR] [--url URL] [--gb 1.0]
-        [--compare OTHER_SOURCE_TREE] [--clones 3] [--skip-mount] [--parts push,clone,wholefile,mount]
+        [--compare OTHER_SOURCE_TREE] [--clones 3] [--mount-rounds 1] [--skip-mount]
+        [--parts push,clone,wholefile,mount]
 
 ``--compare DIR`` pushes (into a prefix of its own) and clones with the coralfs found in DIR
 too (e.g. ``git archive REV coralfs | tar -x -C DIR``), alternating with this tree,
-``--clones`` times each (medians), so the figures share the machine's load. ``--parts``
+``--clones`` times each (medians), and mounts the remote with it too (``--mount-rounds``
+rounds of: the local mount, then each tree's remote mount), so the figures share the
+machine's load. ``--parts``
 runs only some parts (``--skip-mount`` leaves out the 1 GiB cold reads). The push time is
 that of the `coralfs push` command alone; against moto, the store's own CPU time (moto is
 a Python server on the same cores) is printed beside the client's.
@@ -226,13 +229,20 @@ def big_model(work: str, gb: float) -> tuple[str, str]:
 
 
 def cold_read(target: str, mount_args: list[str], mnt: str, env: dict) -> float:
+    """MB/s of one sequential read of ``target`` through a fresh mount, page cache dropped.
+    Run from the temp directory (`python -m` puts the current directory first on
+    sys.path, which would pick this tree's coralfs whatever PYTHONPATH says); unmounted
+    with `coralfs umount`, which waits for the daemon, so what it still writes (a local
+    mount's materialization cache) does not run into the next read."""
     umount(mnt)
     os.makedirs(mnt, exist_ok=True)
-    cli("mount", *mount_args, env=env)
+    cli("mount", *mount_args, env=env, cwd=tempfile.gettempdir())
     try:
         drop_caches()
         return seq_read(target)
     finally:
+        subprocess.run([PY, "-m", "coralfs", "umount", mnt], capture_output=True, cwd=tempfile.gettempdir(),
+                       env={**os.environ, **env})
         umount(mnt)
 
 
@@ -245,6 +255,8 @@ def main() -> None:
     ap.add_argument("--compare", action="append", default=[],
                     help="another source tree holding coralfs/ (repeatable): its clone is timed in the same run")
     ap.add_argument("--clones", type=int, default=3, help="clones per tree (median)")
+    ap.add_argument("--mount-rounds", type=int, default=1,
+                    help="rounds of cold reads (local, then the remote mount of each tree; medians)")
     ap.add_argument("--skip-mount", action="store_true", help="leave out the 1 GiB cold reads")
     ap.add_argument("--parts", default="push,clone,wholefile,mount",
                     help="comma-separated parts to run (push always runs: the others need its remote)")
@@ -336,14 +348,27 @@ def main() -> None:
             cache = os.path.join(args.work, "chunk-cache")
             # Cold for the local mount too: its materialization cache (REPO/cache, decoded
             # chunks, on by default) would otherwise hold the previous run's decodes.
-            cli("-R", big_repo, "cache", "clear", env=env)
-            local = cold_read(os.path.join(mnt, "model.safetensors"), [big_repo, f"{mnt}@main"], mnt, env)
-            shutil.rmtree(cache, ignore_errors=True)
             ep = ["--endpoint", endpoint] if endpoint else []
-            remote = cold_read(os.path.join(mnt, "model.safetensors"),
-                               [big_url, f"{mnt}@main", "--cache-dir", cache, *ep], mnt, env)
-            print(f"cold read of {os.path.getsize(big_file) / 2**30:.1f} GiB: local mount {local:.0f} MB/s, "
-                  f"remote mount {remote:.0f} MB/s ({remote / local:.2f}x)", flush=True)
+            target = os.path.join(mnt, "model.safetensors")
+            locals_: list[float] = []
+            remotes: dict[str, list[float]] = {t: [] for t in trees}
+            for n in range(args.mount_rounds):
+                cli("-R", big_repo, "cache", "clear", env=env)
+                locals_.append(cold_read(target, [big_repo, f"{mnt}@main"], mnt, env))
+                # the remote mount of each source tree, fresh chunk cache, in turns
+                for tree in (trees if n % 2 == 0 else trees[::-1]):
+                    shutil.rmtree(cache, ignore_errors=True)
+                    remotes[tree].append(cold_read(target, [big_url, f"{mnt}@main", "--cache-dir", cache, *ep], mnt,
+                                                   {**env, "PYTHONPATH": tree}))
+            local = sorted(locals_)[len(locals_) // 2]
+            size = os.path.getsize(big_file) / 2**30
+            for tree in trees:
+                r = sorted(remotes[tree])[len(remotes[tree]) // 2]
+                remote = r if tree == ROOT else remote
+                print(f"cold read of {size:.1f} GiB ({tree}): local mount {local:.0f} MB/s, remote mount {r:.0f} MB/s "
+                      f"({r / local:.2f}x; medians of {args.mount_rounds}: local "
+                      f"{', '.join(f'{x:.0f}' for x in locals_)}, remote {', '.join(f'{x:.0f}' for x in remotes[tree])})",
+                      flush=True)
     print(f"load after: {os.getloadavg()}", flush=True)
     print(json.dumps({"remote": where, "push": how, "stored_bytes": moved, "push_mb_s": moved / 1e6 / push_s,
                       "clone_mb_s": clone_rate, "compare_clone_mb_s": compare_rate, "whole_file_bytes": whole,
