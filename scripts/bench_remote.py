@@ -12,14 +12,21 @@ clone` when those commands exist; before that, the push is the pack writer the t
 - whole-file upload of the same checkpoint files with the same BlobStore client (what a
   DVC/LFS-style remote moves) and the bytes coralfs moved;
 - remote-mount cold read (fresh chunk cache, page cache dropped) of a 1 GiB model vs the
-  local mount's cold read of the same commit.
+  local mount's cold read of the same commit (materialization cache cleared, page cache
+  dropped).
 
     nice .venv/bin/python scripts/bench_remote.py [--work DIR] [--url URL] [--gb 1.0]
-        [--compare OTHER_SOURCE_TREE] [--clones 3] [--skip-mount]
+        [--compare OTHER_SOURCE_TREE] [--clones 3] [--mount-rounds 1] [--skip-mount]
+        [--parts push,clone,wholefile,mount]
 
-``--compare DIR`` clones with the coralfs found in DIR too (e.g. ``git archive REV coralfs |
-tar -x -C DIR``), alternating with this tree, ``--clones`` times each (medians), so the two
-clone figures share the machine's load. ``--skip-mount`` leaves out the 1 GiB cold reads.
+``--compare DIR`` pushes (into a prefix of its own) and clones with the coralfs found in DIR
+too (e.g. ``git archive REV coralfs | tar -x -C DIR``), alternating with this tree,
+``--clones`` times each (medians), and mounts the remote with it too (``--mount-rounds``
+rounds of: the local mount, then each tree's remote mount), so the figures share the
+machine's load. ``--parts``
+runs only some parts (``--skip-mount`` leaves out the 1 GiB cold reads). The push time is
+that of the `coralfs push` command alone; against moto, the store's own CPU time (moto is
+a Python server on the same cores) is printed beside the client's.
 """
 
 from __future__ import annotations
@@ -68,6 +75,21 @@ def timed_clone(tree: str, url: str, dest: str, endpoint: str | None, env: dict)
     return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
+def proc_cpu(pid: int | None) -> float:
+    """user + system CPU seconds of a running process (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+STORE_PID: int | None = None   # moto's, when the benchmark started it
+
+
 def has_command(name: str) -> bool:
     return subprocess.run([PY, "-m", "coralfs", name, "--help"], capture_output=True).returncode == 0
 
@@ -93,6 +115,8 @@ def moto(work: str):
             time.sleep(0.05)
         import boto3
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
+        global STORE_PID
+        STORE_PID = p.pid
         yield endpoint
     finally:
         p.terminate()
@@ -138,8 +162,10 @@ def commit_series(work: str, series_root: str, idx: dict) -> tuple[str, list[str
     return repo, dirs + fts
 
 
-def push(repo: str, url: str, endpoint: str | None, env: dict) -> str:
-    """Push every branch; returns how ("coralfs push" or the test pack writer)."""
+def push(repo: str, url: str, endpoint: str | None, env: dict, tree: str = ROOT) -> tuple[str, float, float]:
+    """Push every branch with the coralfs of source tree ``tree``: (how ("coralfs push" or
+    the test pack writer), wall seconds of the push alone, client CPU seconds)."""
+    import resource
     if has_command("push"):
         args = ["remote", "add", "bench", url] + (["--endpoint", endpoint] if endpoint else [])
         # A remote of an earlier run names that run's moto port: replace it.
@@ -147,14 +173,21 @@ def push(repo: str, url: str, endpoint: str | None, env: dict) -> str:
                        env={**os.environ, **env})
         subprocess.run([PY, "-m", "coralfs", "-R", repo, *args], capture_output=True, env={**os.environ, **env})
         from coralfs.objects.repository import Repository
-        cli("-R", repo, "push", "bench", *sorted(Repository.open(repo).branches()), env=env)
-        return "coralfs push"
+        branches = sorted(Repository.open(repo).branches())
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        cli("-R", repo, "push", "bench", *branches, env={**env, "PYTHONPATH": tree}, cwd=tempfile.gettempdir())
+        wall = time.perf_counter() - t
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return "coralfs push", wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     from coralfs.remote.url import open_blobs
     from tests.remote.remote_build import build_remote
     blobs = open_blobs(url, endpoint=endpoint)
+    t = time.perf_counter()
     build_remote(repo, blobs)
+    wall = time.perf_counter() - t
     blobs.close()
-    return "pack writer (tests/remote/remote_build.py)"
+    return "pack writer (tests/remote/remote_build.py)", wall, 0.0
 
 
 def whole_file_upload(dirs: list[str], url: str, endpoint: str | None) -> tuple[int, float]:
@@ -196,13 +229,20 @@ def big_model(work: str, gb: float) -> tuple[str, str]:
 
 
 def cold_read(target: str, mount_args: list[str], mnt: str, env: dict) -> float:
+    """MB/s of one sequential read of ``target`` through a fresh mount, page cache dropped.
+    Run from the temp directory (`python -m` puts the current directory first on
+    sys.path, which would pick this tree's coralfs whatever PYTHONPATH says); unmounted
+    with `coralfs umount`, which waits for the daemon, so what it still writes (a local
+    mount's materialization cache) does not run into the next read."""
     umount(mnt)
     os.makedirs(mnt, exist_ok=True)
-    cli("mount", *mount_args, env=env)
+    cli("mount", *mount_args, env=env, cwd=tempfile.gettempdir())
     try:
         drop_caches()
         return seq_read(target)
     finally:
+        subprocess.run([PY, "-m", "coralfs", "umount", mnt], capture_output=True, cwd=tempfile.gettempdir(),
+                       env={**os.environ, **env})
         umount(mnt)
 
 
@@ -215,8 +255,15 @@ def main() -> None:
     ap.add_argument("--compare", action="append", default=[],
                     help="another source tree holding coralfs/ (repeatable): its clone is timed in the same run")
     ap.add_argument("--clones", type=int, default=3, help="clones per tree (median)")
+    ap.add_argument("--mount-rounds", type=int, default=1,
+                    help="rounds of cold reads (local, then the remote mount of each tree; medians)")
     ap.add_argument("--skip-mount", action="store_true", help="leave out the 1 GiB cold reads")
+    ap.add_argument("--parts", default="push,clone,wholefile,mount",
+                    help="comma-separated parts to run (push always runs: the others need its remote)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if args.skip_mount:
+        parts.discard("mount")
     os.makedirs(args.work, exist_ok=True)
     env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})
@@ -224,7 +271,7 @@ def main() -> None:
     print("building the MiniLM fine-tuning series (cached)...", flush=True)
     idx = build(os.path.join(args.work, "series"))
     repo, dirs = commit_series(args.work, os.path.join(args.work, "series"), idx)
-    big_repo, big_file = (None, None) if args.skip_mount else big_model(args.work, args.gb)
+    big_repo, big_file = (None, None) if "mount" not in parts else big_model(args.work, args.gb)
 
     with contextlib.ExitStack() as stack:
         if args.url:
@@ -241,42 +288,55 @@ def main() -> None:
         from coralfs.remote.url import open_blobs
         print(f"remote: {where}", flush=True)
 
-        t = time.perf_counter()
-        how = push(repo, url, endpoint, env)
-        push_s = time.perf_counter() - t
+        trees = [ROOT] + [os.path.abspath(t) for t in args.compare]
+        pushes: dict[str, tuple[float, float, float]] = {}
+        for n, tree in enumerate(trees):
+            # each tree into a prefix of its own, so every push sends everything
+            s0 = proc_cpu(STORE_PID)
+            how, push_s, push_cpu = push(repo, url if n == 0 else f"{url}-compare{n}", endpoint, env, tree)
+            pushes[tree] = (push_s, push_cpu, proc_cpu(STORE_PID) - s0)
+        push_s = pushes[ROOT][0]
         blobs = open_blobs(url, endpoint=endpoint)
         moved = stored_bytes(blobs)
         blobs.close()
-        print(f"push ({how}): {moved / 1e6:.1f} MB stored bytes in {push_s:.2f} s = {moved / 1e6 / push_s:.0f} MB/s",
-              flush=True)
+        for tree, (w, c, sc) in pushes.items():
+            print(f"push ({how}, {tree}): {moved / 1e6:.1f} MB stored bytes in {w:.2f} s = {moved / 1e6 / w:.0f} MB/s; "
+                  f"client CPU {c:.2f} s, store CPU {sc:.2f} s", flush=True)
         clone_rate = compare_rate = None
-        if has_command("clone"):
+        if "clone" not in parts:
+            print("clone: skipped (--parts)", flush=True)
+        elif has_command("clone"):
             dest = os.path.join(args.work, "clone")
-            trees = [ROOT] + [os.path.abspath(t) for t in args.compare]
             secs: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
+            store_cpu: dict[str, float] = {t: 0.0 for t in trees}
             for _ in range(args.clones):
                 for tree in trees:
+                    s0 = proc_cpu(STORE_PID)
                     secs[tree].append(timed_clone(tree, url, dest, endpoint, env))
+                    store_cpu[tree] += proc_cpu(STORE_PID) - s0
+            shutil.rmtree(dest, ignore_errors=True)
             for tree in trees:
                 s = sorted(w for w, _ in secs[tree])[len(secs[tree]) // 2]
                 cpu = sorted(c for _, c in secs[tree])[len(secs[tree]) // 2]
                 rate = moved / 1e6 / s
                 print(f"clone ({tree}): median {s:.2f} s of {args.clones} = {rate:.0f} MB/s; client CPU median "
-                      f"{cpu:.2f} s = {moved / 1e6 / cpu:.0f} MB per CPU-second "
-                      f"(all: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in secs[tree])})", flush=True)
+                      f"{cpu:.2f} s = {moved / 1e6 / cpu:.0f} MB per CPU-second; store CPU {store_cpu[tree] / args.clones:.2f} s "
+                      f"a clone (all wall/CPU: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in secs[tree])})", flush=True)
                 if tree == ROOT:
                     clone_rate = rate
                 else:
                     compare_rate = {**(compare_rate or {}), tree: rate}
         else:
             print("clone: not measured (no `coralfs clone` yet)", flush=True)
-        whole, whole_s = whole_file_upload(dirs, url, endpoint)
-        print(f"whole-file upload: {whole / 1e6:.1f} MB in {whole_s:.2f} s = {whole / 1e6 / whole_s:.0f} MB/s", flush=True)
-        print(f"coralfs moved {moved / whole:.3f}x the bytes of whole-file upload", flush=True)
+        whole, whole_s = whole_file_upload(dirs, url, endpoint) if "wholefile" in parts else (0, 0.0)
+        if whole:
+            print(f"whole-file upload: {whole / 1e6:.1f} MB in {whole_s:.2f} s = {whole / 1e6 / whole_s:.0f} MB/s",
+                  flush=True)
+            print(f"coralfs moved {moved / whole:.3f}x the bytes of whole-file upload", flush=True)
 
         local = remote = None
-        if args.skip_mount:
-            print("cold reads: skipped (--skip-mount)", flush=True)
+        if "mount" not in parts:
+            print("cold reads: skipped (--skip-mount / --parts)", flush=True)
         else:
             # Cold reads of a 1 GiB model: the remote mount (fresh cache) vs the local mount.
             big_url = url.rstrip("/") + "-big"
@@ -286,17 +346,33 @@ def main() -> None:
             push(big_repo, big_url, endpoint, env)
             mnt = os.path.join(args.work, "mnt")
             cache = os.path.join(args.work, "chunk-cache")
-            local = cold_read(os.path.join(mnt, "model.safetensors"), [big_repo, f"{mnt}@main"], mnt, env)
-            shutil.rmtree(cache, ignore_errors=True)
+            # Cold for the local mount too: its materialization cache (REPO/cache, decoded
+            # chunks, on by default) would otherwise hold the previous run's decodes.
             ep = ["--endpoint", endpoint] if endpoint else []
-            remote = cold_read(os.path.join(mnt, "model.safetensors"),
-                               [big_url, f"{mnt}@main", "--cache-dir", cache, *ep], mnt, env)
-            print(f"cold read of {os.path.getsize(big_file) / 2**30:.1f} GiB: local mount {local:.0f} MB/s, "
-                  f"remote mount {remote:.0f} MB/s ({remote / local:.2f}x)", flush=True)
+            target = os.path.join(mnt, "model.safetensors")
+            locals_: list[float] = []
+            remotes: dict[str, list[float]] = {t: [] for t in trees}
+            for n in range(args.mount_rounds):
+                cli("-R", big_repo, "cache", "clear", env=env)
+                locals_.append(cold_read(target, [big_repo, f"{mnt}@main"], mnt, env))
+                # the remote mount of each source tree, fresh chunk cache, in turns
+                for tree in (trees if n % 2 == 0 else trees[::-1]):
+                    shutil.rmtree(cache, ignore_errors=True)
+                    remotes[tree].append(cold_read(target, [big_url, f"{mnt}@main", "--cache-dir", cache, *ep], mnt,
+                                                   {**env, "PYTHONPATH": tree}))
+            local = sorted(locals_)[len(locals_) // 2]
+            size = os.path.getsize(big_file) / 2**30
+            for tree in trees:
+                r = sorted(remotes[tree])[len(remotes[tree]) // 2]
+                remote = r if tree == ROOT else remote
+                print(f"cold read of {size:.1f} GiB ({tree}): local mount {local:.0f} MB/s, remote mount {r:.0f} MB/s "
+                      f"({r / local:.2f}x; medians of {args.mount_rounds}: local "
+                      f"{', '.join(f'{x:.0f}' for x in locals_)}, remote {', '.join(f'{x:.0f}' for x in remotes[tree])})",
+                      flush=True)
     print(f"load after: {os.getloadavg()}", flush=True)
     print(json.dumps({"remote": where, "push": how, "stored_bytes": moved, "push_mb_s": moved / 1e6 / push_s,
                       "clone_mb_s": clone_rate, "compare_clone_mb_s": compare_rate, "whole_file_bytes": whole,
-                      "whole_file_mb_s": whole / 1e6 / whole_s, "moved_ratio": moved / whole,
+                      "whole_file_mb_s": whole / 1e6 / whole_s if whole else None, "moved_ratio": moved / whole if whole else None,
                       "local_cold_mb_s": local, "remote_cold_mb_s": remote}))
 
 

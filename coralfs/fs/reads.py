@@ -43,6 +43,9 @@ class Fetcher(Protocol):
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]: ...
     def fetch_many(self, oids: Iterable[ObjectId]) -> None: ...
+    def runs(self, oids: Iterable[ObjectId]) -> list[list[ObjectId]]: ...
+    def unwritten(self, oids: Iterable[ObjectId]) -> int: ...
+    def settle(self, seq: int) -> None: ...
     def discard(self, oid: ObjectId) -> None: ...
 
 
@@ -96,6 +99,11 @@ class ChunkReads:
                 raise
         else:
             self.counters["cache_fast_path"] += 1
+        if self.fetcher is not None:
+            # answered once its frames are in the disk cache (written behind the decode)
+            seq = self.fetcher.unwritten(span.chunk_ids())
+            if seq:
+                await trio.to_thread.run_sync(self.fetcher.settle, seq)
         wanted = f.ahead.after_read(f.content, off, len(data), span.region, self.window())
         if wanted:
             self._prefetch(wanted)
@@ -133,13 +141,15 @@ class ChunkReads:
         for oid in todo:
             self._prefetching[oid] = trio.Event()
         if self.fetcher is not None and todo:
-            self.nursery.start_soon(self._fetch_then_decode, todo)
+            # a task per range GET: each chunk decodes as soon as its own range is here
+            for group in self.fetcher.runs(todo):
+                self.nursery.start_soon(self._fetch_then_decode, group)
             return
         for oid in todo:
             self.nursery.start_soon(self._prefetch_one, oid)
 
     async def _fetch_then_decode(self, ids: list[ObjectId]) -> None:
-        """Read-ahead of a remote: one coalesced fetch of the window, then the decodes."""
+        """Read-ahead of a remote: one coalesced fetch of these chunks, then their decodes."""
         try:
             await self._fetch(ids)
         except Exception as e:  # noqa: BLE001 - a failed prefetch is retried by the read itself

@@ -1,10 +1,11 @@
 """The push journal: ``REPO/remote-journal/NAME.json``, written durably around each pack.
 
-A push records the id of the pack it is about to upload (``in_flight``) before the first
-byte leaves, and moves it to ``uploaded`` once the pack's index is written. The remote's
+A push records the id of each pack it is about to upload (``in_flight``: a push keeps up
+to two packs on the way) before the first byte leaves, and moves it to ``uploaded`` once
+the pack's index is written. The remote's
 indexes already say which objects arrived (an interrupted push resumes by walking again,
-stopping at what the remote has), so what the journal adds is ownership: the pack a
-killed push left without an index is this repository's, and the next push deletes it
+stopping at what the remote has), so what the journal adds is ownership: the packs a
+killed push left without an index are this repository's, and the next push deletes it
 instead of leaving it behind or, worse, deleting a pack another pusher is uploading.
 """
 
@@ -23,7 +24,7 @@ JOURNAL_DIR = "remote-journal"
 class Journal:
     path: str
     url: str
-    in_flight: str | None = None
+    in_flight: list[str] = field(default_factory=list)
     uploaded: list[str] = field(default_factory=list)
 
     @classmethod
@@ -33,7 +34,11 @@ class Journal:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
             if d.get("url") == url:
-                return cls(path, url, d.get("in_flight"), list(d.get("uploaded", [])))
+                # "in_flight" is the oldest pack on the way (one string, as a journal of a
+                # push that sent one pack at a time held), "also_in_flight" the others
+                first = d.get("in_flight")
+                more = [p for p in d.get("also_in_flight", []) if isinstance(p, str)]
+                return cls(path, url, ([first] if isinstance(first, str) else []) + more, list(d.get("uploaded", [])))
         except FileNotFoundError:
             pass
         except (ValueError, UnicodeDecodeError, AttributeError):
@@ -42,16 +47,23 @@ class Journal:
 
     def save(self) -> None:
         make_dirs(os.path.dirname(self.path))
-        data = {"url": self.url, "in_flight": self.in_flight, "uploaded": self.uploaded}
+        data = {"url": self.url, "in_flight": self.in_flight[0] if self.in_flight else None,
+                "also_in_flight": self.in_flight[1:], "uploaded": self.uploaded}
         write_durable(self.path, json.dumps(data).encode())
 
     def begin(self, pack_id: str) -> None:
-        self.in_flight = pack_id
+        self.in_flight.append(pack_id)
         self.save()
 
     def done(self, pack_id: str) -> None:
+        """Its index is written."""
         self.uploaded.append(pack_id)
-        self.in_flight = None
+        self.in_flight.remove(pack_id)
+        self.save()
+
+    def dropped(self, pack_id: str) -> None:
+        """Its upload was abandoned and what had arrived of it removed."""
+        self.in_flight.remove(pack_id)
         self.save()
 
     def finish(self) -> None:

@@ -43,7 +43,7 @@ LOOSE = "loose/"
 DEFAULT_CACHE_SIZE = 10 << 30
 DEFAULT_BUDGET = 30.0
 COALESCE_GAP = 256 << 10     # a hole this small is cheaper to fetch than another request
-COALESCE_MAX = 8 << 20       # largest range GET of coalesced objects (more go out in parallel)
+COALESCE_MAX = 16 << 20      # largest range GET of coalesced objects (more go out in parallel)
 FETCH_THREADS = 4
 FRESH_BYTES = 64 << 20       # frames just fetched, kept in memory for their decode
 
@@ -128,6 +128,7 @@ class RemoteObjectStore(ObjectStore):
         self._pinned: dict[ObjectId, bytes] = {}
         # Frames just fetched, for the decode that follows (no read back from the disk cache).
         self._fresh = ByteLRU(FRESH_BYTES)
+        self._unwritten: dict[ObjectId, int] = {}   # fetched, cache entry being written (settle)
         self._put_times: dict[ObjectId, float] = {}
         self.counters = {"bytes_fetched": 0, "range_gets": 0, "objects_fetched": 0, "fetch_retries": 0,
                          "fetch_failures": 0, "index_refreshes": 0}
@@ -242,23 +243,65 @@ class RemoteObjectStore(ObjectStore):
         Objects no index names are left to :meth:`get` (loose ones)."""
         deadline = time.monotonic() + self.read_budget
         todo = self.missing(dict.fromkeys(oids))
-        for _depth in range(64):   # readers stop at chains of 64
-            if not todo:
-                return
-            located = [(loc, o) for o in todo if (loc := self._locate(o, deadline)) is not None]
-            bases = []
-            for o, frame in self._fetch_runs(located, deadline).items():
-                self.cache.put(o, frame)
-                self._fresh.put(o, frame)
-                h = codecs.parse_header(frame, o)
-                if h.base is not None:
-                    bases.append(h.base)
-            todo = self.missing(dict.fromkeys(bases))
+        got: list[ObjectId] = []
+        seq = 0
+        try:
+            for _depth in range(64):   # readers stop at chains of 64
+                if not todo:
+                    return
+                located = [(loc, o) for o in todo if (loc := self._locate(o, deadline)) is not None]
+                bases = []
+                for o, frame in self._fetch_runs(located, deadline).items():
+                    # the decode that follows need not wait for the disk (see settle)
+                    seq = max(seq, self.cache.put_later(o, frame))
+                    self._fresh.put(o, frame)
+                    got.append(o)
+                    h = codecs.parse_header(frame, o)
+                    if h.base is not None:
+                        bases.append(h.base)
+                todo = self.missing(dict.fromkeys(bases))
+        finally:
+            # each object's entry is written once its bases' are (they came later)
+            if seq:
+                with self._lock:
+                    for o in got:
+                        self._unwritten[o] = seq
 
-    def _fetch_runs(self, located: list[tuple[Location, ObjectId]], deadline: float) -> dict[ObjectId, bytes]:
-        """Frames of packed objects, checked (length, header checksum, own id): objects
-        at most ``gap`` bytes apart in one pack share one range GET."""
-        out: dict[ObjectId, bytes] = {}
+    def unwritten(self, oids: Iterable[ObjectId]) -> int:
+        """The cache write to wait for before these objects (and the delta bases fetched
+        with them) are on disk; 0: they are (no wait, no lock in the common case)."""
+        seq = 0
+        for o in oids:
+            s = self._unwritten.get(o)
+            if s is not None:
+                if self.cache.written(s):
+                    with self._lock:
+                        self._unwritten.pop(o, None)
+                else:
+                    seq = max(seq, s)
+        return seq
+
+    def settle(self, seq: int) -> None:
+        """Wait until the cache writes up to ``seq`` (from :meth:`unwritten`) are done: a
+        read is answered once what it used is on disk (local writes, never the network)."""
+        self.cache.wait_written(seq)
+
+    def runs(self, oids: Iterable[ObjectId]) -> list[list[ObjectId]]:
+        """``oids`` in the groups one range GET each would fetch (by their places in the
+        packs; objects no index names, e.g. loose ones, in a group of their own), so a
+        read-ahead can decode each group as soon as it arrives instead of waiting for a
+        whole window (no network: indexes as loaded)."""
+        located, rest = [], []
+        for o in dict.fromkeys(oids):
+            loc = self.indexes.where.get(o)
+            if loc is None:
+                rest.append(o)
+            else:
+                located.append((loc, o))
+        return [[o for _loc, o in run] for run in self._plan_runs(located)] + ([rest] if rest else [])
+
+    def _plan_runs(self, located: list[tuple[Location, ObjectId]]) -> list[list[tuple[Location, ObjectId]]]:
+        """Objects at most ``gap`` bytes apart in one pack, up to COALESCE_MAX bytes: one run."""
         located = sorted(located, key=lambda x: (x[0].pack, x[0].offset))
         runs: list[list[tuple[Location, ObjectId]]] = []
         for loc, o in located:
@@ -270,6 +313,13 @@ class RemoteObjectStore(ObjectStore):
                     last.append((loc, o))
                     continue
             runs.append([(loc, o)])
+        return runs
+
+    def _fetch_runs(self, located: list[tuple[Location, ObjectId]], deadline: float) -> dict[ObjectId, bytes]:
+        """Frames of packed objects, checked (length, header checksum, own id): objects
+        at most ``gap`` bytes apart in one pack share one range GET."""
+        out: dict[ObjectId, bytes] = {}
+        runs = self._plan_runs(located)
         # Several runs go out at once (a read-ahead window spans a few): each waits in its
         # own thread, all within the one deadline.
         if len(runs) == 1:
@@ -430,6 +480,7 @@ class RemoteObjectStore(ObjectStore):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._runs.shutdown(wait=False, cancel_futures=True)
+        self.cache.flush()   # a warm mount after this one finds every frame fetched
         self.blobs.close()
 
 
@@ -522,6 +573,7 @@ def warm_snapshot(repo, cid: ObjectId, headers: bool = False) -> int:
     for t in tensors:
         repo.odb.get_object(t, Tensor)
     store.fetch_many(chunks)
+    store.cache.flush()   # what a warm mount walks first is on disk before this one serves
     return 3 + len(files) + len(tensors)
 
 

@@ -18,7 +18,9 @@ import fnmatch
 import logging
 import os
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..objects import codecs, history
@@ -43,10 +45,17 @@ log = logging.getLogger(__name__)
 # Progress callback: (phase, bytes done, objects done, bytes total or None, objects total or None).
 Progress = Callable[[str, int, int, int | None, int | None], None]
 # Adjacent frames closer than this are fetched in one range GET; a range holds at most
-# RANGE_MAX bytes (what a fetch keeps in memory at once).
+# RANGE_MAX bytes (what a fetch keeps in memory at once; a pack of about 32 MiB is one GET).
 RANGE_GAP = 256 << 10
-RANGE_MAX = 16 << 20
+RANGE_MAX = 40 << 20
 DEFER_MAX = 256 << 20
+# A fetch keeps this many range GETs in flight, and this many bytes of frames queued for
+# verification, while it verifies on VERIFY_THREADS threads.
+GETS_AHEAD = 2
+VERIFY_AHEAD = 48 << 20
+VERIFY_THREADS = max(2, min(4, os.cpu_count() or 1))
+# Pack bodies a push keeps on the way at once (PackSender).
+PUSH_AHEAD = 2
 
 
 class RemoteRefMoved(RemoteError):
@@ -298,37 +307,95 @@ def _upload(repo: Repository, blobs: BlobStore, remote: str, tips: list[ObjectId
             progress: Progress | None) -> None:
     journal = Journal.load(repo.path, remote, blobs.url)
     if journal.in_flight:
-        pack_key, idx_key = pack_keys(journal.in_flight)
-        if blobs.head(idx_key) is None and blobs.head(pack_key) is not None:
-            blobs.delete(pack_key)   # our interrupted upload: never indexed, so never read
-            res.cleaned += 1
-        journal.in_flight = None
+        for pack_id in list(journal.in_flight):
+            pack_key, idx_key = pack_keys(pack_id)
+            if blobs.head(idx_key) is None and blobs.head(pack_key) is not None:
+                blobs.delete(pack_key)   # our interrupted upload: never indexed, so never read
+                res.cleaned += 1
+        journal.in_flight = []
     have = RemoteObjects(blobs)
     order = plan_push(repo, tips, have.__contains__)
     total = sum(repo.store.size(o) for o in order)
     res.objects = len(order)
     with repo.write_session():  # gc must not sweep what is being sent
-        builder = PackBuilder(pack_target())
-        done = 0
-        for i, oid in enumerate(order):
-            frame = repo.store.get(oid)   # as stored: never re-encoded
-            builder.add(oid, frame)
-            done += len(frame)
-            if builder.full() or i == len(order) - 1:
-                _send(builder, blobs, journal, res)
-                builder = PackBuilder(pack_target())
-                if progress:
-                    progress("push", done, i + 1, total, len(order))
+        with PackSender(blobs, journal, res) as sender:
+            builder = PackBuilder(pack_target())
+            done = 0
+            for i, oid in enumerate(order):
+                frame = repo.store.get(oid)   # as stored: never re-encoded
+                builder.add(oid, frame)
+                done += len(frame)
+                if builder.full() or i == len(order) - 1:
+                    sender.send(builder)
+                    builder = PackBuilder(pack_target())
+                    if progress:
+                        progress("push", done, i + 1, total, len(order))
     res.bytes = total
     journal.finish()
 
 
-def _send(builder: PackBuilder, blobs: BlobStore, journal: Journal, res: PushResult) -> None:
-    pack_id, _ = encode_index(builder.records)
-    journal.begin(pack_id)   # before the first byte leaves: the next push owns what is left of it
-    builder.upload(blobs)
-    journal.done(pack_id)
-    res.packs += 1
+class PackSender:
+    """Uploads packs while the next one is read and built, up to PUSH_AHEAD bodies at a
+    time (one PUT stream rarely fills the link to a store: moto took 140 MB/s with one,
+    250 with two). Indexes are written one after the other in pack order, each once its
+    pack is whole, so a pack's objects become visible only after those of every pack
+    before it: what references them is never visible first. Every pack is in the journal
+    before its first byte leaves; when an upload fails, the bodies sent ahead of it are
+    removed (best effort; the journal keeps what could not be)."""
+
+    def __init__(self, blobs: BlobStore, journal: Journal, res: PushResult) -> None:
+        self.blobs, self.journal, self.res = blobs, journal, res
+        self._pool = ThreadPoolExecutor(PUSH_AHEAD, thread_name_prefix="coralfs-push")
+        self._flight: deque[tuple[str, bytes, Future]] = deque()
+
+    def send(self, builder: PackBuilder) -> None:
+        pack_id, idx = encode_index(builder.records)
+        self.journal.begin(pack_id)   # before the first byte leaves: the next push owns what is left of it
+        body = b"".join(builder.parts)
+        builder.parts.clear()
+        self._flight.append((pack_id, idx, self._pool.submit(self.blobs.put, pack_keys(pack_id)[0], body)))
+        while len(self._flight) >= PUSH_AHEAD:
+            self._index_oldest()
+
+    def _index_oldest(self) -> None:
+        pack_id, idx, fut = self._flight[0]
+        fut.result()
+        self.blobs.put(pack_keys(pack_id)[1], idx)
+        self._flight.popleft()
+        self.journal.done(pack_id)
+        self.res.packs += 1
+
+    def __enter__(self) -> PackSender:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                while self._flight:
+                    self._index_oldest()
+        finally:
+            failed = bool(self._flight)
+            for pack_id, _idx, fut in self._flight:
+                fut.cancel()
+            if failed:
+                self._abandon()
+            self._pool.shutdown(wait=True)
+
+    def _abandon(self) -> None:
+        """An upload or an index failed: remove the bodies sent after the oldest pack left
+        unindexed (that one stays for the next push's clean-up, like a killed upload)."""
+        for n, (pack_id, _idx, fut) in enumerate(self._flight):
+            try:
+                fut.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one raised
+                continue
+            if n == 0:
+                continue
+            try:
+                self.blobs.delete(pack_keys(pack_id)[0])
+            except RemoteError:
+                continue   # the journal names it: the next push removes it
+            self.journal.dropped(pack_id)
 
 
 # -- fetch -------------------------------------------------------------------------------
@@ -366,6 +433,13 @@ class Fetcher:
         self.defer = False
         self._waiting: dict[ObjectId, list[tuple[ObjectId, bytes, str]]] = {}
         self._waiting_bytes = 0
+        # jobs queued on the pool, oldest first, and by id (see "moving frames")
+        self._order: deque[tuple[ObjectId, Future, int]] = deque()
+        self._jobs: dict[ObjectId, Future] = {}
+        self._pending_bytes = 0
+        self._depth = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._net: ThreadPoolExecutor | None = None
 
     # what is already whole here: commits reachable from local refs (their objects landed
     # before the ref moved); a fetch does not walk below them
@@ -399,12 +473,13 @@ class Fetcher:
                 self.obtain_many(missing)
             finally:
                 self.defer = False
-            while self._waiting:   # bases no pack brought (a damaged remote): one GET each
-                base = next(iter(self._waiting))
-                if self.local.has(base):
-                    self._release(base)
-                else:
-                    self._fetch_now(base)
+            with self._working():
+                while self._waiting:   # bases no pack brought (a damaged remote): one GET each
+                    base = next(iter(self._waiting))
+                    if self.local.has(base) or base in self._jobs:
+                        self._release(base)
+                    else:
+                        self._fetch_now(base)
         frontier: list[tuple[ObjectId, str, object]] = [(t, "any", 1) for t in tips]
         seen: set[tuple[ObjectId, str, object]] = set()
         while frontier:
@@ -455,10 +530,16 @@ class Fetcher:
         return []
 
     # -- moving frames -------------------------------------------------------------------
+    # Frames are verified and written on a small pool (zstd, numpy, hashlib and the file
+    # writes release the GIL) while the main thread issues the next range GETs; a delta's
+    # job waits for its base's job, which was always submitted first (so the oldest job
+    # never waits on a later one). Decoded chunks go to the ObjectDB's cache, so a delta
+    # reads its base from memory instead of decoding it again from the disk.
+
     def obtain_many(self, oids: list[ObjectId]) -> None:
         need: dict[ObjectId, Location] = {}
         for oid in oids:
-            if oid in need or self.local.has(oid):
+            if oid in need or oid in self._jobs or self.local.has(oid):
                 continue
             loc = self.objs.location(oid)
             if loc is None:
@@ -466,54 +547,129 @@ class Fetcher:
                                   f"run `coralfs fsck --remote` and push it again")
             need[oid] = loc
         by_pack: dict[str, list[tuple[int, int, ObjectId]]] = {}
-        for oid, loc in need.items():
-            if loc.length < 0:
-                self.obtain_one(oid)
-            else:
-                by_pack.setdefault(loc.pack, []).append((loc.offset, loc.length, oid))
-        for key in sorted(by_pack):
-            for start, end, members in _ranges(sorted(by_pack[key])):
-                data = self.objs.blobs.get_range(key, start, end - start)
+        with self._working():
+            for oid, loc in need.items():
+                if loc.length < 0:
+                    self.obtain_one(oid)
+                else:
+                    by_pack.setdefault(loc.pack, []).append((loc.offset, loc.length, oid))
+            ranges = [(key, *r) for key in sorted(by_pack) for r in _ranges(sorted(by_pack[key]))]
+            gets: deque[Future] = deque()
+            nxt = 0
+            for _ in ranges:
+                while nxt < len(ranges) and len(gets) < GETS_AHEAD:
+                    key, start, end, _m = ranges[nxt]
+                    gets.append(self._net.submit(self.objs.blobs.get_range, key, start, end - start))
+                    nxt += 1
+                key, start, _end, members = ranges[nxt - len(gets)]
+                data = memoryview(gets.popleft().result())
                 frames = {oid: data[off - start: off - start + n] for off, n, oid in members}
                 for _off, n, oid in members:
-                    self._store_verified(oid, frames[oid], key, n, frames)
-                if self.progress:
-                    self.progress("fetch", self.bytes, self.objects, *self.totals)
+                    self._submit(oid, frames[oid], key, n, frames)
+                self._collect(VERIFY_AHEAD)
 
     def obtain_one(self, oid: ObjectId) -> None:
-        if self.local.has(oid):
+        if oid in self._jobs or self.local.has(oid):
             return
         loc = self.objs.location(oid)
         if loc is None:
             raise RemoteError(f"{self.where}: object {to_hex(oid)} is referenced but not in the remote; "
                               f"run `coralfs fsck --remote` and push it again")
-        if loc.length < 0:
-            try:
-                frame = self.objs.blobs.get(loc.pack)
-            except BlobNotFound:
-                raise RemoteError(f"{self.where}: {loc.pack} vanished during the fetch; fetch again") from None
-            self._store_verified(oid, frame, loc.pack, len(frame), {})
-        else:
-            frame = self.objs.blobs.get_range(loc.pack, loc.offset, loc.length)
-            self._store_verified(oid, frame, loc.pack, loc.length, {})
+        with self._working():
+            if loc.length < 0:
+                try:
+                    frame = self.objs.blobs.get(loc.pack)
+                except BlobNotFound:
+                    raise RemoteError(f"{self.where}: {loc.pack} vanished during the fetch; fetch again") from None
+                self._submit(oid, frame, loc.pack, len(frame), {})
+            else:
+                frame = self.objs.blobs.get_range(loc.pack, loc.offset, loc.length)
+                self._submit(oid, frame, loc.pack, loc.length, {})
 
-    def _store_verified(self, oid: ObjectId, frame: bytes, key: str, length: int,
-                        batch: dict[ObjectId, bytes]) -> None:
-        if self.local.has(oid):
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """The pools around a batch of work; the outermost one waits for every job (and
+        on an error cancels what has not started, so nothing is written after it)."""
+        self._depth += 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="coralfs-verify")
+            self._net = ThreadPoolExecutor(GETS_AHEAD, thread_name_prefix="coralfs-get")
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                try:
+                    if ok:
+                        self._collect(0)
+                finally:
+                    for _oid, fut, _n in self._order:
+                        fut.cancel()
+                    for _oid, fut, _n in self._order:
+                        with contextlib.suppress(BaseException):
+                            fut.result()
+                    self._order.clear()
+                    self._jobs.clear()
+                    self._pending_bytes = 0
+                    self._pool.shutdown(wait=True, cancel_futures=True)
+                    self._net.shutdown(wait=True, cancel_futures=True)
+                    self._pool = self._net = None
+
+    def _collect(self, keep: int) -> None:
+        """Wait for the oldest jobs until at most ``keep`` bytes of frames are in flight;
+        a job's error (the first damaged object in fetch order) is raised here."""
+        while self._order and self._pending_bytes > keep:
+            oid, fut, n = self._order[0]
+            fut.result()
+            self._order.popleft()
+            self._jobs.pop(oid, None)
+            self._pending_bytes -= n
+            self.objects += 1
+            self.bytes += n
+            if self.progress and (self.objects % 64 == 0 or not self._order):
+                self.progress("fetch", self.bytes, self.objects, *self.totals)
+
+    def _submit(self, oid: ObjectId, frame: bytes | memoryview, key: str, length: int,
+                batch: dict[ObjectId, memoryview]) -> None:
+        """Check what can be checked at once (length, header) and queue the rest: decode,
+        SHA-256 against the id, then the write. A delta whose base is neither here, nor
+        queued, nor in ``batch`` waits for it (whole fetch) or fetches it now."""
+        if oid in self._jobs or self.local.has(oid):
             return
         if len(frame) != length:
             raise DamagedRemoteObject(self.where, oid, key, f"cut short: {len(frame)} of {length} bytes")
         try:
             h = codecs.parse_header(frame, oid)
-            if h.base is not None and not self.local.has(h.base):
-                if h.base in batch:
-                    self._store_verified(h.base, batch[h.base], key, len(batch[h.base]), batch)
-                if not self.local.has(h.base):   # not in this range, or it waits for its own base
-                    if self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
-                        self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
-                        self._waiting_bytes += len(frame)
-                        return
-                    self._fetch_now(h.base)
+        except CorruptObject as e:
+            raise DamagedRemoteObject(self.where, oid, key, e.why) from None
+        except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
+            raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None
+        base_job = None
+        if h.base is not None and not self.local.has(h.base):
+            if h.base not in self._jobs and h.base in batch:
+                self._submit(h.base, batch[h.base], key, len(batch[h.base]), batch)
+            if h.base not in self._jobs and not self.local.has(h.base):
+                if self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
+                    self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
+                    self._waiting_bytes += len(frame)
+                    return
+                self._fetch_now(h.base)
+            base_job = self._jobs.get(h.base)
+        fut = self._pool.submit(self._verify_and_store, oid, frame, key, h, base_job)
+        self._jobs[oid] = fut
+        self._order.append((oid, fut, len(frame)))
+        self._pending_bytes += len(frame)
+        self._release(oid)
+
+    def _verify_and_store(self, oid: ObjectId, frame: bytes | memoryview, key: str, h: codecs.FrameHeader,
+                          base_job: Future | None) -> None:
+        """(On the pool.) Decode, check the content's hash, write; keep a chunk's decoded
+        bytes in the cache for the deltas against it."""
+        if base_job is not None:
+            base_job.result()   # stored (or its error, raised for the base first)
+        try:
             data = codecs.decode(frame, oid, self.odb.read_chunk, header=h)
             if hash_bytes(data) != oid:
                 raise CorruptObject(to_hex(oid), "content does not hash to its id")
@@ -524,12 +680,11 @@ class Fetcher:
         except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
             raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None
         self.local.put(oid, frame)
-        self.objects += 1
-        self.bytes += len(frame)
-        self._release(oid)
+        if not h.structured:
+            self.odb.chunks.put(oid, data)
 
     def _fetch_now(self, oid: ObjectId) -> None:
-        """Store ``oid`` (and the bases it needs) before returning: nothing waits."""
+        """Queue ``oid`` (and the bases it needs) before returning: nothing waits."""
         defer, self.defer = self.defer, False
         try:
             self.obtain_one(oid)
@@ -537,10 +692,10 @@ class Fetcher:
             self.defer = defer
 
     def _release(self, oid: ObjectId) -> None:
-        """Store the deltas that waited for ``oid``."""
+        """Queue the deltas that waited for ``oid`` (after it: their jobs wait for its)."""
         for w_oid, w_frame, w_key in self._waiting.pop(oid, []):
             self._waiting_bytes -= len(w_frame)
-            self._store_verified(w_oid, w_frame, w_key, len(w_frame), {})
+            self._submit(w_oid, w_frame, w_key, len(w_frame), {})
 
 
 def _ranges(members: list[tuple[int, int, ObjectId]]) -> Iterable[tuple[int, int, list[tuple[int, int, ObjectId]]]]:

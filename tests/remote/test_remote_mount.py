@@ -113,7 +113,9 @@ def test_a_warm_cache_fetches_nothing(minilm_remote, tmp_path):
     cache = str(tmp_path / "cache")
     cold = read_whole_mount(r["url"], tmp_path / "m1", "main", r["second"], "--cache-dir", cache)
     warm = read_whole_mount(r["url"], tmp_path / "m2", "main", r["second"], "--cache-dir", cache)
-    assert cold["bytes_fetched"] > 80 << 20
+    # main's tree is 72.8 MiB of stored frames: a cold mount fetches at least those (a
+    # bound on the bytes, not on duplicate or gap bytes, which fetches now avoid more)
+    assert cold["bytes_fetched"] > 72 << 20
     assert warm["bytes_fetched"] == 0 and warm["range_gets"] == 0 and warm["objects_fetched"] == 0
     # The pack indexes are kept too (fetched once, by the mount command's own checks).
     kept = [f for d, _, fs in os.walk(cache) for f in fs if d.endswith("indexes")]
