@@ -375,7 +375,7 @@ class PackSender:
                     self._index_oldest()
         finally:
             failed = bool(self._flight)
-            for pack_id, _idx, fut in self._flight:
+            for _pack_id, _idx, fut in self._flight:
                 fut.cancel()
             if failed:
                 self._abandon()
