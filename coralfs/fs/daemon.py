@@ -26,10 +26,7 @@ log = logging.getLogger(__name__)
 
 def serve(spec: MountSpec, status_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (SIGTERM/SIGINT unmount cleanly)."""
-    from ..objects.memory import tune_allocator
     from ..objects.repository import Repository
-
-    tune_allocator()  # a daemon decoding 4 MiB chunks reuses its buffers (objects/memory.py)
 
     remote = spec.remote is not None
     repo = _remote_repo(spec) if remote else Repository.open(spec.repo)
@@ -243,6 +240,8 @@ def _daemon_main() -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("h5py").setLevel(logging.WARNING)
+    from ..objects.memory import tune_allocator
+    tune_allocator()  # the daemon's own process decodes 4 MiB chunks: buffers reused (objects/memory.py)
     code = 0
     try:
         serve(spec, status_fd=status_fd)

@@ -83,19 +83,27 @@ def test_a_reverse_delta_replaces_its_parent_only_after_the_keyframe_name_is_dur
     repo, old = _parent_and_child(tmp_path)
     objects = os.path.join(repo.path, "objects")
     events: list[tuple[str, str]] = []
-    real_replace, real_flush = os.replace, disk.sync_filesystem
+    real_replace, real_link, real_flush = os.replace, os.link, disk.sync_filesystem
 
-    def replace(src, dst, **kw):
-        real_replace(src, dst, **kw)
+    def named(dst) -> None:
         if str(dst).startswith(objects):
             h = os.path.basename(os.path.dirname(dst)) + os.path.basename(dst)
             events.append(("name", h))
+
+    def replace(src, dst, **kw):  # a re-encoded frame swapped in
+        real_replace(src, dst, **kw)
+        named(dst)
+
+    def link(src, dst, **kw):  # a new object named (never over another)
+        real_link(src, dst, **kw)
+        named(dst)
 
     def flush(path: str) -> None:
         real_flush(path)
         events.append(("flush", ""))
 
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
     monkeypatch.setattr(disk, "sync_filesystem", flush)
     new = repo.commit_paths([str(tmp_path / "c1")], "child").commit
     monkeypatch.undo()
@@ -181,3 +189,67 @@ def test_gc_removes_the_temp_files_of_a_killed_batch_and_only_those(tmp_path):
     assert rep.temps == len(left) and rep.temps_freed > 0
     assert not any(os.path.exists(x) for x in left) and os.path.exists(mine)
     assert fresh.fsck().ok and fresh.head() == old
+
+
+def _names(repo: Repository) -> set[str]:
+    objects = os.path.join(repo.path, "objects")
+    return {d + f for d in os.listdir(objects) if len(d) == 2
+            for f in os.listdir(os.path.join(objects, d)) if not f.startswith(".")}
+
+
+def test_two_writers_of_one_object_never_make_a_delta_cycle(tmp_path):
+    """Process A stores X as a delta against P (a similarity base) while process B stores X
+    as a keyframe and re-encodes P against it (a reverse delta). Whichever X is named
+    first keeps the name, and P is swapped only while the X on disk is a keyframe: never
+    P -> X -> P."""
+    from coralfs.objects.ids import hash_bytes
+    root = str(tmp_path / "objects")
+    os.makedirs(root)
+    rng = np.random.default_rng(0)
+    p = (rng.standard_normal(1 << 16) * 0.05).astype(np.float32)
+    x = (p + rng.standard_normal(p.shape).astype(np.float32) * 1e-4).astype(np.float32)
+    pb, xb = p.tobytes(), x.tobytes()
+    po, xo = hash_bytes(pb), hash_bytes(xb)
+    kw = dict(width=4, key=codecs.KEY_FLOAT)
+    a, b = disk.DiskStore(root), disk.DiskStore(root)  # two processes sharing objects/
+    a.put(po, codecs.encode(pb, po, **kw))
+    with a.batch():
+        a.put(xo, codecs.encode(xb, xo, base=codecs.Base(po, pb, 0), **kw))  # A: X against P
+        with b.batch():  # B's batch ends first: its X is named, P re-encoded against it
+            b.put(xo, codecs.encode(xb, xo, **kw))
+            b.replace(po, codecs.encode(pb, po, base=codecs.Base(xo, xb, 0), **kw))
+    fresh = disk.DiskStore(root)
+    hx, hp = codecs.parse_header(fresh.get(xo), xo), codecs.parse_header(fresh.get(po), po)
+    assert not (hx.base == po and hp.base == xo)
+
+    def get(o):
+        return codecs.decode(fresh.get(o), o, get)
+
+    assert get(po) == pb and get(xo) == xb
+
+
+def test_a_failed_flush_names_nothing_and_the_next_commit_works(tmp_path, monkeypatch):
+    """The file-system flush before the names fails (EIO): the commit raises, no object
+    gets a name (its bytes may not be on disk), the parents stay keyframes, no temp file
+    is left, and the next commit goes through."""
+    repo, old = _parent_and_child(tmp_path)
+    before = _names(repo)
+    real = disk.sync_filesystem
+    calls = []
+
+    def failing(root):
+        calls.append(root)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        real(root)
+
+    monkeypatch.setattr(disk, "sync_filesystem", failing)
+    with pytest.raises(OSError):
+        repo.commit_paths([str(tmp_path / "c1")], "child")
+    assert _names(repo) == before and repo.head() == old
+    assert not [n for d, _, fs in os.walk(os.path.join(repo.path, "objects")) for n in fs if n.startswith(".tmp-")]
+    assert not any(repo.odb.chunk_header(c).codec in codecs.DELTA_CODECS for c in _chunks(repo, old))
+    new = repo.commit_paths([str(tmp_path / "c1")], "child").commit
+    assert repo.head() == new and repo.fsck().ok
+    assert b"".join(repo.open_file(repo.tree_of(old).entries["model.safetensors"].file).iter_bytes()) == \
+        (tmp_path / "c0" / "model.safetensors").read_bytes()

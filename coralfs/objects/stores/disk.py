@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 from ..durable import fsync_dir, make_dirs, sync_filesystem, write_durable, write_temp
-from ..errors import ObjectNotFound
+from ..errors import CoralError, ObjectNotFound
 from ..ids import HEX_LEN, ObjectId, from_hex, is_hex_prefix, to_hex
 from .base import ObjectStore
 
@@ -84,24 +84,35 @@ class DiskStore(ObjectStore):
                 swaps = list(self._replacing.items())
             if not items and not swaps:
                 return
-            sync_filesystem(self.root)            # their bytes, new objects and re-encodings
+            try:
+                sync_filesystem(self.root)        # their bytes, new objects and re-encodings
+            except BaseException:
+                # Their bytes may not be on disk (a failed writeback is not reported
+                # twice): none of them gets a name, nothing is swapped in.
+                self._discard(items, swaps)
+                raise
             for oid, tmp in items:
                 path = self._path(oid)
-                os.replace(tmp, path)
+                _link_new(tmp, path)
                 with self._lock:
                     del self._pending[oid]
                     self._dirty.add(os.path.dirname(path))
             if swaps:
                 if items:
-                    sync_filesystem(self.root)    # the names the re-encoded frames may refer to
-                for oid, tmp in swaps:
-                    with self._lock:
-                        # A later replace of the same object took its place: that one is
-                        # not in this flush's first sync; the next flush swaps it.
-                        if self._replacing.get(oid) != tmp:
-                            continue
-                        os.replace(tmp, self._path(oid))
-                        del self._replacing[oid]
+                    try:
+                        sync_filesystem(self.root)  # the names the re-encoded frames may refer to
+                    except BaseException:
+                        self._discard([], swaps)  # the parents stay the keyframes they are
+                        raise
+                with _locked_dir(self.root):
+                    for oid, tmp in swaps:
+                        with self._lock:
+                            # A later replace of the same object took its place: that one is
+                            # not in this flush's first sync; the next flush swaps it.
+                            if self._replacing.get(oid) != tmp:
+                                continue
+                            del self._replacing[oid]
+                        self._swap(oid, tmp)
             with self._lock:
                 self._pending_bytes = sum(os.path.getsize(t) for t in
                                           [*self._pending.values(), *self._replacing.values()])
@@ -109,6 +120,42 @@ class DiskStore(ObjectStore):
             sync_filesystem(self.root)            # their names (and every directory made)
             with self._lock:
                 self._dirty -= synced
+
+    def _discard(self, items: list[tuple[ObjectId, str]], swaps: list[tuple[ObjectId, str]]) -> None:
+        """Forget and remove the temp files of ``items`` and ``swaps`` (a failed flush)."""
+        with self._lock:
+            for oid, tmp in items:
+                if self._pending.get(oid) == tmp:
+                    del self._pending[oid]
+            for oid, tmp in swaps:
+                if self._replacing.get(oid) == tmp:
+                    del self._replacing[oid]
+        for _, tmp in [*items, *swaps]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _swap(self, oid: ObjectId, tmp: str) -> bool:
+        """Rename the re-encoded frame ``tmp`` over ``oid`` unless the base it names is a
+        delta itself now (under the objects directory's lock, held by the caller). The
+        base is a keyframe when the frame is encoded; another process may since have
+        named its own frame of the same content, a delta (an object's name goes to
+        whichever frame of it is named first). Swapping then could close a cycle
+        (``oid`` -> base -> ``oid``), so ``oid`` keeps its frame: it costs space only."""
+        from ..codecs import DELTA_CODECS, parse_header
+        try:
+            with open(tmp, "rb") as f:
+                base = parse_header(f.read(4096), oid).base
+            if base is not None:
+                bh = parse_header(self._read(base, 4096), base)
+                if bh.codec in DELTA_CODECS:
+                    os.unlink(tmp)
+                    return False
+        except CoralError:  # the base is gone or unreadable: keep the frame that reads
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            return False
+        os.replace(tmp, self._path(oid))
+        return True
 
     def _path(self, oid: ObjectId) -> str:
         h = to_hex(oid)
@@ -134,7 +181,8 @@ class DiskStore(ObjectStore):
                     return False
                 self._pending[oid] = tmp
                 self._pending_bytes += len(frame)
-                full = self._pending_bytes >= self._flush_bytes
+                # Another thread's batch may have ended meanwhile: then no flush is coming.
+                full = self._pending_bytes >= self._flush_bytes or not self._batching
             if full:
                 self.flush()
             return True
@@ -188,7 +236,9 @@ class DiskStore(ObjectStore):
             self.flush()
         if not os.path.exists(path):
             raise ObjectNotFound(to_hex(oid))
-        write_durable(path, frame, readonly=True, sync_dir=False)
+        tmp = write_temp(os.path.dirname(path), frame, readonly=True)
+        with _locked_dir(self.root):
+            self._swap(oid, tmp)
         with self._lock:
             self._dirty.add(os.path.dirname(path))
 
@@ -296,3 +346,33 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _link_new(tmp: str, path: str) -> None:
+    """Give ``tmp`` the name ``path`` unless an object of that name exists: then that
+    frame stays (another process named its frame of the same content first; a frame is
+    never renamed over another here, so a delta never replaces the keyframe it may be
+    the base of) and ``tmp`` is removed."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: a rename, checked first
+        if not os.path.exists(path):
+            os.rename(tmp, path)
+            return
+    os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _locked_dir(root: str) -> Iterator[None]:
+    """An exclusive flock on the objects directory itself: one process at a time checks a
+    re-encoded frame's base and swaps it in (two opposite swaps checked at once could
+    each see the other's object still a keyframe)."""
+    import fcntl
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
