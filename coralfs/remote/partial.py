@@ -131,6 +131,11 @@ class FallbackStore(ObjectStore):
     def iter_prefix(self, prefix: str) -> Iterator[ObjectId]:
         return self.local.iter_prefix(prefix)
 
+    def stale_temps(self, older_than: float):
+        """The local store's temp files of killed writers (what gc sweeps)."""
+        stale = getattr(self.local, "stale_temps", None)
+        return stale(older_than) if stale is not None else iter(())
+
     def sync(self) -> None:
         self.local.sync()
 

@@ -286,3 +286,18 @@ def test_a_partial_clone_reads_what_it_has_with_the_remote_gone(tmp_path, pushed
         again.export("main", str(tmp_path / "out2"))
     assert "is not a directory" in str(e.value) and "nothing was written" in str(e.value)
     assert not os.path.exists(tmp_path / "out2" / "model.safetensors")
+
+
+def test_gc_of_a_partial_clone_sweeps_the_temp_files_of_killed_writers(tmp_path, pushed):
+    _repo, _blobs, url, _cks = pushed
+    part, _ = clone(url, str(tmp_path / "part"), pattern="head.*")
+    objects = os.path.join(part.path, "objects")
+    fan = next(d for d in sorted(os.listdir(objects)) if len(d) == 2)
+    dead = os.path.join(objects, fan, ".tmp-4194305-1-1.part")  # above Linux's largest pid (2**22): no such process
+    with open(dead, "wb") as f:
+        f.write(b"x" * 100)
+    os.utime(dead, (1, 1))
+    reopened = Repository.open(part.path)
+    assert isinstance(reopened.store, FallbackStore)
+    rep = reopened.gc(grace_seconds=3600)
+    assert rep.temps == 1 and rep.temps_freed == 100 and not os.path.exists(dead)
