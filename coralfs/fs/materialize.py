@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import xxhash
 
 from ..objects.cache import ByteLRU
+from ..objects.durable import pid_alive
 from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.kinds import Tensor, TensorSegment
 
@@ -70,24 +71,6 @@ class Entry:
     size: int       # bytes on disk (trailer included)
     mtime: float    # last use
     path: str
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` still runs. A zombie (killed, not yet reaped by its
-    parent) writes nothing more: its temp files are dead too."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens).
-    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"
 
 
 class MaterializedCache:
@@ -298,7 +281,7 @@ class MaterializedCache:
             pid = int(name.split("-")[1])
         except (IndexError, ValueError):
             return True
-        return now - mtime > STALE_TEMP or not _pid_alive(pid)
+        return now - mtime > STALE_TEMP or not pid_alive(pid)
 
     def _evict_locked(self, target: int | None) -> int:
         """Scan, remove the oldest entries until at most ``target`` bytes are in use (None:

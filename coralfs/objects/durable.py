@@ -301,3 +301,21 @@ def append_durable(path: str, line: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` still runs. A zombie (killed, not yet reaped by its
+    parent) writes nothing more: its temp files are dead too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens).
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"

@@ -289,7 +289,7 @@ def test_mount_refuses_bad_cache_options(tmp_path, mnt):
 def test_a_killed_writer_not_yet_reaped_counts_as_dead():
     """A zombie writes nothing more: the sweep at mount start removes its temp files even
     when its parent has not reaped it yet (a daemon killed just before the remount)."""
-    from coralfs.fs.materialize import _pid_alive
+    from coralfs.objects.durable import pid_alive as _pid_alive
     p = subprocess.Popen(["sleep", "60"])
     try:
         assert _pid_alive(p.pid)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ..durable import fsync_dir, make_dirs, sync_filesystem, write_durable, write_temp
+from ..durable import fsync_dir, make_dirs, pid_alive, sync_filesystem, write_durable, write_temp
 from ..errors import CoralError, ObjectNotFound
 from ..ids import HEX_LEN, ObjectId, from_hex, is_hex_prefix, to_hex
 from .base import ObjectStore
@@ -324,7 +324,7 @@ class DiskStore(ObjectStore):
                     st = os.lstat(path)
                 except (ValueError, IndexError, OSError):
                     continue
-                if now - st.st_mtime >= older_than and not _alive(pid):
+                if now - st.st_mtime >= older_than and pid != os.getpid() and not pid_alive(pid):
                     yield path, st.st_size
 
     def sync(self) -> None:
@@ -334,18 +334,6 @@ class DiskStore(ObjectStore):
         # Subdirectories first, then the root that lists them.
         for d in sorted(dirty, key=len, reverse=True):
             fsync_dir(d)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _link_new(tmp: str, path: str) -> None:
