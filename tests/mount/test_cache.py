@@ -56,8 +56,15 @@ def _on_disk(cache: str) -> int:
 
 
 def _read_all(mnt: str, src: str) -> None:
+    """Read every file (sha256 equal to the source), then wait for the cache writer to
+    have written what the reads queued: the fixture's unmount kills the daemon right after,
+    before it could drain its queue (what a kill -9 loses is never a torn entry, only
+    entries; the kill tests below check that)."""
     for name in ("model.safetensors", "config.json"):
         assert sha(os.path.join(mnt, name)) == sha(os.path.join(src, name))
+    deadline = time.monotonic() + 60
+    while stats(mnt).get("materialized", {}).get("pending", 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_remount_after_drop_caches_decodes_nothing_and_commits_share_chunks(tmp_path, mnt):
