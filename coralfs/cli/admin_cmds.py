@@ -57,7 +57,7 @@ def fsck(ctx: typer.Context,
 
 
 def _fsck_remote(ctx: typer.Context, name: str) -> None:
-    from ..remote.sync import naming, open_remote
+    from ..remote.graph import naming, open_remote
     from ..remote.verify import fsck_remote
     name, blobs = open_remote(open_repo(ctx), name)
     with naming(name):

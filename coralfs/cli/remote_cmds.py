@@ -178,7 +178,7 @@ def _ahead_behind(repo: Repository, local: ObjectId | None, remote: ObjectId | N
 @remote_app.command("show")
 def remote_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote name")]) -> None:
     """The remote's URL, branches and tags, and each branch against the local one."""
-    from ..remote.sync import naming, open_remote, remote_settings
+    from ..remote.graph import naming, open_remote, remote_settings
     repo = open_repo(ctx)
     name, fields = remote_settings(repo, name)
     typer.echo(esc(f"remote {name}"))
@@ -216,8 +216,8 @@ def _show_refs(repo: Repository, blobs) -> None:
 def remote_doctor(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote name")]) -> None:
     """Check access, writes, conditional writes and the layout; one line per check with the fix."""
     from ..remote.doctor import doctor
+    from ..remote.graph import open_remote
     from ..remote.layout import check_layout
-    from ..remote.sync import open_remote
     repo = open_repo(ctx)
     name, blobs = open_remote(repo, name)
     checks = doctor(blobs)
@@ -251,7 +251,7 @@ def push(ctx: typer.Context,
     """Send branches (and tags) with the objects the remote lacks; refs move by compare-and-swap."""
     from ..objects.config import remotes
     from ..objects.refs import TAGS
-    from ..remote.sync import naming, open_remote
+    from ..remote.graph import naming, open_remote
     from ..remote.sync import push as do_push
     repo = open_repo(ctx)
     args = list(args or [])
@@ -282,8 +282,8 @@ def push(ctx: typer.Context,
 def _fetch_objects(repo: Repository, remote: str, blobs: BlobStore) -> tuple[FetchResult, _Progress]:
     """fetch and pull: the remote's refs and objects, with a progress bar on a terminal.
     Returns the FetchResult and the (closed) bar, for its rate."""
+    from ..remote.graph import naming
     from ..remote.sync import fetch as do_fetch
-    from ..remote.sync import naming
     bar = _Progress()
     try:
         with naming(remote):
@@ -296,7 +296,7 @@ def _fetch_objects(repo: Repository, remote: str, blobs: BlobStore) -> tuple[Fet
 @app.command()
 def fetch(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="Remote name (default: origin)")] = None) -> None:
     """Bring the remote's branches (as REMOTE/BRANCH) and tags here, with their objects, verified."""
-    from ..remote.sync import open_remote
+    from ..remote.graph import open_remote
     repo = open_repo(ctx)
     remote, blobs = open_remote(repo, remote)
     res, bar = _fetch_objects(repo, remote, blobs)
@@ -309,7 +309,8 @@ def pull(ctx: typer.Context,
          remote: Annotated[str | None, typer.Argument(help="Remote name (default: origin)")] = None,
          branch: Annotated[str | None, typer.Argument(help="Branch (default: the current one)")] = None) -> None:
     """fetch, then fast-forward the branch to REMOTE/BRANCH (diverged: merge it yourself)."""
-    from ..remote.sync import fast_forward, open_remote
+    from ..remote.graph import open_remote
+    from ..remote.sync import fast_forward
     repo = open_repo(ctx)
     remote, blobs = open_remote(repo, remote)
     branch = branch or repo.head_branch()

@@ -46,7 +46,7 @@ class FallbackStore(ObjectStore):
     def _remote(self):
         with self._lock:
             if self._objs is None:
-                from .sync import RemoteObjects, open_configured
+                from .graph import RemoteObjects, open_configured
                 self._objs = RemoteObjects(open_configured(self._fields))
             return self._objs
 

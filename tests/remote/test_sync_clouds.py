@@ -217,7 +217,7 @@ def test_a_missing_bucket_fails_in_one_line_naming_the_remote_and_the_fix(cloud_
 
 
 def test_backend_options_come_from_the_remote_config(s3_remote, tmp_path):
-    from coralfs.remote.sync import open_remote
+    from coralfs.remote.graph import open_remote
     repo, _ = make_repo(tmp_path, steps=1)
     run_cli("remote", "add", "origin", s3_remote.url, repo=repo.path)
     run_cli("config", "set", "remote.origin.read_timeout", "5", repo=repo.path)

@@ -154,7 +154,7 @@ def test_the_remote_config_carries_the_storage_settings(tmp_path):
 
 
 def test_a_pack_holds_chunks_first_and_the_structure_together_after_them(tmp_path):
-    from coralfs.remote.sync import LEVEL, children
+    from coralfs.remote.graph import LEVEL, children
     repo, _ = make_repo(tmp_path, steps=3)
     blobs = CountingBlobs(str(tmp_path / "remote"))
     push(repo, blobs, "origin", [MAIN])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coralfs.objects import codecs, dtypes
+from coralfs.objects import codecs, dtypes, sparse
 from coralfs.objects.errors import CorruptObject
 from coralfs.objects.ids import hash_bytes
 
@@ -386,16 +386,16 @@ def test_small_differences_are_stored_as_packed_symbols():
         frame = codecs.encode_as(codec, data, oid, width=2, key=dtypes.KEY_FLOAT,
                                  base=codecs.Base(hash_bytes(base), base, 0))
         kinds = set()
-        orig = codecs._unpack_values
+        orig = sparse._unpack_values  # the SUBS / SPARSE layouts live in objects/sparse.py
 
         def spy(body, count, width, o):
             kinds.add(body[0])
             return orig(body, count, width, o)
-        codecs._unpack_values = spy
+        sparse._unpack_values = spy
         try:
             assert codecs.decode(frame, oid, lambda o: base) == data
         finally:
-            codecs._unpack_values = orig
+            sparse._unpack_values = orig
         assert kinds & set(codecs.SYMBOL_BITS), (codec, kinds)
 
 

@@ -218,3 +218,11 @@ def test_render_imports_nothing_of_coralfs():
         if module.startswith("coralfs.render"):
             assert [t for _, t in imported_modules(path.read_text(), module, is_package)
                     if t.startswith("coralfs") and not t.startswith("coralfs.render")] == []
+
+
+def test_no_module_over_800_lines():
+    """A module past 800 lines is split where its parts meet (codecs: planes.py and
+    sparse.py; remote sync: graph.py), so each can be read whole."""
+    root = pathlib.Path(coralfs.__file__).parent
+    long = {str(p.relative_to(root)): n for p in root.rglob("*.py") if (n := len(p.read_text().splitlines())) > 800}
+    assert not long, long
