@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import coralfs  # noqa: E402,F401  (installs the format layer)
 from coralfs import Repository  # noqa: E402
 from coralfs.formats import layout_of  # noqa: E402
-from coralfs.objects import codecs, dtypes  # noqa: E402
+from coralfs.objects import codecs, dtypes, planes  # noqa: E402
 from coralfs.objects.ids import hash_bytes  # noqa: E402
 from coralfs.objects.kinds import File, PackSegment, Tensor, TensorSegment  # noqa: E402
 
@@ -111,8 +111,8 @@ def rl_series(work: str, first: str, steps: int = 8) -> list[str]:
                 ulps = np.where(rng.random(len(moved)) < 0.75, 1, 2) * np.where(rng.random(len(moved)) < 0.5, 1, -1)
                 # move in value order (sign-magnitude bits): toward/away from zero per sign
                 flat = u.reshape(-1)
-                k_ = codecs._keys(flat[moved].view(np.uint8), 2, dtypes.KEY_FLOAT)
-                flat[moved] = codecs._unkeys((k_.astype(np.int64) + ulps).astype(np.uint16), 2, dtypes.KEY_FLOAT)
+                k_ = planes._keys(flat[moved].view(np.uint8), 2, dtypes.KEY_FLOAT)
+                flat[moved] = planes._unkeys((k_.astype(np.int64) + ulps).astype(np.uint16), 2, dtypes.KEY_FLOAT)
         os.makedirs(d, exist_ok=True)
         save_file({k: u.view(ml_dtypes.bfloat16) for k, u in tensors.items()}, os.path.join(d, "model.safetensors"))
     return dirs
@@ -161,7 +161,7 @@ def grouped_size(path: str, data: bytes) -> int:
         total += len(c.compress(data[pos:r.offset]))
         w = dtypes.lookup(r.dtype or "U8").width
         buf = np.frombuffer(data, np.uint8, count=r.length, offset=r.offset)
-        total += min(r.length, len(c.compress(codecs.group(buf, w))))
+        total += min(r.length, len(c.compress(planes.group(buf, w))))
         pos = r.offset + r.length
     return total + len(c.compress(data[pos:]))
 
@@ -395,14 +395,14 @@ def codec_table(pairs: list[tuple[str, str, str]], report) -> list[tuple]:
             measure(f"delta {codecs.CODEC_NAMES[c]}", *frame(c))
 
         def pco_sub(dt, a, b):
-            d = (codecs._keys(np.frombuffer(a, np.uint8), dt.width, dt.key)
-                 - codecs._keys(np.frombuffer(b, np.uint8), dt.width, dt.key)).view(sint[dt.width])
+            d = (planes._keys(np.frombuffer(a, np.uint8), dt.width, dt.key)
+                 - planes._keys(np.frombuffer(b, np.uint8), dt.width, dt.key)).view(sint[dt.width])
             return standalone.simple_compress(d, ChunkConfig(compression_level=8))
 
         def pco_sub_dec(dt, f, a, b):
             d = standalone.simple_decompress(f).view(uint[dt.width])
-            k = codecs._keys(np.frombuffer(b, np.uint8), dt.width, dt.key) + d
-            assert codecs._unkeys(k, dt.width, dt.key).tobytes() == a
+            k = planes._keys(np.frombuffer(b, np.uint8), dt.width, dt.key) + d
+            assert planes._unkeys(k, dt.width, dt.key).tobytes() == a
         measure("delta pcodec level 8 on SUB", pco_sub, pco_sub_dec)
     return rows
 

@@ -37,6 +37,12 @@ into bytes, the larger ones as escapes (a byte-wise Huffman code spends at least
 a symbol; packed symbols let it approach the entropy), and SPARSE may store its changed
 elements' bitmap cut into up to three groups of base exponents (whether a bf16 element
 changes at all depends on its magnitude: an update must cross half an ulp).
+
+Frame version 4 lets an FGROUPED plane hold ranks (planes.PLANE_RANKS): the 15 most
+frequent byte values of the plane as 4-bit ranks packed two to a byte, the others escaped
+to a side stream. The encoder tries it on the top plane (the exponent of bf16 and fp32)
+and keeps it where it is smaller than zstd on the plane; only such frames are version 4,
+other FGROUPED frames stay version 2.
 """
 
 from __future__ import annotations
@@ -48,21 +54,22 @@ from dataclasses import dataclass
 import xxhash
 import zstandard
 
-from .dtypes import KEY_FLOAT, KEY_SIGNED
 from .errors import CorruptObject
 from .ids import ZERO_ID, ObjectId, to_hex
 from .lazy import lazy_module
 from .planes import (
     _PLANE,
     _UINT,
+    PLANE_RANKS,
     _compressor,
     _decompressor,
     _fgrouped_ok,
     _keys,
     _pack_planes,
+    _plane_modes,
+    _rank_streams,
     _rotate,
     _split,
-    _squeeze,
     _unkeys,
     _unpack_planes,
     _unzigzag,
@@ -71,31 +78,9 @@ from .planes import (
     group,
     ungroup,
 )
-from .sparse import (
-    _COUNT,
-    _GROUP,
-    _KEY_BITS,
-    _SPARSE,
-    GROUPS_MAX,
-    POS_GAPS,
-    POS_GROUPS,
-    SYMBOL_BITS,
-    _order,
-    _pack_symbols,
-    _pack_values,
-    _sparse_payload,
-    _subs_payload,
-    _unpack_values,
-    _unsparse,
-    _unsubs,
-)
+from .sparse import _COUNT, _GROUP, _SPARSE, POS_GAPS, POS_GROUPS, _sparse_payload, _subs_payload, _unsparse, _unsubs
 
 np = lazy_module("numpy")  # imported by the first tensor frame, not by `coralfs log`
-
-# The element transforms and byte planes live in planes.py, the SUBS / SPARSE layouts in
-# sparse.py; these names are reached through this module too (codecs.KEY_FLOAT, tests).
-_THROUGH_HERE = (KEY_FLOAT, KEY_SIGNED, _squeeze, _KEY_BITS, GROUPS_MAX, SYMBOL_BITS, _order,
-                 _pack_symbols, _pack_values, _unpack_values)
 
 RAW, ZSTD, GROUPED, XOR, SUB, SPARSE, FGROUPED, SUBS = 0, 1, 2, 3, 4, 5, 6, 7
 CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", GROUPED: "grouped", XOR: "xor", SUB: "sub",
@@ -105,14 +90,16 @@ DELTA_CODECS = (XOR, SUB, SPARSE, SUBS)
 TENSOR_CODECS = (GROUPED, XOR, SUB, SPARSE, FGROUPED, SUBS)
 
 MAGIC = b"CRAL"
-VERSION = 3  # the newest frame version this code reads and writes
+VERSION = 4  # the newest frame version this code reads and writes
 # The frame version that introduced each codec: a frame naming a codec newer than its
 # version is corrupt.
 CODEC_SINCE = {RAW: 1, ZSTD: 1, GROUPED: 1, XOR: 1, SUB: 1, SPARSE: 2, FGROUPED: 2, SUBS: 2}
 # The version a frame of each codec is written with: the lowest that knows its layout (v1
 # codecs stay v1, readable by any coralfs; SPARSE and SUBS payloads changed in v3, so an
-# older coralfs says "upgrade" instead of misreading them).
+# older coralfs says "upgrade" instead of misreading them). An FGROUPED frame with a
+# ranked plane is version RANKS_SINCE.
 CODEC_WRITTEN = {**CODEC_SINCE, SPARSE: 3, SUBS: 3}
+RANKS_SINCE = 4
 # magic, version, codec, width, key, depth, flags, gen, decoded_len, xxh3(decoded), oid, base
 _HEAD = struct.Struct("<4sBBBBHBBQQ32s32s")
 _CHECK = struct.Struct("<Q")
@@ -179,8 +166,9 @@ def parse_header(frame: bytes | memoryview, oid: ObjectId) -> FrameHeader:
 
 
 def _pack(codec: int, width: int, key: int, depth: int, data_len: int, check: int,
-          oid: ObjectId, base: ObjectId | None, payload, flags: int = 0, gen: int = 0) -> bytes:
-    head = _HEAD.pack(MAGIC, CODEC_WRITTEN[codec], codec, width, key, depth, flags, gen, data_len, check,
+          oid: ObjectId, base: ObjectId | None, payload, flags: int = 0, gen: int = 0,
+          version: int | None = None) -> bytes:
+    head = _HEAD.pack(MAGIC, version or CODEC_WRITTEN[codec], codec, width, key, depth, flags, gen, data_len, check,
                       oid, base if base is not None else ZERO_ID)
     return b"".join((head, _CHECK.pack(checksum(head)), payload))
 
@@ -230,7 +218,9 @@ def _payload(codec: int, buf: np.ndarray, bbuf: np.ndarray | None, width: int, k
     if codec == GROUPED:
         return _compressor(level).compress(group(buf, width))
     if codec == FGROUPED:
-        return _pack_planes(group(_rotate(buf, width), width), width, level)
+        # The top plane of the sign-rotated elements is the exponent (bf16, fp32; the top
+        # 8 of fp64's 11 bits): tried as ranks, kept where smaller than zstd.
+        return _pack_planes(group(_rotate(buf, width), width), width, level, ranked=(width - 1,))
     if codec == SPARSE:
         return _sparse_payload(buf, bbuf, width, key, level)
     if codec == SUBS:
@@ -292,12 +282,13 @@ def encode_as(codec: int, data, oid: ObjectId, *, width: int, key: int, level: i
     use_base, depth = (base.oid, base.depth + 1) if codec in DELTA_CODECS else (None, 0)
     if len(payload) + _CHECK.size >= len(buf) and codec != RAW:
         codec, payload, use_base, depth = RAW, data, None, 0
+    version = RANKS_SINCE if codec == FGROUPED and PLANE_RANKS in _plane_modes(payload, width) else None
     if CODEC_SINCE[codec] >= 2:
         # v2 payloads are many small zstd frames and plane headers: a checksum of the
         # payload catches a flipped bit zstd ignores (reserved header bits) before parsing.
         payload = _CHECK.pack(checksum(payload)) + payload
     return _pack(codec, width, key, depth, len(buf), checksum(data), oid, use_base, payload,
-                 FLAG_STRUCTURED if structured else 0, gen if use_base is None else 0)
+                 FLAG_STRUCTURED if structured else 0, gen if use_base is None else 0, version)
 
 
 def decode(frame: bytes | memoryview, oid: ObjectId,
@@ -316,8 +307,8 @@ def decode(frame: bytes | memoryview, oid: ObjectId,
         elif h.codec == FGROUPED:
             if h.width not in _UINT:
                 raise CorruptObject(to_hex(oid), "fgrouped frame with an unsupported width")
-            out = _rotate(_unpack_planes(payload, h.decoded_len, h.width, oid), h.width, inverse=True,
-                          in_place=True).tobytes()
+            planes = _unpack_planes(payload, h.decoded_len, h.width, oid, ranks=h.version >= RANKS_SINCE)
+            out = _rotate(planes, h.width, inverse=True, in_place=True).tobytes()
         elif h.codec in (SPARSE, SUBS):
             if h.width not in _UINT:
                 raise CorruptObject(to_hex(oid), f"{h.codec_name} delta with an unsupported width")
@@ -374,7 +365,11 @@ def transformed(frame: bytes | memoryview, oid: ObjectId) -> list[bytes]:
         for _ in range(width):
             mode, size = _PLANE.unpack_from(payload, pos)
             body = payload[pos + _PLANE.size:pos + _PLANE.size + size]
-            out.append(d.decompress(body, max_output_size=h.decoded_len) if mode else bytes(body))
+            if mode == PLANE_RANKS:
+                _k, packed, _n, esc = _rank_streams(body, h.decoded_len // width, oid)
+                out.extend((bytes(packed), bytes(esc)))
+            else:
+                out.append(d.decompress(body, max_output_size=h.decoded_len) if mode else bytes(body))
             pos += _PLANE.size + size
         return pos
 

@@ -123,9 +123,44 @@ def _split(buf: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     return buf[:n], buf[n:]
 
 
+# -- packed small symbols (SUBS / SPARSE values, ranked planes) -----------------------------
+
+def _pack_symbols(sym: np.ndarray, bits: int) -> np.ndarray:
+    """Symbols below ``1 << bits`` (2 or 4), ``8 // bits`` to a byte, the first in the low bits."""
+    per = 8 // bits
+    t = np.zeros(-(-len(sym) // per) * per, dtype=np.uint8)
+    t[: len(sym)] = sym
+    t = t.reshape(-1, per)
+    out = t[:, 0].copy()
+    for j in range(1, per):
+        out |= t[:, j] << np.uint8(bits * j)
+    return out
+
+
+def _unpack_symbols(packed, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`_pack_symbols`: the first ``count`` symbols."""
+    per = 8 // bits
+    p = np.frombuffer(packed, dtype=np.uint8)
+    out = np.empty((len(p), per), dtype=np.uint8)
+    mask = np.uint8((1 << bits) - 1)
+    for j in range(per):
+        np.bitwise_and(p >> np.uint8(bits * j), mask, out=out[:, j])
+    return out.reshape(-1)[:count]
+
+
+
 # -- byte planes, each compressed on its own ------------------------------------------------
 
-_PLANE = struct.Struct("<BI")  # mode (0 stored, 1 zstd), stored length
+_PLANE = struct.Struct("<BI")  # mode (0 stored, 1 zstd, 2 ranks), stored length
+PLANE_RANKS = 2  # plane mode of frame version 4 (FGROUPED only): see _rank_plane
+RANKS = 15  # ranked byte values of a PLANE_RANKS plane; rank 15 escapes
+_RANK_STEP = 16  # the ranks are chosen by the counts of every 16th byte
+# A plane of at least _RANK_SURE_MIN bytes whose ranks are smaller than _RANK_SURE of what
+# zstd makes of four spread 32 KiB slices (scaled) is stored as ranks without compressing
+# it whole with zstd too (12 ms of a 4 MiB bf16 chunk); otherwise both are compared.
+_RANK_SURE_MIN = 1 << 20
+_RANK_SURE = 0.95
+_ESCAPES = struct.Struct("<I")
 
 
 _PROBE = 16 << 10
@@ -143,25 +178,168 @@ def _squeeze(plane, level: int) -> tuple[int, bytes | memoryview]:
     return 0, memoryview(plane).cast("B")
 
 
-def _pack_planes(g: np.ndarray, width: int, level: int) -> bytes:
+def _rank_plane(plane: np.ndarray, level: int) -> bytes:
+    """A plane as the ranks of its bytes (PLANE_RANKS): the RANKS most frequent values,
+    each byte's rank 0-14 packed two to a byte, any other value rank 15 with the value in
+    a side stream of escapes; both squeezed. A float's exponent has a few dominant values:
+    zstd's byte-wise Huffman code spends at least a bit on each and codes only what one
+    byte shows, the packed ranks let it code two exponents a symbol. Layout: the number
+    of ranked values, those values by rank, the number of escapes, the packed ranks and
+    the escapes each as a plane (mode, length, bytes)."""
+    # The ranks by the counts of every 16th byte (bincount casts to intp: the whole
+    # plane cost 6 ms of a 4 MiB bf16 chunk's ~30 ms encode); a value the sample misses
+    # is an escape, which costs bytes, never exactness.
+    counts = np.bincount(plane[::_RANK_STEP], minlength=256)
+    top = np.argsort(-counts, kind="stable")[:RANKS]
+    top = top[counts[top] > 0]
+    rank_of = np.full(256, RANKS, dtype=np.uint8)
+    rank_of[top] = np.arange(len(top), dtype=np.uint8)
+    packed = _pack_ranks(plane, rank_of)
+    at = _escapes_at(packed, len(plane))
+    nesc = len(at)
+    esc = plane.take(at)
+    m1, packed = _squeeze(packed, level)
+    m2, escaped = _squeeze(esc, level)
+    return b"".join((bytes((len(top),)), top.astype(np.uint8).tobytes(), _ESCAPES.pack(nesc),
+                     _PLANE.pack(m1, len(packed)), packed, _PLANE.pack(m2, len(escaped)), escaped))
+
+
+def _pack_ranks(plane: np.ndarray, rank_of: np.ndarray) -> np.ndarray:
+    """``_pack_symbols(rank_of[plane], 4)`` in one pass: each pair of bytes, read as one
+    uint16, looks up its two packed ranks in a 64 Ki table (measured ~4x faster than the
+    rank lookup followed by the packing)."""
+    n = len(plane)
+    r = rank_of.astype(np.uint8)
+    pair = (r[None, :] | (r[:, None] << np.uint8(4))).reshape(65536)  # index hi * 256 + lo
+    if n % 2:
+        plane = np.append(plane, np.uint8(0))
+    packed = pair.take(plane.view(np.uint16), mode="clip")  # every index is in range
+    if n % 2:
+        packed[-1] &= np.uint8(0x0F)  # the padding symbol is rank 0, as _pack_symbols writes it
+    return packed
+
+
+def _escapes_at(packed: np.ndarray, n: int) -> np.ndarray:
+    """The positions (of ``n``) whose packed rank is 15, ascending: the packed bytes holding
+    one are found with a few byte-wide comparisons, then their two nibbles looked at
+    (escapes are rare: a pass over the ``n`` ranks would cost more than decoding them)."""
+    hit = packed >= np.uint8(RANKS << 4)
+    hit |= (packed & np.uint8(15)) == RANKS
+    cand = np.flatnonzero(hit)
+    pc = packed.take(cand)
+    which = np.empty((len(cand), 2), dtype=bool)
+    np.equal(pc & np.uint8(15), RANKS, out=which[:, 0])
+    np.equal(pc >> np.uint8(4), RANKS, out=which[:, 1])
+    at = np.empty((len(cand), 2), dtype=np.int64)
+    at[:, 0] = 2 * cand
+    at[:, 1] = at[:, 0] + 1
+    at = at[which]
+    return at[at < n] if len(at) and at[-1] >= n else at
+
+
+def _rank_streams(body, n: int, oid: ObjectId) -> tuple[int, bytes, int, bytes]:
+    """The parts of a PLANE_RANKS plane of ``n`` bytes: (ranked values, packed ranks,
+    escape count, escapes), checked for length and decompressed."""
+    k = body[0] if len(body) else RANKS + 1
+    pos = 1 + k
+    if k > RANKS or pos + _ESCAPES.size > len(body):
+        raise CorruptObject(to_hex(oid), "ranked byte plane header out of range")
+    (nesc,) = _ESCAPES.unpack_from(body, pos)
+    pos += _ESCAPES.size
+    streams = []
+    for want in ((n + 1) // 2, nesc):
+        if pos + _PLANE.size > len(body) or nesc > n:
+            raise CorruptObject(to_hex(oid), "ranked byte plane header out of range")
+        mode, size = _PLANE.unpack_from(body, pos)
+        pos += _PLANE.size
+        part = body[pos:pos + size]
+        pos += size
+        if len(part) != size or mode > 1:
+            raise CorruptObject(to_hex(oid), "ranked byte plane out of range")
+        part = _unzstd(part, want, oid) if mode == 1 else part
+        if len(part) != want:
+            raise CorruptObject(to_hex(oid), "ranked byte plane has the wrong length")
+        streams.append(part)
+    if pos != len(body):
+        raise CorruptObject(to_hex(oid), "ranked byte plane longer than its parts")
+    return k, streams[0], nesc, streams[1]
+
+
+def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
+    """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane. Each packed byte
+    (two ranks) becomes two values in one table lookup; escapes are placed where rank 15
+    is. Ranks past the table (a damaged plane) decode to 0: the frame's checksum of the
+    decoded bytes refuses the result."""
+    k, packed, nesc, esc = _rank_streams(body, n, oid)
+    p = np.frombuffer(packed, dtype=np.uint8)
+    lut = np.zeros(16, dtype=np.uint32)
+    lut[:k] = np.frombuffer(body[1:1 + k], dtype=np.uint8)
+    # Two packed bytes (four ranks), read as one little-endian uint16 (index hi * 256 +
+    # lo), give four values in one lookup of a 64 Ki table built by outer ORs (mode="clip":
+    # every index is in range, and take skips its checks; measured 0.65 ms for 1 Mi
+    # packed bytes against 2.1 ms a byte at a time).
+    pairs = (lut[None, :] | (lut[:, None] << np.uint32(8))).reshape(256)
+    quad = (pairs[None, :] | (pairs[:, None] << np.uint32(16))).reshape(65536)
+    q = p if len(p) % 2 == 0 else np.append(p, np.uint8(0))
+    out = quad.take(q.view(np.uint16), mode="clip").view(np.uint8)[:n]
+    if nesc:
+        idx = _escapes_at(p, n)
+        if len(idx) != nesc:
+            raise CorruptObject(to_hex(oid), "ranked byte plane disagrees with its escape count")
+        out[idx] = np.frombuffer(esc, dtype=np.uint8)
+    return out
+
+
+def _pack_planes(g: np.ndarray, width: int, level: int, ranked: tuple[int, ...] = (),
+                 force: bool = False) -> bytes:
     """A grouped buffer as ``width`` planes of equal length, each squeezed on its own,
-    then the tail (shorter than one element) as it is."""
+    then the tail (shorter than one element) as it is. The planes numbered in ``ranked``
+    are also tried as ranks (PLANE_RANKS, where zstd compresses them) and stored so if
+    smaller; ``force``: always (tests)."""
     n = len(g) // width
     parts = []
     for i in range(width):
-        mode, b = _squeeze(g[i * n:(i + 1) * n], level)
+        plane = g[i * n:(i + 1) * n]
+        r = _rank_plane(plane, level) if i in ranked and n else None
+        if r is not None and (force or (n >= _RANK_SURE_MIN and len(r) < _RANK_SURE * _zstd_estimate(plane, level))):
+            mode, b = PLANE_RANKS, r
+        else:
+            mode, b = _squeeze(plane, level)
+            if r is not None and mode == 1 and len(r) < len(b):
+                mode, b = PLANE_RANKS, r
         parts += [_PLANE.pack(mode, len(b)), b]
     parts.append(memoryview(g[n * width:]).cast("B"))
     return b"".join(parts)
 
 
-def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId) -> np.ndarray:
+def _zstd_estimate(plane: np.ndarray, level: int) -> float:
+    """What zstd would make of a large plane, from four spread 32 KiB slices."""
+    piece = 32 << 10
+    step = (len(plane) - piece) // 3
+    c = _compressor(level)
+    return sum(len(c.compress(plane[j * step:j * step + piece])) for j in range(4)) * len(plane) / (4 * piece)
+
+
+def _plane_modes(payload, width: int) -> list[int]:
+    """The mode of each plane of a :func:`_pack_planes` payload (written by this code)."""
+    modes, pos = [], 0
+    for _ in range(width):
+        mode, size = _PLANE.unpack_from(payload, pos)
+        modes.append(mode)
+        pos += _PLANE.size + size
+    return modes
+
+
+def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId,
+                   ranks: bool = False) -> np.ndarray:
     """Inverse of :func:`_pack_planes` fused with :func:`ungroup`: each plane is decoded
-    straight into its strided place in the element-ordered output."""
+    straight into its strided place in the element-ordered output. ``ranks``: planes
+    may be PLANE_RANKS (frame version 4 FGROUPED); elsewhere that mode is corrupt."""
     n = total // width
     out = np.empty(total, dtype=np.uint8)
     dst = out[: n * width].reshape(n, width)
     pos = 0
+    top = PLANE_RANKS if ranks else 1
     for i in range(width):
         if pos + _PLANE.size > len(payload):
             raise CorruptObject(to_hex(oid), "byte plane header past the end of the frame")
@@ -169,8 +347,11 @@ def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId) -
         pos += _PLANE.size
         body = payload[pos:pos + size]
         pos += size
-        if len(body) != size or mode > 1:
+        if len(body) != size or mode > top:
             raise CorruptObject(to_hex(oid), "byte plane out of range")
+        if mode == PLANE_RANKS:
+            dst[:, i] = _unrank_plane(body, n, oid)
+            continue
         plane = _unzstd(body, n, oid) if mode == 1 else body
         if len(plane) != n:
             raise CorruptObject(to_hex(oid), "byte plane has the wrong length")

@@ -11,7 +11,22 @@ from typing import TYPE_CHECKING
 from .errors import CorruptObject
 from .ids import ObjectId, to_hex
 from .lazy import lazy_module
-from .planes import _PLANE, _UINT, _keys, _pack_planes, _split, _squeeze, _unkeys, _unpack_planes, _unzigzag, _unzstd, _zigzag, group
+from .planes import (
+    _PLANE,
+    _UINT,
+    _keys,
+    _pack_planes,
+    _pack_symbols,
+    _split,
+    _squeeze,
+    _unkeys,
+    _unpack_planes,
+    _unpack_symbols,
+    _unzigzag,
+    _unzstd,
+    _zigzag,
+    group,
+)
 
 if TYPE_CHECKING:
     from .codecs import FrameHeader
@@ -88,27 +103,6 @@ def _cuts(cs: np.ndarray) -> list[int]:
         cuts.pop()
     cuts.append(len(cs))
     return cuts
-
-
-def _pack_symbols(sym: np.ndarray, bits: int) -> np.ndarray:
-    per = 8 // bits
-    t = np.zeros(-(-len(sym) // per) * per, dtype=np.uint8)
-    t[: len(sym)] = sym
-    t = t.reshape(-1, per)
-    out = t[:, 0].copy()
-    for j in range(1, per):
-        out |= t[:, j] << np.uint8(bits * j)
-    return out
-
-
-def _unpack_symbols(packed, bits: int, count: int) -> np.ndarray:
-    per = 8 // bits
-    p = np.frombuffer(packed, dtype=np.uint8)
-    out = np.empty((len(p), per), dtype=np.uint8)
-    mask = np.uint8((1 << bits) - 1)
-    for j in range(per):
-        np.bitwise_and(p >> np.uint8(bits * j), mask, out=out[:, j])
-    return out.reshape(-1)[:count]
 
 
 def _pack_values(s: np.ndarray, width: int, level: int) -> bytes:

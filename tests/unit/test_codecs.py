@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coralfs.objects import codecs, dtypes, sparse
+from coralfs.objects import codecs, dtypes, planes, sparse
 from coralfs.objects.errors import CorruptObject
 from coralfs.objects.ids import hash_bytes
 
@@ -130,7 +130,8 @@ def test_sparse_is_chosen_when_few_elements_change():
 def test_frames_name_the_lowest_version_that_knows_their_codec():
     """Frames of the v1 codecs stay version 1 (older coralfs reads them); a v2 codec in a
     version 1 frame is refused as corrupt, and a version newer than this code says to upgrade."""
-    data = (np.random.default_rng(8).standard_normal(4096) * 0.05).astype(np.float32).tobytes()
+    # Repeating weights: zstd's matches beat ranks on the exponent plane, so FGROUPED stays v2.
+    data = np.tile((np.random.default_rng(8).standard_normal(64) * 0.05).astype(np.float32), 64).tobytes()
     oid = hash_bytes(data)
     v1 = codecs.encode_as(codecs.GROUPED, data, oid, width=4, key=2)
     v2 = codecs.encode_as(codecs.FGROUPED, data, oid, width=4, key=2)
@@ -293,8 +294,8 @@ def test_sparse_positions_as_gaps_or_bitmap(density):
     data, bb = new.tobytes(), base.tobytes()
     oid = hash_bytes(data)
     frame = codecs.encode_as(codecs.SPARSE, data, oid, width=4, key=2, base=codecs.Base(hash_bytes(bb), bb, 0))
-    mode = codecs._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
-    assert (mode == codecs.POS_GAPS) == (density < 0.1)
+    mode = sparse._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
+    assert (mode == sparse.POS_GAPS) == (density < 0.1)
     assert codecs.decode(frame, oid, lambda o: bb) == data
 
 
@@ -352,7 +353,7 @@ def _exponent_sensitive(n: int, seed: int) -> tuple[bytes, bytes]:
 def _sparse_frame(data: bytes, base: bytes, dtype: str, cuts: list[int] | None) -> bytes:
     """A SPARSE frame as encode_as writes it, its positions layout forced by ``cuts``."""
     dt = dtypes.lookup(dtype)
-    payload = codecs._sparse_payload(np.frombuffer(data, np.uint8), np.frombuffer(base, np.uint8),
+    payload = sparse._sparse_payload(np.frombuffer(data, np.uint8), np.frombuffer(base, np.uint8),
                                      dt.width, dt.key, 1, cuts)
     payload = codecs._CHECK.pack(codecs.checksum(payload)) + payload
     return codecs._pack(codecs.SPARSE, dt.width, dt.key, 1, len(data), codecs.checksum(data),
@@ -360,7 +361,7 @@ def _sparse_frame(data: bytes, base: bytes, dtype: str, cuts: list[int] | None) 
 
 
 def _positions_mode(frame: bytes) -> int:
-    return codecs._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
+    return sparse._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
 
 
 def test_sparse_bitmap_by_exponent_groups_when_changes_depend_on_magnitude():
@@ -370,10 +371,10 @@ def test_sparse_bitmap_by_exponent_groups_when_changes_depend_on_magnitude():
     oid = hash_bytes(data)
     frame = codecs.encode_as(codecs.SPARSE, data, oid, width=2, key=dtypes.KEY_FLOAT,
                              base=codecs.Base(hash_bytes(base), base, 0))
-    assert frame[4] == 3 and _positions_mode(frame) == codecs.POS_GROUPS
+    assert frame[4] == 3 and _positions_mode(frame) == sparse.POS_GROUPS
     assert codecs.decode(frame, oid, lambda o: base) == data
     element_order = _sparse_frame(data, base, "BF16", [])
-    assert _positions_mode(element_order) in (0, 1, codecs.POS_GAPS)
+    assert _positions_mode(element_order) in (0, 1, sparse.POS_GAPS)
     assert codecs.decode(element_order, oid, lambda o: base) == data
     assert len(frame) < 0.95 * len(element_order)
 
@@ -396,7 +397,7 @@ def test_small_differences_are_stored_as_packed_symbols():
             assert codecs.decode(frame, oid, lambda o: base) == data
         finally:
             sparse._unpack_values = orig
-        assert kinds & set(codecs.SYMBOL_BITS), (codec, kinds)
+        assert kinds & set(sparse.SYMBOL_BITS), (codec, kinds)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -406,32 +407,32 @@ def test_value_segments_roundtrip(width, n, seed, small, top):
     """Every segment layout (byte planes, 2- and 4-bit symbols with escapes) is exact for
     any mix of small and large values of every width."""
     rng = np.random.default_rng(seed)
-    dt = codecs._UINT[width]
+    dt = planes._UINT[width]
     big = rng.integers(0, 256, n * width, dtype=np.uint8).view(dt)
     s = np.where(rng.random(n) < small, rng.integers(0, min(top, 2**63), n).astype(dt), big).astype(dt)
     oid = hash_bytes(s.tobytes())
-    seg = codecs._pack_values(s, width, 1)
-    assert codecs._unpack_values(memoryview(seg), n, width, oid).tobytes() == s.tobytes()
-    for bits in codecs.SYMBOL_BITS:  # each packing forced, whatever the sizes say
+    seg = sparse._pack_values(s, width, 1)
+    assert sparse._unpack_values(memoryview(seg), n, width, oid).tobytes() == s.tobytes()
+    for bits in sparse.SYMBOL_BITS:  # each packing forced, whatever the sizes say
         marker = (1 << bits) - 1
-        mode, packed = codecs._squeeze(codecs._pack_symbols(np.minimum(s, marker).astype(np.uint8), bits), 1)
-        forced = bytes((bits,)) + codecs._PLANE.pack(mode, len(packed)) + bytes(packed)
+        mode, packed = planes._squeeze(planes._pack_symbols(np.minimum(s, marker).astype(np.uint8), bits), 1)
+        forced = bytes((bits,)) + planes._PLANE.pack(mode, len(packed)) + bytes(packed)
         if (s >= marker).any():
             esc = (s[s >= marker] - dt(marker)).view(np.uint8)
-            forced += codecs._pack_planes(codecs.group(esc, width), width, 1)
-        assert codecs._unpack_values(memoryview(forced), n, width, oid).tobytes() == s.tobytes()
+            forced += planes._pack_planes(planes.group(esc, width), width, 1)
+        assert sparse._unpack_values(memoryview(forced), n, width, oid).tobytes() == s.tobytes()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dtype=st.sampled_from(["F64", "F32", "F16", "BF16", "I32", "U16", "I64"]), n=st.integers(0, 5000),
        seed=st.integers(0, 2**32 - 1), changed=st.floats(0.0, 1.0), tail=st.integers(0, 7),
-       cuts=st.lists(st.integers(0, 255), min_size=1, max_size=codecs.GROUPS_MAX - 1, unique=True))
+       cuts=st.lists(st.integers(0, 255), min_size=1, max_size=sparse.GROUPS_MAX - 1, unique=True))
 def test_sparse_with_forced_exponent_groups_roundtrips(dtype, n, seed, changed, tail, cuts):
     """POS_GROUPS forced with arbitrary thresholds (empty groups, one group holding all)
     over arbitrary bits: exact, also through encode's own choice on the same data."""
     data, base = _changed_bits(dtype, n, seed, changed, tail)
     frame = _sparse_frame(data, base, dtype, sorted(cuts))
-    assert _positions_mode(frame) == codecs.POS_GROUPS
+    assert _positions_mode(frame) == sparse.POS_GROUPS
     assert codecs.decode(frame, hash_bytes(data), lambda o: base) == data
     _roundtrip(data, dtype, base)
 
@@ -444,7 +445,7 @@ def test_golden_v2_frames_still_decode():
     import os
     with gzip.open(os.path.join(os.path.dirname(__file__), "golden", "frames-v2.json.gz"), "rt") as f:
         recs = json.load(f)
-    assert {(r["codec"], r["mode"]) for r in recs} >= {("sparse", codecs.POS_GAPS), ("subs", None)}
+    assert {(r["codec"], r["mode"]) for r in recs} >= {("sparse", sparse.POS_GAPS), ("subs", None)}
     for r in recs:
         base = bytes.fromhex(r["base"])
         data = (np.frombuffer(base, np.uint8) ^ np.frombuffer(bytes.fromhex(r["xor"]), np.uint8)).tobytes()
@@ -463,17 +464,18 @@ def test_v3_frames_ask_an_older_reader_to_upgrade(monkeypatch):
     b = codecs.Base(hash_bytes(base), base, 0)
     frames = {c: codecs.encode_as(c, data, oid, width=2, key=dtypes.KEY_FLOAT, base=b)
               for c in (codecs.SPARSE, codecs.SUBS, codecs.FGROUPED, codecs.SUB)}
-    assert {c: f[4] for c, f in frames.items()} == {codecs.SPARSE: 3, codecs.SUBS: 3, codecs.FGROUPED: 2,
+    # (FGROUPED of these weights stores its exponent plane as ranks: version 4)
+    assert {c: f[4] for c, f in frames.items()} == {codecs.SPARSE: 3, codecs.SUBS: 3, codecs.FGROUPED: 4,
                                                     codecs.SUB: 1}
-    sparse = frames[codecs.SPARSE]
-    assert _positions_mode(sparse) == codecs.POS_GROUPS
+    sparse_frame = frames[codecs.SPARSE]
+    assert _positions_mode(sparse_frame) == sparse.POS_GROUPS
     with monkeypatch.context() as m:
         m.setattr(codecs, "VERSION", 2)
         for c in (codecs.SPARSE, codecs.SUBS):
             with pytest.raises(CorruptObject, match="upgrade coralfs"):
                 codecs.decode(frames[c], oid, lambda o: base)
-        assert codecs.decode(frames[codecs.FGROUPED], oid) == data
-    forged = bytearray(sparse)
+        assert codecs.decode(frames[codecs.SUB], oid, lambda o: base) == data
+    forged = bytearray(sparse_frame)
     forged[4] = 2
     forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
         codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
@@ -484,7 +486,7 @@ def test_v3_frames_ask_an_older_reader_to_upgrade(monkeypatch):
 def _grouped_frame() -> tuple[bytes, bytes, bytes]:
     data, base = _exponent_sensitive(6000, 4)
     frame = _sparse_frame(data, base, "BF16", [119, 121])
-    assert _positions_mode(frame) == codecs.POS_GROUPS
+    assert _positions_mode(frame) == sparse.POS_GROUPS
     return frame, data, base
 
 
@@ -547,3 +549,164 @@ def test_golden_fgrouped_v2_frames_still_decode():
         h = codecs.parse_header(frame, hash_bytes(data))
         assert h.version == 2 and h.codec == codecs.FGROUPED
         assert codecs.decode(frame, hash_bytes(data)) == data
+
+
+# -- frame v4: FGROUPED planes as ranks -------------------------------------------------------
+
+FLOATS = ["F64", "F32", "F16", "BF16"]
+
+
+def _ranked_frame(data: bytes, dtype: str, ranked: tuple[int, ...] | None = None) -> bytes:
+    """An FGROUPED frame as encode_as writes it, the planes numbered in ``ranked`` (all by
+    default) forced to ranks whatever the sizes say."""
+    dt = dtypes.lookup(dtype)
+    g = planes.group(planes._rotate(np.frombuffer(data, np.uint8), dt.width), dt.width)
+    payload = planes._pack_planes(g, dt.width, 1, ranked=tuple(range(dt.width)) if ranked is None else ranked,
+                                  force=True)
+    payload = codecs._CHECK.pack(codecs.checksum(payload)) + payload
+    return codecs._pack(codecs.FGROUPED, dt.width, dt.key, 0, len(data), codecs.checksum(data),
+                        hash_bytes(data), None, payload, version=codecs.RANKS_SINCE)
+
+
+def _float_values(dtype: str, n: int, seed: int, kind: str, tail: int) -> bytes:
+    """Float elements of one kind: arbitrary bits (any number of distinct exponents), one
+    value, a few exponents, weights, or weights with NaN payloads and infinities."""
+    dt = dtypes.lookup(dtype)
+    rng = np.random.default_rng(seed)
+    if kind == "bits":
+        a = np.frombuffer(_bits(dtype, n, seed), dt.numpy)
+    elif kind == "same":
+        a = np.full(n, rng.standard_normal(), dtype=dt.numpy)
+    elif kind == "few":
+        a = rng.choice(np.array([0.5, -0.25, 3.0, 1e-3], dtype=dt.numpy), n)
+    else:
+        a = (rng.standard_normal(n) * 0.05).astype(dt.numpy)
+    if kind == "special" and n:
+        u = a.view(planes._UINT[dt.width]).copy()
+        sp = np.array(SPECIALS.get(dtype, [np.nan, np.inf, -np.inf, 0.0, -0.0]), dtype=dt.numpy)
+        u[rng.integers(0, n, min(n, 40))] = rng.choice(sp.view(planes._UINT[dt.width]), min(n, 40))
+        u[:: max(1, n // 7)] = np.iinfo(planes._UINT[dt.width]).max  # NaNs with every payload bit set
+        a = u.view(dt.numpy)
+    return a.tobytes() + bytes(range(tail % dt.width))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dtype=st.sampled_from(FLOATS), n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1),
+       kind=st.sampled_from(["bits", "same", "few", "weights", "special"]), tail=st.integers(0, 7))
+def test_fgrouped_ranked_planes_roundtrip(dtype, n, seed, kind, tail):
+    """Every plane forced to ranks (over 15 distinct values, one value, tiny chunks, NaN
+    and infinity payloads, tails): exact; and encode's own choice on the same data too."""
+    data = _float_values(dtype, n, seed, kind, tail)
+    frame = _ranked_frame(data, dtype)
+    oid = hash_bytes(data)
+    if len(data) >= dtypes.lookup(dtype).width:
+        assert set(planes._plane_modes(memoryview(frame)[codecs.HEADER_SIZE + 8:], dtypes.lookup(dtype).width)) == {
+            planes.PLANE_RANKS}
+    assert codecs.decode(frame, oid) == data
+    dt = dtypes.lookup(dtype)
+    chosen = codecs.encode_as(codecs.FGROUPED, data, oid, width=dt.width, key=dt.key, level=1)
+    assert codecs.decode(chosen, oid) == data
+    _roundtrip(data, dtype, None)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 5000), seed=st.integers(0, 2**32 - 1), distinct=st.integers(1, 256))
+def test_packed_ranks_are_packed_symbols(n, seed, distinct):
+    """The one-pass rank packing writes what _pack_symbols writes, and the escapes are
+    found where rank 15 is, odd lengths included."""
+    rng = np.random.default_rng(seed)
+    plane = rng.integers(0, distinct, n).astype(np.uint8)
+    rank_of = rng.integers(0, 16, 256).astype(np.uint8)
+    packed = planes._pack_ranks(plane, rank_of)
+    assert packed.tobytes() == planes._pack_symbols(rank_of[plane], 4).tobytes()
+    assert planes._escapes_at(packed, n).tolist() == np.flatnonzero(rank_of[plane] == planes.RANKS).tolist()
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F32"])
+def test_keyframe_exponent_plane_stored_as_ranks_where_smaller(dtype):
+    """Weights: the exponent plane as ranks, smaller than zstd's plane, frame version 4;
+    arbitrary bits: zstd (or stored) planes, frame version 2."""
+    dt = dtypes.lookup(dtype)
+    data = (np.random.default_rng(12).standard_normal(1 << 20) * 0.05).astype(dt.numpy).tobytes()
+    oid = hash_bytes(data)
+    frame = codecs.encode(data, oid, width=dt.width, key=dt.key, level=1)
+    h = codecs.parse_header(frame, oid)
+    assert h.codec == codecs.FGROUPED and h.version == codecs.RANKS_SINCE == 4
+    modes = planes._plane_modes(memoryview(frame)[codecs.HEADER_SIZE + 8:], dt.width)
+    assert modes[-1] == planes.PLANE_RANKS and planes.PLANE_RANKS not in modes[:-1]
+    assert codecs.decode(frame, oid) == data
+    g = planes.group(planes._rotate(np.frombuffer(data, np.uint8), dt.width), dt.width)
+    plain = planes._pack_planes(g, dt.width, 1)
+    assert len(frame) - codecs.HEADER_SIZE - 8 < 0.99 * len(plain)
+    mixed = _float_values(dtype, 3000, 5, "bits", 0) + (np.zeros(3000, dt.numpy)).tobytes()
+    h = codecs.parse_header(codecs.encode(mixed, hash_bytes(mixed), width=dt.width, key=dt.key), hash_bytes(mixed))
+    assert h.codec == codecs.FGROUPED and h.version == 2
+
+
+def test_ranked_frames_ask_an_older_reader_to_upgrade(monkeypatch):
+    """A ranked FGROUPED frame is version 4: a reader of versions up to 3 says "upgrade
+    coralfs"; the ranks mode in a frame labelled version 2 (or in a SPARSE / SUBS plane)
+    is corrupt."""
+    data = _float_values("BF16", 5000, 3, "weights", 0)
+    oid = hash_bytes(data)
+    frame = _ranked_frame(data, "BF16", (1,))
+    assert frame[4] == 4 and codecs.decode(frame, oid) == data
+    with monkeypatch.context() as m:
+        m.setattr(codecs, "VERSION", 3)
+        with pytest.raises(CorruptObject, match="upgrade coralfs"):
+            codecs.decode(frame, oid)
+    forged = bytearray(frame)
+    forged[4] = 2
+    forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
+        codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
+    with pytest.raises(CorruptObject, match="out of range"):
+        codecs.decode(bytes(forged), oid)
+    g = planes.group(np.frombuffer(data, np.uint8), 2)
+    with pytest.raises(CorruptObject, match="out of range"):
+        planes._unpack_planes(memoryview(planes._pack_planes(g, 2, 1, ranked=(1,), force=True)), len(data), 2, oid)
+
+
+def _ranked_weights_frame() -> tuple[bytes, bytes]:
+    data = _float_values("BF16", 3000, 7, "special", 1)
+    rng = np.random.default_rng(7)
+    u = np.frombuffer(data[:-1], np.uint16).copy()
+    u[rng.integers(0, len(u), 30)] = rng.integers(0, 1 << 16, 30).astype(np.uint16)  # escapes
+    data = u.tobytes() + data[-1:]
+    frame = _ranked_frame(data, "BF16")
+    assert codecs.decode(frame, hash_bytes(data)) == data
+    return frame, data
+
+
+def test_every_flipped_byte_of_a_ranked_frame_is_detected():
+    frame, data = _ranked_weights_frame()
+    for i in range(len(frame)):
+        bad = bytearray(frame)
+        bad[i] ^= 0x10
+        with pytest.raises(CorruptObject):
+            codecs.decode(bytes(bad), hash_bytes(data))
+
+
+def test_truncated_ranked_frames_are_corrupt():
+    frame, data = _ranked_weights_frame()
+    for cut in range(codecs.HEADER_SIZE + 8, len(frame)):
+        with pytest.raises(CorruptObject):
+            codecs.decode(_reseal(bytearray(frame[:cut])), hash_bytes(data))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.one_of(st.integers(0, 60), st.integers(0, 10**6)), st.integers(0, 255)),
+                      min_size=1, max_size=4))
+def test_malformed_ranked_payloads_are_named_corrupt(edits):
+    """Structurally wrong ranked planes (ranked value counts, escape counts, stream modes
+    and lengths, packed ranks) with a valid checksum raise CorruptObject, never another
+    exception, and never return wrong bytes."""
+    frame, data = _ranked_weights_frame()
+    frame = bytearray(frame)
+    start = codecs.HEADER_SIZE + 8
+    for pos, val in edits:
+        frame[start + pos % (len(frame) - start)] = val
+    try:
+        out = codecs.decode(_reseal(frame), hash_bytes(data))
+    except CorruptObject:
+        return
+    assert out == data

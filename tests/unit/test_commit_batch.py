@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from coralfs import Repository
-from coralfs.objects import codecs
+from coralfs.objects import codecs, dtypes
 from coralfs.objects.kinds import Tensor, TensorSegment
 from coralfs.objects.stores import disk
 
@@ -210,7 +210,7 @@ def test_two_writers_of_one_object_never_make_a_delta_cycle(tmp_path):
     x = (p + rng.standard_normal(p.shape).astype(np.float32) * 1e-4).astype(np.float32)
     pb, xb = p.tobytes(), x.tobytes()
     po, xo = hash_bytes(pb), hash_bytes(xb)
-    kw = dict(width=4, key=codecs.KEY_FLOAT)
+    kw = dict(width=4, key=dtypes.KEY_FLOAT)
     a, b = disk.DiskStore(root), disk.DiskStore(root)  # two processes sharing objects/
     a.put(po, codecs.encode(pb, po, **kw))
     with a.batch():

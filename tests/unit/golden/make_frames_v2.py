@@ -18,7 +18,7 @@ import sys
 import ml_dtypes
 import numpy as np
 
-from coralfs.objects import codecs, dtypes
+from coralfs.objects import codecs, dtypes, sparse
 from coralfs.objects.ids import hash_bytes
 
 
@@ -29,7 +29,7 @@ def record(codec: int, dtype: str, base: np.ndarray, new: np.ndarray) -> dict:
                              base=codecs.Base(hash_bytes(bb), bb, 0))
     h = codecs.parse_header(frame, hash_bytes(data))
     assert h.codec == codec and frame[4] == 2
-    mode = codecs._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1] if codec == codecs.SPARSE else None
+    mode = sparse._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1] if codec == codecs.SPARSE else None
     return {"codec": codecs.CODEC_NAMES[codec], "dtype": dtype, "mode": mode,
             "base": bb.hex(), "xor": (np.frombuffer(data, np.uint8) ^ np.frombuffer(bb, np.uint8)).tobytes().hex(),
             "frame": frame.hex()}
@@ -48,7 +48,7 @@ def main(out: str) -> None:
         new = (base.astype(np.float32) * (1 + rng.standard_normal(len(base)).astype(np.float32) * 0.01)).astype(npt)
         recs.append(record(codecs.SUBS, dtype, base, new))
     modes = {r["mode"] for r in recs if r["codec"] == "sparse"}
-    assert codecs.POS_GAPS in modes and modes & {0, 1}, modes
+    assert sparse.POS_GAPS in modes and modes & {0, 1}, modes
     with gzip.open(out, "wt") as f:
         json.dump(recs, f)
 
