@@ -265,8 +265,17 @@ def _rank_streams(body, n: int, oid: ObjectId) -> tuple[int, bytes, int, bytes]:
     return k, streams[0], nesc, streams[1]
 
 
+def _scratch(count: int) -> np.ndarray:
+    """This thread's reusable uint32 buffer of ``count`` elements (grown as needed)."""
+    buf = getattr(_local, "scratch", None)
+    if buf is None or len(buf) < count:
+        buf = _local.scratch = np.empty(max(count, 1 << 19), dtype=np.uint32)
+    return buf[:count]
+
+
 def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
-    """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane. Each packed byte
+    """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane (a view of this thread's
+    scratch buffer, valid until its next call). Each packed byte
     (two ranks) becomes two values in one table lookup; escapes are placed where rank 15
     is. Ranks past the table (a damaged plane) decode to 0: the frame's checksum of the
     decoded bytes refuses the result."""
@@ -281,7 +290,9 @@ def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
     pairs = (lut[None, :] | (lut[:, None] << np.uint32(8))).reshape(256)
     quad = (pairs[None, :] | (pairs[:, None] << np.uint32(16))).reshape(65536)
     q = p if len(p) % 2 == 0 else np.append(p, np.uint8(0))
-    out = quad.take(q.view(np.uint16), mode="clip").view(np.uint8)[:n]
+    # Into this thread's scratch buffer: the caller copies the plane into its strided
+    # place at once, and a fresh array costs its page faults on every chunk.
+    out = np.take(quad, q.view(np.uint16), mode="clip", out=_scratch(len(q) // 2)).view(np.uint8)[:n]
     if nesc:
         idx = _escapes_at(p, n)
         if len(idx) != nesc:
