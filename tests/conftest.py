@@ -109,10 +109,11 @@ def pytest_sessionstart(session) -> None:
             mounts = [ln.split()[1] for ln in f if ln.split()[2].startswith("fuse") and "coral" in ln.split()[0]]
     except OSError:
         return
-    from coralfs.fs.lifecycle import _pid_alive, mount_info
+    from coralfs.fs.lifecycle import mount_info
+    from coralfs.objects.durable import pid_alive
     for m in mounts:
         pid = mount_info(m).get("pid")  # from the state file (no call into the mount: it may hang)
-        if not pid or _pid_alive(pid):
+        if not pid or pid_alive(pid):
             continue   # alive, or not known to be dead (another run's mount may be starting)
         subprocess.run(["fusermount3", "-u", m], capture_output=True)
         subprocess.run(["fusermount3", "-z", "-u", m], capture_output=True)

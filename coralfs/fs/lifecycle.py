@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from ..objects.durable import pid_alive
 from ..objects.errors import CoralError
 
 log = logging.getLogger(__name__)
@@ -360,21 +361,12 @@ def unmount(mountpoint: str, lazy: bool = False, quiet: bool = False, timeout: f
             raise MountError(f"cannot unmount {mp}: {why}")
     if pid:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)
     try:
         os.unlink(state_path(mp))
     except FileNotFoundError:
         pass
-
-
-def _pid_alive(pid: int) -> bool:
-    """Running (a killed daemon nobody reaped yet is a zombie, not alive)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def list_mounts() -> list[dict]:
@@ -388,7 +380,7 @@ def list_mounts() -> list[dict]:
                 info.update(json.load(f))
         except (OSError, ValueError):
             pass
-        alive = _pid_alive(info["pid"]) if info.get("pid") else True
+        alive = pid_alive(info["pid"]) if info.get("pid") else True
         info["alive"] = alive and not _stale(mp)
         out.append(info)
     return out

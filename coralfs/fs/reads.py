@@ -44,8 +44,6 @@ class Fetcher(Protocol):
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]: ...
     def fetch_many(self, oids: Iterable[ObjectId]) -> None: ...
     def runs(self, oids: Iterable[ObjectId]) -> list[list[ObjectId]]: ...
-    def unwritten(self, oids: Iterable[ObjectId]) -> int: ...
-    def settle(self, seq: int) -> None: ...
     def discard(self, oid: ObjectId) -> None: ...
 
 
@@ -99,11 +97,9 @@ class ChunkReads:
                 raise
         else:
             self.counters["cache_fast_path"] += 1
-        if self.fetcher is not None:
-            # answered once its frames are in the disk cache (written behind the decode)
-            seq = self.fetcher.unwritten(span.chunk_ids())
-            if seq:
-                await trio.to_thread.run_sync(self.fetcher.settle, seq)
+        # A remote's frames are written to its disk cache behind the decode; a read does
+        # not wait for them: the daemon flushes that cache when it unmounts (a daemon
+        # killed first only fetches them again on the next mount).
         wanted = f.ahead.after_read(f.content, off, len(data), span.region, self.window())
         if wanted:
             self._prefetch(wanted)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from coralfs.objects.durable import pid_alive
 from tests.conftest import minilm_dir, run_cli, sha, tree_sha
 
 pytestmark = pytest.mark.mount
@@ -29,6 +30,11 @@ def force_unmount(mp: str, pid: int | None = None) -> None:
     if still:
         subprocess.run(["fusermount3", "-z", "-u", mp], capture_output=True)
     if pid:
+        # Let the daemon finish what it writes on unmount (cache writes behind reads) as
+        # `coralfs umount` does; a daemon that does not exit is killed.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
