@@ -155,11 +155,7 @@ class Writer:
         self.similarity = similarity
         self.chunker = Chunker()
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="coralfs-ingest")
-        # Chunks in flight are bounded by their bytes (memory), not their count: a window
-        # of 2 * workers chunks stalled behind a 4 MiB chunk while the small ones queued
-        # after it were done, leaving the other workers idle (see _Batch).
-        self._window = 32 * settings.workers
-        self._window_bytes = 2 * settings.workers * settings.chunk_size
+        self._window = 2 * settings.workers
         self._zero_ids: dict[int, ObjectId] = {}
 
     def close(self) -> None:
@@ -436,30 +432,25 @@ def _pack_runs(regions: list[Region]) -> list[Region | list[Region]]:
 
 class _Batch:
     """Chunks in flight on the pool, collected in submission order; at most ``window``
-    of them and ``window_bytes`` of their data are pending (which bounds memory).
-    Results are grouped by segment key."""
+    are pending (which bounds memory). Results are grouped by segment key."""
 
     def __init__(self, writer: Writer, stats: IngestStats) -> None:
         self.w = writer
         self.stats = stats
-        self.pending: deque[tuple[int, int, Future]] = deque()
-        self.inflight = 0  # bytes of the pending chunks
+        self.pending: deque[tuple[int, Future]] = deque()
         self.ids: dict[int, list[ObjectId]] = {}
 
     def submit(self, key: int, data: bytes, tinfo, literal: bool, oid: ObjectId | None = None) -> None:
-        while self.pending and (len(self.pending) >= self.w._window
-                                or self.inflight + len(data) > self.w._window_bytes):
+        if len(self.pending) >= self.w._window:
             self._collect(*self.pending.popleft())
-        self.inflight += len(data)
-        self.pending.append((key, len(data), self.w._pool.submit(self.w._store_chunk, data, tinfo, literal, oid)))
+        self.pending.append((key, self.w._pool.submit(self.w._store_chunk, data, tinfo, literal, oid)))
 
     def finish(self) -> dict[int, list[ObjectId]]:
         while self.pending:
             self._collect(*self.pending.popleft())
         return self.ids
 
-    def _collect(self, key: int, nbytes: int, fut: Future) -> None:
-        self.inflight -= nbytes
+    def _collect(self, key: int, fut: Future) -> None:
         oid, n, written, size, codec = fut.result()
         self.ids.setdefault(key, []).append(oid)
         st = self.stats
