@@ -65,16 +65,17 @@ def _classes(bu: np.ndarray, width: int) -> np.ndarray:
 _KEY_BITS = 24  # positions below this many bits fit under the class in one uint32 sort key
 
 
-def _order(bu: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _order(bu: np.ndarray, width: int, classes: bool = True) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The stable order of base elements by their class (see _classes), and the classes
-    in that order; None for bytes."""
+    in that order (None unless ``classes``: a decoder needs only the order); None for bytes."""
     if width == 1:
         return None
-    return _sorted(_classes(bu, width))
+    return _sorted(_classes(bu, width), classes)
 
 
-def _sorted(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The stable sort of ``cls``: (the permutation, the sorted classes)."""
+def _sorted(cls: np.ndarray, classes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The stable sort of ``cls``: (the permutation, the sorted classes, or None when
+    ``classes`` is False: a decoder needs only the permutation)."""
     n = len(cls)
     if n >= 1 << _KEY_BITS:
         perm = np.argsort(cls, kind="stable")
@@ -87,7 +88,7 @@ def _sorted(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     key <<= _KEY_BITS
     key |= np.arange(n, dtype=np.uint32)
     key.sort()
-    sorted_cls = (key >> _KEY_BITS).astype(np.uint8)
+    sorted_cls = (key >> _KEY_BITS).astype(np.uint8) if classes else None
     key &= (1 << _KEY_BITS) - 1
     return key, sorted_cls
 
@@ -222,7 +223,7 @@ def _unpack_sorted(payload: memoryview, bu: np.ndarray, width: int, oid: ObjectI
         pos += size
     if at != n:
         raise CorruptObject(to_hex(oid), "delta segments do not cover every element")
-    order = _order(bu, width)
+    order = _order(bu, width, classes=False)
     if order is not None:
         sorted_vals, out = out, np.empty(n, dtype=_UINT[width])
         out[order[0]] = sorted_vals
@@ -245,8 +246,14 @@ def _unsubs(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId
     tail = payload[pos:]
     if len(tail) != len(btail):
         raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
-    k = _keys(bu, width, h.key) + _unzigzag(vals, width)
-    return np.concatenate([_unkeys(k, width, h.key).view(np.uint8), btail ^ np.frombuffer(tail, np.uint8)])
+    # In place on the fresh ``vals``: every temporary of a chunk's size costs its page
+    # faults (a clone decodes every frame it fetches to verify it).
+    k = _unzigzag(vals, width, in_place=True)
+    k += _keys(bu, width, h.key)
+    body = _unkeys(k, width, h.key, in_place=True).view(np.uint8)
+    if not len(btail):
+        return body
+    return np.concatenate([body, btail ^ np.frombuffer(tail, np.uint8)])
 
 
 def _positions(bits: np.ndarray, idx: np.ndarray, level: int) -> tuple[int, bytes | memoryview]:
@@ -492,6 +499,8 @@ def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: Object
     tail = payload[pos + size + used:]
     if len(tail) != h.decoded_len - n_el * width:
         raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
-    ou[idx] = _unkeys(_keys(bc, width, h.key) + _unzigzag(z, width), width, h.key)
+    k = _unzigzag(z, width, in_place=True)
+    k += _keys(bc, width, h.key)
+    ou[idx] = _unkeys(k, width, h.key, in_place=True)
     out[n_el * width:] ^= np.frombuffer(tail, np.uint8)
     return out
