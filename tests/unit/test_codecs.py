@@ -71,6 +71,15 @@ def _changed_bits(dtype: str, n: int, seed: int, changed: float, tail: int) -> t
 FORCED = [codecs.RAW, codecs.GROUPED, codecs.XOR, codecs.SUB, codecs.SUBS, codecs.SPARSE, codecs.FGROUPED]
 
 
+def _relabel(frame: bytes | bytearray, version: int) -> bytes:
+    """``frame`` labelled with another frame version, its header checksum made valid again."""
+    forged = bytearray(frame)
+    forged[4] = version
+    forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
+        codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
+    return bytes(forged)
+
+
 def _forceable(codec: int, dtype: str) -> bool:
     dt = dtypes.lookup(dtype)
     if codec in (codecs.SUB, codecs.SUBS, codecs.SPARSE):
@@ -136,15 +145,10 @@ def test_frames_name_the_lowest_version_that_knows_their_codec():
     v1 = codecs.encode_as(codecs.GROUPED, data, oid, width=4, key=2)
     v2 = codecs.encode_as(codecs.FGROUPED, data, oid, width=4, key=2)
     assert v1[4] == 1 and v2[4] == 2
-    forged = bytearray(v2)
-    forged[4] = 1
-    forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
-        codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
+    forged = _relabel(v2, 1)
     with pytest.raises(CorruptObject, match="unknown codec"):
         codecs.decode(bytes(forged), oid)
-    forged[4] = 9
-    forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
-        codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
+    forged = _relabel(forged, 9)
     with pytest.raises(CorruptObject, match="upgrade coralfs"):
         codecs.decode(bytes(forged), oid)
 
@@ -475,10 +479,7 @@ def test_v3_frames_ask_an_older_reader_to_upgrade(monkeypatch):
             with pytest.raises(CorruptObject, match="upgrade coralfs"):
                 codecs.decode(frames[c], oid, lambda o: base)
         assert codecs.decode(frames[codecs.SUB], oid, lambda o: base) == data
-    forged = bytearray(sparse_frame)
-    forged[4] = 2
-    forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
-        codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
+    forged = _relabel(sparse_frame, 2)
     with pytest.raises(CorruptObject, match="out of range"):
         codecs.decode(bytes(forged), oid, lambda o: base)
 
@@ -655,10 +656,7 @@ def test_ranked_frames_ask_an_older_reader_to_upgrade(monkeypatch):
         m.setattr(codecs, "VERSION", 3)
         with pytest.raises(CorruptObject, match="upgrade coralfs"):
             codecs.decode(frame, oid)
-    forged = bytearray(frame)
-    forged[4] = 2
-    forged[codecs.HEADER_SIZE - 8:codecs.HEADER_SIZE] = codecs._CHECK.pack(
-        codecs.checksum(bytes(forged[: codecs.HEADER_SIZE - 8])))
+    forged = _relabel(frame, 2)
     with pytest.raises(CorruptObject, match="out of range"):
         codecs.decode(bytes(forged), oid)
     g = planes.group(np.frombuffer(data, np.uint8), 2)
