@@ -19,10 +19,8 @@ entries are removed until it is at 90% of it (the margin makes scans rare).
 writer thread, so a read's decode does not wait for the disk: the frame is served from
 memory until it is written (``get`` and ``contains`` see it), at most ``PENDING_MAX``
 bytes wait (then the fetch waits for the disk), ``discard`` waits for an entry's write
-before removing it, ``wait_written`` waits for the writes queued up to a point (a mount
-answers a read only once the frames it used are on disk, as when the writes were
-synchronous: a daemon killed after its reads leaves them cached) and ``flush`` (called
-by ``close`` of the remote store) writes everything queued.
+before removing it, and ``flush`` (called by ``close`` of the remote store, when a mount
+ends) writes everything queued: a daemon killed before that only fetches those again.
 """
 
 from __future__ import annotations
@@ -69,8 +67,6 @@ class ChunkCache:
         self._queue: deque[ObjectId] = deque()
         self._pending_bytes = 0
         self._writer: threading.Thread | None = None
-        self._queued_seq = 0    # writes queued so far (FIFO: the n-th queued is the n-th done)
-        self._written_seq = 0   # writes done (or failed) so far
 
     def path(self, oid: ObjectId) -> str:
         h = to_hex(oid)
@@ -154,36 +150,24 @@ class ChunkCache:
         if over:
             self.evict()
 
-    def put_later(self, oid: ObjectId, frame: bytes) -> int:
-        """:meth:`put` in the writer thread; waits only while PENDING_MAX bytes wait.
-        Returns the write's place in the queue (for :meth:`wait_written`)."""
+    def put_later(self, oid: ObjectId, frame: bytes) -> None:
+        """:meth:`put` in the writer thread; waits only while PENDING_MAX bytes wait (a
+        pending frame is served from memory by :meth:`get` until it is written)."""
         n = HEAD_SIZE + len(frame)
         if n > self.budget * LOW_WATER:
-            return 0
+            return
         with self._cv:
             if oid in self._pending:
-                return self._queued_seq   # queued already: written by then
+                return   # queued already
             while self._pending_bytes and self._pending_bytes + n > PENDING_MAX:
                 self._cv.wait()
             self._pending[oid] = frame
             self._queue.append(oid)
             self._pending_bytes += n
-            self._queued_seq += 1
-            seq = self._queued_seq
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_queued, name="coralfs-cache-writer")
                 self._writer.start()
             self._cv.notify_all()
-        return seq
-
-    def written(self, seq: int) -> bool:
-        return self._written_seq >= seq
-
-    def wait_written(self, seq: int) -> None:
-        """Wait until the writes queued up to ``seq`` are done (local disk only)."""
-        with self._cv:
-            while self._written_seq < seq:
-                self._cv.wait()
 
     def _write_queued(self) -> None:
         """The writer thread: entries in arrival order; ends once idle (a process that
@@ -209,7 +193,6 @@ class ChunkCache:
             with self._cv:
                 del self._pending[oid]
                 self._pending_bytes -= HEAD_SIZE + len(frame)
-                self._written_seq += 1
                 self._cv.notify_all()
 
     def flush(self) -> None:

@@ -128,7 +128,6 @@ class RemoteObjectStore(ObjectStore):
         self._pinned: dict[ObjectId, bytes] = {}
         # Frames just fetched, for the decode that follows (no read back from the disk cache).
         self._fresh = ByteLRU(FRESH_BYTES)
-        self._unwritten: dict[ObjectId, int] = {}   # fetched, cache entry being written (settle)
         self._put_times: dict[ObjectId, float] = {}
         self.counters = {"bytes_fetched": 0, "range_gets": 0, "objects_fetched": 0, "fetch_retries": 0,
                          "fetch_failures": 0, "index_refreshes": 0}
@@ -243,48 +242,19 @@ class RemoteObjectStore(ObjectStore):
         Objects no index names are left to :meth:`get` (loose ones)."""
         deadline = time.monotonic() + self.read_budget
         todo = self.missing(dict.fromkeys(oids))
-        got: list[ObjectId] = []
-        seq = 0
-        try:
-            for _depth in range(64):   # readers stop at chains of 64
-                if not todo:
-                    return
-                located = [(loc, o) for o in todo if (loc := self._locate(o, deadline)) is not None]
-                bases = []
-                for o, frame in self._fetch_runs(located, deadline).items():
-                    # the decode that follows need not wait for the disk (see settle)
-                    seq = max(seq, self.cache.put_later(o, frame))
-                    self._fresh.put(o, frame)
-                    got.append(o)
-                    h = codecs.parse_header(frame, o)
-                    if h.base is not None:
-                        bases.append(h.base)
-                todo = self.missing(dict.fromkeys(bases))
-        finally:
-            # each object's entry is written once its bases' are (they came later)
-            if seq:
-                with self._lock:
-                    for o in got:
-                        self._unwritten[o] = seq
-
-    def unwritten(self, oids: Iterable[ObjectId]) -> int:
-        """The cache write to wait for before these objects (and the delta bases fetched
-        with them) are on disk; 0: they are (no wait, no lock in the common case)."""
-        seq = 0
-        for o in oids:
-            s = self._unwritten.get(o)
-            if s is not None:
-                if self.cache.written(s):
-                    with self._lock:
-                        self._unwritten.pop(o, None)
-                else:
-                    seq = max(seq, s)
-        return seq
-
-    def settle(self, seq: int) -> None:
-        """Wait until the cache writes up to ``seq`` (from :meth:`unwritten`) are done: a
-        read is answered once what it used is on disk (local writes, never the network)."""
-        self.cache.wait_written(seq)
+        for _depth in range(64):   # readers stop at chains of 64
+            if not todo:
+                return
+            located = [(loc, o) for o in todo if (loc := self._locate(o, deadline)) is not None]
+            bases = []
+            for o, frame in self._fetch_runs(located, deadline).items():
+                # written to the disk cache behind the decode, which reads it from memory
+                self.cache.put_later(o, frame)
+                self._fresh.put(o, frame)
+                h = codecs.parse_header(frame, o)
+                if h.base is not None:
+                    bases.append(h.base)
+            todo = self.missing(dict.fromkeys(bases))
 
     def runs(self, oids: Iterable[ObjectId]) -> list[list[ObjectId]]:
         """``oids`` in the groups one range GET each would fetch (by their places in the
