@@ -284,8 +284,17 @@ def _rank_streams(body, n: int, oid: ObjectId) -> tuple[int, bytes, int, bytes]:
     return k, streams[0], nesc, streams[1]
 
 
+# A thread keeps its scratch buffer up to this many uint32 (16 MiB: the plane of a 32 MiB
+# bf16 chunk); a larger plane (big configured chunks, a damaged frame) gets a buffer of its
+# own, so no thread holds more than this after a decode.
+SCRATCH_KEEP = 1 << 22
+
+
 def _scratch(count: int) -> np.ndarray:
-    """This thread's reusable uint32 buffer of ``count`` elements (grown as needed)."""
+    """This thread's reusable uint32 buffer of ``count`` elements (grown up to
+    SCRATCH_KEEP), or a fresh one past that."""
+    if count > SCRATCH_KEEP:
+        return np.empty(count, dtype=np.uint32)
     buf = getattr(_local, "scratch", None)
     if buf is None or len(buf) < count:
         buf = _local.scratch = np.empty(max(count, 1 << 19), dtype=np.uint32)

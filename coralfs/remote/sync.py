@@ -61,7 +61,7 @@ DEFER_MAX = 256 << 20
 GETS_AHEAD = 2
 VERIFY_AHEAD = 48 << 20
 VERIFY_THREADS = max(2, min(4, os.cpu_count() or 1))
-FETCH_CACHE = 768 << 20
+FETCH_CACHE_MIN = 64 << 20   # the fetch's decoded-chunk cache: `cache.size`, at least this
 # Pack bodies a push keeps on the way at once (PackSender).
 PUSH_AHEAD = 2
 
@@ -274,10 +274,12 @@ class Fetcher:
         self.objs = objs
         self.where = objs.blobs.url
         self.local = local_store(repo.store)
-        # Decoded chunks kept for the deltas against them. A whole fetch meets frames in
-        # pack key order, not in chain order: at 256 MiB the MiniLM series (900 MB decoded,
-        # chains of up to 7 deltas) decoded 180 bases twice, at 512 MiB 128, at 768 none.
-        self.odb = ObjectDB(self.local, cache_bytes=FETCH_CACHE)
+        # Decoded chunks kept for the deltas against them, as much as the repository's
+        # `cache.size` allows (default 512 MiB). A whole fetch meets frames in pack key
+        # order, not in chain order: on the MiniLM series (900 MB decoded, chains of up to 7
+        # deltas) 256 MiB decoded 180 bases twice, 512 MiB 128, 768 MiB none.
+        cache_bytes = max(FETCH_CACHE_MIN, int(repo.config.get("cache.size")))
+        self.odb = ObjectDB(self.local, cache_bytes=cache_bytes)
         self.depth = depth
         self.pattern = pattern
         self.progress = progress

@@ -708,3 +708,15 @@ def test_malformed_ranked_payloads_are_named_corrupt(edits):
     except CorruptObject:
         return
     assert out == data
+
+
+def test_a_ranked_plane_past_the_scratch_bound_is_not_kept_by_the_thread(monkeypatch):
+    data = _float_values("BF16", 1 << 14, 3, "weights", 0)
+    frame = _ranked_frame(data, "BF16", (1,))
+    monkeypatch.setattr(planes, "SCRATCH_KEEP", 1 << 10)
+    monkeypatch.delattr(planes._local, "scratch", raising=False)
+    assert codecs.decode(frame, hash_bytes(data)) == data
+    assert getattr(planes._local, "scratch", None) is None
+    small = _float_values("BF16", 1000, 4, "weights", 0)
+    assert codecs.decode(_ranked_frame(small, "BF16", (1,)), hash_bytes(small)) == small
+    assert len(planes._local.scratch) >= 250
