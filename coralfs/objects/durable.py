@@ -176,6 +176,7 @@ def write_temp(
     sparse: bool = False,
     sync: bool = True,
     writeback: bool = False,
+    inherited: int | None = None,
 ) -> str:
     """Write ``data`` to a new hidden temp file in ``directory`` and fsync it.
 
@@ -187,11 +188,15 @@ def write_temp(
     sparse files). ``sync`` False: no fsync; the caller makes the file durable
     (:func:`sync_filesystem`) before any durable name points at it; with ``writeback``
     the kernel starts writing it out now (:func:`start_writeback`), so that flush has less
-    left to wait for. On error the temp file is removed.
+    left to wait for. ``inherited``: the mode :func:`inherited_file_mode` gives (with
+    ``readonly`` applied) already known to the caller (a store writing many files in one
+    directory), taken instead of ``mode`` None's stat. On error the temp file is removed.
     """
     tmp = os.path.basename(_temp_name("")) if dir_fd is not None else _temp_name(directory)
     inherit = mode is None
-    if inherit:
+    if inherited is not None:
+        mode = inherited
+    elif inherit:
         mode = inherited_file_mode(dir_fd if dir_fd is not None else (directory or "."))
         if readonly:
             mode &= 0o444

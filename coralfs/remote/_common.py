@@ -245,6 +245,20 @@ class ObstoreBlobs(BlobStore):
             return b""
         return self._call(key, lambda: obs.get_range(self.store, key, start=start, end=end).to_bytes())
 
+    def get_range_view(self, key: str, start: int, length: int) -> bytes | memoryview:
+        """The range as obstore's own buffer, not copied into bytes (0.4 s of CPU for a
+        400 MB clone)."""
+        import obstore as obs
+        check_key(key)
+        if start < 0 or length <= 0:
+            return self.get_range(key, start, length)
+        from obstore.exceptions import BaseError
+        _check_fork(self.url)
+        try:
+            return memoryview(obs.get_range(self.store, key, start=start, length=length))
+        except (BaseError, OSError, ValueError):
+            return self.get_range(key, start, length)   # the end of the blob, or an error: named there
+
     def head(self, key: str) -> BlobInfo | None:
         import obstore as obs
         check_key(key)

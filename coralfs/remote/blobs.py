@@ -65,6 +65,11 @@ class BlobStore(ABC):
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """``length`` bytes from ``start`` (fewer only at the end of the blob)."""
 
+    def get_range_view(self, key: str, start: int, length: int) -> bytes | memoryview:
+        """:meth:`get_range` as any bytes-like object (a backend may hand out its own
+        buffer instead of a copy: a fetch slices a 32 MiB range into frames)."""
+        return self.get_range(key, start, length)
+
     @abstractmethod
     def head(self, key: str) -> BlobInfo | None:
         """Size and version token, or None if absent."""

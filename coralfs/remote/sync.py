@@ -297,6 +297,10 @@ class Fetcher:
         self._order: deque[tuple[ObjectId, Future, int]] = deque()
         self._jobs: dict[ObjectId, Future] = {}
         self._pending_bytes = 0
+        # ids this fetch has stored, and ids a whole fetch found missing here at its start
+        # (a stat each otherwise, several times an object: see _here)
+        self._stored: set[ObjectId] = set()
+        self._absent: set[ObjectId] = set()
         self._depth = 0
         self._pool: ThreadPoolExecutor | None = None
         self._net: ThreadPoolExecutor | None = None
@@ -327,6 +331,7 @@ class Fetcher:
             # the refs' closure is all here (objects nothing references any more come too:
             # gc removes them).
             missing = [oid for oid in [*self.objs.indexes.where, *self.objs.loose] if not self.local.has(oid)]
+            self._absent = set(missing)
             self.totals = (sum(max(self.objs.location(o).length, 0) for o in missing), len(missing))
             self.defer = True
             try:
@@ -336,7 +341,7 @@ class Fetcher:
             with self._working():
                 while self._waiting:   # bases no pack brought (a damaged remote): one GET each
                     base = next(iter(self._waiting))
-                    if self.local.has(base) or base in self._jobs:
+                    if self._here(base) or base in self._jobs:
                         self._release(base)
                     else:
                         self._fetch_now(base)
@@ -399,7 +404,7 @@ class Fetcher:
     def obtain_many(self, oids: list[ObjectId]) -> None:
         need: dict[ObjectId, Location] = {}
         for oid in oids:
-            if oid in need or oid in self._jobs or self.local.has(oid):
+            if oid in need or oid in self._jobs or self._here(oid):
                 continue
             loc = self.objs.location(oid)
             if loc is None:
@@ -419,7 +424,7 @@ class Fetcher:
             for _ in ranges:
                 while nxt < len(ranges) and len(gets) < GETS_AHEAD:
                     key, start, end, _m = ranges[nxt]
-                    gets.append(self._net.submit(self.objs.blobs.get_range, key, start, end - start))
+                    gets.append(self._net.submit(self.objs.blobs.get_range_view, key, start, end - start))
                     nxt += 1
                 key, start, _end, members = ranges[nxt - len(gets)]
                 data = memoryview(gets.popleft().result())
@@ -429,7 +434,7 @@ class Fetcher:
                 self._collect(VERIFY_AHEAD)
 
     def obtain_one(self, oid: ObjectId) -> None:
-        if oid in self._jobs or self.local.has(oid):
+        if oid in self._jobs or self._here(oid):
             return
         loc = self.objs.location(oid)
         if loc is None:
@@ -485,18 +490,26 @@ class Fetcher:
             fut.result()
             self._order.popleft()
             self._jobs.pop(oid, None)
+            self._stored.add(oid)
             self._pending_bytes -= n
             self.objects += 1
             self.bytes += n
             if self.progress and (self.objects % 64 == 0 or not self._order):
                 self.progress("fetch", self.bytes, self.objects, *self.totals)
 
+    def _here(self, oid: ObjectId) -> bool:
+        """Whether the local store has ``oid``. One stored by another process since the
+        fetch began is fetched again and not written twice (put keeps the first)."""
+        if oid in self._stored:
+            return True
+        return oid not in self._absent and self.local.has(oid)
+
     def _submit(self, oid: ObjectId, frame: bytes | memoryview, key: str, length: int,
                 batch: dict[ObjectId, memoryview]) -> None:
         """Check what can be checked at once (length, header) and queue the rest: decode,
         SHA-256 against the id, then the write. A delta whose base is neither here, nor
         queued, nor in ``batch`` waits for it (whole fetch) or fetches it now."""
-        if oid in self._jobs or self.local.has(oid):
+        if oid in self._jobs or self._here(oid):
             return
         if len(frame) != length:
             raise DamagedRemoteObject(self.where, oid, key, f"cut short: {len(frame)} of {length} bytes")
@@ -507,10 +520,10 @@ class Fetcher:
         except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
             raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None
         base_job = None
-        if h.base is not None and not self.local.has(h.base):
+        if h.base is not None and not self._here(h.base):
             if h.base not in self._jobs and h.base in batch:
                 self._submit(h.base, batch[h.base], key, len(batch[h.base]), batch)
-            if h.base not in self._jobs and not self.local.has(h.base):
+            if h.base not in self._jobs and not self._here(h.base):
                 if self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
                     self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
                     self._waiting_bytes += len(frame)

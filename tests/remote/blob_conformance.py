@@ -50,6 +50,14 @@ class BlobConformance:
         assert blobs.get_range("r", len(data) + 100, 10) == b""
         assert blobs.get_range("r", 7, 0) == b""
 
+    def test_get_range_view_reads_what_get_range_reads(self, blobs):
+        data = bytes(range(256)) * 40
+        blobs.put("r", data)
+        for start, n in [(0, 10), (1000, 1234), (len(data) - 5, 100), (len(data), 10), (7, 0)]:
+            assert bytes(blobs.get_range_view("r", start, n)) == blobs.get_range("r", start, n)
+        with pytest.raises(BlobNotFound):
+            blobs.get_range_view("absent", 0, 10)
+
     def test_head_and_version_tokens(self, blobs):
         t1 = blobs.put("k", b"first")
         h1 = blobs.head("k")

@@ -268,6 +268,7 @@ def test_a_whole_fetch_reads_each_pack_once_whatever_order_the_deltas_need(tmp_p
     assert f.objects == 3 and all(dest.store.has(o) for o in (kid, d0id, d1id))
     packs = sum(os.path.getsize(os.path.join(blobs.root, key)) for key in blobs.list(PACKS))
     assert reader.read_bytes == packs   # each index and each pack once, nothing twice
+    assert f.odb.decoded_chunks == 0    # and each frame decoded once: no base again from the disk
     assert dest.odb.read_chunk(d1id) == d1.tobytes()
 
 
@@ -301,3 +302,62 @@ def test_gc_of_a_partial_clone_sweeps_the_temp_files_of_killed_writers(tmp_path,
     assert isinstance(reopened.store, FallbackStore)
     rep = reopened.gc(grace_seconds=3600)
     assert rep.temps == 1 and rep.temps_freed == 100 and not os.path.exists(dead)
+
+
+def _frames_in_two_packs(tmp_path, n_fill: int):
+    """A keyframe k and ``n_fill`` unrelated keyframes in one pack, a delta d on k in a
+    pack that sorts after it (a whole fetch reads packs in key order): k is decoded long
+    before d needs it. Returns (remote blobs, k's id, d's id, d's bytes)."""
+    import numpy as np
+
+    from coralfs.objects import codecs
+    from coralfs.objects.ids import hash_bytes
+    from coralfs.remote.packs import PackBuilder
+    rng = np.random.default_rng(1)
+    k = rng.standard_normal(1 << 16).astype(np.float32)   # 256 KiB decoded
+    kid = hash_bytes(k.tobytes())
+    fills = [rng.standard_normal(1 << 16).astype(np.float32) for _ in range(n_fill)]
+    for salt in range(100):
+        d = k.copy()
+        d[salt] += 1
+        did = hash_bytes(d.tobytes())
+        first, second = PackBuilder(), PackBuilder()
+        first.add(kid, codecs.encode(k.tobytes(), kid, width=4))
+        for f in fills:
+            first.add(hash_bytes(f.tobytes()), codecs.encode(f.tobytes(), hash_bytes(f.tobytes()), width=4))
+        second.add(did, codecs.encode(d.tobytes(), did, width=4, base=codecs.Base(kid, k.tobytes(), 0)))
+        if first.upload(CountingBlobs(str(tmp_path / f"a{salt}"))) < second.upload(CountingBlobs(str(tmp_path / f"b{salt}"))):
+            break
+    assert codecs.parse_header(second.parts[0], did).base == kid
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    first.upload(blobs)
+    second.upload(blobs)
+    layout.initialize(blobs, Repository.init(str(tmp_path / "src")).config, "main")
+    return blobs, kid, did, d.tobytes()
+
+
+@pytest.mark.parametrize("cache_size", [1 << 20, 16 << 20])
+def test_the_fetch_keeps_decoded_bases_as_far_as_cache_size_allows(tmp_path, monkeypatch, cache_size):
+    """The fetch's decoded-chunk cache is the repository's cache.size (at least
+    FETCH_CACHE_MIN): with 1 MiB, four 256 KiB chunks fit and a base read eight chunks
+    before its delta is decoded again from the disk; with 16 MiB it is decoded once."""
+    from coralfs.remote import sync
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    monkeypatch.setattr(sync, "FETCH_CACHE_MIN", 64 << 10)
+    blobs, kid, did, d = _frames_in_two_packs(tmp_path, n_fill=8)
+    dest = Repository.init(str(tmp_path / "dest"))
+    dest.config.set("cache.size", str(cache_size))
+    f = Fetcher(dest, RemoteObjects(blobs))
+    assert f.odb.chunks.budget == cache_size
+    f.run([])
+    assert f.objects == 10 and dest.store.has(did)
+    assert f.odb.decoded_chunks == (1 if cache_size < (2 << 20) else 0)   # k again, or never
+    assert dest.odb.read_chunk(did) == d
+
+
+def test_the_fetch_cache_is_never_below_its_floor(tmp_path):
+    from coralfs.remote.sync import FETCH_CACHE_MIN, Fetcher, RemoteObjects
+    blobs, *_ = _frames_in_two_packs(tmp_path, n_fill=0)
+    dest = Repository.init(str(tmp_path / "dest"))
+    dest.config.set("cache.size", str(1 << 20))
+    assert Fetcher(dest, RemoteObjects(blobs)).odb.chunks.budget == FETCH_CACHE_MIN

@@ -189,3 +189,24 @@ def test_a_write_error_found_by_the_batch_flush_names_no_object(tmp_path, monkey
                 s.put(oid, fr)
     assert e.value.errno == errno.EIO
     assert _named(root) == set()
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_fan_out_directory_removed_after_a_write_is_made_again(tmp_path, batched):
+    """The store remembers the fan-out directories it wrote to (and the mode their files
+    take); one removed since (empty, by a sweep) is made again on the next write."""
+    import contextlib
+    root = tmp_path / "objects"
+    root.mkdir(mode=0o750)
+    s = DiskStore(str(root))
+    a, fa = _frame(b"first" * 100)
+    s.put(a, fa)
+    s.sync()
+    d = root / a.hex()[:2]
+    os.unlink(d / a.hex()[2:])
+    os.rmdir(d)
+    with s.batch() if batched else contextlib.nullcontext():
+        assert s.put(a, fa)
+    s.sync()
+    assert open(d / a.hex()[2:], "rb").read() == fa
+    assert os.stat(d / a.hex()[2:]).st_mode & 0o777 == 0o440   # the directory's bits, read-only

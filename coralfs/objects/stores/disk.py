@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ..durable import fsync_dir, make_dirs, pid_alive, sync_filesystem, write_durable, write_temp
+from ..durable import fsync_dir, inherited_file_mode, make_dirs, pid_alive, sync_filesystem, write_durable, write_temp
 from ..errors import CoralError, ObjectNotFound
 from ..ids import HEX_LEN, ObjectId, from_hex, is_hex_prefix, to_hex
 from .base import ObjectStore
@@ -38,6 +38,11 @@ class DiskStore(ObjectStore):
         self._pending_bytes = 0
         self._batching = 0
         self._flush_bytes = BATCH_BYTES
+        self._prefix = os.path.join(root, "")
+        # Fan-out directories seen to exist, and the mode a new file there inherits
+        # (durable.inherited_file_mode): a stat each put otherwise. One removed meanwhile
+        # (an empty one, by gc) is made again when a write finds it gone.
+        self._dir_modes: dict[str, int] = {}
 
     @contextlib.contextmanager
     def batch(self, flush_bytes: int = 0) -> Iterator[None]:
@@ -158,23 +163,19 @@ class DiskStore(ObjectStore):
         return True
 
     def _path(self, oid: ObjectId) -> str:
-        h = to_hex(oid)
-        return os.path.join(self.root, h[:2], h[2:])
+        h = oid.hex()
+        return f"{self._prefix}{h[:2]}/{h[2:]}"
 
     def has(self, oid: ObjectId) -> bool:
         return oid in self._pending or os.path.exists(self._path(oid))
 
     def put(self, oid: ObjectId, frame: bytes) -> bool:
         path = self._path(oid)
-        d = os.path.dirname(path)
+        d = path[:len(self._prefix) + 2]
         if self._batching and (oid in self._pending or os.path.exists(path)):
             return False
-        if not os.path.isdir(d):
-            make_dirs(d)
-            with self._lock:
-                self._dirty.add(self.root)
         if self._batching:
-            tmp = write_temp(d, frame, readonly=True, sync=False, writeback=True)
+            tmp = self._write_temp(d, frame)
             with self._lock:
                 if oid in self._pending:   # another thread put it meanwhile
                     os.unlink(tmp)
@@ -186,11 +187,34 @@ class DiskStore(ObjectStore):
             if full:
                 self.flush()
             return True
-        written = write_durable(path, frame, readonly=True, sync_dir=False, exclusive=True)
+        self._fan_out(d)
+        try:
+            written = write_durable(path, frame, readonly=True, sync_dir=False, exclusive=True)
+        except FileNotFoundError:
+            self._fan_out(d, again=True)
+            written = write_durable(path, frame, readonly=True, sync_dir=False, exclusive=True)
         if written:
             with self._lock:
                 self._dirty.add(d)
         return written
+
+    def _fan_out(self, d: str, again: bool = False) -> int:
+        """Make fan-out directory ``d`` if it is missing; the mode of a new file in it."""
+        mode = None if again else self._dir_modes.get(d)
+        if mode is None:
+            if not os.path.isdir(d):
+                make_dirs(d)
+                with self._lock:
+                    self._dirty.add(self.root)
+            mode = self._dir_modes[d] = inherited_file_mode(d) & 0o444
+        return mode
+
+    def _write_temp(self, d: str, frame: bytes) -> str:
+        """A batch's temp file for ``frame`` in fan-out directory ``d`` (no fsync)."""
+        try:
+            return write_temp(d, frame, inherited=self._fan_out(d), sync=False, writeback=True)
+        except FileNotFoundError:
+            return write_temp(d, frame, inherited=self._fan_out(d, again=True), sync=False, writeback=True)
 
     def _candidates(self, oid: ObjectId) -> list[str]:
         """Where ``oid``'s current frame may be: a pending re-encoding, a pending object's
@@ -220,7 +244,7 @@ class DiskStore(ObjectStore):
             if not self.has(oid):
                 raise ObjectNotFound(to_hex(oid))
             # Swapped in by the flush, after the names of the objects put before it.
-            tmp = write_temp(os.path.dirname(path), frame, readonly=True, sync=False, writeback=True)
+            tmp = self._write_temp(os.path.dirname(path), frame)
             with self._lock:
                 old = self._replacing.get(oid)
                 self._replacing[oid] = tmp
