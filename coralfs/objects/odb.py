@@ -58,16 +58,22 @@ class ObjectDB:
             data = codecs.decode(frame, oid)
             if hash_bytes(data) != oid:
                 raise CorruptObject(to_hex(oid), "content does not hash to its id")
-            try:
-                obj = parse_object(data)
-            except WireError as e:
-                raise CorruptObject(to_hex(oid), str(e)) from None
-            if len(self._objects) > 100_000:
-                self._objects.clear()
-            self._objects[oid] = obj
+            obj = self.keep_object(oid, data)
         if kind is not None and not isinstance(obj, kind):
             raise CorruptObject(to_hex(oid), f"is a {obj.type_name}, expected a {kind.type_name}")
         return obj  # type: ignore[return-value]
+
+    def keep_object(self, oid: ObjectId, data: bytes) -> ShaObject:
+        """Parse the verified content of a structured object and keep it for get_object
+        (a fetch, which has just decoded it: its walk then reads it without the disk)."""
+        try:
+            obj = parse_object(data)
+        except WireError as e:
+            raise CorruptObject(to_hex(oid), str(e)) from None
+        if len(self._objects) > 100_000:
+            self._objects.clear()
+        self._objects[oid] = obj
+        return obj
 
     # -- chunks --------------------------------------------------------------------------
     def put_chunk(self, data: bytes, oid: ObjectId, *, width: int = 1, key: int = 0,

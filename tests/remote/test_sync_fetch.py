@@ -304,10 +304,10 @@ def test_gc_of_a_partial_clone_sweeps_the_temp_files_of_killed_writers(tmp_path,
     assert rep.temps == 1 and rep.temps_freed == 100 and not os.path.exists(dead)
 
 
-def _frames_in_two_packs(tmp_path, n_fill: int):
-    """A keyframe k and ``n_fill`` unrelated keyframes in one pack, a delta d on k in a
-    pack that sorts after it (a whole fetch reads packs in key order): k is decoded long
-    before d needs it. Returns (remote blobs, k's id, d's id, d's bytes)."""
+def _frames_in_two_packs(tmp_path, fill: int, tiny: int = 0, fill_second: int = 0):
+    """A keyframe k, then ``fill`` unrelated 256 KiB keyframes and ``tiny`` 1 KiB ones in
+    one pack; a delta d on k and ``fill_second`` 256 KiB keyframes in a pack whose key
+    sorts after it. Returns (remote blobs, d's id, d's bytes, objects)."""
     import numpy as np
 
     from coralfs.objects import codecs
@@ -316,48 +316,73 @@ def _frames_in_two_packs(tmp_path, n_fill: int):
     rng = np.random.default_rng(1)
     k = rng.standard_normal(1 << 16).astype(np.float32)   # 256 KiB decoded
     kid = hash_bytes(k.tobytes())
-    fills = [rng.standard_normal(1 << 16).astype(np.float32) for _ in range(n_fill)]
+
+    def key(n: int) -> tuple[bytes, bytes]:
+        v = rng.standard_normal(n).astype(np.float32).tobytes()
+        return hash_bytes(v), codecs.encode(v, hash_bytes(v), width=4)
+    first_rest = [key(1 << 16) for _ in range(fill)] + [key(256) for _ in range(tiny)]
+    second_rest = [key(1 << 16) for _ in range(fill_second)]
     for salt in range(100):
         d = k.copy()
         d[salt] += 1
         did = hash_bytes(d.tobytes())
         first, second = PackBuilder(), PackBuilder()
         first.add(kid, codecs.encode(k.tobytes(), kid, width=4))
-        for f in fills:
-            first.add(hash_bytes(f.tobytes()), codecs.encode(f.tobytes(), hash_bytes(f.tobytes()), width=4))
+        for o, fr in first_rest:
+            first.add(o, fr)
         second.add(did, codecs.encode(d.tobytes(), did, width=4, base=codecs.Base(kid, k.tobytes(), 0)))
+        for o, fr in second_rest:
+            second.add(o, fr)
         if first.upload(CountingBlobs(str(tmp_path / f"a{salt}"))) < second.upload(CountingBlobs(str(tmp_path / f"b{salt}"))):
-            break
+            break   # k's pack sorts first: in key order k is decoded before d arrives
     assert codecs.parse_header(second.parts[0], did).base == kid
     blobs = CountingBlobs(str(tmp_path / "remote"))
     first.upload(blobs)
     second.upload(blobs)
     layout.initialize(blobs, Repository.init(str(tmp_path / "src")).config, "main")
-    return blobs, kid, did, d.tobytes()
+    return blobs, did, d.tobytes(), 2 + fill + tiny + fill_second
 
 
 @pytest.mark.parametrize("cache_size", [1 << 20, 16 << 20])
 def test_the_fetch_keeps_decoded_bases_as_far_as_cache_size_allows(tmp_path, monkeypatch, cache_size):
     """The fetch's decoded-chunk cache is the repository's cache.size (at least
-    FETCH_CACHE_MIN): with 1 MiB, four 256 KiB chunks fit and a base read eight chunks
-    before its delta is decoded again from the disk; with 16 MiB it is decoded once."""
+    FETCH_CACHE_MIN): a base read eight 256 KiB chunks before its delta is decoded again
+    from the disk with 1 MiB (four fit), once with 16 MiB. (The pack of k reads first:
+    its many tiny frames make its frames the smaller on average.)"""
     from coralfs.remote import sync
     from coralfs.remote.sync import Fetcher, RemoteObjects
     monkeypatch.setattr(sync, "FETCH_CACHE_MIN", 64 << 10)
-    blobs, kid, did, d = _frames_in_two_packs(tmp_path, n_fill=8)
+    blobs, did, d, n = _frames_in_two_packs(tmp_path, fill=8, tiny=40, fill_second=2)
     dest = Repository.init(str(tmp_path / "dest"))
     dest.config.set("cache.size", str(cache_size))
     f = Fetcher(dest, RemoteObjects(blobs))
     assert f.odb.chunks.budget == cache_size
     f.run([])
-    assert f.objects == 10 and dest.store.has(did)
+    assert f.objects == n and dest.store.has(did)
     assert f.odb.decoded_chunks == (1 if cache_size < (2 << 20) else 0)   # k again, or never
+    assert dest.odb.read_chunk(did) == d
+
+
+def test_a_delta_in_a_later_pack_than_its_base_is_read_first_and_decodes_it_once(tmp_path, monkeypatch):
+    """Packs are read smallest frames first, not in key order: the delta's pack (a small
+    frame) before its base's pack (large keyframes) that sorts first, so the delta waits
+    for its base instead of the base for the delta; with a cache that holds four chunks
+    (the base would be gone after the eight that follow it), no chunk is decoded twice."""
+    from coralfs.remote import sync
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    monkeypatch.setattr(sync, "FETCH_CACHE_MIN", 64 << 10)
+    blobs, did, d, n = _frames_in_two_packs(tmp_path, fill=8)
+    dest = Repository.init(str(tmp_path / "dest"))
+    dest.config.set("cache.size", str(1 << 20))
+    f = Fetcher(dest, RemoteObjects(blobs))
+    f.run([])
+    assert f.objects == n and f.odb.decoded_chunks == 0
     assert dest.odb.read_chunk(did) == d
 
 
 def test_the_fetch_cache_is_never_below_its_floor(tmp_path):
     from coralfs.remote.sync import FETCH_CACHE_MIN, Fetcher, RemoteObjects
-    blobs, *_ = _frames_in_two_packs(tmp_path, n_fill=0)
+    blobs, *_ = _frames_in_two_packs(tmp_path, fill=0)
     dest = Repository.init(str(tmp_path / "dest"))
     dest.config.set("cache.size", str(1 << 20))
     assert Fetcher(dest, RemoteObjects(blobs)).odb.chunks.budget == FETCH_CACHE_MIN
