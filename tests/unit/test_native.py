@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coralfs.objects import codecs, dtypes, native, sparse
+from coralfs.objects import codecs, dtypes, native, planes, sparse
 from coralfs.objects.ids import hash_bytes
 from coralfs.objects.planes import _UINT, _keys, _unkeys, _unzigzag, _zigzag
 
@@ -271,3 +271,31 @@ def test_unaligned_buffers():
     back = np.empty(8001, dtype=np.uint8)[1:]
     native.kernel.subs_decode(bu, out, back, 8, dtypes.KEY_FLOAT)
     assert back.tobytes() == u.tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(width=st.sampled_from([1, 2, 4, 8]), n=st.integers(0, 5000), seed=st.integers(0, 2**32 - 1))
+def test_ungroup_is_the_inverse_of_group(width, n, seed):
+    g = planes.group(_bits(n * width, seed), width)
+    out = np.empty(n * width, dtype=np.uint8)
+    native.kernel.ungroup([g[i * n:(i + 1) * n].tobytes() for i in range(width)], out, width)
+    assert out.tobytes() == planes.ungroup(g.tobytes(), width).tobytes() == _bits(n * width, seed).tobytes()
+
+
+def test_ungroup_refuses_wrong_planes():
+    k = native.kernel
+    with pytest.raises(ValueError, match="3 planes for 4-byte elements"):
+        k.ungroup([bytes(4)] * 3, bytearray(16), 4)
+    with pytest.raises(ValueError, match="plane of 5 bytes for 4 elements"):
+        k.ungroup([bytes(4), bytes(5)], bytearray(8), 2)
+    with pytest.raises(ValueError, match="not a whole number"):
+        k.ungroup([bytes(4)] * 2, bytearray(9), 2)
+    with pytest.raises(ValueError, match="width 5"):
+        k.ungroup([bytes(4)] * 5, bytearray(20), 5)
+    with pytest.raises(TypeError, match="sequence"):
+        k.ungroup(3, bytearray(8), 2)
+    with pytest.raises(TypeError):
+        k.ungroup([bytes(4), 7], bytearray(8), 2)
+    buf = bytearray(8)
+    with pytest.raises(ValueError, match="overlaps"):
+        k.ungroup([memoryview(buf)[:4], bytes(4)], buf, 2)
