@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from . import native
 from .errors import CorruptObject
 from .ids import ObjectId, to_hex
 from .lazy import lazy_module
@@ -96,13 +97,24 @@ def _sorted(cls: np.ndarray, classes: bool = True) -> tuple[np.ndarray, np.ndarr
 def _cuts(cs: np.ndarray) -> list[int]:
     """Segment bounds of the class-sorted ``cs``: where the class changes, segments of at
     least SEGMENT_MIN elements (smaller classes join their neighbour)."""
+    return _merged((np.flatnonzero(cs[1:] != cs[:-1]) + 1).tolist(), len(cs))
+
+
+def _counted_cuts(counts: np.ndarray) -> list[int]:
+    """:func:`_cuts` from the number of elements of each class (the class-sorted classes
+    change where a non-empty class ends)."""
+    ends = np.cumsum(counts[counts > 0]).tolist()
+    return _merged(ends[:-1], ends[-1] if ends else 0)
+
+
+def _merged(changes: list[int], n: int) -> list[int]:
     cuts = [0]
-    for b in (np.flatnonzero(cs[1:] != cs[:-1]) + 1).tolist():
+    for b in changes:
         if b - cuts[-1] >= SEGMENT_MIN:
             cuts.append(b)
-    if len(cuts) > 1 and len(cs) - cuts[-1] < SEGMENT_MIN:
+    if len(cuts) > 1 and n - cuts[-1] < SEGMENT_MIN:
         cuts.pop()
-    cuts.append(len(cs))
+    cuts.append(n)
     return cuts
 
 
@@ -188,6 +200,11 @@ def _pack_sorted(vals: np.ndarray, bu: np.ndarray, width: int, level: int,
         perm, cs = _sorted(cls)
         vals = vals[perm]
         cuts = _cuts(cs)
+    return _pack_segments(vals, cuts, width, level)
+
+
+def _pack_segments(vals: np.ndarray, cuts: list[int], width: int, level: int) -> bytes:
+    """Differences already in exponent order, cut at ``cuts``, as v3 segments."""
     parts = [_COUNT.pack(len(cuts) - 1)]
     for a, b in zip(cuts, cuts[1:]):
         seg = _pack_values(vals[a:b], width, level)
@@ -195,11 +212,35 @@ def _pack_sorted(vals: np.ndarray, bu: np.ndarray, width: int, level: int,
     return b"".join(parts)
 
 
+def _pack_delta(u: np.ndarray, bu: np.ndarray, width: int, key: int, level: int) -> bytes:
+    """The v3 segments of the differences of the elements ``u`` from their base elements
+    ``bu`` (unsigned views of one width): what :func:`_pack_sorted` makes of
+    ``_zigzag(_keys(u) - _keys(bu))``, in one pass of the compiled kernel where it is built."""
+    k = native.kernel
+    if k is None:
+        return _pack_sorted(_zigzag(_keys(u, width, key) - _keys(bu, width, key), width), bu, width, level)
+    vals = np.empty(len(u), dtype=_UINT[width])
+    counts = np.frombuffer(k.subs_encode(u, bu, vals, width, key), dtype=np.int64)
+    return _pack_segments(vals, _counted_cuts(counts), width, level)
+
+
 def _unpack_sorted(payload: memoryview, bu: np.ndarray, width: int, oid: ObjectId,
                    version: int) -> tuple[np.ndarray, int]:
     """Inverse of :func:`_pack_sorted` (and of its v2 layout, segments of byte planes
     only): the differences in the order of ``bu``, and the bytes read."""
     n = len(bu)
+    out, pos = _unpack_segments(payload, n, width, oid, version)
+    order = _order(bu, width, classes=False)
+    if order is not None:
+        sorted_vals, out = out, np.empty(n, dtype=_UINT[width])
+        out[order[0]] = sorted_vals
+    return out, pos
+
+
+def _unpack_segments(payload: memoryview, n: int, width: int, oid: ObjectId,
+                     version: int) -> tuple[np.ndarray, int]:
+    """The ``n`` differences of :func:`_pack_segments`, in exponent order, and the bytes read."""
+    kern = native.kernel
     if len(payload) < _COUNT.size:
         raise CorruptObject(to_hex(oid), "delta segments missing")
     (nseg,) = _COUNT.unpack_from(payload, 0)
@@ -215,7 +256,9 @@ def _unpack_sorted(payload: memoryview, bu: np.ndarray, width: int, oid: ObjectI
         if at + count > n or pos + size > len(payload):
             raise CorruptObject(to_hex(oid), "delta segment out of range")
         body = payload[pos:pos + size]
-        if version >= 3:
+        if kern is not None and (version < 3 or (len(body) and body[0] == 0)):
+            _planes_into(body[1:] if version >= 3 else body, out[at:at + count].view(np.uint8), width, oid)
+        elif version >= 3:
             out[at:at + count] = _unpack_values(body, count, width, oid)
         else:
             out[at:at + count] = _unpack_planes(body, count * width, width, oid).view(_UINT[width])
@@ -223,25 +266,57 @@ def _unpack_sorted(payload: memoryview, bu: np.ndarray, width: int, oid: ObjectI
         pos += size
     if at != n:
         raise CorruptObject(to_hex(oid), "delta segments do not cover every element")
-    order = _order(bu, width, classes=False)
-    if order is not None:
-        sorted_vals, out = out, np.empty(n, dtype=_UINT[width])
-        out[order[0]] = sorted_vals
     return out, pos
+
+
+def _planes_into(body: memoryview, dst: np.ndarray, width: int, oid: ObjectId) -> None:
+    """What :func:`planes._unpack_planes` makes of ``body`` (planes stored or zstd, none
+    ranked, no tail), written into the bytes ``dst`` of whole elements: the kernel
+    interleaves the planes (numpy's strided copy, a plane at a time, cost ~8x as much, and
+    then the segment was copied into place)."""
+    n = len(dst) // width
+    parts, pos = [], 0
+    for _ in range(width):
+        if pos + _PLANE.size > len(body):
+            raise CorruptObject(to_hex(oid), "byte plane header past the end of the frame")
+        mode, size = _PLANE.unpack_from(body, pos)
+        pos += _PLANE.size
+        part = body[pos:pos + size]
+        pos += size
+        if len(part) != size or mode > 1:
+            raise CorruptObject(to_hex(oid), "byte plane out of range")
+        plane = _unzstd(part, n, oid) if mode == 1 else part
+        if len(plane) != n:
+            raise CorruptObject(to_hex(oid), "byte plane has the wrong length")
+        parts.append(plane)
+    if pos != len(body):
+        raise CorruptObject(to_hex(oid), "byte planes do not add up to the decoded length")
+    native.kernel.ungroup(parts, dst, width)
 
 
 def _subs_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, level: int) -> bytes:
     body, tail = _split(data, width)
     bbody, btail = _split(base, width)
     u, bu = body.view(_UINT[width]), bbody.view(_UINT[width])
-    vals = _zigzag(_keys(u, width, key) - _keys(bu, width, key), width)
-    return _pack_sorted(vals, bu, width, level) + (tail ^ btail).tobytes()
+    return _pack_delta(u, bu, width, key, level) + (tail ^ btail).tobytes()
 
 
 def _unsubs(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId) -> np.ndarray:
     width = h.width
     bbody, btail = _split(base, width)
     bu = bbody.view(_UINT[width])
+    k = native.kernel
+    if k is not None:
+        vals, pos = _unpack_segments(payload, len(bu), width, oid, h.version)
+        tail = payload[pos:]
+        if len(tail) != len(btail):
+            raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
+        # One pass: each element's difference found by its class, un-zig-zagged, added to
+        # its base element's key and turned back into an element.
+        out = np.empty(len(base), dtype=np.uint8)
+        k.subs_decode(bu, vals, out[:len(bbody)], width, h.key)
+        np.bitwise_xor(btail, np.frombuffer(tail, np.uint8), out=out[len(bbody):])
+        return out
     vals, pos = _unpack_sorted(payload, bu, width, oid, h.version)
     tail = payload[pos:]
     if len(tail) != len(btail):
@@ -455,8 +530,7 @@ def _sparse_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, le
     u, bu = body.view(_UINT[width]), bbody.view(_UINT[width])
     changed = u != bu
     idx = np.flatnonzero(changed)  # one index pass; take() is faster than three masks
-    bc = bu.take(idx)
-    vals = _zigzag(_keys(u.take(idx), width, key) - _keys(bc, width, key), width)
+    uc, bc = u.take(idx), bu.take(idx)
     cls = _classes(bu, width) if width > 1 else None
     forced = cuts is not None
     ratio = 1.0
@@ -473,9 +547,12 @@ def _sparse_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, le
             g = _grouped_positions(changed, cls, cuts, level)
             if not pos or len(g) < len(pos):
                 mode, pos = POS_GROUPS, g
-        cls = cls.take(idx)
-    return b"".join((_SPARSE.pack(len(bc), mode, len(pos)), pos, _pack_sorted(vals, bc, width, level, cls),
-                     (tail ^ btail).tobytes()))
+    if native.kernel is not None:
+        delta = _pack_delta(uc, bc, width, key, level)
+    else:
+        vals = _zigzag(_keys(uc, width, key) - _keys(bc, width, key), width)
+        delta = _pack_sorted(vals, bc, width, level, None if cls is None else cls.take(idx))
+    return b"".join((_SPARSE.pack(len(bc), mode, len(pos)), pos, delta, (tail ^ btail).tobytes()))
 
 
 def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId) -> np.ndarray:
@@ -495,12 +572,21 @@ def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: Object
     else:
         idx = _indices(body, n_el, count, mode, oid)
     bc = ou.take(idx)
-    z, used = _unpack_sorted(payload[pos + size:], bc, width, oid, h.version)
+    kern = native.kernel
+    if kern is None:
+        z, used = _unpack_sorted(payload[pos + size:], bc, width, oid, h.version)
+    else:
+        z, used = _unpack_segments(payload[pos + size:], len(bc), width, oid, h.version)
     tail = payload[pos + size + used:]
     if len(tail) != h.decoded_len - n_el * width:
         raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
-    k = _unzigzag(z, width, in_place=True)
-    k += _keys(bc, width, h.key)
-    ou[idx] = _unkeys(k, width, h.key, in_place=True)
+    if kern is not None:
+        vals = np.empty_like(z)
+        kern.subs_decode(bc, z, vals, width, h.key)
+        ou[idx] = vals
+    else:
+        k = _unzigzag(z, width, in_place=True)
+        k += _keys(bc, width, h.key)
+        ou[idx] = _unkeys(k, width, h.key, in_place=True)
     out[n_el * width:] ^= np.frombuffer(tail, np.uint8)
     return out

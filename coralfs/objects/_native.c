@@ -1,0 +1,326 @@
+/* The exponent order of SUBS and SPARSE deltas (coralfs/objects/sparse.py), compiled.
+ *
+ * A delta stores the differences of its elements in the stable order of their base
+ * element's class (the 8 bits after the sign: a float's exponent). numpy finds that order
+ * with a sort (O(n log n), ~4 ms for 1 Mi elements) and places the values with a scatter;
+ * a counting sort by the 256 classes does both in two passes over the elements (a
+ * histogram, then one pass that reads or writes each class's run in order). The element
+ * transforms of planes.py (_keys, _unkeys, _zigzag, _unzigzag) are fused into that pass,
+ * so one pass produces a delta's values (encode) or the decoded elements (decode).
+ *
+ * Only the buffer protocol ("y*", "w*"): no numpy headers, nothing to build but this file.
+ * The loops run without the GIL, so the threads that verify a fetch or write a commit
+ * decode and encode in parallel. Every result is bit-identical to the numpy code, which
+ * stays in sparse.py as the path of a machine without a compiler.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define KEY_SIGNED 1 /* coralfs/objects/dtypes.py; any other key but KEY_FLOAT is the identity */
+#define KEY_FLOAT 2
+#define CLASSES 256
+
+#if defined(__GNUC__)
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
+#endif
+
+/* Loads and stores through memcpy: a caller may pass a buffer at any alignment (a slice of
+ * a frame), and compilers turn these into plain moves. */
+#define DEFINE_WIDTH(W, T, BITS, SHIFT)                                                               \
+    INLINE T load##W(const uint8_t *p) { T v; memcpy(&v, p, W); return v; }                     \
+    INLINE void store##W(uint8_t *p, T v) { memcpy(p, &v, W); }                                  \
+    /* _classes: the 8 bits after the sign (SHIFT = BITS - 9); bytes have one class. */        \
+    INLINE unsigned class##W(T e) { return W == 1 ? 0u : (unsigned)((e >> SHIFT) & 0xFF); }      \
+    /* _keys: signed, flip the sign bit; float, negative flips every bit, else the sign bit. */  \
+    INLINE T keys##W(T u, int key) {                                                             \
+        const T sign = (T)((T)1 << (BITS - 1));                                                  \
+        if (key == KEY_SIGNED) return (T)(u ^ sign);                                             \
+        if (key == KEY_FLOAT) {                                                                  \
+            T spread = (T)(0 - (T)(u >> (BITS - 1)));                                            \
+            return (T)(u ^ (T)(spread | sign));                                                  \
+        }                                                                                        \
+        return u;                                                                                \
+    }                                                                                            \
+    INLINE T unkeys##W(T k, int key) {                                                           \
+        const T sign = (T)((T)1 << (BITS - 1));                                                  \
+        if (key == KEY_SIGNED) return (T)(k ^ sign);                                             \
+        if (key == KEY_FLOAT) {                                                                  \
+            T spread = (T)(0 - (T)(k >> (BITS - 1)));                                            \
+            return (T)(k ^ (T)((T)~spread | sign));                                              \
+        }                                                                                        \
+        return k;                                                                                \
+    }                                                                                            \
+    INLINE T zigzag##W(T d) { return (T)((T)(d << 1) ^ (T)(0 - (T)(d >> (BITS - 1)))); }        \
+    INLINE T unzigzag##W(T z) { return (T)((T)(z >> 1) ^ (T)(0 - (T)(z & 1))); }               \
+    /* Each class's first position in class order (an exclusive prefix sum of the counts);   \
+     * four partial counts: runs of one class would otherwise wait on one counter. */        \
+    static void starts##W(const uint8_t *b, Py_ssize_t n, Py_ssize_t *start, Py_ssize_t *hist) { \
+        Py_ssize_t h[4][CLASSES];                                                                \
+        memset(h, 0, sizeof h);                                                                  \
+        Py_ssize_t i = 0;                                                                        \
+        for (; i + 4 <= n; i += 4) {                                                             \
+            h[0][class##W(load##W(b + (i + 0) * W))]++;                                          \
+            h[1][class##W(load##W(b + (i + 1) * W))]++;                                          \
+            h[2][class##W(load##W(b + (i + 2) * W))]++;                                          \
+            h[3][class##W(load##W(b + (i + 3) * W))]++;                                          \
+        }                                                                                        \
+        for (; i < n; i++) h[0][class##W(load##W(b + i * W))]++;                                 \
+        Py_ssize_t at = 0;                                                                       \
+        for (int c = 0; c < CLASSES; c++) {                                                      \
+            Py_ssize_t k = h[0][c] + h[1][c] + h[2][c] + h[3][c];                                \
+            start[c] = at;                                                                       \
+            if (hist) hist[c] = k;                                                               \
+            at += k;                                                                             \
+        }                                                                                        \
+    }                                                                                            \
+    /* A pointer per class, not an index: measured ~10% faster (one multiply-add less     \
+     * on the path from one element's class to the next store). */                          \
+    INLINE void decode##W##_key(const uint8_t *b, const uint8_t *s, uint8_t *o, Py_ssize_t n,   \
+                                Py_ssize_t *start, int key) {                                    \
+        const uint8_t *at[CLASSES];                                                              \
+        for (int c = 0; c < CLASSES; c++) at[c] = s + start[c] * W;                              \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                     \
+            T e = load##W(b + i * W);                                                            \
+            unsigned c = class##W(e);                                                            \
+            T z = load##W(at[c]);                                                                \
+            at[c] += W;                                                                          \
+            store##W(o + i * W, unkeys##W((T)(unzigzag##W(z) + keys##W(e, key)), key));          \
+        }                                                                                        \
+    }                                                                                            \
+    /* o[i] = unkeys(unzigzag(s[place of i in class order]) + keys(b[i])): _unsubs. */        \
+    static void decode##W(const uint8_t *b, const uint8_t *s, uint8_t *o, Py_ssize_t n, int key) { \
+        Py_ssize_t start[CLASSES];                                                               \
+        if (W == 1) memset(start, 0, sizeof start);                                              \
+        else starts##W(b, n, start, NULL);                                                       \
+        /* A constant key in each call: the compiler drops the key's branches from the loop. */ \
+        if (key == KEY_FLOAT) decode##W##_key(b, s, o, n, start, KEY_FLOAT);                     \
+        else if (key == KEY_SIGNED) decode##W##_key(b, s, o, n, start, KEY_SIGNED);              \
+        else decode##W##_key(b, s, o, n, start, 0);                                              \
+    }                                                                                            \
+    INLINE void encode##W##_key(const uint8_t *u, const uint8_t *b, uint8_t *o, Py_ssize_t n,   \
+                                Py_ssize_t *start, int key) {                                    \
+        uint8_t *at[CLASSES];                                                                    \
+        for (int c = 0; c < CLASSES; c++) at[c] = o + start[c] * W;                              \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                     \
+            T e = load##W(b + i * W);                                                            \
+            T d = (T)(keys##W(load##W(u + i * W), key) - keys##W(e, key));                       \
+            unsigned c = class##W(e);                                                            \
+            store##W(at[c], zigzag##W(d));                                                       \
+            at[c] += W;                                                                          \
+        }                                                                                        \
+    }                                                                                            \
+    /* o[place of i in class order] = zigzag(keys(u[i]) - keys(b[i])): _subs_payload. */       \
+    static void encode##W(const uint8_t *u, const uint8_t *b, uint8_t *o, Py_ssize_t n, int key, \
+                          Py_ssize_t *hist) {                                                    \
+        Py_ssize_t start[CLASSES];                                                               \
+        if (W == 1) {                                                                            \
+            memset(start, 0, sizeof start);                                                      \
+            memset(hist, 0, CLASSES * sizeof *hist);                                             \
+            hist[0] = n;                                                                         \
+        } else {                                                                                 \
+            starts##W(b, n, start, hist);                                                        \
+        }                                                                                        \
+        if (key == KEY_FLOAT) encode##W##_key(u, b, o, n, start, KEY_FLOAT);                     \
+        else if (key == KEY_SIGNED) encode##W##_key(u, b, o, n, start, KEY_SIGNED);              \
+        else encode##W##_key(u, b, o, n, start, 0);                                              \
+    }
+
+DEFINE_WIDTH(1, uint8_t, 8, 0)
+DEFINE_WIDTH(2, uint16_t, 16, 7)
+DEFINE_WIDTH(4, uint32_t, 32, 23)
+DEFINE_WIDTH(8, uint64_t, 64, 55)
+
+/* Byte j of plane i to byte i of element j, a constant number of planes: the compiler
+ * unrolls and vectorizes the loop (measured 0.2 ms for 4 MiB of fp32 planes, against 1.75 ms
+ * for numpy's strided copy a plane at a time, planes._unpack_planes). */
+#define DEFINE_UNGROUP(W)                                                                        \
+    static void ungroup##W(const uint8_t *const *p, uint8_t *o, Py_ssize_t n) {                  \
+        for (Py_ssize_t j = 0; j < n; j++)                                                       \
+            for (int i = 0; i < W; i++) o[W * j + i] = p[i][j];                                  \
+    }
+DEFINE_UNGROUP(2)
+DEFINE_UNGROUP(4)
+DEFINE_UNGROUP(8)
+
+/* The element count of buffers that must all hold it; 0 with an exception set otherwise. */
+static int check_sizes(int width, Py_ssize_t len, const Py_buffer *other, const char *what_other,
+                       const Py_buffer *out, Py_ssize_t *n) {
+    if (width != 1 && width != 2 && width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "element width %d is not 1, 2, 4 or 8", width);
+        return 0;
+    }
+    if (len % width) {
+        PyErr_Format(PyExc_ValueError, "base of %zd bytes is not a whole number of %d-byte elements", len, width);
+        return 0;
+    }
+    if (other->len != len) {
+        PyErr_Format(PyExc_ValueError, "%s of %zd bytes for a base of %zd", what_other, other->len, len);
+        return 0;
+    }
+    if (out->len != len) {
+        PyErr_Format(PyExc_ValueError, "output of %zd bytes for a base of %zd", out->len, len);
+        return 0;
+    }
+    *n = len / width;
+    return 1;
+}
+
+static int overlaps(const Py_buffer *a, const Py_buffer *b) {
+    const char *x = a->buf, *y = b->buf;
+    return a->len && b->len && x < y + b->len && y < x + a->len;
+}
+
+PyDoc_STRVAR(subs_decode_doc,
+"subs_decode(base, ordered, out, width, key)\n\n"
+"Write into ``out`` the elements unkeys(unzigzag(v) + keys(b)) of each base element b,\n"
+"v its difference in ``ordered`` (the differences in the stable order of the base\n"
+"elements' classes; in element order for width 1). All three buffers hold the same\n"
+"number of bytes, a whole number of ``width``-byte elements; ``out`` overlaps neither.");
+
+static PyObject *subs_decode(PyObject *self, PyObject *args) {
+    Py_buffer base, ordered, out;
+    int width, key;
+    if (!PyArg_ParseTuple(args, "y*y*w*ii:subs_decode", &base, &ordered, &out, &width, &key)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n;
+    if (!check_sizes(width, base.len, &ordered, "ordered differences", &out, &n)) goto done;
+    if (overlaps(&out, &base) || overlaps(&out, &ordered)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    const uint8_t *b = base.buf, *s = ordered.buf;
+    uint8_t *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: decode1(b, s, o, n, key); break;
+    case 2: decode2(b, s, o, n, key); break;
+    case 4: decode4(b, s, o, n, key); break;
+    default: decode8(b, s, o, n, key); break;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&base);
+    PyBuffer_Release(&ordered);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+PyDoc_STRVAR(subs_encode_doc,
+"subs_encode(data, base, out, width, key) -> bytes\n\n"
+"Write into ``out`` the differences zigzag(keys(d) - keys(b)) of each element d of\n"
+"``data`` and b of ``base``, in the stable order of the base elements' classes (element\n"
+"order for width 1). Returns the 256 class counts as native-endian int64 (width 1: all\n"
+"in class 0). All three buffers hold the same number of bytes; ``out`` overlaps neither.");
+
+static PyObject *subs_encode(PyObject *self, PyObject *args) {
+    Py_buffer data, base, out;
+    int width, key;
+    if (!PyArg_ParseTuple(args, "y*y*w*ii:subs_encode", &data, &base, &out, &width, &key)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n;
+    if (!check_sizes(width, base.len, &data, "data", &out, &n)) goto done;
+    if (overlaps(&out, &base) || overlaps(&out, &data)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    int64_t hist[CLASSES];
+    Py_ssize_t counts[CLASSES];
+    const uint8_t *u = data.buf, *b = base.buf;
+    uint8_t *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: encode1(u, b, o, n, key, counts); break;
+    case 2: encode2(u, b, o, n, key, counts); break;
+    case 4: encode4(u, b, o, n, key, counts); break;
+    default: encode8(u, b, o, n, key, counts); break;
+    }
+    Py_END_ALLOW_THREADS
+    for (int c = 0; c < CLASSES; c++) hist[c] = counts[c];
+    ret = PyBytes_FromStringAndSize((const char *)hist, sizeof hist);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&base);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+PyDoc_STRVAR(ungroup_doc,
+"ungroup(planes, out, width)\n\n"
+"Interleave ``width`` byte planes (a sequence of buffers of one length n) into the n\n"
+"elements of ``out`` (n * width bytes): byte i of element j is byte j of plane i, the\n"
+"inverse of planes.group.");
+
+static PyObject *ungroup(PyObject *self, PyObject *args) {
+    PyObject *seq;
+    Py_buffer out;
+    int width;
+    if (!PyArg_ParseTuple(args, "Ow*i:ungroup", &seq, &out, &width)) return NULL;
+    PyObject *ret = NULL, *fast = NULL;
+    Py_buffer planes[8];
+    Py_ssize_t got = 0;
+    if (width != 1 && width != 2 && width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "element width %d is not 1, 2, 4 or 8", width);
+        goto done;
+    }
+    fast = PySequence_Fast(seq, "planes must be a sequence of buffers");
+    if (!fast) goto done;
+    if (PySequence_Fast_GET_SIZE(fast) != width) {
+        PyErr_Format(PyExc_ValueError, "%zd planes for %d-byte elements", PySequence_Fast_GET_SIZE(fast), width);
+        goto done;
+    }
+    Py_ssize_t n = out.len / width;
+    if (out.len % width) {
+        PyErr_Format(PyExc_ValueError, "output of %zd bytes is not a whole number of %d-byte elements", out.len, width);
+        goto done;
+    }
+    for (; got < width; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &planes[got], PyBUF_SIMPLE) < 0) goto done;
+        if (planes[got].len != n) {
+            PyErr_Format(PyExc_ValueError, "plane of %zd bytes for %zd elements", planes[got].len, n);
+            got++;
+            goto done;
+        }
+        if (overlaps(&out, &planes[got])) {
+            PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+            got++;
+            goto done;
+        }
+    }
+    const uint8_t *p[8];
+    for (int i = 0; i < width; i++) p[i] = planes[i].buf;
+    uint8_t *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: memcpy(o, p[0], n); break;
+    case 2: ungroup2(p, o, n); break;
+    case 4: ungroup4(p, o, n); break;
+    default: ungroup8(p, o, n); break;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&planes[i]);
+    Py_XDECREF(fast);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+static PyMethodDef methods[] = {
+    {"ungroup", ungroup, METH_VARARGS, ungroup_doc},
+    {"subs_decode", subs_decode, METH_VARARGS, subs_decode_doc},
+    {"subs_encode", subs_encode, METH_VARARGS, subs_encode_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native",
+    "Compiled kernels of the SUBS and SPARSE delta order (see coralfs/objects/native.py).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

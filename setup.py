@@ -1,0 +1,16 @@
+"""The compiled kernel of the delta order (coralfs/objects/_native.c); everything else
+about the package is in pyproject.toml. optional=True: without a C compiler the install
+still succeeds and coralfs uses its numpy code (coralfs/objects/native.py)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "coralfs.objects._native",
+            ["coralfs/objects/_native.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        )
+    ]
+)
