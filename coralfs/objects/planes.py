@@ -92,8 +92,12 @@ def _keys(buf: np.ndarray, width: int, key: int) -> np.ndarray:
     if key == KEY_FLOAT:
         # Negative floats: flip every bit; positive: flip the sign bit. The arithmetic
         # shift of the signed view is all ones exactly for negative values.
+        # One fresh array, worked on in place (the expression made three: each fresh
+        # 4 MiB array costs its page faults).
         spread = (u.view(np.dtype(f"i{width}")) >> (bits - 1)).view(_UINT[width])
-        return u ^ (spread | sign)
+        spread |= sign
+        spread ^= u
+        return spread
     return u
 
 
@@ -121,7 +125,9 @@ def _unkeys(k: np.ndarray, width: int, key: int, in_place: bool = False) -> np.n
 
 def _zigzag(d: np.ndarray, width: int) -> np.ndarray:
     s = d.view(np.dtype(f"i{width}"))
-    return ((s << 1) ^ (s >> (8 * width - 1))).view(_UINT[width])
+    z = s << 1
+    z ^= s >> (8 * width - 1)  # in place: one fresh array fewer
+    return z.view(_UINT[width])
 
 
 def _unzigzag(z: np.ndarray, width: int, in_place: bool = False) -> np.ndarray:
