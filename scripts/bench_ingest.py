@@ -1,6 +1,7 @@
 """Commit ingest of the shared MiniLM series (fp32 and bf16, 8 checkpoints each, committed at
 the same path in order): MB/s, MB per CPU-second, and what the commits spent waiting for
-durability (fsync calls and syncfs flushes, their count and summed time per commit).
+durability (fsync calls and syncfs flushes, their count and summed time per commit), and
+the bytes stored (every object of the repository).
 
     flock /work/notes/bench.lock env PYTHONPATH=$PWD .venv/bin/python scripts/bench_ingest.py [--default-allocator]
 
@@ -61,6 +62,7 @@ def run(name: str, sources: list[str], work: str) -> str:
         logical += repo.commit_paths([src], f"{name} {i}").stats.logical
         wall += time.perf_counter() - t0
         cpu += cpu_seconds() - c0
+    stored = sum(repo.store.size(o) for o in repo.store)
     repo.close()
     shutil.rmtree(repo_path, ignore_errors=True)
     shutil.rmtree(src, ignore_errors=True)
@@ -68,7 +70,8 @@ def run(name: str, sources: list[str], work: str) -> str:
     return (f"{name}: ingest {logical / wall / 1e6:.0f} MB/s, {logical / cpu / 1e6:.0f} MB per CPU-second "
             f"(CPU/wall {cpu / wall:.2f}); per commit: {waits['fsync'] / n:.0f} fsyncs "
             f"({waits['fsync_s'] / n * 1e3:.0f} ms), {waits['syncfs'] / n:.1f} syncfs "
-            f"({waits['syncfs_s'] / n * 1e3:.0f} ms), wall {wall / n * 1e3:.0f} ms")
+            f"({waits['syncfs_s'] / n * 1e3:.0f} ms), wall {wall / n * 1e3:.0f} ms; stored {stored:,} bytes "
+            f"({stored / logical:.4f} of full copies)")
 
 
 def main() -> None:

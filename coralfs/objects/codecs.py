@@ -66,7 +66,6 @@ from .planes import (
     _fgrouped_ok,
     _keys,
     _pack_planes,
-    _plane_modes,
     _rank_streams,
     _rotate,
     _split,
@@ -213,19 +212,22 @@ class Base:
 
 
 def _payload(codec: int, buf: np.ndarray, bbuf: np.ndarray | None, width: int, key: int,
-             level: int) -> bytes:
-    """The encoded payload of ``buf`` under ``codec`` (the estimate runs this on samples)."""
+             level: int) -> tuple[bytes, bool]:
+    """The encoded payload of ``buf`` under ``codec`` (the estimate runs this on samples),
+    and whether it holds a ranked plane (an FGROUPED frame is then version RANKS_SINCE)."""
     if codec == GROUPED:
-        return _compressor(level).compress(group(buf, width))
+        return _compressor(level).compress(group(buf, width)), False
     if codec == FGROUPED:
         # The top plane of the sign-rotated elements is the exponent (bf16, fp32; the top
         # 8 of fp64's 11 bits): tried as ranks, kept where smaller than zstd.
-        return _pack_planes(group(_rotate(buf, width), width), width, level, ranked=(width - 1,))
+        modes: list[int] = []
+        out = _pack_planes(group(_rotate(buf, width), width), width, level, ranked=(width - 1,), modes=modes)
+        return out, PLANE_RANKS in modes
     if codec == SPARSE:
-        return _sparse_payload(buf, bbuf, width, key, level)
+        return _sparse_payload(buf, bbuf, width, key, level), False
     if codec == SUBS:
-        return _subs_payload(buf, bbuf, width, key, level)
-    return _compressor(level).compress(group(_delta(codec, buf, bbuf, width, key), width))
+        return _subs_payload(buf, bbuf, width, key, level), False
+    return _compressor(level).compress(group(_delta(codec, buf, bbuf, width, key), width)), False
 
 
 def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
@@ -257,15 +259,19 @@ def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
             else:
                 candidates += [XOR, SUB, SUBS, SPARSE]
         bbuf = np.frombuffer(base.data, dtype=np.uint8) if len(candidates) > 1 else None
+        done = None
         if len(candidates) > 1:
             sel = _sample(buf, width)
             s, bs = buf[sel], bbuf[sel]
-            sizes = {c: len(_payload(c, s, bs, width, key, 1)) for c in candidates}
-            codec = min(candidates, key=lambda c: (sizes[c], c))
+            tried = {c: _payload(c, s, bs, width, key, 1) for c in candidates}
+            codec = min(candidates, key=lambda c: (len(tried[c][0]), c))
+            if isinstance(sel, slice) and level == 1:
+                # The sample was the whole chunk at the frame's level: the estimate's
+                # payload is the frame's (a chunk under _SAMPLE_MIN: biases, LayerNorms).
+                done = tried[codec]
         else:
             codec = keyframe
-        return encode_as(codec, data, oid, width=width, key=key, level=level, base=base, gen=gen,
-                         structured=structured)
+        return _frame(codec, data, buf, bbuf, oid, width, key, level, base, gen, structured, done)
     if len(payload) >= n and codec != RAW:
         codec, payload, use_base, depth = RAW, data, None, 0
     return _pack(codec, width, key, depth, n, check, oid, use_base, payload,
@@ -278,11 +284,18 @@ def encode_as(codec: int, data, oid: ObjectId, *, width: int, key: int, level: i
     :func:`encode` picks the codec, tests force each one."""
     buf = np.frombuffer(data, dtype=np.uint8)
     bbuf = np.frombuffer(base.data, dtype=np.uint8) if codec in DELTA_CODECS else None
-    payload = data if codec == RAW else _payload(codec, buf, bbuf, width, key, level)
+    return _frame(codec, data, buf, bbuf, oid, width, key, level, base, gen, structured)
+
+
+def _frame(codec: int, data, buf: np.ndarray, bbuf: np.ndarray | None, oid: ObjectId, width: int,
+           key: int, level: int, base: Base | None, gen: int, structured: bool,
+           done: tuple[bytes, bool] | None = None) -> bytes:
+    """The frame of a tensor chunk under ``codec``; ``done``: its payload already made."""
+    payload, ranked = (data, False) if codec == RAW else done or _payload(codec, buf, bbuf, width, key, level)
     use_base, depth = (base.oid, base.depth + 1) if codec in DELTA_CODECS else (None, 0)
     if len(payload) + _CHECK.size >= len(buf) and codec != RAW:
-        codec, payload, use_base, depth = RAW, data, None, 0
-    version = RANKS_SINCE if codec == FGROUPED and PLANE_RANKS in _plane_modes(payload, width) else None
+        codec, payload, use_base, depth, ranked = RAW, data, None, 0, False
+    version = RANKS_SINCE if codec == FGROUPED and ranked else None
     if CODEC_SINCE[codec] >= 2:
         # v2 payloads are many small zstd frames and plane headers: a checksum of the
         # payload catches a flipped bit zstd ignores (reserved header bits) before parsing.
@@ -360,11 +373,16 @@ def transformed(frame: bytes | memoryview, oid: ObjectId) -> list[bytes]:
     if h.codec == RAW:
         return [bytes(payload)]
     out: list[bytes] = []
+    # Ranked planes exist in FGROUPED frames from RANKS_SINCE on; anywhere else that mode
+    # is corrupt, as decode says.
+    top = PLANE_RANKS if h.codec == FGROUPED and h.version >= RANKS_SINCE else 1
 
     def planes(pos: int, width: int = h.width) -> int:
         for _ in range(width):
             mode, size = _PLANE.unpack_from(payload, pos)
             body = payload[pos + _PLANE.size:pos + _PLANE.size + size]
+            if mode > top:
+                raise CorruptObject(to_hex(oid), "byte plane out of range")
             if mode == PLANE_RANKS:
                 _k, packed, _n, esc = _rank_streams(body, h.decoded_len // width, oid)
                 out.extend((bytes(packed), bytes(esc)))

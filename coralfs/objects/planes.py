@@ -92,8 +92,12 @@ def _keys(buf: np.ndarray, width: int, key: int) -> np.ndarray:
     if key == KEY_FLOAT:
         # Negative floats: flip every bit; positive: flip the sign bit. The arithmetic
         # shift of the signed view is all ones exactly for negative values.
+        # One fresh array, worked on in place (the expression made three: each fresh
+        # 4 MiB array costs its page faults).
         spread = (u.view(np.dtype(f"i{width}")) >> (bits - 1)).view(_UINT[width])
-        return u ^ (spread | sign)
+        spread |= sign
+        spread ^= u
+        return spread
     return u
 
 
@@ -121,7 +125,9 @@ def _unkeys(k: np.ndarray, width: int, key: int, in_place: bool = False) -> np.n
 
 def _zigzag(d: np.ndarray, width: int) -> np.ndarray:
     s = d.view(np.dtype(f"i{width}"))
-    return ((s << 1) ^ (s >> (8 * width - 1))).view(_UINT[width])
+    z = s << 1
+    z ^= s >> (8 * width - 1)  # in place: one fresh array fewer
+    return z.view(_UINT[width])
 
 
 def _unzigzag(z: np.ndarray, width: int, in_place: bool = False) -> np.ndarray:
@@ -146,6 +152,11 @@ def _split(buf: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _pack_symbols(sym: np.ndarray, bits: int) -> np.ndarray:
     """Symbols below ``1 << bits`` (2 or 4), ``8 // bits`` to a byte, the first in the low bits."""
+    if bits == 4:
+        global _SAME_PAIRS
+        if _SAME_PAIRS is None:
+            _SAME_PAIRS = _nibble_pairs(np.arange(256, dtype=np.uint8) & np.uint8(15))
+        return _pack_nibbles(sym, _SAME_PAIRS)
     per = 8 // bits
     t = np.zeros(-(-len(sym) // per) * per, dtype=np.uint8)
     t[: len(sym)] = sym
@@ -154,6 +165,30 @@ def _pack_symbols(sym: np.ndarray, bits: int) -> np.ndarray:
     for j in range(1, per):
         out |= t[:, j] << np.uint8(bits * j)
     return out
+
+
+_SAME_PAIRS = None  # _nibble_pairs of the symbols themselves (made on first use)
+
+
+def _nibble_pairs(nibble_of: np.ndarray) -> np.ndarray:
+    """The 64 Ki table of :func:`_pack_nibbles` for a map of the 256 byte values to 4 bits."""
+    r = nibble_of.astype(np.uint8)
+    return (r[None, :] | (r[:, None] << np.uint8(4))).reshape(65536)  # index hi * 256 + lo
+
+
+def _pack_nibbles(values: np.ndarray, pair: np.ndarray) -> np.ndarray:
+    """The one writer of the 4-bit layout of :func:`_pack_symbols` (two to a byte, the
+    first in the low bits, a missing last one as 0), of the bytes ``values`` mapped to 4
+    bits by the table ``pair`` (:func:`_nibble_pairs`): each pair of bytes, read as one
+    uint16, looks up its packed byte (measured ~4x faster than mapping, then packing)."""
+    n = len(values)
+    v = np.ascontiguousarray(values, dtype=np.uint8)
+    if n % 2:
+        v = np.append(v, np.uint8(0))
+    packed = pair.take(v.view(np.uint16), mode="clip")  # every index is in range
+    if n % 2:
+        packed[-1] &= np.uint8(0x0F)  # the missing last symbol is 0, whatever 0 maps to
+    return packed
 
 
 def _unpack_symbols(packed, bits: int, count: int) -> np.ndarray:
@@ -213,7 +248,7 @@ def _rank_plane(plane: np.ndarray, level: int) -> bytes:
     top = top[counts[top] > 0]
     rank_of = np.full(256, RANKS, dtype=np.uint8)
     rank_of[top] = np.arange(len(top), dtype=np.uint8)
-    packed = _pack_ranks(plane, rank_of)
+    packed = _pack_nibbles(plane, _nibble_pairs(rank_of))
     at = _escapes_at(packed, len(plane))
     nesc = len(at)
     esc = plane.take(at)
@@ -221,21 +256,6 @@ def _rank_plane(plane: np.ndarray, level: int) -> bytes:
     m2, escaped = _squeeze(esc, level)
     return b"".join((bytes((len(top),)), top.astype(np.uint8).tobytes(), _ESCAPES.pack(nesc),
                      _PLANE.pack(m1, len(packed)), packed, _PLANE.pack(m2, len(escaped)), escaped))
-
-
-def _pack_ranks(plane: np.ndarray, rank_of: np.ndarray) -> np.ndarray:
-    """``_pack_symbols(rank_of[plane], 4)`` in one pass: each pair of bytes, read as one
-    uint16, looks up its two packed ranks in a 64 Ki table (measured ~4x faster than the
-    rank lookup followed by the packing)."""
-    n = len(plane)
-    r = rank_of.astype(np.uint8)
-    pair = (r[None, :] | (r[:, None] << np.uint8(4))).reshape(65536)  # index hi * 256 + lo
-    if n % 2:
-        plane = np.append(plane, np.uint8(0))
-    packed = pair.take(plane.view(np.uint16), mode="clip")  # every index is in range
-    if n % 2:
-        packed[-1] &= np.uint8(0x0F)  # the padding symbol is rank 0, as _pack_symbols writes it
-    return packed
 
 
 def _escapes_at(packed: np.ndarray, n: int) -> np.ndarray:
@@ -301,6 +321,29 @@ def _scratch(count: int) -> np.ndarray:
     return buf[:count]
 
 
+QUADS_KEPT = 4  # rank tables a thread keeps (256 KiB each): a model's chunks share a few
+
+
+def _quad_table(values: bytes) -> np.ndarray:
+    """The 64 Ki uint32 table of :func:`_unrank_plane` for the ranked ``values`` (four
+    ranks to four bytes), built by outer ORs (~50 us) or taken from this thread's last
+    QUADS_KEPT (the exponent planes of one tensor's chunks mostly rank the same values)."""
+    kept = getattr(_local, "quads", None)
+    if kept is None:
+        kept = _local.quads = {}
+    quad = kept.pop(values, None)
+    if quad is None:
+        lut = np.zeros(16, dtype=np.uint32)
+        lut[:len(values)] = np.frombuffer(values, dtype=np.uint8)
+        pairs = (lut[None, :] | (lut[:, None] << np.uint32(8))).reshape(256)
+        quad = (pairs[None, :] | (pairs[:, None] << np.uint32(16))).reshape(65536)
+        quad.flags.writeable = False
+        if len(kept) >= QUADS_KEPT:
+            del kept[next(iter(kept))]  # the least recently used
+    kept[values] = quad  # most recent last
+    return quad
+
+
 def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
     """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane (a view of this thread's
     scratch buffer, valid until its next call). Each packed byte
@@ -309,14 +352,11 @@ def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
     decoded bytes refuses the result."""
     k, packed, nesc, esc = _rank_streams(body, n, oid)
     p = np.frombuffer(packed, dtype=np.uint8)
-    lut = np.zeros(16, dtype=np.uint32)
-    lut[:k] = np.frombuffer(body[1:1 + k], dtype=np.uint8)
     # Two packed bytes (four ranks), read as one little-endian uint16 (index hi * 256 +
-    # lo), give four values in one lookup of a 64 Ki table built by outer ORs (mode="clip":
-    # every index is in range, and take skips its checks; measured 0.65 ms for 1 Mi
-    # packed bytes against 2.1 ms a byte at a time).
-    pairs = (lut[None, :] | (lut[:, None] << np.uint32(8))).reshape(256)
-    quad = (pairs[None, :] | (pairs[:, None] << np.uint32(16))).reshape(65536)
+    # lo), give four values in one lookup of a 64 Ki table (mode="clip": every index is in
+    # range, and take skips its checks; measured 0.65 ms for 1 Mi packed bytes against
+    # 2.1 ms a byte at a time).
+    quad = _quad_table(bytes(body[1:1 + k]))
     q = p if len(p) % 2 == 0 else np.append(p, np.uint8(0))
     # Into this thread's scratch buffer: the caller copies the plane into its strided
     # place at once, and a fresh array costs its page faults on every chunk.
@@ -330,11 +370,11 @@ def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
 
 
 def _pack_planes(g: np.ndarray, width: int, level: int, ranked: tuple[int, ...] = (),
-                 force: bool = False) -> bytes:
+                 force: bool = False, modes: list[int] | None = None) -> bytes:
     """A grouped buffer as ``width`` planes of equal length, each squeezed on its own,
     then the tail (shorter than one element) as it is. The planes numbered in ``ranked``
     are also tried as ranks (PLANE_RANKS, where zstd compresses them) and stored so if
-    smaller; ``force``: always (tests)."""
+    smaller; ``force``: always (tests). ``modes``: receives each plane's mode."""
     n = len(g) // width
     parts = []
     for i in range(width):
@@ -347,6 +387,8 @@ def _pack_planes(g: np.ndarray, width: int, level: int, ranked: tuple[int, ...] 
             if r is not None and mode == 1 and len(r) < len(b):
                 mode, b = PLANE_RANKS, r
         parts += [_PLANE.pack(mode, len(b)), b]
+        if modes is not None:
+            modes.append(mode)
     parts.append(memoryview(g[n * width:]).cast("B"))
     return b"".join(parts)
 

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from . import codecs, dtypes
@@ -155,7 +155,9 @@ class Writer:
         self.similarity = similarity
         self.chunker = Chunker()
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="coralfs-ingest")
-        self._window = 2 * settings.workers
+        # Chunks in flight are bounded by bytes, not count: small chunks queued behind a
+        # large one keep the other workers busy, and memory stays a few chunks' worth.
+        self._window_bytes = 2 * settings.workers * settings.chunk_size
         self._zero_ids: dict[int, ObjectId] = {}
 
     def close(self) -> None:
@@ -317,8 +319,10 @@ class Writer:
         return t
 
     # -- the pool ------------------------------------------------------------------------
-    def _store_chunk(self, data: bytes, tinfo, literal: bool, oid: ObjectId | None = None):
-        oid = oid or hash_bytes(data)
+    def _store_chunk(self, data: bytes, tinfo, literal: bool, oid: ObjectId,
+                     after: list[Future], before: dict):
+        if after:
+            wait(after)  # earlier chunks of this file that write the same objects (see _Batch)
         if self.odb.store.has(oid):
             return oid, len(data), False, 0, "dedup"
         if literal:
@@ -328,7 +332,7 @@ class Writer:
         dt, base_oid, from_parent = tinfo
         if base_oid is not None and base_oid != oid:
             try:
-                return self._store_delta(data, oid, dt, base_oid, from_parent)
+                return self._store_delta(data, oid, dt, base_oid, from_parent, before)
             except (ObjectNotFound, CorruptObject) as e:
                 # A damaged base only costs compression, never correctness.
                 log.warning("delta base chunk %s unusable: %s", base_oid.hex(), e)
@@ -337,14 +341,19 @@ class Writer:
         return oid, len(data), written, size, codec
 
     def _store_delta(self, data: bytes, oid: ObjectId, dt: dtypes.DType, base_oid: ObjectId,
-                     from_parent: bool):
+                     from_parent: bool, before: dict):
         """Reverse deltas keep the newest version of a chunk a keyframe: reads of a
         branch head decode once. The parent's chunk is re-encoded as a delta against the
         new one (same content, same id, a smaller frame) while its group has room;
         every ``max_chain`` versions a group closes. Where the parent is itself already a
         delta (a fork from an older commit) or the base came from the similarity index,
         the new chunk is a forward delta against the nearest chunk of that chain that
-        keeps a read under ``max_chain`` decodes."""
+        keeps a read under ``max_chain`` decodes.
+
+        What this reads is fixed by the file's submission order, not by scheduling: the
+        base's own header after every earlier chunk naming that base (they run first,
+        see _Batch), and past the base the chain as it was before this file's chunks
+        re-encoded any of it (``before``: the headers they replaced)."""
         K = self.settings.max_chain
         lvl = self.settings.tensor_level
         # A chunk under SMALL_CHUNK (a bias, a LayerNorm) is never a reverse delta: that
@@ -369,6 +378,7 @@ class Writer:
             ph = codecs.parse_header(pframe, base_oid)
             if ph.base is not None:
                 old = self.odb.store.size(base_oid)
+                before.setdefault(base_oid, hp)  # recorded before the frame changes
                 self.odb.store.replace(base_oid, pframe)
                 size += len(pframe) - old
                 codec = ph.codec_name
@@ -382,7 +392,7 @@ class Writer:
         h = hp
         while h.base is not None and len(chain) <= K:
             chain.append(h.base)
-            h = self.odb.chunk_header(h.base)
+            h = before.get(h.base) or self.odb.chunk_header(h.base)
         depth_of = {c: len(chain) - 1 - i for i, c in enumerate(chain)}
         pick = next((c for c in chain if depth_of[c] + 1 < K), None)
         base = None
@@ -431,26 +441,45 @@ def _pack_runs(regions: list[Region]) -> list[Region | list[Region]]:
 
 
 class _Batch:
-    """Chunks in flight on the pool, collected in submission order; at most ``window``
-    are pending (which bounds memory). Results are grouped by segment key."""
+    """Chunks of one file in flight on the pool, collected in submission order; at most
+    the writer's window of bytes are pending (which bounds memory). Results are grouped
+    by segment key.
+
+    A chunk's id is hashed here, before submission, so that the objects each chunk writes
+    (its own id; the parent chunk it may re-encode as a reverse delta) are known: a chunk
+    writing an object an earlier chunk of the file also writes waits for that one. Its
+    stored bytes are then those of encoding the file's chunks one by one in order,
+    whatever the window or the number of workers."""
 
     def __init__(self, writer: Writer, stats: IngestStats) -> None:
         self.w = writer
         self.stats = stats
-        self.pending: deque[tuple[int, Future]] = deque()
+        self.pending: deque[tuple[int, Future, int]] = deque()
+        self.inflight = 0
         self.ids: dict[int, list[ObjectId]] = {}
+        self.last: dict[ObjectId, Future] = {}  # the latest chunk writing each object
+        self.before: dict = {}  # headers of chunks re-encoded by this file, as they were
 
     def submit(self, key: int, data: bytes, tinfo, literal: bool, oid: ObjectId | None = None) -> None:
-        if len(self.pending) >= self.w._window:
+        oid = oid or hash_bytes(data)
+        n = len(data)
+        while self.pending and self.inflight + n > self.w._window_bytes:
             self._collect(*self.pending.popleft())
-        self.pending.append((key, self.w._pool.submit(self.w._store_chunk, data, tinfo, literal, oid)))
+        writes = (oid,) if tinfo is None or tinfo[1] is None else (oid, tinfo[1])
+        after = [f for f in {self.last.get(o) for o in writes} if f is not None]
+        fut = self.w._pool.submit(self.w._store_chunk, data, tinfo, literal, oid, after, self.before)
+        for o in writes:
+            self.last[o] = fut
+        self.pending.append((key, fut, n))
+        self.inflight += n
 
     def finish(self) -> dict[int, list[ObjectId]]:
         while self.pending:
             self._collect(*self.pending.popleft())
         return self.ids
 
-    def _collect(self, key: int, fut: Future) -> None:
+    def _collect(self, key: int, fut: Future, n: int) -> None:
+        self.inflight -= n
         oid, n, written, size, codec = fut.result()
         self.ids.setdefault(key, []).append(oid)
         st = self.stats

@@ -613,13 +613,24 @@ def test_fgrouped_ranked_planes_roundtrip(dtype, n, seed, kind, tail):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(0, 5000), seed=st.integers(0, 2**32 - 1), distinct=st.integers(1, 256))
 def test_packed_ranks_are_packed_symbols(n, seed, distinct):
-    """The one-pass rank packing writes what _pack_symbols writes, and the escapes are
-    found where rank 15 is, odd lengths included."""
+    """The rank packing and _pack_symbols write the layout (symbols two or four to a
+    byte, the first in the low bits, missing ones 0), and the escapes are found where
+    rank 15 is, odd lengths included."""
     rng = np.random.default_rng(seed)
     plane = rng.integers(0, distinct, n).astype(np.uint8)
     rank_of = rng.integers(0, 16, 256).astype(np.uint8)
-    packed = planes._pack_ranks(plane, rank_of)
-    assert packed.tobytes() == planes._pack_symbols(rank_of[plane], 4).tobytes()
+
+    def layout(sym, bits):
+        per = 8 // bits
+        t = np.zeros(-(-len(sym) // per) * per, dtype=np.uint8)
+        t[:len(sym)] = sym
+        return sum(t[j::per] << np.uint8(bits * j) for j in range(per)).astype(np.uint8).tobytes()
+
+    packed = planes._pack_nibbles(plane, planes._nibble_pairs(rank_of))
+    assert packed.tobytes() == planes._pack_symbols(rank_of[plane], 4).tobytes() == layout(rank_of[plane], 4)
+    assert planes._unpack_symbols(packed.tobytes(), 4, n).tolist() == rank_of[plane].tolist()
+    two = rank_of[plane] & np.uint8(3)
+    assert planes._pack_symbols(two, 2).tobytes() == layout(two, 2)
     assert planes._escapes_at(packed, n).tolist() == np.flatnonzero(rank_of[plane] == planes.RANKS).tolist()
 
 
@@ -659,6 +670,9 @@ def test_ranked_frames_ask_an_older_reader_to_upgrade(monkeypatch):
     forged = _relabel(frame, 2)
     with pytest.raises(CorruptObject, match="out of range"):
         codecs.decode(bytes(forged), oid)
+    assert len(codecs.transformed(frame, oid)) == 3  # a plane, then the ranks and their escapes
+    with pytest.raises(CorruptObject, match="byte plane out of range"):
+        codecs.transformed(forged, oid)  # the benchmarks' reader refuses it too
     g = planes.group(np.frombuffer(data, np.uint8), 2)
     with pytest.raises(CorruptObject, match="out of range"):
         planes._unpack_planes(memoryview(planes._pack_planes(g, 2, 1, ranked=(1,), force=True)), len(data), 2, oid)
