@@ -9,6 +9,7 @@ import threading
 
 import zstandard
 
+from . import native
 from .dtypes import KEY_FLOAT, KEY_SIGNED
 from .errors import CorruptObject
 from .ids import ObjectId, to_hex
@@ -413,15 +414,25 @@ def _plane_modes(payload, width: int) -> list[int]:
 
 def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId,
                    ranks: bool = False) -> np.ndarray:
-    """Inverse of :func:`_pack_planes` fused with :func:`ungroup`: each plane is decoded
-    straight into its strided place in the element-ordered output. ``ranks``: planes
-    may be PLANE_RANKS (frame version 4 FGROUPED); elsewhere that mode is corrupt."""
-    n = total // width
+    """Inverse of :func:`_pack_planes` fused with :func:`ungroup`: the ``total`` bytes of
+    the element-ordered output. ``ranks``: planes may be PLANE_RANKS (frame version 4
+    FGROUPED); elsewhere that mode is corrupt."""
     out = np.empty(total, dtype=np.uint8)
-    dst = out[: n * width].reshape(n, width)
+    _unpack_planes_into(payload, out, width, oid, ranks)
+    return out
+
+
+def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: ObjectId,
+                        ranks: bool = False) -> None:
+    """:func:`_unpack_planes` written into the bytes ``out`` (its length is the decoded
+    length). The compiled kernel (coralfs/objects/native.py) interleaves the planes in one
+    pass; without it each plane is copied to its strided place (~8x the time)."""
+    total = len(out)
+    n = total // width
     pos = 0
     top = PLANE_RANKS if ranks else 1
-    for i in range(width):
+    parts = []
+    for _ in range(width):
         if pos + _PLANE.size > len(payload):
             raise CorruptObject(to_hex(oid), "byte plane header past the end of the frame")
         mode, size = _PLANE.unpack_from(payload, pos)
@@ -431,17 +442,25 @@ def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId,
         if len(body) != size or mode > top:
             raise CorruptObject(to_hex(oid), "byte plane out of range")
         if mode == PLANE_RANKS:
-            dst[:, i] = _unrank_plane(body, n, oid)
+            # A copy: the plane is a view of the thread's scratch buffer, which the next
+            # ranked plane of this frame would overwrite before the planes are interleaved.
+            parts.append(_unrank_plane(body, n, oid).copy())
             continue
         plane = _unzstd(body, n, oid) if mode == 1 else body
         if len(plane) != n:
             raise CorruptObject(to_hex(oid), "byte plane has the wrong length")
-        dst[:, i] = np.frombuffer(plane, dtype=np.uint8)
+        parts.append(plane)
     tail = payload[pos:]
     if len(tail) != total - n * width:
         raise CorruptObject(to_hex(oid), "byte planes do not add up to the decoded length")
+    kern = native.kernel
+    if kern is not None and width > 1:
+        kern.ungroup(parts, out[: n * width], width)
+    else:
+        dst = out[: n * width].reshape(n, width)
+        for i, plane in enumerate(parts):
+            dst[:, i] = np.frombuffer(plane, dtype=np.uint8)
     out[n * width:] = np.frombuffer(tail, dtype=np.uint8)
-    return out
 
 
 def _rotate(buf: np.ndarray, width: int, inverse: bool = False, in_place: bool = False) -> np.ndarray:

@@ -22,6 +22,7 @@ from .planes import (
     _squeeze,
     _unkeys,
     _unpack_planes,
+    _unpack_planes_into,
     _unpack_symbols,
     _unzigzag,
     _unzstd,
@@ -240,7 +241,6 @@ def _unpack_sorted(payload: memoryview, bu: np.ndarray, width: int, oid: ObjectI
 def _unpack_segments(payload: memoryview, n: int, width: int, oid: ObjectId,
                      version: int) -> tuple[np.ndarray, int]:
     """The ``n`` differences of :func:`_pack_segments`, in exponent order, and the bytes read."""
-    kern = native.kernel
     if len(payload) < _COUNT.size:
         raise CorruptObject(to_hex(oid), "delta segments missing")
     (nseg,) = _COUNT.unpack_from(payload, 0)
@@ -256,42 +256,16 @@ def _unpack_segments(payload: memoryview, n: int, width: int, oid: ObjectId,
         if at + count > n or pos + size > len(payload):
             raise CorruptObject(to_hex(oid), "delta segment out of range")
         body = payload[pos:pos + size]
-        if kern is not None and (version < 3 or (len(body) and body[0] == 0)):
-            _planes_into(body[1:] if version >= 3 else body, out[at:at + count].view(np.uint8), width, oid)
-        elif version >= 3:
-            out[at:at + count] = _unpack_values(body, count, width, oid)
+        if version < 3 or (len(body) and body[0] == 0):
+            # Byte planes, decoded straight into their place in the differences.
+            _unpack_planes_into(body[1:] if version >= 3 else body, out[at:at + count].view(np.uint8), width, oid)
         else:
-            out[at:at + count] = _unpack_planes(body, count * width, width, oid).view(_UINT[width])
+            out[at:at + count] = _unpack_values(body, count, width, oid)
         at += count
         pos += size
     if at != n:
         raise CorruptObject(to_hex(oid), "delta segments do not cover every element")
     return out, pos
-
-
-def _planes_into(body: memoryview, dst: np.ndarray, width: int, oid: ObjectId) -> None:
-    """What :func:`planes._unpack_planes` makes of ``body`` (planes stored or zstd, none
-    ranked, no tail), written into the bytes ``dst`` of whole elements: the kernel
-    interleaves the planes (numpy's strided copy, a plane at a time, cost ~8x as much, and
-    then the segment was copied into place)."""
-    n = len(dst) // width
-    parts, pos = [], 0
-    for _ in range(width):
-        if pos + _PLANE.size > len(body):
-            raise CorruptObject(to_hex(oid), "byte plane header past the end of the frame")
-        mode, size = _PLANE.unpack_from(body, pos)
-        pos += _PLANE.size
-        part = body[pos:pos + size]
-        pos += size
-        if len(part) != size or mode > 1:
-            raise CorruptObject(to_hex(oid), "byte plane out of range")
-        plane = _unzstd(part, n, oid) if mode == 1 else part
-        if len(plane) != n:
-            raise CorruptObject(to_hex(oid), "byte plane has the wrong length")
-        parts.append(plane)
-    if pos != len(body):
-        raise CorruptObject(to_hex(oid), "byte planes do not add up to the decoded length")
-    native.kernel.ungroup(parts, dst, width)
 
 
 def _subs_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, level: int) -> bytes:
