@@ -277,8 +277,9 @@ class Fetcher:
         # Decoded chunks kept for the deltas against them, as much as the repository's
         # `cache.size` allows (default 512 MiB). A whole fetch meets frames in pack order,
         # not in chain order: on the MiniLM series (900 MB decoded, chains of up to 7
-        # deltas) read in pack key order, 256 MiB decoded 180 bases twice, 512 MiB 128,
-        # 768 MiB none; read smallest frames first (_mean_frame), 512 MiB none.
+        # deltas) read in pack key order at 512 MiB, 132 bases were evicted before their
+        # deltas came and decoded again from the disk, 180 decodes with their chains
+        # (2.8 s); 768 MiB none; read smallest frames first (_mean_frame), 512 MiB none.
         cache_bytes = max(FETCH_CACHE_MIN, int(repo.config.get("cache.size")))
         self.odb = ObjectDB(self.local, cache_bytes=cache_bytes)
         self.depth = depth
@@ -289,11 +290,19 @@ class Fetcher:
         self.boundary: set[ObjectId] = set()
         self.totals: tuple[int | None, int | None] = (None, None)
         # A whole fetch reads packs smallest frames first (_mean_frame), not in upload
-        # order: a delta whose base is in a pack not read yet waits here (up to DEFER_MAX bytes) instead of costing a
-        # second read of its base.
+        # order: a delta whose base is in a pack not read yet waits here (up to DEFER_MAX
+        # bytes) instead of costing a second read of its base; past DEFER_MAX the range
+        # holding the base is read at once (_make_room).
         self.defer = False
         self._waiting: dict[ObjectId, list[tuple[ObjectId, bytes, str]]] = {}
         self._waiting_bytes = 0
+        self._waits_on: dict[ObjectId, ObjectId] = {}   # a waiting delta -> its base
+        # the batch obtain_many is reading: its ranges, their GETs in flight, those read,
+        # and (whole fetch) the range of each id
+        self._ranges: list[tuple[str, int, int, list[tuple[int, int, ObjectId]]]] = []
+        self._gets: dict[int, Future] = {}
+        self._read: set[int] = set()
+        self._range_of: dict[ObjectId, int] = {}
         # jobs queued on the pool, oldest first, and by id (see "moving frames")
         self._order: deque[tuple[ObjectId, Future, int]] = deque()
         self._jobs: dict[ObjectId, Future] = {}
@@ -419,21 +428,54 @@ class Fetcher:
                     self.obtain_one(oid)
                 else:
                     by_pack.setdefault(loc.pack, []).append((loc.offset, loc.length, oid))
-            ranges = [(key, *r) for key in sorted(by_pack, key=lambda k: _mean_frame(by_pack[k], k))
-                      for r in _ranges(sorted(by_pack[key]))]
-            gets: deque[Future] = deque()
-            nxt = 0
-            for _ in ranges:
-                while nxt < len(ranges) and len(gets) < GETS_AHEAD:
-                    key, start, end, _m = ranges[nxt]
-                    gets.append(self._net.submit(self.objs.blobs.get_range_view, key, start, end - start))
-                    nxt += 1
-                key, start, _end, members = ranges[nxt - len(gets)]
-                data = memoryview(gets.popleft().result())
-                frames = {oid: data[off - start: off - start + n] for off, n, oid in members}
-                for _off, n, oid in members:
-                    self._submit(oid, frames[oid], key, n, frames)
-                self._collect(VERIFY_AHEAD)
+            # A whole fetch reads smallest frames first (_mean_frame), so deltas wait for
+            # their bases in the deferral; the walk of a --depth/pattern fetch (no deferral)
+            # reads largest first, so bases land before their deltas.
+            order = sorted(by_pack, key=lambda k: _mean_frame(by_pack[k], k), reverse=not self.defer)
+            ranges = [(key, *r) for key in order for r in _ranges(sorted(by_pack[key]))]
+            self._ranges, self._gets, self._read = ranges, {}, set()
+            self._range_of = {oid: i for i, r in enumerate(ranges) for _o, _n, oid in r[3]} if self.defer else {}
+            try:
+                nxt = 0
+                for i in range(len(ranges)):
+                    while nxt < len(ranges) and len(self._gets) < GETS_AHEAD:
+                        if nxt not in self._read:
+                            self._get(nxt)
+                        nxt += 1
+                    self._read_range(i)
+                    self._collect(VERIFY_AHEAD)
+            finally:
+                self._ranges, self._gets, self._read, self._range_of = [], {}, set(), {}
+
+    def _get(self, i: int) -> Future:
+        key, start, end, _m = self._ranges[i]
+        fut = self._gets[i] = self._net.submit(self.objs.blobs.get_range_view, key, start, end - start)
+        return fut
+
+    def _read_range(self, i: int) -> None:
+        """Queue the frames of range ``i`` of the batch (once: the deferral may read one
+        early, see _make_room)."""
+        if i in self._read:
+            return
+        self._read.add(i)
+        fut = self._gets.pop(i, None) or self._get(i)
+        self._gets.pop(i, None)
+        key, start, _end, members = self._ranges[i]
+        data = memoryview(fut.result())
+        frames = {oid: data[off - start: off - start + n] for off, n, oid in members}
+        for _off, n, oid in members:
+            self._submit(oid, frames[oid], key, n, frames)
+
+    def _make_room(self, base: ObjectId) -> None:
+        """The deferral is full and a delta on ``base`` came: read now the range holding
+        the base its wait ends at (the one not here nor waiting), once, instead of a lone
+        GET of the base and that range read again later. Its deltas waiting go out too."""
+        root = base
+        while root in self._waits_on:
+            root = self._waits_on[root]
+        r = self._range_of.get(root)
+        if r is not None:
+            self._read_range(r)
 
     def obtain_one(self, oid: ObjectId) -> None:
         if oid in self._jobs or self._here(oid):
@@ -528,9 +570,13 @@ class Fetcher:
             if h.base not in self._jobs and not self._here(h.base):
                 if self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
                     self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
+                    self._waits_on[oid] = h.base
                     self._waiting_bytes += len(frame)
                     return
-                self._fetch_now(h.base)
+                if self.defer:
+                    self._make_room(h.base)
+                if h.base not in self._jobs and not self._here(h.base):
+                    self._fetch_now(h.base)
             base_job = self._jobs.get(h.base)
         fut = self._pool.submit(self._verify_and_store, oid, frame, key, h, base_job)
         self._jobs[oid] = fut
@@ -572,6 +618,7 @@ class Fetcher:
         """Queue the deltas that waited for ``oid`` (after it: their jobs wait for its)."""
         for w_oid, w_frame, w_key in self._waiting.pop(oid, []):
             self._waiting_bytes -= len(w_frame)
+            self._waits_on.pop(w_oid, None)
             self._submit(w_oid, w_frame, w_key, len(w_frame), {})
 
 
@@ -580,7 +627,9 @@ def _mean_frame(members: list[tuple[int, int, ObjectId]], key: str) -> tuple[flo
     are mostly deltas, large ones keyframes, so a delta tends to come before its base and
     waits for it (bounded by DEFER_MAX) instead of its base waiting, decoded, in the cache
     for a delta read much later, and being decoded again when the cache let it go (the
-    MiniLM series in key order: 132 bases decoded twice, their chains too, 2.8 s of CPU)."""
+    MiniLM series in key order at 512 MiB: 132 bases decoded twice, 180 decodes with their
+    chains, 2.8 s of CPU). Only a whole fetch defers deltas: the walk of a --depth or
+    pattern fetch reads largest first (bases before their deltas)."""
     return sum(n for _off, n, _oid in members) / len(members), key
 
 

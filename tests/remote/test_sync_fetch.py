@@ -386,3 +386,62 @@ def test_the_fetch_cache_is_never_below_its_floor(tmp_path):
     dest = Repository.init(str(tmp_path / "dest"))
     dest.config.set("cache.size", str(1 << 20))
     assert Fetcher(dest, RemoteObjects(blobs)).odb.chunks.budget == FETCH_CACHE_MIN
+
+
+def test_a_shallow_fetch_with_tags_reads_each_frame_once(tmp_path, monkeypatch):
+    """The walk of a --depth fetch does not wait for bases: it reads its packs largest
+    frames first, so a base lands before its deltas (smallest first would read a delta,
+    GET its base alone, and read the base's pack again)."""
+    from coralfs.objects import history
+    monkeypatch.setenv("CORALFS_PACK_SIZE", str(256 << 10))
+    repo, _ = make_repo(tmp_path, steps=4)
+    commits = list(history.walk(repo, [repo.refs.read(f"{HEADS}main")]))
+    for i, c in enumerate(commits):   # each level of the walk then holds every commit's closure
+        repo.refs.set_if_equals(f"refs/tags/t{i}", None, c, "t")
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    push(repo, blobs, "origin", [f"{HEADS}main"] + [f"refs/tags/t{i}" for i in range(len(commits))])
+    reader = CountingBlobs(str(tmp_path / "remote"))
+    res = fetch(Repository.init(str(tmp_path / "dest")), reader, "origin", depth=1)
+    # the fetched frames, plus the refs and the pack indexes (a few KiB): nothing twice
+    assert res.bytes <= reader.read_bytes < res.bytes * 1.01
+
+
+def test_a_whole_fetch_past_the_deferral_reads_the_bases_pack_not_each_base(tmp_path, monkeypatch):
+    """Sixteen keyframes in one pack, a delta on each in another read first (smaller
+    frames), and room to defer only a quarter of the deltas: the delta that does not fit
+    reads the keyframes' range then, once, instead of a lone GET of each base and the
+    keyframes' pack again afterwards."""
+    import numpy as np
+
+    from coralfs.objects import codecs
+    from coralfs.objects.ids import hash_bytes
+    from coralfs.remote import sync
+    from coralfs.remote.packs import PackBuilder
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    rng = np.random.default_rng(3)
+    keys, deltas, made = PackBuilder(), PackBuilder(), {}
+    for _ in range(16):
+        k = rng.standard_normal(1 << 16).astype(np.float32)
+        kid = hash_bytes(k.tobytes())
+        keys.add(kid, codecs.encode(k.tobytes(), kid, width=4))
+        d = k.copy()
+        d[:2000] += np.float32(1e-3)
+        did = hash_bytes(d.tobytes())
+        deltas.add(did, codecs.encode(d.tobytes(), did, width=4, base=codecs.Base(kid, k.tobytes(), 0)))
+        made[did] = d.tobytes()
+    assert all(codecs.parse_header(f, o).base is not None for o, f in zip(made, deltas.parts))
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    keys.upload(blobs)
+    deltas.upload(blobs)
+    layout.initialize(blobs, Repository.init(str(tmp_path / "src")).config, "main")
+    monkeypatch.setattr(sync, "DEFER_MAX", sum(len(f) for f in deltas.parts) // 4)
+    reader = CountingBlobs(str(tmp_path / "remote"))
+    ranges = []
+    real = reader.get_range
+    monkeypatch.setattr(reader, "get_range", lambda *a: ranges.append(a) or real(*a))
+    dest = Repository.init(str(tmp_path / "dest"))
+    f = Fetcher(dest, RemoteObjects(reader))
+    f.run([])
+    packs = sum(os.path.getsize(os.path.join(blobs.root, key)) for key in blobs.list(PACKS))
+    assert f.objects == 32 and reader.read_bytes == packs and len(ranges) == 2
+    assert all(dest.odb.read_chunk(o) == v for o, v in made.items())
