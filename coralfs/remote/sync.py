@@ -37,10 +37,12 @@ from . import layout
 from .blobs import BlobNotFound, BlobStore, RemoteError
 from .graph import (
     DamagedRemoteObject,
+    NewerRemoteObject,
     RemoteObjects,
     RemoteRefMoved,
     local_store,
     plan_push,
+    refused_object,
 )
 from .journal import JOURNAL_DIR, Journal
 from .packs import TARGET_PACK, Location, PackBuilder, encode_index, pack_keys
@@ -560,7 +562,7 @@ class Fetcher:
         try:
             h = codecs.parse_header(frame, oid)
         except CorruptObject as e:
-            raise DamagedRemoteObject(self.where, oid, key, e.why) from None
+            raise refused_object(self.where, oid, key, e.why) from None
         except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
             raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None
         base_job = None
@@ -597,8 +599,8 @@ class Fetcher:
             if h.structured:
                 self.odb.keep_object(oid, data)   # for the walk (_expand), parsed here on the pool
         except CorruptObject as e:
-            raise DamagedRemoteObject(self.where, oid, key, e.why) from None
-        except DamagedRemoteObject:
+            raise refused_object(self.where, oid, key, e.why) from None
+        except (DamagedRemoteObject, NewerRemoteObject):
             raise
         except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
             raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None

@@ -445,3 +445,35 @@ def test_a_whole_fetch_past_the_deferral_reads_the_bases_pack_not_each_base(tmp_
     packs = sum(os.path.getsize(os.path.join(blobs.root, key)) for key in blobs.list(PACKS))
     assert f.objects == 32 and reader.read_bytes == packs and len(ranges) == 2
     assert all(dest.odb.read_chunk(o) == v for o, v in made.items())
+
+
+def test_an_object_of_a_newer_format_asks_for_a_newer_coralfs_and_garbage_is_damaged(tmp_path):
+    """A structured object hashed right but of a version (or kind) this coralfs does not
+    read is named as needing a newer coralfs, not as damaged; bytes that are no object at
+    all are damaged. Nothing of either is stored."""
+    from coralfs.objects import codecs
+    from coralfs.objects.ids import hash_bytes
+    from coralfs.objects.kinds import OBJ_MAGIC, REGISTRY
+    from coralfs.remote.graph import NewerRemoteObject
+    from coralfs.remote.packs import PackBuilder
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    kind = next(iter(REGISTRY))
+    unused = next(t for t in range(256) if t not in REGISTRY)
+    for i, (content, error, says) in enumerate([
+            (OBJ_MAGIC + bytes([kind, 99]), NewerRemoteObject, "needs a newer coralfs (unsupported"),
+            (OBJ_MAGIC + bytes([unused, 1]), NewerRemoteObject, "needs a newer coralfs (unknown object type"),
+            (b"not an object at all", DamagedRemoteObject, "is damaged (not a structured object)")]):
+        oid = hash_bytes(content)
+        p = PackBuilder()
+        p.add(oid, codecs.encode(content, oid, literal=True, structured=True))
+        blobs = CountingBlobs(str(tmp_path / f"remote{i}"))
+        p.upload(blobs)
+        layout.initialize(blobs, Repository.init(str(tmp_path / f"src{i}")).config, "main")
+        dest = Repository.init(str(tmp_path / f"dest{i}"))
+        with pytest.raises(error) as e:
+            Fetcher(dest, RemoteObjects(blobs)).run([])
+        msg = str(e.value)
+        assert says in msg and to_hex(oid) in msg and "\n" not in msg, msg
+        assert ("upgrade coralfs" in msg) == (error is NewerRemoteObject)
+        assert ("push it again" in msg) == (error is DamagedRemoteObject)
+        assert not dest.store.has(oid)
