@@ -279,9 +279,10 @@ class Fetcher:
         # Decoded chunks kept for the deltas against them, as much as the repository's
         # `cache.size` allows (default 512 MiB). A whole fetch meets frames in pack order,
         # not in chain order: on the MiniLM series (900 MB decoded, chains of up to 7
-        # deltas) read in pack key order at 512 MiB, 132 bases were evicted before their
-        # deltas came and decoded again from the disk, 180 decodes with their chains
-        # (2.8 s); 768 MiB none; read smallest frames first (_mean_frame), 512 MiB none.
+        # deltas) read in pack key order at 512 MiB, 180 chunks were decoded again from the
+        # disk (ObjectDB._decode: evicted bases and the links of their chains, 132 of them
+        # SUBS/SPARSE deltas; 2.8 s); 768 MiB none; smallest frames first (_mean_frame),
+        # 512 MiB none.
         cache_bytes = max(FETCH_CACHE_MIN, int(repo.config.get("cache.size")))
         self.odb = ObjectDB(self.local, cache_bytes=cache_bytes)
         self.depth = depth
@@ -629,8 +630,8 @@ def _mean_frame(members: list[tuple[int, int, ObjectId]], key: str) -> tuple[flo
     are mostly deltas, large ones keyframes, so a delta tends to come before its base and
     waits for it (bounded by DEFER_MAX) instead of its base waiting, decoded, in the cache
     for a delta read much later, and being decoded again when the cache let it go (the
-    MiniLM series in key order at 512 MiB: 132 bases decoded twice, 180 decodes with their
-    chains, 2.8 s of CPU). Only a whole fetch defers deltas: the walk of a --depth or
+    MiniLM series in key order at 512 MiB: 180 chunks decoded again, bases with the links
+    of their chains, 132 of them SUBS/SPARSE deltas; 2.8 s of CPU). Only a whole fetch defers deltas: the walk of a --depth or
     pattern fetch reads largest first (bases before their deltas)."""
     return sum(n for _off, n, _oid in members) / len(members), key
 
