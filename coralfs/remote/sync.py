@@ -18,6 +18,7 @@ import fnmatch
 import logging
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +47,7 @@ from .graph import (
 )
 from .journal import JOURNAL_DIR, Journal
 from .packs import TARGET_PACK, Location, PackBuilder, encode_index, pack_keys
+from .packs import coalesce as _ranges
 from .refs import RemoteRefs
 from .url import open_blobs
 
@@ -53,10 +55,6 @@ log = logging.getLogger(__name__)
 
 # Progress callback: (phase, bytes done, objects done, bytes total or None, objects total or None).
 Progress = Callable[[str, int, int, int | None, int | None], None]
-# Adjacent frames closer than this are fetched in one range GET; a range holds at most
-# RANGE_MAX bytes (what a fetch keeps in memory at once; a pack of about 32 MiB is one GET).
-RANGE_GAP = 256 << 10
-RANGE_MAX = 40 << 20
 DEFER_MAX = 256 << 20
 # A fetch keeps this many range GETs in flight, and this many bytes of frames queued for
 # verification, while it verifies on VERIFY_THREADS threads.
@@ -410,9 +408,9 @@ class Fetcher:
     # -- moving frames -------------------------------------------------------------------
     # Frames are verified and written on a small pool (zstd, numpy, hashlib and the file
     # writes release the GIL) while the main thread issues the next range GETs; a delta's
-    # job waits for its base's job, which was always submitted first (so the oldest job
-    # never waits on a later one). Decoded chunks go to the ObjectDB's cache, so a delta
-    # reads its base from memory instead of decoding it again from the disk.
+    # job starts when its base's job is done (submitted first, so the oldest job never
+    # waits on a later one; no pool thread blocks on it). Decoded chunks go to the cache,
+    # so a delta reads its base from memory instead of decoding it again from the disk.
 
     def obtain_many(self, oids: list[ObjectId]) -> None:
         need: dict[ObjectId, Location] = {}
@@ -443,7 +441,7 @@ class Fetcher:
                 for i in range(len(ranges)):
                     while nxt < len(ranges) and len(self._gets) < GETS_AHEAD:
                         if nxt not in self._read:
-                            self._get(nxt)
+                            self._gets[nxt] = self._get(nxt)
                         nxt += 1
                     self._read_range(i)
                     self._collect(VERIFY_AHEAD)
@@ -452,8 +450,7 @@ class Fetcher:
 
     def _get(self, i: int) -> Future:
         key, start, end, _m = self._ranges[i]
-        fut = self._gets[i] = self._net.submit(self.objs.blobs.get_range_view, key, start, end - start)
-        return fut
+        return self._net.submit(self.objs.blobs.get_range_view, key, start, end - start)
 
     def _read_range(self, i: int) -> None:
         """Queue the frames of range ``i`` of the batch (once: the deferral may read one
@@ -462,7 +459,6 @@ class Fetcher:
             return
         self._read.add(i)
         fut = self._gets.pop(i, None) or self._get(i)
-        self._gets.pop(i, None)
         key, start, _end, members = self._ranges[i]
         data = memoryview(fut.result())
         frames = {oid: data[off - start: off - start + n] for off, n, oid in members}
@@ -581,11 +577,36 @@ class Fetcher:
                 if h.base not in self._jobs and not self._here(h.base):
                     self._fetch_now(h.base)
             base_job = self._jobs.get(h.base)
-        fut = self._pool.submit(self._verify_and_store, oid, frame, key, h, base_job)
+        if base_job is not None and not base_job.done():
+            # run right after its base's job by that thread (no pool thread waits for it)
+            fut: Future = Future()
+            pool = self._pool
+            def start(base: Future, fut: Future = fut, job: tuple = (oid, frame, key, h)) -> None:
+                if fut.cancelled():
+                    return
+                if threading.current_thread().name.startswith("coralfs-verify"):
+                    self._run_into(fut, base, *job)
+                else:   # the base ended before the callback was added: on the pool
+                    pool.submit(self._run_into, fut, base, *job)
+            base_job.add_done_callback(start)
+        else:
+            fut = self._pool.submit(self._verify_and_store, oid, frame, key, h, base_job)
         self._jobs[oid] = fut
         self._order.append((oid, fut, len(frame)))
         self._pending_bytes += len(frame)
         self._release(oid)
+
+    def _run_into(self, fut: Future, base_job: Future, oid: ObjectId, frame: bytes | memoryview, key: str,
+                  h: codecs.FrameHeader) -> None:
+        """(On the pool.) A delta's job started after its base's: its outcome into ``fut``."""
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            self._verify_and_store(oid, frame, key, h, base_job)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits for fut
+            fut.set_exception(e)
+        else:
+            fut.set_result(None)
 
     def _verify_and_store(self, oid: ObjectId, frame: bytes | memoryview, key: str, h: codecs.FrameHeader,
                           base_job: Future | None) -> None:
@@ -634,22 +655,6 @@ def _mean_frame(members: list[tuple[int, int, ObjectId]], key: str) -> tuple[flo
     of their chains, 132 of them SUBS/SPARSE deltas; 2.8 s of CPU). Only a whole fetch defers deltas: the walk of a --depth or
     pattern fetch reads largest first (bases before their deltas)."""
     return sum(n for _off, n, _oid in members) / len(members), key
-
-
-def _ranges(members: list[tuple[int, int, ObjectId]]) -> Iterable[tuple[int, int, list[tuple[int, int, ObjectId]]]]:
-    """Coalesce (offset, length, id) sorted by offset into (start, end, members) ranges."""
-    cur: list[tuple[int, int, ObjectId]] = []
-    start = end = 0
-    for off, n, oid in members:
-        if cur and (off - end > RANGE_GAP or off + n - start > RANGE_MAX):
-            yield start, end, cur
-            cur = []
-        if not cur:
-            start = off
-        cur.append((off, n, oid))
-        end = max(end, off + n)
-    if cur:
-        yield start, end, cur
 
 
 def fetch(repo: Repository, blobs: BlobStore, remote: str, *, depth: int | None = None,
