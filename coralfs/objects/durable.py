@@ -188,18 +188,21 @@ def write_temp(
     sparse files). ``sync`` False: no fsync; the caller makes the file durable
     (:func:`sync_filesystem`) before any durable name points at it; with ``writeback``
     the kernel starts writing it out now (:func:`start_writeback`), so that flush has less
-    left to wait for. ``inherited``: the mode :func:`inherited_file_mode` gives (with
-    ``readonly`` applied) already known to the caller (a store writing many files in one
-    directory), taken instead of ``mode`` None's stat. On error the temp file is removed.
+    left to wait for. ``inherited``: the mode :func:`inherited_file_mode` gives already
+    known to the caller (a store writing many files in one directory), taken instead of
+    ``mode`` None's stat (``readonly`` still applies; an explicit ``mode`` with it is
+    refused). On error the temp file is removed.
     """
     tmp = os.path.basename(_temp_name("")) if dir_fd is not None else _temp_name(directory)
     inherit = mode is None
     if inherited is not None:
+        if not inherit:
+            raise ValueError("write_temp: inherited is the mode None takes; not with an explicit mode")
         mode = inherited
     elif inherit:
         mode = inherited_file_mode(dir_fd if dir_fd is not None else (directory or "."))
-        if readonly:
-            mode &= 0o444
+    if inherit and readonly:
+        mode &= 0o444
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode,
                  dir_fd=dir_fd)
     try:

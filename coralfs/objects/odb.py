@@ -69,7 +69,10 @@ class ObjectDB:
         try:
             obj = parse_object(data)
         except WireError as e:
-            raise CorruptObject(to_hex(oid), str(e)) from None
+            why = str(e)
+            if why.startswith(("unknown object type", "unsupported ")):   # hashed right: a later format
+                why += " (a newer coralfs wrote it: upgrade coralfs to read this repository)"
+            raise CorruptObject(to_hex(oid), why) from None
         if len(self._objects) > 100_000:
             self._objects.clear()
         self._objects[oid] = obj

@@ -221,6 +221,17 @@ class ObstoreBlobs(BlobStore):
         return self._call(key, lambda: obs.get(self.store, key).bytes().to_bytes())
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        out = self._range(key, start, length)
+        return out if isinstance(out, bytes) else out.to_bytes()
+
+    def get_range_view(self, key: str, start: int, length: int) -> bytes | memoryview:
+        """The range as obstore's own buffer, not copied into bytes (0.4 s of CPU for a
+        400 MB clone)."""
+        out = self._range(key, start, length)
+        return out if isinstance(out, bytes) else memoryview(out)
+
+    def _range(self, key: str, start: int, length: int):
+        """One range GET (obstore's buffer), or bytes: empty, or clamped at the end."""
         import obstore as obs
         check_key(key)
         if start < 0 or length < 0:
@@ -229,7 +240,7 @@ class ObstoreBlobs(BlobStore):
         if length > 0:
             _check_fork(self.url)
             try:
-                return obs.get_range(self.store, key, start=start, length=length).to_bytes()
+                return obs.get_range(self.store, key, start=start, length=length)
             except (BaseError, OSError, ValueError) as e:
                 # A range at or past the end: a 416, or a short body obstore refuses as
                 # "range ... but object was only N bytes long"; anything else is an error.
@@ -244,20 +255,6 @@ class ObstoreBlobs(BlobStore):
         if start >= end:
             return b""
         return self._call(key, lambda: obs.get_range(self.store, key, start=start, end=end).to_bytes())
-
-    def get_range_view(self, key: str, start: int, length: int) -> bytes | memoryview:
-        """The range as obstore's own buffer, not copied into bytes (0.4 s of CPU for a
-        400 MB clone)."""
-        import obstore as obs
-        check_key(key)
-        if start < 0 or length <= 0:
-            return self.get_range(key, start, length)
-        from obstore.exceptions import BaseError
-        _check_fork(self.url)
-        try:
-            return memoryview(obs.get_range(self.store, key, start=start, length=length))
-        except (BaseError, OSError, ValueError):
-            return self.get_range(key, start, length)   # the end of the blob, or an error: named there
 
     def head(self, key: str) -> BlobInfo | None:
         import obstore as obs

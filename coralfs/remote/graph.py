@@ -38,6 +38,23 @@ class DamagedRemoteObject(RemoteError):
                          f"run `coralfs fsck --remote` and push it again from a repository that has it")
 
 
+NEWER = " (a newer coralfs wrote it"   # in the why of a frame or object of a later format
+
+
+class NewerRemoteObject(RemoteError):
+    """A correctly framed object of a format version (or kind) this coralfs does not read."""
+
+    def __init__(self, where: str, oid: ObjectId, key: str, why: str) -> None:
+        self.oid, self.key = oid, key
+        super().__init__(f"{where}: object {to_hex(oid)} in {key} needs a newer coralfs ({why.split(NEWER)[0]}); "
+                         f"nothing of it was stored; upgrade coralfs to fetch from this remote")
+
+
+def refused_object(where: str, oid: ObjectId, key: str, why: str) -> RemoteError:
+    """The error for a remote frame that did not verify: damaged, or of a later format."""
+    return (NewerRemoteObject if NEWER in why else DamagedRemoteObject)(where, oid, key, why)
+
+
 # -- opening remotes ---------------------------------------------------------------------
 
 def remote_settings(repo: Repository, name: str | None) -> tuple[str, dict[str, str]]:

@@ -137,3 +137,25 @@ class PackIndexes:
         if len(data) != loc.length:
             raise DamagedPack(self.blobs.url, loc.pack, f"object {to_hex(oid)[:12]} is cut short")
         return data
+
+
+# Adjacent frames closer than this are fetched in one range GET; a range holds at most
+# RANGE_MAX bytes (what a fetch keeps in memory at once; a pack of about 32 MiB is one GET).
+RANGE_GAP = 256 << 10
+RANGE_MAX = 40 << 20
+
+
+def coalesce(members: list[tuple[int, int, ObjectId]]) -> Iterable[tuple[int, int, list[tuple[int, int, ObjectId]]]]:
+    """Coalesce (offset, length, id) sorted by offset into (start, end, members) ranges."""
+    cur: list[tuple[int, int, ObjectId]] = []
+    start = end = 0
+    for off, n, oid in members:
+        if cur and (off - end > RANGE_GAP or off + n - start > RANGE_MAX):
+            yield start, end, cur
+            cur = []
+        if not cur:
+            start = off
+        cur.append((off, n, oid))
+        end = max(end, off + n)
+    if cur:
+        yield start, end, cur

@@ -18,6 +18,7 @@ import fnmatch
 import logging
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,13 +38,16 @@ from . import layout
 from .blobs import BlobNotFound, BlobStore, RemoteError
 from .graph import (
     DamagedRemoteObject,
+    NewerRemoteObject,
     RemoteObjects,
     RemoteRefMoved,
     local_store,
     plan_push,
+    refused_object,
 )
 from .journal import JOURNAL_DIR, Journal
 from .packs import TARGET_PACK, Location, PackBuilder, encode_index, pack_keys
+from .packs import coalesce as _ranges
 from .refs import RemoteRefs
 from .url import open_blobs
 
@@ -51,10 +55,6 @@ log = logging.getLogger(__name__)
 
 # Progress callback: (phase, bytes done, objects done, bytes total or None, objects total or None).
 Progress = Callable[[str, int, int, int | None, int | None], None]
-# Adjacent frames closer than this are fetched in one range GET; a range holds at most
-# RANGE_MAX bytes (what a fetch keeps in memory at once; a pack of about 32 MiB is one GET).
-RANGE_GAP = 256 << 10
-RANGE_MAX = 40 << 20
 DEFER_MAX = 256 << 20
 # A fetch keeps this many range GETs in flight, and this many bytes of frames queued for
 # verification, while it verifies on VERIFY_THREADS threads.
@@ -277,8 +277,10 @@ class Fetcher:
         # Decoded chunks kept for the deltas against them, as much as the repository's
         # `cache.size` allows (default 512 MiB). A whole fetch meets frames in pack order,
         # not in chain order: on the MiniLM series (900 MB decoded, chains of up to 7
-        # deltas) read in pack key order, 256 MiB decoded 180 bases twice, 512 MiB 128,
-        # 768 MiB none; read smallest frames first (_mean_frame), 512 MiB none.
+        # deltas) read in pack key order at 512 MiB, 180 chunks were decoded again from the
+        # disk (ObjectDB._decode: evicted bases and the links of their chains, 132 of them
+        # SUBS/SPARSE deltas; 2.8 s); 768 MiB none; smallest frames first (_mean_frame),
+        # 512 MiB none.
         cache_bytes = max(FETCH_CACHE_MIN, int(repo.config.get("cache.size")))
         self.odb = ObjectDB(self.local, cache_bytes=cache_bytes)
         self.depth = depth
@@ -289,11 +291,19 @@ class Fetcher:
         self.boundary: set[ObjectId] = set()
         self.totals: tuple[int | None, int | None] = (None, None)
         # A whole fetch reads packs smallest frames first (_mean_frame), not in upload
-        # order: a delta whose base is in a pack not read yet waits here (up to DEFER_MAX bytes) instead of costing a
-        # second read of its base.
+        # order: a delta whose base is in a pack not read yet waits here (up to DEFER_MAX
+        # bytes) instead of costing a second read of its base; past DEFER_MAX the range
+        # holding the base is read at once (_make_room).
         self.defer = False
         self._waiting: dict[ObjectId, list[tuple[ObjectId, bytes, str]]] = {}
         self._waiting_bytes = 0
+        self._waits_on: dict[ObjectId, ObjectId] = {}   # a waiting delta -> its base
+        # the batch obtain_many is reading: its ranges, their GETs in flight, those read,
+        # and (whole fetch) the range of each id
+        self._ranges: list[tuple[str, int, int, list[tuple[int, int, ObjectId]]]] = []
+        self._gets: dict[int, Future] = {}
+        self._read: set[int] = set()
+        self._range_of: dict[ObjectId, int] = {}
         # jobs queued on the pool, oldest first, and by id (see "moving frames")
         self._order: deque[tuple[ObjectId, Future, int]] = deque()
         self._jobs: dict[ObjectId, Future] = {}
@@ -398,9 +408,9 @@ class Fetcher:
     # -- moving frames -------------------------------------------------------------------
     # Frames are verified and written on a small pool (zstd, numpy, hashlib and the file
     # writes release the GIL) while the main thread issues the next range GETs; a delta's
-    # job waits for its base's job, which was always submitted first (so the oldest job
-    # never waits on a later one). Decoded chunks go to the ObjectDB's cache, so a delta
-    # reads its base from memory instead of decoding it again from the disk.
+    # job starts when its base's job is done (submitted first, so the oldest job never
+    # waits on a later one; no pool thread blocks on it). Decoded chunks go to the cache,
+    # so a delta reads its base from memory instead of decoding it again from the disk.
 
     def obtain_many(self, oids: list[ObjectId]) -> None:
         need: dict[ObjectId, Location] = {}
@@ -419,21 +429,52 @@ class Fetcher:
                     self.obtain_one(oid)
                 else:
                     by_pack.setdefault(loc.pack, []).append((loc.offset, loc.length, oid))
-            ranges = [(key, *r) for key in sorted(by_pack, key=lambda k: _mean_frame(by_pack[k], k))
-                      for r in _ranges(sorted(by_pack[key]))]
-            gets: deque[Future] = deque()
-            nxt = 0
-            for _ in ranges:
-                while nxt < len(ranges) and len(gets) < GETS_AHEAD:
-                    key, start, end, _m = ranges[nxt]
-                    gets.append(self._net.submit(self.objs.blobs.get_range_view, key, start, end - start))
-                    nxt += 1
-                key, start, _end, members = ranges[nxt - len(gets)]
-                data = memoryview(gets.popleft().result())
-                frames = {oid: data[off - start: off - start + n] for off, n, oid in members}
-                for _off, n, oid in members:
-                    self._submit(oid, frames[oid], key, n, frames)
-                self._collect(VERIFY_AHEAD)
+            # A whole fetch reads smallest frames first (_mean_frame), so deltas wait for
+            # their bases in the deferral; the walk of a --depth/pattern fetch (no deferral)
+            # reads largest first, so bases land before their deltas.
+            order = sorted(by_pack, key=lambda k: _mean_frame(by_pack[k], k), reverse=not self.defer)
+            ranges = [(key, *r) for key in order for r in _ranges(sorted(by_pack[key]))]
+            self._ranges, self._gets, self._read = ranges, {}, set()
+            self._range_of = {oid: i for i, r in enumerate(ranges) for _o, _n, oid in r[3]} if self.defer else {}
+            try:
+                nxt = 0
+                for i in range(len(ranges)):
+                    while nxt < len(ranges) and len(self._gets) < GETS_AHEAD:
+                        if nxt not in self._read:
+                            self._gets[nxt] = self._get(nxt)
+                        nxt += 1
+                    self._read_range(i)
+                    self._collect(VERIFY_AHEAD)
+            finally:
+                self._ranges, self._gets, self._read, self._range_of = [], {}, set(), {}
+
+    def _get(self, i: int) -> Future:
+        key, start, end, _m = self._ranges[i]
+        return self._net.submit(self.objs.blobs.get_range_view, key, start, end - start)
+
+    def _read_range(self, i: int) -> None:
+        """Queue the frames of range ``i`` of the batch (once: the deferral may read one
+        early, see _make_room)."""
+        if i in self._read:
+            return
+        self._read.add(i)
+        fut = self._gets.pop(i, None) or self._get(i)
+        key, start, _end, members = self._ranges[i]
+        data = memoryview(fut.result())
+        frames = {oid: data[off - start: off - start + n] for off, n, oid in members}
+        for _off, n, oid in members:
+            self._submit(oid, frames[oid], key, n, frames)
+
+    def _make_room(self, base: ObjectId) -> None:
+        """The deferral is full and a delta on ``base`` came: read now the range holding
+        the base its wait ends at (the one not here nor waiting), once, instead of a lone
+        GET of the base and that range read again later. Its deltas waiting go out too."""
+        root = base
+        while root in self._waits_on:
+            root = self._waits_on[root]
+        r = self._range_of.get(root)
+        if r is not None:
+            self._read_range(r)
 
     def obtain_one(self, oid: ObjectId) -> None:
         if oid in self._jobs or self._here(oid):
@@ -518,7 +559,7 @@ class Fetcher:
         try:
             h = codecs.parse_header(frame, oid)
         except CorruptObject as e:
-            raise DamagedRemoteObject(self.where, oid, key, e.why) from None
+            raise refused_object(self.where, oid, key, e.why) from None
         except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
             raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None
         base_job = None
@@ -528,15 +569,44 @@ class Fetcher:
             if h.base not in self._jobs and not self._here(h.base):
                 if self.defer and self._waiting_bytes + len(frame) <= DEFER_MAX:
                     self._waiting.setdefault(h.base, []).append((oid, bytes(frame), key))
+                    self._waits_on[oid] = h.base
                     self._waiting_bytes += len(frame)
                     return
-                self._fetch_now(h.base)
+                if self.defer:
+                    self._make_room(h.base)
+                if h.base not in self._jobs and not self._here(h.base):
+                    self._fetch_now(h.base)
             base_job = self._jobs.get(h.base)
-        fut = self._pool.submit(self._verify_and_store, oid, frame, key, h, base_job)
+        if base_job is not None and not base_job.done():
+            # run right after its base's job by that thread (no pool thread waits for it)
+            fut: Future = Future()
+            pool = self._pool
+            def start(base: Future, fut: Future = fut, job: tuple = (oid, frame, key, h)) -> None:
+                if fut.cancelled():
+                    return
+                if threading.current_thread().name.startswith("coralfs-verify"):
+                    self._run_into(fut, base, *job)
+                else:   # the base ended before the callback was added: on the pool
+                    pool.submit(self._run_into, fut, base, *job)
+            base_job.add_done_callback(start)
+        else:
+            fut = self._pool.submit(self._verify_and_store, oid, frame, key, h, base_job)
         self._jobs[oid] = fut
         self._order.append((oid, fut, len(frame)))
         self._pending_bytes += len(frame)
         self._release(oid)
+
+    def _run_into(self, fut: Future, base_job: Future, oid: ObjectId, frame: bytes | memoryview, key: str,
+                  h: codecs.FrameHeader) -> None:
+        """(On the pool.) A delta's job started after its base's: its outcome into ``fut``."""
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            self._verify_and_store(oid, frame, key, h, base_job)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits for fut
+            fut.set_exception(e)
+        else:
+            fut.set_result(None)
 
     def _verify_and_store(self, oid: ObjectId, frame: bytes | memoryview, key: str, h: codecs.FrameHeader,
                           base_job: Future | None) -> None:
@@ -551,8 +621,8 @@ class Fetcher:
             if h.structured:
                 self.odb.keep_object(oid, data)   # for the walk (_expand), parsed here on the pool
         except CorruptObject as e:
-            raise DamagedRemoteObject(self.where, oid, key, e.why) from None
-        except DamagedRemoteObject:
+            raise refused_object(self.where, oid, key, e.why) from None
+        except (DamagedRemoteObject, NewerRemoteObject):
             raise
         except Exception as e:  # noqa: BLE001 - a crafted frame is named, never a crash
             raise DamagedRemoteObject(self.where, oid, key, f"does not decode: {type(e).__name__}: {e}") from None
@@ -572,6 +642,7 @@ class Fetcher:
         """Queue the deltas that waited for ``oid`` (after it: their jobs wait for its)."""
         for w_oid, w_frame, w_key in self._waiting.pop(oid, []):
             self._waiting_bytes -= len(w_frame)
+            self._waits_on.pop(w_oid, None)
             self._submit(w_oid, w_frame, w_key, len(w_frame), {})
 
 
@@ -580,24 +651,10 @@ def _mean_frame(members: list[tuple[int, int, ObjectId]], key: str) -> tuple[flo
     are mostly deltas, large ones keyframes, so a delta tends to come before its base and
     waits for it (bounded by DEFER_MAX) instead of its base waiting, decoded, in the cache
     for a delta read much later, and being decoded again when the cache let it go (the
-    MiniLM series in key order: 132 bases decoded twice, their chains too, 2.8 s of CPU)."""
+    MiniLM series in key order at 512 MiB: 180 chunks decoded again, bases with the links
+    of their chains, 132 of them SUBS/SPARSE deltas; 2.8 s of CPU). Only a whole fetch defers deltas: the walk of a --depth or
+    pattern fetch reads largest first (bases before their deltas)."""
     return sum(n for _off, n, _oid in members) / len(members), key
-
-
-def _ranges(members: list[tuple[int, int, ObjectId]]) -> Iterable[tuple[int, int, list[tuple[int, int, ObjectId]]]]:
-    """Coalesce (offset, length, id) sorted by offset into (start, end, members) ranges."""
-    cur: list[tuple[int, int, ObjectId]] = []
-    start = end = 0
-    for off, n, oid in members:
-        if cur and (off - end > RANGE_GAP or off + n - start > RANGE_MAX):
-            yield start, end, cur
-            cur = []
-        if not cur:
-            start = off
-        cur.append((off, n, oid))
-        end = max(end, off + n)
-    if cur:
-        yield start, end, cur
 
 
 def fetch(repo: Repository, blobs: BlobStore, remote: str, *, depth: int | None = None,

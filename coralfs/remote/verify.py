@@ -21,8 +21,8 @@ from ..objects.refs import HEAD, HEADS, TAGS
 from . import layout
 from .blobs import BlobNotFound, BlobStore
 from .packs import PACKS, DamagedPack, decode_index
+from .packs import coalesce as _ranges
 from .refs import RemoteRefs
-from .sync import _ranges
 
 
 @dataclass

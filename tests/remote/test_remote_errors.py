@@ -242,3 +242,40 @@ except RemoteError as e:
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().endswith("pip install 'coralfs[cloud]'"), p.stdout
     assert p.stdout.strip().startswith(f"{scheme}:// remotes need the cloud extra"), p.stdout
+
+
+def test_a_failing_range_get_is_sent_once_per_try(monkeypatch):
+    """A store answering 503 to everything: get_range_view gives up after as many requests
+    as get_range (it retries only a range past the end, never an error)."""
+    import http.server
+    import threading
+    seen = []
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            seen.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    b = open_blobs("s3://bucket/repo", endpoint=f"http://127.0.0.1:{server.server_address[1]}", options=FAST)
+    try:
+        counts = []
+        for fn in (b.get_range, b.get_range_view):
+            seen.clear()
+            with pytest.raises(RemoteUnavailable) as e:
+                fn("packs/p.pack", 0, 100)
+            assert "503" in one_line(e.value)
+            counts.append(len(seen))
+        assert counts[0] >= 1 and counts[1] == counts[0], counts
+    finally:
+        b.close()
+        server.shutdown()
+        server.server_close()

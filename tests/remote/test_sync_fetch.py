@@ -348,10 +348,13 @@ def test_the_fetch_keeps_decoded_bases_as_far_as_cache_size_allows(tmp_path, mon
     """The fetch's decoded-chunk cache is the repository's cache.size (at least
     FETCH_CACHE_MIN): a base read eight 256 KiB chunks before its delta is decoded again
     from the disk with 1 MiB (four fit), once with 16 MiB. (The pack of k reads first:
-    its many tiny frames make its frames the smaller on average.)"""
+    its many tiny frames make its frames the smaller on average. Each range's jobs are
+    done before the next range is read: a delta whose base's job is still running starts
+    right after it, the base still cached, whatever came between.)"""
     from coralfs.remote import sync
     from coralfs.remote.sync import Fetcher, RemoteObjects
     monkeypatch.setattr(sync, "FETCH_CACHE_MIN", 64 << 10)
+    monkeypatch.setattr(sync, "VERIFY_AHEAD", 0)
     blobs, did, d, n = _frames_in_two_packs(tmp_path, fill=8, tiny=40, fill_second=2)
     dest = Repository.init(str(tmp_path / "dest"))
     dest.config.set("cache.size", str(cache_size))
@@ -386,3 +389,121 @@ def test_the_fetch_cache_is_never_below_its_floor(tmp_path):
     dest = Repository.init(str(tmp_path / "dest"))
     dest.config.set("cache.size", str(1 << 20))
     assert Fetcher(dest, RemoteObjects(blobs)).odb.chunks.budget == FETCH_CACHE_MIN
+
+
+def test_a_shallow_fetch_with_tags_reads_each_frame_once(tmp_path, monkeypatch):
+    """The walk of a --depth fetch does not wait for bases: it reads its packs largest
+    frames first, so a base lands before its deltas (smallest first would read a delta,
+    GET its base alone, and read the base's pack again)."""
+    from coralfs.objects import history
+    monkeypatch.setenv("CORALFS_PACK_SIZE", str(256 << 10))
+    repo, _ = make_repo(tmp_path, steps=4)
+    commits = list(history.walk(repo, [repo.refs.read(f"{HEADS}main")]))
+    for i, c in enumerate(commits):   # each level of the walk then holds every commit's closure
+        repo.refs.set_if_equals(f"refs/tags/t{i}", None, c, "t")
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    push(repo, blobs, "origin", [f"{HEADS}main"] + [f"refs/tags/t{i}" for i in range(len(commits))])
+    reader = CountingBlobs(str(tmp_path / "remote"))
+    res = fetch(Repository.init(str(tmp_path / "dest")), reader, "origin", depth=1)
+    # the fetched frames, plus the refs and the pack indexes (a few KiB): nothing twice
+    assert res.bytes <= reader.read_bytes < res.bytes * 1.01
+
+
+def _keyframes_and_deltas(tmp_path, n: int = 16):
+    """``n`` 256 KiB keyframes in one pack, a delta on each in another. Returns (remote
+    blobs, the deltas' frames, {delta id: (its bytes, its base's id)})."""
+    import numpy as np
+
+    from coralfs.objects import codecs
+    from coralfs.objects.ids import hash_bytes
+    from coralfs.remote.packs import PackBuilder
+    rng = np.random.default_rng(3)
+    keys, deltas, made = PackBuilder(), PackBuilder(), {}
+    for _ in range(n):
+        k = rng.standard_normal(1 << 16).astype(np.float32)
+        kid = hash_bytes(k.tobytes())
+        keys.add(kid, codecs.encode(k.tobytes(), kid, width=4))
+        d = k.copy()
+        d[:2000] += np.float32(1e-3)
+        did = hash_bytes(d.tobytes())
+        deltas.add(did, codecs.encode(d.tobytes(), did, width=4, base=codecs.Base(kid, k.tobytes(), 0)))
+        made[did] = (d.tobytes(), kid)
+    assert [codecs.parse_header(f, o).base for o, f in zip(made, deltas.parts)] == [v[1] for v in made.values()]
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    keys.upload(blobs)
+    deltas.upload(blobs)
+    layout.initialize(blobs, Repository.init(str(tmp_path / "src")).config, "main")
+    return blobs, deltas.parts, made
+
+
+def test_a_whole_fetch_past_the_deferral_reads_the_bases_pack_not_each_base(tmp_path, monkeypatch):
+    """Sixteen keyframes in one pack, a delta on each in another read first (smaller
+    frames), and room to defer only a quarter of the deltas: the delta that does not fit
+    reads the keyframes' range then, once, instead of a lone GET of each base and the
+    keyframes' pack again afterwards."""
+    from coralfs.remote import sync
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    blobs, frames, made = _keyframes_and_deltas(tmp_path)
+    monkeypatch.setattr(sync, "DEFER_MAX", sum(len(f) for f in frames) // 4)
+    reader = CountingBlobs(str(tmp_path / "remote"))
+    ranges = []
+    real = reader.get_range
+    monkeypatch.setattr(reader, "get_range", lambda *a: ranges.append(a) or real(*a))
+    dest = Repository.init(str(tmp_path / "dest"))
+    f = Fetcher(dest, RemoteObjects(reader))
+    f.run([])
+    packs = sum(os.path.getsize(os.path.join(blobs.root, key)) for key in blobs.list(PACKS))
+    assert f.objects == 32 and reader.read_bytes == packs and len(ranges) == 2
+    assert all(dest.odb.read_chunk(o) == v for o, (v, _k) in made.items())
+
+
+def test_a_damaged_base_fails_the_fetch_before_its_delta_is_stored(tmp_path):
+    """A delta whose base's verification is still running starts after it (on its
+    thread): a damaged base is the error raised, and nothing of the delta is stored."""
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    blobs, _frames, made = _keyframes_and_deltas(tmp_path, n=4)
+    did, (_d, kid) = next(iter(made.items()))
+    key, off, n = next((k[:-4] + ".pack", o, m) for k in blobs.list(PACKS) if k.endswith(".idx")
+                       for i, o, m in decode_index(blobs.get(k)) if i == kid)
+    with open(os.path.join(blobs.root, key), "r+b") as fh:
+        fh.seek(off + n // 2)
+        b = fh.read(1)
+        fh.seek(off + n // 2)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    dest = Repository.init(str(tmp_path / "dest"))
+    with pytest.raises(DamagedRemoteObject) as e:
+        Fetcher(dest, RemoteObjects(blobs)).run([])
+    assert to_hex(kid) in str(e.value) and key in str(e.value)
+    assert not dest.store.has(kid) and not dest.store.has(did)
+
+
+def test_an_object_of_a_newer_format_asks_for_a_newer_coralfs_and_garbage_is_damaged(tmp_path):
+    """A structured object hashed right but of a version (or kind) this coralfs does not
+    read is named as needing a newer coralfs, not as damaged; bytes that are no object at
+    all are damaged. Nothing of either is stored."""
+    from coralfs.objects import codecs
+    from coralfs.objects.ids import hash_bytes
+    from coralfs.objects.kinds import OBJ_MAGIC, REGISTRY
+    from coralfs.remote.graph import NewerRemoteObject
+    from coralfs.remote.packs import PackBuilder
+    from coralfs.remote.sync import Fetcher, RemoteObjects
+    kind = next(iter(REGISTRY))
+    unused = next(t for t in range(256) if t not in REGISTRY)
+    for i, (content, error, says) in enumerate([
+            (OBJ_MAGIC + bytes([kind, 99]), NewerRemoteObject, "needs a newer coralfs (unsupported"),
+            (OBJ_MAGIC + bytes([unused, 1]), NewerRemoteObject, "needs a newer coralfs (unknown object type"),
+            (b"not an object at all", DamagedRemoteObject, "is damaged (not a structured object)")]):
+        oid = hash_bytes(content)
+        p = PackBuilder()
+        p.add(oid, codecs.encode(content, oid, literal=True, structured=True))
+        blobs = CountingBlobs(str(tmp_path / f"remote{i}"))
+        p.upload(blobs)
+        layout.initialize(blobs, Repository.init(str(tmp_path / f"src{i}")).config, "main")
+        dest = Repository.init(str(tmp_path / f"dest{i}"))
+        with pytest.raises(error) as e:
+            Fetcher(dest, RemoteObjects(blobs)).run([])
+        msg = str(e.value)
+        assert says in msg and to_hex(oid) in msg and "\n" not in msg, msg
+        assert ("upgrade coralfs" in msg) == (error is NewerRemoteObject)
+        assert ("push it again" in msg) == (error is DamagedRemoteObject)
+        assert not dest.store.has(oid)

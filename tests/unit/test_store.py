@@ -210,3 +210,16 @@ def test_a_fan_out_directory_removed_after_a_write_is_made_again(tmp_path, batch
     s.sync()
     assert open(d / a.hex()[2:], "rb").read() == fa
     assert os.stat(d / a.hex()[2:]).st_mode & 0o777 == 0o440   # the directory's bits, read-only
+
+
+def test_write_temp_applies_readonly_to_an_inherited_mode_and_refuses_it_with_a_mode(tmp_path):
+    import stat
+
+    from coralfs.objects.durable import write_temp
+    tmp = write_temp(str(tmp_path), b"x", inherited=0o664, readonly=True, sync=False)
+    assert stat.S_IMODE(os.stat(tmp).st_mode) == 0o444
+    tmp = write_temp(str(tmp_path), b"x", inherited=0o664, sync=False)
+    assert stat.S_IMODE(os.stat(tmp).st_mode) == 0o664
+    with pytest.raises(ValueError):
+        write_temp(str(tmp_path), b"x", inherited=0o664, mode=0o600, sync=False)
+    assert len(os.listdir(tmp_path)) == 2   # nothing left of the refused one

@@ -40,8 +40,8 @@ class DiskStore(ObjectStore):
         self._flush_bytes = BATCH_BYTES
         self._prefix = os.path.join(root, "")
         # Fan-out directories seen to exist, and the mode a new file there inherits
-        # (durable.inherited_file_mode): a stat each put otherwise. One removed meanwhile
-        # (an empty one, by gc) is made again when a write finds it gone.
+        # (durable.inherited_file_mode): a stat each put otherwise. Nothing here removes
+        # them; one removed meanwhile by hand is made again when a write finds it gone.
         self._dir_modes: dict[str, int] = {}
 
     @contextlib.contextmanager
