@@ -293,7 +293,7 @@ class Fetcher:
         # A whole fetch reads packs smallest frames first (_mean_frame), not in upload
         # order: a delta whose base is in a pack not read yet waits here (up to DEFER_MAX
         # bytes) instead of costing a second read of its base; past DEFER_MAX the range
-        # holding the base is read at once (_make_room).
+        # holding the base is read at once (_read_waited_base).
         self.defer = False
         self._waiting: dict[ObjectId, list[tuple[ObjectId, bytes, str]]] = {}
         self._waiting_bytes = 0
@@ -454,7 +454,7 @@ class Fetcher:
 
     def _read_range(self, i: int) -> None:
         """Queue the frames of range ``i`` of the batch (once: the deferral may read one
-        early, see _make_room)."""
+        early, see _read_waited_base)."""
         if i in self._read:
             return
         self._read.add(i)
@@ -465,7 +465,7 @@ class Fetcher:
         for _off, n, oid in members:
             self._submit(oid, frames[oid], key, n, frames)
 
-    def _make_room(self, base: ObjectId) -> None:
+    def _read_waited_base(self, base: ObjectId) -> None:
         """The deferral is full and a delta on ``base`` came: read now the range holding
         the base its wait ends at (the one not here nor waiting), once, instead of a lone
         GET of the base and that range read again later. Its deltas waiting go out too."""
@@ -573,7 +573,7 @@ class Fetcher:
                     self._waiting_bytes += len(frame)
                     return
                 if self.defer:
-                    self._make_room(h.base)
+                    self._read_waited_base(h.base)
                 if h.base not in self._jobs and not self._here(h.base):
                     self._fetch_now(h.base)
             base_job = self._jobs.get(h.base)
