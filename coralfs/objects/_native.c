@@ -1,4 +1,6 @@
-/* The exponent order of SUBS and SPARSE deltas (coralfs/objects/sparse.py), compiled.
+/* The exponent order of SUBS and SPARSE deltas (coralfs/objects/sparse.py), compiled; and
+ * two encode passes of planes.py and sparse.py (byte grouping, with FGROUPED's rotation;
+ * the bitmaps of SPARSE's exponent groups).
  *
  * A delta stores the differences of its elements in the stable order of their base
  * element's class (the 8 bits after the sign: a float's exponent). numpy finds that order
@@ -145,6 +147,70 @@ DEFINE_WIDTH(8, uint64_t, 64, 55)
 DEFINE_UNGROUP(2)
 DEFINE_UNGROUP(4)
 DEFINE_UNGROUP(8)
+
+/* Element j's byte i to byte j of plane i (planes.group), the elements first rotated left
+ * by one bit where ``rotate`` (planes._rotate: FGROUPED's sign to the lowest bit): one pass
+ * instead of numpy's rotate (three passes and a temporary) and a strided copy a plane. */
+#define DEFINE_GROUP(W, T, BITS)                                                                 \
+    static void group##W(const uint8_t *s, uint8_t *const *p, Py_ssize_t n, int rotate) {        \
+        if (rotate) {                                                                            \
+            for (Py_ssize_t j = 0; j < n; j++) {                                                 \
+                T v = load##W(s + j * W);                                                        \
+                v = (T)((T)(v << 1) | (T)(v >> (BITS - 1)));                                     \
+                for (int i = 0; i < W; i++) p[i][j] = (uint8_t)(v >> (8 * i));                   \
+            }                                                                                    \
+        } else {                                                                                 \
+            for (Py_ssize_t j = 0; j < n; j++)                                                   \
+                for (int i = 0; i < W; i++) p[i][j] = s[W * j + i];                              \
+        }                                                                                        \
+    }
+DEFINE_GROUP(2, uint16_t, 16)
+DEFINE_GROUP(4, uint32_t, 32)
+DEFINE_GROUP(8, uint64_t, 64)
+
+#define GROUPS_MAX 8
+
+/* The changed elements of each exponent group as a packed little-endian bitmap in member
+ * order (sparse._grouped_positions): element i belongs to group g = how many thresholds its
+ * class reaches; its bit is changed[i] != 0. Bits go through a 64-bit accumulator a group. */
+static void group_bitmaps(const uint8_t *changed, const uint8_t *cls, Py_ssize_t n, const uint8_t *cuts,
+                          int ncuts, uint8_t *out, Py_ssize_t stride, int64_t *counts) {
+    uint8_t gof[CLASSES];
+    for (int c = 0; c < CLASSES; c++) {
+        int g = 0;
+        for (int j = 0; j < ncuts; j++) g += c >= cuts[j];
+        gof[c] = (uint8_t)g;
+    }
+    int groups = ncuts + 1;
+    uint8_t *dst[GROUPS_MAX];
+    uint64_t acc[GROUPS_MAX];
+    unsigned fill[GROUPS_MAX];
+    int64_t members[GROUPS_MAX], set[GROUPS_MAX];
+    for (int g = 0; g < groups; g++) {
+        dst[g] = out + g * stride;
+        acc[g] = 0;
+        fill[g] = 0;
+        members[g] = set[g] = 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned g = gof[cls[i]];
+        uint64_t bit = changed[i] != 0;
+        acc[g] |= bit << fill[g];
+        set[g] += (int64_t)bit;
+        if (++fill[g] == 64) {
+            for (int k = 0; k < 8; k++) dst[g][k] = (uint8_t)(acc[g] >> (8 * k));
+            dst[g] += 8;
+            acc[g] = 0;
+            fill[g] = 0;
+        }
+    }
+    for (int g = 0; g < groups; g++) {
+        for (unsigned k = 0; 8 * k < fill[g]; k++) dst[g][k] = (uint8_t)(acc[g] >> (8 * k));
+        members[g] = (dst[g] - (out + g * stride)) * 8 + fill[g];
+        counts[2 * g] = members[g];
+        counts[2 * g + 1] = set[g];
+    }
+}
 
 /* The element count of buffers that must all hold it; 0 with an exception set otherwise. */
 static int check_sizes(int width, Py_ssize_t len, const Py_buffer *other, const char *what_other,
@@ -310,10 +376,106 @@ done:
     return ret;
 }
 
+PyDoc_STRVAR(group_doc,
+"group(data, out, width, rotate)\n\n"
+"Split the n elements of ``data`` (n * width bytes, width 2, 4 or 8) into ``width`` byte\n"
+"planes of n bytes written one after another into ``out`` (n * width bytes): byte j of\n"
+"plane i is byte i of element j, each element first rotated left by one bit if\n"
+"``rotate``. planes.group of planes._rotate (or of the elements as they are).");
+
+static PyObject *group(PyObject *self, PyObject *args) {
+    Py_buffer data, out;
+    int width, rotate;
+    if (!PyArg_ParseTuple(args, "y*w*ii:group", &data, &out, &width, &rotate)) return NULL;
+    PyObject *ret = NULL;
+    if (width != 2 && width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "element width %d is not 2, 4 or 8", width);
+        goto done;
+    }
+    if (data.len % width) {
+        PyErr_Format(PyExc_ValueError, "data of %zd bytes is not a whole number of %d-byte elements", data.len, width);
+        goto done;
+    }
+    if (out.len != data.len) {
+        PyErr_Format(PyExc_ValueError, "output of %zd bytes for data of %zd", out.len, data.len);
+        goto done;
+    }
+    if (overlaps(&out, &data)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    Py_ssize_t n = data.len / width;
+    uint8_t *p[8];
+    for (int i = 0; i < width; i++) p[i] = (uint8_t *)out.buf + i * n;
+    const uint8_t *s = data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 2: group2(s, p, n, rotate); break;
+    case 4: group4(s, p, n, rotate); break;
+    default: group8(s, p, n, rotate); break;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+PyDoc_STRVAR(group_bits_doc,
+"group_bits(changed, classes, cuts, out) -> bytes\n\n"
+"Cut n elements into len(cuts) + 1 groups, element i in group g = how many of the bytes\n"
+"``cuts`` its class classes[i] reaches, and write each group's bits changed[i] != 0, in\n"
+"element order, as a packed little-endian bitmap (numpy.packbits(..., bitorder=\"little\"))\n"
+"at g * ((n + 7) // 8) of ``out`` (at least groups * ((n + 7) // 8) bytes; bytes past a\n"
+"group's bitmap are left as they are). Returns, as native-endian int64, each group's\n"
+"member count and changed count. ``changed`` and ``classes``: n bytes each.");
+
+static PyObject *group_bits(PyObject *self, PyObject *args) {
+    Py_buffer changed, cls, cuts, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*:group_bits", &changed, &cls, &cuts, &out)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n = cls.len, stride = (cls.len + 7) / 8;
+    if (changed.len != n) {
+        PyErr_Format(PyExc_ValueError, "%zd changed flags for %zd classes", changed.len, n);
+        goto done;
+    }
+    if (cuts.len >= GROUPS_MAX) {
+        PyErr_Format(PyExc_ValueError, "%zd thresholds: at most %d groups", cuts.len, GROUPS_MAX);
+        goto done;
+    }
+    int ncuts = (int)cuts.len;
+    if (out.len < (ncuts + 1) * stride) {
+        PyErr_Format(PyExc_ValueError, "output of %zd bytes for %d bitmaps of %zd", out.len, ncuts + 1, stride);
+        goto done;
+    }
+    if (overlaps(&out, &changed) || overlaps(&out, &cls) || overlaps(&out, &cuts)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    int64_t counts[2 * GROUPS_MAX];
+    uint8_t cut[GROUPS_MAX];
+    memcpy(cut, cuts.buf, ncuts);
+    const uint8_t *ch = changed.buf, *cl = cls.buf;
+    uint8_t *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    group_bitmaps(ch, cl, n, cut, ncuts, o, stride, counts);
+    Py_END_ALLOW_THREADS
+    ret = PyBytes_FromStringAndSize((const char *)counts, 2 * (ncuts + 1) * sizeof *counts);
+done:
+    PyBuffer_Release(&changed);
+    PyBuffer_Release(&cls);
+    PyBuffer_Release(&cuts);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"ungroup", ungroup, METH_VARARGS, ungroup_doc},
     {"subs_decode", subs_decode, METH_VARARGS, subs_decode_doc},
     {"subs_encode", subs_encode, METH_VARARGS, subs_encode_doc},
+    {"group", group, METH_VARARGS, group_doc},
+    {"group_bits", group_bits, METH_VARARGS, group_bits_doc},
     {NULL, NULL, 0, NULL},
 };
 

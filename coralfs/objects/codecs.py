@@ -221,7 +221,7 @@ def _payload(codec: int, buf: np.ndarray, bbuf: np.ndarray | None, width: int, k
         # The top plane of the sign-rotated elements is the exponent (bf16, fp32; the top
         # 8 of fp64's 11 bits): tried as ranks, kept where smaller than zstd.
         modes: list[int] = []
-        out = _pack_planes(group(_rotate(buf, width), width), width, level, ranked=(width - 1,), modes=modes)
+        out = _pack_planes(group(buf, width, rotate=True), width, level, ranked=(width - 1,), modes=modes)
         return out, PLANE_RANKS in modes
     if codec == SPARSE:
         return _sparse_payload(buf, bbuf, width, key, level), False

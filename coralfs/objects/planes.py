@@ -52,14 +52,23 @@ def _unzstd(body, limit: int, oid: ObjectId) -> bytes:
 
 # -- element transforms ------------------------------------------------------------------
 
-def group(buf: np.ndarray, width: int) -> np.ndarray:
+def group(buf: np.ndarray, width: int, rotate: bool = False) -> np.ndarray:
     """Split elements into byte planes: all first bytes, then all second bytes, ...
     A tail shorter than one element is appended as is. Returns a uint8 array (zstd reads
-    it through the buffer protocol: no copy into a bytes object)."""
+    it through the buffer protocol: no copy into a bytes object). ``rotate``: the planes
+    of :func:`_rotate` of the elements (FGROUPED). The compiled kernel does either in one
+    pass (measured 0.35 against 2.4 ms for a 4 MiB bf16 chunk rotated)."""
     if width == 1:
-        return buf
+        return _rotate(buf, width) if rotate else buf
     n = len(buf) // width
     out = np.empty(len(buf), dtype=np.uint8)
+    kern = native.kernel
+    if kern is not None and width in (2, 4, 8):
+        kern.group(buf[: n * width], out[: n * width], width, int(rotate))
+        out[n * width:] = buf[n * width:]
+        return out
+    if rotate:
+        buf = _rotate(buf, width)
     planes = out[: n * width].reshape(width, n)
     src = buf[: n * width].reshape(n, width)
     # Plane by plane: a strided gather per plane is several times faster than .T copies.

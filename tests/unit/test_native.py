@@ -299,3 +299,59 @@ def test_ungroup_refuses_wrong_planes():
     buf = bytearray(8)
     with pytest.raises(ValueError, match="overlaps"):
         k.ungroup([memoryview(buf)[:4], bytes(4)], buf, 2)
+
+
+# -- encode passes: byte grouping (with FGROUPED's rotation), SPARSE's group bitmaps -----------
+
+@settings(max_examples=100, deadline=None)
+@given(width=st.sampled_from([1, 2, 4, 8]), n=st.integers(0, 5000), tail=st.integers(0, 7),
+       seed=st.integers(0, 2**32 - 1), rotate=st.booleans())
+def test_group_is_the_numpy_group(width, n, tail, seed, rotate):
+    buf = _bits(n * width + tail % width, seed)
+    got = planes.group(buf, width, rotate=rotate)
+    with numpy_path():
+        want = planes.group(planes._rotate(buf, width) if rotate else buf, width)
+        assert planes.group(buf, width, rotate=rotate).tobytes() == want.tobytes()
+    assert got.tobytes() == want.tobytes()
+    assert buf.tobytes() == _bits(n * width + tail % width, seed).tobytes()  # the input is untouched
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.one_of(st.integers(0, 200), st.integers(0, 20000)), seed=st.integers(0, 2**32 - 1),
+       p=st.floats(0, 1), cuts=st.sampled_from([[], [120], [0], [255], [0, 255], [100, 125], [1, 2, 3, 250]]))
+def test_group_bits_are_numpy_packbits_of_each_group(n, seed, p, cuts):
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(98, 130, n, dtype=np.uint8) if seed % 2 else rng.integers(0, 256, n, dtype=np.uint8)
+    changed = rng.random(n) < p
+    stride = (n + 7) // 8
+    out = np.full((len(cuts) + 1) * stride, 0xAA, dtype=np.uint8)
+    counts = np.frombuffer(native.kernel.group_bits(changed, cls, bytes(cuts), out), dtype=np.int64)
+    grp = sparse._group_of(cls, cuts)
+    for g in range(len(cuts) + 1):
+        bits = changed[grp == g]
+        assert counts[2 * g] == len(bits) and counts[2 * g + 1] == bits.sum()
+        want = np.packbits(bits, bitorder="little")
+        assert out[g * stride:g * stride + len(want)].tobytes() == want.tobytes()
+    mine = sparse._grouped_positions(changed, cls, cuts, 1)
+    with numpy_path():
+        assert sparse._grouped_positions(changed, cls, cuts, 1) == mine
+
+
+def test_encode_passes_refuse_wrong_buffers():
+    k = native.kernel
+    with pytest.raises(ValueError, match="width 1"):
+        k.group(bytes(8), bytearray(8), 1, 0)
+    with pytest.raises(ValueError, match="not a whole number"):
+        k.group(bytes(9), bytearray(9), 4, 1)
+    with pytest.raises(ValueError, match="output of 12 bytes"):
+        k.group(bytes(8), bytearray(12), 4, 0)
+    buf = bytearray(16)
+    with pytest.raises(ValueError, match="overlaps"):
+        k.group(memoryview(buf)[:8], memoryview(buf)[4:12], 2, 0)
+    with pytest.raises(ValueError, match="7 changed flags for 8 classes"):
+        k.group_bits(bytes(7), bytes(8), b"", bytearray(1))
+    with pytest.raises(ValueError, match="at most 8 groups"):
+        k.group_bits(bytes(8), bytes(8), bytes(range(8)), bytearray(9))
+    with pytest.raises(ValueError, match="output of 1 bytes for 2 bitmaps"):
+        k.group_bits(bytes(8), bytes(8), b"\x05", bytearray(1))
+    assert np.frombuffer(k.group_bits(b"", b"", b"\x01", bytearray()), dtype=np.int64).tolist() == [0, 0, 0, 0]
