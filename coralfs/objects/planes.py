@@ -345,9 +345,9 @@ def _quad_table(values: bytes) -> np.ndarray:
     return quad
 
 
-def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
+def _unrank_plane(body, n: int, oid: ObjectId, own: bool = False) -> np.ndarray:
     """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane (a view of this thread's
-    scratch buffer, valid until its next call). Each packed byte
+    scratch buffer, valid until its next call; ``own``: a buffer of its own). Each packed byte
     (two ranks) becomes two values in one table lookup; escapes are placed where rank 15
     is. Ranks past the table (a damaged plane) decode to 0: the frame's checksum of the
     decoded bytes refuses the result."""
@@ -359,9 +359,10 @@ def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
     # 2.1 ms a byte at a time).
     quad = _quad_table(bytes(body[1:1 + k]))
     q = p if len(p) % 2 == 0 else np.append(p, np.uint8(0))
-    # Into this thread's scratch buffer: the caller copies the plane into its strided
-    # place at once, and a fresh array costs its page faults on every chunk.
-    out = np.take(quad, q.view(np.uint16), mode="clip", out=_scratch(len(q) // 2)).view(np.uint8)[:n]
+    # Into this thread's scratch buffer: the caller interleaves the plane into its place
+    # before the next ranked plane, and a fresh array costs its page faults on every chunk.
+    words = np.empty(len(q) // 2, dtype=np.uint32) if own else _scratch(len(q) // 2)
+    out = np.take(quad, q.view(np.uint16), mode="clip", out=words).view(np.uint8)[:n]
     if nesc:
         idx = _escapes_at(p, n)
         if len(idx) != nesc:
@@ -432,6 +433,7 @@ def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: O
     pos = 0
     top = PLANE_RANKS if ranks else 1
     parts = []
+    scratch_free = True
     for _ in range(width):
         if pos + _PLANE.size > len(payload):
             raise CorruptObject(to_hex(oid), "byte plane header past the end of the frame")
@@ -442,9 +444,12 @@ def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: O
         if len(body) != size or mode > top:
             raise CorruptObject(to_hex(oid), "byte plane out of range")
         if mode == PLANE_RANKS:
-            # A copy: the plane is a view of the thread's scratch buffer, which the next
-            # ranked plane of this frame would overwrite before the planes are interleaved.
-            parts.append(_unrank_plane(body, n, oid).copy())
+            # The first ranked plane decodes into the thread's scratch buffer (it stays
+            # untouched until the planes are interleaved below); any further one, which
+            # would overwrite it, into a buffer of its own. The encoder ranks only the top
+            # plane, so a frame pays neither a copy nor an allocation for it.
+            parts.append(_unrank_plane(body, n, oid, own=not scratch_free))
+            scratch_free = False
             continue
         plane = _unzstd(body, n, oid) if mode == 1 else body
         if len(plane) != n:
