@@ -73,14 +73,26 @@ def ungroup(data: bytes, width: int) -> np.ndarray:
     arr = np.frombuffer(data, dtype=np.uint8)
     if width == 1:
         return arr
-    n = len(arr) // width
     out = np.empty(len(arr), dtype=np.uint8)
-    dst = out[: n * width].reshape(n, width)
-    planes = arr[: n * width].reshape(width, n)
-    for i in range(width):
-        dst[:, i] = planes[i]
-    out[n * width:] = arr[n * width:]
+    _ungroup_into(data, out, width)
     return out
+
+
+def _ungroup_into(data, out: np.ndarray, width: int) -> None:
+    """:func:`ungroup` of the bytes ``data`` written into ``out`` (uint8, as long): the
+    compiled kernel interleaves the planes in one pass where it is built (widths 2, 4, 8);
+    otherwise each plane is copied to its strided place."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    n = len(arr) // width
+    kern = native.kernel
+    if kern is not None and width in (2, 4, 8):
+        kern.ungroup([arr[i * n:(i + 1) * n] for i in range(width)], out[: n * width], width)
+    else:
+        dst = out[: n * width].reshape(n, width)
+        planes = arr[: n * width].reshape(width, n)
+        for i in range(width):
+            dst[:, i] = planes[i]
+    out[n * width:] = arr[n * width:]
 
 
 def _keys(buf: np.ndarray, width: int, key: int) -> np.ndarray:
