@@ -82,14 +82,26 @@ def ungroup(data: bytes, width: int) -> np.ndarray:
     arr = np.frombuffer(data, dtype=np.uint8)
     if width == 1:
         return arr
-    n = len(arr) // width
     out = np.empty(len(arr), dtype=np.uint8)
-    dst = out[: n * width].reshape(n, width)
-    planes = arr[: n * width].reshape(width, n)
-    for i in range(width):
-        dst[:, i] = planes[i]
-    out[n * width:] = arr[n * width:]
+    _ungroup_into(data, out, width)
     return out
+
+
+def _ungroup_into(data, out: np.ndarray, width: int) -> None:
+    """:func:`ungroup` of the bytes ``data`` written into ``out`` (uint8, as long): the
+    compiled kernel interleaves the planes in one pass where it is built (widths 2, 4, 8);
+    otherwise each plane is copied to its strided place."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    n = len(arr) // width
+    kern = native.kernel
+    if kern is not None and width in (2, 4, 8):
+        kern.ungroup([arr[i * n:(i + 1) * n] for i in range(width)], out[: n * width], width)
+    else:
+        dst = out[: n * width].reshape(n, width)
+        planes = arr[: n * width].reshape(width, n)
+        for i in range(width):
+            dst[:, i] = planes[i]
+    out[n * width:] = arr[n * width:]
 
 
 def _keys(buf: np.ndarray, width: int, key: int) -> np.ndarray:
@@ -354,9 +366,9 @@ def _quad_table(values: bytes) -> np.ndarray:
     return quad
 
 
-def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
+def _unrank_plane(body, n: int, oid: ObjectId, own: bool = False) -> np.ndarray:
     """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane (a view of this thread's
-    scratch buffer, valid until its next call). Each packed byte
+    scratch buffer, valid until its next call; ``own``: a buffer of its own). Each packed byte
     (two ranks) becomes two values in one table lookup; escapes are placed where rank 15
     is. Ranks past the table (a damaged plane) decode to 0: the frame's checksum of the
     decoded bytes refuses the result."""
@@ -368,9 +380,10 @@ def _unrank_plane(body, n: int, oid: ObjectId) -> np.ndarray:
     # 2.1 ms a byte at a time).
     quad = _quad_table(bytes(body[1:1 + k]))
     q = p if len(p) % 2 == 0 else np.append(p, np.uint8(0))
-    # Into this thread's scratch buffer: the caller copies the plane into its strided
-    # place at once, and a fresh array costs its page faults on every chunk.
-    out = np.take(quad, q.view(np.uint16), mode="clip", out=_scratch(len(q) // 2)).view(np.uint8)[:n]
+    # Into this thread's scratch buffer: the caller interleaves the plane into its place
+    # before the next ranked plane, and a fresh array costs its page faults on every chunk.
+    words = np.empty(len(q) // 2, dtype=np.uint32) if own else _scratch(len(q) // 2)
+    out = np.take(quad, q.view(np.uint16), mode="clip", out=words).view(np.uint8)[:n]
     if nesc:
         idx = _escapes_at(p, n)
         if len(idx) != nesc:
@@ -441,6 +454,7 @@ def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: O
     pos = 0
     top = PLANE_RANKS if ranks else 1
     parts = []
+    scratch_free = True
     for _ in range(width):
         if pos + _PLANE.size > len(payload):
             raise CorruptObject(to_hex(oid), "byte plane header past the end of the frame")
@@ -451,9 +465,12 @@ def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: O
         if len(body) != size or mode > top:
             raise CorruptObject(to_hex(oid), "byte plane out of range")
         if mode == PLANE_RANKS:
-            # A copy: the plane is a view of the thread's scratch buffer, which the next
-            # ranked plane of this frame would overwrite before the planes are interleaved.
-            parts.append(_unrank_plane(body, n, oid).copy())
+            # The first ranked plane decodes into the thread's scratch buffer (it stays
+            # untouched until the planes are interleaved below); any further one, which
+            # would overwrite it, into a buffer of its own. The encoder ranks only the top
+            # plane, so a frame pays neither a copy nor an allocation for it.
+            parts.append(_unrank_plane(body, n, oid, own=not scratch_free))
+            scratch_free = False
             continue
         plane = _unzstd(body, n, oid) if mode == 1 else body
         if len(plane) != n:

@@ -229,26 +229,31 @@ def _pack_delta(u: np.ndarray, bu: np.ndarray, width: int, key: int, level: int,
 
 
 def _unpack_sorted(payload: memoryview, bu: np.ndarray, width: int, oid: ObjectId,
-                   version: int) -> tuple[np.ndarray, int]:
+                   version: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Inverse of :func:`_pack_sorted` (and of its v2 layout, segments of byte planes
-    only): the differences in the order of ``bu``, and the bytes read."""
+    only): the differences in the order of ``bu`` (written into ``out`` if given), and the
+    bytes read."""
     n = len(bu)
-    out, pos = _unpack_segments(payload, n, width, oid, version)
     order = _order(bu, width, classes=False)
-    if order is not None:
-        sorted_vals, out = out, np.empty(n, dtype=_UINT[width])
-        out[order[0]] = sorted_vals
+    if order is None:
+        return _unpack_segments(payload, n, width, oid, version, out)
+    sorted_vals, pos = _unpack_segments(payload, n, width, oid, version)
+    if out is None:
+        out = np.empty(n, dtype=_UINT[width])
+    out[order[0]] = sorted_vals
     return out, pos
 
 
 def _unpack_segments(payload: memoryview, n: int, width: int, oid: ObjectId,
-                     version: int) -> tuple[np.ndarray, int]:
-    """The ``n`` differences of :func:`_pack_segments`, in exponent order, and the bytes read."""
+                     version: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """The ``n`` differences of :func:`_pack_segments`, in exponent order (written into
+    ``out``, ``n`` unsigned ``width``-byte values, if given), and the bytes read."""
     if len(payload) < _COUNT.size:
         raise CorruptObject(to_hex(oid), "delta segments missing")
     (nseg,) = _COUNT.unpack_from(payload, 0)
     pos = _COUNT.size
-    out = np.empty(n, dtype=_UINT[width])
+    if out is None:
+        out = np.empty(n, dtype=_UINT[width])
     at = 0
     for _ in range(nseg):
         if pos + 2 * _COUNT.size > len(payload):
@@ -271,6 +276,28 @@ def _unpack_segments(payload: memoryview, n: int, width: int, oid: ObjectId,
     return out, pos
 
 
+def _apply_segments(payload: memoryview, bu: np.ndarray, out: np.ndarray, width: int, key: int,
+                    oid: ObjectId, version: int) -> int:
+    """The decoder of SUBS and SPARSE differences: write into ``out`` (writable, unsigned
+    ``width``-byte values, as many as ``bu`` and apart from it) the elements
+    ``unkeys(unzigzag(v) + keys(b))`` of the base elements ``b`` of ``bu``, their
+    differences ``v`` read from the segments at the start of ``payload``; returns the
+    bytes read. The compiled kernel does the order, un-zig-zag, keys and unkeys in one
+    pass where it is built (each difference found by its base element's class); the numpy
+    code scatters the differences into ``out`` in element order, then works in place on
+    it (every temporary of a chunk's size costs its page faults)."""
+    kern = native.kernel
+    if kern is not None:
+        vals, pos = _unpack_segments(payload, len(bu), width, oid, version)
+        kern.subs_decode(bu, vals, out, width, key)
+        return pos
+    k, pos = _unpack_sorted(payload, bu, width, oid, version, out)
+    k = _unzigzag(k, width, in_place=True)
+    k += _keys(bu, width, key)
+    _unkeys(k, width, key, in_place=True)
+    return pos
+
+
 def _subs_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, level: int) -> bytes:
     body, tail = _split(data, width)
     bbody, btail = _split(base, width)
@@ -278,34 +305,19 @@ def _subs_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, leve
     return _pack_delta(u, bu, width, key, level) + (tail ^ btail).tobytes()
 
 
-def _unsubs(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId) -> np.ndarray:
+def _unsubs(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId,
+            out: np.ndarray) -> np.ndarray:
+    """Decode a SUBS payload against ``base`` into ``out`` (writable uint8, as long as
+    ``base`` and apart from it); returns ``out``."""
     width = h.width
     bbody, btail = _split(base, width)
     bu = bbody.view(_UINT[width])
-    k = native.kernel
-    if k is not None:
-        vals, pos = _unpack_segments(payload, len(bu), width, oid, h.version)
-        tail = payload[pos:]
-        if len(tail) != len(btail):
-            raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
-        # One pass: each element's difference found by its class, un-zig-zagged, added to
-        # its base element's key and turned back into an element.
-        out = np.empty(len(base), dtype=np.uint8)
-        k.subs_decode(bu, vals, out[:len(bbody)], width, h.key)
-        np.bitwise_xor(btail, np.frombuffer(tail, np.uint8), out=out[len(bbody):])
-        return out
-    vals, pos = _unpack_sorted(payload, bu, width, oid, h.version)
+    pos = _apply_segments(payload, bu, out[:len(bbody)].view(_UINT[width]), width, h.key, oid, h.version)
     tail = payload[pos:]
     if len(tail) != len(btail):
         raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
-    # In place on the fresh ``vals``: every temporary of a chunk's size costs its page
-    # faults (a clone decodes every frame it fetches to verify it).
-    k = _unzigzag(vals, width, in_place=True)
-    k += _keys(bu, width, h.key)
-    body = _unkeys(k, width, h.key, in_place=True).view(np.uint8)
-    if not len(btail):
-        return body
-    return np.concatenate([body, btail ^ np.frombuffer(tail, np.uint8)])
+    np.bitwise_xor(btail, np.frombuffer(tail, np.uint8), out=out[len(bbody):])
+    return out
 
 
 def _positions(bits: np.ndarray, idx: np.ndarray, level: int) -> tuple[int, bytes | memoryview]:
@@ -553,7 +565,10 @@ def _sparse_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, le
     return b"".join((_SPARSE.pack(len(bc), mode, len(pos)), pos, delta, (tail ^ btail).tobytes()))
 
 
-def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId) -> np.ndarray:
+def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId,
+              out: np.ndarray) -> np.ndarray:
+    """Decode a SPARSE payload against ``base`` into ``out`` (writable uint8, as long as
+    ``base`` and apart from it); returns ``out``."""
     width = h.width
     n_el = h.decoded_len // width
     if len(payload) < _SPARSE.size:
@@ -563,28 +578,18 @@ def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: Object
     body = payload[pos:pos + size]
     if len(body) != size or mode > (POS_GROUPS if h.version >= 3 else POS_GAPS) or count > n_el:
         raise CorruptObject(to_hex(oid), "sparse delta header out of range")
-    out = base.copy()
-    ou = out[: n_el * width].view(_UINT[width])
+    bu = base[: n_el * width].view(_UINT[width])
     if mode == POS_GROUPS:
-        idx = _grouped_indices(body, ou, width, count, oid)
+        idx = _grouped_indices(body, bu, width, count, oid)
     else:
         idx = _indices(body, n_el, count, mode, oid)
-    bc = ou.take(idx)
-    kern = native.kernel
-    if kern is None:
-        z, used = _unpack_sorted(payload[pos + size:], bc, width, oid, h.version)
-    else:
-        z, used = _unpack_segments(payload[pos + size:], len(bc), width, oid, h.version)
+    bc = bu.take(idx)
+    vals = np.empty_like(bc)
+    used = _apply_segments(payload[pos + size:], bc, vals, width, h.key, oid, h.version)
     tail = payload[pos + size + used:]
     if len(tail) != h.decoded_len - n_el * width:
         raise CorruptObject(to_hex(oid), "delta tail has the wrong length")
-    if kern is not None:
-        vals = np.empty_like(z)
-        kern.subs_decode(bc, z, vals, width, h.key)
-        ou[idx] = vals
-    else:
-        k = _unzigzag(z, width, in_place=True)
-        k += _keys(bc, width, h.key)
-        ou[idx] = _unkeys(k, width, h.key, in_place=True)
-    out[n_el * width:] ^= np.frombuffer(tail, np.uint8)
+    np.copyto(out, base)
+    out[: n_el * width].view(_UINT[width])[idx] = vals
+    np.bitwise_xor(base[n_el * width:], np.frombuffer(tail, np.uint8), out=out[n_el * width:])
     return out
