@@ -100,6 +100,9 @@ class RemoteRefs(RefsContainer):
             content, etag = self._get(key)
             raw = (self._text(content, name) or "").strip()
             cur = self._parse(name, raw) if raw else None
+            if attempt and cur == new and new is not None:
+                cur = old  # our write was applied but its answer was lost: success
+                break
             if not force and cur != old:
                 raise RefMoved(name, old, cur)
             if new is None and etag is None:

@@ -76,3 +76,30 @@ def test_damaged_remote_ref_is_named(tmp_path):
     assert good == {} and sorted(e.name for e in bad) == ["refs/heads/bad", "refs/heads/short"]
     with pytest.raises(BadRef):
         refs.read("refs/heads/short")
+
+
+class _LostAnswer:
+    """A store whose first conditional write is applied but answers as if it failed (the
+    answer lost, the retried request refused by its precondition)."""
+
+    def __init__(self, blobs):
+        self._blobs, self.lost = blobs, 0
+
+    def __getattr__(self, name):
+        return getattr(self._blobs, name)
+
+    def put_if(self, key, data, etag):
+        from coralfs.remote.blobs import PreconditionFailed
+        self._blobs.put_if(key, data, etag)
+        if not self.lost:
+            self.lost += 1
+            raise PreconditionFailed("test", key)
+
+
+def test_a_write_applied_whose_answer_was_lost_is_success(tmp_path):
+    blobs = file_blobs(tmp_path)
+    RemoteRefs(blobs).set_if_equals("refs/heads/main", None, A, "push")
+    lossy = _LostAnswer(blobs)
+    RemoteRefs(lossy).set_if_equals("refs/heads/main", A, B, "push")  # no RefMoved
+    assert lossy.lost == 1
+    assert RemoteRefs(blobs).read("refs/heads/main") == B
