@@ -143,6 +143,39 @@ def test_an_interrupted_push_resumes_resending_at_most_one_pack(tmp_path, monkey
     assert exports(cl, tmp_path / "x", ["main"]) == exports(repo, tmp_path / "y", ["main"])
 
 
+def test_a_push_never_has_two_pack_bodies_without_their_index(tmp_path, monkeypatch):
+    """What a kill -9 at any moment leaves: the bodies begun and not yet indexed, counted
+    at the store. At most one, so the next push re-sends at most one pack."""
+    import threading
+    import time
+
+    monkeypatch.setenv("CORALFS_PACK_SIZE", str(96 << 10))  # many small packs
+    repo, _ = make_repo(tmp_path, steps=4)
+    blobs = CountingBlobs(str(tmp_path / "remote"))
+    open_bodies: set[str] = set()
+    most = [0]
+    lock = threading.Lock()
+    put = blobs.put
+
+    def counted_put(key, data, *a, **kw):
+        if key.startswith(PACKS) and key.endswith(".pack"):
+            with lock:
+                open_bodies.add(key[: -len(".pack")])
+                most[0] = max(most[0], len(open_bodies))
+            time.sleep(0.02)   # a slow upload: gives a second body the chance to start
+        out = put(key, data, *a, **kw)
+        if key.startswith(PACKS) and key.endswith(".idx"):
+            with lock:
+                open_bodies.discard(key[: -len(".idx")])
+        return out
+
+    monkeypatch.setattr(blobs, "put", counted_put)
+    res = push(repo, blobs, "origin", [MAIN])
+    assert res.packs >= 4
+    assert most[0] == 1
+    assert open_bodies == set()
+
+
 def test_the_remote_config_carries_the_storage_settings(tmp_path):
     repo = Repository.init(str(tmp_path / "r"))
     repo.config.set("storage.chunk_size", "64k")
