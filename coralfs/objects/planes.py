@@ -88,20 +88,25 @@ def ungroup(data: bytes, width: int) -> np.ndarray:
 
 
 def _ungroup_into(data, out: np.ndarray, width: int) -> None:
-    """:func:`ungroup` of the bytes ``data`` written into ``out`` (uint8, as long): the
-    compiled kernel interleaves the planes in one pass where it is built (widths 2, 4, 8);
-    otherwise each plane is copied to its strided place."""
+    """:func:`ungroup` of the bytes ``data`` written into ``out`` (uint8, as long)."""
     arr = np.frombuffer(data, dtype=np.uint8)
     n = len(arr) // width
+    _interleave([arr[i * n:(i + 1) * n] for i in range(width)], arr[n * width:], out, n, width)
+
+
+def _interleave(parts: list, tail, out: np.ndarray, n: int, width: int) -> None:
+    """The ``width`` byte planes ``parts`` (``n`` bytes each) as ``n`` elements into
+    ``out``, then the bytes ``tail`` after them: the compiled kernel interleaves them in
+    one pass where it is built (widths 2, 4, 8); otherwise each plane is copied to its
+    strided place (~8x the time)."""
     kern = native.kernel
     if kern is not None and width in (2, 4, 8):
-        kern.ungroup([arr[i * n:(i + 1) * n] for i in range(width)], out[: n * width], width)
+        kern.ungroup(parts, out[: n * width], width)
     else:
         dst = out[: n * width].reshape(n, width)
-        planes = arr[: n * width].reshape(width, n)
-        for i in range(width):
-            dst[:, i] = planes[i]
-    out[n * width:] = arr[n * width:]
+        for i, plane in enumerate(parts):
+            dst[:, i] = np.frombuffer(plane, dtype=np.uint8)
+    out[n * width:] = np.frombuffer(tail, dtype=np.uint8)
 
 
 def _keys(buf: np.ndarray, width: int, key: int) -> np.ndarray:
@@ -447,8 +452,7 @@ def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId,
 def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: ObjectId,
                         ranks: bool = False) -> None:
     """:func:`_unpack_planes` written into the bytes ``out`` (its length is the decoded
-    length). The compiled kernel (coralfs/objects/native.py) interleaves the planes in one
-    pass; without it each plane is copied to its strided place (~8x the time)."""
+    length); the planes are interleaved by :func:`_interleave`."""
     total = len(out)
     n = total // width
     pos = 0
@@ -479,14 +483,7 @@ def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: O
     tail = payload[pos:]
     if len(tail) != total - n * width:
         raise CorruptObject(to_hex(oid), "byte planes do not add up to the decoded length")
-    kern = native.kernel
-    if kern is not None and width > 1:
-        kern.ungroup(parts, out[: n * width], width)
-    else:
-        dst = out[: n * width].reshape(n, width)
-        for i, plane in enumerate(parts):
-            dst[:, i] = np.frombuffer(plane, dtype=np.uint8)
-    out[n * width:] = np.frombuffer(tail, dtype=np.uint8)
+    _interleave(parts, tail, out, n, width)
 
 
 def _rotate(buf: np.ndarray, width: int, inverse: bool = False, in_place: bool = False) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The push journal: ``REPO/remote-journal/NAME.json``, written durably around each pack.
 
-A push records the id of each pack it is about to upload (``in_flight``: a push keeps up
-to two packs on the way) before the first byte leaves, and moves it to ``uploaded`` once
-the pack's index is written. The remote's
+A push records the id of each pack it is about to upload (``in_flight``: one pack on the
+way; a journal of the coralfs that kept two lists the second in ``also_in_flight``) before
+the first byte leaves, and moves it to ``uploaded`` once the pack's index is written. The remote's
 indexes already say which objects arrived (an interrupted push resumes by walking again,
 stopping at what the remote has), so what the journal adds is ownership: the packs a
 killed push left without an index are this repository's, and the next push deletes it
@@ -58,11 +58,6 @@ class Journal:
     def done(self, pack_id: str) -> None:
         """Its index is written."""
         self.uploaded.append(pack_id)
-        self.in_flight.remove(pack_id)
-        self.save()
-
-    def dropped(self, pack_id: str) -> None:
-        """Its upload was abandoned and what had arrived of it removed."""
         self.in_flight.remove(pack_id)
         self.save()
 

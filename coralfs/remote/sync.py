@@ -62,8 +62,6 @@ GETS_AHEAD = 2
 VERIFY_AHEAD = 48 << 20
 VERIFY_THREADS = max(2, min(4, os.cpu_count() or 1))
 FETCH_CACHE_MIN = 64 << 20   # the fetch's decoded-chunk cache: `cache.size`, at least this
-# Pack bodies a push keeps on the way at once (PackSender).
-PUSH_AHEAD = 1
 
 
 # -- push --------------------------------------------------------------------------------
@@ -196,27 +194,30 @@ class PackSender:
     re-sends at most that one pack (two bodies in flight measured faster against moto,
     but a kill could then leave two). Indexes are written in pack order, so a pack's
     objects become visible only after those of every pack before it: what references them
-    is never visible first. Every pack is in the journal before its first byte leaves."""
+    is never visible first. Every pack is in the journal before its first byte leaves; a
+    body whose upload or index failed stays in it for the next push's clean-up."""
 
     def __init__(self, blobs: BlobStore, journal: Journal, res: PushResult) -> None:
         self.blobs, self.journal, self.res = blobs, journal, res
-        self._pool = ThreadPoolExecutor(PUSH_AHEAD, thread_name_prefix="coralfs-push")
-        self._flight: deque[tuple[str, bytes, Future]] = deque()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="coralfs-push")
+        self._flight: tuple[str, bytes, Future] | None = None
 
     def send(self, builder: PackBuilder) -> None:
         pack_id, idx = encode_index(builder.records)
         body = b"".join(builder.parts)
         builder.parts.clear()
-        while self._flight:   # the body before is whole and indexed before this one leaves
-            self._index_oldest()
+        self._index()   # the body before is whole and indexed before this one leaves
         self.journal.begin(pack_id)   # before the first byte leaves: the next push owns what is left of it
-        self._flight.append((pack_id, idx, self._pool.submit(self.blobs.put, pack_keys(pack_id)[0], body)))
+        self._flight = (pack_id, idx, self._pool.submit(self.blobs.put, pack_keys(pack_id)[0], body))
 
-    def _index_oldest(self) -> None:
-        pack_id, idx, fut = self._flight[0]
+    def _index(self) -> None:
+        """Wait for the body on its way, then write its index."""
+        if self._flight is None:
+            return
+        pack_id, idx, fut = self._flight
         fut.result()
         self.blobs.put(pack_keys(pack_id)[1], idx)
-        self._flight.popleft()
+        self._flight = None
         self.journal.done(pack_id)
         self.res.packs += 1
 
@@ -226,31 +227,11 @@ class PackSender:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                while self._flight:
-                    self._index_oldest()
+                self._index()
         finally:
-            failed = bool(self._flight)
-            for _pack_id, _idx, fut in self._flight:
-                fut.cancel()
-            if failed:
-                self._abandon()
+            if self._flight is not None:
+                self._flight[2].cancel()
             self._pool.shutdown(wait=True)
-
-    def _abandon(self) -> None:
-        """An upload or an index failed: remove the bodies sent after the oldest pack left
-        unindexed (that one stays for the next push's clean-up, like a killed upload)."""
-        for n, (pack_id, _idx, fut) in enumerate(self._flight):
-            try:
-                fut.result()
-            except BaseException:  # noqa: BLE001 - the first error is the one raised
-                continue
-            if n == 0:
-                continue
-            try:
-                self.blobs.delete(pack_keys(pack_id)[0])
-            except RemoteError:
-                continue   # the journal names it: the next push removes it
-            self.journal.dropped(pack_id)
 
 
 # -- fetch -------------------------------------------------------------------------------
