@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -278,3 +279,95 @@ def test_include_narrows_a_remote_mount_and_fetches_only_those_tensors(minilm_re
     assert names and st["bytes_fetched"] >= 0.5 * wanted
     # Header chunks and metadata come in too, and read-ahead crosses into the next tensor.
     assert st["bytes_fetched"] < 2 * wanted + (4 << 20)
+
+
+@pytest.fixture(scope="module")
+def pushed_tensors(tmp_path_factory):
+    """Three 4 MiB float32 tensors of 16 chunks each (256 KiB chunks) in one safetensors
+    file, pushed by `coralfs push` to a file:// remote."""
+    from safetensors.numpy import save_file
+    base = tmp_path_factory.mktemp("pushed-tensors")
+    src = base / "src"
+    src.mkdir()
+    rng = np.random.default_rng(7)
+    save_file({f"t.{i}.w": rng.standard_normal((1024, 1024), dtype=np.float32) for i in range(3)},
+              str(src / "model.safetensors"))
+    repo = str(base / "repo")
+    run_cli("init", repo)
+    run_cli("config", "set", "storage.chunk_size", "256k", repo=repo)
+    run_cli("commit", str(src), "-m", "three tensors", repo=repo)
+    remote = base / "remote"
+    remote.mkdir()
+    run_cli("remote", "add", "origin", f"file://{remote}", repo=repo)
+    run_cli("push", "origin", "main", repo=repo)
+    return {"repo": repo, "url": f"file://{remote}", "model": str(src / "model.safetensors")}
+
+
+def tensor_chunks(repo_path: str, path: str) -> dict[str, list[bytes]]:
+    """Tensor name -> its chunk ids, of file ``path`` on main."""
+    from coralfs.objects.kinds import Tensor, TensorSegment
+    local = Repository.open(repo_path)
+    f = local.read_file(local.tree_of("main").entries[path].file)
+    return {s.name: list(local.odb.get_object(s.tensor, Tensor).chunks)
+            for s in f.segments if isinstance(s, TensorSegment)}
+
+
+def first_tensor(model: str) -> tuple[str, int]:
+    """(name, file offset) of the tensor whose bytes come first in a safetensors file."""
+    import struct
+    with open(model, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    name = min((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    return name, 8 + n + header[name]["data_offsets"][0]
+
+
+def cached_ids(cache: str) -> set[bytes]:
+    """Ids of the objects in a remote mount's chunk cache on disk (chunks/ab/<rest>)."""
+    out = set()
+    for d, _, fs in os.walk(cache):
+        if os.path.basename(os.path.dirname(d)) == "chunks":
+            out |= {bytes.fromhex(os.path.basename(d) + f) for f in fs if not f.startswith(".")}
+    return out
+
+
+def test_a_read_of_a_tensor_s_start_fetches_the_rest_of_that_tensor_and_no_other(pushed_tensors, tmp_path):
+    """Read-ahead of a remote mount as of a local one: 768 KiB read from the start of a
+    16-chunk tensor (the kernel's own readahead off) makes the daemon fetch every other
+    chunk of that tensor in the background, and not one chunk of the other tensors."""
+    r = pushed_tensors
+    chunks = tensor_chunks(r["repo"], "model.safetensors")
+    name, off = first_tensor(r["model"])
+    mine = set(chunks[name])
+    others = {c for k, cs in chunks.items() if k != name for c in cs}
+    assert len(mine) == 16 and len(others) == 32
+    with open(r["model"], "rb") as f:
+        f.seek(off)
+        want = f.read(768 << 10)
+    cache = str(tmp_path / "cache")
+    mp = tmp_path / "m"
+    with remote_mounted(r["url"], str(mp), "main", "--cache-dir", cache):
+        with open(mp / "model.safetensors", "rb", buffering=0) as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            f.seek(off)
+            got = b""
+            while len(got) < len(want):
+                got += f.read(min(128 << 10, len(want) - len(got)))
+        assert got == want
+        # The read-ahead runs in the background: wait (bounded) until it has fetched the
+        # tensor, or has stopped fetching; what it fetched is checked below either way.
+        deadline = time.monotonic() + 60
+        last, quiet = -1, 0
+        while time.monotonic() < deadline and quiet < 20:
+            n = remote_stats(str(mp))["objects_fetched"]
+            quiet = quiet + 1 if n == last else 0
+            last = n
+            if mine <= cached_ids(cache):
+                break
+            time.sleep(0.1)
+        reads = json.loads((mp / ".coral" / "stats.json").read_text())
+    have = cached_ids(cache)   # the daemon wrote its pending cache entries when it unmounted
+    assert mine <= have, f"{len(mine - have)} of the tensor's 16 chunks were not fetched"
+    assert not have & others, f"{len(have & others)} chunks of other tensors were fetched"
+    # Most of the tensor came by read-ahead, not by the reads (768 KiB: at most 4 chunks).
+    assert reads["prefetched_chunks"] >= 16 - 4, reads
