@@ -62,6 +62,7 @@ def mount(
     from ..fs.lifecycle import MountError, MountSpec, split_target
     from ..fs.lifecycle import mount as do_mount
     from ..objects.config import _parse_value
+    from ..objects.errors import CoralError
     mp, ref = split_target(target)
     if not write and (branch is not None or auto_commit is not None):
         raise MountError("--branch and --auto-commit belong to writable mounts: add --write "
@@ -96,7 +97,13 @@ def mount(
                      profile=profile, cache_dir=cache_dir, remote_cache_size=size if url is not None else None,
                      fetch_timeout=fetch_timeout, materialize_size=msize, prefetch=prefetch or None,
                      read_ahead_kb=read_ahead_kb, max_background=max_background)
-    spec = do_mount(spec, foreground=foreground)
+    try:
+        spec = do_mount(spec, foreground=foreground)
+    except CoralError as e:
+        # A mount's errors say which configured remote it was, as push's and fetch's do.
+        if remote is not None and not str(e).startswith(f"remote {remote}: "):
+            e.args = (f"remote {remote}: {e}", *e.args[1:])
+        raise
     if not foreground:
         if write:
             what = f"branch {esc(spec.branch)} ({spec.commit[:12] if spec.commit else 'no commits yet'}), writable"

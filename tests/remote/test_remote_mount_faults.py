@@ -159,6 +159,7 @@ def test_a_mount_with_a_wrong_azure_key_is_one_line_naming_the_remote_and_the_fi
         assert len(lines) == 1, (args, p.stderr)
         msg = lines[0]
         assert az_remote.url in msg and "refused the credentials" in msg, msg
+        assert ("--remote" not in args) or msg.startswith("coralfs: error: remote origin: "), msg
         assert "AZURE_STORAGE_CONNECTION_STRING" in msg, msg
         assert wrong not in p.stderr and AZ_KEY not in p.stderr, msg
         # Nothing mounted, no mount left behind for `coralfs mounts`.
