@@ -356,8 +356,12 @@ class TieredChunks:
     """The decoded-chunk cache of a mount: the in-memory LRU over the materialization
     cache. It stands in for ``ObjectDB.chunks`` (the same get/peek/put/clear interface),
     so every chunk the object database asks for, delta bases included, is looked up on
-    disk before it is decoded, and every decoded chunk is written to disk (by a writer
-    thread, behind the reads: a read never waits for a write)."""
+    disk before it is decoded, and every chunk decoded to be read is written to disk (by a
+    writer thread, behind the reads: a read never waits for a write). A chunk decoded only
+    as a delta base stays in memory: it belongs to another commit (the newer one a reverse
+    delta points at), and writing it cost as much as the chunk read (measured: the
+    one-commit-behind read wrote twice the bytes it served); a later read of the chunk itself
+    writes it."""
 
     def __init__(self, memory: ByteLRU, disk: MaterializedCache, max_pending: int | None = None) -> None:
         self.memory = memory
@@ -365,6 +369,7 @@ class TieredChunks:
         self.loaded = 0            # chunks served from disk into memory
         self.skipped = 0           # chunks not written: the disk was behind (a later read writes them)
         self._pending = 0
+        self._unkept: set[Hashable] = set()   # in memory as bases only, not written
         # Queued chunks are the most recently decoded ones, so they are in the memory cache
         # too while the queue stays within half of it: the queue costs no memory of its own.
         self._max_pending = max_pending or max(64 << 20, min(512 << 20, memory.budget // 2))
@@ -407,12 +412,26 @@ class TieredChunks:
     def peek(self, key: Hashable) -> bytes | None:
         return self.memory.peek(key)
 
-    def put(self, key: Hashable, value: bytes) -> None:
+    def put(self, key: Hashable, value: bytes, keep: bool = True) -> None:
         self.memory.put(key, value)
+        with self._cond:
+            if not keep:
+                self._unkept.add(key)
+                return
+            self._unkept.discard(key)
+        self.materialize(ObjectId(key), value)
+
+    def served(self, key: Hashable, value: bytes) -> None:
+        with self._cond:
+            if key not in self._unkept:
+                return
+            self._unkept.discard(key)
         self.materialize(ObjectId(key), value)
 
     def clear(self) -> None:
         self.memory.clear()
+        with self._cond:
+            self._unkept.clear()
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self.memory

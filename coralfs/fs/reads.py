@@ -212,7 +212,7 @@ class ChunkReads:
         data = tier.peek(oid)  # decoded by a reader already: only written
         if data is None:
             odb = self.odb
-            data = codecs.decode(odb.store.get(oid), oid, odb.read_chunk)
+            data = codecs.decode(odb.store.get(oid), oid, odb.read_base)
         tier.disk.put(oid, data)
         return True
 

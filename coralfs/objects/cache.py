@@ -31,7 +31,9 @@ class ByteLRU:
         with self._lock:
             return self._d.get(key)
 
-    def put(self, key: Hashable, value: bytes) -> None:
+    def put(self, key: Hashable, value: bytes, keep: bool = True) -> None:
+        """``keep``: worth keeping beyond this cache (read for itself, not only as a delta
+        base); a cache with a disk tier writes only those out. This one holds both alike."""
         n = len(value)
         if n > self.budget:
             return
@@ -44,6 +46,10 @@ class ByteLRU:
             while self.used > self.budget:
                 _, ev = self._d.popitem(last=False)
                 self.used -= len(ev)
+
+    def served(self, key: Hashable, value: bytes) -> None:
+        """A hit that is read for itself (a disk tier writes it out if it only held it as
+        a base so far); nothing to do here."""
 
     def clear(self) -> None:
         with self._lock:

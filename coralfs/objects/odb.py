@@ -101,35 +101,41 @@ class ObjectDB:
             h = self.chunk_header(h.base)
         return d
 
-    def read_chunk(self, oid: ObjectId) -> bytes:
-        """Decoded, verified bytes of a chunk (through the cache, decoded once)."""
+    def read_chunk(self, oid: ObjectId, *, base: bool = False) -> bytes:
+        """Decoded, verified bytes of a chunk (through the cache, decoded once). ``base``: it
+        is read only as another chunk's delta base, so a cache with a disk tier keeps it in
+        memory and does not write it out (a read of the chunk itself does)."""
         data = self.chunks.get(oid)
-        if data is not None:
-            return data
-        with self._lock:
-            # Re-check under the lock: a leader may have finished since the miss above.
-            data = self.chunks.peek(oid)
-            if data is not None:
-                return data
-            ev = self._inflight.get(oid)
-            leader = ev is None
-            if leader:
-                ev = self._inflight[oid] = threading.Event()
-        if not leader:
-            ev.wait()
-            data = self.chunks.get(oid)
-            if data is not None:
-                return data
-            # The leader failed or the cache could not hold it: decode ourselves.
-            return self._decode(oid)
-        try:
-            data = self._decode(oid)
-            self.chunks.put(oid, data)
-            return data
-        finally:
+        if data is None:
             with self._lock:
-                del self._inflight[oid]
-            ev.set()
+                # Re-check under the lock: a leader may have finished since the miss above.
+                data = self.chunks.peek(oid)
+                ev = self._inflight.get(oid) if data is None else None
+                leader = data is None and ev is None
+                if leader:
+                    ev = self._inflight[oid] = threading.Event()
+            if leader:
+                try:
+                    data = self._decode(oid)
+                    self.chunks.put(oid, data, keep=not base)
+                    return data
+                finally:
+                    with self._lock:
+                        del self._inflight[oid]
+                    ev.set()
+            if data is None:
+                ev.wait()
+                data = self.chunks.get(oid)
+                if data is None:
+                    # The leader failed or the cache could not hold it: decode ourselves.
+                    return self._decode(oid)
+        if not base:
+            self.chunks.served(oid, data)
+        return data
+
+    def read_base(self, oid: ObjectId) -> bytes:
+        """``read_chunk`` of a delta base: what the decoders are given to fetch bases."""
+        return self.read_chunk(oid, base=True)
 
     def read_chunks(self, oids: Iterable[ObjectId], ahead: int = 4) -> Iterator[bytes]:
         """Decoded chunks in order, decoding up to ``ahead`` of them in parallel
@@ -179,7 +185,7 @@ class ObjectDB:
     def _decode(self, oid: ObjectId) -> bytes:
         frame = self.store.get(oid)
         h = codecs.parse_header(frame, oid)
-        data = codecs.decode(frame, oid, self.read_chunk, header=h)
+        data = codecs.decode(frame, oid, self.read_base, header=h)
         with self._lock:
             self.decoded_bytes += len(data)
             self.decoded_chunks += 1
