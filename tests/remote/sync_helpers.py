@@ -1,12 +1,17 @@
 """What the sync tests share: a BlobStore wrapper that counts what it is sent and can
 drop the connection at a chosen write (a real store, faults injected at its boundary),
-fine-tune series of safetensors checkpoints, and repository snapshots."""
+fine-tune series of safetensors checkpoints, repository snapshots, and a counting TCP
+proxy that sees what a coralfs subprocess sends an emulator, request by request."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import threading
+from dataclasses import dataclass
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -130,3 +135,161 @@ def snapshot(path: str) -> dict[str, bytes]:
                 with open(p, "rb") as fh:
                     out[os.path.relpath(p, path)] = fh.read()
     return out
+
+
+# -- what crosses the socket: a counting TCP proxy ---------------------------------------
+
+@dataclass
+class Request:
+    """One HTTP/1.1 request as the proxy saw it go from the client to the server."""
+    method: str
+    target: str          # the request target: /BUCKET/KEY?QUERY (path-style S3)
+    head_bytes: int      # request line and headers, with their CRLFs
+    body_bytes: int = 0  # the body (a chunked body: its payload; the chunk framing goes to head_bytes)
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+
+class _RequestParser:
+    """Splits the client's side of one connection into requests (keep-alive: several a
+    connection; bodies by Content-Length or chunked), counting bytes of each part."""
+
+    def __init__(self, out: list[Request], lock: threading.Lock) -> None:
+        self.out, self.lock = out, lock
+        self.buf = bytearray()
+        self.cur: Request | None = None
+        self.left = 0            # body bytes still to come (Content-Length), or of the chunk at hand
+        self.chunked = False
+        self.state = "head"      # head | body | chunk-size | chunk-data | chunk-crlf | trailer
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while self.buf:
+            if self.state == "head":
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(self.buf[:end + 4])
+                del self.buf[:end + 4]
+                line, *fields = head.decode("latin-1").split("\r\n")
+                method, target, _version = line.split(" ", 2)
+                hdrs = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields if f)}
+                self.cur = Request(method, target, len(head))
+                if "chunked" in hdrs.get("transfer-encoding", "").lower():
+                    self.state = "chunk-size"
+                else:
+                    self.left = int(hdrs.get("content-length", "0"))
+                    self.state = "body" if self.left else "head"
+                    if not self.left:
+                        self._done()
+            elif self.state in ("body", "chunk-data"):
+                take = min(self.left, len(self.buf))
+                del self.buf[:take]
+                self.cur.body_bytes += take
+                self.left -= take
+                if self.left:
+                    return
+                if self.state == "body":
+                    self._done()
+                    self.state = "head"
+                else:
+                    self.state = "chunk-crlf"
+            elif self.state in ("chunk-size", "chunk-crlf", "trailer"):
+                end = self.buf.find(b"\r\n")
+                if end < 0:
+                    return
+                line = bytes(self.buf[:end])
+                del self.buf[:end + 2]
+                self.cur.head_bytes += end + 2
+                if self.state == "chunk-crlf":
+                    self.state = "chunk-size"
+                elif self.state == "trailer":
+                    if not line:
+                        self._done()
+                        self.state = "head"
+                else:
+                    self.left = int(line.split(b";")[0], 16)
+                    self.state = "chunk-data" if self.left else "trailer"
+
+    def _done(self) -> None:
+        with self.lock:
+            self.out.append(self.cur)
+        self.cur = None
+
+
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1 (a random port) in front of ``upstream`` (http://HOST:PORT):
+    every byte is passed on unchanged, and the client's requests are split and counted
+    (``requests``); ``received`` counts the bytes the server sent back. Threads only;
+    :meth:`stop` closes the listener and every connection and joins the threads."""
+
+    def __init__(self, upstream: str) -> None:
+        hostport = upstream.split("://", 1)[1].split("/", 1)[0]
+        host, port = hostport.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.requests: list[Request] = []
+        self.received = 0
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._spawn(self._accept)
+
+    def _spawn(self, fn, *args) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(t)
+        t.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return   # the listener was closed: stop()
+            server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._socks += [client, server]
+            self._spawn(self._pipe, client, server, _RequestParser(self.requests, self._lock))
+            self._spawn(self._pipe, server, client, None)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, parser: _RequestParser | None) -> None:
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if parser is not None:
+                    parser.feed(data)
+                else:
+                    with self._lock:
+                        self.received += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def snapshot(self) -> list[Request]:
+        with self._lock:
+            return list(self.requests)
+
+    def stop(self) -> None:
+        self._listener.close()
+        with self._lock:
+            socks, threads = list(self._socks), list(self._threads)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        for t in threads:
+            t.join(10)

@@ -21,8 +21,8 @@ from coralfs.remote.url import open_blobs
 from coralfs.remote.verify import fsck_remote
 from tests.conftest import run_cli
 from tests.remote.emulators import STARTERS
-from tests.remote.sync_helpers import Wrapped, checkpoint, exports, make_repo, snapshot
-from tests.remote.test_sync_kill import kill_loops
+from tests.remote.sync_helpers import CountingProxy, Wrapped, checkpoint, exports, make_repo, snapshot
+from tests.remote.test_sync_kill import ProxyWatch, kill_loops
 from tests.remote.test_sync_race import race
 from tests.unit.refs_conformance import RefsConformance
 
@@ -200,7 +200,13 @@ def test_the_commands_against_an_emulator(cloud_remote, tmp_path):
 
 @pytest.mark.slow
 def test_kill_push_fetch_and_clone_against_moto(s3_remote, tmp_path):
-    kill_loops(tmp_path, s3_remote.url, s3_remote.sibling("scratch"))
+    """The kill loops of test_sync_kill.py; the commands reach moto through a counting
+    proxy, which tells when a pack's body has gone out (the second push is killed then)."""
+    proxy = CountingProxy(s3_remote.endpoint)
+    try:
+        kill_loops(tmp_path, s3_remote.url, s3_remote.sibling("scratch"), ProxyWatch(proxy), endpoint=proxy.endpoint)
+    finally:
+        proxy.stop()
 
 
 def test_a_missing_bucket_fails_in_one_line_naming_the_remote_and_the_fix(cloud_remote, tmp_path):
