@@ -88,6 +88,12 @@ class BlobStore(ABC):
     def delete(self, key: str) -> None:
         """Remove a blob."""
 
+    def abandon(self, key: str) -> int:
+        """Remove what an interrupted (killed) writer of ``key`` may have left beside it;
+        returns how many leftovers went. Object stores drop an unfinished upload
+        themselves (nothing to do); a directory remote keeps its temp files until this."""
+        return 0
+
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Every key that starts with ``prefix``, in any order."""

@@ -9,7 +9,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 
-from ..objects.durable import fsync_dir, make_dirs, open_private, write_durable
+from ..objects.durable import fsync_dir, make_dirs, open_private, pid_alive, write_durable
 from .blobs import BlobInfo, BlobNotFound, BlobStore, PreconditionFailed, RemoteError
 from .url import RemoteURL
 
@@ -90,6 +90,31 @@ class FileBlobs(BlobStore):
         except FileNotFoundError:
             return
         fsync_dir(os.path.dirname(path))
+
+    def abandon(self, key: str) -> int:
+        """Remove what a killed writer of ``key`` left: the hidden temp files in its
+        directory whose writing process is gone (the pid in the name, see
+        durable._temp_name). Object stores drop an unfinished upload themselves; a
+        directory keeps the temp file until this. Returns how many were removed."""
+        d = os.path.dirname(self._path(key))
+        removed = 0
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            try:
+                pid = int(name.split("-")[1]) if name.startswith(".tmp-") else None
+            except (ValueError, IndexError):
+                continue
+            if pid is None or pid == os.getpid() or pid_alive(pid):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(d, name))
+                removed += 1
+        if removed:
+            fsync_dir(d)
+        return removed
 
     def list(self, prefix: str = "") -> Iterator[str]:
         for dirpath, dirs, files in os.walk(self.root):

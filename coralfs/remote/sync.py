@@ -165,6 +165,7 @@ def _upload(repo: Repository, blobs: BlobStore, remote: str, tips: list[ObjectId
             if blobs.head(idx_key) is None and blobs.head(pack_key) is not None:
                 blobs.delete(pack_key)   # our interrupted upload: never indexed, so never read
                 res.cleaned += 1
+            blobs.abandon(pack_key)   # a directory remote keeps a killed upload's temp file
         journal.in_flight = []
     have = RemoteObjects(blobs)
     order = plan_push(repo, tips, have.__contains__)

@@ -68,6 +68,9 @@ class Wrapped(BlobStore):
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
+    def abandon(self, key: str) -> int:
+        return self.inner.abandon(key)
+
     def list(self, prefix: str = ""):
         return self.inner.list(prefix)
 

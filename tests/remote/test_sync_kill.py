@@ -303,6 +303,9 @@ def kill_loops(tmp_path, url: str, scratch_url: str, watch: FileWatch | ProxyWat
     blobs = open_blobs(url)
     assert RemoteRefs(blobs).read(HEADS + "main") == Repository.open(src).branch_head("main")
     assert fsck_remote(blobs).unindexed == []   # the last push removed what the killed ones left
+    if url.startswith("file://"):   # and a directory's temp files of the killed uploads
+        root = url[len("file://"):]
+        assert [n for _d, _s, names in os.walk(root) for n in names if n.startswith(".tmp-")] == []
 
     # clone, killed: the same command finishes it
     dest = str(tmp_path / "clone")

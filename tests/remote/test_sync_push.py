@@ -208,3 +208,34 @@ def test_the_first_push_of_another_branch_makes_it_the_remote_head(tmp_path):
     assert blobs.get("HEAD") == b"ref: refs/heads/feature\n"
     cl, _ = clone(f"file://{tmp_path / 'remote'}", str(tmp_path / "clone"))
     assert cl.head_branch() == "feature" and cl.branches() == {"feature": repo.branch_head("main")}
+
+
+def test_the_temp_file_of_a_killed_upload_to_a_directory_remote_goes_with_the_next_push(tmp_path, monkeypatch):
+    """A push killed while a pack body was being written leaves that body's hidden temp
+    file in the remote directory (listings never show it); the next push removes it with
+    the interrupted pack, and keeps a temp file whose writer still runs."""
+    import subprocess
+    import sys
+    monkeypatch.setenv("CORALFS_PACK_SIZE", str(96 << 10))
+    repo, _ = make_repo(tmp_path, steps=3)
+    root = str(tmp_path / "remote")
+    with pytest.raises(RemoteUnavailable):   # the journal keeps the pack on its way
+        push(repo, CountingBlobs(root, fail=lambda key, _n: key.endswith(".pack")),
+             "origin", [MAIN])
+    packs = os.path.join(root, PACKS.rstrip("/"))
+    os.makedirs(packs, exist_ok=True)
+    write = ("import sys, time; from coralfs.objects.durable import write_temp; "
+             "print(write_temp(sys.argv[1], b'x' * 4096), flush=True); time.sleep(float(sys.argv[2]))")
+    dead = subprocess.Popen([sys.executable, "-c", write, packs, "600"], stdout=subprocess.PIPE, text=True)
+    dead_tmp = dead.stdout.readline().strip()
+    dead.kill()
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", write, packs, "600"], stdout=subprocess.PIPE, text=True)
+    try:
+        alive_tmp = alive.stdout.readline().strip()
+        assert os.path.exists(dead_tmp) and os.path.exists(alive_tmp)
+        push(repo, CountingBlobs(root), "origin", [MAIN])
+        assert not os.path.exists(dead_tmp) and os.path.exists(alive_tmp)
+    finally:
+        alive.kill()
+        alive.wait()
