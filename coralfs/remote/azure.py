@@ -77,7 +77,9 @@ class AzureBlobs(ObstoreBlobs):
             self.store = AzureStore(self.bucket, prefix=self.prefix or None, config=config,
                                     client_options=self.client_options(), retry_config=self.retry_config())
         except Exception as e:   # obstore raises ValueError or its own BaseError for a bad configuration
-            raise RemoteError(f"{self.url}: cannot configure Azure Blob: {str(e).splitlines()[0]}") from None
+            raise RemoteError(f"{self.url}: cannot configure Azure Blob: {str(e).splitlines()[0]}; check "
+                              "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY "
+                              "(an account key is base64)") from None
 
 
 __all__ = ["AzureBlobs", "parse_connection_string"]

@@ -81,6 +81,15 @@ def test_wrong_azure_key_is_a_credentials_error(az_remote, monkeypatch):
     assert "refused the credentials" in msg and "AZURE_STORAGE_CONNECTION_STRING" in msg, msg
 
 
+def test_a_malformed_azure_key_says_what_to_check(az_remote, monkeypatch):
+    conn = az_remote.env["AZURE_STORAGE_CONNECTION_STRING"]
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", conn.replace(AZ_KEY, "not-base64!secret"))
+    with pytest.raises(RemoteError) as e:
+        az_remote.open().get("refs/heads/main")
+    msg = one_line(e.value)
+    assert "check AZURE_STORAGE_CONNECTION_STRING" in msg and "secret" not in msg, msg
+
+
 def test_wrong_aws_keys_are_a_credentials_error(tmp_path, monkeypatch):
     """moto in IAM mode accepts only keys it issued: made-up keys are refused."""
     svc = start_moto(str(tmp_path), check_credentials=True)
