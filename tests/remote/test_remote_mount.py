@@ -357,15 +357,16 @@ def test_a_read_of_a_tensor_s_start_fetches_the_rest_of_that_tensor_and_no_other
         # The read-ahead runs in the background: wait (bounded) until it has fetched the
         # tensor, or has stopped fetching; what it fetched is checked below either way.
         deadline = time.monotonic() + 60
-        last, quiet = -1, 0
+        last, quiet, reads = None, 0, {}
         while time.monotonic() < deadline and quiet < 20:
-            n = remote_stats(str(mp))["objects_fetched"]
+            reads = json.loads((mp / ".coral" / "stats.json").read_text())
+            n = (remote_stats(str(mp))["objects_fetched"], reads["prefetched_chunks"])
             quiet = quiet + 1 if n == last else 0
             last = n
-            if mine <= cached_ids(cache):
+            # fetched, and the read-ahead's decodes counted (they finish after the fetch)
+            if mine <= cached_ids(cache) and reads["prefetched_chunks"] >= 16 - 4:
                 break
             time.sleep(0.1)
-        reads = json.loads((mp / ".coral" / "stats.json").read_text())
     have = cached_ids(cache)   # the daemon wrote its pending cache entries when it unmounted
     assert mine <= have, f"{len(mine - have)} of the tensor's 16 chunks were not fetched"
     assert not have & others, f"{len(have & others)} chunks of other tensors were fetched"
