@@ -1,6 +1,7 @@
 /* The exponent order of SUBS and SPARSE deltas (coralfs/objects/sparse.py), compiled; and
- * two encode passes of planes.py and sparse.py (byte grouping, with FGROUPED's rotation;
- * the bitmaps of SPARSE's exponent groups).
+ * the encode passes of planes.py and sparse.py (byte grouping, with FGROUPED's rotation;
+ * the bitmaps of SPARSE's exponent groups; SPARSE's changed flags, classes and ordered
+ * differences; the ranks and escapes of a ranked plane).
  *
  * A delta stores the differences of its elements in the stable order of their base
  * element's class (the 8 bits after the sign: a float's exponent). numpy finds that order
@@ -129,7 +130,67 @@
         if (key == KEY_FLOAT) encode##W##_key(u, b, o, n, start, KEY_FLOAT);                     \
         else if (key == KEY_SIGNED) encode##W##_key(u, b, o, n, start, KEY_SIGNED);              \
         else encode##W##_key(u, b, o, n, start, 0);                                              \
+    }                                                                                            \
+    /* SPARSE's first pass (sparse._sparse_payload): each element's changed flag and class,   \
+     * the class counts of the changed ones, and of every ``step``-th element (all, changed). */ \
+    static Py_ssize_t split##W(const uint8_t *u, const uint8_t *b, uint8_t *ch, uint8_t *cl,    \
+                               Py_ssize_t n, Py_ssize_t step, Py_ssize_t *hist,                  \
+                               int64_t *sn, int64_t *sk) {                                       \
+        Py_ssize_t h[4][CLASSES];                                                                \
+        memset(h, 0, sizeof h);                                                                  \
+        Py_ssize_t i = 0;                                                                        \
+        for (; i + 4 <= n; i += 4) {                                                             \
+            for (int j = 0; j < 4; j++) {                                                        \
+                T e = load##W(b + (i + j) * W);                                                  \
+                unsigned c = class##W(e), d = load##W(u + (i + j) * W) != e;                     \
+                ch[i + j] = (uint8_t)d;                                                          \
+                cl[i + j] = (uint8_t)c;                                                          \
+                h[j][c] += d;                                                                    \
+            }                                                                                    \
+        }                                                                                        \
+        for (; i < n; i++) {                                                                     \
+            T e = load##W(b + i * W);                                                            \
+            unsigned c = class##W(e), d = load##W(u + i * W) != e;                               \
+            ch[i] = (uint8_t)d;                                                                  \
+            cl[i] = (uint8_t)c;                                                                  \
+            h[0][c] += d;                                                                        \
+        }                                                                                        \
+        Py_ssize_t count = 0;                                                                    \
+        for (int c = 0; c < CLASSES; c++) {                                                      \
+            hist[c] = h[0][c] + h[1][c] + h[2][c] + h[3][c];                                     \
+            count += hist[c];                                                                    \
+        }                                                                                        \
+        for (i = 0; i < n; i += step) {                                                          \
+            sn[cl[i]]++;                                                                         \
+            sk[cl[i]] += ch[i];                                                                  \
+        }                                                                                        \
+        return count;                                                                            \
+    }                                                                                            \
+    /* o[place of the j-th changed element in class order] = its zigzag(keys(u) - keys(b)).  */ \
+    INLINE void changed##W##_key(const uint8_t *u, const uint8_t *b, const uint8_t *ch,         \
+                                 const uint8_t *cl, uint8_t *o, Py_ssize_t n,                    \
+                                 const Py_ssize_t *hist, int key) {                              \
+        uint8_t *at[CLASSES];                                                                    \
+        Py_ssize_t pos = 0;                                                                      \
+        for (int c = 0; c < CLASSES; c++) { at[c] = o + pos * W; pos += hist[c]; }               \
+        /* No branch on the flag (about half the elements of a bf16 delta change, at random): \
+         * an unchanged element's value goes to a sink and its class's pointer stays. */      \
+        uint8_t sink[8];                                                                         \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                     \
+            T d = (T)(keys##W(load##W(u + i * W), key) - keys##W(load##W(b + i * W), key));      \
+            unsigned c = cl[i], f = ch[i];                                                       \
+            uint8_t *dst = f ? at[c] : sink;                                                     \
+            store##W(dst, zigzag##W(d));                                                         \
+            at[c] += (Py_ssize_t)f * W;                                                          \
+        }                                                                                        \
+    }                                                                                            \
+    static void changed##W(const uint8_t *u, const uint8_t *b, const uint8_t *ch, const uint8_t *cl, \
+                           uint8_t *o, Py_ssize_t n, const Py_ssize_t *hist, int key) {          \
+        if (key == KEY_FLOAT) changed##W##_key(u, b, ch, cl, o, n, hist, KEY_FLOAT);             \
+        else if (key == KEY_SIGNED) changed##W##_key(u, b, ch, cl, o, n, hist, KEY_SIGNED);      \
+        else changed##W##_key(u, b, ch, cl, o, n, hist, 0);                                      \
     }
+
 
 DEFINE_WIDTH(1, uint8_t, 8, 0)
 DEFINE_WIDTH(2, uint16_t, 16, 7)
@@ -470,12 +531,141 @@ done:
     return ret;
 }
 
+PyDoc_STRVAR(sparse_encode_doc,
+"sparse_encode(data, base, changed, classes, out, width, key, step) -> bytes\n\n"
+"SPARSE's passes over n elements of ``data`` and ``base`` (n * width bytes each): write\n"
+"changed[i] = data[i] != base[i] (n bytes, 0 or 1), classes[i] = the class of base[i] (n\n"
+"bytes; 0 for width 1) and, into the first count * width bytes of ``out`` (n * width\n"
+"bytes), the differences zigzag(keys(d) - keys(b)) of the count changed elements in the\n"
+"stable order of their base classes: what subs_encode makes of the changed elements\n"
+"alone. Returns native-endian int64: count, the 256 class counts of the changed elements,\n"
+"then the 256 class counts of every ``step``-th element (i = 0, step, ...), and of the\n"
+"changed ones among them.");
+
+static PyObject *sparse_encode(PyObject *self, PyObject *args) {
+    Py_buffer data, base, changed, cls, out;
+    int width, key;
+    Py_ssize_t step;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*w*iin:sparse_encode", &data, &base, &changed, &cls, &out,
+                          &width, &key, &step)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n;
+    if (!check_sizes(width, base.len, &data, "data", &out, &n)) goto done;
+    if (changed.len != n || cls.len != n) {
+        PyErr_Format(PyExc_ValueError, "%zd changed flags and %zd classes for %zd elements", changed.len, cls.len, n);
+        goto done;
+    }
+    if (step < 1) {
+        PyErr_Format(PyExc_ValueError, "sample step %zd is not positive", step);
+        goto done;
+    }
+    if (overlaps(&out, &base) || overlaps(&out, &data) || overlaps(&changed, &base) || overlaps(&changed, &data)
+        || overlaps(&cls, &base) || overlaps(&cls, &data) || overlaps(&cls, &changed) || overlaps(&out, &changed)
+        || overlaps(&out, &cls)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    int64_t res[1 + 3 * CLASSES];
+    memset(res, 0, sizeof res);
+    Py_ssize_t hist[CLASSES], count = 0;
+    const uint8_t *u = data.buf, *b = base.buf;
+    uint8_t *ch = changed.buf, *cl = cls.buf, *o = out.buf;
+    int64_t *sn = res + 1 + CLASSES, *sk = res + 1 + 2 * CLASSES;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: count = split1(u, b, ch, cl, n, step, hist, sn, sk); changed1(u, b, ch, cl, o, n, hist, key); break;
+    case 2: count = split2(u, b, ch, cl, n, step, hist, sn, sk); changed2(u, b, ch, cl, o, n, hist, key); break;
+    case 4: count = split4(u, b, ch, cl, n, step, hist, sn, sk); changed4(u, b, ch, cl, o, n, hist, key); break;
+    default: count = split8(u, b, ch, cl, n, step, hist, sn, sk); changed8(u, b, ch, cl, o, n, hist, key); break;
+    }
+    Py_END_ALLOW_THREADS
+    res[0] = count;
+    for (int c = 0; c < CLASSES; c++) res[1 + c] = hist[c];
+    ret = PyBytes_FromStringAndSize((const char *)res, sizeof res);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&base);
+    PyBuffer_Release(&changed);
+    PyBuffer_Release(&cls);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+/* The ranks of a byte plane (planes._rank_plane): each byte's rank rank_of[v] (0-15),
+ * two to a byte, the first in the low nibble; the bytes whose rank is 15 (escapes), in
+ * order, copied out without a branch (about one in a hundred is one). */
+static Py_ssize_t rank_bytes(const uint8_t *p, Py_ssize_t n, const uint8_t *rank_of, uint8_t *packed,
+                             uint8_t *esc) {
+    Py_ssize_t k = 0, j = 0;
+    for (; 2 * j + 1 < n; j++) {
+        uint8_t a = p[2 * j], b = p[2 * j + 1];
+        unsigned ra = rank_of[a] & 15, rb = rank_of[b] & 15;
+        packed[j] = (uint8_t)(ra | rb << 4);
+        esc[k] = a;
+        k += ra == 15;
+        esc[k] = b;
+        k += rb == 15;
+    }
+    if (2 * j < n) {
+        uint8_t a = p[2 * j];
+        unsigned ra = rank_of[a] & 15;
+        packed[j] = (uint8_t)ra;
+        esc[k] = a;
+        k += ra == 15;
+    }
+    return k;
+}
+
+PyDoc_STRVAR(rank_plane_doc,
+"rank_plane(plane, rank_of, packed, escapes) -> int\n\n"
+"The n bytes of ``plane`` as 4-bit ranks rank_of[v] (``rank_of``: 256 bytes, values 0-15)\n"
+"packed two to a byte, the first in the low bits, a missing last one as 0, into\n"
+"``packed`` ((n + 1) // 2 bytes); the bytes whose rank is 15 into ``escapes`` (n bytes:\n"
+"the first count of them written), in order. Returns count.");
+
+static PyObject *rank_plane(PyObject *self, PyObject *args) {
+    Py_buffer plane, rank_of, packed, esc;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*:rank_plane", &plane, &rank_of, &packed, &esc)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n = plane.len;
+    if (rank_of.len != 256) {
+        PyErr_Format(PyExc_ValueError, "rank table of %zd bytes, not 256", rank_of.len);
+        goto done;
+    }
+    if (packed.len != (n + 1) / 2 || esc.len != n) {
+        PyErr_Format(PyExc_ValueError, "outputs of %zd and %zd bytes for a plane of %zd", packed.len, esc.len, n);
+        goto done;
+    }
+    if (overlaps(&packed, &plane) || overlaps(&esc, &plane) || overlaps(&packed, &esc)
+        || overlaps(&packed, &rank_of) || overlaps(&esc, &rank_of)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    uint8_t table[256];
+    memcpy(table, rank_of.buf, 256);
+    Py_ssize_t count;
+    const uint8_t *src = plane.buf;
+    uint8_t *pk = packed.buf, *e = esc.buf;
+    Py_BEGIN_ALLOW_THREADS
+    count = rank_bytes(src, n, table, pk, e);
+    Py_END_ALLOW_THREADS
+    ret = PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&plane);
+    PyBuffer_Release(&rank_of);
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&esc);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"ungroup", ungroup, METH_VARARGS, ungroup_doc},
     {"subs_decode", subs_decode, METH_VARARGS, subs_decode_doc},
     {"subs_encode", subs_encode, METH_VARARGS, subs_encode_doc},
     {"group", group, METH_VARARGS, group_doc},
     {"group_bits", group_bits, METH_VARARGS, group_bits_doc},
+    {"sparse_encode", sparse_encode, METH_VARARGS, sparse_encode_doc},
+    {"rank_plane", rank_plane, METH_VARARGS, rank_plane_doc},
     {NULL, NULL, 0, NULL},
 };
 
