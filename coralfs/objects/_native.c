@@ -1,7 +1,8 @@
 /* The exponent order of SUBS and SPARSE deltas (coralfs/objects/sparse.py), compiled; and
  * the encode passes of planes.py and sparse.py (byte grouping, with FGROUPED's rotation;
  * the bitmaps of SPARSE's exponent groups; SPARSE's changed flags, classes and ordered
- * differences; the ranks and escapes of a ranked plane).
+ * differences; the ranks and escapes of a ranked plane; small differences as packed
+ * symbols and escapes).
  *
  * A delta stores the differences of its elements in the stable order of their base
  * element's class (the 8 bits after the sign: a float's exponent). numpy finds that order
@@ -662,6 +663,122 @@ done:
     return ret;
 }
 
+/* SUBS/SPARSE segments of small values (sparse._pack_values): the values as ``bits``-bit
+ * symbols min(v, marker), 8 / bits to a byte, the first in the low bits, marker = 2**bits
+ * - 1; the values v >= marker as v - marker, in order (copied out without a branch). */
+#define DEFINE_SYMBOLS(W, T)                                                                     \
+    static void escapes##W(const uint8_t *v, Py_ssize_t n, int64_t *e2, int64_t *e4) {          \
+        int64_t a = 0, b = 0;                                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                     \
+            T x = load##W(v + i * W);                                                            \
+            a += x >= 3;                                                                         \
+            b += x >= 15;                                                                        \
+        }                                                                                        \
+        *e2 = a;                                                                                 \
+        *e4 = b;                                                                                 \
+    }                                                                                            \
+    static Py_ssize_t symbols##W(const uint8_t *v, Py_ssize_t n, int bits, uint8_t *packed,     \
+                                 uint8_t *esc) {                                                 \
+        const T marker = (T)((1u << bits) - 1);                                                  \
+        const int per = 8 / bits;                                                                \
+        Py_ssize_t k = 0;                                                                        \
+        for (Py_ssize_t i = 0; i < n; i += per) {                                                \
+            unsigned byte = 0;                                                                   \
+            for (int j = 0; j < per && i + j < n; j++) {                                         \
+                T x = load##W(v + (i + j) * W);                                                  \
+                T sym = x < marker ? x : marker;                                                 \
+                byte |= (unsigned)sym << (bits * j);                                             \
+                store##W(esc + k * W, (T)(x - marker));                                          \
+                k += x >= marker;                                                                \
+            }                                                                                    \
+            packed[i / per] = (uint8_t)byte;                                                     \
+        }                                                                                        \
+        return k;                                                                                \
+    }
+DEFINE_SYMBOLS(1, uint8_t)
+DEFINE_SYMBOLS(2, uint16_t)
+DEFINE_SYMBOLS(4, uint32_t)
+DEFINE_SYMBOLS(8, uint64_t)
+
+PyDoc_STRVAR(symbol_escapes_doc,
+"symbol_escapes(values, width) -> (int, int)\n\n"
+"How many of the unsigned ``width``-byte ``values`` are at least 3 and at least 15 (what\n"
+"2- and 4-bit symbols escape).");
+
+static PyObject *symbol_escapes(PyObject *self, PyObject *args) {
+    Py_buffer v;
+    int width;
+    if (!PyArg_ParseTuple(args, "y*i:symbol_escapes", &v, &width)) return NULL;
+    PyObject *ret = NULL;
+    if ((width != 1 && width != 2 && width != 4 && width != 8) || v.len % width) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not a whole number of %d-byte elements (1, 2, 4 or 8)", v.len, width);
+        goto done;
+    }
+    int64_t a = 0, b = 0;
+    Py_ssize_t n = v.len / width;
+    const uint8_t *p = v.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: escapes1(p, n, &a, &b); break;
+    case 2: escapes2(p, n, &a, &b); break;
+    case 4: escapes4(p, n, &a, &b); break;
+    default: escapes8(p, n, &a, &b); break;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_BuildValue("LL", (long long)a, (long long)b);
+done:
+    PyBuffer_Release(&v);
+    return ret;
+}
+
+PyDoc_STRVAR(pack_symbols_doc,
+"pack_symbols(values, width, bits, packed, escapes) -> int\n\n"
+"The n unsigned ``width``-byte ``values`` as ``bits``-bit symbols (2 or 4) min(v, m), m =\n"
+"2**bits - 1, 8 // bits to a byte, the first in the low bits, into ``packed`` (ceil(n *\n"
+"bits / 8) bytes); the values v >= m as v - m, in order, into ``escapes`` (n * width\n"
+"bytes: the first count written). Returns count.");
+
+static PyObject *pack_symbols(PyObject *self, PyObject *args) {
+    Py_buffer v, packed, esc;
+    int width, bits;
+    if (!PyArg_ParseTuple(args, "y*iiw*w*:pack_symbols", &v, &width, &bits, &packed, &esc)) return NULL;
+    PyObject *ret = NULL;
+    if ((width != 1 && width != 2 && width != 4 && width != 8) || v.len % width) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not a whole number of %d-byte elements (1, 2, 4 or 8)", v.len, width);
+        goto done;
+    }
+    if (bits != 2 && bits != 4) {
+        PyErr_Format(PyExc_ValueError, "%d-bit symbols: 2 or 4", bits);
+        goto done;
+    }
+    Py_ssize_t n = v.len / width;
+    if (packed.len != (n * bits + 7) / 8 || esc.len != v.len) {
+        PyErr_Format(PyExc_ValueError, "outputs of %zd and %zd bytes for %zd values", packed.len, esc.len, n);
+        goto done;
+    }
+    if (overlaps(&packed, &v) || overlaps(&esc, &v) || overlaps(&packed, &esc)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    Py_ssize_t count;
+    const uint8_t *p = v.buf;
+    uint8_t *pk = packed.buf, *e = esc.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: count = symbols1(p, n, bits, pk, e); break;
+    case 2: count = symbols2(p, n, bits, pk, e); break;
+    case 4: count = symbols4(p, n, bits, pk, e); break;
+    default: count = symbols8(p, n, bits, pk, e); break;
+    }
+    Py_END_ALLOW_THREADS
+    ret = PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&esc);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"ungroup", ungroup, METH_VARARGS, ungroup_doc},
     {"subs_decode", subs_decode, METH_VARARGS, subs_decode_doc},
@@ -670,6 +787,8 @@ static PyMethodDef methods[] = {
     {"group_bits", group_bits, METH_VARARGS, group_bits_doc},
     {"sparse_encode", sparse_encode, METH_VARARGS, sparse_encode_doc},
     {"rank_plane", rank_plane, METH_VARARGS, rank_plane_doc},
+    {"symbol_escapes", symbol_escapes, METH_VARARGS, symbol_escapes_doc},
+    {"pack_symbols", pack_symbols, METH_VARARGS, pack_symbols_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -442,3 +442,33 @@ def test_sparse_and_rank_kernels_refuse_wrong_buffers():
     assert k.rank_plane(b"", bytes(256), bytearray(), bytearray()) == 0
     info = np.frombuffer(k.sparse_encode(b"", b"", bytearray(), bytearray(), bytearray(), 4, 2, 8), dtype=np.int64)
     assert info.sum() == 0 and len(info) == 769
+
+
+@settings(max_examples=200, deadline=None)
+@given(width=st.sampled_from([1, 2, 4, 8]), n=st.one_of(st.integers(0, 40), st.integers(0, 20000)),
+       seed=st.integers(0, 2**32 - 1), top=st.sampled_from([4, 16, 40, 1 << 63]), bits=st.sampled_from(sparse.SYMBOL_BITS))
+def test_symbols_and_escapes_are_the_numpy_ones(width, n, seed, top, bits):
+    rng = np.random.default_rng(seed)
+    dt = _UINT[width]
+    s = (rng.integers(0, min(top, 1 << (8 * width - 1)), n, dtype=np.uint64) * (rng.random(n) < 0.9)).astype(dt)
+    assert native.kernel.symbol_escapes(s, width) == (int((s >= 3).sum()), int((s >= 15).sum()))
+    packed, esc = sparse._symbols(s, width, bits)
+    with numpy_path():
+        want_packed, want_esc = sparse._symbols(s, width, bits)
+        want = sparse._pack_values(s, width, 1)
+    assert packed.tobytes() == want_packed.tobytes() and esc.tobytes() == want_esc.tobytes()
+    assert sparse._pack_values(s, width, 1) == want
+
+
+def test_symbol_kernels_refuse_wrong_buffers():
+    k = native.kernel
+    with pytest.raises(ValueError, match="not a whole number of 4-byte"):
+        k.symbol_escapes(bytes(6), 4)
+    with pytest.raises(ValueError, match="3-bit symbols"):
+        k.pack_symbols(bytes(8), 2, 3, bytearray(2), bytearray(8))
+    with pytest.raises(ValueError, match="outputs of 2 and 8 bytes for 4 values"):
+        k.pack_symbols(bytes(8), 2, 2, bytearray(2), bytearray(8))
+    buf = bytearray(16)
+    with pytest.raises(ValueError, match="overlaps"):
+        k.pack_symbols(memoryview(buf)[:8], 2, 4, memoryview(buf)[6:8], bytearray(8))
+    assert k.pack_symbols(b"", 8, 4, bytearray(), bytearray()) == 0
