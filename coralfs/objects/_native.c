@@ -663,9 +663,8 @@ done:
     return ret;
 }
 
-/* SUBS/SPARSE segments of small values (sparse._pack_values): the values as ``bits``-bit
- * symbols min(v, marker), 8 / bits to a byte, the first in the low bits, marker = 2**bits
- * - 1; the values v >= marker as v - marker, in order (copied out without a branch). */
+/* Segments of small values (sparse._symbols): symbols min(v, 2**bits - 1) packed 8 / bits
+ * to a byte, low bits first; the values at or over the marker, less it, copied out branch-free. */
 #define DEFINE_SYMBOLS(W, T)                                                                     \
     static void escapes##W(const uint8_t *v, Py_ssize_t n, int64_t *e2, int64_t *e4) {          \
         int64_t a = 0, b = 0;                                                                    \
