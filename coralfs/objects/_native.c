@@ -1,6 +1,8 @@
 /* The exponent order of SUBS and SPARSE deltas (coralfs/objects/sparse.py), compiled; and
- * two encode passes of planes.py and sparse.py (byte grouping, with FGROUPED's rotation;
- * the bitmaps of SPARSE's exponent groups).
+ * the encode passes of planes.py and sparse.py (byte grouping, with FGROUPED's rotation;
+ * the bitmaps of SPARSE's exponent groups; SPARSE's changed flags, classes and ordered
+ * differences; the ranks and escapes of a ranked plane; small differences as packed
+ * symbols and escapes).
  *
  * A delta stores the differences of its elements in the stable order of their base
  * element's class (the 8 bits after the sign: a float's exponent). numpy finds that order
@@ -23,6 +25,7 @@
 #define KEY_SIGNED 1 /* coralfs/objects/dtypes.py; any other key but KEY_FLOAT is the identity */
 #define KEY_FLOAT 2
 #define CLASSES 256
+#define BLOCK 4096 /* elements whose changed positions sparse_encode lists at a time */
 
 #if defined(__GNUC__)
 #define INLINE static inline __attribute__((always_inline))
@@ -129,7 +132,60 @@
         if (key == KEY_FLOAT) encode##W##_key(u, b, o, n, start, KEY_FLOAT);                     \
         else if (key == KEY_SIGNED) encode##W##_key(u, b, o, n, start, KEY_SIGNED);              \
         else encode##W##_key(u, b, o, n, start, 0);                                              \
+    }                                                                                            \
+    /* SPARSE's first pass (sparse._sparse_payload): each element's changed flag and class,   \
+     * the class counts of the changed ones, and of every ``step``-th element (all, changed). */ \
+    /* SPARSE's first pass: each element's flag and class (a loop the compiler vectorizes,  \
+     * a block at a time), the positions of the changed ones listed without a branch into   \
+     * ``list``, the class counts of those, and of every ``step``-th element. */           \
+    static Py_ssize_t split##W(const uint8_t *u, const uint8_t *b, uint8_t *restrict ch, uint8_t *restrict cl, \
+                               Py_ssize_t n, Py_ssize_t step, Py_ssize_t *hist,                  \
+                               int64_t *sn, int64_t *sk, uint32_t *list) {                       \
+        Py_ssize_t k = 0;                                                                        \
+        memset(hist, 0, CLASSES * sizeof *hist);                                                 \
+        for (Py_ssize_t lo = 0; lo < n; lo += BLOCK) {                                           \
+            Py_ssize_t m = n - lo < BLOCK ? n - lo : BLOCK, k0 = k;                              \
+            for (Py_ssize_t i = lo; i < lo + m; i++) {                                           \
+                T e = load##W(b + i * W);                                                        \
+                ch[i] = (uint8_t)(load##W(u + i * W) != e);                                      \
+                cl[i] = (uint8_t)class##W(e);                                                    \
+            }                                                                                    \
+            for (Py_ssize_t i = lo; i < lo + m; i++) {                                           \
+                list[k] = (uint32_t)i;                                                           \
+                k += ch[i];                                                                      \
+            }                                                                                    \
+            for (Py_ssize_t t = k0; t < k; t++) hist[cl[list[t]]]++;                             \
+        }                                                                                        \
+        for (Py_ssize_t i = 0; i < n; i += step) {                                               \
+            sn[cl[i]]++;                                                                         \
+            sk[cl[i]] += ch[i];                                                                  \
+        }                                                                                        \
+        return k;                                                                                \
+    }                                                                                            \
+    /* o[place of the t-th changed element in class order] = its zigzag(keys(u) - keys(b)), \
+     * over the listed positions only (a branch on each flag would mispredict: a random     \
+     * tenth to a half of a bf16 delta's elements change). */                                \
+    INLINE void changed##W##_key(const uint8_t *u, const uint8_t *b, const uint32_t *list,      \
+                                 Py_ssize_t count, const uint8_t *cl, uint8_t *o,                \
+                                 const Py_ssize_t *hist, int key) {                              \
+        uint8_t *at[CLASSES];                                                                    \
+        Py_ssize_t pos = 0;                                                                      \
+        for (int c = 0; c < CLASSES; c++) { at[c] = o + pos * W; pos += hist[c]; }               \
+        for (Py_ssize_t t = 0; t < count; t++) {                                                 \
+            Py_ssize_t i = list[t];                                                              \
+            T d = (T)(keys##W(load##W(u + i * W), key) - keys##W(load##W(b + i * W), key));      \
+            unsigned c = cl[i];                                                                  \
+            store##W(at[c], zigzag##W(d));                                                       \
+            at[c] += W;                                                                          \
+        }                                                                                        \
+    }                                                                                            \
+    static void changed##W(const uint8_t *u, const uint8_t *b, const uint32_t *list, Py_ssize_t count, \
+                           const uint8_t *cl, uint8_t *o, const Py_ssize_t *hist, int key) {     \
+        if (key == KEY_FLOAT) changed##W##_key(u, b, list, count, cl, o, hist, KEY_FLOAT);       \
+        else if (key == KEY_SIGNED) changed##W##_key(u, b, list, count, cl, o, hist, KEY_SIGNED); \
+        else changed##W##_key(u, b, list, count, cl, o, hist, 0);                                \
     }
+
 
 DEFINE_WIDTH(1, uint8_t, 8, 0)
 DEFINE_WIDTH(2, uint16_t, 16, 7)
@@ -470,12 +526,268 @@ done:
     return ret;
 }
 
+PyDoc_STRVAR(sparse_encode_doc,
+"sparse_encode(data, base, changed, classes, out, width, key, step) -> bytes\n\n"
+"SPARSE's passes over n elements of ``data`` and ``base`` (n * width bytes each): write\n"
+"changed[i] = data[i] != base[i] (n bytes, 0 or 1), classes[i] = the class of base[i] (n\n"
+"bytes; 0 for width 1) and, into the first count * width bytes of ``out`` (n * width\n"
+"bytes), the differences zigzag(keys(d) - keys(b)) of the count changed elements in the\n"
+"stable order of their base classes: what subs_encode makes of the changed elements\n"
+"alone. Returns native-endian int64: count, the 256 class counts of the changed elements,\n"
+"then the 256 class counts of every ``step``-th element (i = 0, step, ...), and of the\n"
+"changed ones among them.");
+
+static PyObject *sparse_encode(PyObject *self, PyObject *args) {
+    Py_buffer data, base, changed, cls, out;
+    int width, key;
+    Py_ssize_t step;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*w*iin:sparse_encode", &data, &base, &changed, &cls, &out,
+                          &width, &key, &step)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n;
+    if (!check_sizes(width, base.len, &data, "data", &out, &n)) goto done;
+    if (changed.len != n || cls.len != n) {
+        PyErr_Format(PyExc_ValueError, "%zd changed flags and %zd classes for %zd elements", changed.len, cls.len, n);
+        goto done;
+    }
+    if (step < 1) {
+        PyErr_Format(PyExc_ValueError, "sample step %zd is not positive", step);
+        goto done;
+    }
+    if (overlaps(&out, &base) || overlaps(&out, &data) || overlaps(&changed, &base) || overlaps(&changed, &data)
+        || overlaps(&cls, &base) || overlaps(&cls, &data) || overlaps(&cls, &changed) || overlaps(&out, &changed)
+        || overlaps(&out, &cls)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    int64_t res[1 + 3 * CLASSES];
+    memset(res, 0, sizeof res);
+    Py_ssize_t hist[CLASSES], count = 0;
+    const uint8_t *u = data.buf, *b = base.buf;
+    uint8_t *ch = changed.buf, *cl = cls.buf, *o = out.buf;
+    int64_t *sn = res + 1 + CLASSES, *sk = res + 1 + 2 * CLASSES;
+    if ((uint64_t)n > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%zd elements: at most 2**32 - 1", n);
+        goto done;
+    }
+    uint32_t *list = PyMem_RawMalloc((n ? n : 1) * sizeof *list);
+    if (!list) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: count = split1(u, b, ch, cl, n, step, hist, sn, sk, list); changed1(u, b, list, count, cl, o, hist, key); break;
+    case 2: count = split2(u, b, ch, cl, n, step, hist, sn, sk, list); changed2(u, b, list, count, cl, o, hist, key); break;
+    case 4: count = split4(u, b, ch, cl, n, step, hist, sn, sk, list); changed4(u, b, list, count, cl, o, hist, key); break;
+    default: count = split8(u, b, ch, cl, n, step, hist, sn, sk, list); changed8(u, b, list, count, cl, o, hist, key); break;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(list);
+    res[0] = count;
+    for (int c = 0; c < CLASSES; c++) res[1 + c] = hist[c];
+    ret = PyBytes_FromStringAndSize((const char *)res, sizeof res);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&base);
+    PyBuffer_Release(&changed);
+    PyBuffer_Release(&cls);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+/* The ranks of a byte plane (planes._rank_plane): each byte's rank rank_of[v] (0-15),
+ * two to a byte, the first in the low nibble; the bytes whose rank is 15 (escapes), in
+ * order, copied out without a branch (about one in a hundred is one). */
+static Py_ssize_t rank_bytes(const uint8_t *p, Py_ssize_t n, const uint8_t *rank_of, uint8_t *packed,
+                             uint8_t *esc) {
+    Py_ssize_t k = 0, j = 0;
+    for (; 2 * j + 1 < n; j++) {
+        uint8_t a = p[2 * j], b = p[2 * j + 1];
+        unsigned ra = rank_of[a] & 15, rb = rank_of[b] & 15;
+        packed[j] = (uint8_t)(ra | rb << 4);
+        esc[k] = a;
+        k += ra == 15;
+        esc[k] = b;
+        k += rb == 15;
+    }
+    if (2 * j < n) {
+        uint8_t a = p[2 * j];
+        unsigned ra = rank_of[a] & 15;
+        packed[j] = (uint8_t)ra;
+        esc[k] = a;
+        k += ra == 15;
+    }
+    return k;
+}
+
+PyDoc_STRVAR(rank_plane_doc,
+"rank_plane(plane, rank_of, packed, escapes) -> int\n\n"
+"The n bytes of ``plane`` as 4-bit ranks rank_of[v] (``rank_of``: 256 bytes, values 0-15)\n"
+"packed two to a byte, the first in the low bits, a missing last one as 0, into\n"
+"``packed`` ((n + 1) // 2 bytes); the bytes whose rank is 15 into ``escapes`` (n bytes:\n"
+"the first count of them written), in order. Returns count.");
+
+static PyObject *rank_plane(PyObject *self, PyObject *args) {
+    Py_buffer plane, rank_of, packed, esc;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*:rank_plane", &plane, &rank_of, &packed, &esc)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n = plane.len;
+    if (rank_of.len != 256) {
+        PyErr_Format(PyExc_ValueError, "rank table of %zd bytes, not 256", rank_of.len);
+        goto done;
+    }
+    if (packed.len != (n + 1) / 2 || esc.len != n) {
+        PyErr_Format(PyExc_ValueError, "outputs of %zd and %zd bytes for a plane of %zd", packed.len, esc.len, n);
+        goto done;
+    }
+    if (overlaps(&packed, &plane) || overlaps(&esc, &plane) || overlaps(&packed, &esc)
+        || overlaps(&packed, &rank_of) || overlaps(&esc, &rank_of)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    uint8_t table[256];
+    memcpy(table, rank_of.buf, 256);
+    Py_ssize_t count;
+    const uint8_t *src = plane.buf;
+    uint8_t *pk = packed.buf, *e = esc.buf;
+    Py_BEGIN_ALLOW_THREADS
+    count = rank_bytes(src, n, table, pk, e);
+    Py_END_ALLOW_THREADS
+    ret = PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&plane);
+    PyBuffer_Release(&rank_of);
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&esc);
+    return ret;
+}
+
+/* Segments of small values (sparse._symbols): symbols min(v, 2**bits - 1) packed 8 / bits
+ * to a byte, low bits first; the values at or over the marker, less it, copied out branch-free. */
+#define DEFINE_SYMBOLS(W, T)                                                                     \
+    static void escapes##W(const uint8_t *v, Py_ssize_t n, int64_t *e2, int64_t *e4) {          \
+        int64_t a = 0, b = 0;                                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                     \
+            T x = load##W(v + i * W);                                                            \
+            a += x >= 3;                                                                         \
+            b += x >= 15;                                                                        \
+        }                                                                                        \
+        *e2 = a;                                                                                 \
+        *e4 = b;                                                                                 \
+    }                                                                                            \
+    static Py_ssize_t symbols##W(const uint8_t *v, Py_ssize_t n, int bits, uint8_t *packed,     \
+                                 uint8_t *esc) {                                                 \
+        const T marker = (T)((1u << bits) - 1);                                                  \
+        const int per = 8 / bits;                                                                \
+        Py_ssize_t k = 0;                                                                        \
+        for (Py_ssize_t i = 0; i < n; i += per) {                                                \
+            unsigned byte = 0;                                                                   \
+            for (int j = 0; j < per && i + j < n; j++) {                                         \
+                T x = load##W(v + (i + j) * W);                                                  \
+                T sym = x < marker ? x : marker;                                                 \
+                byte |= (unsigned)sym << (bits * j);                                             \
+                store##W(esc + k * W, (T)(x - marker));                                          \
+                k += x >= marker;                                                                \
+            }                                                                                    \
+            packed[i / per] = (uint8_t)byte;                                                     \
+        }                                                                                        \
+        return k;                                                                                \
+    }
+DEFINE_SYMBOLS(1, uint8_t)
+DEFINE_SYMBOLS(2, uint16_t)
+DEFINE_SYMBOLS(4, uint32_t)
+DEFINE_SYMBOLS(8, uint64_t)
+
+PyDoc_STRVAR(symbol_escapes_doc,
+"symbol_escapes(values, width) -> (int, int)\n\n"
+"How many of the unsigned ``width``-byte ``values`` are at least 3 and at least 15 (what\n"
+"2- and 4-bit symbols escape).");
+
+static PyObject *symbol_escapes(PyObject *self, PyObject *args) {
+    Py_buffer v;
+    int width;
+    if (!PyArg_ParseTuple(args, "y*i:symbol_escapes", &v, &width)) return NULL;
+    PyObject *ret = NULL;
+    if ((width != 1 && width != 2 && width != 4 && width != 8) || v.len % width) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not a whole number of %d-byte elements (1, 2, 4 or 8)", v.len, width);
+        goto done;
+    }
+    int64_t a = 0, b = 0;
+    Py_ssize_t n = v.len / width;
+    const uint8_t *p = v.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: escapes1(p, n, &a, &b); break;
+    case 2: escapes2(p, n, &a, &b); break;
+    case 4: escapes4(p, n, &a, &b); break;
+    default: escapes8(p, n, &a, &b); break;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_BuildValue("LL", (long long)a, (long long)b);
+done:
+    PyBuffer_Release(&v);
+    return ret;
+}
+
+PyDoc_STRVAR(pack_symbols_doc,
+"pack_symbols(values, width, bits, packed, escapes) -> int\n\n"
+"The n unsigned ``width``-byte ``values`` as ``bits``-bit symbols (2 or 4) min(v, m), m =\n"
+"2**bits - 1, 8 // bits to a byte, the first in the low bits, into ``packed`` (ceil(n *\n"
+"bits / 8) bytes); the values v >= m as v - m, in order, into ``escapes`` (n * width\n"
+"bytes: the first count written). Returns count.");
+
+static PyObject *pack_symbols(PyObject *self, PyObject *args) {
+    Py_buffer v, packed, esc;
+    int width, bits;
+    if (!PyArg_ParseTuple(args, "y*iiw*w*:pack_symbols", &v, &width, &bits, &packed, &esc)) return NULL;
+    PyObject *ret = NULL;
+    if ((width != 1 && width != 2 && width != 4 && width != 8) || v.len % width) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not a whole number of %d-byte elements (1, 2, 4 or 8)", v.len, width);
+        goto done;
+    }
+    if (bits != 2 && bits != 4) {
+        PyErr_Format(PyExc_ValueError, "%d-bit symbols: 2 or 4", bits);
+        goto done;
+    }
+    Py_ssize_t n = v.len / width;
+    if (packed.len != (n * bits + 7) / 8 || esc.len != v.len) {
+        PyErr_Format(PyExc_ValueError, "outputs of %zd and %zd bytes for %zd values", packed.len, esc.len, n);
+        goto done;
+    }
+    if (overlaps(&packed, &v) || overlaps(&esc, &v) || overlaps(&packed, &esc)) {
+        PyErr_SetString(PyExc_ValueError, "output overlaps an input");
+        goto done;
+    }
+    Py_ssize_t count;
+    const uint8_t *p = v.buf;
+    uint8_t *pk = packed.buf, *e = esc.buf;
+    Py_BEGIN_ALLOW_THREADS
+    switch (width) {
+    case 1: count = symbols1(p, n, bits, pk, e); break;
+    case 2: count = symbols2(p, n, bits, pk, e); break;
+    case 4: count = symbols4(p, n, bits, pk, e); break;
+    default: count = symbols8(p, n, bits, pk, e); break;
+    }
+    Py_END_ALLOW_THREADS
+    ret = PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&esc);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"ungroup", ungroup, METH_VARARGS, ungroup_doc},
     {"subs_decode", subs_decode, METH_VARARGS, subs_decode_doc},
     {"subs_encode", subs_encode, METH_VARARGS, subs_encode_doc},
     {"group", group, METH_VARARGS, group_doc},
     {"group_bits", group_bits, METH_VARARGS, group_bits_doc},
+    {"sparse_encode", sparse_encode, METH_VARARGS, sparse_encode_doc},
+    {"rank_plane", rank_plane, METH_VARARGS, rank_plane_doc},
+    {"symbol_escapes", symbol_escapes, METH_VARARGS, symbol_escapes_doc},
+    {"pack_symbols", pack_symbols, METH_VARARGS, pack_symbols_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -275,10 +275,18 @@ def _rank_plane(plane: np.ndarray, level: int) -> bytes:
     top = top[counts[top] > 0]
     rank_of = np.full(256, RANKS, dtype=np.uint8)
     rank_of[top] = np.arange(len(top), dtype=np.uint8)
-    packed = _pack_nibbles(plane, _nibble_pairs(rank_of))
-    at = _escapes_at(packed, len(plane))
-    nesc = len(at)
-    esc = plane.take(at)
+    kern = native.kernel
+    if kern is not None:
+        # The ranks and the escapes in one pass of the compiled kernel.
+        packed = np.empty((len(plane) + 1) // 2, dtype=np.uint8)
+        esc = np.empty(len(plane), dtype=np.uint8)
+        nesc = kern.rank_plane(plane, rank_of, packed, esc)
+        esc = esc[:nesc]
+    else:
+        packed = _pack_nibbles(plane, _nibble_pairs(rank_of))
+        at = _escapes_at(packed, len(plane))
+        nesc = len(at)
+        esc = plane.take(at)
     m1, packed = _squeeze(packed, level)
     m2, escaped = _squeeze(esc, level)
     return b"".join((bytes((len(top),)), top.astype(np.uint8).tobytes(), _ESCAPES.pack(nesc),

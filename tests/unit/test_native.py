@@ -355,3 +355,120 @@ def test_encode_passes_refuse_wrong_buffers():
     with pytest.raises(ValueError, match="output of 1 bytes for 2 bitmaps"):
         k.group_bits(bytes(8), bytes(8), b"\x05", bytearray(1))
     assert np.frombuffer(k.group_bits(b"", b"", b"\x01", bytearray()), dtype=np.int64).tolist() == [0, 0, 0, 0]
+
+
+# -- SPARSE's passes and the ranks of a plane in one kernel call each ---------------------------
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=elements(), key=st.sampled_from(KEYS), step=st.sampled_from([1, 3, 8]))
+def test_sparse_encode_is_the_numpy_flags_classes_order_and_counts(case, key, step):
+    width, bu, u = case
+    n = len(bu)
+    changed = np.full(n, True)
+    cls = np.full(n, 0xAA, dtype=np.uint8)
+    vals = np.full(n, 0x5A, dtype=bu.dtype)
+    info = np.frombuffer(native.kernel.sparse_encode(u, bu, changed, cls, vals, width, key, step), dtype=np.int64)
+    want_changed = u != bu
+    want_cls = sparse._classes(bu, width) if width > 1 else np.zeros(n, dtype=np.uint8)
+    assert np.array_equal(changed, want_changed) and np.array_equal(cls, want_cls)
+    idx = np.flatnonzero(want_changed)
+    uc, bc = u[idx], bu[idx]
+    perm, cuts = _numpy_order(bc, width)
+    count = int(info[0])
+    assert count == len(idx)
+    assert vals[:count].tobytes() == _zigzag(_keys(uc, width, key) - _keys(bc, width, key), width)[perm].tobytes()
+    assert sparse._counted_cuts(info[1:257]) == cuts
+    assert np.array_equal(info[1:257], np.bincount(want_cls[idx], minlength=256))
+    s = want_cls[::step]
+    assert np.array_equal(info[257:513], np.bincount(s, minlength=256))
+    assert np.array_equal(info[513:769], np.bincount(s[want_changed[::step]], minlength=256))
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.one_of(st.integers(0, 40), st.integers(0, 30000)), seed=st.integers(0, 2**32 - 1),
+       spread=st.sampled_from([2, 12, 20, 256]))
+def test_rank_plane_is_the_numpy_ranks_and_escapes(n, seed, spread):
+    rng = np.random.default_rng(seed)
+    plane = (rng.integers(0, spread, n) * 7 % 256).astype(np.uint8)
+    rank_of = rng.integers(0, 16, 256).astype(np.uint8)
+    packed = np.full((n + 1) // 2, 0xAA, dtype=np.uint8)
+    esc = np.full(n, 0x55, dtype=np.uint8)
+    count = native.kernel.rank_plane(plane, rank_of, packed, esc)
+    want = planes._pack_nibbles(plane, planes._nibble_pairs(rank_of))
+    assert packed.tobytes() == want.tobytes()
+    assert esc[:count].tobytes() == plane.take(planes._escapes_at(want, n)).tobytes()
+    with numpy_path():
+        numpy_planes = planes._rank_plane(plane, 1)
+    assert planes._rank_plane(plane, 1) == numpy_planes
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dtype=st.sampled_from(["BF16", "F16", "F32", "F64"]), n=st.integers(0, 40000),
+       seed=st.integers(0, 2**32 - 1), force=st.booleans())
+def test_fgrouped_frames_are_byte_identical_on_both_paths(dtype, n, seed, force):
+    """Weights-like elements (a few exponents: the ranked top plane), ranked or not."""
+    dt = dtypes.lookup(dtype)
+    rng = np.random.default_rng(seed)
+    b = (rng.standard_normal(n) * 0.05).astype(np.float64).view(np.uint64)
+    w = dt.width
+    buf = (b >> np.uint64(64 - 8 * w)).astype(_UINT[w]).view(np.uint8) if w < 8 else b.view(np.uint8)
+    g = planes.group(buf, w, rotate=True)
+    got = planes._pack_planes(g, w, 1, ranked=(w - 1,), force=force)
+    frame = codecs.encode(buf.tobytes(), hash_bytes(buf.tobytes()), width=w, key=dt.key, level=1)
+    with numpy_path():
+        assert planes._pack_planes(planes.group(buf, w, rotate=True), w, 1, ranked=(w - 1,), force=force) == got
+        assert codecs.encode(buf.tobytes(), hash_bytes(buf.tobytes()), width=w, key=dt.key, level=1) == frame
+    assert codecs.decode(frame, hash_bytes(buf.tobytes())) == buf.tobytes()
+
+
+def test_sparse_and_rank_kernels_refuse_wrong_buffers():
+    k = native.kernel
+    b = np.zeros(8, dtype=np.uint16)
+    with pytest.raises(ValueError, match="7 changed flags and 8 classes for 8 elements"):
+        k.sparse_encode(b, b.copy(), bytearray(7), bytearray(8), bytearray(16), 2, 2, 8)
+    with pytest.raises(ValueError, match="output of 8 bytes for a base of 16"):
+        k.sparse_encode(b, b.copy(), bytearray(8), bytearray(8), bytearray(8), 2, 2, 8)
+    with pytest.raises(ValueError, match="step 0"):
+        k.sparse_encode(b, b.copy(), bytearray(8), bytearray(8), bytearray(16), 2, 2, 0)
+    buf = bytearray(32)
+    with pytest.raises(ValueError, match="overlaps"):
+        k.sparse_encode(b, b.copy(), memoryview(buf)[:8], memoryview(buf)[4:12], bytearray(16), 2, 2, 1)
+    with pytest.raises(ValueError, match="rank table of 255 bytes"):
+        k.rank_plane(bytes(4), bytes(255), bytearray(2), bytearray(4))
+    with pytest.raises(ValueError, match="outputs of 3 and 4 bytes for a plane of 4"):
+        k.rank_plane(bytes(4), bytes(256), bytearray(3), bytearray(4))
+    with pytest.raises(ValueError, match="overlaps"):
+        k.rank_plane(memoryview(buf)[:4], bytes(256), memoryview(buf)[2:4], bytearray(4))
+    assert k.rank_plane(b"", bytes(256), bytearray(), bytearray()) == 0
+    info = np.frombuffer(k.sparse_encode(b"", b"", bytearray(), bytearray(), bytearray(), 4, 2, 8), dtype=np.int64)
+    assert info.sum() == 0 and len(info) == 769
+
+
+@settings(max_examples=200, deadline=None)
+@given(width=st.sampled_from([1, 2, 4, 8]), n=st.one_of(st.integers(0, 40), st.integers(0, 20000)),
+       seed=st.integers(0, 2**32 - 1), top=st.sampled_from([4, 16, 40, 1 << 63]), bits=st.sampled_from(sparse.SYMBOL_BITS))
+def test_symbols_and_escapes_are_the_numpy_ones(width, n, seed, top, bits):
+    rng = np.random.default_rng(seed)
+    dt = _UINT[width]
+    s = (rng.integers(0, min(top, 1 << (8 * width - 1)), n, dtype=np.uint64) * (rng.random(n) < 0.9)).astype(dt)
+    assert native.kernel.symbol_escapes(s, width) == (int((s >= 3).sum()), int((s >= 15).sum()))
+    packed, esc = sparse._symbols(s, width, bits)
+    with numpy_path():
+        want_packed, want_esc = sparse._symbols(s, width, bits)
+        want = sparse._pack_values(s, width, 1)
+    assert packed.tobytes() == want_packed.tobytes() and esc.tobytes() == want_esc.tobytes()
+    assert sparse._pack_values(s, width, 1) == want
+
+
+def test_symbol_kernels_refuse_wrong_buffers():
+    k = native.kernel
+    with pytest.raises(ValueError, match="not a whole number of 4-byte"):
+        k.symbol_escapes(bytes(6), 4)
+    with pytest.raises(ValueError, match="3-bit symbols"):
+        k.pack_symbols(bytes(8), 2, 3, bytearray(2), bytearray(8))
+    with pytest.raises(ValueError, match="outputs of 2 and 8 bytes for 4 values"):
+        k.pack_symbols(bytes(8), 2, 2, bytearray(2), bytearray(8))
+    buf = bytearray(16)
+    with pytest.raises(ValueError, match="overlaps"):
+        k.pack_symbols(memoryview(buf)[:8], 2, 4, memoryview(buf)[6:8], bytearray(8))
+    assert k.pack_symbols(b"", 8, 4, bytearray(), bytearray()) == 0
