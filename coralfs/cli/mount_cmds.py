@@ -62,7 +62,8 @@ def mount(
     from ..fs.lifecycle import MountError, MountSpec, split_target
     from ..fs.lifecycle import mount as do_mount
     from ..objects.config import _parse_value
-    from ..objects.errors import CoralError
+    from ..objects.errors import ObjectUnavailable
+    from ..remote.blobs import RemoteError
     mp, ref = split_target(target)
     if not write and (branch is not None or auto_commit is not None):
         raise MountError("--branch and --auto-commit belong to writable mounts: add --write "
@@ -99,10 +100,11 @@ def mount(
                      read_ahead_kb=read_ahead_kb, max_background=max_background)
     try:
         spec = do_mount(spec, foreground=foreground)
-    except CoralError as e:
-        # A mount's errors say which configured remote it was, as push's and fetch's do.
+    except (RemoteError, ObjectUnavailable) as e:
+        # What the remote answered names the configured remote too, as push's and fetch's
+        # errors do (a local error, of the mountpoint say, does not).
         if remote is not None and not str(e).startswith(f"remote {remote}: "):
-            e.args = (f"remote {remote}: {e}", *e.args[1:])
+            e.args = (f"remote {remote}: {e}",)
         raise
     if not foreground:
         if write:

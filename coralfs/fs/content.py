@@ -42,6 +42,7 @@ class Span:
             data = cache.get(p[0])  # a hit: counted, and kept fresh in the LRU
             if data is None:  # evicted since the probe
                 return None
+            cache.served(p[0], data)  # read for itself (a disk tier writes a base-only chunk now)
             out.append(_cut(data, p[1], p[2]))
         return _join(out)
 

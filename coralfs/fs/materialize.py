@@ -413,13 +413,19 @@ class TieredChunks:
         return self.memory.peek(key)
 
     def put(self, key: Hashable, value: bytes, keep: bool = True) -> None:
-        self.memory.put(key, value)
+        # _unkept changes before the memory cache holds the chunk: a reader that finds it
+        # there and calls served() then sees whether it still has to be written.
         with self._cond:
-            if not keep:
+            if keep:
+                self._unkept.discard(key)
+            else:
                 self._unkept.add(key)
-                return
-            self._unkept.discard(key)
-        self.materialize(ObjectId(key), value)
+                if len(self._unkept) > 2 * max(256, len(self.memory)):
+                    # what the memory cache evicted since: a later read decodes it again
+                    self._unkept = {k for k in self._unkept if k in self.memory}
+        self.memory.put(key, value)
+        if keep:
+            self.materialize(ObjectId(key), value)
 
     def served(self, key: Hashable, value: bytes) -> None:
         with self._cond:

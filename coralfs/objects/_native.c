@@ -133,8 +133,6 @@
         else if (key == KEY_SIGNED) encode##W##_key(u, b, o, n, start, KEY_SIGNED);              \
         else encode##W##_key(u, b, o, n, start, 0);                                              \
     }                                                                                            \
-    /* SPARSE's first pass (sparse._sparse_payload): each element's changed flag and class,   \
-     * the class counts of the changed ones, and of every ``step``-th element (all, changed). */ \
     /* SPARSE's first pass: each element's flag and class (a loop the compiler vectorizes,  \
      * a block at a time), the positions of the changed ones listed without a branch into   \
      * ``list``, the class counts of those, and of every ``step``-th element. */           \

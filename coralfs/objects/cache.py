@@ -58,3 +58,6 @@ class ByteLRU:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)

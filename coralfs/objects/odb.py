@@ -128,7 +128,9 @@ class ObjectDB:
                 data = self.chunks.get(oid)
                 if data is None:
                     # The leader failed or the cache could not hold it: decode ourselves.
-                    return self._decode(oid)
+                    data = self._decode(oid)
+                    self.chunks.put(oid, data, keep=not base)
+                    return data
         if not base:
             self.chunks.served(oid, data)
         return data

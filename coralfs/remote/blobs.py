@@ -51,9 +51,10 @@ class BlobInfo:
 
 
 class BlobStore(ABC):
-    """Blobs under one prefix. Every method is abstract: a backend that forgot one cannot
-    be instantiated. Absent keys raise BlobNotFound from ``get`` and ``get_range``;
-    ``head`` answers None; ``delete`` of an absent key is a no-op."""
+    """Blobs under one prefix. Every method but ``get_range_view`` and ``abandon`` (which
+    have defaults) is abstract: a backend that forgot one cannot be instantiated. Absent
+    keys raise BlobNotFound from ``get`` and ``get_range``; ``head`` answers None;
+    ``delete`` of an absent key is a no-op."""
 
     url: str   # the remote URL it was opened from, for messages
 
@@ -88,10 +89,11 @@ class BlobStore(ABC):
     def delete(self, key: str) -> None:
         """Remove a blob."""
 
-    def abandon(self, key: str) -> int:
-        """Remove what an interrupted (killed) writer of ``key`` may have left beside it;
-        returns how many leftovers went. Object stores drop an unfinished upload
-        themselves (nothing to do); a directory remote keeps its temp files until this."""
+    def abandon(self, folder: str) -> int:
+        """Remove what interrupted (killed) writers of blobs in ``folder`` (a key prefix
+        ending in "/") left there; returns how many leftovers went. An object store never shows a partial object
+        under a key (an unfinished S3 multipart upload is left to the bucket's lifecycle
+        rule): nothing to do; a directory remote keeps its temp files until this."""
         return 0
 
     @abstractmethod

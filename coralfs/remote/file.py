@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 
 from ..objects.durable import fsync_dir, make_dirs, open_private, pid_alive, write_durable
@@ -14,6 +15,7 @@ from .blobs import BlobInfo, BlobNotFound, BlobStore, PreconditionFailed, Remote
 from .url import RemoteURL
 
 _LOCK = ".coralfs-remote.lock"
+ABANDONED_AFTER = 600.0   # seconds without a write after which a dead writer's temp file goes
 
 
 def check_key(key: str) -> str:
@@ -91,27 +93,31 @@ class FileBlobs(BlobStore):
             return
         fsync_dir(os.path.dirname(path))
 
-    def abandon(self, key: str) -> int:
-        """Remove what a killed writer of ``key`` left: the hidden temp files in its
-        directory whose writing process is gone (the pid in the name, see
-        durable._temp_name). Object stores drop an unfinished upload themselves; a
-        directory keeps the temp file until this. Returns how many were removed."""
-        d = os.path.dirname(self._path(key))
+    def abandon(self, folder: str, older_than: float = ABANDONED_AFTER) -> int:
+        """Remove what killed writers left in ``folder``: hidden temp files there whose
+        writing process is gone (the pid in the name, see durable._temp_name) and that
+        nobody wrote to for ``older_than`` seconds (a pid
+        tells nothing of a writer on another host of a shared file system, but a live
+        writer of one blob touches its temp file all along). Returns how many went."""
+        d = self._path(folder.rstrip("/"))
         removed = 0
         try:
             names = os.listdir(d)
         except FileNotFoundError:
             return 0
+        now = time.time()
         for name in names:
+            if not name.startswith(".tmp-"):
+                continue
+            path = os.path.join(d, name)
             try:
-                pid = int(name.split("-")[1]) if name.startswith(".tmp-") else None
-            except (ValueError, IndexError):
+                pid = int(name.split("-")[1])
+                if pid == os.getpid() or pid_alive(pid) or now - os.lstat(path).st_mtime < older_than:
+                    continue
+                os.unlink(path)
+            except (ValueError, IndexError, OverflowError, OSError):
                 continue
-            if pid is None or pid == os.getpid() or pid_alive(pid):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(d, name))
-                removed += 1
+            removed += 1
         if removed:
             fsync_dir(d)
         return removed

@@ -46,7 +46,7 @@ from .graph import (
     refused_object,
 )
 from .journal import JOURNAL_DIR, Journal
-from .packs import TARGET_PACK, Location, PackBuilder, encode_index, pack_keys
+from .packs import PACKS, TARGET_PACK, Location, PackBuilder, encode_index, pack_keys
 from .packs import coalesce as _ranges
 from .refs import RemoteRefs
 from .url import open_blobs
@@ -165,8 +165,8 @@ def _upload(repo: Repository, blobs: BlobStore, remote: str, tips: list[ObjectId
             if blobs.head(idx_key) is None and blobs.head(pack_key) is not None:
                 blobs.delete(pack_key)   # our interrupted upload: never indexed, so never read
                 res.cleaned += 1
-            blobs.abandon(pack_key)   # a directory remote keeps a killed upload's temp file
         journal.in_flight = []
+    blobs.abandon(PACKS)   # a directory remote keeps the temp files of killed uploads
     have = RemoteObjects(blobs)
     order = plan_push(repo, tips, have.__contains__)
     total = sum(repo.store.size(o) for o in order)

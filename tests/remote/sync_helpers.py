@@ -68,8 +68,8 @@ class Wrapped(BlobStore):
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
-    def abandon(self, key: str) -> int:
-        return self.inner.abandon(key)
+    def abandon(self, folder: str) -> int:
+        return self.inner.abandon(folder)
 
     def list(self, prefix: str = ""):
         return self.inner.list(prefix)

@@ -166,6 +166,9 @@ def test_a_mount_with_a_wrong_azure_key_is_one_line_naming_the_remote_and_the_fi
         assert not any(ln.split()[1] == str(mp) for ln in open("/proc/mounts"))
         assert not os.listdir(mp)
         assert not any(x["mountpoint"] == str(mp) for x in json.loads(run_cli("mounts", "--json").stdout))
+    # A local error is not the remote's: a missing mountpoint is named without it.
+    p = run_cli("mount", "--remote", "origin", str(local), f"{tmp_path / 'nowhere'}@main", check=False)
+    assert p.returncode != 0 and "remote origin" not in p.stderr and "nowhere" in p.stderr, p.stderr
     # The same mount with the right key works (the message was about the key, nothing else).
     with remote_mounted(az_remote.url, str(mp), "main", "--cache-dir", str(tmp_path / "c"),
                         "--endpoint", az_remote.endpoint):

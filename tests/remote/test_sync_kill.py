@@ -28,6 +28,7 @@ import pytest
 
 from coralfs import Repository
 from coralfs.objects.refs import HEADS
+from coralfs.remote.file import ABANDONED_AFTER
 from coralfs.remote.layout import MARKER
 from coralfs.remote.packs import PACKS, decode_index
 from coralfs.remote.refs import RemoteRefs
@@ -298,14 +299,20 @@ def kill_loops(tmp_path, url: str, scratch_url: str, watch: FileWatch | ProxyWat
     kills = {}
     kills["push"], _ = _kill_loop(rng, w_push, _journal_written(src, "origin"), "push", "origin", "main", repo=src,
                                   after=after_push_kill, second=watch.body_landed)
+    if url.startswith("file://"):   # the killed uploads' temp files, left long enough to be abandoned
+        old = time.time() - ABANDONED_AFTER - 60
+        for d, _s, names in os.walk(url[len("file://"):]):
+            for n in names:
+                if n.startswith(".tmp-"):
+                    os.utime(os.path.join(d, n), (old, old))
     run_cli("push", "origin", "main", repo=src)
     state.after_last()
     blobs = open_blobs(url)
     assert RemoteRefs(blobs).read(HEADS + "main") == Repository.open(src).branch_head("main")
     assert fsck_remote(blobs).unindexed == []   # the last push removed what the killed ones left
-    if url.startswith("file://"):   # and a directory's temp files of the killed uploads
-        root = url[len("file://"):]
-        assert [n for _d, _s, names in os.walk(root) for n in names if n.startswith(".tmp-")] == []
+    if url.startswith("file://"):   # and a directory's temp files of the killed pack uploads
+        packs = os.path.join(url[len("file://"):], PACKS.rstrip("/"))
+        assert [n for _d, _s, names in os.walk(packs) for n in names if n.startswith(".tmp-")] == []
 
     # clone, killed: the same command finishes it
     dest = str(tmp_path / "clone")

@@ -12,6 +12,7 @@ from coralfs import Repository
 from coralfs.objects.refs import TAGS
 from coralfs.remote import layout
 from coralfs.remote.blobs import RemoteUnavailable
+from coralfs.remote.file import ABANDONED_AFTER
 from coralfs.remote.packs import PACKS, decode_index
 from coralfs.remote.refs import RemoteRefs
 from coralfs.remote.sync import RemoteObjects, RemoteRefMoved, clone, push
@@ -213,29 +214,38 @@ def test_the_first_push_of_another_branch_makes_it_the_remote_head(tmp_path):
 def test_the_temp_file_of_a_killed_upload_to_a_directory_remote_goes_with_the_next_push(tmp_path, monkeypatch):
     """A push killed while a pack body was being written leaves that body's hidden temp
     file in the remote directory (listings never show it); the next push removes it with
-    the interrupted pack, and keeps a temp file whose writer still runs."""
+    the interrupted pack once nobody wrote to it for FileBlobs' ABANDONED_AFTER, and keeps
+    a temp file whose writer still runs, or that was written to recently (a writer on
+    another host of a shared file system has a pid this host cannot see)."""
     import subprocess
     import sys
+    import time
     monkeypatch.setenv("CORALFS_PACK_SIZE", str(96 << 10))
     repo, _ = make_repo(tmp_path, steps=3)
     root = str(tmp_path / "remote")
     with pytest.raises(RemoteUnavailable):   # the journal keeps the pack on its way
-        push(repo, CountingBlobs(root, fail=lambda key, _n: key.endswith(".pack")),
-             "origin", [MAIN])
+        push(repo, CountingBlobs(root, fail=lambda key, _n: key.endswith(".pack")), "origin", [MAIN])
     packs = os.path.join(root, PACKS.rstrip("/"))
     os.makedirs(packs, exist_ok=True)
     write = ("import sys, time; from coralfs.objects.durable import write_temp; "
              "print(write_temp(sys.argv[1], b'x' * 4096), flush=True); time.sleep(float(sys.argv[2]))")
-    dead = subprocess.Popen([sys.executable, "-c", write, packs, "600"], stdout=subprocess.PIPE, text=True)
-    dead_tmp = dead.stdout.readline().strip()
-    dead.kill()
-    dead.wait()
-    alive = subprocess.Popen([sys.executable, "-c", write, packs, "600"], stdout=subprocess.PIPE, text=True)
+
+    def writer() -> tuple[subprocess.Popen, str]:
+        p = subprocess.Popen([sys.executable, "-c", write, packs, "600"], stdout=subprocess.PIPE, text=True)
+        return p, p.stdout.readline().strip()
+
+    (dead, old_tmp), (dead2, recent_tmp) = writer(), writer()
+    for p in (dead, dead2):
+        p.kill()
+        p.wait()
+    t = time.time() - ABANDONED_AFTER - 60
+    os.utime(old_tmp, (t, t))
+    alive, alive_tmp = writer()
     try:
-        alive_tmp = alive.stdout.readline().strip()
-        assert os.path.exists(dead_tmp) and os.path.exists(alive_tmp)
+        os.utime(alive_tmp, (t, t))
         push(repo, CountingBlobs(root), "origin", [MAIN])
-        assert not os.path.exists(dead_tmp) and os.path.exists(alive_tmp)
+        assert not os.path.exists(old_tmp)
+        assert os.path.exists(recent_tmp) and os.path.exists(alive_tmp)
     finally:
         alive.kill()
         alive.wait()

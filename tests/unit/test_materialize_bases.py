@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from safetensors.numpy import save_file
 
+from coralfs.fs.content import Span
 from coralfs.fs.materialize import MaterializedCache, TieredChunks
+from coralfs.objects.cache import ByteLRU
 from coralfs.objects.kinds import Tensor, TensorSegment
 
 
@@ -62,13 +65,31 @@ def test_a_chunk_decoded_only_as_a_delta_base_is_not_written(repo, tmp_path):
     assert set(read) <= on_disk and not bases & on_disk, (len(on_disk), len(bases & on_disk))
 
 
-def test_a_base_read_for_itself_later_is_written_then(repo, tmp_path):
+@pytest.mark.parametrize("how", ["read_chunk", "mount fast path"])
+def test_a_base_read_for_itself_later_is_written_then(repo, tmp_path, how):
+    """Read for itself from memory: by ObjectDB.read_chunk, or as a mount serves a read
+    whose chunks are all in memory (Span.cached, on the event loop)."""
     _two_steps(repo, tmp_path)
     delta = _deltas(repo)[0]
     tier = _tier(repo, tmp_path)
     base = repo.odb.chunk_header(delta).base
     repo.odb.read_chunk(delta)
     assert base in tier.memory and base in tier._unkept
-    repo.odb.read_chunk(base)          # a memory hit, now read for itself
+    if how == "read_chunk":
+        repo.odb.read_chunk(base)          # a memory hit, now read for itself
+    else:
+        n = len(tier.memory.peek(base))
+        assert Span(repo.odb, [(base, 0, n // 2)]).cached() is not None
     assert base in _written(tier)
     assert os.path.getsize(tier.disk.path(base)) > 1 << 20
+
+
+def test_the_base_only_ids_stay_bounded_by_the_memory_cache(tmp_path):
+    memory = ByteLRU(10 * 1000)
+    tier = TieredChunks(memory, MaterializedCache(str(tmp_path / "mat"), 1 << 20))
+    for i in range(5000):   # 10 of them fit in memory at a time
+        tier.put(i.to_bytes(32, "big"), b"x" * 1000, keep=False)
+    held = [i.to_bytes(32, "big") for i in range(5000) if i.to_bytes(32, "big") in memory]
+    assert len(held) == 10 and all(k in tier._unkept for k in held)   # still known as unwritten
+    assert len(tier._unkept) <= 2 * 256 + 1
+    tier.close()
