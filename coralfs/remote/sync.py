@@ -112,6 +112,7 @@ def push(repo: Repository, blobs: BlobStore, remote: str, refs: list[str], *, fo
         head = repo.head_branch()
         layout.initialize(blobs, repo.config, head if head in branches or not branches else branches[0])
     layout.check_remote(blobs)
+    blobs.abandon(PACKS)   # a directory remote keeps the temp files of killed uploads (even if up to date)
     rrefs = RemoteRefs(blobs)
     for name, oid in wanted:
         old = rrefs.read(name)
@@ -166,7 +167,6 @@ def _upload(repo: Repository, blobs: BlobStore, remote: str, tips: list[ObjectId
                 blobs.delete(pack_key)   # our interrupted upload: never indexed, so never read
                 res.cleaned += 1
         journal.in_flight = []
-    blobs.abandon(PACKS)   # a directory remote keeps the temp files of killed uploads
     have = RemoteObjects(blobs)
     order = plan_push(repo, tips, have.__contains__)
     total = sum(repo.store.size(o) for o in order)
