@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Annotated
 
@@ -62,8 +63,7 @@ def mount(
     from ..fs.lifecycle import MountError, MountSpec, split_target
     from ..fs.lifecycle import mount as do_mount
     from ..objects.config import _parse_value
-    from ..objects.errors import ObjectUnavailable
-    from ..remote.blobs import RemoteError
+    from ..remote.graph import naming
     mp, ref = split_target(target)
     if not write and (branch is not None or auto_commit is not None):
         raise MountError("--branch and --auto-commit belong to writable mounts: add --write "
@@ -98,14 +98,9 @@ def mount(
                      profile=profile, cache_dir=cache_dir, remote_cache_size=size if url is not None else None,
                      fetch_timeout=fetch_timeout, materialize_size=msize, prefetch=prefetch or None,
                      read_ahead_kb=read_ahead_kb, max_background=max_background)
-    try:
+    # What the remote answers names the configured remote, as push's and fetch's errors do.
+    with naming(remote) if remote is not None else contextlib.nullcontext():
         spec = do_mount(spec, foreground=foreground)
-    except (RemoteError, ObjectUnavailable) as e:
-        # What the remote answered names the configured remote too, as push's and fetch's
-        # errors do (a local error, of the mountpoint say, does not).
-        if remote is not None and not str(e).startswith(f"remote {remote}: "):
-            e.args = (f"remote {remote}: {e}",)
-        raise
     if not foreground:
         if write:
             what = f"branch {esc(spec.branch)} ({spec.commit[:12] if spec.commit else 'no commits yet'}), writable"

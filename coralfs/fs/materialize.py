@@ -428,6 +428,10 @@ class TieredChunks:
             self.materialize(ObjectId(key), value)
 
     def served(self, key: Hashable, value: bytes) -> None:
+        # Called on every read served from memory (the FUSE fast path): no lock unless the
+        # chunk was held as a base only (put adds it to _unkept before memory holds it).
+        if key not in self._unkept:
+            return
         with self._cond:
             if key not in self._unkept:
                 return

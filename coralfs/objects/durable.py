@@ -16,7 +16,8 @@ import itertools
 import os
 import stat
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 
 _counter = itertools.count()
 
@@ -309,6 +310,29 @@ def append_durable(path: str, line: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def dead_temps(directory: str, older_than: float) -> Iterator[tuple[str, int]]:
+    """(path, size) of the hidden temp files in ``directory`` that a killed writer left:
+    its process is gone (the pid in the name, see _temp_name) and nobody wrote to the
+    file for ``older_than`` seconds (a pid can be reused, and says nothing of a writer on
+    another host of a shared file system)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    now = time.time()
+    for name in names:
+        if not name.startswith(".tmp-"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            pid = int(name.split("-")[1])
+            st = os.lstat(path)
+            if now - st.st_mtime >= older_than and pid != os.getpid() and not pid_alive(pid):
+                yield path, st.st_size
+        except (ValueError, IndexError, OverflowError, OSError):
+            continue
 
 
 def pid_alive(pid: int) -> bool:

@@ -575,20 +575,30 @@ def _sparse_payload(data: np.ndarray, base: np.ndarray, width: int, key: int, le
     ratio = 1.0
     if cls is not None and not forced:
         cuts, ratio = _exponent_groups(cls, changed)
-    mode, pos = POS_GAPS, b""
-    if not (cuts and width > 1) or (not forced and ratio > _GROUPS_SURE):
-        mode, pos = _positions(changed, idx, level)
-    if cls is not None:
-        # Whether an element changed depends on its magnitude (in bf16 an update must
-        # cross half an ulp): bitmaps of groups of exponents measured 0.0280 -> 0.0214 of
-        # the bf16 series against one bitmap in element order.
-        if cuts:
-            g = _grouped_positions(changed, cls, cuts, level)
-            if not pos or len(g) < len(pos):
-                mode, pos = POS_GROUPS, g
+    mode, pos = _layout(changed, cls, cuts, forced, ratio, len(idx), lambda: idx, level)
     cc = cls.take(idx) if cls is not None else None
     delta = _pack_delta(uc, bc, width, key, level, cc)
     return b"".join((_SPARSE.pack(len(bc), mode, len(pos)), pos, delta, (tail ^ btail).tobytes()))
+
+
+def _layout(changed: np.ndarray, cls: np.ndarray | None, cuts: list[int] | None, forced: bool, ratio: float,
+            count: int, indices, level: int) -> tuple[int, bytes | memoryview]:
+    """(mode, bytes) of a SPARSE payload's positions: in element order (bitmap or gaps),
+    or by the exponent groups ``cuts`` of the classes ``cls`` (None: one byte wide, no
+    classes) when that is smaller; ``forced`` cuts are not weighed against the estimate
+    ``ratio``. ``count`` changed elements, ``indices()`` their positions."""
+    grouped = bool(cuts) and cls is not None
+    mode, pos = POS_GAPS, b""
+    if not grouped or (not forced and ratio > _GROUPS_SURE):
+        mode, pos = _packed_positions(np.packbits(changed, bitorder="little"), len(changed), count, indices, level)
+    if grouped:
+        # Whether an element changed depends on its magnitude (in bf16 an update must
+        # cross half an ulp): bitmaps of groups of exponents measured 0.0280 -> 0.0214 of
+        # the bf16 series against one bitmap in element order.
+        g = _grouped_positions(changed, cls, cuts, level)
+        if not pos or len(g) < len(pos):
+            mode, pos = POS_GROUPS, g
+    return mode, pos
 
 
 def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: ObjectId,
@@ -639,13 +649,7 @@ def _sparse_native(u: np.ndarray, bu: np.ndarray, width: int, key: int, level: i
     ratio = 1.0
     if width > 1 and not forced:
         cuts, ratio = _groups_of_counts(info[257:513], info[513:769], step)
-    mode, pos = POS_GAPS, b""
-    if not (cuts and width > 1) or (not forced and ratio > _GROUPS_SURE):
-        mode, pos = _packed_positions(np.packbits(changed, bitorder="little"), n, count,
-                                      lambda: np.flatnonzero(changed), level)
-    if cuts and width > 1:
-        g = _grouped_positions(changed, cls, cuts, level)
-        if not pos or len(g) < len(pos):
-            mode, pos = POS_GROUPS, g
+    mode, pos = _layout(changed, cls if width > 1 else None, cuts, forced, ratio, count,
+                        lambda: np.flatnonzero(changed), level)
     delta = _pack_segments(vals[:count], _counted_cuts(info[1:257]), width, level)
     return b"".join((_SPARSE.pack(count, mode, len(pos)), pos, delta))

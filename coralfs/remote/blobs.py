@@ -91,9 +91,10 @@ class BlobStore(ABC):
 
     def abandon(self, folder: str) -> int:
         """Remove what interrupted (killed) writers of blobs in ``folder`` (a key prefix
-        ending in "/") left there; returns how many leftovers went. An object store never shows a partial object
-        under a key (an unfinished S3 multipart upload is left to the bucket's lifecycle
-        rule): nothing to do; a directory remote keeps its temp files until this."""
+        ending in "/") left there; returns how many leftovers went. An object store never
+        shows a partial object under a key (an unfinished S3 multipart upload is left to
+        the bucket's lifecycle rule): nothing to do; a directory remote keeps its temp
+        files until this."""
         return 0
 
     @abstractmethod

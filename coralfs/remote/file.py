@@ -7,10 +7,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 from collections.abc import Iterator
 
-from ..objects.durable import fsync_dir, make_dirs, open_private, pid_alive, write_durable
+from ..objects.durable import dead_temps, fsync_dir, make_dirs, open_private, write_durable
 from .blobs import BlobInfo, BlobNotFound, BlobStore, PreconditionFailed, RemoteError
 from .url import RemoteURL
 
@@ -94,30 +93,15 @@ class FileBlobs(BlobStore):
         fsync_dir(os.path.dirname(path))
 
     def abandon(self, folder: str, older_than: float = ABANDONED_AFTER) -> int:
-        """Remove what killed writers left in ``folder``: hidden temp files there whose
-        writing process is gone (the pid in the name, see durable._temp_name) and that
-        nobody wrote to for ``older_than`` seconds (a pid
-        tells nothing of a writer on another host of a shared file system, but a live
-        writer of one blob touches its temp file all along). Returns how many went."""
+        """Remove what killed writers left in ``folder``: its temp files of dead writers
+        that nobody wrote to for ``older_than`` seconds (durable.dead_temps: a live writer
+        of one blob writes its temp file all along). Returns how many went."""
         d = self._path(folder.rstrip("/"))
         removed = 0
-        try:
-            names = os.listdir(d)
-        except FileNotFoundError:
-            return 0
-        now = time.time()
-        for name in names:
-            if not name.startswith(".tmp-"):
-                continue
-            path = os.path.join(d, name)
-            try:
-                pid = int(name.split("-")[1])
-                if pid == os.getpid() or pid_alive(pid) or now - os.lstat(path).st_mtime < older_than:
-                    continue
+        for path, _n in list(dead_temps(d, older_than)):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except (ValueError, IndexError, OverflowError, OSError):
-                continue
-            removed += 1
+                removed += 1
         if removed:
             fsync_dir(d)
         return removed

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ..objects import codecs
 from ..objects.config import REMOTE_NOT_OPTIONS, remotes
-from ..objects.errors import CoralError, ObjectNotFound
+from ..objects.errors import CoralError, ObjectNotFound, ObjectUnavailable
 from ..objects.ids import ObjectId, from_hex, to_hex
 from ..objects.kinds import BytesSegment, Commit, File, PackSegment, Tag, Tensor, TensorSegment, Tree
 from ..objects.repository import Repository
@@ -88,10 +88,11 @@ def open_configured(fields: dict) -> BlobStore:
 
 @contextlib.contextmanager
 def naming(remote: str) -> Iterator[None]:
-    """Errors of a remote say which of the configured remotes it was."""
+    """Errors of a remote (what it answered, or an object it did not deliver in time)
+    say which of the configured remotes it was."""
     try:
         yield
-    except RemoteError as e:
+    except (RemoteError, ObjectUnavailable) as e:
         if not str(e).startswith(f"remote {remote}: "):
             e.args = (f"remote {remote}: {e}",)
         raise

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ..durable import fsync_dir, inherited_file_mode, make_dirs, pid_alive, sync_filesystem, write_durable, write_temp
+from ..durable import dead_temps, fsync_dir, inherited_file_mode, make_dirs, sync_filesystem, write_durable, write_temp
 from ..errors import CoralError, ObjectNotFound
 from ..ids import HEX_LEN, ObjectId, from_hex, is_hex_prefix, to_hex
 from .base import ObjectStore
@@ -334,22 +334,10 @@ class DiskStore(ObjectStore):
         left behind: its process is gone (the pid in the name, see durable._temp_name)
         and the file is older than ``older_than`` seconds (a pid can be reused). A
         batch killed before its flush leaves up to BATCH_BYTES of them."""
-        now = time.time()
         for d in sorted(os.listdir(self.root)):
             sub = os.path.join(self.root, d)
-            if len(d) != 2 or not os.path.isdir(sub):
-                continue
-            for name in os.listdir(sub):
-                if not name.startswith(".tmp-"):
-                    continue
-                path = os.path.join(sub, name)
-                try:
-                    pid = int(name.split("-")[1])
-                    st = os.lstat(path)
-                except (ValueError, IndexError, OSError):
-                    continue
-                if now - st.st_mtime >= older_than and pid != os.getpid() and not pid_alive(pid):
-                    yield path, st.st_size
+            if len(d) == 2 and os.path.isdir(sub):
+                yield from dead_temps(sub, older_than)
 
     def sync(self) -> None:
         self.flush()
