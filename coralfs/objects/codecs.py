@@ -43,6 +43,13 @@ frequent byte values of the plane as 4-bit ranks packed two to a byte, the other
 to a side stream. The encoder tries it on the top plane (the exponent of bf16 and fp32)
 and keeps it where it is smaller than zstd on the plane; only such frames are version 4,
 other FGROUPED frames stay version 2.
+
+Frame version 5 lets any squeezed stream of FGROUPED, SPARSE and SUBS (a byte plane, a
+bitmap, packed symbols, the parts of a ranked plane) be order-0 rANS (entropy.RANS, mode 4;
+coralfs/objects/entropy.py): zstd's Huffman stage spends a whole number of bits, at least
+one, on every symbol, which on the skewed streams of deltas is 5-30% over their entropy.
+The encoder keeps rANS only where it is at most entropy.WIN of zstd's bytes, and only the
+frames holding such a stream are version 5 (others keep the version of their layout).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from dataclasses import dataclass
 import xxhash
 import zstandard
 
+from . import entropy, planes
 from .errors import CorruptObject
 from .ids import ZERO_ID, ObjectId, to_hex
 from .lazy import lazy_module
@@ -62,7 +70,6 @@ from .planes import (
     _UINT,
     PLANE_RANKS,
     _compressor,
-    _decompressor,
     _fgrouped_ok,
     _keys,
     _pack_planes,
@@ -72,6 +79,8 @@ from .planes import (
     _ungroup_into,
     _unkeys,
     _unpack_planes_into,
+    _unpack_symbols,
+    _unsqueeze,
     _unzigzag,
     _unzstd,
     _zigzag,
@@ -89,14 +98,14 @@ DELTA_CODECS = (XOR, SUB, SPARSE, SUBS)
 TENSOR_CODECS = (GROUPED, XOR, SUB, SPARSE, FGROUPED, SUBS)
 
 MAGIC = b"CRAL"
-VERSION = 4  # the newest frame version this code reads and writes
+VERSION = entropy.SINCE  # the newest frame version this code reads and writes
 # The frame version that introduced each codec: a frame naming a codec newer than its
 # version is corrupt.
 CODEC_SINCE = {RAW: 1, ZSTD: 1, GROUPED: 1, XOR: 1, SUB: 1, SPARSE: 2, FGROUPED: 2, SUBS: 2}
 # The version a frame of each codec is written with: the lowest that knows its layout (v1
 # codecs stay v1, readable by any coralfs; SPARSE and SUBS payloads changed in v3, so an
 # older coralfs says "upgrade" instead of misreading them). An FGROUPED frame with a
-# ranked plane is version RANKS_SINCE.
+# ranked plane is version RANKS_SINCE; a frame with an entropy-coded stream entropy.SINCE.
 CODEC_WRITTEN = {**CODEC_SINCE, SPARSE: 3, SUBS: 3}
 RANKS_SINCE = 4
 # magic, version, codec, width, key, depth, flags, gen, decoded_len, xxh3(decoded), oid, base
@@ -221,22 +230,29 @@ class Base:
 
 
 def _payload(codec: int, buf: np.ndarray, bbuf: np.ndarray | None, width: int, key: int,
-             level: int) -> tuple[bytes, bool]:
+             level: int) -> tuple[bytes, int | None]:
     """The encoded payload of ``buf`` under ``codec`` (the estimate runs this on samples),
-    and whether it holds a ranked plane (an FGROUPED frame is then version RANKS_SINCE)."""
+    and the frame version it needs if newer than the codec's (RANKS_SINCE for a ranked
+    FGROUPED plane, entropy.SINCE for an entropy-coded stream), else None."""
+    planes.rans_used(reset=True)
+    version = None
     if codec == GROUPED:
-        return _compressor(level).compress(group(buf, width)), False
-    if codec == FGROUPED:
+        out = _compressor(level).compress(group(buf, width))
+    elif codec == FGROUPED:
         # The top plane of the sign-rotated elements is the exponent (bf16, fp32; the top
         # 8 of fp64's 11 bits): tried as ranks, kept where smaller than zstd.
         modes: list[int] = []
         out = _pack_planes(group(buf, width, rotate=True), width, level, ranked=(width - 1,), modes=modes)
-        return out, PLANE_RANKS in modes
-    if codec == SPARSE:
-        return _sparse_payload(buf, bbuf, width, key, level), False
-    if codec == SUBS:
-        return _subs_payload(buf, bbuf, width, key, level), False
-    return _compressor(level).compress(group(_delta(codec, buf, bbuf, width, key), width)), False
+        version = RANKS_SINCE if PLANE_RANKS in modes else None
+    elif codec == SPARSE:
+        out = _sparse_payload(buf, bbuf, width, key, level)
+    elif codec == SUBS:
+        out = _subs_payload(buf, bbuf, width, key, level)
+    else:
+        out = _compressor(level).compress(group(_delta(codec, buf, bbuf, width, key), width))
+    # A stream entropy-coded anywhere in the payload (also in a candidate that lost, such
+    # as a ranked plane stored as zstd: the version then only allows what is not there).
+    return out, entropy.SINCE if planes.rans_used(reset=True) else version
 
 
 def encode(data, oid: ObjectId, *, width: int = 1, key: int = 0, level: int = 3,
@@ -298,13 +314,12 @@ def encode_as(codec: int, data, oid: ObjectId, *, width: int, key: int, level: i
 
 def _frame(codec: int, data, buf: np.ndarray, bbuf: np.ndarray | None, oid: ObjectId, width: int,
            key: int, level: int, base: Base | None, gen: int, structured: bool,
-           done: tuple[bytes, bool] | None = None) -> bytes:
+           done: tuple[bytes, int | None] | None = None) -> bytes:
     """The frame of a tensor chunk under ``codec``; ``done``: its payload already made."""
-    payload, ranked = (data, False) if codec == RAW else done or _payload(codec, buf, bbuf, width, key, level)
+    payload, version = (data, None) if codec == RAW else done or _payload(codec, buf, bbuf, width, key, level)
     use_base, depth = (base.oid, base.depth + 1) if codec in DELTA_CODECS else (None, 0)
     if len(payload) + _CHECK.size >= len(buf) and codec != RAW:
-        codec, payload, use_base, depth, ranked = RAW, data, None, 0, False
-    version = RANKS_SINCE if codec == FGROUPED and ranked else None
+        codec, payload, use_base, depth, version = RAW, data, None, 0, None
     if CODEC_SINCE[codec] >= 2:
         # v2 payloads are many small zstd frames and plane headers: a checksum of the
         # payload catches a flipped bit zstd ignores (reserved header bits) before parsing.
@@ -363,7 +378,8 @@ def _decode_tensor(payload: memoryview, h: FrameHeader, oid: ObjectId,
     base = _base_of(h, oid, get_base) if h.codec in DELTA_CODECS else None
     out, arr = _output(n)
     if h.codec == FGROUPED:
-        _unpack_planes_into(payload, arr, h.width, oid, ranks=h.version >= RANKS_SINCE)
+        _unpack_planes_into(payload, arr, h.width, oid, ranks=h.version >= RANKS_SINCE,
+                            rans=h.version >= entropy.SINCE)
         _rotate(arr, h.width, inverse=True, in_place=True)
     elif h.codec == SPARSE:
         _unsparse(payload, base, h, oid, arr)
@@ -437,74 +453,81 @@ def _base_of(h: FrameHeader, oid: ObjectId, get_base: Callable[[ObjectId], bytes
 
 
 def transformed(frame: bytes | memoryview, oid: ObjectId) -> list[bytes]:
-    """The entropy-coded streams of a frame, decompressed but not un-transformed (byte
-    planes, bitmaps, each on its own): what the benchmark measures order-0 entropy of."""
+    """The entropy-coded streams of a frame, decoded but not un-transformed (byte planes,
+    bitmaps, packed symbols, each on its own): what the benchmark measures order-0 entropy
+    of. Each stream is decoded at its exact length, as :func:`decode` does."""
     h = parse_header(frame, oid)
     payload = memoryview(frame)[HEADER_SIZE:]
     if CODEC_SINCE[h.codec] >= 2:
         payload = _checked_payload(payload, oid)
-    d = _decompressor()
     if h.codec in (GROUPED, XOR, SUB, ZSTD):
-        return [d.decompress(payload, max_output_size=h.decoded_len)]
+        return [_unzstd(payload, h.decoded_len, oid)]
     if h.codec == RAW:
         return [bytes(payload)]
     out: list[bytes] = []
+    rans = h.version >= entropy.SINCE
     # Ranked planes exist in FGROUPED frames from RANKS_SINCE on; anywhere else that mode
     # is corrupt, as decode says.
-    top = PLANE_RANKS if h.codec == FGROUPED and h.version >= RANKS_SINCE else 1
+    ranks = h.codec == FGROUPED and h.version >= RANKS_SINCE
 
-    def planes(pos: int, width: int = h.width) -> int:
+    def stream(mode: int, body, n: int) -> bytes:
+        return bytes(_unsqueeze(mode, body, n, oid, rans))
+
+    def plane_streams(pos: int, n_el: int, width: int = h.width) -> int:
+        n = n_el
         for _ in range(width):
             mode, size = _PLANE.unpack_from(payload, pos)
             body = payload[pos + _PLANE.size:pos + _PLANE.size + size]
-            if mode > top:
-                raise CorruptObject(to_hex(oid), "byte plane out of range")
-            if mode == PLANE_RANKS:
-                _k, packed, _n, esc = _rank_streams(body, h.decoded_len // width, oid)
+            if mode == PLANE_RANKS and ranks:
+                _k, packed, _n, esc = _rank_streams(body, n, oid, rans)
                 out.extend((bytes(packed), bytes(esc)))
+            elif mode == PLANE_RANKS:
+                raise CorruptObject(to_hex(oid), "byte plane out of range")
             else:
-                out.append(d.decompress(body, max_output_size=h.decoded_len) if mode else bytes(body))
+                out.append(stream(mode, body, n))
             pos += _PLANE.size + size
         return pos
 
     if h.codec == FGROUPED:
-        planes(0)
+        plane_streams(0, h.decoded_len // h.width)
         return out
 
-    def positions(pos: int, mode: int, size: int) -> None:
+    def positions(pos: int, mode: int, size: int, n: int, count: int) -> None:
         if mode == POS_GAPS:
-            planes(pos, 4)
+            plane_streams(pos, count, 4)
         else:
-            bm = payload[pos:pos + size]
-            out.append(d.decompress(bm, max_output_size=h.decoded_len) if mode else bytes(bm))
+            out.append(stream(mode, payload[pos:pos + size], (n + 7) // 8))
 
     pos = 0
+    n_el = h.decoded_len // h.width
     if h.codec == SPARSE:
-        _count, mode, size = _SPARSE.unpack_from(payload, 0)
+        count, mode, size = _SPARSE.unpack_from(payload, 0)
         if mode == POS_GROUPS:
             at = _SPARSE.size + payload[_SPARSE.size]
             for _ in range(payload[_SPARSE.size]):
-                _n, _k, gmode, gsize = _GROUP.unpack_from(payload, at)
-                positions(at + _GROUP.size, gmode, gsize)
+                n, k, gmode, gsize = _GROUP.unpack_from(payload, at)
+                positions(at + _GROUP.size, gmode, gsize, n, k)
                 at += _GROUP.size + gsize
         else:
-            positions(_SPARSE.size, mode, size)
+            positions(_SPARSE.size, mode, size, n_el, count)
         pos = _SPARSE.size + size
     (nseg,) = _COUNT.unpack_from(payload, pos)
     pos += _COUNT.size
     for _ in range(nseg):
-        (size,) = _COUNT.unpack_from(payload, pos + _COUNT.size)
+        count, size = _COUNT.unpack_from(payload, pos)[0], _COUNT.unpack_from(payload, pos + _COUNT.size)[0]
         at = pos + 2 * _COUNT.size
         kind = payload[at] if h.version >= 3 else 0
         if h.version < 3:
-            planes(at)
+            plane_streams(at, count)
         elif kind == 0:
-            planes(at + 1)
+            plane_streams(at + 1, count)
         else:
             mode, psize = _PLANE.unpack_from(payload, at + 1)
             body = payload[at + 1 + _PLANE.size:at + 1 + _PLANE.size + psize]
-            out.append(d.decompress(body, max_output_size=h.decoded_len) if mode else bytes(body))
-            if at + 1 + _PLANE.size + psize < pos + 2 * _COUNT.size + size:
-                planes(at + 1 + _PLANE.size + psize)
+            packed = stream(mode, body, -(-count * kind // 8))
+            out.append(packed)
+            escapes = int(np.count_nonzero(_unpack_symbols(packed, kind, count) == (1 << kind) - 1))
+            if escapes:
+                plane_streams(at + 1 + _PLANE.size + psize, escapes)
         pos += 2 * _COUNT.size + size
     return out

@@ -9,18 +9,20 @@ environment runs the numpy code even where the kernel is built (to compare the t
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
 
-def _load() -> ModuleType | None:
+def load(name: str) -> ModuleType | None:
+    """The compiled module ``coralfs.objects.<name>``, or None where it is not built or
+    CORALFS_NATIVE=0 asks for the Python code (the entropy coder is loaded the same way)."""
     if os.environ.get("CORALFS_NATIVE", "1") == "0":
         return None
     try:
-        from . import _native
+        return importlib.import_module(f"{__package__}.{name}")
     except ImportError:  # not built (no compiler), or built for another Python
         return None
-    return _native
 
 
-kernel: ModuleType | None = _load()
+kernel: ModuleType | None = load("_native")

@@ -9,7 +9,7 @@ import threading
 
 import zstandard
 
-from . import native
+from . import entropy, native
 from .dtypes import KEY_FLOAT, KEY_SIGNED
 from .errors import CorruptObject
 from .ids import ObjectId, to_hex
@@ -249,14 +249,39 @@ _PROBE = 16 << 10
 
 def _squeeze(plane, level: int) -> tuple[int, bytes | memoryview]:
     """(mode, bytes) of one plane: zstd, or the plane itself where zstd does not help
-    (the mantissa planes of floats are near-random: storing them skips their decode).
+    (the mantissa planes of floats are near-random: storing them skips their decode),
+    or entropy-coded (entropy.RANS) where that is clearly smaller than either.
     A large plane whose first 16 KiB do not compress by 1% is stored without trying."""
     if len(plane) > 8 * _PROBE and len(_compressor(level).compress(plane[:_PROBE])) > 0.99 * _PROBE:
         return 0, memoryview(plane).cast("B")
     z = _compressor(level).compress(plane)
-    if len(z) < len(plane):
-        return 1, z
-    return 0, memoryview(plane).cast("B")
+    mode, out = (1, z) if len(z) < len(plane) else (0, memoryview(plane).cast("B"))
+    r = entropy.encode(plane, len(out))
+    if r is not None:
+        _local.rans = True
+        return entropy.RANS, r
+    return mode, out
+
+
+def rans_used(reset: bool = False) -> bool:
+    """Whether :func:`_squeeze` entropy-coded a stream in this thread since the last reset
+    (the frame is then version entropy.SINCE); ``reset``: start over."""
+    used = getattr(_local, "rans", False)
+    if reset:
+        _local.rans = False
+    return used
+
+
+def _unsqueeze(mode: int, body, n: int, oid: ObjectId, rans: bool) -> bytes | memoryview:
+    """Inverse of :func:`_squeeze` for a stream of ``n`` bytes (the caller checks the
+    length); ``rans``: the frame's version allows entropy-coded streams."""
+    if mode == 0:
+        return body
+    if mode == 1:
+        return _unzstd(body, n, oid)
+    if mode == entropy.RANS and rans:
+        return entropy.decode(body, n, oid)
+    raise CorruptObject(to_hex(oid), "stream of an unknown mode")
 
 
 def _rank_plane(plane: np.ndarray, level: int) -> bytes:
@@ -311,7 +336,7 @@ def _escapes_at(packed: np.ndarray, n: int) -> np.ndarray:
     return at[at < n] if len(at) and at[-1] >= n else at
 
 
-def _rank_streams(body, n: int, oid: ObjectId) -> tuple[int, bytes, int, bytes]:
+def _rank_streams(body, n: int, oid: ObjectId, rans: bool = True) -> tuple[int, bytes, int, bytes]:
     """The parts of a PLANE_RANKS plane of ``n`` bytes: (ranked values, packed ranks,
     escape count, escapes), checked for length and decompressed."""
     k = body[0] if len(body) else RANKS + 1
@@ -328,9 +353,9 @@ def _rank_streams(body, n: int, oid: ObjectId) -> tuple[int, bytes, int, bytes]:
         pos += _PLANE.size
         part = body[pos:pos + size]
         pos += size
-        if len(part) != size or mode > 1:
+        if len(part) != size or mode not in (0, 1, entropy.RANS):
             raise CorruptObject(to_hex(oid), "ranked byte plane out of range")
-        part = _unzstd(part, want, oid) if mode == 1 else part
+        part = _unsqueeze(mode, part, want, oid, rans)
         if len(part) != want:
             raise CorruptObject(to_hex(oid), "ranked byte plane has the wrong length")
         streams.append(part)
@@ -379,13 +404,13 @@ def _quad_table(values: bytes) -> np.ndarray:
     return quad
 
 
-def _unrank_plane(body, n: int, oid: ObjectId, own: bool = False) -> np.ndarray:
+def _unrank_plane(body, n: int, oid: ObjectId, own: bool = False, rans: bool = True) -> np.ndarray:
     """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane (a view of this thread's
     scratch buffer, valid until its next call; ``own``: a buffer of its own). Each packed byte
     (two ranks) becomes two values in one table lookup; escapes are placed where rank 15
     is. Ranks past the table (a damaged plane) decode to 0: the frame's checksum of the
-    decoded bytes refuses the result."""
-    k, packed, nesc, esc = _rank_streams(body, n, oid)
+    decoded bytes refuses the result. ``rans``: its streams may be entropy-coded."""
+    k, packed, nesc, esc = _rank_streams(body, n, oid, rans)
     p = np.frombuffer(packed, dtype=np.uint8)
     # Two packed bytes (four ranks), read as one little-endian uint16 (index hi * 256 +
     # lo), give four values in one lookup of a 64 Ki table (mode="clip": every index is in
@@ -420,7 +445,7 @@ def _pack_planes(g: np.ndarray, width: int, level: int, ranked: tuple[int, ...] 
             mode, b = PLANE_RANKS, r
         else:
             mode, b = _squeeze(plane, level)
-            if r is not None and mode == 1 and len(r) < len(b):
+            if r is not None and mode in (1, entropy.RANS) and len(r) < len(b):
                 mode, b = PLANE_RANKS, r
         parts += [_PLANE.pack(mode, len(b)), b]
         if modes is not None:
@@ -448,17 +473,18 @@ def _plane_modes(payload, width: int) -> list[int]:
 
 
 def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId,
-                   ranks: bool = False) -> np.ndarray:
+                   ranks: bool = False, rans: bool = True) -> np.ndarray:
     """Inverse of :func:`_pack_planes` fused with :func:`ungroup`: the ``total`` bytes of
     the element-ordered output. ``ranks``: planes may be PLANE_RANKS (frame version 4
-    FGROUPED); elsewhere that mode is corrupt."""
+    FGROUPED); elsewhere that mode is corrupt. ``rans``: planes and their parts may be
+    entropy-coded (frame version 5)."""
     out = np.empty(total, dtype=np.uint8)
-    _unpack_planes_into(payload, out, width, oid, ranks)
+    _unpack_planes_into(payload, out, width, oid, ranks, rans)
     return out
 
 
 def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: ObjectId,
-                        ranks: bool = False) -> None:
+                        ranks: bool = False, rans: bool = True) -> None:
     """:func:`_unpack_planes` written into the bytes ``out`` (its length is the decoded
     length); the planes are interleaved by :func:`_interleave`."""
     total = len(out)
@@ -474,17 +500,17 @@ def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: O
         pos += _PLANE.size
         body = payload[pos:pos + size]
         pos += size
-        if len(body) != size or mode > top:
+        if len(body) != size or (mode > top and not (rans and mode == entropy.RANS)):
             raise CorruptObject(to_hex(oid), "byte plane out of range")
         if mode == PLANE_RANKS:
             # The first ranked plane decodes into the thread's scratch buffer (it stays
             # untouched until the planes are interleaved below); any further one, which
             # would overwrite it, into a buffer of its own. The encoder ranks only the top
             # plane, so a frame pays neither a copy nor an allocation for it.
-            parts.append(_unrank_plane(body, n, oid, own=not scratch_free))
+            parts.append(_unrank_plane(body, n, oid, own=not scratch_free, rans=rans))
             scratch_free = False
             continue
-        plane = _unzstd(body, n, oid) if mode == 1 else body
+        plane = _unsqueeze(mode, body, n, oid, rans)
         if len(plane) != n:
             raise CorruptObject(to_hex(oid), "byte plane has the wrong length")
         parts.append(plane)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from . import native
+from . import entropy, native
 from .errors import CorruptObject
 from .ids import ObjectId, to_hex
 from .lazy import lazy_module
@@ -24,8 +24,8 @@ from .planes import (
     _unpack_planes,
     _unpack_planes_into,
     _unpack_symbols,
+    _unsqueeze,
     _unzigzag,
-    _unzstd,
     _zigzag,
     group,
 )
@@ -46,6 +46,7 @@ _COUNT = struct.Struct("<I")
 # byte planes after them).
 SYMBOL_BITS = (2, 4)
 _SYMBOLS_MIN = 64  # values: a shorter segment is stored as byte planes without trying
+_BOTH_BELOW = 4096  # values: a shorter segment with escapes tries both widths (its escapes cost more)
 # v3 SPARSE positions: the elements cut into up to GROUPS_MAX groups of contiguous base
 # exponent classes, each group's positions (element order within the group) on its own.
 POS_GROUPS = 3
@@ -136,7 +137,7 @@ def _pack_values(s: np.ndarray, width: int, level: int) -> bytes:
         else:
             esc2, esc4 = (int(np.count_nonzero(s >= (1 << b) - 1)) for b in SYMBOL_BITS)
         if 16 * esc2 <= len(s):
-            tries = (2,)
+            tries = (2, 4) if esc2 and len(s) < _BOTH_BELOW else (2,)
         elif 16 * esc4 <= len(s):
             tries = (2, 4) if 4 * esc2 <= len(s) else (4,)
         else:
@@ -172,23 +173,23 @@ def _symbols(s: np.ndarray, width: int, bits: int) -> tuple[np.ndarray, np.ndarr
     return _pack_symbols(np.minimum(s, marker).astype(np.uint8), bits), s[big] - _UINT[width](marker)
 
 
-def _unpack_values(body: memoryview, count: int, width: int, oid: ObjectId) -> np.ndarray:
-    """Inverse of :func:`_pack_values`: ``count`` unsigned values of ``width`` bytes."""
+def _unpack_values(body: memoryview, count: int, width: int, oid: ObjectId, rans: bool = True) -> np.ndarray:
+    """Inverse of :func:`_pack_values`: ``count`` unsigned values of ``width`` bytes;
+    ``rans``: its streams may be entropy-coded (frame version 5)."""
     if len(body) < 1:
         raise CorruptObject(to_hex(oid), "delta segment is empty")
     kind = body[0]
     if kind == 0:
-        return _unpack_planes(body[1:], count * width, width, oid).view(_UINT[width])
+        return _unpack_planes(body[1:], count * width, width, oid, rans=rans).view(_UINT[width])
     if kind not in SYMBOL_BITS or 1 + _PLANE.size > len(body):
         raise CorruptObject(to_hex(oid), "delta segment of an unknown kind")
     mode, size = _PLANE.unpack_from(body, 1)
     pos = 1 + _PLANE.size
     packed = body[pos:pos + size]
     want = -(-count * kind // 8)
-    if len(packed) != size or mode > 1:
+    if len(packed) != size or mode not in (0, 1, entropy.RANS):
         raise CorruptObject(to_hex(oid), "packed symbols out of range")
-    if mode == 1:
-        packed = _unzstd(packed, want, oid)
+    packed = _unsqueeze(mode, packed, want, oid, rans)
     if len(packed) != want:
         raise CorruptObject(to_hex(oid), "packed symbols have the wrong length")
     sym = _unpack_symbols(packed, kind, count)
@@ -197,7 +198,7 @@ def _unpack_values(body: memoryview, count: int, width: int, oid: ObjectId) -> n
     esc = np.flatnonzero(sym == marker)
     rest = body[pos + size:]
     if len(esc):
-        big = _unpack_planes(rest, len(esc) * width, width, oid).view(_UINT[width])
+        big = _unpack_planes(rest, len(esc) * width, width, oid, rans=rans).view(_UINT[width])
         out[esc] = big + _UINT[width](marker)
     elif len(rest):
         raise CorruptObject(to_hex(oid), "delta segment longer than its symbols")
@@ -270,6 +271,7 @@ def _unpack_segments(payload: memoryview, n: int, width: int, oid: ObjectId,
     if out is None:
         out = np.empty(n, dtype=_UINT[width])
     at = 0
+    rans = version >= entropy.SINCE
     for _ in range(nseg):
         if pos + 2 * _COUNT.size > len(payload):
             raise CorruptObject(to_hex(oid), "delta segment header past the end of the frame")
@@ -281,9 +283,10 @@ def _unpack_segments(payload: memoryview, n: int, width: int, oid: ObjectId,
         body = payload[pos:pos + size]
         if version < 3 or (len(body) and body[0] == 0):
             # Byte planes, decoded straight into their place in the differences.
-            _unpack_planes_into(body[1:] if version >= 3 else body, out[at:at + count].view(np.uint8), width, oid)
+            _unpack_planes_into(body[1:] if version >= 3 else body, out[at:at + count].view(np.uint8), width, oid,
+                                rans=rans)
         else:
-            out[at:at + count] = _unpack_values(body, count, width, oid)
+            out[at:at + count] = _unpack_values(body, count, width, oid, rans)
         at += count
         pos += size
     if at != n:
@@ -357,25 +360,33 @@ def _packed_positions(packed: np.ndarray, n: int, count: int, indices, level: in
     return mode, bm
 
 
-def _indices(body: memoryview, n: int, count: int, mode: int, oid: ObjectId) -> np.ndarray:
-    """Inverse of :func:`_positions`: the ``count`` set indices among ``n`` elements."""
+def _bitmap(body: memoryview, n: int, mode: int, oid: ObjectId, rans: bool) -> bytes | memoryview:
+    """The packed bitmap of ``n`` bits a positions stream of ``mode`` 0, 1 or entropy.RANS
+    (``rans``: allowed) holds, checked for length."""
+    if mode not in (0, 1, entropy.RANS):
+        raise CorruptObject(to_hex(oid), "sparse delta positions of an unknown mode")
+    nbm = (n + 7) // 8
+    bm = _unsqueeze(mode, body, nbm, oid, rans)
+    if len(bm) != nbm:
+        raise CorruptObject(to_hex(oid), "sparse delta bitmap has the wrong length")
+    return bm
+
+
+def _indices(body: memoryview, n: int, count: int, mode: int, oid: ObjectId, rans: bool = True) -> np.ndarray:
+    """Inverse of :func:`_positions`: the ``count`` set indices among ``n`` elements;
+    ``rans``: its streams may be entropy-coded (frame version 5)."""
     if mode == POS_GAPS:
-        gaps = _unpack_planes(body, 4 * count, 4, oid).view(np.uint32)
+        gaps = _unpack_planes(body, 4 * count, 4, oid, rans=rans).view(np.uint32)
         if count and (gaps.min() == 0):
             raise CorruptObject(to_hex(oid), "sparse delta gaps out of range")
         idx = np.cumsum(gaps, dtype=np.int64) - 1
         if count and idx[-1] >= n:
             raise CorruptObject(to_hex(oid), "sparse delta gaps run past the chunk")
-    elif mode <= 1:
-        nbm = (n + 7) // 8
-        bm = _unzstd(body, nbm, oid) if mode == 1 else body
-        if len(bm) != nbm:
-            raise CorruptObject(to_hex(oid), "sparse delta bitmap has the wrong length")
+    else:
+        bm = _bitmap(body, n, mode, oid, rans)
         # unpackbits gives 0/1 bytes: viewed as bool, flatnonzero is ~8x faster.
         bits = np.unpackbits(np.frombuffer(bm, np.uint8), count=n, bitorder="little").view(bool)
         idx = np.flatnonzero(bits)
-    else:
-        raise CorruptObject(to_hex(oid), "sparse delta positions of an unknown mode")
     if len(idx) != count:
         raise CorruptObject(to_hex(oid), "sparse delta bitmap disagrees with its count")
     return idx
@@ -476,20 +487,16 @@ def _deposit_table() -> np.ndarray:
     return _DEPOSIT[0]
 
 
-def _group_bits(body: memoryview, n: int, count: int, mode: int, oid: ObjectId) -> np.ndarray:
+def _group_bits(body: memoryview, n: int, count: int, mode: int, oid: ObjectId, rans: bool = True) -> np.ndarray:
     """A group's positions as its bitmap (little-endian bits, one per member), as uint16
     windows: entry i holds bytes i and i + 1 (what :func:`_deposit` reads)."""
     nbm = (n + 7) // 8
     if mode == POS_GAPS:
         bits = np.zeros(n, dtype=bool)
-        bits[_indices(body, n, count, mode, oid)] = True
+        bits[_indices(body, n, count, mode, oid, rans)] = True
         bm = np.packbits(bits, bitorder="little")
-    elif mode <= 1:
-        bm = np.frombuffer(_unzstd(body, nbm, oid) if mode == 1 else body, dtype=np.uint8)
-        if len(bm) != nbm:
-            raise CorruptObject(to_hex(oid), "sparse delta bitmap has the wrong length")
     else:
-        raise CorruptObject(to_hex(oid), "sparse delta positions of an unknown mode")
+        bm = np.frombuffer(_bitmap(body, n, mode, oid, rans), dtype=np.uint8)
     w = np.zeros(nbm + 1, dtype=np.uint16)
     w[:nbm] = bm
     if n % 8:
@@ -517,8 +524,10 @@ def _deposit(acc: np.ndarray, m: np.ndarray, pc: np.ndarray, w: np.ndarray) -> N
     acc |= _deposit_table().take(v)
 
 
-def _grouped_indices(body: memoryview, bu: np.ndarray, width: int, count: int, oid: ObjectId) -> np.ndarray:
-    """Inverse of :func:`_grouped_positions`: the changed indices, in element order."""
+def _grouped_indices(body: memoryview, bu: np.ndarray, width: int, count: int, oid: ObjectId,
+                     rans: bool = True) -> np.ndarray:
+    """Inverse of :func:`_grouped_positions`: the changed indices, in element order;
+    ``rans``: its streams may be entropy-coded (frame version 5)."""
     ngroups = body[0] if len(body) else 0
     if width == 1 or not 2 <= ngroups <= GROUPS_MAX or len(body) < ngroups:
         raise CorruptObject(to_hex(oid), "sparse delta groups out of range")
@@ -546,7 +555,7 @@ def _grouped_indices(body: memoryview, bu: np.ndarray, width: int, count: int, o
         pc = np.bitwise_count(m)
         if n != int(pc.sum(dtype=np.int64)) or k > n or pos + size > len(body):
             raise CorruptObject(to_hex(oid), "sparse delta group does not match its base")
-        w = _group_bits(body[pos:pos + size], n, k, mode, oid)
+        w = _group_bits(body[pos:pos + size], n, k, mode, oid, rans)
         if k:
             _deposit(acc, m, pc, w)
         pos += size
@@ -612,13 +621,15 @@ def _unsparse(payload: memoryview, base: np.ndarray, h: FrameHeader, oid: Object
     count, mode, size = _SPARSE.unpack_from(payload, 0)
     pos = _SPARSE.size
     body = payload[pos:pos + size]
-    if len(body) != size or mode > (POS_GROUPS if h.version >= 3 else POS_GAPS) or count > n_el:
+    rans = h.version >= entropy.SINCE
+    top = entropy.RANS if rans else POS_GROUPS if h.version >= 3 else POS_GAPS
+    if len(body) != size or mode > top or count > n_el:
         raise CorruptObject(to_hex(oid), "sparse delta header out of range")
     bu = base[: n_el * width].view(_UINT[width])
     if mode == POS_GROUPS:
-        idx = _grouped_indices(body, bu, width, count, oid)
+        idx = _grouped_indices(body, bu, width, count, oid, rans)
     else:
-        idx = _indices(body, n_el, count, mode, oid)
+        idx = _indices(body, n_el, count, mode, oid, rans)
     bc = bu.take(idx)
     vals = np.empty_like(bc)
     used = _apply_segments(payload[pos + size:], bc, vals, width, h.key, oid, h.version)

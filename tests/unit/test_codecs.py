@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coralfs.objects import codecs, dtypes, planes, sparse
+from coralfs.objects import codecs, dtypes, entropy, planes, sparse
 from coralfs.objects.errors import CorruptObject
 from coralfs.objects.ids import hash_bytes
 
@@ -244,8 +244,17 @@ def test_golden_frame_bytes():
     frame = codecs.encode_as(codecs.GROUPED, z, hash_bytes(z), width=4, key=2, level=3)
     assert frame[: codecs.HEADER_SIZE].hex() == GOLDEN_GROUPED_HEADER
     assert codecs.decode(frame, hash_bytes(z)) == z
-    frame = codecs.encode(z, hash_bytes(z), width=4, key=2, level=3)
+    # A writer without the entropy coder makes the version 2 FGROUPED frame; with it the
+    # planes of zeros are entropy-coded (smaller than zstd's frames) and the frame is v5.
+    saved, entropy.kernel = entropy.kernel, None
+    try:
+        frame = codecs.encode(z, hash_bytes(z), width=4, key=2, level=3)
+    finally:
+        entropy.kernel = saved
     assert frame[: codecs.HEADER_SIZE].hex() == GOLDEN_FGROUPED_HEADER
+    assert codecs.decode(frame, hash_bytes(z)) == z
+    frame = codecs.encode(z, hash_bytes(z), width=4, key=2, level=3)
+    assert frame[: codecs.HEADER_SIZE].hex() == GOLDEN_FGROUPED_V5_HEADER
     assert codecs.decode(frame, hash_bytes(z)) == z
 
 
@@ -264,6 +273,11 @@ GOLDEN_FGROUPED_HEADER = (
     "4352414c02060402000000000010000000000000ba89c648e16fd793ad7facb2586fc6e966c004d7"
     "d1d16b024f5805ff7cb47c7a85dabd8b48892ca70000000000000000000000000000000000000000"
     "000000000000000000000000603998eab232a967"
+)
+GOLDEN_FGROUPED_V5_HEADER = (
+    "4352414c05060402000000000010000000000000ba89c648e16fd793ad7facb2586fc6e966c004d7"
+    "d1d16b024f5805ff7cb47c7a85dabd8b48892ca70000000000000000000000000000000000000000"
+    "00000000000000000000000028f11577a3735836"
 )
 
 
@@ -288,7 +302,9 @@ def test_every_flipped_byte_of_a_v2_frame_is_detected(codec):
 
 @pytest.mark.parametrize("density", [0.0005, 0.01, 0.3])
 def test_sparse_positions_as_gaps_or_bitmap(density):
-    """Few changes store the gaps between changed elements, many a bitmap; both exact."""
+    """Few changes store the gaps between changed elements, many a bitmap; both exact.
+    With the entropy coder the bitmap may win at any density (an entropy-coded bitmap is
+    near its entropy); the frame is then no larger."""
     rng = np.random.default_rng(10)
     base = (rng.standard_normal(300000) * 0.05).astype(np.float32)
     new = base.copy()
@@ -297,10 +313,16 @@ def test_sparse_positions_as_gaps_or_bitmap(density):
     new[-1] = -new[-1]  # the last element too: the gaps must reach the end
     data, bb = new.tobytes(), base.tobytes()
     oid = hash_bytes(data)
-    frame = codecs.encode_as(codecs.SPARSE, data, oid, width=4, key=2, base=codecs.Base(hash_bytes(bb), bb, 0))
+    saved, entropy.kernel = entropy.kernel, None
+    try:
+        frame = codecs.encode_as(codecs.SPARSE, data, oid, width=4, key=2, base=codecs.Base(hash_bytes(bb), bb, 0))
+    finally:
+        entropy.kernel = saved
     mode = sparse._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
     assert (mode == sparse.POS_GAPS) == (density < 0.1)
     assert codecs.decode(frame, oid, lambda o: bb) == data
+    coded = codecs.encode_as(codecs.SPARSE, data, oid, width=4, key=2, base=codecs.Base(hash_bytes(bb), bb, 0))
+    assert len(coded) <= len(frame) and codecs.decode(coded, oid, lambda o: bb) == data
 
 
 def _reseal(frame: bytearray) -> bytes:
@@ -357,18 +379,36 @@ def _exponent_sensitive(n: int, seed: int) -> tuple[bytes, bytes]:
 def _sparse_frame(data: bytes, base: bytes, dtype: str, cuts: list[int] | None) -> bytes:
     """A SPARSE frame as encode_as writes it, its positions layout forced by ``cuts``."""
     dt = dtypes.lookup(dtype)
+    planes.rans_used(reset=True)
     payload = sparse._sparse_payload(np.frombuffer(data, np.uint8), np.frombuffer(base, np.uint8),
                                      dt.width, dt.key, 1, cuts)
     payload = codecs._CHECK.pack(codecs.checksum(payload)) + payload
     return codecs._pack(codecs.SPARSE, dt.width, dt.key, 1, len(data), codecs.checksum(data),
-                        hash_bytes(data), hash_bytes(base), payload)
+                        hash_bytes(data), hash_bytes(base), payload, version=coded_version(3))
+
+
+def coded_version(layout: int) -> int:
+    """The version of a frame whose payload a test just made (after planes.rans_used was
+    reset): entropy.SINCE if a stream of it was entropy-coded, else ``layout``."""
+    return entropy.SINCE if planes.rans_used(reset=True) else layout
+
+
+@pytest.fixture
+def no_entropy_coder():
+    """A writer without the compiled entropy coder: the layouts frame versions 3 and 4
+    chose (the coder changes which layout is smallest)."""
+    saved, entropy.kernel = entropy.kernel, None
+    try:
+        yield
+    finally:
+        entropy.kernel = saved
 
 
 def _positions_mode(frame: bytes) -> int:
     return sparse._SPARSE.unpack_from(frame, codecs.HEADER_SIZE + 8)[1]
 
 
-def test_sparse_bitmap_by_exponent_groups_when_changes_depend_on_magnitude():
+def test_sparse_bitmap_by_exponent_groups_when_changes_depend_on_magnitude(no_entropy_coder):
     """The encoder keeps the grouped bitmap when it is smaller, and it is: the frame beats
     the same delta with its bitmap in element order; bit-exact."""
     data, base = _exponent_sensitive(1 << 18, 1)
@@ -383,7 +423,7 @@ def test_sparse_bitmap_by_exponent_groups_when_changes_depend_on_magnitude():
     assert len(frame) < 0.95 * len(element_order)
 
 
-def test_small_differences_are_stored_as_packed_symbols():
+def test_small_differences_are_stored_as_packed_symbols(no_entropy_coder):
     """+-1 ulp with a few larger moves: segments of 2- or 4-bit symbols with escapes."""
     data, base = _exponent_sensitive(1 << 16, 2)
     oid = hash_bytes(data)
@@ -393,9 +433,9 @@ def test_small_differences_are_stored_as_packed_symbols():
         kinds = set()
         orig = sparse._unpack_values  # the SUBS / SPARSE layouts live in objects/sparse.py
 
-        def spy(body, count, width, o):
+        def spy(body, *args):
             kinds.add(body[0])
-            return orig(body, count, width, o)
+            return orig(body, *args)
         sparse._unpack_values = spy
         try:
             assert codecs.decode(frame, oid, lambda o: base) == data
@@ -459,7 +499,7 @@ def test_golden_v2_frames_still_decode():
         assert codecs.decode(frame, hash_bytes(data), lambda o: base) == data
 
 
-def test_v3_frames_ask_an_older_reader_to_upgrade(monkeypatch):
+def test_v3_frames_ask_an_older_reader_to_upgrade(monkeypatch, no_entropy_coder):
     """SPARSE and SUBS frames are version 3: a reader that knows only version 2 (what an
     older coralfs checks) says "upgrade coralfs", not corrupt; the other codecs keep
     their versions; a v3 positions mode in a frame labelled version 2 is corrupt."""
@@ -562,11 +602,12 @@ def _ranked_frame(data: bytes, dtype: str, ranked: tuple[int, ...] | None = None
     default) forced to ranks whatever the sizes say."""
     dt = dtypes.lookup(dtype)
     g = planes.group(planes._rotate(np.frombuffer(data, np.uint8), dt.width), dt.width)
+    planes.rans_used(reset=True)
     payload = planes._pack_planes(g, dt.width, 1, ranked=tuple(range(dt.width)) if ranked is None else ranked,
                                   force=True)
     payload = codecs._CHECK.pack(codecs.checksum(payload)) + payload
     return codecs._pack(codecs.FGROUPED, dt.width, dt.key, 0, len(data), codecs.checksum(data),
-                        hash_bytes(data), None, payload, version=codecs.RANKS_SINCE)
+                        hash_bytes(data), None, payload, version=coded_version(codecs.RANKS_SINCE))
 
 
 def _float_values(dtype: str, n: int, seed: int, kind: str, tail: int) -> bytes:
@@ -635,7 +676,7 @@ def test_packed_ranks_are_packed_symbols(n, seed, distinct):
 
 
 @pytest.mark.parametrize("dtype", ["BF16", "F32"])
-def test_keyframe_exponent_plane_stored_as_ranks_where_smaller(dtype):
+def test_keyframe_exponent_plane_stored_as_ranks_where_smaller(dtype, no_entropy_coder):
     """Weights: the exponent plane as ranks, smaller than zstd's plane, frame version 4;
     arbitrary bits: zstd (or stored) planes, frame version 2."""
     dt = dtypes.lookup(dtype)
@@ -655,7 +696,7 @@ def test_keyframe_exponent_plane_stored_as_ranks_where_smaller(dtype):
     assert h.codec == codecs.FGROUPED and h.version == 2
 
 
-def test_ranked_frames_ask_an_older_reader_to_upgrade(monkeypatch):
+def test_ranked_frames_ask_an_older_reader_to_upgrade(monkeypatch, no_entropy_coder):
     """A ranked FGROUPED frame is version 4: a reader of versions up to 3 says "upgrade
     coralfs"; the ranks mode in a frame labelled version 2 (or in a SPARSE / SUBS plane)
     is corrupt."""

@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from coralfs.objects import codecs, dtypes, native, planes, sparse
+from coralfs.objects import codecs, dtypes, entropy, native, planes, sparse
 from coralfs.objects.ids import hash_bytes
 
 
@@ -78,11 +78,13 @@ def _all_ranked(data: bytes) -> bytes:
     """An FGROUPED frame of bf16 ``data`` with both planes ranked (the encoder ranks only the
     top one): two ranked planes in one frame."""
     g = planes.group(planes._rotate(np.frombuffer(data, np.uint8), 2), 2)
+    planes.rans_used(reset=True)
     payload = planes._pack_planes(g, 2, 1, ranked=(0, 1), force=True)
+    version = entropy.SINCE if planes.rans_used(reset=True) else codecs.RANKS_SINCE
     assert planes._plane_modes(payload, 2) == [planes.PLANE_RANKS] * 2
     payload = codecs._CHECK.pack(codecs.checksum(payload)) + payload
     return codecs._pack(codecs.FGROUPED, 2, dtypes.KEY_FLOAT, 0, len(data), codecs.checksum(data),
-                        hash_bytes(data), None, payload, version=codecs.RANKS_SINCE)
+                        hash_bytes(data), None, payload, version=version)
 
 
 FRAMES = _frames()
@@ -174,7 +176,7 @@ def test_apply_segments_is_one_decoder_for_both_paths(width, key):
     for on in PATHS:
         with kernel(on):
             out = np.empty(n, dtype=ut)
-            used = sparse._apply_segments(payload, bu, out, width, key, b"x" * 32, 3)
+            used = sparse._apply_segments(payload, bu, out, width, key, b"x" * 32, codecs.VERSION)
         assert bytes(payload[used:]) == b"tail"
         got.append(out.tobytes())
     assert all(g == u.tobytes() for g in got)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coralfs.objects import codecs, dtypes, native, planes, sparse
+from coralfs.objects import codecs, dtypes, entropy, native, planes, sparse
 from coralfs.objects.ids import hash_bytes
 from coralfs.objects.planes import _UINT, _keys, _unkeys, _unzigzag, _zigzag
 
@@ -158,10 +158,11 @@ def _frames(codec: int, data: bytes, base: bytes, dtype: str, cuts=None) -> byte
     if cuts is None:
         return codecs.encode_as(codec, data, hash_bytes(data), width=dt.width, key=dt.key, level=1,
                                 base=codecs.Base(hash_bytes(base), base, 0))
+    planes.rans_used(reset=True)
     payload = sparse._sparse_payload(np.frombuffer(data, np.uint8), np.frombuffer(base, np.uint8), dt.width, dt.key, 1, cuts)
     payload = codecs._CHECK.pack(codecs.checksum(payload)) + payload
     return codecs._pack(codec, dt.width, dt.key, 1, len(data), codecs.checksum(data), hash_bytes(data),
-                        hash_bytes(base), payload)
+                        hash_bytes(base), payload, version=entropy.SINCE if planes.rans_used(reset=True) else 3)
 
 
 def _decode_both(frame: bytes, data: bytes, base: bytes) -> None:
