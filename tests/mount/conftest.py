@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+import warnings
 
 import h5py
 import numpy as np
@@ -21,6 +22,11 @@ from coralfs.objects.durable import pid_alive
 from tests.conftest import minilm_dir, run_cli, sha, tree_sha
 
 pytestmark = pytest.mark.mount
+
+
+class HeldMount(UserWarning):
+    """A mount whose daemon outlived its unmount: a lazy unmount waits for the last open
+    file or mapping (a tensor of load_file, an mmap'ed array), and that costs a test 30 s."""
 
 
 def force_unmount(mp: str, pid: int | None = None) -> None:
@@ -35,6 +41,9 @@ def force_unmount(mp: str, pid: int | None = None) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)
+        if pid_alive(pid):
+            warnings.warn(HeldMount(f"the daemon of {mp} did not exit within 30 s of its unmount (a file of it "
+                                    "still open or memory-mapped, by this process too: del what maps it first)"))
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

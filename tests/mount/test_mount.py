@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import mmap
 import os
@@ -67,6 +68,7 @@ def test_frameworks_load_by_path(series, mnt):
         np.testing.assert_array_equal(np.asarray(v), b["encoder.layer.0.attention.self.query.weight"].numpy())
         k = np.load(os.path.join(mnt, ".coral", "tensors", "weights.h5", "dense", "kernel.npy"), mmap_mode="r")
         assert k.shape == (512, 256)
+        del a, sl, ck, arr, v, k  # each maps the mount's files: unmounting waits for them
 
 
 def test_sentence_transformers_from_the_mount(series, mnt):
@@ -77,6 +79,8 @@ def test_sentence_transformers_from_the_mount(series, mnt):
         m2 = SentenceTransformer(series["src"][1], device="cpu")
         s = ["coralfs mounts model weights", "a second sentence"]
         np.testing.assert_array_equal(m1.encode(s), m2.encode(s))
+        del m1  # its weights map the mount's file
+        gc.collect()
 
 
 def test_mmap_equals_read_and_concurrent_readers(series, mnt):
@@ -143,6 +147,7 @@ def test_laziness_one_tensor_of_a_large_model(tmp_path, mnt):
         assert float(arr[::64, ::64].sum()) == pytest.approx(float(arr[::64, ::64].sum()))
         after = stats(mnt)
         assert after["decoded_chunks"] - before["decoded_chunks"] <= 17  # 16 chunks of 4 MiB + header
+        del arr  # it maps the mount's file
 
 
 def test_include_narrows_the_mount(series, mnt):
@@ -154,6 +159,7 @@ def test_include_narrows_the_mount(series, mnt):
         assert sha(os.path.join(mnt, "config.json")) == sha(os.path.join(series["src"][2], "config.json"))
         names = os.listdir(os.path.join(mnt, ".coral", "tensors", "model.safetensors"))
         assert names and all(n.startswith(("encoder.layer.0.", "pooler.")) for n in names)
+        del t  # its tensors map the mount's file
 
 
 def test_writes_fail_with_erofs(series, mnt):
