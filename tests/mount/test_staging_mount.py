@@ -596,3 +596,17 @@ def test_auto_commit_follows_the_config_rules(repo, tmp_path):
     assert "log.txt" in r.tree_of("main").entries  # counted or not, what is staged is committed
     r.close()
 
+
+
+def test_a_writable_mount_imports_numpy_once_it_answers_before_any_read(repo, tmp_path):
+    """The first read of a committed tensor through a writable mount (h5py's open of a
+    file to edit) does not wait for numpy's import (50-70 ms): the daemon loads it right
+    after the mount answers, with nothing read yet."""
+    with staging(repo, str(tmp_path / "stage")) as pid:
+        def loaded() -> bool:
+            with open(f"/proc/{pid}/maps") as f:
+                return "_multiarray_umath" in f.read()
+        deadline = time.monotonic() + 20
+        while not loaded() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert loaded()
