@@ -50,9 +50,16 @@ def _entries(cache: str) -> list[str]:
 
 
 def _on_disk(cache: str) -> int:
-    """Bytes of entries and temp files (the ledger excluded)."""
-    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(cache, "materialized", "??", "*"))
-               + glob.glob(os.path.join(cache, "materialized", "??", ".tmp-*")) if os.path.exists(p))
+    """Bytes of entries and temp files (the ledger excluded). A file renamed or evicted
+    between the listing and its stat counts 0 (while the daemon writes, that happens)."""
+    n = 0
+    for p in (glob.glob(os.path.join(cache, "materialized", "??", "*"))
+              + glob.glob(os.path.join(cache, "materialized", "??", ".tmp-*"))):
+        try:
+            n += os.path.getsize(p)
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def _read_all(mnt: str, src: str) -> None:
@@ -183,11 +190,16 @@ def test_eviction_keeps_the_cache_within_its_bound_reading_a_model_4x_larger(tmp
     budget = 32 << 20
     peak = [0]
     done = threading.Event()
+    failed: list[BaseException] = []
 
     def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _on_disk(cache))
-            time.sleep(0.005)
+        try:
+            while not done.is_set():
+                peak[0] = max(peak[0], _on_disk(cache))
+                time.sleep(0.005)
+        except BaseException as e:  # the bound is only checked while this runs
+            failed.append(e)
+            raise
     with mounted(repo, mnt, "main", "--cache-dir", cache, "--materialize-size", str(budget)):
         th = threading.Thread(target=sample)
         th.start()
@@ -196,6 +208,7 @@ def test_eviction_keeps_the_cache_within_its_bound_reading_a_model_4x_larger(tmp
         finally:
             done.set()
             th.join()
+        assert not failed, failed
         s = stats(mnt)["materialized"]
     assert os.path.getsize(os.path.join(src, "model.safetensors")) >= 4 * budget
     assert s["evicted"] > 0 and s["budget"] == budget and s["used"] <= budget
