@@ -272,16 +272,17 @@ def rans_used(reset: bool = False) -> bool:
     return used
 
 
-def _unsqueeze(mode: int, body, n: int, oid: ObjectId, rans: bool) -> bytes | memoryview:
+def _unsqueeze(mode: int, body, n: int, oid: ObjectId, rans: bool, what: str = "stream") -> bytes | memoryview:
     """Inverse of :func:`_squeeze` for a stream of ``n`` bytes (the caller checks the
-    length); ``rans``: the frame's version allows entropy-coded streams."""
+    length); ``rans``: the frame's version allows entropy-coded streams. Any other mode is
+    corrupt, named by ``what``."""
     if mode == 0:
         return body
     if mode == 1:
         return _unzstd(body, n, oid)
     if mode == entropy.RANS and rans:
         return entropy.decode(body, n, oid)
-    raise CorruptObject(to_hex(oid), "stream of an unknown mode")
+    raise CorruptObject(to_hex(oid), f"{what} out of range")
 
 
 def _rank_plane(plane: np.ndarray, level: int) -> bytes:
@@ -336,7 +337,7 @@ def _escapes_at(packed: np.ndarray, n: int) -> np.ndarray:
     return at[at < n] if len(at) and at[-1] >= n else at
 
 
-def _rank_streams(body, n: int, oid: ObjectId, rans: bool = True) -> tuple[int, bytes, int, bytes]:
+def _rank_streams(body, n: int, oid: ObjectId, rans: bool) -> tuple[int, bytes, int, bytes]:
     """The parts of a PLANE_RANKS plane of ``n`` bytes: (ranked values, packed ranks,
     escape count, escapes), checked for length and decompressed."""
     k = body[0] if len(body) else RANKS + 1
@@ -353,9 +354,9 @@ def _rank_streams(body, n: int, oid: ObjectId, rans: bool = True) -> tuple[int, 
         pos += _PLANE.size
         part = body[pos:pos + size]
         pos += size
-        if len(part) != size or mode not in (0, 1, entropy.RANS):
+        if len(part) != size:
             raise CorruptObject(to_hex(oid), "ranked byte plane out of range")
-        part = _unsqueeze(mode, part, want, oid, rans)
+        part = _unsqueeze(mode, part, want, oid, rans, "ranked byte plane")
         if len(part) != want:
             raise CorruptObject(to_hex(oid), "ranked byte plane has the wrong length")
         streams.append(part)
@@ -404,7 +405,7 @@ def _quad_table(values: bytes) -> np.ndarray:
     return quad
 
 
-def _unrank_plane(body, n: int, oid: ObjectId, own: bool = False, rans: bool = True) -> np.ndarray:
+def _unrank_plane(body, n: int, oid: ObjectId, own: bool = False, *, rans: bool) -> np.ndarray:
     """Inverse of :func:`_rank_plane`: the ``n`` bytes of the plane (a view of this thread's
     scratch buffer, valid until its next call; ``own``: a buffer of its own). Each packed byte
     (two ranks) becomes two values in one table lookup; escapes are placed where rank 15
@@ -473,18 +474,18 @@ def _plane_modes(payload, width: int) -> list[int]:
 
 
 def _unpack_planes(payload: memoryview, total: int, width: int, oid: ObjectId,
-                   ranks: bool = False, rans: bool = True) -> np.ndarray:
+                   ranks: bool = False, *, rans: bool) -> np.ndarray:
     """Inverse of :func:`_pack_planes` fused with :func:`ungroup`: the ``total`` bytes of
     the element-ordered output. ``ranks``: planes may be PLANE_RANKS (frame version 4
     FGROUPED); elsewhere that mode is corrupt. ``rans``: planes and their parts may be
     entropy-coded (frame version 5)."""
     out = np.empty(total, dtype=np.uint8)
-    _unpack_planes_into(payload, out, width, oid, ranks, rans)
+    _unpack_planes_into(payload, out, width, oid, ranks, rans=rans)
     return out
 
 
 def _unpack_planes_into(payload: memoryview, out: np.ndarray, width: int, oid: ObjectId,
-                        ranks: bool = False, rans: bool = True) -> None:
+                        ranks: bool = False, *, rans: bool) -> None:
     """:func:`_unpack_planes` written into the bytes ``out`` (its length is the decoded
     length); the planes are interleaved by :func:`_interleave`."""
     total = len(out)

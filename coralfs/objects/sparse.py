@@ -173,7 +173,7 @@ def _symbols(s: np.ndarray, width: int, bits: int) -> tuple[np.ndarray, np.ndarr
     return _pack_symbols(np.minimum(s, marker).astype(np.uint8), bits), s[big] - _UINT[width](marker)
 
 
-def _unpack_values(body: memoryview, count: int, width: int, oid: ObjectId, rans: bool = True) -> np.ndarray:
+def _unpack_values(body: memoryview, count: int, width: int, oid: ObjectId, rans: bool) -> np.ndarray:
     """Inverse of :func:`_pack_values`: ``count`` unsigned values of ``width`` bytes;
     ``rans``: its streams may be entropy-coded (frame version 5)."""
     if len(body) < 1:
@@ -187,9 +187,9 @@ def _unpack_values(body: memoryview, count: int, width: int, oid: ObjectId, rans
     pos = 1 + _PLANE.size
     packed = body[pos:pos + size]
     want = -(-count * kind // 8)
-    if len(packed) != size or mode not in (0, 1, entropy.RANS):
+    if len(packed) != size:
         raise CorruptObject(to_hex(oid), "packed symbols out of range")
-    packed = _unsqueeze(mode, packed, want, oid, rans)
+    packed = _unsqueeze(mode, packed, want, oid, rans, "packed symbols")
     if len(packed) != want:
         raise CorruptObject(to_hex(oid), "packed symbols have the wrong length")
     sym = _unpack_symbols(packed, kind, count)
@@ -363,16 +363,14 @@ def _packed_positions(packed: np.ndarray, n: int, count: int, indices, level: in
 def _bitmap(body: memoryview, n: int, mode: int, oid: ObjectId, rans: bool) -> bytes | memoryview:
     """The packed bitmap of ``n`` bits a positions stream of ``mode`` 0, 1 or entropy.RANS
     (``rans``: allowed) holds, checked for length."""
-    if mode not in (0, 1, entropy.RANS):
-        raise CorruptObject(to_hex(oid), "sparse delta positions of an unknown mode")
     nbm = (n + 7) // 8
-    bm = _unsqueeze(mode, body, nbm, oid, rans)
+    bm = _unsqueeze(mode, body, nbm, oid, rans, "sparse delta positions")
     if len(bm) != nbm:
         raise CorruptObject(to_hex(oid), "sparse delta bitmap has the wrong length")
     return bm
 
 
-def _indices(body: memoryview, n: int, count: int, mode: int, oid: ObjectId, rans: bool = True) -> np.ndarray:
+def _indices(body: memoryview, n: int, count: int, mode: int, oid: ObjectId, rans: bool) -> np.ndarray:
     """Inverse of :func:`_positions`: the ``count`` set indices among ``n`` elements;
     ``rans``: its streams may be entropy-coded (frame version 5)."""
     if mode == POS_GAPS:
@@ -487,7 +485,7 @@ def _deposit_table() -> np.ndarray:
     return _DEPOSIT[0]
 
 
-def _group_bits(body: memoryview, n: int, count: int, mode: int, oid: ObjectId, rans: bool = True) -> np.ndarray:
+def _group_bits(body: memoryview, n: int, count: int, mode: int, oid: ObjectId, rans: bool) -> np.ndarray:
     """A group's positions as its bitmap (little-endian bits, one per member), as uint16
     windows: entry i holds bytes i and i + 1 (what :func:`_deposit` reads)."""
     nbm = (n + 7) // 8
@@ -525,7 +523,7 @@ def _deposit(acc: np.ndarray, m: np.ndarray, pc: np.ndarray, w: np.ndarray) -> N
 
 
 def _grouped_indices(body: memoryview, bu: np.ndarray, width: int, count: int, oid: ObjectId,
-                     rans: bool = True) -> np.ndarray:
+                     rans: bool) -> np.ndarray:
     """Inverse of :func:`_grouped_positions`: the changed indices, in element order;
     ``rans``: its streams may be entropy-coded (frame version 5)."""
     ngroups = body[0] if len(body) else 0

@@ -456,7 +456,7 @@ def test_value_segments_roundtrip(width, n, seed, small, top):
     s = np.where(rng.random(n) < small, rng.integers(0, min(top, 2**63), n).astype(dt), big).astype(dt)
     oid = hash_bytes(s.tobytes())
     seg = sparse._pack_values(s, width, 1)
-    assert sparse._unpack_values(memoryview(seg), n, width, oid).tobytes() == s.tobytes()
+    assert sparse._unpack_values(memoryview(seg), n, width, oid, True).tobytes() == s.tobytes()
     for bits in sparse.SYMBOL_BITS:  # each packing forced, whatever the sizes say
         marker = (1 << bits) - 1
         mode, packed = planes._squeeze(planes._pack_symbols(np.minimum(s, marker).astype(np.uint8), bits), 1)
@@ -464,7 +464,7 @@ def test_value_segments_roundtrip(width, n, seed, small, top):
         if (s >= marker).any():
             esc = (s[s >= marker] - dt(marker)).view(np.uint8)
             forced += planes._pack_planes(planes.group(esc, width), width, 1)
-        assert sparse._unpack_values(memoryview(forced), n, width, oid).tobytes() == s.tobytes()
+        assert sparse._unpack_values(memoryview(forced), n, width, oid, True).tobytes() == s.tobytes()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -716,7 +716,7 @@ def test_ranked_frames_ask_an_older_reader_to_upgrade(monkeypatch, no_entropy_co
         codecs.transformed(forged, oid)  # the benchmarks' reader refuses it too
     g = planes.group(np.frombuffer(data, np.uint8), 2)
     with pytest.raises(CorruptObject, match="out of range"):
-        planes._unpack_planes(memoryview(planes._pack_planes(g, 2, 1, ranked=(1,), force=True)), len(data), 2, oid)
+        planes._unpack_planes(memoryview(planes._pack_planes(g, 2, 1, ranked=(1,), force=True)), len(data), 2, oid, rans=True)
 
 
 def _ranked_weights_frame() -> tuple[bytes, bytes]:

@@ -154,8 +154,8 @@ def test_two_ranked_planes_decode_without_sharing_the_scratch(on):
 def test_unrank_plane_own_buffer_is_not_the_scratch():
     g = np.frombuffer(bytes(range(16)) * 500, np.uint8)
     body = memoryview(planes._rank_plane(g, 1))
-    a = planes._unrank_plane(body, len(g), b"x" * 32)
-    b = planes._unrank_plane(body, len(g), b"x" * 32, own=True)
+    a = planes._unrank_plane(body, len(g), b"x" * 32, rans=True)
+    b = planes._unrank_plane(body, len(g), b"x" * 32, own=True, rans=True)
     assert a.tobytes() == b.tobytes() == g.tobytes()
     assert not np.shares_memory(a, b)
     assert np.shares_memory(a, planes._local.scratch)
